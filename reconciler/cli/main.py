@@ -1,0 +1,51 @@
+"""Entry point of the `reconciler` console script and `python -m reconciler`.
+
+Builds the argparse tree from the verb modules, runs one verb, and turns every
+`ReconcilerError` into one line on stderr and exit status 1 (never a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from reconciler import __version__
+from reconciler.errors import ReconcilerError
+
+# Verb modules under reconciler.cli, in the order `--help` lists them.
+VERBS: tuple[str, ...] = ("validate", "schema")
+
+
+def _load(verb: str) -> ModuleType:
+    return importlib.import_module(f"reconciler.cli.{verb}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reconciler",
+        description="Declarative reconciler for Xen hosts.",
+    )
+    parser.add_argument("--version", action="version", version=f"reconciler {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    for verb in VERBS:
+        _load(verb).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.run(args)
+        return code
+    except ReconcilerError as exc:
+        print(f"reconciler: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `reconciler plan ... | head`: the reader went away; that is not our failure.
+        return 0
