@@ -258,12 +258,14 @@ def parse_bdf(text: str) -> Bdf:
     m = _BDF_RE.fullmatch(text.strip())
     if m is None:
         raise ValueError(
-            f"expected a PCI address DDDD:BB:SS.F or BB:SS.F in hex, e.g. 0000:03:00.0, found {text!r}"
+            "expected a PCI address DDDD:BB:SS.F or BB:SS.F in hex, e.g. 0000:03:00.0, "
+            f"found {text!r}"
         )
     slot = int(m.group("slot"), 16)
     if slot > 0x1F:
         raise ValueError(f"PCI slot must be 00-1f, found {m.group('slot')!r} in {text!r}")
-    return Bdf(int(m.group("domain") or "0", 16), int(m.group("bus"), 16), slot, int(m.group("func")))
+    domain, bus = int(m.group("domain") or "0", 16), int(m.group("bus"), 16)
+    return Bdf(domain, bus, slot, int(m.group("func")))
 
 
 # --- MAC addresses ---

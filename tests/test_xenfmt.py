@@ -65,7 +65,8 @@ def test_dNpM_form_is_the_xvd_numbering(vdev: str, devid: int) -> None:
      "", " xvda", "d0p256", "51712", "xvda-1"],
 )
 def test_vdev_to_devid_rejects_with_what_is_valid(vdev: str) -> None:
-    with pytest.raises(ValueError, match=r"expected xvdX\[N\], hdX\[N\] \(a-d\), sdX\[N\] \(a-p\) or dNpM, found"):
+    expected = r"expected xvdX\[N\], hdX\[N\] \(a-d\), sdX\[N\] \(a-p\) or dNpM, found"
+    with pytest.raises(ValueError, match=expected):
         vdev_to_devid(vdev)
 
 
@@ -206,7 +207,7 @@ def test_kib_from_mib() -> None:
 
 def test_xenbus_state_has_nine_values() -> None:
     assert [int(s) for s in XenbusState] == list(range(9))
-    assert XenbusState.RECONFIGURED == 8
+    assert int(XenbusState.RECONFIGURED) == 8
 
 
 @pytest.mark.parametrize(
