@@ -18,11 +18,11 @@ from drivers.dump_lines import (
     listed_base,
     match_node_line,
     match_prompt,
+    perms_only,
     split_quote,
     split_value,
     unescape,
     unquote,
-    unreadable_perms,
 )
 from reconciler.errors import UsageError
 
@@ -163,7 +163,7 @@ def _read_node(
     if node.unreadable:
         if path is not None:
             b.problem(line_no, f"xenstore-ls could not read {path} (printed `name:`); kept empty")
-            b.put(line_no, path, "", unreadable_perms(node.value_part), cut=False)
+            b.put(line_no, path, "", perms_only(node.value_part), cut=False)
         return nxt
     value_part = node.value_part
     part = split_value(value_part)
@@ -180,10 +180,16 @@ def _read_node(
         )
     if not part.closed:
         b.problem(line_no, "value has no closing quote; kept what the line shows")
+    perms = part.perms
+    if part.closed and perms is None and nxt < len(lines):
+        perms = perms_only(_text(lines[nxt], policy))
+        if perms is not None:  # `-p` output whose `(perms)` a mail client wrapped off
+            b.note(line_no, f"permissions continue on line {nxt + 1}; joined")
+            nxt += 1
     if path is None:
         return nxt
     decoded = unescape(part.raw)
-    b.put(line_no, path, _decode(decoded.value, line_no, b), part.perms, decoded.truncated)
+    b.put(line_no, path, _decode(decoded.value, line_no, b), perms, decoded.truncated)
     return nxt
 
 

@@ -52,7 +52,7 @@ class NodeLine:
     name: str  # a node name (tree form) or an absolute path (-f form)
     depth: int  # indentation in the tree form; 0 for full paths
     full_path: bool
-    value_part: str  # text after ` = `, starting at the opening quote ("" if unreadable)
+    value_part: str  # text after ` = ` from the opening quote (after `:` if unreadable)
     unreadable: bool  # xenstore-ls printed `name:` (the value could not be read)
 
 
@@ -72,14 +72,15 @@ def match_node_line(text: str) -> NodeLine | None:
     if m.group("sep") == ":":
         if _UNREADABLE_TAIL.fullmatch(m.group("rest")) is None:
             return None
-        return NodeLine(name, depth, full, "", unreadable=True)
+        return NodeLine(name, depth, full, m.group("rest"), unreadable=True)
     if not m.group("rest").startswith('"'):
         return None
     return NodeLine(name, depth, full, m.group("rest"), unreadable=False)
 
 
-def unreadable_perms(value_part: str) -> str | None:
-    m = _UNREADABLE_TAIL.fullmatch(value_part)
+def perms_only(text: str) -> str | None:
+    """The perms of a text that is nothing but `(n0,r5)` (after `name:`, or wrapped off)."""
+    m = _UNREADABLE_TAIL.fullmatch(text)
     return m.group("perms") if m else None
 
 

@@ -304,3 +304,28 @@ def test_load_dump_refuses_huge_and_missing_files(tmp_path: Path) -> None:
         load_dump(str(dump), max_bytes=20)
     with pytest.raises(UsageError, match="nothere.txt"):
         load_dump(str(tmp_path / "nothere.txt"))
+
+
+def test_perms_wrapped_onto_their_own_line() -> None:
+    # As in a 2022 xen-devel thread: `-fp` output whose long lines lost their perms
+    # to the next line when quoted six times over.
+    text = (
+        '>>>>>> /local/domain/2/device/vif/0/backend = "/local/domain/1/backend/vif/2/0"\n'
+        ">>>>>> (n2,r1)\n"
+        '>>>>>> /local/domain/2/device/vif/0/backend-id = "1"   (n2,r1)\n'
+        '>>>>>> /local/domain/2/error/device/vif/0/error = "1 allocating event channel"\n'
+        ">>>>>> (n2)\n"
+        "  (n0)\n"
+    )
+    result = parse_dump(text, "t")
+    vif = "/local/domain/2/device/vif/0"
+    assert result.nodes[f"{vif}/backend"] == "/local/domain/1/backend/vif/2/0"
+    assert result.perms[f"{vif}/backend"] == "n2,r1"
+    assert result.perms["/local/domain/2/error/device/vif/0/error"] == "n2"
+    assert result.problems == [(6, "not a xenstore-ls line: '(n0)'")]
+
+
+def test_unreadable_value_keeps_its_perms() -> None:
+    result = parse_dump("/local/domain/5/secret:  (n5)", "t")
+    assert result.nodes["/local/domain/5/secret"] == ""
+    assert result.perms["/local/domain/5/secret"] == "n5"
