@@ -1,0 +1,125 @@
+"""Persistence of the simulated xenstored's tree: one JSON file, written atomically.
+
+Stage: simulated host. `save(store, file)` writes a header line (format, version, body
+length, sha256) and the body; `load(file) -> Store` refuses a truncated, corrupted or
+foreign file with `StateFileError` instead of starting empty. Called by `sim serve`
+and the simulated host, so one CLI run sees what the previous one left.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from drivers.xenstore.nodes import ROOT_PERMS, Node, parent_of
+from drivers.xenstore.store import Store
+from drivers.xenstore.wire import SPECIAL_PATHS, path_problem
+from reconciler.errors import StateFileError
+from reconciler.ports import Perm
+
+FORMAT = "xen-reconciler/xenstore-state"
+VERSION = 1
+STATE_FILE = "xenstore.json"
+
+
+def _perms_text(perms: tuple[Perm, ...]) -> str:
+    return ",".join(str(p) for p in perms)
+
+
+def _body(store: Store) -> bytes:
+    """Nodes in parent-first order (sibling order kept); values as latin-1 text,
+    which maps every byte to one character and back."""
+    doc = {
+        "nodes": [[path, node.value.decode("latin-1"), _perms_text(node.perms)] for path, node in store.items()],
+        "special": {path: _perms_text(perms) for path, perms in sorted(store.special_perms.items())},
+        "introduced": sorted(store.introduced),
+    }
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def save(store: Store, file: str | os.PathLike[str]) -> None:
+    """Write `store` to `file` atomically: temp file in the same dir, fsync, rename, fsync dir."""
+    target = Path(file)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    body = _body(store)
+    header = {"format": FORMAT, "version": VERSION, "length": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(json.dumps(header).encode() + b"\n" + body)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load(file: str | os.PathLike[str]) -> Store:
+    """Read a saved store; StateFileError says what is wrong and how to recover."""
+    path = Path(file)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise StateFileError(f"{path}: cannot read the xenstore state: {exc.strerror}") from exc
+    head, sep, body = raw.partition(b"\n")
+    try:
+        header = json.loads(head)
+        if not sep or not isinstance(header, dict) or header.get("format") != FORMAT:
+            raise ValueError("not a xenstore state file")
+        if header.get("version") != VERSION:
+            raise ValueError(f"format version {header.get('version')!r}, this build reads {VERSION}")
+        if header.get("length") != len(body):
+            raise ValueError(f"truncated: body is {len(body)} bytes, header says {header.get('length')}")
+        if header.get("sha256") != hashlib.sha256(body).hexdigest():
+            raise ValueError("checksum mismatch: the file is corrupted")
+        return _restore(json.loads(body))
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        raise StateFileError(
+            f"{path}: refusing a bad xenstore state file ({exc}); move it away to start with an empty store"
+        ) from exc
+
+
+def load_or_new(file: str | os.PathLike[str]) -> Store:
+    """The saved store, or an empty one when no file exists yet (never when it is bad)."""
+    return load(file) if Path(file).exists() else Store()
+
+
+def _perms(text: Any) -> tuple[Perm, ...]:
+    if not isinstance(text, str) or not text:
+        raise ValueError(f"bad permission list {text!r}")
+    return tuple(Perm.parse(t) for t in text.split(","))
+
+
+def _restore(doc: Any) -> Store:
+    nodes: dict[str, Node] = {}
+    children: dict[str, list[str]] = {}
+    gen = 0
+    for path, value, perms in doc["nodes"]:
+        gen += 1
+        if path != "/" and (path_problem(path) or not path.startswith("/") or parent_of(path) not in nodes):
+            raise ValueError(f"bad or orphaned node path {path!r}")
+        if path in nodes:
+            raise ValueError(f"duplicate node {path!r}")
+        nodes[path] = Node(value.encode("latin-1"), _perms(perms), (), gen)
+        children[path] = []
+        if path != "/":
+            children[parent_of(path)].append(path.rsplit("/", 1)[1])
+    if "/" not in nodes:
+        raise ValueError("no root node")
+    for path, names in children.items():
+        node = nodes[path]
+        nodes[path] = Node(node.value, node.perms, tuple(names), node.gen)
+    special = {p: _perms(t) for p, t in doc["special"].items() if p in SPECIAL_PATHS}
+    store = Store()
+    store.restore(nodes, special or {p: ROOT_PERMS for p in SPECIAL_PATHS}, {int(d) for d in doc["introduced"]})
+    return store
