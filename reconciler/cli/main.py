@@ -16,7 +16,7 @@ from reconciler import __version__
 from reconciler.errors import ReconcilerError
 
 # Verb modules under reconciler.cli, in the order `--help` lists them.
-VERBS: tuple[str, ...] = ("validate", "schema")
+VERBS: tuple[str, ...] = ("validate", "schema", "sim")
 
 
 def _load(verb: str) -> ModuleType:
