@@ -1,0 +1,115 @@
+"""The loader: manifest paths -> DesiredState, or every problem at once.
+
+Reads files (the only I/O of the stage), then pure steps: YAML -> documents
+(`yamlsrc`), documents -> resources (`documents`), nested devices -> standalone and
+defaults (`normalize`), cross checks (`checks`). Called by the CLI verbs validate, plan,
+apply and watch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from reconciler.errors import Diagnostic, Location, ManifestError
+from reconciler.loader import checks, normalize
+from reconciler.loader.documents import to_resource
+from reconciler.loader.normalize import Entry
+from reconciler.loader.yamlsrc import Limits, parse_documents, read_source
+from reconciler.model import DesiredState, Kind
+
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """What a load found: the state (None when any error), and every diagnostic, sorted."""
+
+    state: DesiredState | None
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    files: int = 0
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "error"]
+
+
+def expand_paths(paths: Iterable[str]) -> tuple[list[str], list[Diagnostic]]:
+    """Files named directly, plus every *.yaml/*.yml below named directories (hidden
+    directories skipped, symlinked directories not followed), sorted, each once."""
+    files: list[str] = []
+    problems: list[Diagnostic] = []
+    for path in paths:
+        if os.path.isdir(path):
+            for root, dirs, names in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                files.extend(os.path.join(root, n) for n in sorted(names) if n.endswith(YAML_SUFFIXES))
+        elif os.path.isfile(path):
+            files.append(path)
+        else:
+            problems.append(Diagnostic(Location(path), "error", "no such file or directory"))
+    unique = list(dict.fromkeys(os.path.normpath(f) for f in files))
+    return unique, problems
+
+
+def load(paths: Sequence[str], limits: Limits = Limits()) -> LoadResult:
+    files, diagnostics = expand_paths(paths)
+    entries: list[Entry] = []
+    broken: set[str] = set()
+    for path in files:
+        text, problems = read_source(path, limits)
+        diagnostics.extend(problems)
+        if text is None:
+            continue
+        documents, problems = parse_documents(path, text, limits)
+        diagnostics.extend(problems)
+        for doc in documents:
+            resource, problems = to_resource(doc)
+            diagnostics.extend(problems)
+            if resource is not None:
+                entries.append(Entry(resource, doc))
+            elif _declared_vm(doc.value):
+                broken.add(_declared_vm(doc.value))
+    if not files and not diagnostics:
+        diagnostics.append(Diagnostic(Location(", ".join(paths) or "."), "error", "no *.yaml or *.yml manifests found"))
+    entries, naming = normalize.expand_nested(entries)
+    diagnostics.extend(checks.diag(e, checks.name_path(e), message) for e, message in naming)
+    entries = normalize.fill_defaults(entries)
+    diagnostics.extend(checks.run_all(entries, frozenset(broken)))
+    diagnostics = sorted(set(diagnostics))
+    if any(d.severity == "error" for d in diagnostics):
+        return LoadResult(None, diagnostics, len(files))
+    return LoadResult(_state(entries), diagnostics, len(files))
+
+
+def _declared_vm(value: object) -> str:
+    """The name a VM document meant to define, even if it failed validation ('' if none)."""
+    if isinstance(value, dict) and value.get("kind") == "VM" and isinstance(value.get("metadata"), dict):
+        name = value["metadata"].get("name")
+        return name if isinstance(name, str) else ""
+    return ""
+
+
+def load_or_raise(paths: Sequence[str], limits: Limits = Limits()) -> DesiredState:
+    """For plan/apply/watch: the state, or ManifestError carrying every diagnostic."""
+    result = load(paths, limits)
+    if result.state is None:
+        raise ManifestError(result.diagnostics)
+    return result.state
+
+
+def _state(entries: list[Entry]) -> DesiredState:
+    tables: dict[str, dict[str, object]] = {k: {} for k in ("VM", "Disk", "NIC", "PCIPassthrough", "V4VRule")}
+    origins: dict[tuple[Kind, str], Location] = {}
+    for entry in sorted(entries, key=lambda e: e.name):
+        tables[entry.kind][entry.name] = entry.resource
+        origins[(entry.resource.kind, entry.name)] = checks.where(entry, *checks.name_path(entry))
+    return DesiredState(
+        vms=tables["VM"],  # type: ignore[arg-type]
+        disks=tables["Disk"],  # type: ignore[arg-type]
+        nics=tables["NIC"],  # type: ignore[arg-type]
+        pci=tables["PCIPassthrough"],  # type: ignore[arg-type]
+        v4v_rules=tables["V4VRule"],  # type: ignore[arg-type]
+        origins=origins,
+    )

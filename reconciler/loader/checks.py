@@ -1,0 +1,272 @@
+"""Checks that need more than one field or more than one resource (issue 2's list).
+
+Pure: normalized entries -> diagnostics, each at the YAML node it concerns. Per resource:
+memory and vCPU bounds, pv/pvh boot source, hvm-only fields, disk target, PCI bdf/match.
+Across resources: duplicate names, uuids, vdevs, NIC indexes and MACs; references to
+missing VMs; NIC backends that provide no network backend; dependency cycles; one host
+device claimed by two VMs that may run at once; v4v endpoints that match no VM (warning).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+
+import networkx as nx
+
+from reconciler import v4v
+from reconciler.errors import Diagnostic, Location, Severity
+from reconciler.loader.locate import Path, mark_for
+from reconciler.loader.normalize import Entry
+from reconciler.loader.yamlsrc import location
+from reconciler.model import VM, Disk, NIC, PCIPassthrough, V4VRule
+
+HVM_ONLY = ("boot", "hvm", "stubdom")
+
+
+def where(entry: Entry, *path: str | int, at_key: bool = False) -> Location:
+    """Location of `path` inside the entry's document (relative to the entry itself)."""
+    full: Path = (*entry.path, *path)
+    return location(entry.document.file, mark_for(entry.document.node, full, at_key=at_key))
+
+
+def diag(entry: Entry, path: tuple[str | int, ...], message: str, severity: Severity = "error", *, at_key: bool = False) -> Diagnostic:
+    return Diagnostic(where(entry, *path, at_key=at_key), severity, message)
+
+
+def spec_path(entry: Entry, *fields: str | int) -> tuple[str | int, ...]:
+    """A spec field's path: under `spec:` for a document, directly in a nested item."""
+    return fields if entry.path else ("spec", *fields)
+
+
+def name_path(entry: Entry) -> tuple[str, ...]:
+    return ("name",) if entry.path else ("metadata", "name")
+
+
+def run_all(entries: list[Entry], broken_vms: frozenset[str] = frozenset()) -> list[Diagnostic]:
+    """Every check; `broken_vms` names VMs whose documents failed validation, so that
+    references to them are not reported a second time as missing."""
+
+    def references(entries: list[Entry]) -> Iterable[Diagnostic]:
+        return check_references(entries, broken_vms)
+
+    checks: list[Callable[[list[Entry]], Iterable[Diagnostic]]] = [
+        check_resources,
+        check_duplicate_names,
+        check_duplicate_uuids,
+        references,
+        check_cycles,
+        check_device_keys,
+        check_pci_conflicts,
+        check_v4v_targets,
+    ]
+    return [d for check in checks for d in check(entries)]
+
+
+def _vms(entries: list[Entry]) -> dict[str, Entry]:
+    return {e.name: e for e in entries if isinstance(e.resource, VM)}
+
+
+def check_resources(entries: list[Entry]) -> Iterator[Diagnostic]:
+    for entry in entries:
+        r = entry.resource
+        if isinstance(r, VM):
+            yield from _check_vm(entry, r)
+        elif isinstance(r, Disk) and not r.spec.target and r.spec.devtype != "cdrom":
+            yield diag(entry, spec_path(entry, "target"), "target: a disk needs a target path; only a cdrom may be empty", at_key=True)
+        elif isinstance(r, PCIPassthrough) and (r.spec.bdf is None) == (r.spec.match is None):
+            found = "both" if r.spec.bdf else "neither"
+            yield diag(entry, spec_path(entry, "bdf"), f"give exactly one of 'bdf' or 'match', found {found}", at_key=True)
+
+
+def _check_vm(entry: Entry, vm: VM) -> Iterator[Diagnostic]:
+    s = vm.spec
+    if s.max_memory is not None and s.max_memory < s.memory:
+        yield diag(entry, ("spec", "maxMemory"), f"spec.maxMemory ({s.max_memory} MiB) must be >= memory ({s.memory} MiB)")
+    if s.max_vcpus is not None and s.vcpus > s.max_vcpus:
+        yield diag(entry, ("spec", "vcpus"), f"spec.vcpus ({s.vcpus}) must be <= maxVcpus ({s.max_vcpus})")
+    if s.virt in ("pv", "pvh") and not (s.kernel or s.bootloader):
+        yield diag(entry, ("spec", "virt"), f"spec: a {s.virt} VM needs 'kernel' or 'bootloader' (hvm boots from its disks)")
+    if s.virt != "hvm":
+        written = _raw_spec(entry)
+        for yaml_name in HVM_ONLY:
+            if yaml_name in written:
+                yield diag(entry, ("spec", yaml_name), f"spec.{yaml_name} applies to hvm VMs only; this VM is {s.virt}", at_key=True)
+
+
+def check_duplicate_names(entries: list[Entry]) -> Iterator[Diagnostic]:
+    first: dict[tuple[str, str], Entry] = {}
+    for entry in entries:
+        key = (entry.kind, entry.name)
+        if key in first:
+            other = where(first[key], *name_path(first[key]))
+            yield diag(entry, name_path(entry), f"{entry.kind} '{entry.name}' is defined twice: here and at {other}")
+        else:
+            first[key] = entry
+
+
+def check_duplicate_uuids(entries: list[Entry]) -> Iterator[Diagnostic]:
+    seen: dict[str, Entry] = {}
+    for entry in entries:
+        if isinstance(entry.resource, VM) and entry.resource.spec.uuid:
+            uuid = entry.resource.spec.uuid
+            if uuid in seen and seen[uuid].name != entry.name:
+                yield diag(entry, ("spec", "uuid"), f"uuid {uuid} is also used by VM '{seen[uuid].name}'; VM uuids must be unique")
+            seen.setdefault(uuid, entry)
+
+
+def _vm_refs(entry: Entry) -> Iterator[tuple[tuple[str | int, ...], str, str]]:
+    """(path, referenced VM, field) for every reference from this entry to a VM."""
+    r = entry.resource
+    if isinstance(r, VM):
+        for i, dep in enumerate(r.spec.depends_on):
+            yield ("spec", "dependsOn", i), dep, "dependsOn"
+        return
+    if not entry.path:
+        yield ("spec", "vm"), r.spec.vm, "vm"
+    if isinstance(r, (Disk, NIC)) and r.spec.backend_vm:
+        yield spec_path(entry, "backendVM"), r.spec.backend_vm, "backendVM"
+
+
+def check_references(entries: list[Entry], broken_vms: frozenset[str] = frozenset()) -> Iterator[Diagnostic]:
+    vms = _vms(entries)
+    known = ", ".join(sorted(vms)) or "none defined"
+    for entry in entries:
+        for path, target, field in _vm_refs(entry):
+            if target in broken_vms:
+                continue
+            if target not in vms:
+                yield diag(entry, path, f"{field}: no VM named '{target}' (VMs: {known})")
+            elif field == "backendVM" and isinstance(entry.resource, NIC):
+                backend = vms[target].resource
+                if isinstance(backend, VM) and not backend.spec.provides_network_backend:
+                    yield diag(entry, path, f"backendVM: VM '{target}' does not provide a network backend (set providesNetworkBackend: true on it)")
+
+
+def dependency_graph(entries: list[Entry]) -> nx.DiGraph[str]:
+    """VM -> VM it needs running first (dependsOn, NIC and disk backendVM), with the entry
+    and path that created each edge. Nodes and edges are added in sorted order so cycle
+    reports are deterministic."""
+    vms = _vms(entries)
+    graph: nx.DiGraph[str] = nx.DiGraph()
+    graph.add_nodes_from(sorted(vms))
+    edges = []
+    for entry in entries:
+        owner = entry.name if isinstance(entry.resource, VM) else entry.resource.spec.vm
+        for path, target, field in _vm_refs(entry):
+            if field != "vm" and owner in vms and target in vms:
+                edges.append((owner, target, field, entry, path))
+    for owner, target, field, entry, path in sorted(edges, key=lambda e: (e[0], e[1], e[2])):
+        if not graph.has_edge(owner, target):
+            graph.add_edge(owner, target, field=field, entry=entry, path=path)
+    return graph
+
+
+def check_cycles(entries: list[Entry]) -> Iterator[Diagnostic]:
+    graph = dependency_graph(entries)
+    for component in sorted((sorted(c) for c in nx.strongly_connected_components(graph)), key=lambda c: c[0]):
+        start = component[0]
+        if len(component) == 1 and not graph.has_edge(start, start):
+            continue
+        cycle = [edge[:2] for edge in nx.find_cycle(graph.subgraph(component), source=start)]
+        names = " -> ".join([cycle[0][0]] + [b for _, b in cycle])
+        steps = ", ".join(
+            f"{a} {graph.edges[a, b]['field']} at {where(graph.edges[a, b]['entry'], *graph.edges[a, b]['path'])}" for a, b in cycle
+        )
+        first = graph.edges[cycle[0]]
+        yield diag(first["entry"], first["path"], f"dependency cycle: {names} ({steps})")
+
+
+def check_device_keys(entries: list[Entry]) -> Iterator[Diagnostic]:
+    """Per VM: unique vdev and NIC index; across the host: unique explicit MACs."""
+    keys: dict[tuple[str, str, object], Entry] = {}
+    key: tuple[str, str, object]
+    for entry in entries:
+        r = entry.resource
+        if isinstance(r, Disk):
+            key, path, what = (r.spec.vm, "vdev", r.spec.vdev), spec_path(entry, "vdev"), f"vdev {r.spec.vdev}"
+        elif isinstance(r, NIC):
+            key, path, what = (r.spec.vm, "index", r.spec.index), spec_path(entry, "index"), f"NIC index {r.spec.index}"
+        else:
+            continue
+        if key in keys:
+            other = keys[key]
+            yield diag(entry, path, f"{what} is used twice in VM '{key[0]}': by {entry.kind} '{entry.name}' and '{other.name}' at {where(other, *name_path(other))}")
+        else:
+            keys[key] = entry
+    yield from _duplicate_macs(entries)
+
+
+def _duplicate_macs(entries: list[Entry]) -> Iterator[Diagnostic]:
+    seen: dict[str, Entry] = {}
+    for entry in entries:
+        r = entry.resource
+        if not isinstance(r, NIC) or not _explicit(entry, "mac"):
+            continue
+        if r.spec.mac in seen:
+            other = seen[r.spec.mac]
+            yield diag(entry, spec_path(entry, "mac"), f"MAC {r.spec.mac} is also used by NIC '{other.name}' at {where(other, *spec_path(other, 'mac'))}")
+        else:
+            seen[r.spec.mac] = entry
+
+
+def _raw_spec(entry: Entry) -> dict[str, object]:
+    """The spec mapping as written (to tell a written field from a defaulted one)."""
+    raw = entry.document.value
+    for step in entry.path:
+        raw = raw[step]
+    if not entry.path:
+        raw = raw.get("spec")
+    return raw if isinstance(raw, dict) else {}
+
+
+def _explicit(entry: Entry, field: str) -> bool:
+    return _raw_spec(entry).get(field, "auto") != "auto"
+
+
+def _may_run(vm: Entry | None) -> bool:
+    return vm is not None and isinstance(vm.resource, VM) and vm.resource.spec.state != "stopped"
+
+
+def check_pci_conflicts(entries: list[Entry]) -> Iterator[Diagnostic]:
+    """One host device, two VMs that may run at once (neither is `state: stopped`)."""
+    vms = _vms(entries)
+    claims: dict[str, Entry] = {}
+    for entry in entries:
+        r = entry.resource
+        if not isinstance(r, PCIPassthrough) or r.spec.bdf is None:
+            continue
+        other = claims.get(r.spec.bdf)
+        if other is None:
+            claims[r.spec.bdf] = entry
+            continue
+        other_vm = other.resource.spec.vm  # type: ignore[union-attr]
+        if other_vm == r.spec.vm:
+            yield diag(entry, spec_path(entry, "bdf"), f"host device {r.spec.bdf} is passed to VM '{r.spec.vm}' twice (also at {where(other, *spec_path(other, 'bdf'))})")
+        elif _may_run(vms.get(r.spec.vm)) and _may_run(vms.get(other_vm)):
+            yield diag(
+                entry,
+                spec_path(entry, "bdf"),
+                f"host device {r.spec.bdf} is claimed by VMs '{other_vm}' and '{r.spec.vm}', which may run at the same time "
+                f"(other claim at {where(other, *spec_path(other, 'bdf'))}); set state: stopped on one of them or pass another device",
+            )
+
+
+def check_v4v_targets(entries: list[Entry]) -> Iterator[Diagnostic]:
+    """Endpoints naming a VM, type or uuid that no manifest defines: a warning, because
+    the VM may be added later (the rule stays inert until it runs, as in OpenXT)."""
+    vms = [e.resource for e in entries if isinstance(e.resource, VM)]
+    names = {vm.metadata.name for vm in vms}
+    types = {vm.spec.type for vm in vms}
+    uuids = {vm.spec.uuid for vm in vms}
+    for entry in entries:
+        r = entry.resource
+        if not isinstance(r, V4VRule):
+            continue
+        rule = v4v.parse_rule(r.spec.rule)
+        for endpoint in (rule.client, rule.server):
+            d = endpoint.domain
+            missing = (d.kind == "dom-name" and d.value not in names) or (d.kind == "dom-type" and d.value not in types) or (d.kind == "uuid" and d.value not in uuids)
+            if missing:
+                what = {"dom-name": "VM named", "dom-type": "VM of type", "uuid": "VM with uuid"}[d.kind]
+                yield diag(entry, spec_path(entry, "rule"), f"rule '{r.spec.rule}': no {what} '{d.value}' in the manifests; the rule stays inactive until one runs", "warning")

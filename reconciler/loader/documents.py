@@ -1,0 +1,160 @@
+"""One YAML document -> one resource model, or diagnostics at the offending YAML node.
+
+Pure. Checks `apiVersion` and `kind` itself (so the message lists what is valid), then
+validates with the kind's pydantic model and translates each pydantic error into one
+`FILE:LINE:COL: error: <field path>: <what was expected>, found <what>` line.
+Secret fields never echo their input. Called by `reconciler.loader.load`.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from typing import Any, Union, get_args, get_origin
+
+from pydantic import BaseModel, ValidationError
+
+from reconciler.errors import Diagnostic
+from reconciler.loader.locate import Path, mark_for
+from reconciler.loader.yamlsrc import Document, location
+from reconciler.model import KINDS, MODELS, Resource
+from reconciler.model.common import API_VERSION, PATTERN_WORDS, SECRET_FIELDS
+
+_TYPE_WORDS = {
+    "int_type": "an integer",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "list_type": "a list",
+    "float_type": "a number",
+    "int_from_float": "an integer",
+}
+
+
+def to_resource(doc: Document) -> tuple[Resource | None, list[Diagnostic]]:
+    value = doc.value
+    if not isinstance(value, dict):
+        return None, [_diag(doc, (), f"a document must be a mapping with apiVersion, kind, metadata and spec, found {describe(value)}")]
+    problems = _check_header(doc, value)
+    if problems:
+        return None, problems
+    model = MODELS[value["kind"]]
+    try:
+        return model.model_validate(value), []
+    except ValidationError as exc:
+        return None, [_from_pydantic(doc, model, err) for err in exc.errors(include_url=False)]
+
+
+def _check_header(doc: Document, value: dict[str, Any]) -> list[Diagnostic]:
+    kinds = ", ".join(KINDS)
+    problems = []
+    if "apiVersion" not in value:
+        problems.append(_diag(doc, (), f"missing apiVersion: expected '{API_VERSION}'"))
+    elif value["apiVersion"] != API_VERSION:
+        problems.append(_diag(doc, ("apiVersion",), f"apiVersion: expected '{API_VERSION}', found {describe(value['apiVersion'])}"))
+    if "kind" not in value:
+        problems.append(_diag(doc, (), f"missing kind: expected one of {kinds}"))
+    elif value["kind"] not in KINDS:
+        problems.append(_diag(doc, ("kind",), f"kind: expected one of {kinds}, found {describe(value['kind'])}"))
+    return problems
+
+
+def _diag(doc: Document, path: Path, message: str, *, at_key: bool = False) -> Diagnostic:
+    return Diagnostic(location(doc.file, mark_for(doc.node, path, at_key=at_key)), "error", message)
+
+
+def dotted(path: Path) -> str:
+    text = ""
+    for step in path:
+        text += f"[{step}]" if isinstance(step, int) else (f".{step}" if text else str(step))
+    return text
+
+
+def describe(value: Any, *, secret: bool = False) -> str:
+    """How a found value reads in a message: its YAML type and (unless secret) its value."""
+    if value is None:
+        return "null"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, bool):
+        word, shown = "a boolean", str(value).lower()
+    elif isinstance(value, int):
+        word, shown = "an integer", str(value)
+    elif isinstance(value, float):
+        word, shown = "a number", repr(value)
+    elif isinstance(value, str):
+        word, shown = "a string", repr(value if len(value) <= 60 else value[:57] + "...")
+    else:
+        return type(value).__name__
+    return word if secret else f"{word} {shown}"
+
+
+def _from_pydantic(doc: Document, model: type[BaseModel], err: Any) -> Diagnostic:
+    loc: Path = tuple(step for step in err["loc"] if step != "[key]")
+    on_key = "[key]" in err["loc"]
+    kind = err["type"]
+    secret = any(step in SECRET_FIELDS for step in loc)
+    found = describe(err.get("input"), secret=secret)
+    ctx = err.get("ctx") or {}
+    if kind == "missing":
+        parent, name = loc[:-1], loc[-1]
+        where = f"{dotted(parent)}: " if parent else ""
+        return _diag(doc, parent, f"{where}missing required field '{name}'", at_key=True)
+    if kind == "extra_forbidden":
+        valid = ", ".join(fields_at(model, loc[:-1]))
+        where = f"{dotted(loc[:-1])}: " if loc[:-1] else ""
+        return _diag(doc, loc, f"{where}unknown field '{loc[-1]}'; valid fields: {valid}", at_key=True)
+    return _diag(doc, loc, f"{dotted(loc)}: {_expected(kind, ctx, err['msg'], found)}", at_key=on_key)
+
+
+def _expected(kind: str, ctx: dict[str, Any], msg: str, found: str) -> str:
+    if kind == "value_error":
+        return str(ctx.get("error", msg.removeprefix("Value error, ")))
+    if kind == "literal_error":
+        return f"expected one of {ctx['expected'].replace(' or ', ', ')}, found {found}"
+    if kind in _TYPE_WORDS:
+        return f"expected {_TYPE_WORDS[kind]}, found {found}"
+    if kind == "string_pattern_mismatch":
+        pattern = ctx.get("pattern", "")
+        return f"expected {PATTERN_WORDS.get(pattern, f'a string matching {pattern}')}, found {found}"
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+        sign = {"greater_than_equal": ">=", "less_than_equal": "<=", "greater_than": ">", "less_than": "<"}[kind]
+        bound = next(iter(ctx.values()))
+        return f"expected a value {sign} {bound}, found {found}"
+    if kind in ("string_too_long", "string_too_short", "too_long", "too_short"):
+        return f"{msg[0].lower()}{msg[1:]}, found {found}"
+    return f"{msg[0].lower()}{msg[1:]}"
+
+
+def _unwrap(annotation: Any) -> Any:
+    """X | None, Annotated[X, ...], list[X], dict[K, X] -> X."""
+    while True:
+        origin = get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = get_args(annotation)[0]
+        elif origin in (Union, types.UnionType):
+            annotation = next(a for a in get_args(annotation) if a is not type(None))
+        elif origin in (list, dict):
+            annotation = get_args(annotation)[-1]
+        else:
+            return annotation
+
+
+def fields_at(model: type[BaseModel], path: Path) -> list[str]:
+    """The YAML field names valid at `path` inside `model` (for 'unknown field' errors)."""
+    current: Any = model
+    for step in path:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        if isinstance(step, int):
+            continue
+        field = next((f for n, f in current.model_fields.items() if (f.alias or n) == step), None)
+        if field is None:
+            return []
+        current = _unwrap(field.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [f.alias or n for n, f in current.model_fields.items()]
+    return []

@@ -1,0 +1,49 @@
+"""The manifest models (DESIGN.md section 4): one pydantic model per kind, plus DesiredState.
+
+Pure value types shared by the loader (manifests), the observer (host) and the planner.
+"""
+
+from reconciler.model.common import API_VERSION, KINDS, Kind, Metadata, default_vm_uuid
+from reconciler.model.devices import (
+    NIC,
+    Disk,
+    DiskSpec,
+    NICSpec,
+    PCIPassthrough,
+    PCISpec,
+    PciMatch,
+    V4VRule,
+    V4VRuleSpec,
+)
+from reconciler.model.state import DesiredState, Resource
+from reconciler.model.vm import VM, VMSpec
+
+MODELS: dict[str, type[Resource]] = {
+    "VM": VM,
+    "Disk": Disk,
+    "NIC": NIC,
+    "PCIPassthrough": PCIPassthrough,
+    "V4VRule": V4VRule,
+}
+
+__all__ = [
+    "API_VERSION",
+    "KINDS",
+    "MODELS",
+    "NIC",
+    "VM",
+    "DesiredState",
+    "Disk",
+    "DiskSpec",
+    "Kind",
+    "Metadata",
+    "NICSpec",
+    "PCIPassthrough",
+    "PCISpec",
+    "PciMatch",
+    "Resource",
+    "V4VRule",
+    "V4VRuleSpec",
+    "VMSpec",
+    "default_vm_uuid",
+]

@@ -1,0 +1,168 @@
+"""The VM kind: DESIGN.md section 4, `VM spec`.
+
+Pure value types. Nested device lists (`disks`, `nics`, `pci`, `v4vRules`) are accepted
+here and turned into standalone resources by the loader, so the rest of the pipeline
+sees one form only. Checks that span fields (maxMemory >= memory, hvm-only fields...)
+live in `reconciler.loader.checks`, where they can point at the exact YAML line.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints
+
+from reconciler.model.common import (
+    API_VERSION,
+    BOOT_PATTERN,
+    TAG_PATTERN,
+    AbsPath,
+    Metadata,
+    MiB,
+    Model,
+    Name,
+    PowerState,
+    Secret,
+    UuidStr,
+)
+from reconciler.model.devices import NestedDisk, NestedNIC, NestedPCI, NestedV4VRule
+
+LifecycleAction = Literal["destroy", "restart", "preserve", "rename-restart", "coredump-destroy", "coredump-restart"]
+SleepMode = Literal["pv", "ignore", "restart"]
+
+# A node name under /local/domain/<domid>/: xenstore path characters, relative, no '..'.
+XS_RELATIVE = r"^[A-Za-z0-9_@-]+(/[A-Za-z0-9_@-]+)*$"
+_XS_RELATIVE = re.compile(XS_RELATIVE)
+
+
+def _ip(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"expected an IP address like 127.0.0.1 or ::1, found {value!r}") from None
+    return value
+
+
+def _xenstore_data_key(key: str) -> str:
+    if not key.startswith("vm-data/") or key == "vm-data/":
+        raise ValueError(
+            f"xenstoreData key {key!r} is outside vm-data/: only vm-data/... keys may be "
+            "written into the guest's xenstore (XenServer silently drops others; we refuse)"
+        )
+    if not _XS_RELATIVE.fullmatch(key) or ".." in key.split("/"):
+        raise ValueError(f"xenstoreData key {key!r} has characters xenstore does not allow: use A-Z a-z 0-9 - _ @ and /")
+    return key
+
+
+
+XenstoreDataKey = Annotated[str, AfterValidator(_xenstore_data_key)]
+
+
+class HvmOptions(Model):
+    """HVM platform flags passed to the device model; hvm only."""
+
+    pae: bool | None = None
+    acpi: bool | None = None
+    apic: bool | None = None
+    nx: bool | None = None
+    viridian: bool | None = None
+    hpet: bool | None = None
+    timer_mode: str | None = None
+    videoram: MiB | None = None
+
+
+class Display(Model):
+    type: Literal["none", "vnc", "sdl"] = "none"
+    vnc_listen: Annotated[str, AfterValidator(_ip)] = "127.0.0.1"
+    vnc_password: Secret | None = None
+    pv_vnc: bool = True
+
+
+class Stubdom(Model):
+    """Run the device model in a stub domain (hvm only). Memory defaults to OpenXT's 96 MiB."""
+
+    enabled: bool = False
+    memory: MiB = 96
+
+
+class Lifecycle(Model):
+    on_poweroff: LifecycleAction = "destroy"
+    on_reboot: LifecycleAction = "restart"
+    on_crash: LifecycleAction = "destroy"
+
+
+class Power(Model):
+    s3_mode: SleepMode = "pv"
+    s4_mode: SleepMode = "pv"
+
+
+class Hooks(Model):
+    """Executables run with the VM uuid as argument (OpenXT run-pre-boot & co)."""
+
+    pre_boot: AbsPath | None = None
+    post_create: AbsPath | None = None
+    on_state_change: AbsPath | None = None
+
+
+class Install(Model):
+    """PV network install keys."""
+
+    repository: str
+    vnc: bool = False
+    vnc_password: Secret | None = None
+
+
+def _v4v_shorthand(value: Any) -> Any:
+    """A plain string in `v4vRules` is shorthand for `{rule: <string>}`."""
+    return {"rule": value} if isinstance(value, str) else value
+
+
+NestedRuleItem = Annotated[
+    NestedV4VRule, BeforeValidator(_v4v_shorthand, json_schema_input_type=str | NestedV4VRule)
+]
+
+
+class VMSpec(Model):
+    uuid: UuidStr | None = None
+    type: Annotated[str, StringConstraints(pattern=TAG_PATTERN)] = "svm"
+    virt: Literal["pv", "pvh", "hvm"]
+    state: PowerState = "running"
+    memory: MiB
+    max_memory: MiB | None = None
+    vcpus: Annotated[int, Field(ge=1, le=4096)] = 1
+    max_vcpus: Annotated[int, Field(ge=1, le=4096)] | None = None
+    kernel: AbsPath | None = None
+    ramdisk: AbsPath | None = None
+    cmdline: str | None = None
+    bootloader: str | None = None
+    boot: Annotated[str, StringConstraints(pattern=BOOT_PATTERN)] | None = None
+    hvm: HvmOptions | None = None
+    display: Display = Display()
+    serial: str | None = None
+    stubdom: Stubdom | None = None
+    flask_label: str | None = None
+    lifecycle: Lifecycle = Lifecycle()
+    power: Power = Power()
+    start_priority: int = 0
+    shutdown_priority: int = 0
+    provides_network_backend: bool = False
+    depends_on: list[Name] = []
+    boot_sentinel: Annotated[str, StringConstraints(pattern=XS_RELATIVE, max_length=256)] | None = None
+    xenstore_data: dict[XenstoreDataKey, Annotated[str, StringConstraints(max_length=4096)]] = {}
+    hooks: Hooks = Hooks()
+    install: Install | None = None
+    update_policy: Literal["live", "restart"] = "live"
+    # Nested devices: normalized into standalone resources by the loader.
+    disks: list[NestedDisk] = []
+    nics: list[NestedNIC] = []
+    pci: list[NestedPCI] = []
+    v4v_rules: list[NestedRuleItem] = Field([], alias="v4vRules")
+
+
+class VM(Model):
+    api_version: Literal["xen.reconciler/v1"] = Field(API_VERSION, alias="apiVersion")
+    kind: Literal["VM"] = "VM"
+    metadata: Metadata
+    spec: VMSpec
