@@ -154,10 +154,24 @@ _BY_NAME: dict[str, type[XenstoreError]] = {
 }
 
 
+_MEANING = {
+    "ENOENT": "no such node, transaction or watch",
+    "EACCES": "this domain lacks the permission",
+    "EINVAL": "malformed path or argument",
+    "EAGAIN": "transaction conflict; redo the whole transaction",
+    "EEXIST": "a watch with this path and token already exists",
+    "E2BIG": "reply over 4096 bytes, or too many watches",
+    "ENOSYS": "not supported by this xenstored",
+    "EPERM": "only dom0 may change a node's owner",
+    "ENOSPC": "a xenstored quota is exhausted",
+}
+
+
 def error_for(name: str, *, op: str = "request", path: str | None = None) -> XenstoreError:
     """The typed exception for an error name received from xenstored."""
     where = f" on {path}" if path else ""
     cls = _BY_NAME.get(name)
     if cls is None:
         return ProtocolError(f"xenstored answered {op}{where} with unknown error {name!r}")
-    return cls(f"xenstore {op}{where} failed: {name}", path=path)
+    meaning = _MEANING.get(name)
+    return cls(f"xenstore {op}{where} failed: {name}" + (f" ({meaning})" if meaning else ""), path=path)

@@ -1,0 +1,163 @@
+"""The simulated xenstored's tree through its Python API: the 4.17 C daemon's semantics."""
+
+from __future__ import annotations
+
+import pytest
+
+from drivers.xenstore import CallbackWatcher, Caller, Store, errors
+from reconciler.ports import Perm, WatchEvent
+
+GUEST = Caller(5)
+
+
+def watched(store: Store, path: str, caller: Caller = Caller(0)) -> list[WatchEvent]:
+    events: list[WatchEvent] = []
+    store.add_watch(CallbackWatcher(events.append, caller), path, "tok")
+    return events
+
+
+def test_write_creates_parents_with_empty_values_in_creation_order() -> None:
+    store = Store()
+    store.write("/a/b/c", "v")
+    store.write("/a/a", "w")
+    assert store.read("/a") == b"" and store.read("/a/b") == b"" and store.read("/a/b/c") == b"v"
+    assert store.directory("/a") == ["b", "a"]
+    assert store.directory("/") == ["a"]
+
+
+@pytest.mark.parametrize("path", ["a/b", "/a//b", "/a/", "/a b", "", "@introduceDomain"])
+def test_invalid_paths_are_einval(path: str) -> None:
+    with pytest.raises(errors.InvalidArgument):
+        Store().write(path, "x")
+
+
+def test_rm_rules() -> None:
+    store = Store()
+    store.write("/a/b/c", "")
+    store.rm("/a/zz")  # absent, parent exists: OK
+    with pytest.raises(errors.NoEntry):
+        store.rm("/nope/zz")  # parent absent too
+    with pytest.raises(errors.InvalidArgument):
+        store.rm("/")
+    store.rm("/a/b")
+    assert not store.exists("/a/b/c") and store.directory("/a") == []
+
+
+def test_new_nodes_inherit_perms_and_a_guest_becomes_owner() -> None:
+    store = Store()
+    store.mkdir("/home")
+    store.set_perms("/home", [Perm(0, "r"), Perm(5, "b")])
+    store.write("/home/by-dom0", "")
+    store.write("/home/by-guest/deep", "", GUEST)
+    assert store.get_perms("/home/by-dom0") == [Perm(0, "r"), Perm(5, "b")]
+    assert store.get_perms("/home/by-guest") == [Perm(5, "r"), Perm(5, "b")]
+    assert store.get_perms("/home/by-guest/deep") == [Perm(5, "r"), Perm(5, "b")]
+
+
+def test_permission_checks_for_a_guest() -> None:
+    store = Store()
+    store.write("/secret/x", "1")
+    store.write("/ro", "1")
+    store.set_perms("/ro", [Perm(0, "n"), Perm(5, "r")])
+    assert store.read("/ro", GUEST) == b"1"
+    with pytest.raises(errors.AccessDenied):
+        store.write("/ro", "2", GUEST)
+    with pytest.raises(errors.AccessDenied):
+        store.read("/secret/x", GUEST)
+    with pytest.raises(errors.AccessDenied):  # not ENOENT: existence must not leak
+        store.read("/secret/missing", GUEST)
+    with pytest.raises(errors.AccessDenied):
+        store.set_perms("/ro", [Perm(0, "b")], GUEST)  # not the owner
+
+
+def test_only_dom0_changes_an_owner() -> None:
+    store = Store()
+    store.mkdir("/g")
+    store.set_perms("/g", [Perm(5, "n")])
+    store.set_perms("/g", [Perm(5, "r"), Perm(7, "b")], GUEST)  # owner may change the rest
+    with pytest.raises(errors.NotPermitted):
+        store.set_perms("/g", [Perm(7, "n")], GUEST)
+    store.set_perms("/g", [Perm(7, "n")])
+    assert store.get_perms("/g") == [Perm(7, "n")]
+
+
+def test_watch_fires_on_node_and_descendants_and_removed_subtree() -> None:
+    store = Store()
+    store.write("/a/b/c", "")
+    on_a, on_c, on_other = watched(store, "/a"), watched(store, "/a/b/c"), watched(store, "/x")
+    store.write("/a/b/c", "1")
+    store.rm("/a/b")
+    assert [e.path for e in on_a] == ["/a/b/c", "/a/b"]
+    assert [e.path for e in on_c] == ["/a/b/c", "/a/b/c"]  # its node went with the subtree
+    assert on_other == []
+
+
+def test_guest_watch_sees_only_readable_nodes() -> None:
+    store = Store()
+    store.write("/p/open", "")
+    store.set_perms("/p/open", [Perm(0, "r")])
+    events = watched(store, "/p", GUEST)
+    store.write("/p/open", "1")
+    store.write("/p/closed", "1")
+    assert [e.path for e in events] == ["/p/open"]
+
+
+def test_transaction_sees_its_snapshot_and_fires_on_commit_only() -> None:
+    store = Store()
+    store.write("/n", "a")
+    events = watched(store, "/n")
+    tx = store.transaction()
+    assert tx.read("/n") == b"a"
+    tx.write("/n", "b")
+    assert tx.read("/n") == b"b" and store.read("/n") == b"a" and events == []
+    tx.commit()
+    assert store.read("/n") == b"b" and [e.path for e in events] == ["/n"]
+
+
+def test_conflict_only_on_nodes_the_transaction_accessed() -> None:
+    store = Store()
+    store.write("/read", "1")
+    store.write("/other", "1")
+    tx = store.transaction()
+    tx.read("/read")
+    tx.write("/mine", "x")
+    store.write("/other", "2")  # untouched by tx: no conflict
+    tx.commit()
+    tx2 = store.transaction()
+    tx2.read("/read")
+    tx2.write("/mine", "y")
+    store.write("/read", "2")
+    with pytest.raises(errors.Again):
+        tx2.commit()
+    assert store.read("/mine") == b"x"
+
+
+def test_transaction_rm_and_recreate() -> None:
+    store = Store()
+    store.write("/d/old", "1")
+    tx = store.transaction()
+    tx.rm("/d")
+    tx.write("/d/new", "2")
+    assert tx.directory("/d") == ["new"] and store.directory("/d") == ["old"]
+    tx.commit()
+    assert store.directory("/d") == ["new"] and not store.exists("/d/old")
+
+
+def test_domains_introduce_release_and_owned_nodes_go() -> None:
+    store = Store()
+    intro, release = watched(store, "@introduceDomain"), watched(store, "@releaseDomain")
+    store.introduce_domain(5)
+    store.mkdir("/local/domain/5/device/vif/0")
+    store.set_perms("/local/domain/5/device/vif/0", [Perm(5, "n"), Perm(0, "r")])
+    store.write("/shared", "")
+    store.set_perms("/shared", [Perm(0, "n"), Perm(5, "r")])
+    assert store.is_introduced(5)
+    store.release_domain(5)
+    assert not store.is_introduced(5)
+    assert not store.exists("/local/domain/5/device/vif/0")
+    assert store.exists("/local/domain/5/device")
+    assert store.get_perms("/shared") == [Perm(0, "n")]
+    assert [e.path for e in intro] == ["@introduceDomain"]
+    assert [e.path for e in release] == ["@releaseDomain"]
+    with pytest.raises(errors.NoEntry):
+        store.release_domain(5)
