@@ -3,7 +3,8 @@
 Stage: driver (xenstore). Called by observe/execute through `reconciler.ports.XenstorePort`.
 Requests are pipelined on one socket (`connection.WireConnection`), replies matched by
 req_id; watches arrive as `WatchStream`s; `transaction(body)` retries on EAGAIN; a daemon
-restart is survived (reconnect, watches re-registered).
+restart is survived (reconnect, watches re-registered, requests outside transactions
+re-sent, transactions redone by `transaction`).
 
 Why not pyxs (selectel/pyxs, the one packaged Python client): it is synchronous (a
 thread per monitor), sends one request at a time (no pipelining, so a walk costs two
@@ -287,6 +288,15 @@ class XenstoreClient(NodeCalls):
         return _reply(frame, op, path)
 
     async def _call(self, op: Op, payload: bytes, path: str | None) -> bytes:
+        """A request outside any transaction. If the daemon drops the connection
+        meanwhile, it is sent again once reconnected: node ops converge to the same
+        state when repeated, which is all a level-triggered caller needs."""
+        for _ in range(max(0, self.settings.retry.attempts - 1)):
+            try:
+                return await self._request(op, payload, path)
+            except errors.ConnectionLost:
+                if self._closed:
+                    raise
         return await self._request(op, payload, path)
 
     async def get_domain_path(self, domid: int) -> str:
