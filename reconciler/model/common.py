@@ -129,6 +129,14 @@ class Metadata(Model):
     labels: dict[str, str] = {}
 
 
+class ResourceBase(Model):
+    """The header every document shares; each kind narrows `kind` and adds its `spec`."""
+
+    api_version: Literal["xen.reconciler/v1"] = Field(API_VERSION, alias="apiVersion")
+    kind: str
+    metadata: Metadata
+
+
 PowerState = Literal["running", "stopped", "paused"]
 Kind = Literal["VM", "Disk", "NIC", "PCIPassthrough", "V4VRule"]
 KINDS: tuple[Kind, ...] = ("VM", "Disk", "NIC", "PCIPassthrough", "V4VRule")

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints, WithJsonSchema
 
 from reconciler import v4v, xenfmt
-from reconciler.model.common import API_VERSION, AbsPath, Metadata, Model, Name
+from reconciler.model.common import AbsPath, Model, Name, ResourceBase
 
 # ---- field types -------------------------------------------------------------------------
 
@@ -123,10 +123,8 @@ class NestedDisk(DiskFields):
     name: Name | None = None
 
 
-class Disk(Model):
-    api_version: Literal["xen.reconciler/v1"] = Field(API_VERSION, alias="apiVersion")
+class Disk(ResourceBase):
     kind: Literal["Disk"] = "Disk"
-    metadata: Metadata
     spec: DiskSpec
 
 
@@ -169,10 +167,8 @@ class NestedNIC(NICFields):
     name: Name | None = None
 
 
-class NIC(Model):
-    api_version: Literal["xen.reconciler/v1"] = Field(API_VERSION, alias="apiVersion")
+class NIC(ResourceBase):
     kind: Literal["NIC"] = "NIC"
-    metadata: Metadata
     spec: NICSpec
 
 
@@ -208,10 +204,8 @@ class NestedPCI(PCIFields):
     name: Name | None = None
 
 
-class PCIPassthrough(Model):
-    api_version: Literal["xen.reconciler/v1"] = Field(API_VERSION, alias="apiVersion")
+class PCIPassthrough(ResourceBase):
     kind: Literal["PCIPassthrough"] = "PCIPassthrough"
-    metadata: Metadata
     spec: PCISpec
 
 
@@ -231,8 +225,6 @@ class NestedV4VRule(V4VFields):
     name: Name | None = None
 
 
-class V4VRule(Model):
-    api_version: Literal["xen.reconciler/v1"] = Field(API_VERSION, alias="apiVersion")
+class V4VRule(ResourceBase):
     kind: Literal["V4VRule"] = "V4VRule"
-    metadata: Metadata
     spec: V4VRuleSpec

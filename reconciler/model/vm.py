@@ -15,15 +15,14 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints
 
 from reconciler.model.common import (
-    API_VERSION,
     BOOT_PATTERN,
     TAG_PATTERN,
     AbsPath,
-    Metadata,
     MiB,
     Model,
     Name,
     PowerState,
+    ResourceBase,
     Secret,
     UuidStr,
 )
@@ -161,8 +160,6 @@ class VMSpec(Model):
     v4v_rules: list[NestedRuleItem] = Field([], alias="v4vRules")
 
 
-class VM(Model):
-    api_version: Literal["xen.reconciler/v1"] = Field(API_VERSION, alias="apiVersion")
+class VM(ResourceBase):
     kind: Literal["VM"] = "VM"
-    metadata: Metadata
     spec: VMSpec
