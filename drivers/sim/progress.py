@@ -95,6 +95,8 @@ def _add_steps(
         path = (Op("write", f"{be}/physical-device-path", loop),) if loop else ()
         hotplug = (*looped, Op("write", f"{be}/physical-device", physical_device), *path, connected)
         return _connect_steps(fe, be, hotplug, by_qemu=False)
+    if kind == "pci":  # pciback runs no hotplug script; per-device keys are not modelled
+        return _connect_steps(fe, be, (), by_qemu=False)
     return _connect_steps(fe, be, (connected,), by_qemu=backend_kind == "qdisk")
 
 

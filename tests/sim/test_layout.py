@@ -308,3 +308,12 @@ def test_attach_then_detach_leaves_no_trace(hvm_made: tuple[Tree, Perms]) -> Non
     final, _ = play(detach + [o for s in steps for o in s.ops], attached)
     assert final == base
     assert device_destroy(37, "vif", 1)[2] == Op("rm_tidy", "/libxl/37/device/vif/1")
+
+
+def test_pci_backend_connects_without_a_hotplug_script() -> None:
+    steps = backend_progress("add", 2, "pci", 0)
+    assert all(s.actor != "hotplug" for s in steps)
+    final, _ = play([o for s in steps for o in s.ops], play(pci_backend(
+        2, "DomU", [(parse_bdf("03:00.0"), PciOpts())]))[0])
+    assert final["/local/domain/0/backend/pci/2/0/state"] == "4"
+    assert "/local/domain/0/backend/pci/2/0/hotplug-status" not in final
