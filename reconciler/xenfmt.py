@@ -23,6 +23,7 @@ __all__ = [
     "kib_from_mib",
     "parse_bdf",
     "parse_rate",
+    "rate_from_xenstore",
     "rate_to_xenstore",
     "validate_mac",
     "validate_vdev",
@@ -225,6 +226,52 @@ def rate_to_xenstore(rate: str) -> str:
     """The vif backend `rate` node value libxl writes: `"<bytes_per_interval>,<usecs>"`."""
     per_interval, usecs = parse_rate(rate)
     return f"{per_interval},{usecs}"
+
+
+_RATE_UNITS = (("G", 1_000_000_000), ("M", 1_000_000), ("K", 1_000), ("", 1))
+
+
+def _interval_text(usecs: int) -> str:
+    if usecs == _DEFAULT_INTERVAL_USECS:
+        return ""
+    if usecs % 1_000_000 == 0:
+        return f"@{usecs // 1_000_000}s"
+    if usecs % 1_000 == 0:
+        return f"@{usecs // 1_000}ms"
+    return f"@{usecs}us"
+
+
+def rate_from_xenstore(value: str) -> str:
+    """The canonical xl spelling of a vif backend `rate` node (`"<bytes>,<usecs>"`).
+
+    Inverse of `rate_to_xenstore` up to spelling: `parse_rate(rate_from_xenstore(v))`
+    gives back exactly the pair in `v`, so observed and desired rates compare by value.
+    Among the spellings that do, the shortest wins (ties: bytes before bits, larger unit
+    first): `"62500,50000"` -> `"10Mb/s"`, `"20000,20000"` -> `"1MB/s@20ms"`. Raises
+    ValueError when `v` is malformed or no xl rate produces it (xl divides, so some
+    pairs with intervals over 1 s have no spelling).
+    """
+    m = re.fullmatch(r"([0-9]+),([0-9]+)", value.strip())
+    if m is None:
+        raise ValueError(f"expected a vif rate node '<bytes>,<usecs>', e.g. '62500,50000', found {value!r}")
+    per_interval, usecs = int(m.group(1)), int(m.group(2))
+    if not 1 <= usecs <= _UINT32_MAX:
+        raise ValueError(f"vif rate interval must be 1-{_UINT32_MAX} us, found {value!r}")
+    # parse_rate gives per_sec * usecs // 10**6; these are the per_sec values that hit it.
+    low = -(-per_interval * 1_000_000 // usecs)
+    high = ((per_interval + 1) * 1_000_000 - 1) // usecs
+    best: str | None = None
+    for suffix, divisor in (("B", 1), ("b", 8)):
+        for prefix, scale in _RATE_UNITS:
+            number = max(1, -(-low * divisor // scale))
+            if number > _UINT32_MAX or not low <= number * scale // divisor <= high:
+                continue
+            text = f"{number}{prefix}{suffix}/s{_interval_text(usecs)}"
+            if best is None or len(text) < len(best):
+                best = text
+    if best is None:
+        raise ValueError(f"no xl rate writes {value!r} (interval {usecs} us is too long for it)")
+    return best
 
 
 # --- PCI addresses ---

@@ -16,6 +16,7 @@ from reconciler.model.devices import (
     V4VRuleSpec,
 )
 from reconciler.model.state import DesiredState, Resource
+from reconciler.model.observed import DeviceHealth, DomainInfo, ObservedState
 from reconciler.model.vm import VM, VMSpec
 
 MODELS: dict[str, type[Resource]] = {
@@ -46,4 +47,7 @@ __all__ = [
     "V4VRuleSpec",
     "VMSpec",
     "default_vm_uuid",
+    "DeviceHealth",
+    "DomainInfo",
+    "ObservedState",
 ]

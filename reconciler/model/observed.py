@@ -1,0 +1,68 @@
+"""ObservedState: what a host's xenstore says is there, in the manifest model types.
+
+Pure value. Built by `reconciler.observe.observe_tree` (from a live xenstore walk or a
+captured dump) and read by the diff, which compares it with DesiredState like with
+like: VMs, Disks, NICs and PCIPassthrough are the same pydantic models the loader
+produces. What the models do not carry (domid, managed marker, device health, host
+PCI devices on pciback, what could not be read) sits beside them here.
+
+Observed devices have no manifest names; they are named `<vm>-<kind>-<devid>` with
+kind `disk`, `nic` or `pci` (for PCI the devid is the index `i` of `dev-<i>`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from reconciler.model.devices import NIC, Disk, PCIPassthrough
+from reconciler.model.vm import VM
+
+HealthState = Literal["connected", "initialising", "closing", "closed", "failed"]
+ObservedPower = Literal["running", "paused", "stopped"]
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    """Per-domain facts xenstore shows that the VM model has no field for.
+
+    `power` is `running` unless xenstore shows otherwise: shutdown and pause are
+    hypervisor state, not xenstore state (reference 2.9), so a dump cannot prove them.
+    `managed`/`digest` come from `/vm/<uuid>/reconciler/{managed,digest}`, written by
+    the reconciler when it creates a VM; a VM without them is not ours to change.
+    """
+
+    name: str
+    domid: int
+    uuid: str | None
+    power: ObservedPower = "running"
+    managed: bool = False
+    digest: str | None = None
+
+
+@dataclass(frozen=True)
+class DeviceHealth:
+    """Where a device's backend is in its XenbusState life, folded to five words.
+
+    `reason` explains anything but `connected`: the hotplug script's `hotplug-error`,
+    the guest's `error/device/...` node, or which state the backend is waiting in.
+    """
+
+    state: HealthState
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ObservedState:
+    """Everything observed, each mapping sorted by name; `problems` are sentences
+    about nodes that were missing, malformed, unknown or truncated (never raised)."""
+
+    vms: Mapping[str, VM] = field(default_factory=dict)
+    disks: Mapping[str, Disk] = field(default_factory=dict)
+    nics: Mapping[str, NIC] = field(default_factory=dict)
+    pci: Mapping[str, PCIPassthrough] = field(default_factory=dict)
+    domains: Mapping[str, DomainInfo] = field(default_factory=dict)
+    health: Mapping[str, DeviceHealth] = field(default_factory=dict)
+    pci_assignable: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()

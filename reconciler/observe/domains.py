@@ -1,0 +1,130 @@
+"""Domains and VMs: `/local/domain/<domid>`, `/vm/<uuid>` and `/libxl/<domid>` -> VM.
+
+Pure: reads a `Tree`, returns DomainInfo and VM values, logs problems on the tree.
+Called by `reconciler.observe.observe_tree`; the mapping rules and their Xen reasons
+are listed in that package's docstring.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from reconciler.model.common import API_VERSION
+from reconciler.model.observed import DomainInfo
+from reconciler.model.vm import VM
+from reconciler.observe.tree import Tree, build_model
+
+_VM_PATH = re.compile(r"/vm/([0-9A-Fa-f-]{36})")
+_VIRTS = ("pv", "pvh", "hvm")
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A guest domain as found under /local/domain: the key the device scans join on."""
+
+    domid: int
+    name: str
+    uuid: str | None
+
+
+def scan_domains(tree: Tree) -> dict[int, Domain]:
+    """Every guest domain (domid > 0) listed under /local/domain, by domid."""
+    found: dict[int, Domain] = {}
+    for domid, key in tree.numeric_children("/local/domain", "domid"):
+        if domid == 0:
+            continue  # dom0 runs the toolstack; it is the host, not a VM
+        base = f"/local/domain/{key}"
+        name = tree.get(f"{base}/name")
+        if not name:
+            name = _fallback_name(tree, domid)
+            tree.problem(f"{base}/name is missing (partial dump?); calling the domain {name!r}")
+        found[domid] = Domain(domid, name, _uuid(tree, base))
+    return found
+
+
+def _fallback_name(tree: Tree, domid: int) -> str:
+    """The PCI backend's `domain` node holds the guest name (reference 2.7)."""
+    for backend in tree.children("/local/domain"):
+        name = tree.get(f"/local/domain/{backend}/backend/pci/{domid}/0/domain")
+        if name:
+            return name
+    return f"domain-{domid}"
+
+
+def _uuid(tree: Tree, base: str) -> str | None:
+    vm_path = tree.need(f"{base}/vm", "it names /vm/<uuid>, the domain's identity")
+    if vm_path is None:
+        return None
+    m = _VM_PATH.fullmatch(vm_path.strip())
+    if m is None:
+        tree.problem(f"{base}/vm = {vm_path!r} is not /vm/<uuid>")
+        return None
+    return m.group(1).lower()
+
+
+def domain_info(tree: Tree, dom: Domain) -> DomainInfo:
+    managed, digest = False, None
+    if dom.uuid is not None:
+        marker = tree.get(f"/vm/{dom.uuid}/reconciler/managed")
+        managed = marker is not None and marker.strip().lower() in ("1", "true")
+        digest = tree.get(f"/vm/{dom.uuid}/reconciler/digest") or None
+    return DomainInfo(dom.name, dom.domid, dom.uuid, "running", managed, digest)
+
+
+def _virt(tree: Tree, dom: Domain) -> str:
+    virt = tree.get(f"/libxl/{dom.domid}/type")
+    if virt in _VIRTS:
+        return virt
+    # libxl writes hvmloader only for HVM domains (reference 2.1).
+    guess = "hvm" if tree.exists(f"/local/domain/{dom.domid}/hvmloader") else "pv"
+    shown = "missing" if virt is None else f"{virt!r}, not pv/pvh/hvm"
+    tree.problem(f"/libxl/{dom.domid}/type is {shown}; domain {dom.name!r} taken as {guess}")
+    return guess
+
+
+def _memory(tree: Tree, dom: Domain) -> tuple[int, int] | None:
+    """(memory, maxMemory) in MiB, or None when static-max is unreadable."""
+    base = f"/local/domain/{dom.domid}/memory"
+    static_max = tree.integer(f"{base}/static-max", "maximum memory in KiB")
+    if static_max is None:
+        return None
+    target = tree.integer(f"{base}/target", "current memory in KiB")
+    if target is None:
+        target = static_max
+    # libxl writes target minus video RAM; Arm writes videoram -1 (reference 2.2).
+    videoram = tree.integer(f"{base}/videoram", "video RAM in KiB", required=False) or 0
+    return (target + max(videoram, 0)) // 1024, static_max // 1024
+
+
+def _vcpus(tree: Tree, dom: Domain) -> dict[str, object]:
+    base = f"/local/domain/{dom.domid}/cpu"
+    cpus = list(tree.numeric_children(base, "vcpu number"))
+    if not cpus:
+        tree.problem(f"{base} lists no vcpus; vcpus left unknown")
+        return {}
+    online = sum(1 for _, key in cpus if tree.get(f"{base}/{key}/availability") == "online")
+    return {"vcpus": online, "maxVcpus": len(cpus)}
+
+
+def build_vm(tree: Tree, dom: Domain) -> VM | None:
+    """The VM model of one domain, or None (with a problem) when memory is unreadable."""
+    memory = _memory(tree, dom)
+    if memory is None:
+        tree.problem(f"domain {dom.domid} ({dom.name!r}): no readable memory, so no VM model")
+        return None
+    spec: dict[str, object] = {"virt": _virt(tree, dom), "memory": memory[0], "maxMemory": memory[1]}
+    if dom.uuid is not None:
+        spec["uuid"] = dom.uuid
+        for key in ("kernel", "ramdisk", "cmdline"):
+            value = tree.get(f"/vm/{dom.uuid}/image/{key}")
+            if value:
+                spec[key] = value
+    spec.update(_vcpus(tree, dom))
+    data: dict[str, object] = {
+        "apiVersion": API_VERSION,
+        "kind": "VM",
+        "metadata": {"name": dom.name},
+        "spec": spec,
+    }
+    return build_model(VM, data, tree, f"VM {dom.name!r} (domain {dom.domid})")
