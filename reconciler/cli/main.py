@@ -15,7 +15,8 @@ from types import ModuleType
 from reconciler import __version__
 from reconciler.errors import ReconcilerError
 
-# Verb modules under reconciler.cli, in the order `--help` lists them.
+# Verb modules under reconciler.cli, in the order `--help` lists them. Each is imported to
+# build the parser, so a verb module imports its heavy dependencies inside `run`.
 VERBS: tuple[str, ...] = ("validate", "schema", "sim")
 
 

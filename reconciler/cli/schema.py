@@ -12,7 +12,6 @@ import sys
 from typing import Any
 
 from reconciler.atomic import write_text_atomic
-from reconciler.schema import all_schemas
 
 
 def register(sub: Any) -> None:
@@ -31,6 +30,8 @@ def _current(path: str) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from reconciler.schema import all_schemas  # imports the models: only when the verb runs
+
     wanted = all_schemas()
     drift = [name for name, text in sorted(wanted.items()) if _current(os.path.join(args.out, name)) != text]
     if args.check:

@@ -13,7 +13,6 @@ import sys
 from typing import Any
 
 from reconciler.errors import Diagnostic
-from reconciler.loader import load
 
 
 def register(sub: Any) -> None:
@@ -45,6 +44,8 @@ def render(diagnostics: list[Diagnostic], fmt: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from reconciler.loader import load  # heavy (pydantic, networkx): only when the verb runs
+
     result = load(args.paths)
     sys.stdout.write(render(result.diagnostics, args.format))
     errors = len(result.errors)

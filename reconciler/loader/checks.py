@@ -10,9 +10,8 @@ device claimed by two VMs that may run at once; v4v endpoints that match no VM (
 from __future__ import annotations
 
 from collections import defaultdict
+import graphlib
 from collections.abc import Callable, Iterable, Iterator
-
-import networkx as nx
 
 from reconciler import v4v
 from reconciler.errors import Diagnostic, Location, Severity
@@ -143,27 +142,41 @@ def check_references(entries: list[Entry], broken_vms: frozenset[str] = frozense
                     yield diag(entry, path, f"backendVM: VM '{target}' does not provide a network backend (set providesNetworkBackend: true on it)")
 
 
-def dependency_graph(entries: list[Entry]) -> nx.DiGraph[str]:
+Edge = tuple[str, str, str, Entry, tuple[str | int, ...]]  # owner, needs, field, entry, path
+
+
+def dependency_edges(entries: list[Entry]) -> list[Edge]:
     """VM -> VM it needs running first (dependsOn, NIC and disk backendVM), with the entry
-    and path that created each edge. Nodes and edges are added in sorted order so cycle
-    reports are deterministic."""
+    and path that created each edge; sorted, so cycle reports are deterministic."""
     vms = _vms(entries)
-    graph: nx.DiGraph[str] = nx.DiGraph()
-    graph.add_nodes_from(sorted(vms))
     edges = []
     for entry in entries:
         owner = entry.name if isinstance(entry.resource, VM) else entry.resource.spec.vm
         for path, target, field in _vm_refs(entry):
             if field != "vm" and owner in vms and target in vms:
                 edges.append((owner, target, field, entry, path))
-    for owner, target, field, entry, path in sorted(edges, key=lambda e: (e[0], e[1], e[2])):
-        if not graph.has_edge(owner, target):
-            graph.add_edge(owner, target, field=field, entry=entry, path=path)
-    return graph
+    return sorted(edges, key=lambda e: (e[0], e[1], e[2]))
 
 
 def check_cycles(entries: list[Entry]) -> Iterator[Diagnostic]:
-    graph = dependency_graph(entries)
+    edges = dependency_edges(entries)
+    sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
+    for owner, target, *_ in edges:
+        sorter.add(owner, target)
+    try:
+        sorter.prepare()  # stdlib and cheap: the common, acyclic case never imports networkx
+    except graphlib.CycleError:
+        yield from _report_cycles(edges)
+
+
+def _report_cycles(edges: list[Edge]) -> Iterator[Diagnostic]:
+    """One diagnostic per strongly connected component, starting at its smallest name."""
+    import networkx as nx
+
+    graph: nx.DiGraph[str] = nx.DiGraph()
+    for owner, target, field, entry, path in edges:
+        if not graph.has_edge(owner, target):
+            graph.add_edge(owner, target, field=field, entry=entry, path=path)
     for component in sorted((sorted(c) for c in nx.strongly_connected_components(graph)), key=lambda c: c[0]):
         start = component[0]
         if len(component) == 1 and not graph.has_edge(start, start):
