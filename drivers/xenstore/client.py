@@ -311,6 +311,10 @@ class XenstoreClient(NodeCalls):
     async def release_domain(self, domid: int) -> None:
         await self._call(Op.RELEASE, strings(str(domid)), None)
 
+    async def control(self, command: str, *args: str) -> str:
+        """An XS_CONTROL command (what xenstore-control sends); the daemon's text reply."""
+        return (await self._call(Op.CONTROL, strings(command, *args), None)).rstrip(b"\0").decode()
+
     async def snapshot(self, path: str = "/") -> dict[str, bytes]:
         """Every node at and below `path` with its value, pipelined (see `walk`)."""
         from drivers.xenstore.walk import snapshot

@@ -219,13 +219,17 @@ def reset_watches(conn: Connection, frame: Frame) -> bytes:
 
 
 def control(conn: Connection, frame: Frame) -> bytes:
-    """The few xenstore-control commands that make sense here: check, help."""
+    """The few xenstore-control commands that make sense here: check, help, and
+    `stats` (ours: requests served, connections, nodes; the benchmark reads it)."""
     _privileged(conn)
     cmd, *_rest = _args(frame)
     if cmd == "check":
         return OK
     if cmd == "help":
-        return strings("Available commands:\ncheck\nhelp\n")
+        return strings("Available commands:\ncheck\nhelp\nstats\n")
+    if cmd == "stats":
+        server = conn.server
+        return strings(f"requests={server.requests} connections={len(server.connections)} nodes={len(conn.store)}")
     raise errors.InvalidArgument(f"unknown control command {cmd!r}")
 
 
