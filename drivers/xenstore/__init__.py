@@ -6,7 +6,8 @@ Python), `XenstoreServer` (serves a store on a Unix socket), `persist` (save/loa
 Shared: `wire` (framing, constants, path rules) and `errors` (typed exceptions).
 """
 
-from drivers.xenstore.client import ClientSettings, ClientTransaction, XenstoreClient
+from drivers.xenstore.calls import ClientTransaction
+from drivers.xenstore.client import ClientSettings, XenstoreClient
 from drivers.xenstore.nodes import DOM0, Caller
 from drivers.xenstore.retry import NO_WAIT, RetrySettings
 from drivers.xenstore.server import XenstoreServer

@@ -17,17 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from drivers.xenstore import errors
-from drivers.xenstore.connection import INVALID, WireConnection, socket_path
+from drivers.xenstore.calls import ClientTransaction, NodeCalls, check_path, reply_payload, resolver
+from drivers.xenstore.connection import WireConnection, socket_path
 from drivers.xenstore.retry import RetrySettings, retrying
+from drivers.xenstore.walk import snapshot
 from drivers.xenstore.watch import WatchStream, covers
-from drivers.xenstore.wire import PAYLOAD_MAX, Frame, Op, path_problem, split_strings, strings
-from reconciler.ports import Perm, XenstoreOps
+from drivers.xenstore.wire import PAYLOAD_MAX, Frame, Op, split_strings, strings
+from reconciler.ports import XenstoreOps, XenstorePort
 
 T = TypeVar("T")
 _tokens = itertools.count(1)
@@ -39,126 +41,6 @@ class ClientSettings:
     max_in_flight: int = 512  # requests outstanding at once; bounds memory on huge walks
     timeout: float | None = 30.0  # seconds to wait for one reply (None: forever)
     retry: RetrySettings = field(default_factory=RetrySettings)  # EAGAIN redo, reconnect
-
-
-def check_path(path: str, *, special_ok: bool = False) -> None:
-    problem = path_problem(path, special_ok=special_ok)
-    if problem is not None:
-        raise errors.InvalidPath(f"xenstore path {path!r} {problem}; nothing was sent", path=path)
-
-
-def _reply(frame: Frame, op: int, path: str | None) -> bytes:
-    name = Op(op).name
-    if frame.op == Op.ERROR:
-        raise errors.error_for(frame.payload.rstrip(b"\0").decode("ascii", "replace"), op=name, path=path)
-    if frame.op == INVALID:
-        where = f" {path}" if path else ""
-        raise errors.ConnectionLost(f"connection to xenstored lost during {name}{where}; retry", path=path)
-    if frame.op != op:
-        raise errors.ProtocolError(f"xenstored answered {name} with message type {frame.op}")
-    return frame.payload
-
-
-def _resolver(fut: asyncio.Future[Frame]) -> Callable[[Frame], None]:
-    def resolve(frame: Frame) -> None:
-        if not fut.done():
-            fut.set_result(frame)
-
-    return resolve
-
-
-class NodeCalls:
-    """The node operations, over `_call`; shared by the client and its transactions."""
-
-    async def _call(self, op: Op, payload: bytes, path: str | None) -> bytes:
-        raise NotImplementedError
-
-    async def read(self, path: str) -> bytes:
-        check_path(path)
-        return await self._call(Op.READ, strings(path), path)
-
-    async def write(self, path: str, value: bytes | str) -> None:
-        check_path(path)
-        data = value.encode() if isinstance(value, str) else value
-        await self._call(Op.WRITE, path.encode() + b"\0" + data, path)
-
-    async def mkdir(self, path: str) -> None:
-        check_path(path)
-        await self._call(Op.MKDIR, strings(path), path)
-
-    async def rm(self, path: str) -> None:
-        check_path(path)
-        await self._call(Op.RM, strings(path), path)
-
-    async def exists(self, path: str) -> bool:
-        try:
-            await self.read(path)
-        except (errors.NoEntry, errors.AccessDenied):
-            return False
-        return True
-
-    async def directory(self, path: str) -> list[str]:
-        """Child names; falls back to DIRECTORY_PART when the list exceeds 4096 bytes."""
-        check_path(path)
-        try:
-            reply = await self._call(Op.DIRECTORY, strings(path), path)
-        except errors.TooBig:
-            return await self._directory_parts(path)
-        return [n.decode() for n in split_strings(reply) if n] if reply else []
-
-    async def _directory_parts(self, path: str) -> list[str]:
-        for _restart in range(100):
-            names: list[bytes] = []
-            offset, gen = 0, None
-            while True:
-                reply = await self._call(Op.DIRECTORY_PART, strings(path, str(offset)), path)
-                head, _, rest = reply.partition(b"\0")
-                if gen is not None and head != gen:
-                    break  # the directory changed meanwhile: start over, as libxenstore does
-                gen = head
-                last = rest == b"\0" or rest.endswith(b"\0\0")
-                body = rest[:-1] if last else rest
-                names.extend(body.split(b"\0")[:-1])
-                offset += len(body)
-                if last:
-                    return [n.decode() for n in names]
-        raise errors.Again(f"directory {path} kept changing while being listed", path=path)
-
-    async def get_perms(self, path: str) -> list[Perm]:
-        check_path(path, special_ok=True)
-        reply = await self._call(Op.GET_PERMS, strings(path), path)
-        try:
-            return [Perm.parse(p.decode()) for p in split_strings(reply)]
-        except ValueError as exc:
-            raise errors.ProtocolError(f"xenstored sent bad perms for {path}: {exc}") from exc
-
-    async def set_perms(self, path: str, perms: Sequence[Perm]) -> None:
-        check_path(path, special_ok=True)
-        if not perms:
-            raise errors.InvalidArgument("a permission list needs at least the owner entry", path=path)
-        await self._call(Op.SET_PERMS, strings(path, *(str(p) for p in perms)), path)
-
-
-class ClientTransaction(NodeCalls):
-    """An open transaction; its ops carry its id. Prefer `XenstoreClient.transaction`."""
-
-    def __init__(self, client: XenstoreClient, tx_id: int, conn: WireConnection) -> None:
-        self.client = client
-        self.tx_id = tx_id
-        self._conn = conn
-
-    async def _call(self, op: Op, payload: bytes, path: str | None) -> bytes:
-        return await self.client._request(op, payload, path, tx_id=self.tx_id, conn=self._conn)
-
-    async def commit(self) -> None:
-        """Commit; raises `errors.Again` on conflict (then redo the whole transaction)."""
-        await self._call(Op.TRANSACTION_END, b"T\0", None)
-
-    async def abort(self) -> None:
-        try:
-            await self._call(Op.TRANSACTION_END, b"F\0", None)
-        except errors.XenstoreError:
-            pass  # nothing to undo if the daemon already forgot it
 
 
 class XenstoreClient(NodeCalls):
@@ -276,7 +158,7 @@ class XenstoreClient(NodeCalls):
             elif not conn.alive:
                 raise errors.ConnectionLost("the transaction's connection was lost; redo it", path=path)
             fut: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
-            req_id = conn.send(op, payload, tx_id, _resolver(fut))
+            req_id = conn.send(op, payload, tx_id, resolver(fut))
             try:
                 async with asyncio.timeout(self.settings.timeout):
                     frame = await fut
@@ -285,7 +167,7 @@ class XenstoreClient(NodeCalls):
             finally:
                 if not fut.done():
                     conn.forget(req_id)
-        return _reply(frame, op, path)
+        return reply_payload(frame, op, path)
 
     async def _call(self, op: Op, payload: bytes, path: str | None) -> bytes:
         """A request outside any transaction. If the daemon drops the connection
@@ -317,8 +199,6 @@ class XenstoreClient(NodeCalls):
 
     async def snapshot(self, path: str = "/") -> dict[str, bytes]:
         """Every node at and below `path` with its value, pipelined (see `walk`)."""
-        from drivers.xenstore.walk import snapshot
-
         return await snapshot(self, path)
 
     # -- transactions -------------------------------------------------------------
@@ -392,3 +272,9 @@ class XenstoreClient(NodeCalls):
         for stream in self._streams.get(token, ()):
             if covers(stream.path, epath):
                 stream.put(epath)
+
+
+if TYPE_CHECKING:
+
+    def _implements_the_port(client: XenstoreClient) -> XenstorePort:
+        return client  # mypy proves XenstoreClient structurally satisfies the port

@@ -15,6 +15,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from drivers.xenstore import errors
+from drivers.xenstore.calls import check_path
 from drivers.xenstore.connection import INVALID, WireConnection
 from drivers.xenstore.wire import Frame, Op, split_strings, strings
 
@@ -113,8 +114,6 @@ async def snapshot(client: XenstoreClient, root: str = "/") -> dict[str, bytes]:
 
     Not atomic: nodes written during the walk may be seen old or new, as with xenstore-ls.
     """
-    from drivers.xenstore.client import check_path
-
     check_path(root)
     if not root.startswith("/"):
         raise errors.InvalidPath(f"walk root {root!r} must be absolute", path=root)
