@@ -107,18 +107,19 @@ class XenstoreClient(NodeCalls):
             async for attempt in retrying(self.settings.retry):
                 with attempt:
                     await self._connect()
+                    assert self._conn is not None
+                    await self._rewatch(self._conn)  # if the daemon dies again: next attempt
             self.reconnects += 1
             self._reconnect_error = None
-            await self._rewatch()
         except errors.XenstoreError as exc:
             self._reconnect_error = exc
 
-    async def _rewatch(self) -> None:
+    async def _rewatch(self, conn: WireConnection) -> None:
         """After a reconnect: register every watch again (each then fires once)."""
         for token, streams in list(self._streams.items()):
             for stream in list(streams):
                 try:
-                    await self._request(Op.WATCH, strings(stream.path, token), stream.path)
+                    await self._request(Op.WATCH, strings(stream.path, token), stream.path, conn=conn)
                 except errors.AlreadyExists:
                     pass
 

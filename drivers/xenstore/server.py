@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import stat
 from pathlib import Path
 from types import TracebackType
@@ -133,6 +134,17 @@ class Connection(asyncio.Protocol):
             self._transport.close()
 
 
+def _answers(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
 class XenstoreServer:
     """Serves `store` on the Unix socket `path`; every client acts as domain `domid`
     (0 = privileged, as for the real socket; another id to test permissions)."""
@@ -146,8 +158,10 @@ class XenstoreServer:
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
-        """Listen (a stale socket file left by a dead daemon is replaced)."""
+        """Listen. A stale socket file left by a dead daemon is replaced; a live one is not."""
         if self.path.exists() and stat.S_ISSOCK(self.path.stat().st_mode):
+            if _answers(self.path):
+                raise errors.AlreadyConnected(f"another xenstored is serving {self.path}; stop it first")
             self.path.unlink()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_unix_server(lambda: Connection(self), str(self.path))

@@ -295,3 +295,15 @@ def test_server_api_serves_a_given_store_in_process(sock_dir: object) -> None:
         assert not os.path.exists(path)
 
     asyncio.run(scenario())
+
+
+def test_a_second_server_does_not_steal_a_live_socket(run: Runner) -> None:
+    async def scenario(env: Env) -> None:
+        from drivers.xenstore import Store
+
+        with pytest.raises(errors.AlreadyConnected, match="stop it first"):
+            await XenstoreServer(Store(), env.path).start()
+        xs = await env.client()
+        assert await xs.exists("/")
+
+    run(scenario)

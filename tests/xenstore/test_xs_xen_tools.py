@@ -110,3 +110,12 @@ def test_xen_test_suite_passes(xsd: ServerThread) -> None:
     assert time.monotonic() - started < 10
     # it cleans up after itself: its subtree is gone
     assert xsd.call(xsd.store.directory, "/local/domain/0") == []
+
+
+def test_xen_test_suite_random_mode(xsd: ServerThread) -> None:
+    """test-xenstore --random: tests in random order for a second; stops at the first failure."""
+    if not os.path.exists(TEST_XENSTORE):
+        pytest.skip("xen-utils-4.17 is not installed")
+    result = xsd.tool(TEST_XENSTORE, "--random", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "failed" not in result.stdout and "Exhaustive" not in result.stdout
