@@ -248,8 +248,8 @@ def rate_from_xenstore(value: str) -> str:
     gives back exactly the pair in `v`, so observed and desired rates compare by value.
     Among the spellings that do, the shortest wins (ties: bytes before bits, larger unit
     first): `"62500,50000"` -> `"10Mb/s"`, `"20000,20000"` -> `"1MB/s@20ms"`. Raises
-    ValueError when `v` is malformed or no xl rate produces it (xl divides, so some
-    pairs with intervals over 1 s have no spelling).
+    ValueError when `v` is malformed or no xl rate produces it (a pair whose
+    bytes per second fit in 32 bits always has one when the interval is at most 1 s).
     """
     m = re.fullmatch(r"([0-9]+),([0-9]+)", value.strip())
     if m is None:
@@ -270,7 +270,10 @@ def rate_from_xenstore(value: str) -> str:
             if best is None or len(text) < len(best):
                 best = text
     if best is None:
-        raise ValueError(f"no xl rate writes {value!r} (interval {usecs} us is too long for it)")
+        raise ValueError(
+            f"no xl rate writes {value!r}: no <N>[G|M|K](B|b)/s with N < 2**32 gives "
+            f"{per_interval} bytes per {usecs} us"
+        )
     return best
 
 

@@ -11,7 +11,7 @@ from reconciler.observe import observe_tree
 UUID = "0b7c1a52-3c1e-4d6a-9f5e-2f0e8b1d7c44"
 
 
-def guest(domid: int = 5, name: str = "web", virt: str | None = "pv", **extra: str) -> dict[str, str]:
+def guest(domid: int = 5, name: str = "web", virt: str | None = "pv") -> dict[str, str]:
     """The nodes libxl writes for a small guest (reference 2.1, 2.2)."""
     d = f"/local/domain/{domid}"
     nodes = {
@@ -27,28 +27,27 @@ def guest(domid: int = 5, name: str = "web", virt: str | None = "pv", **extra: s
     }
     if virt is not None:
         nodes[f"/libxl/{domid}/type"] = virt
-    nodes.update(extra)
     return nodes
 
 
-def vif(domid: int = 5, backend: int = 0, **keys: str) -> dict[str, str]:
+def vif(keys: dict[str, str] | None = None, domid: int = 5, backend: int = 0) -> dict[str, str]:
     be = f"/local/domain/{backend}/backend/vif/{domid}/0"
     base = {"state": "4", "mac": "00:16:3e:01:02:03", "bridge": "xenbr0", "type": "vif",
             "script": "/etc/xen/scripts/vif-bridge", "hotplug-status": "connected"}
-    base.update(keys)
+    base.update(keys or {})
     return {f"{be}/{k}": v for k, v in base.items()}
 
 
-def vbd(domid: int = 5, devid: int = 51712, kind: str = "vbd", **keys: str | None) -> dict[str, str]:
+def vbd(keys: dict[str, str | None] | None = None, domid: int = 5, devid: int = 51712, kind: str = "vbd") -> dict[str, str]:
     be = f"/local/domain/0/backend/{kind}/{domid}/{devid}"
     base: dict[str, str | None] = {"state": "4", "params": "/dev/vg/web", "dev": "xvda", "mode": "w", "device-type": "disk",
             "script": "/etc/xen/scripts/block", "hotplug-status": "connected", "discard-enable": "0"}
-    base.update(keys)
+    base.update(keys or {})
     return {f"{be}/{k}": v for k, v in base.items() if v is not None}
 
 
 def test_pv_guest_fields() -> None:
-    state = observe_tree(guest(**{f"/vm/{UUID}/image/kernel": "/boot/vmlinuz", f"/vm/{UUID}/image/cmdline": "ro"}))
+    state = observe_tree(guest() | {f"/vm/{UUID}/image/kernel": "/boot/vmlinuz", f"/vm/{UUID}/image/cmdline": "ro"})
     spec = state.vms["web"].spec
     assert (spec.virt, spec.memory, spec.max_memory, spec.vcpus, spec.max_vcpus) == ("pv", 512, 1024, 1, 2)
     assert (spec.kernel, spec.ramdisk, spec.cmdline) == ("/boot/vmlinuz", None, "ro")
@@ -57,7 +56,7 @@ def test_pv_guest_fields() -> None:
 
 def test_arm_videoram_minus_one() -> None:
     # Arm libxl writes videoram -1 and target = static-max + 1 (reference 2.2).
-    nodes = guest(**{"/local/domain/5/memory/target": "1048577", "/local/domain/5/memory/videoram": "-1"})
+    nodes = guest() | {"/local/domain/5/memory/target": "1048577", "/local/domain/5/memory/videoram": "-1"}
     assert observe_tree(nodes).vms["web"].spec.memory == 1024
 
 
@@ -72,7 +71,7 @@ def test_missing_libxl_type_is_inferred_and_reported(hvmloader: bool, virt: str)
 
 
 def test_hotplug_error_is_failed_with_reason() -> None:
-    nodes = guest() | vbd(**{"hotplug-status": "error", "hotplug-error": "/dev/vg/web does not exist.", "state": "2"})
+    nodes = guest() | vbd({"hotplug-status": "error", "hotplug-error": "/dev/vg/web does not exist.", "state": "2"})
     state = observe_tree(nodes)
     assert state.health == {"web-disk-51712": DeviceHealth("failed", "hotplug script failed: /dev/vg/web does not exist.")}
 
@@ -94,11 +93,11 @@ def test_frontend_error_node_is_failed() -> None:
     ],
 )
 def test_vif_health_by_state(keys: dict[str, str], health: DeviceHealth) -> None:
-    assert observe_tree(guest() | vif(**keys)).health["web-nic-0"] == health
+    assert observe_tree(guest() | vif(keys)).health["web-nic-0"] == health
 
 
 def test_qdisk_needs_no_hotplug_script() -> None:
-    nodes = guest() | vbd(kind="qdisk", params="aio:/srv/web.img", script=None, **{"hotplug-status": None})
+    nodes = guest() | vbd({"params": "aio:/srv/web.img", "script": None, "hotplug-status": None}, kind="qdisk")
     state = observe_tree(nodes)
     disk = state.disks["web-disk-51712"].spec
     assert (disk.target, disk.format, disk.discard, disk.script) == ("/srv/web.img", "raw", False, None)
@@ -106,13 +105,13 @@ def test_qdisk_needs_no_hotplug_script() -> None:
 
 
 def test_disk_without_dev_uses_devid_and_mode_r_is_ro() -> None:
-    nodes = guest() | vbd(devid=768, dev=None, mode="r", **{"device-type": "cdrom"})
+    nodes = guest() | vbd({"dev": None, "mode": "r", "device-type": "cdrom"}, devid=768)
     disk = observe_tree(nodes).disks["web-disk-768"].spec
     assert (disk.vdev, disk.access, disk.devtype) == ("hda", "ro", "cdrom")
 
 
 def test_driver_domain_backend_names_backend_vm() -> None:
-    nodes = guest() | guest(domid=3, name="ndvm") | vif(backend=3, rate="62500,50000", mtu="9000", script="/etc/xen/scripts/vif-nat")
+    nodes = guest() | guest(domid=3, name="ndvm") | vif({"rate": "62500,50000", "mtu": "9000", "script": "/etc/xen/scripts/vif-nat"}, backend=3)
     nic = observe_tree(nodes).nics["web-nic-0"].spec
     assert (nic.backend_vm, nic.rate, nic.mtu, nic.script) == ("ndvm", "10Mb/s", 9000, "/etc/xen/scripts/vif-nat")
 
@@ -136,14 +135,14 @@ def test_pci_options_and_guest_slot() -> None:
 
 
 def test_managed_marker_and_digest() -> None:
-    nodes = guest(**{f"/vm/{UUID}/reconciler/managed": "1", f"/vm/{UUID}/reconciler/digest": "sha256:ab"})
+    nodes = guest() | {f"/vm/{UUID}/reconciler/managed": "1", f"/vm/{UUID}/reconciler/digest": "sha256:ab"}
     info = observe_tree(nodes).domains["web"]
     assert (info.managed, info.digest, info.uuid) == (True, "sha256:ab", UUID)
 
 
 def test_truncated_values_are_reported() -> None:
     path = "/local/domain/0/backend/vbd/5/51712/params"
-    nodes = guest() | vbd(params="/home/user/a-very-long-path-that-the-terminal-c")
+    nodes = guest() | vbd({"params": "/home/user/a-very-long-path-that-the-terminal-c"})
     state = observe_tree(nodes, truncated=frozenset({path}))
     assert state.disks["web-disk-51712"].spec.target == "/home/user/a-very-long-path-that-the-terminal-c"
     assert state.problems == (f"{path}: value was truncated by the dump; read '/home/user/a-very-long-path-that-the-terminal-c' as is",)
