@@ -10,13 +10,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from reconciler.model.common import API_VERSION
+from reconciler.model.common import API_VERSION, NAME_PATTERN, PATTERN_WORDS
 from reconciler.model.observed import DomainInfo
 from reconciler.model.vm import VM
 from reconciler.observe.tree import Tree, build_model
 
 _VM_PATH = re.compile(r"/vm/([0-9A-Fa-f-]{36})")
 _VIRTS = ("pv", "pvh", "hvm")
+_NAME = re.compile(NAME_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,12 @@ def scan_domains(tree: Tree) -> dict[int, Domain]:
         if not name:
             name = _fallback_name(tree, domid)
             tree.problem(f"{base}/name is missing (partial dump?); calling the domain {name!r}")
+        if not _NAME.fullmatch(name):
+            tree.bad_names.add(name)
+            tree.problem(
+                f"domain {domid} is named {name!r}, not a manifest name ({PATTERN_WORDS[NAME_PATTERN]}); "
+                "its VM and devices are kept unvalidated and no manifest can match them"
+            )
         found[domid] = Domain(domid, name, _uuid(tree, base))
     return found
 

@@ -25,6 +25,9 @@ class Tree:
         self.nodes = nodes
         self.truncated = truncated
         self.problems: list[str] = []
+        # Domain names already reported as unusable in manifests: errors they cause
+        # again in device models (`spec.vm`, derived names) are not repeated.
+        self.bad_names: set[str] = set()
         self._children: dict[str, list[str]] = {}
         for path in nodes:
             parent, _, name = path.rpartition("/")
@@ -95,9 +98,15 @@ def build_model(cls: type[M], data: dict[str, object], tree: Tree, what: str) ->
         errors = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {_words(err['msg'], err.get('ctx'))}"
             for err in exc.errors()
+            if not _already_reported(err["input"], tree.bad_names)
         )
-        tree.problem(f"{what}: observed values break manifest rules ({errors}); kept unvalidated")
+        if errors:
+            tree.problem(f"{what}: observed values break manifest rules ({errors}); kept unvalidated")
         return _construct(cls, data)
+
+
+def _already_reported(value: object, bad_names: set[str]) -> bool:
+    return isinstance(value, str) and any(name in value for name in bad_names)
 
 
 def _words(message: str, ctx: dict[str, object] | None) -> str:

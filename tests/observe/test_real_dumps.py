@@ -48,8 +48,13 @@ def test_hvm_2019_qdisk_and_vif(hvm: ObservedState) -> None:
 def test_hvm_2019_underscore_name_is_reported_not_dropped(hvm: ObservedState) -> None:
     # libxl allows `guest_centos7`; manifest names do not. The models are kept
     # (built unvalidated) so the diff can still see them, and each says why.
-    assert len(hvm.problems) == 3
-    assert all("kept unvalidated" in p and "guest_centos7" in p for p in hvm.problems)
+    assert hvm.problems == (
+        "domain 37 is named 'guest_centos7', not a manifest name (a name of 1-63 lower-case "
+        "letters, digits and '-', starting and ending with a letter or digit); its VM and "
+        "devices are kept unvalidated and no manifest can match them",
+    )
+    assert hvm.vms["guest_centos7"].metadata.name == "guest_centos7"
+    assert hvm.nics["guest_centos7-nic-0"].spec.vm == "guest_centos7"
 
 
 def test_rpi4_2022_pvh_phy(rpi4: ObservedState) -> None:
@@ -87,10 +92,10 @@ def test_pci_2021_grep_dump_partial(pci: ObservedState) -> None:
     assert dev.spec.guest_slot is None
     assert pci.health == {"DomU-pci-0": DeviceHealth("initialising", "backend state 1 (Initialising)")}
     assert pci.pci_assignable == ()  # /libxl/pci/0000-03-00-0 has domid 2: assigned
-    assert pci.problems[:4] == (
-        "/local/domain/2/name is missing (partial dump?); calling the domain 'DomU'",
+    assert pci.problems[0] == "/local/domain/2/name is missing (partial dump?); calling the domain 'DomU'"
+    assert pci.problems[1].startswith("domain 2 is named 'DomU', not a manifest name")
+    assert pci.problems[2:] == (
         "/local/domain/2/vm is missing: it names /vm/<uuid>, the domain's identity",
         "/local/domain/2/memory/static-max is missing: maximum memory in KiB",
         "domain 2 ('DomU'): no readable memory, so no VM model",
     )
-    assert "PCIPassthrough 'DomU-pci-0'" in pci.problems[4]

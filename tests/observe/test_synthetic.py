@@ -180,3 +180,13 @@ def test_output_is_sorted_by_name() -> None:
     nodes = guest(domid=7, name="zeta") | guest(domid=3, name="alpha")
     state = observe_tree(nodes)
     assert list(state.vms) == ["alpha", "zeta"] and list(state.domains) == ["alpha", "zeta"]
+
+
+def test_host_values_breaking_manifest_rules_are_kept_and_reported() -> None:
+    # A multicast MAC cannot be written in a manifest, but the host has it: keep it.
+    nodes = guest() | vif({"mac": "01:00:5e:00:00:01"})
+    state = observe_tree(nodes)
+    assert state.nics["web-nic-0"].spec.mac == "01:00:5e:00:00:01"
+    assert len(state.problems) == 1
+    assert state.problems[0].startswith("NIC 'web-nic-0': observed values break manifest rules (spec.mac: ")
+    assert state.problems[0].endswith("kept unvalidated")
