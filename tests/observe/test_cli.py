@@ -10,12 +10,16 @@ import yaml
 from syrupy.assertion import SnapshotAssertion
 
 from reconciler.cli.main import main
-from tests.observe.conftest import HVM_2019, PCI_2021, RPI4_2022
-
 DUMP_DIR = "tests/data/xenstore-dumps"
+DUMPS = sorted(p.name for p in (Path(__file__).resolve().parents[2] / DUMP_DIR).glob("*.txt"))
+HVM_2019 = "xen-devel-2019-06-hvm-qdisk-xenstore-ls.txt"
 
 
-@pytest.mark.parametrize("dump", [HVM_2019, RPI4_2022, PCI_2021])
+def test_the_three_real_dumps_are_there() -> None:
+    assert len(DUMPS) == 3 and HVM_2019 in DUMPS
+
+
+@pytest.mark.parametrize("dump", DUMPS)
 def test_observe_yaml_snapshot(
     dump: str, repo: Path, capsys: pytest.CaptureFixture[str], snapshot: SnapshotAssertion
 ) -> None:
