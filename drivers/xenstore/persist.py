@@ -11,13 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from drivers.xenstore.nodes import ROOT_PERMS, Node, parent_of
 from drivers.xenstore.store import Store
 from drivers.xenstore.wire import SPECIAL_PATHS, path_problem
+from reconciler.atomic import write_bytes_atomic
 from reconciler.errors import StateFileError
 from reconciler.ports import Perm
 
@@ -42,26 +42,12 @@ def _body(store: Store) -> bytes:
 
 
 def save(store: Store, file: str | os.PathLike[str]) -> None:
-    """Write `store` to `file` atomically: temp file in the same dir, fsync, rename, fsync dir."""
+    """Write `store` to `file` atomically (reconciler.atomic: temp file, fsync, rename)."""
     target = Path(file)
     target.parent.mkdir(parents=True, exist_ok=True)
     body = _body(store)
     header = {"format": FORMAT, "version": VERSION, "length": len(body), "sha256": hashlib.sha256(body).hexdigest()}
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(json.dumps(header).encode() + b"\n" + body)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_bytes_atomic(str(target), json.dumps(header).encode() + b"\n" + body, mode=0o600)
 
 
 def load(file: str | os.PathLike[str]) -> Store:

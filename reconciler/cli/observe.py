@@ -17,9 +17,7 @@ from typing import Any
 
 import yaml
 
-from drivers.dump import load_dump
 from reconciler.errors import UsageError
-from reconciler.observe import observe_tree, observed_to_data
 
 NO_HOST_YET = (
     "observe --host is not supported yet: the simulated and live hosts arrive with the "
@@ -51,6 +49,9 @@ def render(data: dict[str, Any], fmt: str) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.observed is None:
         raise UsageError(NO_HOST_YET)
+    from drivers.dump import load_dump  # heavy imports only when the verb runs
+    from reconciler.observe import observe_tree, observed_to_data
+
     dump = load_dump(args.observed)
     for line in dump.problem_lines():
         print(line, file=sys.stderr)

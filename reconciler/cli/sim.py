@@ -12,11 +12,10 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from drivers.xenstore import persist
-from drivers.xenstore.server import XenstoreServer
-from drivers.xenstore.store import Store
+if TYPE_CHECKING:  # the drivers load when the verb runs, not for every `reconciler` call
+    from drivers.xenstore.store import Store
 from reconciler.errors import UsageError
 
 DEFAULT_STATE = ".reconciler/sim"
@@ -51,12 +50,17 @@ def serve(state_dir: Path) -> int:
     if len(str(sock)) > _SUN_PATH_MAX:
         raise UsageError(f"socket path {sock} is longer than {_SUN_PATH_MAX} bytes; use a shorter --state DIR")
     state_dir.mkdir(parents=True, exist_ok=True)
+    from drivers.xenstore import persist
+
     store = persist.load_or_new(state_dir / persist.STATE_FILE)
     asyncio.run(_serve(store, sock, state_dir / persist.STATE_FILE))
     return 0
 
 
 async def _serve(store: Store, sock: Path, state_file: Path) -> None:
+    from drivers.xenstore import persist
+    from drivers.xenstore.server import XenstoreServer
+
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
