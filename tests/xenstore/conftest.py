@@ -141,10 +141,23 @@ def run(sock_dir: Path) -> Runner:
     return runner
 
 
+def require_tool(path: str, package: str) -> None:
+    """Xen's own tools are the proof these tests exist for: a missing one fails the test
+    (never a skip that would let CI pass without the proof)."""
+    if not os.path.exists(path):
+        pytest.fail(f"{path} is missing: install Debian's {package} (scripts/test installs it)")
+
+
+@pytest.fixture
+def test_xenstore() -> str:
+    """Path of Xen's own xenstore test suite (xen-utils-4.17)."""
+    require_tool(TEST_XENSTORE, "xen-utils-4.17")
+    return TEST_XENSTORE
+
+
 @pytest.fixture
 def xsd(sock_dir: Path) -> Iterator[ServerThread]:
-    if not os.path.exists(os.path.join(TOOLS_DIR, "xenstore-ls")):
-        pytest.skip("Debian xenstore-utils is not installed (scripts/test installs it)")
+    require_tool(os.path.join(TOOLS_DIR, "xenstore-ls"), "xenstore-utils")
     server = ServerThread(sock_dir)
     server.start()
     yield server

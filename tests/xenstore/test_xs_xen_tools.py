@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from typing import TYPE_CHECKING
@@ -15,7 +14,6 @@ if TYPE_CHECKING:
     from tests.xenstore.conftest import ServerThread
 
 GUEST = 5  # conftest's guest socket acts as this domain
-TEST_XENSTORE = "/usr/lib/xen-4.17/bin/test-xenstore"
 
 
 def test_write_read_ls_list_rm(xsd: ServerThread) -> None:
@@ -93,16 +91,14 @@ def test_watch_reports_registration_and_changes(xsd: ServerThread) -> None:
         assert watcher.wait(5) == 0
 
 
-def test_xen_test_suite_passes(xsd: ServerThread) -> None:
+def test_xen_test_suite_passes(xsd: ServerThread, test_xenstore: str) -> None:
     """Xen's test-xenstore: reads, writes, dirs, rm, empty/rmw/aborted/conflicting
     transactions, each with its own checks; exit 0 only if all pass."""
-    if not os.path.exists(TEST_XENSTORE):
-        pytest.skip("xen-utils-4.17 is not installed")
-    listed = xsd.tool(TEST_XENSTORE, "--list-tests").stdout.splitlines()
+    listed = xsd.tool(test_xenstore, "--list-tests").stdout.splitlines()
     names = [line.split(":")[0].strip() for line in listed]
     assert len(names) == 12 and "ta err" in names
     started = time.monotonic()
-    result = xsd.tool(TEST_XENSTORE, "--iterations", "5")
+    result = xsd.tool(test_xenstore, "--iterations", "5")
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert [line.split(":")[0].strip() for line in lines] == names
@@ -112,10 +108,8 @@ def test_xen_test_suite_passes(xsd: ServerThread) -> None:
     assert xsd.call(xsd.store.directory, "/local/domain/0") == []
 
 
-def test_xen_test_suite_random_mode(xsd: ServerThread) -> None:
+def test_xen_test_suite_random_mode(xsd: ServerThread, test_xenstore: str) -> None:
     """test-xenstore --random: tests in random order for a second; stops at the first failure."""
-    if not os.path.exists(TEST_XENSTORE):
-        pytest.skip("xen-utils-4.17 is not installed")
-    result = xsd.tool(TEST_XENSTORE, "--random", "1")
+    result = xsd.tool(test_xenstore, "--random", "1")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "failed" not in result.stdout and "Exhaustive" not in result.stdout
