@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from drivers.sim.ops import NOPERM, Op, Virt, dom_path, libxl_path, roperm, writes
+from drivers.sim.ops import Op, Virt, dom_path, libxl_path, roperm, writes
 from reconciler.xenfmt import Bdf, XenbusState, rate_to_xenstore
 
 __all__ = [

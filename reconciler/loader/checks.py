@@ -9,7 +9,6 @@ device claimed by two VMs that may run at once; v4v endpoints that match no VM (
 
 from __future__ import annotations
 
-from collections import defaultdict
 import graphlib
 from collections.abc import Callable, Iterable, Iterator
 

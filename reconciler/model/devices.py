@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints, WithJsonSchema
 
 from reconciler import v4v, xenfmt
-from reconciler.model.common import AbsPath, Model, Name, ResourceBase
+from reconciler.model.common import Model, Name, ResourceBase
 
 # ---- field types -------------------------------------------------------------------------
 

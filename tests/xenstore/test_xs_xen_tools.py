@@ -6,7 +6,6 @@ import subprocess
 import time
 from typing import TYPE_CHECKING
 
-import pytest
 
 from reconciler.ports import Perm
 
