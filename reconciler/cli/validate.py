@@ -45,6 +45,7 @@ def render(diagnostics: list[Diagnostic], fmt: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from reconciler.loader import load  # heavy (pydantic, networkx): only when the verb runs
+    from reconciler.model import KINDS
 
     result = load(args.paths)
     sys.stdout.write(render(result.diagnostics, args.format))
@@ -53,6 +54,6 @@ def run(args: argparse.Namespace) -> int:
     if result.state is None:
         print(f"invalid: {errors} error(s), {warnings} warning(s) in {result.files} file(s)", file=sys.stderr)
         return 1
-    count = sum(len(result.state.by_kind(k)) for k in ("VM", "Disk", "NIC", "PCIPassthrough", "V4VRule"))
+    count = sum(len(result.state.by_kind(kind)) for kind in KINDS)
     print(f"valid: {result.files} file(s), {count} resource(s), {warnings} warning(s)", file=sys.stderr)
     return 0

@@ -137,7 +137,7 @@ class _Converter:
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self.alias_budget = limits.max_alias_nodes
-        self.seen: dict[int, int] = {}  # id(node) -> times converted (aliases repeat)
+        self.seen: set[int] = set()  # id() of nodes converted once; a repeat is an alias
         self.active: set[int] = set()
 
     def convert(self, node: yaml.Node, depth: int) -> Any:
@@ -153,7 +153,7 @@ class _Converter:
                     f"alias expansion exceeds {self.limits.max_alias_nodes} nodes (a YAML alias bomb?)",
                     node.start_mark,
                 )
-        self.seen[key] = self.seen.get(key, 0) + 1
+        self.seen.add(key)
         if isinstance(node, yaml.ScalarNode):
             return _scalar(node)
         self.active.add(key)
