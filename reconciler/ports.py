@@ -2,7 +2,9 @@
 
 Stage: boundary. `observe`, `execute` and the watch loop depend on these Protocols only;
 `drivers/` implements them (`drivers.xenstore.client.XenstoreClient` for a real or
-simulated xenstored). The small value types the ports exchange live here too.
+simulated xenstored), `drivers.sim` the simulated toolstack, PCI back-end and
+firewall, `drivers.xl`/`drivers.pciback`/`drivers.viptables` the real ones. The
+small value types the ports exchange live here and in `reconciler.model.host`.
 """
 
 from __future__ import annotations
@@ -10,6 +12,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, TypeVar
+
+from reconciler.model.devices import NIC, Disk
+from reconciler.model.host import DomainStatus, FirewallEntry, HostPciDevice
+from reconciler.model.vm import VM
 
 T = TypeVar("T")
 
@@ -102,3 +108,98 @@ class XenstorePort(XenstoreOps, Protocol):
     async def get_domain_path(self, domid: int) -> str: ...
 
     async def close(self) -> None: ...
+
+
+class ToolstackPort(Protocol):
+    """Domain and device lifecycle, what `xl` does (reference xen.md 3.6).
+
+    Devices are passed as manifest models; the driver resolves `backendVM` names to
+    domids. Errors: `TransientHostError` for what a retry may fix (busy, timeout),
+    `TerminalHostError` for the rest (no such domain, bad power state).
+    """
+
+    async def list_domains(self) -> list[DomainStatus]:
+        """Every domain but dom0, sorted by domid (`xl list`)."""
+        ...
+
+    async def create(self, vm: VM, *, paused: bool = True) -> int:
+        """Build the domain (`xl create -p`) with its console and no other device; its domid."""
+        ...
+
+    async def unpause(self, domid: int) -> None: ...
+
+    async def pause(self, domid: int) -> None: ...
+
+    async def shutdown(self, domid: int, *, timeout: float) -> None:
+        """Ask the guest to power off (`control/shutdown`) and wait until the domain is gone;
+        `TransientHostError` when the guest does not cooperate within `timeout` seconds."""
+        ...
+
+    async def destroy(self, domid: int) -> None:
+        """Destroy at once (`xl destroy`), devices torn down, xenstore cleaned."""
+        ...
+
+    async def mem_set(self, domid: int, mib: int) -> None: ...
+
+    async def vcpu_set(self, domid: int, count: int) -> None: ...
+
+    async def attach_disk(self, domid: int, disk: Disk) -> None:
+        """`xl block-attach`; returns when the backend is connected or raises on failure."""
+        ...
+
+    async def detach_disk(self, domid: int, vdev: str) -> None: ...
+
+    async def attach_nic(self, domid: int, nic: NIC) -> None:
+        """`xl network-attach` with `nic.spec.mac` already resolved (no `auto`)."""
+        ...
+
+    async def detach_nic(self, domid: int, devid: int) -> None: ...
+
+    async def attach_pci(self, domid: int, bdf: str, *, permissive: bool = False,
+                         msitranslate: bool = False, power_mgmt: bool = False,
+                         guest_slot: int | None = None) -> None:
+        """`xl pci-attach`; the device must already be assignable (on pciback)."""
+        ...
+
+    async def detach_pci(self, domid: int, bdf: str) -> None: ...
+
+
+class PciBackPort(Protocol):
+    """Host PCI inventory and pciback binding (reference xen.md 4)."""
+
+    async def inventory(self) -> list[HostPciDevice]:
+        """Every host PCI function, sorted by BDF, with its current driver."""
+        ...
+
+    async def assignable_add(self, bdf: str) -> None:
+        """Unbind from the current driver and bind to pciback (`xl pci-assignable-add`)."""
+        ...
+
+    async def assignable_remove(self, bdf: str, *, rebind: bool = True) -> None:
+        """Unbind from pciback; `rebind` gives it back to its original driver."""
+        ...
+
+
+class FirewallPort(Protocol):
+    """The v4v firewall table, what `viptables` does (openxt.md 4.2-4.3); default deny."""
+
+    async def list(self) -> list[FirewallEntry]:
+        """The table in order (`viptables -L`), the trailing REJECT included."""
+        ...
+
+    async def insert(self, entry: FirewallEntry, position: int = 1) -> None: ...
+
+    async def delete(self, entry: FirewallEntry) -> None:
+        """Delete the first equal entry; deleting an absent entry is an error."""
+        ...
+
+
+@dataclass(frozen=True)
+class HostPorts:
+    """Everything `observe` and `execute` use to reach one host; `name` for messages."""
+
+    name: str
+    xenstore: XenstorePort
+    toolstack: ToolstackPort
+    pciback: PciBackPort
+    firewall: FirewallPort

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from reconciler.model.devices import NIC, Disk, PCIPassthrough
+from reconciler.model.host import FirewallEntry, HostPciDevice
 from reconciler.model.vm import VM
 
 HealthState = Literal["connected", "initialising", "closing", "closed", "failed"]
-ObservedPower = Literal["running", "paused", "stopped"]
+ObservedPower = Literal["running", "paused", "stopped", "crashed"]
 
 
 @dataclass(frozen=True)
@@ -29,8 +30,11 @@ class DomainInfo:
 
     `power` is `running` unless xenstore shows otherwise: shutdown and pause are
     hypervisor state, not xenstore state (reference 2.9), so a dump cannot prove them.
-    `managed`/`digest` come from `/vm/<uuid>/reconciler/{managed,digest}`, written by
-    the reconciler when it creates a VM; a VM without them is not ours to change.
+    With a toolstack (a live or simulated host) `power` comes from `xl list`.
+    `managed`/`digest`/`applied` come from `/vm/<uuid>/reconciler/{managed,digest,
+    applied}`, written by the reconciler when it creates or updates a VM: `applied` is
+    the JSON record of the spec fields the host cannot show (see `reconciler.diff`),
+    `digest` its sha256. A VM without `managed` is not ours to change.
     """
 
     name: str
@@ -39,6 +43,7 @@ class DomainInfo:
     power: ObservedPower = "running"
     managed: bool = False
     digest: str | None = None
+    applied: str | None = None
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,11 @@ class DeviceHealth:
 @dataclass(frozen=True)
 class ObservedState:
     """Everything observed, each mapping sorted by name; `problems` are sentences
-    about nodes that were missing, malformed, unknown or truncated (never raised)."""
+    about nodes that were missing, malformed, unknown or truncated (never raised).
+
+    `host_pci` (sysfs inventory) and `firewall` (the viptables table) are None when
+    the source cannot show them: a captured xenstore dump has neither.
+    """
 
     vms: Mapping[str, VM] = field(default_factory=dict)
     disks: Mapping[str, Disk] = field(default_factory=dict)
@@ -66,3 +75,5 @@ class ObservedState:
     health: Mapping[str, DeviceHealth] = field(default_factory=dict)
     pci_assignable: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
+    host_pci: tuple[HostPciDevice, ...] | None = None
+    firewall: tuple[FirewallEntry, ...] | None = None

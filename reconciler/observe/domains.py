@@ -71,12 +71,13 @@ def _uuid(tree: Tree, base: str) -> str | None:
 
 
 def domain_info(tree: Tree, dom: Domain) -> DomainInfo:
-    managed, digest = False, None
+    managed, digest, applied = False, None, None
     if dom.uuid is not None:
         marker = tree.get(f"/vm/{dom.uuid}/reconciler/managed")
         managed = marker is not None and marker.strip().lower() in ("1", "true")
         digest = tree.get(f"/vm/{dom.uuid}/reconciler/digest") or None
-    return DomainInfo(dom.name, dom.domid, dom.uuid, "running", managed, digest)
+        applied = tree.get(f"/vm/{dom.uuid}/reconciler/applied") or None
+    return DomainInfo(dom.name, dom.domid, dom.uuid, "running", managed, digest, applied)
 
 
 def _virt(tree: Tree, dom: Domain) -> str:

@@ -26,8 +26,9 @@ def _specs(table: Mapping[str, BaseModel]) -> dict[str, Any]:
 
 
 def observed_to_data(state: ObservedState) -> dict[str, Any]:
-    """The whole observed state as one JSON-compatible dict."""
-    return {
+    """The whole observed state as one JSON-compatible dict; `hostPci` and `firewall`
+    only when the source shows them (a live or simulated host, not a dump)."""
+    data: dict[str, Any] = {
         "domains": {name: asdict(info) for name, info in sorted(state.domains.items())},
         "vms": _specs(state.vms),
         "disks": _specs(state.disks),
@@ -37,3 +38,8 @@ def observed_to_data(state: ObservedState) -> dict[str, Any]:
         "pciAssignable": list(state.pci_assignable),
         "problems": list(state.problems),
     }
+    if state.host_pci is not None:
+        data["hostPci"] = [asdict(dev) for dev in state.host_pci]
+    if state.firewall is not None:
+        data["firewall"] = [str(entry) for entry in state.firewall]
+    return data

@@ -1,0 +1,75 @@
+"""Host facts outside xenstore: hypervisor domain status, host PCI devices, firewall entries.
+
+Pure value types. The toolstack, PCI back-end and firewall ports (`reconciler.ports`)
+return them; the observer folds them into `ObservedState`; the diff reads them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+DomainPower = Literal["running", "paused", "shutdown", "crashed", "dying"]
+FirewallTarget = Literal["ACCEPT", "REJECT"]
+
+
+@dataclass(frozen=True)
+class DomainStatus:
+    """One domain as the hypervisor lists it (`xl list`): the power state xenstore cannot show.
+
+    `shutdown`: the guest stopped and the domain waits to be destroyed; `crashed`: it
+    crashed and `onCrash` is `preserve`; `dying`: being torn down.
+    """
+
+    domid: int
+    name: str
+    uuid: str
+    power: DomainPower
+    memory_mib: int
+    vcpus: int
+
+
+@dataclass(frozen=True)
+class HostPciDevice:
+    """A host PCI function from sysfs: ids as lower-case `0x` hex, `driver` None when unbound.
+
+    `pci_class` is the 16-bit class (class and subclass, e.g. `0x0300`, display VGA),
+    as OpenXT matches it. `driver` `pciback` means it is assignable to guests.
+    """
+
+    bdf: str  # canonical DDDD:BB:SS.F
+    vendor: str
+    device: str
+    pci_class: str
+    driver: str | None = None
+
+
+@dataclass(frozen=True, order=True)
+class FirewallEntry:
+    """One viptables rule: `--dom-in/--dom-out/--port-in/--port-out ... -j TARGET`.
+
+    None means the option is left out, i.e. any (openxt.md 4.2): `dom_in` is the
+    client (source) domid, `dom_out` the server's, ports likewise.
+    """
+
+    dom_in: int | None = None
+    dom_out: int | None = None
+    port_in: int | None = None
+    port_out: int | None = None
+    target: FirewallTarget = "ACCEPT"
+
+    def argv(self) -> list[str]:
+        """The viptables options for this entry, e.g. `--dom-in 3 --dom-out 0 -j ACCEPT`."""
+        args: list[str] = []
+        for flag, value in (
+            ("--dom-in", self.dom_in),
+            ("--dom-out", self.dom_out),
+            ("--port-in", self.port_in),
+            ("--port-out", self.port_out),
+        ):
+            if value is not None:
+                args += [flag, str(value)]
+        return [*args, "-j", self.target]
+
+    def __str__(self) -> str:
+        return " ".join(self.argv())

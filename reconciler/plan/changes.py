@@ -1,0 +1,77 @@
+"""What the diff finds: per-resource changes with per-field before/after and an impact.
+
+Pure value types (Terraform's `plans.Action` + `Change{Before, After}`, kopf's
+`(op, path, old, new)`): produced by `reconciler.diff`, read by the planner and the
+renderers, and recorded in the JSON plan. Nothing here touches the host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Literal
+
+from reconciler.model.common import Kind
+
+Impact = Literal["live", "restart", "destructive"]
+"""live: applied to the running domain (hotplug, mem-set, vcpu-set, v4v, xenstore);
+restart: only takes effect when the domain is rebuilt; destructive: stops a VM or
+detaches storage. Ordered by severity: the worst field sets a resource's impact."""
+
+IMPACT_ORDER: dict[Impact, int] = {"live": 0, "restart": 1, "destructive": 2}
+
+
+class Action(str, Enum):
+    """What happens to a resource; the values are the symbols the text plan prints."""
+
+    CREATE = "+"
+    UPDATE = "~"
+    RESTART = "-/+"
+    DELETE = "-"
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    """One field: `path` is the manifest path (`spec.memory`, `spec.hvm.acpi`).
+
+    `before` is None when the host shows nothing (or the resource is new), `after`
+    None when it goes away. Values are plain JSON values; secrets are never stored
+    here, `sensitive` fields carry `"(sensitive)"` on both sides.
+    """
+
+    path: str
+    before: object
+    after: object
+    impact: Impact
+    sensitive: bool = False
+
+
+@dataclass(frozen=True)
+class ResourceChange:
+    """One resource that differs. `vm` is the owning VM (the VM itself for kind VM).
+
+    `impact` is the worst of `fields` (or of the action itself: deleting a VM or a
+    Disk is destructive). `pending` marks restart-only changes that are reported but
+    not applied, because the VM's `updatePolicy` is `live`. `reason` is one sentence
+    for humans ("memory 2048 -> 4096 MiB within maxMemory").
+    """
+
+    kind: Kind
+    name: str
+    vm: str
+    action: Action
+    impact: Impact
+    fields: tuple[FieldChange, ...] = ()
+    reason: str = ""
+    pending: bool = False
+
+
+@dataclass(frozen=True)
+class Diff:
+    """Every change, sorted by (vm, kind order, name); `unmanaged` domains are listed once
+    and never touched; `notes` are sentences about what could not be compared (e.g. the
+    firewall of a captured dump)."""
+
+    changes: tuple[ResourceChange, ...] = ()
+    unmanaged: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
