@@ -1,0 +1,111 @@
+"""ViptablesFirewall: the FirewallPort on an OpenXT host, through the `viptables` command.
+
+Stage: driver (v4v firewall). Called by observe/execute through `reconciler.ports.FirewallPort`.
+Commands (openxt.md 4.2-4.3): `viptables -L`, `viptables -I <pos> <rule>`,
+`viptables -D <rule>` with rule = `[--dom-in N] [--dom-out N] [--port-in N] [--port-out N] -j T`.
+
+Assumed `-L` output (openxt.md gives argument shapes only; this is the format of
+libv4v's `v4v_viptables_list` in OpenXT's v4v tree): one rule per line,
+    `<n> : <ACCEPT|REJECT> <dom-in>:<port-in> -> <dom-out>:<port-out>`
+e.g. `1 : ACCEPT 3:* -> 0:5555`, with `*` for any. The parser is tolerant: the
+`<n> :` prefix is optional, spacing and target case are free, `-1` and 32756
+(DOMID_INVALID) also mean any, blank lines and `Chain`/`num` headers are skipped.
+Lines it still cannot read are reported: `list()` raises naming them (a partly read
+table would make the diff re-insert or miss rules), or, with `strict=False`, logs them.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import re
+from dataclasses import dataclass, replace
+
+from drivers.xl.command import run_tool
+from reconciler.errors import TerminalHostError
+from reconciler.model.host import FirewallEntry, FirewallTarget
+
+log = logging.getLogger(__name__)
+
+DOMID_INVALID = 0x7FF4  # what libv4v stores for "any domain"
+_ANY = {"*", "-1", str(DOMID_INVALID)}
+_ENDPOINT = r"(?P<{0}dom>\*|-?\d+)\s*:\s*(?P<{0}port>\*|-?\d+)"
+_LINE = re.compile(
+    r"^\s*(?:\d+\s*:\s*)?(?P<target>ACCEPT|REJECT)\s+"
+    + _ENDPOINT.format("src") + r"\s*->\s*" + _ENDPOINT.format("dst") + r"\s*$",
+    re.IGNORECASE,
+)
+_HEADER = re.compile(r"^\s*(chain\b|num\b|target\b)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ViptablesSettings:
+    executable: str = "viptables"  # PATH lookup; OpenXT installs /usr/bin/viptables
+    timeout: float = 10.0  # seconds per command: each is one hypercall, anything slower is stuck
+    strict: bool = True  # unreadable `-L` lines fail list(); False: log them and skip
+
+
+def _field(text: str) -> int | None:
+    return None if text in _ANY else int(text)
+
+
+def parse_entry(line: str) -> FirewallEntry | None:
+    """One `-L` line as a FirewallEntry, or None if it is not a rule line. Pure."""
+    match = _LINE.match(line)
+    if match is None:
+        return None
+    target: FirewallTarget = "ACCEPT" if match["target"].upper() == "ACCEPT" else "REJECT"
+    return FirewallEntry(
+        dom_in=_field(match["srcdom"]), dom_out=_field(match["dstdom"]),
+        port_in=_field(match["srcport"]), port_out=_field(match["dstport"]), target=target,
+    )
+
+
+def parse_listing(text: str) -> tuple[list[FirewallEntry], list[tuple[int, str]]]:
+    """`viptables -L` output -> (entries in order, unreadable (line number, line)). Pure."""
+    entries: list[FirewallEntry] = []
+    problems: list[tuple[int, str]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or _HEADER.match(line):
+            continue
+        entry = parse_entry(line)
+        if entry is None:
+            problems.append((number, line.strip()))
+        else:
+            entries.append(entry)
+    return entries, problems
+
+
+class ViptablesFirewall:
+    """`viptables` behind FirewallPort."""
+
+    def __init__(self, executable: str | None = None, settings: ViptablesSettings | None = None) -> None:
+        base = settings or ViptablesSettings()
+        self.settings = base if executable is None else replace(base, executable=executable)
+
+    async def _run(self, *args: str) -> str:
+        return await run_tool([self.settings.executable, *args], timeout=self.settings.timeout)
+
+    async def list(self) -> builtins.list[FirewallEntry]:
+        entries, problems = parse_listing(await self._run("-L"))
+        if problems:
+            shown = "; ".join(f"line {n}: {text!r}" for n, text in problems[:3])
+            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+            message = (f"cannot read {len(problems)} line(s) of `viptables -L`: {shown}{more}; "
+                       "expected '<n> : ACCEPT|REJECT <dom>:<port> -> <dom>:<port>'")
+            if self.settings.strict:
+                raise TerminalHostError(message)
+            log.warning("%s", message)
+        return entries
+
+    async def insert(self, entry: FirewallEntry, position: int = 1) -> None:
+        if position < 1:
+            raise TerminalHostError(f"viptables positions start at 1, got {position}")
+        await self._run("-I", str(position), *entry.argv())
+
+    async def delete(self, entry: FirewallEntry) -> None:
+        """`viptables -D <rule>`, after checking the rule is there: libv4v's delete
+        reports nothing useful for an absent rule, and the port promises an error."""
+        if entry not in await self.list():
+            raise TerminalHostError(f"no v4v firewall rule `{entry}` to delete (viptables -L does not list it)")
+        await self._run("-D", *entry.argv())

@@ -1,0 +1,105 @@
+"""XlToolstack: the ToolstackPort on a real Xen dom0, through the `xl` command.
+
+Stage: driver (toolstack). Called by observe/execute through `reconciler.ports.ToolstackPort`.
+Every call is one `xl` subprocess (argv list, never a shell; `command.run_tool`) with a
+per-command timeout; cfg text and spec strings come from the pure `cfg` and `specs`
+modules. `create` writes the xl.cfg (it may hold the VNC password) 0600 into a private
+temp directory that is removed once `xl create` returns; secrets never reach argv or
+error messages.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from drivers.xl.cfg import render_cfg
+from drivers.xl.command import run_tool
+from drivers.xl.listing import parse_domid, parse_list_verbose
+from drivers.xl.specs import disk_spec, pci_spec, vif_spec
+from reconciler.atomic import write_text_atomic
+from reconciler.model.devices import NIC, Disk
+from reconciler.model.host import DomainStatus
+from reconciler.model.vm import VM
+
+
+@dataclass(frozen=True)
+class XlSettings:
+    """How `xl` is run."""
+
+    executable: str = "xl"  # PATH lookup; Debian installs /usr/sbin/xl
+    timeout: float = 30.0  # seconds for one ordinary xl command; they return in well under a second
+    create_timeout: float = 180.0  # seconds for `xl create`: pygrub, device-model and hotplug scripts run inside it
+    acpi_fallback: bool = True  # `xl shutdown -F`: HVM guests without PV drivers only hear the ACPI power button
+    cfg_dir: Path | None = None  # where the private cfg directory is made; None: the system temp dir
+
+
+class XlToolstack:
+    """`xl` behind ToolstackPort. Domains are addressed by domid, as the port does."""
+
+    def __init__(self, settings: XlSettings | None = None) -> None:
+        self.settings = settings or XlSettings()
+
+    async def _xl(self, *args: str, timeout: float | None = None, secrets: Sequence[str] = ()) -> str:
+        argv = [self.settings.executable, *args]
+        return await run_tool(argv, timeout=timeout or self.settings.timeout, secrets=secrets)
+
+    async def list_domains(self) -> list[DomainStatus]:
+        return parse_list_verbose(await self._xl("list", "-v"))
+
+    async def create(self, vm: VM, *, paused: bool = True) -> int:
+        text, secrets = render_cfg(vm)
+        name = vm.metadata.name
+        directory = tempfile.mkdtemp(prefix="reconciler-xl-", dir=self.settings.cfg_dir)  # mode 0700
+        try:
+            path = str(Path(directory) / f"{name}.cfg")
+            write_text_atomic(path, text, mode=0o600)
+            flags = ["-p"] if paused else []
+            await self._xl("create", *flags, path, timeout=self.settings.create_timeout, secrets=sorted(secrets))
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+        return parse_domid(await self._xl("domid", name), name)
+
+    async def unpause(self, domid: int) -> None:
+        await self._xl("unpause", str(domid))
+
+    async def pause(self, domid: int) -> None:
+        await self._xl("pause", str(domid))
+
+    async def shutdown(self, domid: int, *, timeout: float) -> None:
+        flags = ["-w", "-F"] if self.settings.acpi_fallback else ["-w"]
+        await self._xl("shutdown", *flags, str(domid), timeout=timeout)
+
+    async def destroy(self, domid: int) -> None:
+        await self._xl("destroy", str(domid))
+
+    async def mem_set(self, domid: int, mib: int) -> None:
+        await self._xl("mem-set", str(domid), f"{mib}m")
+
+    async def vcpu_set(self, domid: int, count: int) -> None:
+        await self._xl("vcpu-set", str(domid), str(count))
+
+    async def attach_disk(self, domid: int, disk: Disk) -> None:
+        await self._xl("block-attach", str(domid), *disk_spec(disk))
+
+    async def detach_disk(self, domid: int, vdev: str) -> None:
+        await self._xl("block-detach", str(domid), vdev)
+
+    async def attach_nic(self, domid: int, nic: NIC) -> None:
+        await self._xl("network-attach", str(domid), *vif_spec(nic))
+
+    async def detach_nic(self, domid: int, devid: int) -> None:
+        await self._xl("network-detach", str(domid), str(devid))
+
+    async def attach_pci(self, domid: int, bdf: str, *, permissive: bool = False,
+                         msitranslate: bool = False, power_mgmt: bool = False,
+                         guest_slot: int | None = None) -> None:
+        spec = pci_spec(bdf, permissive=permissive, msitranslate=msitranslate,
+                        power_mgmt=power_mgmt, guest_slot=guest_slot)
+        await self._xl("pci-attach", str(domid), spec)
+
+    async def detach_pci(self, domid: int, bdf: str) -> None:
+        await self._xl("pci-detach", str(domid), pci_spec(bdf))
