@@ -1,0 +1,35 @@
+"""The diff: DesiredState x ObservedState -> Diff (per resource, per field, with impact).
+
+Pure: values in, a value out; nothing here reads the host. Called by the planner
+(`reconciler.plan`) and the `plan`/`apply` verbs. Which fields are compared with what,
+and what changing each costs (live / restart / destructive), is the one table in
+`reconciler.diff.fields`; VM rules are in `vm`, device matching in `devices` and
+`pci`, v4v firewall entries in `rules` (resolver: `firewall`), the last-applied record
+in `applied`. Changes are sorted by (vm, kind in KINDS order, name).
+"""
+
+from __future__ import annotations
+
+from reconciler.diff.context import build_context
+from reconciler.diff.pci import greedy_changes
+from reconciler.diff.rules import rule_changes
+from reconciler.diff.vm import vm_changes
+from reconciler.model.common import KINDS
+from reconciler.model.observed import ObservedState
+from reconciler.model.state import DesiredState
+from reconciler.plan.changes import Diff, ResourceChange
+
+__all__ = ["diff"]
+
+
+def _order(change: ResourceChange) -> tuple[str, int, str]:
+    return change.vm, KINDS.index(change.kind), change.name
+
+
+def diff(desired: DesiredState, observed: ObservedState) -> Diff:
+    """Every change that takes `observed` to `desired`, deterministic for equal inputs."""
+    ctx = build_context(desired, observed)
+    changes, unmanaged = vm_changes(ctx)
+    changes += greedy_changes(ctx)
+    changes += rule_changes(ctx)
+    return Diff(tuple(sorted(changes, key=_order)), tuple(unmanaged), tuple(sorted(set(ctx.notes))))

@@ -1,0 +1,79 @@
+"""The last-applied record: the spec fields the host cannot show, as canonical JSON.
+
+Pure. `applied_record(desired, vm)` is what execute writes to
+`/vm/<uuid>/reconciler/applied` (and its sha256 to `.../digest`) after it creates or
+updates a VM; the observer reads them back into `DomainInfo.applied`/`digest` and
+`read_record` parses them for the diff, so fields like hooks or lifecycle never show
+as a perpetual change. Secrets are recorded as their sha256, never in clear text.
+
+Shape (version 1): `{"version": 1, "vm": {field: value},
+"disks"|"nics"|"pci": {manifest name: {field: value}}}` with the `if-shown` and
+`record` fields of `reconciler.diff.fields`, camelCase, keys sorted, no spaces.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from reconciler.diff.fields import DISK_FIELDS, NIC_FIELDS, PCI_FIELDS, VM_FIELDS, Seen, spec_fields
+from reconciler.model.observed import DomainInfo
+from reconciler.model.state import DesiredState
+
+RECORD_VERSION = 1
+_RECORDED: frozenset[Seen] = frozenset({"if-shown", "record"})
+
+
+@dataclass(frozen=True)
+class Record:
+    """A parsed record: the VM's fields and each device's, by manifest name."""
+
+    vm: Mapping[str, object] = field(default_factory=dict)
+    disks: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    nics: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    pci: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+
+
+def applied_record(desired: DesiredState, vm: str) -> tuple[str, str]:
+    """(canonical JSON, sha256 hex of it) for VM `vm` of `desired` (KeyError if absent)."""
+    spec = desired.vms[vm].spec
+    data: dict[str, object] = {
+        "version": RECORD_VERSION,
+        "vm": spec_fields(spec, VM_FIELDS, _RECORDED),
+        "disks": {n: spec_fields(d.spec, DISK_FIELDS, _RECORDED) for n, d in desired.disks.items() if d.spec.vm == vm},
+        "nics": {n: spec_fields(d.spec, NIC_FIELDS, _RECORDED) for n, d in desired.nics.items() if d.spec.vm == vm},
+        "pci": {n: spec_fields(d.spec, PCI_FIELDS, _RECORDED) for n, d in desired.pci.items() if d.spec.vm == vm},
+    }
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return text, hashlib.sha256(text.encode()).hexdigest()
+
+
+def _table(data: Mapping[str, object], key: str) -> dict[str, Mapping[str, object]]:
+    value = data.get(key)
+    if not isinstance(value, dict):
+        raise ValueError(f"{key!r} is not an object")
+    if not all(isinstance(v, dict) for v in value.values()):
+        raise ValueError(f"an entry of {key!r} is not an object")
+    return dict(value)
+
+
+def read_record(info: DomainInfo) -> tuple[Record | None, str | None]:
+    """(record, None), or (None, a sentence why it cannot be used), or (None, None)
+    when the domain has no record at all (never applied by the reconciler)."""
+    if info.applied is None:
+        return None, None
+    why = f"VM {info.name!r}: the last-applied record under /vm/<uuid>/reconciler"
+    if info.digest is not None and hashlib.sha256(info.applied.encode()).hexdigest() != info.digest.strip().lower():
+        return None, f"{why} does not match its digest; fields the host cannot show are not compared until the next apply"
+    try:
+        data = json.loads(info.applied)
+        if not isinstance(data, dict) or data.get("version") != RECORD_VERSION:
+            raise ValueError(f"expected a version {RECORD_VERSION} object")
+        vm = data.get("vm")
+        if not isinstance(vm, dict):
+            raise ValueError("'vm' is not an object")
+        return Record(vm, _table(data, "disks"), _table(data, "nics"), _table(data, "pci")), None
+    except ValueError as exc:  # json.JSONDecodeError is a ValueError
+        return None, f"{why} is unreadable ({exc}); fields the host cannot show are not compared until the next apply"

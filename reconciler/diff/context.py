@@ -1,0 +1,55 @@
+"""What every part of the diff needs to know about one (desired, observed) pair.
+
+Pure. Built once by `reconciler.diff.diff`: which observed domains are ours (managed),
+their parsed last-applied records, which domains are stub domains, and the notes the
+parts add. `starting`/`stopping` are filled by `reconciler.diff.vm` and read by the
+device and firewall parts (a VM being rebuilt gets its devices with the new domain).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from reconciler.diff.applied import Record, read_record
+from reconciler.model.observed import DomainInfo, ObservedState
+from reconciler.model.state import DesiredState
+
+LIVE_POWER = ("running", "paused")
+
+
+@dataclass
+class Context:
+    desired: DesiredState
+    observed: ObservedState
+    records: dict[str, Record | None] = field(default_factory=dict)
+    stubdoms: dict[str, str] = field(default_factory=dict)  # stub domain name -> its guest
+    notes: list[str] = field(default_factory=list)
+    starting: set[str] = field(default_factory=set)  # built by this plan (create, restart)
+    stopping: set[str] = field(default_factory=set)  # domains this plan stops or rebuilds
+    kept: set[str] = field(default_factory=set)  # managed, running, not rebuilt: devices diffed
+
+    def managed(self, name: str) -> DomainInfo | None:
+        """The observed domain `name` if the reconciler manages it."""
+        info = self.observed.domains.get(name)
+        return info if info is not None and info.managed else None
+
+    def running(self, name: str) -> bool:
+        info = self.observed.domains.get(name)
+        return info is not None and info.power in LIVE_POWER
+
+
+def build_context(desired: DesiredState, observed: ObservedState) -> Context:
+    ctx = Context(desired, observed)
+    for name, info in observed.domains.items():
+        if info.managed:
+            record, problem = read_record(info)
+            ctx.records[name] = record
+            if problem is not None:
+                ctx.notes.append(problem)
+    # libxl names an HVM guest's device-model stub domain `<guest>-dm`: it belongs to
+    # the guest (it is `my-stubdom` in v4v rules), it is not a domain of its own.
+    for name in observed.domains:
+        guest = name.removesuffix("-dm")
+        if guest != name and guest in observed.domains and name not in desired.vms:
+            ctx.stubdoms[name] = guest
+    return ctx

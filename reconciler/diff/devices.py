@@ -1,0 +1,131 @@
+"""Device changes of one running, managed VM: disks, NICs and PCI devices.
+
+Pure. Devices are matched by identity, never by name (observed ones are named
+`<vm>-disk-<devid>`): a Disk by the devid of its vdev, a NIC by its index, a PCI
+device by its host address. Missing -> CREATE (hotplug, live); extra -> DELETE (a
+Disk detach is destructive, NIC and PCI unplug live); different -> UPDATE with the
+fields' impacts from `reconciler.diff.fields`. Called by `reconciler.diff.vm`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+from reconciler import xenfmt
+from reconciler.diff.applied import Record
+from reconciler.diff.compare import compare, created
+from reconciler.diff.context import Context
+from reconciler.diff.fields import plain, shown
+from reconciler.diff.pci import observed_pci, resolve_rule, rule_change
+from reconciler.model.common import Kind
+from reconciler.model.devices import NIC, Disk, PCIPassthrough
+from reconciler.model.state import DesiredState
+from reconciler.plan.changes import IMPACT_ORDER, Action, FieldChange, Impact, ResourceChange
+
+D = TypeVar("D", Disk, NIC)
+_EXTRA: dict[Kind, tuple[Impact, str]] = {
+    "Disk": ("destructive", "not in the manifests: detached from the running domain (the image is kept)"),
+    "NIC": ("live", "not in the manifests: unplugged from the running domain"),
+    "PCIPassthrough": ("live", "not in the manifests: unplugged from the running domain"),
+}
+
+
+def _devid(name: str) -> int | None:
+    tail = name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else None
+
+
+def _disk_key(disk: Disk) -> int | None:
+    try:
+        return xenfmt.vdev_to_devid(disk.spec.vdev)
+    except ValueError:
+        return None
+
+
+def _by_identity(table: Mapping[str, D], vm: str, key: Callable[[D], int | None]) -> dict[int, D]:
+    out: dict[int, D] = {}
+    for device in table.values():
+        ident = key(device)
+        if device.spec.vm == vm and ident is not None:
+            out[ident] = device
+    return out
+
+
+def _worst(fields: tuple[FieldChange, ...]) -> Impact:
+    return max((f.impact for f in fields), key=lambda i: IMPACT_ORDER[i])
+
+
+def _pair(kind: Kind, want: Disk | NIC, have: Disk | NIC, record: Record | None) -> ResourceChange | None:
+    name, vm = want.metadata.name, want.spec.vm
+    recorded = (record.disks if kind == "Disk" else record.nics).get(name) if record else None
+    fields = tuple(compare(kind, want.spec, have.spec, recorded))
+    if not fields:
+        return None
+    impact = _worst(fields)
+    if kind == "Disk":
+        reason = "detached and attached again with the new values"
+    elif impact == "restart":
+        reason = f"emulated NIC settings only take effect when {vm} restarts: pending"
+    else:
+        reason = "unplugged and plugged again with the new values (live)"
+    return ResourceChange(kind, name, vm, Action.UPDATE, impact, fields, reason, pending=impact == "restart")
+
+
+def _matched(kind: Kind, desired: dict[int, D], observed: dict[int, D], record: Record | None) -> list[ResourceChange]:
+    out: list[ResourceChange] = []
+    for ident, want in sorted(desired.items()):
+        have = observed.get(ident)
+        if have is None:
+            out.append(ResourceChange(kind, want.metadata.name, want.spec.vm, Action.CREATE, "live",
+                                      created(kind, want.spec), "hotplugged into the running domain"))
+        elif (change := _pair(kind, want, have, record)) is not None:
+            out.append(change)
+    for ident, have in sorted(observed.items()):
+        if ident not in desired:
+            out.append(deleted(have, *_EXTRA[kind]))
+    return out
+
+
+def _pci(ctx: Context, vm: str) -> list[ResourceChange]:
+    attached = observed_pci(ctx, vm)
+    claimed: set[str] = set()
+    unresolved = False
+    out: list[ResourceChange] = []
+    for rule in sorted((r for r in ctx.desired.pci.values() if r.spec.vm == vm), key=lambda r: r.metadata.name):
+        bdfs = resolve_rule(rule, ctx)
+        if bdfs is None:
+            unresolved = True
+            ctx.notes.append(f"PCIPassthrough {rule.metadata.name!r}: match rules need the host PCI inventory, "
+                             "which this source does not show; not compared")
+            continue
+        claimed.update(bdfs)
+        change = rule_change(rule, bdfs, attached, ctx)
+        if change is not None:
+            out.append(change)
+    if not unresolved:  # with an unresolved match rule, any attached device may be its
+        for bdf, have in sorted(attached.items()):
+            if bdf not in claimed:
+                out.append(deleted(have, *_EXTRA["PCIPassthrough"]))
+    return out
+
+
+def device_changes(ctx: Context, vm: str) -> list[ResourceChange]:
+    """Every device change of running, managed VM `vm`."""
+    desired: DesiredState = ctx.desired
+    record = ctx.records.get(vm)
+    out = _matched("Disk", _by_identity(desired.disks, vm, _disk_key),
+                   _by_identity(ctx.observed.disks, vm, lambda d: _devid(d.metadata.name)), record)
+    out += _matched("NIC", _by_identity(desired.nics, vm, lambda n: n.spec.index),
+                    _by_identity(ctx.observed.nics, vm, lambda n: _devid(n.metadata.name)), record)
+    return out + _pci(ctx, vm)
+
+
+def deleted(device: Disk | NIC | PCIPassthrough, impact: Impact, reason: str) -> ResourceChange:
+    """A DELETE of an observed device, with its observed values as `before`."""
+    values = plain(device.spec)
+    assert isinstance(values, dict)
+    keys = shown(device.spec)
+    fields = tuple(FieldChange(f"spec.{k}", v, None, impact) for k, v in values.items()
+                   if k in keys and k != "vm" and v is not None)
+    return ResourceChange(device.kind, device.metadata.name, device.spec.vm, Action.DELETE, impact, fields, reason)

@@ -1,0 +1,179 @@
+"""The field table: for every VM/Disk/NIC/PCI spec field, can the host show it, what
+does changing it cost, and why (the Xen reason). Plus the pure helpers that turn specs
+into comparable flat `{path: value}` maps.
+
+Pure. Read by `reconciler.diff.vm`, `reconciler.diff.devices` and
+`reconciler.diff.applied` (which records every field the host cannot show).
+
+`seen` says where the current value comes from:
+- `host`: the observer always determines it; an unset observed field means the
+  default is what runs (libxl omits `mtu` 1500, a dom0 backend has no `backendVM`).
+- `if-shown`: compared with the host when the observer set it, else with the
+  last-applied record (PV kernel paths live in `/vm/<uuid>/image`, PVH/HVM ones nowhere).
+- `record`: the host cannot show it; compared with the last-applied record only.
+- `identity`: how devices are matched (vdev, NIC index, PCI address); never a change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, SecretStr
+
+from reconciler.model.common import SECRET_FIELDS, Kind
+from reconciler.plan.changes import Impact
+
+Seen = Literal["host", "if-shown", "record", "identity"]
+SENSITIVE = "(sensitive)"
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    seen: Seen
+    impact: Impact
+    why: str
+
+
+def _r(seen: Seen, impact: Impact, why: str) -> FieldRule:
+    return FieldRule(seen, impact, why)
+
+
+# Keys are the camelCase spec field names of DESIGN.md section 4.
+VM_FIELDS: dict[str, FieldRule] = {
+    "uuid": _r("host", "restart", "the uuid (/vm/<uuid>) is given to the domain when it is built"),
+    "type": _r("record", "live", "a reconciler tag: only v4v dom-type= matching reads it, and the firewall changes live"),
+    "virt": _r("host", "restart", "the domain builder fixes PV, PVH or HVM when the domain is created"),
+    "state": _r("host", "live", "xl pause/unpause switch running<->paused; stop is a VM delete, start a create"),
+    "memory": _r("host", "live", "xl mem-set moves the balloon target within static-max (maxMemory)"),
+    "maxMemory": _r("host", "restart", "static-max is fixed when the domain is built"),
+    "vcpus": _r("host", "live", "xl vcpu-set onlines or offlines vCPUs within max_vcpus"),
+    "maxVcpus": _r("host", "restart", "max_vcpus is fixed when the domain is built"),
+    "kernel": _r("if-shown", "restart", "the domain builder loads the kernel only at boot"),
+    "ramdisk": _r("if-shown", "restart", "the domain builder loads the ramdisk only at boot"),
+    "cmdline": _r("if-shown", "restart", "the kernel reads its command line only at boot"),
+    "bootloader": _r("record", "restart", "pygrub runs only when the domain is built"),
+    "boot": _r("record", "restart", "hvmloader reads the boot order at power-on"),
+    "hvm": _r("record", "restart", "HVM platform flags are set when the domain and its device model are built"),
+    "display": _r("record", "restart", "the device model's VNC/SDL console is configured when qemu starts"),
+    "serial": _r("record", "restart", "the device model's serial port is configured when qemu starts"),
+    "stubdom": _r("record", "restart", "the stub domain is built together with the HVM domain"),
+    "flaskLabel": _r("record", "restart", "the FLASK label (seclabel) is given at domain creation"),
+    "lifecycle": _r("record", "restart", "libxl keeps on_poweroff/on_reboot/on_crash from the config the domain was built with"),
+    "power": _r("record", "live", "the toolstack reads the S3/S4 policy when the host sleeps, not the domain"),
+    "startPriority": _r("record", "live", "only orders plans; nothing on the host holds it"),
+    "shutdownPriority": _r("record", "live", "only orders plans; nothing on the host holds it"),
+    "providesNetworkBackend": _r("record", "live", "a manifest check for backendVM; nothing on the host holds it"),
+    "dependsOn": _r("record", "live", "only adds start-order edges to plans"),
+    "bootSentinel": _r("record", "live", "read by the reconciler when dependents start"),
+    "xenstoreData": _r("record", "live", "vm-data/ keys are written into the running guest's xenstore (the guest may rewrite them)"),
+    "hooks": _r("record", "live", "run by the reconciler on the next lifecycle event"),
+    "install": _r("record", "restart", "PV install keys are read by the installer when the guest boots"),
+    "updatePolicy": _r("record", "live", "the reconciler's own policy; nothing on the host holds it"),
+}
+
+DISK_FIELDS: dict[str, FieldRule] = {
+    "vdev": _r("identity", "destructive", "the guest sees the disk at this vdev: a new vdev is another disk"),
+    "target": _r("host", "destructive", "blkback opens params once: a new target needs detach + attach"),
+    "format": _r("host", "destructive", "the backend (blkback/qdisk) is chosen by format at attach"),
+    "access": _r("host", "destructive", "the backend mode w/r is fixed at attach"),
+    "devtype": _r("if-shown", "destructive", "disk vs cdrom is the frontend's device-type, fixed at attach"),
+    "backendVM": _r("host", "destructive", "the backend domain serves the device from attach to detach"),
+    "script": _r("host", "destructive", "the hotplug script runs only at attach"),
+    "discard": _r("if-shown", "destructive", "discard-enable is negotiated when the frontend connects"),
+}
+
+NIC_FIELDS: dict[str, FieldRule] = {
+    "index": _r("identity", "live", "the vif devid: the guest's ethN order"),
+    "mac": _r("if-shown", "live", "netback reads the MAC at attach: detach + attach"),
+    "bridge": _r("if-shown", "live", "vif-bridge adds the vif to the bridge at attach: detach + attach"),
+    "backendVM": _r("host", "live", "the backend domain serves the vif from attach to detach: detach + attach"),
+    "model": _r("record", "restart", "the emulated NIC model is fixed when qemu starts"),
+    "type": _r("if-shown", "restart", "ioemu NICs are emulated by qemu, which is configured when it starts"),
+    "mtu": _r("host", "live", "the backend vif MTU is set by the hotplug script at attach: detach + attach"),
+    "rate": _r("host", "live", "netback reads the credit rate at attach: detach + attach"),
+    "ip": _r("host", "live", "the hotplug script installs the IP filter at attach: detach + attach"),
+    "script": _r("host", "live", "the hotplug script runs only at attach: detach + attach"),
+    "vifname": _r("host", "live", "the backend interface is named at attach: detach + attach"),
+    "promiscuous": _r("record", "live", "the hotplug script sets promiscuity at attach: detach + attach"),
+    "ethtool": _r("record", "live", "offloads are set on the backend vif by the hotplug script at attach: detach + attach"),
+}
+
+PCI_FIELDS: dict[str, FieldRule] = {
+    "bdf": _r("identity", "live", "the host device itself"),
+    "match": _r("identity", "live", "selects host devices by class/vendor/device"),
+    "guestSlot": _r("if-shown", "live", "vdevfn is chosen at pci-attach: detach + attach"),
+    "permissive": _r("if-shown", "live", "pciback's permissive mode is set at pci-attach: detach + attach"),
+    "msitranslate": _r("if-shown", "live", "MSI translation is set at pci-attach: detach + attach"),
+    "powerMgmt": _r("if-shown", "live", "power management pass-through is set at pci-attach: detach + attach"),
+    "seize": _r("record", "live", "the reconciler binds the device to pciback before it attaches"),
+    "greedy": _r("record", "live", "the reconciler binds the device to pciback even while the VM is stopped"),
+}
+
+TABLES: dict[Kind, dict[str, FieldRule]] = {
+    "VM": VM_FIELDS,
+    "Disk": DISK_FIELDS,
+    "NIC": NIC_FIELDS,
+    "PCIPassthrough": PCI_FIELDS,
+}
+
+# Spec fields that are not compared at all: the owner link (devices are diffed per VM)
+# and the nested device lists (the loader empties them into standalone resources).
+NOT_FIELDS = frozenset({"vm", "disks", "nics", "pci", "v4vRules"})
+
+Flat = dict[str, object]
+
+
+def secret_hash(value: str) -> str:
+    """How a secret is recorded and compared: its sha256, never the clear text."""
+    return "sha256:" + hashlib.sha256(value.encode()).hexdigest()
+
+
+def plain(value: object) -> object:
+    """A model value as plain JSON data with camelCase keys; secrets become hashes."""
+    if isinstance(value, BaseModel):
+        out: dict[str, object] = {}
+        for name, info in type(value).model_fields.items():
+            out[info.alias or name] = plain(getattr(value, name))
+        return out
+    if isinstance(value, SecretStr):
+        return secret_hash(value.get_secret_value())
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in sorted(value.items())}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+def spec_fields(spec: BaseModel, table: Mapping[str, FieldRule], seen: frozenset[Seen]) -> dict[str, object]:
+    """Top-level spec fields whose rule is in `seen`, as plain data."""
+    values = plain(spec)
+    assert isinstance(values, dict)
+    return {key: values[key] for key, rule in table.items() if rule.seen in seen and key in values}
+
+
+def shown(spec: BaseModel) -> frozenset[str]:
+    """camelCase names of the spec fields an observer actually set."""
+    fields = type(spec).model_fields
+    return frozenset(fields[name].alias or name for name in spec.model_fields_set if name in fields)
+
+
+def flatten(prefix: str, value: object) -> Flat:
+    """`{"hvm": {"acpi": True}}` -> `{"spec.hvm.acpi": True}`; lists stay whole.
+
+    An absent nested model or map (None) and an empty list flatten to nothing, so
+    their leaves compare as None against the other side's values."""
+    if isinstance(value, dict):
+        out: Flat = {}
+        for key, item in value.items():
+            out.update(flatten(f"{prefix}.{key}", item))
+        return out
+    if value is None or value == []:
+        return {}
+    return {prefix: value}
+
+
+def is_sensitive(path: str) -> bool:
+    return path.rsplit(".", 1)[-1] in SECRET_FIELDS

@@ -1,0 +1,118 @@
+"""PCI passthrough: rules -> host devices, and what differs for one VM's devices.
+
+Pure. A `bdf` rule names one device; a `match` rule resolves against the host
+inventory (`ObservedState.host_pci`, sysfs): class, vendor and device must each equal
+the device's unless `any`, and class 0x0300 matches every display controller
+(`class & 0xff00`, as xenmgr does, openxt.md 3.2). A captured dump has no inventory:
+match rules cannot be resolved, which is a note and no change.
+
+Derived fields (not manifest paths): `devices` is the sorted list of host addresses a
+rule has attached (before) and should have (after); `driver[<bdf>]` is the host driver
+a device is bound to, where it must be `pciback` (the VM runs, or the rule is greedy).
+"""
+
+from __future__ import annotations
+
+from reconciler import xenfmt
+from reconciler.diff.compare import compare, created
+from reconciler.diff.context import Context
+from reconciler.model.devices import PCIPassthrough, PciMatch
+from reconciler.model.host import HostPciDevice
+from reconciler.plan.changes import Action, FieldChange, ResourceChange
+
+PCIBACK = "pciback"
+_DISPLAY = 0x0300
+
+
+def matches(match: PciMatch, dev: HostPciDevice) -> bool:
+    """Does host device `dev` satisfy `match`? (Every field not `any` must equal.)"""
+    if match.class_ != "any":
+        want, have = int(match.class_, 16), int(dev.pci_class, 16)
+        if not (have & 0xFF00 == _DISPLAY if want == _DISPLAY else have == want):
+            return False
+    for want_text, have_text in ((match.vendor, dev.vendor), (match.device, dev.device)):
+        if want_text != "any" and int(want_text, 16) != int(have_text, 16):
+            return False
+    return True
+
+
+def resolve_rule(rule: PCIPassthrough, ctx: Context) -> list[str] | None:
+    """The host addresses a rule selects, sorted; None when it cannot be known."""
+    if rule.spec.bdf is not None:
+        return [rule.spec.bdf]
+    inventory = ctx.observed.host_pci
+    if inventory is None or rule.spec.match is None:
+        return None
+    return sorted(dev.bdf for dev in inventory if matches(rule.spec.match, dev))
+
+
+def _canonical(bdf: str | None) -> str | None:
+    try:
+        return str(xenfmt.parse_bdf(bdf or ""))
+    except ValueError:
+        return None
+
+
+def observed_pci(ctx: Context, vm: str) -> dict[str, PCIPassthrough]:
+    """The devices passed through to `vm`, by canonical host address."""
+    out: dict[str, PCIPassthrough] = {}
+    for dev in ctx.observed.pci.values():
+        bdf = _canonical(dev.spec.bdf)
+        if dev.spec.vm == vm and bdf is not None:
+            out[bdf] = dev
+    return out
+
+
+def driver_drift(bdfs: list[str], ctx: Context) -> list[FieldChange]:
+    """`driver[<bdf>]` changes for devices the host shows bound to another driver."""
+    drivers = {dev.bdf: dev.driver for dev in ctx.observed.host_pci or ()}
+    return [FieldChange(f"driver[{b}]", drivers[b], PCIBACK, "live")
+            for b in bdfs if b in drivers and drivers[b] != PCIBACK]
+
+
+def rule_change(rule: PCIPassthrough, bdfs: list[str], attached: dict[str, PCIPassthrough],
+                ctx: Context) -> ResourceChange | None:
+    """One rule of a running VM: attach what is missing, re-bind what was taken, and
+    compare the options of what is attached."""
+    name, vm = rule.metadata.name, rule.spec.vm
+    drift = driver_drift(bdfs, ctx)
+    taken = {f.path[len("driver["):-1] for f in drift}
+    healthy = sorted(b for b in bdfs if b in attached and b not in taken)
+    if not healthy and bdfs:
+        fields = created("PCIPassthrough", rule.spec) + (FieldChange("devices", None, bdfs, "live"),) + tuple(drift)
+        return ResourceChange("PCIPassthrough", name, vm, Action.CREATE, "live", fields,
+                              f"passed through to the running {vm} (hotplug)")
+    record = ctx.records.get(vm)
+    fields_list: list[FieldChange] = []
+    if healthy != bdfs:
+        fields_list.append(FieldChange("devices", healthy, bdfs, "live"))
+    seen: set[str] = set()
+    for bdf in healthy:
+        for change in compare("PCIPassthrough", rule.spec, attached[bdf].spec,
+                              record.pci.get(name) if record else None):
+            if change.path not in seen:
+                seen.add(change.path)
+                fields_list.append(change)
+    fields_list.extend(drift)
+    if not fields_list:
+        return None
+    reason = "taken by another host driver: re-bind to pciback and attach" if drift else "detach and attach again (live)"
+    return ResourceChange("PCIPassthrough", name, vm, Action.UPDATE, "live", tuple(fields_list), reason)
+
+
+def greedy_changes(ctx: Context) -> list[ResourceChange]:
+    """Greedy rules of VMs that do not run (and are not started by this plan): their
+    devices must stay on pciback so no dom0 driver takes them."""
+    out: list[ResourceChange] = []
+    for rule in ctx.desired.pci.values():
+        vm = rule.spec.vm
+        if not rule.spec.greedy or vm in ctx.kept or vm in ctx.starting or vm not in ctx.desired.vms:
+            continue
+        if ctx.observed.domains.get(vm) is not None and not ctx.observed.domains[vm].managed:
+            continue  # not ours
+        bdfs = resolve_rule(rule, ctx)
+        drift = driver_drift(bdfs or [], ctx)
+        if drift:
+            out.append(ResourceChange("PCIPassthrough", rule.metadata.name, vm, Action.UPDATE, "live", tuple(drift),
+                                      f"greedy: kept on pciback while {vm} is stopped"))
+    return out

@@ -1,0 +1,140 @@
+"""VM-level changes: create, stop, remove, rebuild, and field updates of running VMs.
+
+Pure. `vm_changes(ctx)` walks the desired VMs and the observed domains and returns
+ResourceChanges for VMs (plus the device CREATEs of new VMs and the device DELETEs of
+removed ones, so the planner can order "detach before destroy"); it records in the
+context which VMs start, stop or stay, for the device and firewall parts.
+"""
+
+from __future__ import annotations
+
+from reconciler.diff.compare import compare, created
+from reconciler.diff.context import LIVE_POWER, Context
+from reconciler.diff.devices import deleted, device_changes
+from reconciler.diff.pci import resolve_rule
+from reconciler.model.devices import NIC, Disk, PCIPassthrough, V4VRule
+from reconciler.model.observed import DomainInfo
+from reconciler.model.vm import VM
+from reconciler.plan.changes import IMPACT_ORDER, Action, FieldChange, Impact, ResourceChange
+
+
+def worst(fields: tuple[FieldChange, ...] | list[FieldChange], floor: Impact = "live") -> Impact:
+    impacts: list[Impact] = [floor, *(f.impact for f in fields)]
+    return max(impacts, key=lambda i: IMPACT_ORDER[i])
+
+
+def _create(ctx: Context, vm: VM) -> list[ResourceChange]:
+    name = vm.metadata.name
+    ctx.starting.add(name)
+    how = "created paused" if vm.spec.state == "paused" else "created and started"
+    out = [ResourceChange("VM", name, name, Action.CREATE, "live", created("VM", vm.spec),
+                          f"not on the host: {how}")]
+    for device in ctx.desired.devices_of(name):
+        fields = created(device.kind, device.spec)
+        if isinstance(device, PCIPassthrough):
+            bdfs = resolve_rule(device, ctx)
+            if bdfs is not None:
+                fields += (FieldChange("devices", None, bdfs, "live"),)
+        reason = f"applied when {name} starts" if isinstance(device, V4VRule) else f"attached when {name} is built"
+        out.append(ResourceChange(device.kind, device.metadata.name, name, Action.CREATE, "live", fields, reason))
+    return out
+
+
+def _power_change(vm: VM, info: DomainInfo) -> FieldChange | None:
+    if info.power != vm.spec.state:
+        return FieldChange("spec.state", info.power, vm.spec.state, "live")
+    return None
+
+
+def _update(ctx: Context, vm: VM, info: DomainInfo) -> list[ResourceChange]:
+    """A managed domain that runs (or is paused) and should: compare its fields."""
+    name = vm.metadata.name
+    seen = ctx.observed.vms.get(name)
+    record = ctx.records.get(name)
+    impacts: dict[str, Impact] = {}
+    if seen is None:
+        ctx.notes.append(f"VM {name!r}: the host shows no readable memory for it, so only fields in its last-applied record are compared")
+    else:
+        # mem-set and vcpu-set cannot go past what the running domain was built with.
+        if vm.spec.memory > (seen.spec.max_memory or 0):
+            impacts["memory"] = "restart"
+        if vm.spec.vcpus > (seen.spec.max_vcpus or 0):
+            impacts["vcpus"] = "restart"
+    fields = compare("VM", vm.spec, seen.spec if seen is not None else None, record.vm if record else None, impacts)
+    power = _power_change(vm, info)
+    fields = ([power] if power is not None else []) + [f for f in fields if f.path != "spec.state"]
+    devices = device_changes(ctx, name)
+    later = [f.path for f in fields if f.impact != "live"]
+    later_devices = [f"{d.name} {f.path}" for d in devices for f in d.fields if f.impact == "restart"]
+    if (later or later_devices) and vm.spec.update_policy == "restart":
+        # Rebuilt: the new domain gets every desired device, so no device changes.
+        ctx.starting.add(name)
+        ctx.stopping.add(name)
+        reason = f"{', '.join(later + later_devices)} only take effect on a restart, and updatePolicy is restart"
+        return [ResourceChange("VM", name, name, Action.RESTART, "restart", tuple(fields), reason)]
+    ctx.kept.add(name)
+    if not fields:
+        return devices
+    if later:
+        reason = f"{', '.join(later)} only take effect on a restart; updatePolicy is live, so pending until {name} restarts"
+        change = ResourceChange("VM", name, name, Action.UPDATE, worst(fields), tuple(fields), reason, pending=True)
+    else:
+        change = ResourceChange("VM", name, name, Action.UPDATE, "live", tuple(fields), "applied to the running domain")
+    return [change, *devices]
+
+
+def _desired_vm(ctx: Context, vm: VM) -> list[ResourceChange]:
+    name = vm.metadata.name
+    info = ctx.observed.domains.get(name)
+    wanted = vm.spec.state in LIVE_POWER
+    if info is None:
+        return _create(ctx, vm) if wanted else []
+    if not info.managed:
+        ctx.notes.append(f"VM {name!r}: a domain of that name (domid {info.domid}) runs but the reconciler did not create it; "
+                         "not adopted, no change (destroy it, or rename the manifest VM)")
+        return []
+    if not wanted:
+        if info.power not in LIVE_POWER:
+            return []
+        ctx.stopping.add(name)
+        field = FieldChange("spec.state", info.power, "stopped", "destructive")
+        return [ResourceChange("VM", name, name, Action.DELETE, "destructive", (field,), "state: stopped: stop the running domain")]
+    if info.power not in LIVE_POWER:
+        ctx.starting.add(name)
+        ctx.stopping.add(name)
+        field = FieldChange("spec.state", info.power, vm.spec.state, "restart")
+        return [ResourceChange("VM", name, name, Action.RESTART, "restart", (field,),
+                               f"the domain is {info.power}: destroyed and built again")]
+    return _update(ctx, vm, info)
+
+
+def _removed(ctx: Context, info: DomainInfo) -> list[ResourceChange]:
+    """A managed domain no manifest describes: stop it, and detach its devices."""
+    name = info.name
+    ctx.stopping.add(name)
+    why = "removed from the manifests"
+    out = [ResourceChange("VM", name, name, Action.DELETE, "destructive",
+                          (FieldChange("spec.state", info.power, None, "destructive"),), why)]
+    devices: list[Disk | NIC | PCIPassthrough] = [*ctx.observed.disks.values(), *ctx.observed.nics.values(),
+                                                  *ctx.observed.pci.values()]
+    for device in devices:
+        if device.spec.vm == name:
+            impact: Impact = "destructive" if isinstance(device, Disk) else "live"
+            out.append(deleted(device, impact, f"{why} with {name}"))
+    return out
+
+
+def vm_changes(ctx: Context) -> tuple[list[ResourceChange], list[str]]:
+    """(changes, unmanaged domain names)."""
+    out: list[ResourceChange] = []
+    for vm in ctx.desired.vms.values():
+        out.extend(_desired_vm(ctx, vm))
+    unmanaged: list[str] = []
+    for name, info in ctx.observed.domains.items():
+        if name in ctx.desired.vms or name in ctx.stubdoms:
+            continue
+        if info.managed:
+            out.extend(_removed(ctx, info))
+        else:
+            unmanaged.append(name)
+    return out, sorted(unmanaged)
