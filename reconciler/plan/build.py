@@ -1,0 +1,137 @@
+"""The planner: a Diff -> a frozen Plan (steps, a networkx DAG of them, the parallel schedule).
+
+Pure. `build_plan(diff, desired, observed, fingerprint=...)` expands every change into
+steps (`reconciler.plan.steps`), links them with the edge rules (`reconciler.plan.rules`),
+refuses a cycle with a ManifestError naming the resources and their file:line, and takes
+the topological generations as the schedule. Called by `reconciler plan` (and later by
+apply/watch); execute reads only the Plan and the host.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from reconciler.errors import Diagnostic, Location, ManifestError
+from reconciler.model.common import Kind
+from reconciler.model.observed import ObservedState
+from reconciler.model.state import DesiredState
+from reconciler.observe import observed_to_data
+from reconciler.plan.changes import Action, Diff
+from reconciler.plan.deps import Index
+from reconciler.plan.rules import RULES, Scene
+from reconciler.plan.steps import Inputs, Step, steps_for
+
+STEP_ORDER = "step_order"  # the rule name of edges between the steps of one resource
+
+
+@dataclass(frozen=True, order=True)
+class Dependency:
+    """`after` waits for `before`; `rule` names the edge rule that says why."""
+
+    before: str
+    after: str
+    rule: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `plan` prints and `apply` does: the changes, the steps (sorted by id), their
+    dependencies (sorted), the generations (steps that may run in parallel, each sorted)
+    and the fingerprint of the observed state it was made against. `graph` is the same
+    DAG as a frozen networkx DiGraph (nodes: step ids, edge attribute `rule`)."""
+
+    diff: Diff
+    steps: tuple[Step, ...]
+    dependencies: tuple[Dependency, ...]
+    generations: tuple[tuple[str, ...], ...]
+    fingerprint: str
+    desired: DesiredState = field(repr=False, compare=False)
+    graph: nx.DiGraph[str] = field(repr=False, compare=False)
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.diff.changes)
+
+
+def fingerprint(observed: ObservedState) -> str:
+    """sha256 hex of the observed state as canonical JSON: `apply --plan` compares it to
+    refuse a plan made against a host that has changed since."""
+    data = json.dumps(observed_to_data(observed), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
+def _vms(diff: Diff, actions: tuple[Action, ...]) -> frozenset[str]:
+    return frozenset(c.name for c in diff.changes if c.kind == "VM" and c.action in actions)
+
+
+def _expand(diff: Diff, inputs: Inputs) -> tuple[dict[str, Step], list[tuple[str, str]]]:
+    """Every change's steps (the first step with an id wins) and the in-resource order:
+    consecutive steps of one resource, as the step table lists them."""
+    steps: dict[str, Step] = {}
+    chain: list[tuple[str, str]] = []
+    for change in diff.changes:
+        made = steps_for(change, inputs)
+        for step in made:
+            steps.setdefault(step.id, step)
+        # fw-apply@<vm> steps wait for that VM, not for the rule's own application.
+        chain += [(a.id, b.id) for a, b in zip(made, made[1:]) if (a.kind, a.name, a.trigger, b.trigger) == (b.kind, b.name, None, None)]
+    return steps, chain
+
+
+def build_plan(diff: Diff, desired: DesiredState, observed: ObservedState, *, fingerprint: str) -> Plan:
+    index = Index(desired, observed)
+    starting = _vms(diff, (Action.CREATE, Action.RESTART))
+    stopping = _vms(diff, (Action.DELETE, Action.RESTART))
+    steps, chain = _expand(diff, Inputs(desired, observed, starting, index.references))
+    graph: nx.DiGraph[str] = nx.DiGraph()
+    graph.add_nodes_from(sorted(steps))
+    for before, after in chain:
+        _add(graph, before, after, STEP_ORDER)
+    scene = Scene(steps, index, starting, stopping)
+    for rule in RULES:
+        for before, after in rule(scene):
+            _add(graph, before, after, rule.__name__)
+    _refuse_cycles(graph, steps, desired)
+    generations = tuple(tuple(sorted(g)) for g in nx.topological_generations(graph))
+    dependencies = tuple(sorted(Dependency(a, b, str(graph.edges[a, b]["rule"])) for a, b in graph.edges))
+    nx.freeze(graph)
+    ordered = tuple(steps[sid] for sid in sorted(steps))
+    return Plan(diff, ordered, dependencies, generations, fingerprint, desired, graph)
+
+
+def _add(graph: nx.DiGraph[str], before: str, after: str, rule: str) -> None:
+    if before != after and not graph.has_edge(before, after):
+        graph.add_edge(before, after, rule=rule)
+
+
+def _refuse_cycles(graph: nx.DiGraph[str], steps: dict[str, Step], desired: DesiredState) -> None:
+    """The same cycle in the same words every run: the strongly connected component with
+    the smallest step id, walked from that id along the smallest successors."""
+    if nx.is_directed_acyclic_graph(graph):
+        return
+    loops = sorted(sorted(c) for c in nx.strongly_connected_components(graph) if len(c) > 1)
+    start, inside = loops[0][0], graph.subgraph(loops[0])
+    back = [nx.shortest_path(inside, succ, start) for succ in sorted(inside.successors(start))]
+    shortest = min(back, key=len)  # min keeps the first (smallest successor) among equals
+    raise _cycle_error(graph, [start, *shortest[:-1]], steps, desired)
+
+
+def _cycle_error(graph: nx.DiGraph[str], path: list[str], steps: dict[str, Step], desired: DesiredState) -> ManifestError:
+    loop = path + [path[0]]
+    hops = ", ".join(f"{a} -> {b} ({graph.edges[a, b]['rule']})" for a, b in zip(loop, loop[1:]))
+    resources: dict[tuple[Kind, str], Location | None] = {}
+    for sid in path:
+        key = (steps[sid].kind, steps[sid].name)
+        resources.setdefault(key, desired.origins.get(key))
+    named = ", ".join(f"{kind} {name} at {_where(loc)}" for (kind, name), loc in resources.items())
+    first = next((loc for loc in resources.values() if loc), Location("<plan>"))
+    message = f"dependency cycle in the plan: {hops}; resources: {named}; break one of these dependencies"
+    return ManifestError([Diagnostic(first, "error", message)])
+
+
+def _where(location: Location | None) -> str:
+    return f"{location.file}:{location.line}" if location else "(not in the manifests)"

@@ -1,0 +1,66 @@
+"""Priority tie-breaks that never fight the dependencies: `order_edges`.
+
+Pure. Called by the tie-break rules of `reconciler.plan.rules`. OpenXT starts VMs by
+priority (highest first) and stops them by shutdown priority; here a priority only
+orders two VMs when no dependency already does. The VMs are first laid out in one
+total order that respects every dependency and, among VMs free to go, takes the
+highest priority, then the name (Kahn's algorithm with a heap). Every tie-break edge
+goes forward in that order, so none can close a cycle, and an edge is added only when
+the higher-priority VM does not already precede the other (ancestor sets are Python
+int bitsets: 5,000 VMs cost milliseconds, not a reachability search per pair).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Collection, Mapping
+
+
+def priority_order(vms: list[str], preds: Mapping[str, Collection[str]], priority: Mapping[str, int]) -> list[str]:
+    """Dependencies first, then highest priority, then name. VMs caught in a dependency
+    cycle are left out (the plan's cycle check reports the cycle itself)."""
+    waiting = {vm: len(preds[vm]) for vm in vms}
+    succs: dict[str, list[str]] = {vm: [] for vm in vms}
+    for vm in vms:
+        for pred in preds[vm]:
+            succs[pred].append(vm)
+    heap = [(-priority[vm], vm) for vm in vms if waiting[vm] == 0]
+    heapq.heapify(heap)
+    order: list[str] = []
+    while heap:
+        _, vm = heapq.heappop(heap)
+        order.append(vm)
+        for succ in succs[vm]:
+            waiting[succ] -= 1
+            if waiting[succ] == 0:
+                heapq.heappush(heap, (-priority[succ], succ))
+    return order
+
+
+def order_edges(vms: list[str], preds: Mapping[str, Collection[str]], priority: Mapping[str, int]) -> list[tuple[str, str]]:
+    """(first, then) pairs so that every VM runs after every higher-priority VM placed
+    before it, counting what the dependencies already order; few edges: the latest
+    missing predecessor is linked first and covers its own ancestors."""
+    order = priority_order(vms, preds, priority)
+    position = {vm: i for i, vm in enumerate(order)}
+    ancestors: dict[str, int] = {}
+    placed_at: dict[int, int] = {}  # priority -> bitset of VMs placed so far
+    edges: list[tuple[str, str]] = []
+    for vm in order:
+        mask = 0
+        for pred in preds[vm]:
+            mask |= ancestors[pred] | (1 << position[pred])
+        required = 0
+        for level, placed in placed_at.items():
+            if level > priority[vm]:
+                required |= placed
+        missing = required & ~mask
+        while missing:
+            latest = missing.bit_length() - 1
+            first = order[latest]
+            edges.append((first, vm))
+            mask |= ancestors[first] | (1 << latest)
+            missing &= ~mask
+        ancestors[vm] = mask
+        placed_at[priority[vm]] = placed_at.get(priority[vm], 0) | (1 << position[vm])
+    return edges

@@ -1,0 +1,211 @@
+"""Edge rules: which step waits for which, one small named function per Xen reason.
+
+Pure. Each rule reads a `Scene` (the plan's steps, who starts, who stops) and yields
+(before, after) step-id pairs. `reconciler.plan.build` applies `RULES` in order; an
+edge keeps the name of the first rule that made it, so `--format json|dot` say why.
+Starts follow OpenXT (openxt.md 5, 6.1); stops are the reverse of starts, Terraform's
+destroy-edge idea:
+
+    start:  ndvm create -> ndvm unpause -> ndvm wait-sentinel -> work-linux create
+    stop:   work-linux shutdown -> work-linux destroy -> ndvm shutdown -> ndvm destroy
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from reconciler.model.common import Kind
+from reconciler.plan.deps import Index
+from reconciler.plan.priority import order_edges
+from reconciler.plan.steps import Op, Step, step_id
+
+Pair = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Scene:
+    """The steps of one plan and the lookups the rules share."""
+
+    steps: Mapping[str, Step]
+    index: Index
+    starting: frozenset[str]  # VMs this plan builds (create, restart)
+    stopping: frozenset[str]  # VMs this plan stops (delete, restart)
+    _by: dict[tuple[str, Op], list[Step]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        by: dict[tuple[str, Op], list[Step]] = defaultdict(list)
+        for step in sorted(self.steps.values(), key=lambda s: s.id):
+            if step.kind != "VM":
+                by[(step.vm, step.op)].append(step)
+        self._by.update(by)
+
+    def vm_step(self, vm: str, op: Op) -> str | None:
+        sid = step_id("VM", vm, op)
+        return sid if sid in self.steps else None
+
+    def ready(self, vm: str) -> str | None:
+        """The step after which a starting VM counts as up: its sentinel, else its unpause."""
+        ops: tuple[Op, ...] = ("wait-sentinel", "unpause", "record", "create")
+        for op in ops:
+            found = self.vm_step(vm, op)
+            if found:
+                return found
+        return None
+
+    def device_steps(self, vm: str, op: Op) -> list[Step]:
+        return self._by.get((vm, op), [])
+
+    def backend_of(self, kind: Kind, name: str) -> str | None:
+        desired = self.index.desired
+        device = desired.disks.get(name) if kind == "Disk" else desired.nics.get(name) if kind == "NIC" else None
+        return device.spec.backend_vm if device else None
+
+
+def _pairs(befores: Sequence[str | None], afters: Sequence[str | None]) -> Iterator[Pair]:
+    for before in befores:
+        for after in afters:
+            if before and after:
+                yield before, after
+
+
+def pci_on_pciback_before_build(scene: Scene) -> Iterator[Pair]:
+    """PCI devices must be on pciback (quarantined) before the domain that gets them is built."""
+    for vm in sorted(scene.starting):
+        yield from _pairs([s.id for s in scene.device_steps(vm, "pci-assignable-add")], [scene.vm_step(vm, "create")])
+
+
+def build_before_attach(scene: Scene) -> Iterator[Pair]:
+    """A device attaches to a domain that exists: the build gives the domid backends point at."""
+    for vm in sorted(scene.starting):
+        yield from _pairs([scene.vm_step(vm, "create")], [s.id for s in scene.device_steps(vm, "attach")])
+
+
+def devices_before_unpause(scene: Scene) -> Iterator[Pair]:
+    """OpenXT unpauses a new domain only once its disks, NICs and PCI devices are in place."""
+    for vm in sorted(scene.starting):
+        yield from _pairs([s.id for s in scene.device_steps(vm, "attach")], [scene.vm_step(vm, "unpause")])
+
+
+def firewall_after_build(scene: Scene) -> Iterator[Pair]:
+    """A rule's `myself` resolves to the new domain's domid, which exists once it is built."""
+    for vm in sorted(scene.starting):
+        own = [s.id for s in scene.device_steps(vm, "fw-apply") if s.trigger is None]
+        yield from _pairs([scene.vm_step(vm, "create")], own)
+
+
+def firewall_before_unpause(scene: Scene) -> Iterator[Pair]:
+    """v4v is default-deny: xenmgr applies a VM's rules before it unpauses it (v4v-firewall-ready)."""
+    for vm in sorted(scene.starting):
+        own = [s.id for s in scene.device_steps(vm, "fw-apply") if s.trigger is None]
+        yield from _pairs(own, [scene.vm_step(vm, "unpause")])
+
+
+def rules_naming_a_vm_applied_when_it_starts(scene: Scene) -> Iterator[Pair]:
+    """xenmgr applies other VMs' rules that name a starting VM between its build and unpause."""
+    for step in sorted(scene.steps.values(), key=lambda s: s.id):
+        if step.op == "fw-apply" and step.trigger:
+            yield from _pairs([scene.vm_step(step.trigger, "create")], [step.id])
+            yield from _pairs([step.id], [scene.vm_step(step.trigger, "unpause")])
+
+
+def backends_up_before_dependents(scene: Scene) -> Iterator[Pair]:
+    """A frontend connects only to a running backend: a NIC's backendVM (and dependsOn) is up,
+    its boot sentinel written, before dependents start or a device is hot-plugged onto it."""
+    for vm in sorted(scene.starting):
+        for needed in sorted(scene.index.needs(vm) & scene.starting):
+            yield from _pairs([scene.ready(needed)], [scene.vm_step(vm, "create")])
+    for step in sorted(scene.steps.values(), key=lambda s: s.id):
+        backend = scene.backend_of(step.kind, step.name) if step.op == "attach" else None
+        if backend in scene.starting and step.vm not in scene.starting:
+            yield from _pairs([scene.ready(backend)], [step.id])
+
+
+def dependents_stop_first(scene: Scene) -> Iterator[Pair]:
+    """Stops run in the reverse of start order: a frontend is gone before its backend stops."""
+    for vm in sorted(scene.stopping):
+        for needed in sorted(scene.index.needs(vm) & scene.stopping):
+            yield from _pairs([scene.vm_step(vm, "destroy")], [scene.vm_step(needed, "shutdown")])
+
+
+def shutdown_before_detach(scene: Scene) -> Iterator[Pair]:
+    """Storage leaves a stopping guest only after it shut down and flushed its writes."""
+    for vm in sorted(scene.stopping):
+        yield from _pairs([scene.vm_step(vm, "shutdown")], [s.id for s in scene.device_steps(vm, "detach")])
+
+
+def detach_before_destroy(scene: Scene) -> Iterator[Pair]:
+    """Backends close cleanly (Closing -> Closed) and release images and pciback devices before destroy."""
+    for vm in sorted(scene.stopping):
+        yield from _pairs([s.id for s in scene.device_steps(vm, "detach")], [scene.vm_step(vm, "destroy")])
+
+
+def firewall_removed_after_stop(scene: Scene) -> Iterator[Pair]:
+    """xenmgr unapplies a VM's v4v entries when it has stopped, never while it still runs."""
+    for vm in sorted(scene.stopping):
+        yield from _pairs([scene.vm_step(vm, "destroy")], [s.id for s in scene.device_steps(vm, "fw-remove")])
+
+
+def pci_released_before_reuse(scene: Scene) -> Iterator[Pair]:
+    """A host PCI device belongs to one domain at a time: the old owner lets go first."""
+    released: dict[str, str] = {}
+    for name, device in sorted(scene.index.observed.pci.items()):
+        owner, bdf = device.spec.vm, device.spec.bdf
+        detach = step_id("PCIPassthrough", name, "detach")
+        by = detach if detach in scene.steps else scene.vm_step(owner, "destroy") if owner in scene.stopping else None
+        if bdf and by:
+            released[bdf] = by
+    for step in sorted(scene.steps.values(), key=lambda s: s.id):
+        claimed = dict(step.args).get("bdf") if step.op == "pci-assignable-add" else None
+        if isinstance(claimed, str) and claimed in released:
+            yield released[claimed], step.id
+
+
+def _start_priority(scene: Scene, vm: str) -> int:
+    return scene.index.desired.vms[vm].spec.start_priority
+
+
+def _shutdown_priority(scene: Scene, vm: str) -> int:
+    model = scene.index.desired.vms.get(vm) or scene.index.observed.vms.get(vm)
+    return model.spec.shutdown_priority if model else 0
+
+
+def start_priority_tiebreak(scene: Scene) -> Iterator[Pair]:
+    """OpenXT starts by start_on_boot_priority, highest first, where no dependency decides."""
+    vms = sorted(scene.starting)
+    preds = {vm: scene.index.needs(vm) & scene.starting for vm in vms}
+    for first, then in order_edges(vms, preds, {vm: _start_priority(scene, vm) for vm in vms}):
+        yield from _pairs([scene.ready(first)], [scene.vm_step(then, "create")])
+
+
+def shutdown_priority_tiebreak(scene: Scene) -> Iterator[Pair]:
+    """OpenXT stops by shutdown-priority groups, highest first, where no dependency decides."""
+    vms = sorted(scene.stopping)
+    preds: dict[str, set[str]] = {vm: set() for vm in vms}
+    for dependent in vms:  # a dependent stops before what it needs: the edges reversed
+        for needed in scene.index.needs(dependent) & scene.stopping:
+            preds[needed].add(dependent)
+    for first, then in order_edges(vms, preds, {vm: _shutdown_priority(scene, vm) for vm in vms}):
+        yield from _pairs([scene.vm_step(first, "destroy")], [scene.vm_step(then, "shutdown")])
+
+
+Rule = Callable[[Scene], Iterator[Pair]]
+
+# Applied in this order; the tie-breaks come last and only add edges the rules above allow.
+RULES: tuple[Rule, ...] = (
+    pci_on_pciback_before_build,
+    build_before_attach,
+    devices_before_unpause,
+    firewall_after_build,
+    firewall_before_unpause,
+    rules_naming_a_vm_applied_when_it_starts,
+    backends_up_before_dependents,
+    dependents_stop_first,
+    shutdown_before_detach,
+    detach_before_destroy,
+    firewall_removed_after_stop,
+    pci_released_before_reuse,
+    start_priority_tiebreak,
+    shutdown_priority_tiebreak,
+)

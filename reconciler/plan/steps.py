@@ -1,0 +1,226 @@
+"""The step table: each ResourceChange -> the ordered host steps that carry it out.
+
+Pure. `steps_for(change, inputs)` is called by `reconciler.plan.build` for every change
+of the Diff; execute later runs the steps through the ports, one op per port call
+(xenopsd's `atomics_of_operation`, as a table). Step ids are stable and readable:
+`<kind prefix>/<resource name>/<op>` (`vm/uivm/create`, `disk/uivm-disks-0/attach`),
+with `@<vm>` for a firewall rule applied again when another VM starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from reconciler.model.common import Kind
+from reconciler.model.observed import ObservedState
+from reconciler.model.state import DesiredState
+from reconciler.plan.changes import Action, FieldChange, ResourceChange
+
+Op = Literal[
+    "pci-assignable-add", "create", "record", "attach", "fw-apply", "unpause", "wait-sentinel",
+    "pause", "mem-set", "vcpu-set", "xenstore-write", "shutdown", "detach", "destroy", "fw-remove",
+]
+PREFIX: Mapping[Kind, str] = {"VM": "vm", "Disk": "disk", "NIC": "nic", "PCIPassthrough": "pci", "V4VRule": "v4v"}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One host operation on one resource. `args` are what execute needs beyond the
+    resource itself (which it reads from the plan's DesiredState): sorted (key, JSON
+    value) pairs, e.g. `(("memory", 4096),)` for a mem-set."""
+
+    id: str
+    op: Op
+    kind: Kind
+    name: str
+    vm: str
+    args: tuple[tuple[str, object], ...] = ()
+    trigger: str | None = None  # fw-apply@<vm>: the starting VM this application waits for
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What the table reads besides the change: the manifests (for the values to
+    apply) and the host (for what to detach), and the VMs this plan builds."""
+
+    desired: DesiredState
+    observed: ObservedState
+    starting: frozenset[str]
+    references: Callable[[str], frozenset[str]]  # rule name -> VMs whose start changes it
+
+
+def step_id(kind: Kind, name: str, op: Op, trigger: str | None = None) -> str:
+    base = f"{PREFIX[kind]}/{name}/{op}"
+    return f"{base}@{trigger}" if trigger else base
+
+
+def make(kind: Kind, name: str, vm: str, op: Op, args: Mapping[str, object] | None = None, trigger: str | None = None) -> Step:
+    pairs = tuple(sorted((k, v) for k, v in (args or {}).items() if v is not None))
+    return Step(step_id(kind, name, op, trigger), op, kind, name, vm, pairs, trigger)
+
+
+# ---- VM ----------------------------------------------------------------------------------
+
+
+def start_steps(inputs: Inputs, vm: str) -> list[Step]:
+    spec = inputs.desired.vms[vm].spec
+    # Build paused (`xl create -p`): devices and firewall rules go in before the guest runs.
+    steps = [make("VM", vm, vm, "create")]
+    # Mark it managed at once, so a crash mid-plan never leaves a domain we would not adopt.
+    steps.append(make("VM", vm, vm, "record"))
+    if spec.state == "paused":
+        return steps  # desired paused: built, never unpaused
+    steps.append(make("VM", vm, vm, "unpause"))
+    if spec.boot_sentinel:
+        # "running" is long before the services are up: dependents wait for the sentinel node.
+        steps.append(make("VM", vm, vm, "wait-sentinel", {"node": spec.boot_sentinel}))
+    return steps
+
+
+def _stop_steps(change: ResourceChange) -> list[Step]:
+    # Graceful first (`xl shutdown -w`: the guest flushes its disks), then destroy what is left.
+    return [make("VM", change.name, change.vm, "shutdown"), make("VM", change.name, change.vm, "destroy")]
+
+
+def _restart(change: ResourceChange, inputs: Inputs) -> list[Step]:
+    # A restart-only field takes effect only in a new domain: stop, rebuild, and give the
+    # new domain every device and rule of the manifests (the old domain's went with it).
+    steps = _stop_steps(change) + start_steps(inputs, change.name)
+    for device in inputs.desired.devices_of(change.name):
+        change_like = ResourceChange(device.kind, device.metadata.name, change.name, Action.CREATE, "live")
+        steps += TABLE[(device.kind, Action.CREATE)](change_like, inputs)
+    return steps
+
+
+LIVE_OPS: tuple[tuple[str, Op], ...] = (
+    ("spec.memory", "mem-set"),  # balloon target, within maxMemory (static-max)
+    ("spec.vcpus", "vcpu-set"),  # online vCPUs, within maxVcpus
+    ("spec.xenstoreData", "xenstore-write"),  # vm-data/ keys under /local/domain/<domid>
+    ("spec.state", "unpause"),  # running <-> paused: `xl pause` / `xl unpause`
+)
+
+
+def _live_fields(change: ResourceChange) -> list[FieldChange]:
+    # Pending restart-only fields get no step: they wait for a restart the policy forbids.
+    return [f for f in change.fields if not change.pending or f.impact == "live"]
+
+
+def _vm_update(change: ResourceChange, inputs: Inputs) -> list[Step]:
+    vm, spec = change.name, inputs.desired.vms[change.name].spec
+    fields = _live_fields(change)
+    steps: list[Step] = []
+    for prefix, op in LIVE_OPS:
+        if not any(f.path == prefix or f.path.startswith(prefix + ".") for f in fields):
+            continue
+        if op == "mem-set":
+            steps.append(make("VM", vm, vm, op, {"memory": spec.memory}))
+        elif op == "vcpu-set":
+            steps.append(make("VM", vm, vm, op, {"vcpus": spec.vcpus}))
+        elif op == "xenstore-write":
+            steps.append(make("VM", vm, vm, op, {"data": dict(sorted(spec.xenstore_data.items()))}))
+        else:
+            steps.append(make("VM", vm, vm, "pause" if spec.state == "paused" else "unpause"))
+    if not change.pending:
+        # Fields the host cannot show (hooks, lifecycle...) change by recording them. With
+        # restart fields pending the record stays old, so they keep showing until a restart.
+        steps.append(make("VM", vm, vm, "record"))
+    return steps
+
+
+# ---- devices -----------------------------------------------------------------------------
+
+
+def _before(change: ResourceChange, path: str) -> object:
+    return next((f.before for f in change.fields if f.path == path), None)
+
+
+def _identity(change: ResourceChange, inputs: Inputs) -> dict[str, object]:
+    """How execute finds the device the host has now: vdev, NIC index or PCI address,
+    from the host for an observed-only device, else the old value if it changes."""
+    kind, name = change.kind, change.name
+    if kind == "Disk":
+        seen = inputs.observed.disks.get(name) or inputs.desired.disks.get(name)
+        return {"vdev": _before(change, "spec.vdev") or (seen.spec.vdev if seen else None)}
+    if kind == "NIC":
+        nic = inputs.observed.nics.get(name) or inputs.desired.nics.get(name)
+        old = _before(change, "spec.index")
+        return {"index": old if old is not None else (nic.spec.index if nic else None)}
+    pci = inputs.observed.pci.get(name) or inputs.desired.pci.get(name)
+    return {"bdf": _before(change, "spec.bdf") or (pci.spec.bdf if pci else None)}
+
+
+def _attach_args(change: ResourceChange, inputs: Inputs) -> dict[str, object]:
+    if change.kind == "Disk":
+        return {"vdev": inputs.desired.disks[change.name].spec.vdev}
+    if change.kind == "NIC":
+        return {"index": inputs.desired.nics[change.name].spec.index}
+    spec = inputs.desired.pci[change.name].spec
+    match = spec.match.model_dump(by_alias=True) if spec.match else None
+    return {"bdf": spec.bdf, "match": match}
+
+
+def _attach(change: ResourceChange, inputs: Inputs) -> list[Step]:
+    args = _attach_args(change, inputs)
+    steps = []
+    if change.kind == "PCIPassthrough":
+        # Bind to pciback (unbind the dom0 driver, quarantine) before any guest may get it.
+        steps.append(make(change.kind, change.name, change.vm, "pci-assignable-add", args))
+    return [*steps, make(change.kind, change.name, change.vm, "attach", args)]
+
+
+def _detach(change: ResourceChange, inputs: Inputs) -> list[Step]:
+    return [make(change.kind, change.name, change.vm, "detach", _identity(change, inputs))]
+
+
+def _reattach(change: ResourceChange, inputs: Inputs) -> list[Step]:
+    # Xen cannot change a backend in place: a new target, format or vdev is a new device.
+    return _detach(change, inputs) + _attach(change, inputs)
+
+
+def _fw_apply(change: ResourceChange, inputs: Inputs) -> list[Step]:
+    # Insert the rule's entries that resolve now; the owner's domid exists once it is built.
+    steps = [make("V4VRule", change.name, change.vm, "fw-apply")]
+    # xenmgr re-applies every rule that names a VM when that VM starts (openxt.md 4.3):
+    # `dom-type=ndvm` resolves to the new NDVM's domid only once it is built.
+    for other in sorted(inputs.references(change.name) & inputs.starting - {change.vm}):
+        steps.append(make("V4VRule", change.name, change.vm, "fw-apply", None, other))
+    return steps
+
+
+def _fw_remove(change: ResourceChange, inputs: Inputs) -> list[Step]:
+    entries = next((f.before for f in change.fields if f.path == "entries"), None)
+    return [make("V4VRule", change.name, change.vm, "fw-remove", {"entries": entries})]
+
+
+Row = Callable[[ResourceChange, Inputs], list[Step]]
+
+TABLE: dict[tuple[Kind, Action], Row] = {
+    ("VM", Action.CREATE): lambda c, i: start_steps(i, c.name),
+    ("VM", Action.UPDATE): _vm_update,
+    ("VM", Action.RESTART): _restart,
+    ("VM", Action.DELETE): lambda c, i: _stop_steps(c),
+    ("Disk", Action.CREATE): _attach,
+    ("Disk", Action.UPDATE): _reattach,
+    ("Disk", Action.RESTART): _reattach,
+    ("Disk", Action.DELETE): _detach,
+    ("NIC", Action.CREATE): _attach,
+    ("NIC", Action.UPDATE): _reattach,
+    ("NIC", Action.RESTART): _reattach,
+    ("NIC", Action.DELETE): _detach,
+    # Hot-plugged PCI is re-added after a detach; pciback keeps the device if it was there.
+    ("PCIPassthrough", Action.CREATE): _attach,
+    ("PCIPassthrough", Action.UPDATE): _reattach,
+    ("PCIPassthrough", Action.RESTART): _reattach,
+    ("PCIPassthrough", Action.DELETE): _detach,
+    ("V4VRule", Action.CREATE): _fw_apply,
+    ("V4VRule", Action.UPDATE): _fw_apply,
+    ("V4VRule", Action.RESTART): _fw_apply,
+    ("V4VRule", Action.DELETE): _fw_remove,
+}
+
+
+def steps_for(change: ResourceChange, inputs: Inputs) -> list[Step]:
+    """The steps of one change, in the order they run on that resource."""
+    return TABLE[(change.kind, change.action)](change, inputs)
