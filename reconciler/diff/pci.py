@@ -78,7 +78,7 @@ def rule_change(rule: PCIPassthrough, bdfs: list[str], attached: dict[str, PCIPa
     drift = driver_drift(bdfs, ctx)
     taken = {f.path[len("driver["):-1] for f in drift}
     healthy = sorted(b for b in bdfs if b in attached and b not in taken)
-    if not healthy and bdfs:
+    if bdfs and not any(b in attached for b in bdfs):
         fields = created("PCIPassthrough", rule.spec) + (FieldChange("devices", None, bdfs, "live"),) + tuple(drift)
         return ResourceChange("PCIPassthrough", name, vm, Action.CREATE, "live", fields,
                               f"passed through to the running {vm} (hotplug)")
