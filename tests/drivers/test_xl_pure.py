@@ -1,0 +1,201 @@
+"""The xl driver's pure parts: xl.cfg text, device spec tokens, `xl list -v` rows."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from drivers.xl import disk_spec, parse_list_verbose, pci_spec, power_from_state, render_cfg, vif_spec
+from reconciler.errors import TerminalHostError
+from reconciler.model.common import default_vm_uuid
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from reconciler.model import DesiredState
+
+HVM = """
+apiVersion: xen.reconciler/v1
+kind: VM
+metadata: {name: win10}
+spec:
+  virt: hvm
+  uuid: 0B7C1A52-3C1E-4D6A-9F5E-2F0E8B1D7C44
+  memory: 4Gi
+  maxMemory: 6Gi
+  vcpus: 2
+  maxVcpus: 4
+  boot: dc
+  hvm: {pae: true, acpi: true, viridian: false, timerMode: no_delay_for_missed_ticks, videoram: 16}
+  display: {type: vnc, vncListen: 0.0.0.0, vncPassword: 's3"cr\\et'}
+  serial: pty
+  stubdom: {enabled: true}
+  flaskLabel: system_u:system_r:hvm_guest_t
+  lifecycle: {onCrash: preserve, onReboot: rename-restart}
+"""
+
+PASSWORD = "vncPassword: 's3\"cr\\et'"
+assert PASSWORD in HVM
+
+PV = """
+apiVersion: xen.reconciler/v1
+kind: VM
+metadata: {name: mail}
+spec:
+  virt: pvh
+  memory: 512
+  kernel: /boot/vmlinuz
+  ramdisk: /boot/initrd.img
+  cmdline: "root=/dev/xvda1 ro console=hvc0"
+  display: {type: vnc, vncPassword: hunter2}
+  disks:
+    - {target: /dev/vg0/mail, vdev: xvda}
+    - {target: "/srv/iso/a,b.iso", vdev: xvdc, devtype: cdrom, format: raw, backendVM: stor, discard: false, script: block-iscsi}
+  nics:
+    - {bridge: xenbr1, mtu: 9000, rate: 10Mb/s, ip: 10.0.0.5 10.0.0.6, vifname: vif-mail}
+    - {backendVM: ndvm, mac: "00:16:3e:aa:bb:cc", type: vif}
+---
+apiVersion: xen.reconciler/v1
+kind: VM
+metadata: {name: ndvm}
+spec: {virt: pv, memory: 256, kernel: /boot/vmlinuz, providesNetworkBackend: true}
+---
+apiVersion: xen.reconciler/v1
+kind: VM
+metadata: {name: stor}
+spec: {virt: pv, memory: 256, bootloader: pygrub}
+"""
+
+
+def test_hvm_cfg_maps_every_field(load_state: Callable[[str], DesiredState]) -> None:
+    text, secrets = render_cfg(load_state(HVM).vms["win10"])
+    assert text.splitlines()[1:] == [
+        'name = "win10"',
+        'uuid = "0b7c1a52-3c1e-4d6a-9f5e-2f0e8b1d7c44"',
+        'type = "hvm"',
+        "memory = 4096",
+        "maxmem = 6144",
+        "vcpus = 2",
+        "maxvcpus = 4",
+        'seclabel = "system_u:system_r:hvm_guest_t"',
+        'on_poweroff = "destroy"',
+        'on_reboot = "rename-restart"',
+        'on_crash = "preserve"',
+        'boot = "dc"',
+        "pae = 1",
+        "acpi = 1",
+        "viridian = 0",
+        'timer_mode = "no_delay_for_missed_ticks"',
+        "videoram = 16",
+        'serial = "pty"',
+        "device_model_stubdomain_override = 1",
+        "stubdomain_memory = 96",
+        "vnc = 1",
+        "sdl = 0",
+        'vnclisten = "0.0.0.0"',
+        'vncpasswd = "s3\\"cr\\\\et"',  # libxlu dequotes \" and \\
+    ]
+    assert text.startswith("# xl.cfg for VM win10")
+    assert secrets == {'s3"cr\\et'}
+
+
+def test_pv_cfg_defaults_uuid_and_uses_a_pv_framebuffer(load_state: Callable[[str], DesiredState]) -> None:
+    text, secrets = render_cfg(load_state(PV).vms["mail"])
+    lines = text.splitlines()
+    assert f'uuid = "{default_vm_uuid("mail")}"' in lines
+    assert 'type = "pvh"' in lines and "maxmem = 512" in lines and "maxvcpus = 1" in lines
+    assert 'cmdline = "root=/dev/xvda1 ro console=hvc0"' in lines
+    assert lines[-1] == 'vfb = [ "vnc=1,vnclisten=127.0.0.1,vncpasswd=hunter2" ]'
+    assert not any(line.startswith(("vnc =", "boot =", "serial =")) for line in lines)
+    assert secrets == {"hunter2"}
+
+
+def test_hvm_without_display_turns_vnc_off(load_state: Callable[[str], DesiredState]) -> None:
+    state = load_state(HVM.replace(f"display: {{type: vnc, vncListen: 0.0.0.0, {PASSWORD}}}", "display: {}"))
+    text, secrets = render_cfg(state.vms["win10"])
+    assert "vnc = 0" in text.splitlines() and "vncpasswd" not in text and secrets == frozenset()
+
+
+def test_pv_password_with_spec_separator_is_refused_without_showing_it(load_state: Callable[[str], DesiredState]) -> None:
+    state = load_state(PV.replace("vncPassword: hunter2", "vncPassword: 'a,b=c'"))
+    with pytest.raises(TerminalHostError, match="cannot contain ','") as info:
+        render_cfg(state.vms["mail"])
+    assert "a,b=c" not in str(info.value)
+
+
+def test_control_characters_are_refused_and_secrets_stay_hidden(load_state: Callable[[str], DesiredState]) -> None:
+    state = load_state(HVM.replace(PASSWORD, 'vncPassword: "pw\\nnext"'))
+    with pytest.raises(TerminalHostError, match=r"vncpasswd: value \(sensitive\) holds control") as info:
+        render_cfg(state.vms["win10"])
+    assert "pw" not in str(info.value).replace("vncpasswd", "")
+
+
+def test_disk_specs(load_state: Callable[[str], DesiredState]) -> None:
+    disks = load_state(PV).disks
+    assert disk_spec(disks["mail-disks-0"]) == [
+        "format=raw", "vdev=xvda", "access=rw", "discard", "target=/dev/vg0/mail"]
+    assert disk_spec(disks["mail-disks-1"]) == [
+        "format=raw", "vdev=xvdc", "access=ro", "devtype=cdrom", "backend=stor",
+        "script=block-iscsi", "no-discard", "target=/srv/iso/a,b.iso"]
+
+
+def test_vif_specs(load_state: Callable[[str], DesiredState]) -> None:
+    state = load_state(PV)
+    first = vif_spec(state.nics["mail-nics-0"])
+    assert first[0] == "devid=0" and first[1].startswith("mac=") and first[1] != "mac=auto"
+    assert first[2:] == ["bridge=xenbr1", "vifname=vif-mail", "rate=10Mb/s", "ip=10.0.0.5 10.0.0.6", "mtu=9000"]
+    assert vif_spec(state.nics["mail-nics-1"]) == [
+        "devid=1", "mac=00:16:3e:aa:bb:cc", "bridge=xenbr0", "backend=ndvm", "type=vif", "mtu=1500"]
+
+
+@pytest.mark.parametrize(("kwargs", "expected"), [
+    ({}, "0000:03:00.0"),
+    ({"guest_slot": 5}, "0000:03:00.0@05"),
+    ({"permissive": True, "msitranslate": True, "power_mgmt": True, "guest_slot": 0x1F},
+     "0000:03:00.0@1f,permissive=1,msitranslate=1,power_mgmt=1"),
+])
+def test_pci_spec(kwargs: dict[str, object], expected: str) -> None:
+    assert pci_spec("03:00.0", **kwargs) == expected  # type: ignore[arg-type]
+
+
+def test_pci_spec_refuses_bad_input() -> None:
+    with pytest.raises(TerminalHostError, match="PCI address"):
+        pci_spec("3:0")
+    with pytest.raises(TerminalHostError, match="0x00-0x1f"):
+        pci_spec("0000:03:00.0", guest_slot=0x20)
+
+
+LIST_V = """\
+Name                                        ID   Mem VCPUs\tState\tTime(s)   UUID                            Reason-Code\tSecurity Label
+Domain-0                                     0  2048     4     r-----     812.3 00000000-0000-0000-0000-000000000000        -                -
+ndvm                                         1   256     1     -b----      40.1 5C0C0C2E-96D2-4B41-B1B3-8C5A0F3E7A10        -                -
+uivm                                         3   512     2     --p---       0.0 8a4f3f1c-0f0b-4c55-9d0a-6a3b2c1d0e9f        -                -
+a very long domain name with spaces that pushes columns  12  1024     1     ---sc-       3.2 11111111-2222-3333-4444-555555555555        3 system_u:system_r:domU_t
+gone                                         7     0     0     ---s-d       1.0 22222222-3333-4444-5555-666666666666        0                -
+"""
+
+
+def test_list_verbose_rows() -> None:
+    rows = parse_list_verbose(LIST_V)
+    assert [(d.domid, d.name, d.power, d.memory_mib, d.vcpus) for d in rows] == [
+        (1, "ndvm", "running", 256, 1),
+        (3, "uivm", "paused", 512, 2),
+        (7, "gone", "dying", 0, 0),
+        (12, "a very long domain name with spaces that pushes columns", "crashed", 1024, 1),
+    ]
+    assert rows[0].uuid == "5c0c0c2e-96d2-4b41-b1b3-8c5a0f3e7a10"
+
+
+@pytest.mark.parametrize(("state", "power"), [
+    ("r-----", "running"), ("-b----", "running"), ("------", "running"), ("--p---", "paused"),
+    ("---s--", "shutdown"), ("---sr-", "shutdown"), ("---sc-", "crashed"), ("--psc-", "crashed"),
+    ("-b---d", "dying"), ("---scd", "dying"),
+])
+def test_power_from_state(state: str, power: str) -> None:
+    assert power_from_state(state) == power
+
+
+def test_unreadable_list_line_names_itself() -> None:
+    with pytest.raises(TerminalHostError, match=r"line 2 of `xl list -v`: 'ndvm 1 256'"):
+        parse_list_verbose("Name   ID\nndvm 1 256\n")
