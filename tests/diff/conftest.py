@@ -145,3 +145,19 @@ def desktop(examples: dict[str, DesiredState]) -> DesiredState:
 @pytest.fixture(scope="session")
 def server(examples: dict[str, DesiredState]) -> DesiredState:
     return examples["server-host"]
+
+
+LoadYaml = Callable[[str], DesiredState]
+
+
+@pytest.fixture
+def load_yaml(tmp_path: Path) -> LoadYaml:
+    """Manifests from YAML text, through the real loader (defaults, MACs, names)."""
+    count = iter(range(1_000_000))
+
+    def load(text: str) -> DesiredState:
+        path = tmp_path / f"m{next(count)}.yaml"
+        path.write_text(text)
+        return load_or_raise([str(path)])
+
+    return load
