@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping
 
-from reconciler import v4v
+from reconciler.diff import firewall
 from reconciler.model.observed import ObservedState
 from reconciler.model.state import DesiredState
 
@@ -22,12 +22,6 @@ class Index:
     def __init__(self, desired: DesiredState, observed: ObservedState) -> None:
         self.desired = desired
         self.observed = observed
-        self.by_type: dict[str, set[str]] = defaultdict(set)
-        self.by_uuid: dict[str, set[str]] = defaultdict(set)
-        for name, vm in desired.vms.items():
-            self.by_type[vm.spec.type].add(name)
-            if vm.spec.uuid:
-                self.by_uuid[vm.spec.uuid].add(name)
         self._needs = _needs(desired, observed)
         self._references: dict[str, frozenset[str]] = {}
 
@@ -36,25 +30,11 @@ class Index:
         return self._needs.get(vm, frozenset())
 
     def references(self, rule_name: str) -> frozenset[str]:
-        """The VMs whose start or stop changes the entries of the desired rule
-        (same answer as `reconciler.diff.firewall.references`, from the index)."""
+        """The VMs whose start or stop changes the entries of a desired rule."""
         if rule_name not in self._references:
             rule = self.desired.v4v_rules.get(rule_name)
-            self._references[rule_name] = frozenset() if rule is None else self._resolve(rule.spec.vm, rule.spec.rule)
+            self._references[rule_name] = frozenset() if rule is None else firewall.references(rule, self.desired)
         return self._references[rule_name]
-
-    def _resolve(self, owner: str, text: str) -> frozenset[str]:
-        parsed = v4v.parse_rule(text)
-        names = {owner}  # myself / my-stubdom; nothing resolves without the owner anyway
-        for endpoint in (parsed.client, parsed.server):
-            kind, value = endpoint.domain.kind, endpoint.domain.value
-            if kind == "dom-name" and value in self.desired.vms:
-                names.add(value)
-            elif kind == "dom-type":
-                names |= self.by_type.get(value, set())
-            elif kind == "uuid":
-                names |= self.by_uuid.get(value, set())
-        return frozenset(names)
 
 
 def _needs(desired: DesiredState, observed: ObservedState) -> Mapping[str, frozenset[str]]:

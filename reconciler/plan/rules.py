@@ -157,9 +157,10 @@ def pci_released_before_reuse(scene: Scene) -> Iterator[Pair]:
         if bdf and by:
             released[bdf] = by
     for step in sorted(scene.steps.values(), key=lambda s: s.id):
-        claimed = dict(step.args).get("bdf") if step.op == "pci-assignable-add" else None
-        if isinstance(claimed, str) and claimed in released:
-            yield released[claimed], step.id
+        claimed = dict(step.args).get("devices") if step.op == "pci-assignable-add" else None
+        for bdf in claimed if isinstance(claimed, list) else []:
+            if bdf in released:
+                yield released[bdf], step.id
 
 
 def _start_priority(scene: Scene, vm: str) -> int:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from reconciler.diff.pci import matches
 from reconciler.model.common import Kind
 from reconciler.model.observed import ObservedState
 from reconciler.model.state import DesiredState
@@ -136,19 +137,40 @@ def _before(change: ResourceChange, path: str) -> object:
     return next((f.before for f in change.fields if f.path == path), None)
 
 
+def _field(change: ResourceChange, path: str, side: str) -> object:
+    found = next((f for f in change.fields if f.path == path), None)
+    return getattr(found, side) if found else None
+
+
+def _pci_devices(change: ResourceChange, inputs: Inputs) -> list[str] | None:
+    """The host addresses a PCI rule gives its VM: the diff's resolved `devices`, the
+    rule's bdf, or its match against the host inventory; None when unknown (a dump)."""
+    listed = _field(change, "devices", "after")
+    if isinstance(listed, list):
+        return [str(b) for b in listed]
+    spec = inputs.desired.pci[change.name].spec
+    if spec.bdf:
+        return [spec.bdf]
+    if spec.match is None or inputs.observed.host_pci is None:
+        return None
+    return sorted(d.bdf for d in inputs.observed.host_pci if matches(spec.match, d))
+
+
 def _identity(change: ResourceChange, inputs: Inputs) -> dict[str, object]:
-    """How execute finds the device the host has now: vdev, NIC index or PCI address,
-    from the host for an observed-only device, else the old value if it changes."""
+    """How execute finds the device the host has now: vdev, NIC index or PCI addresses,
+    from the host for an observed-only device, else from the manifests."""
     kind, name = change.kind, change.name
     if kind == "Disk":
-        seen = inputs.observed.disks.get(name) or inputs.desired.disks.get(name)
-        return {"vdev": _before(change, "spec.vdev") or (seen.spec.vdev if seen else None)}
+        disk = inputs.observed.disks.get(name) or inputs.desired.disks.get(name)
+        return {"vdev": _field(change, "spec.vdev", "before") or (disk.spec.vdev if disk else None)}
     if kind == "NIC":
         nic = inputs.observed.nics.get(name) or inputs.desired.nics.get(name)
-        old = _before(change, "spec.index")
-        return {"index": old if old is not None else (nic.spec.index if nic else None)}
+        return {"index": nic.spec.index if nic else None}
+    before = _field(change, "devices", "before")
+    if isinstance(before, list):
+        return {"devices": before}
     pci = inputs.observed.pci.get(name) or inputs.desired.pci.get(name)
-    return {"bdf": _before(change, "spec.bdf") or (pci.spec.bdf if pci else None)}
+    return {"devices": [pci.spec.bdf] if pci and pci.spec.bdf else None}
 
 
 def _attach_args(change: ResourceChange, inputs: Inputs) -> dict[str, object]:
@@ -156,9 +178,9 @@ def _attach_args(change: ResourceChange, inputs: Inputs) -> dict[str, object]:
         return {"vdev": inputs.desired.disks[change.name].spec.vdev}
     if change.kind == "NIC":
         return {"index": inputs.desired.nics[change.name].spec.index}
-    spec = inputs.desired.pci[change.name].spec
-    match = spec.match.model_dump(by_alias=True) if spec.match else None
-    return {"bdf": spec.bdf, "match": match}
+    devices = _pci_devices(change, inputs)
+    match = inputs.desired.pci[change.name].spec.match
+    return {"devices": devices, "match": match.model_dump(by_alias=True) if match and devices is None else None}
 
 
 def _attach(change: ResourceChange, inputs: Inputs) -> list[Step]:
@@ -177,6 +199,15 @@ def _detach(change: ResourceChange, inputs: Inputs) -> list[Step]:
 def _reattach(change: ResourceChange, inputs: Inputs) -> list[Step]:
     # Xen cannot change a backend in place: a new target, format or vdev is a new device.
     return _detach(change, inputs) + _attach(change, inputs)
+
+
+def _pci_update(change: ResourceChange, inputs: Inputs) -> list[Step]:
+    taken = sorted(f.path[len("driver["):-1] for f in change.fields if f.path.startswith("driver["))
+    if len(taken) == len(change.fields) and change.vm not in inputs.observed.domains:
+        # Greedy rule of a stopped VM: only take the device back from the dom0 driver.
+        return [make(change.kind, change.name, change.vm, "pci-assignable-add", {"devices": taken})]
+    # New options, addresses or a device a host driver took: unplug, re-bind, plug again.
+    return _reattach(change, inputs)
 
 
 def _fw_apply(change: ResourceChange, inputs: Inputs) -> list[Step]:
@@ -211,7 +242,7 @@ TABLE: dict[tuple[Kind, Action], Row] = {
     ("NIC", Action.DELETE): _detach,
     # Hot-plugged PCI is re-added after a detach; pciback keeps the device if it was there.
     ("PCIPassthrough", Action.CREATE): _attach,
-    ("PCIPassthrough", Action.UPDATE): _reattach,
+    ("PCIPassthrough", Action.UPDATE): _pci_update,
     ("PCIPassthrough", Action.RESTART): _reattach,
     ("PCIPassthrough", Action.DELETE): _detach,
     ("V4VRule", Action.CREATE): _fw_apply,

@@ -1,0 +1,102 @@
+"""`reconciler plan PATH... [--host H | --observed FILE] [--format text|json|dot|mermaid]
+[--out FILE] [--detailed-exitcode]`: the dry-run plan.
+
+Composes the pipeline (this is the CLI layer): load the manifests (errors print like
+`validate`, `FILE:LINE:COL: error: ...` on stderr, exit 1), observe the host (a captured
+dump read as `observe --observed` does, or a live/simulated host through
+`reconciler.cli.hosts.observe_selected`), diff, plan, render to stdout or atomically to
+`--out`. Exit 0; with --detailed-exitcode 0 no changes, 2 changes; 1 on any error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+from reconciler.errors import ManifestError, UsageError
+
+if TYPE_CHECKING:
+    from reconciler.model.observed import ObservedState
+    from reconciler.plan.build import Plan
+
+FORMATS = ("text", "json", "dot", "mermaid")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "plan",
+        help="print the dry-run plan: what apply would change, in order",
+        description="Compare the manifests with a host (or a captured xenstore-ls dump) and print "
+        "the changes, their impact and the ordered steps apply would run.",
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="manifest files or directories")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--host", metavar="H", help="sim[:DIR] or xen (default: $RECONCILER_HOST, else detected)")
+    source.add_argument("--observed", metavar="FILE", help="a captured xenstore-ls, -f or -fp dump")
+    parser.add_argument("--format", choices=FORMATS, default="text")
+    parser.add_argument("--out", metavar="FILE", help="write the plan to FILE (atomically) instead of stdout")
+    parser.add_argument("--detailed-exitcode", action="store_true", help="exit 0 when there are no changes, 2 when there are")
+    parser.set_defaults(run=run)
+
+
+def _observe(args: argparse.Namespace) -> ObservedState:
+    if args.observed is not None:
+        from drivers.dump import load_dump  # heavy imports only when the verb runs
+        from reconciler.observe import observe_tree
+
+        dump = load_dump(args.observed)
+        for line in dump.problem_lines():
+            print(line, file=sys.stderr)
+        return observe_tree(dump.nodes, truncated=frozenset(dump.truncated))
+    try:
+        hosts = importlib.import_module("reconciler.cli.hosts")
+    except ImportError as exc:
+        raise UsageError("plan --host needs the simulated toolstack, which is not installed yet; "
+                         "use --observed FILE with a captured xenstore-ls dump") from exc
+    observed: ObservedState = hosts.observe_selected(args.host)
+    return observed
+
+
+def render(plan: Plan, fmt: str, *, colour: bool = False) -> str:
+    from reconciler.plan import render_graph, render_json, render_text
+
+    if fmt == "json":
+        return render_json.render_json(plan)
+    if fmt == "dot":
+        return render_graph.render_dot(plan)
+    if fmt == "mermaid":
+        return render_graph.render_mermaid(plan)
+    return render_text.render_text(plan, colour=colour)
+
+
+def _colour(args: argparse.Namespace) -> bool:
+    return args.format == "text" and args.out is None and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+
+
+def run(args: argparse.Namespace) -> int:
+    from reconciler.atomic import write_text_atomic
+    from reconciler.diff import diff
+    from reconciler.loader import load
+    from reconciler.plan.build import build_plan, fingerprint
+
+    loaded = load(args.paths)
+    for diagnostic in loaded.diagnostics:  # the same lines `validate` prints, on stderr
+        print(diagnostic, file=sys.stderr)
+    if loaded.state is None:
+        return 1
+    observed = _observe(args)
+    try:
+        plan = build_plan(diff(loaded.state, observed), loaded.state, observed, fingerprint=fingerprint(observed))
+    except ManifestError as exc:  # a dependency cycle, at the manifest line of a resource in it
+        for diagnostic in exc.diagnostics:
+            print(diagnostic, file=sys.stderr)
+        return 1
+    text = render(plan, args.format, colour=_colour(args))
+    if args.out is not None:
+        write_text_atomic(args.out, text)
+    else:
+        sys.stdout.write(text)
+    return 2 if args.detailed_exitcode and plan.has_changes else 0

@@ -1,0 +1,124 @@
+"""The text plan people review: Terraform-like symbols, grouped by VM, one summary line.
+
+Pure: Plan -> str, byte-identical for the same Plan. Called by `reconciler plan`
+(`--format text`, the default). Symbols are `Action` values: `+` create, `~` update in
+place, `-/+` restart, `-` destroy. Each resource line carries its impact and reason;
+field lines show `before -> after`; secrets always print as `(sensitive)`. ANSI colour
+only when the caller asks (the CLI: stdout is a terminal and NO_COLOR is unset).
+
+Summary counts resources: create = CREATE, change live = UPDATE with something applied
+now, needs restart = RESTART plus UPDATEs with restart-only fields left pending,
+destroy = DELETE (a VM stopped or removed, a device detached).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+from reconciler.model.common import SECRET_FIELDS
+from reconciler.plan.build import Plan
+from reconciler.plan.changes import Action, FieldChange, ResourceChange
+
+SENSITIVE = "(sensitive)"
+_COLOURS = {Action.CREATE: "32", Action.UPDATE: "33", Action.RESTART: "35", Action.DELETE: "31"}
+_LEGEND = "Symbols: + create, ~ update in place, -/+ restart (rebuild the domain), - destroy or detach."
+
+
+def summary_counts(plan: Plan) -> dict[str, int]:
+    counts = {"create": 0, "change_live": 0, "needs_restart": 0, "destroy": 0}
+    for change in plan.diff.changes:
+        if change.action is Action.CREATE:
+            counts["create"] += 1
+        elif change.action is Action.DELETE:
+            counts["destroy"] += 1
+        elif change.action is Action.RESTART:
+            counts["needs_restart"] += 1
+        else:
+            applied_now = not change.pending or any(f.impact == "live" for f in change.fields)
+            counts["change_live"] += int(applied_now)
+            counts["needs_restart"] += int(change.pending)
+    return counts
+
+
+def summary_line(plan: Plan) -> str:
+    if not plan.has_changes:
+        return "No changes. The host matches the manifests."
+    c = summary_counts(plan)
+    return (
+        f"Plan: {c['create']} to create, {c['change_live']} to change live, "
+        f"{c['needs_restart']} needs restart, {c['destroy']} to destroy."
+    )
+
+
+def is_sensitive(field: FieldChange) -> bool:
+    return field.sensitive or field.path.rsplit(".", 1)[-1] in SECRET_FIELDS
+
+
+def show(value: object, sensitive: bool = False) -> str:
+    """One value as the plan prints it: JSON spelling, `(none)` for nothing."""
+    if sensitive:
+        return SENSITIVE
+    if value is None:
+        return "(none)"
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(", ", ": "), default=str)
+
+
+def _paint(text: str, code: str, colour: bool) -> str:
+    return f"\x1b[{code}m{text}\x1b[0m" if colour else text
+
+
+def _field_line(change: ResourceChange, field: FieldChange, colour: bool) -> str:
+    secret = is_sensitive(field)
+    if change.action is Action.CREATE or (field.before is None and field.after is not None):
+        line = f"+ {field.path} = {show(field.after, secret)}"
+    elif change.action is Action.DELETE or (field.after is None and field.before is not None):
+        line = f"- {field.path} = {show(field.before, secret)}"
+    else:
+        line = f"~ {field.path}: {show(field.before, secret)} -> {show(field.after, secret)}"
+    if field.impact != "live" or change.impact != "live":
+        pending = " (pending: updatePolicy is live)" if change.pending and field.impact == "restart" else ""
+        line += f"  [{field.impact}]{pending}"
+    return "      " + line
+
+
+def _resource_lines(change: ResourceChange, colour: bool) -> Iterator[str]:
+    symbol = _paint(change.action.value, _COLOURS[change.action], colour)
+    tag = change.impact + (", restart pending" if change.pending else "")
+    reason = f": {change.reason}" if change.reason else ""
+    yield f"  {symbol} {change.kind} {change.name} [{tag}]{reason}"
+    for field in change.fields:
+        yield _field_line(change, field, colour)
+
+
+def _changes(plan: Plan, colour: bool) -> Iterator[str]:
+    group: str | None = None
+    for change in plan.diff.changes:
+        if change.vm != group:
+            if group is not None:
+                yield ""
+            group = change.vm
+            yield _paint(f"# VM {group}", "1", colour)
+        yield from _resource_lines(change, colour)
+
+
+def _schedule(plan: Plan) -> Iterator[str]:
+    if not plan.generations:
+        yield "No host steps: every change above waits for a restart."
+        return
+    yield f"Steps, in {len(plan.generations)} stage(s); the steps of one stage may run in parallel:"
+    width = len(str(len(plan.generations)))
+    for number, generation in enumerate(plan.generations, 1):
+        yield f"  {number:>{width}}. {', '.join(generation)}"
+
+
+def render_text(plan: Plan, *, colour: bool = False) -> str:
+    lines: list[str] = []
+    if plan.has_changes:
+        lines += [_LEGEND, "", *_changes(plan, colour), "", *_schedule(plan), ""]
+    if plan.diff.unmanaged:
+        lines += [f"Unmanaged domains (listed once, never touched): {', '.join(plan.diff.unmanaged)}", ""]
+    if plan.diff.notes:
+        lines += ["Notes:", *(f"  - {note}" for note in plan.diff.notes), ""]
+    lines.append(_paint(summary_line(plan), "1", colour))
+    return "\n".join(lines) + "\n"
