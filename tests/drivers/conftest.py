@@ -201,8 +201,8 @@ class KernelSysfsPciBack(SysfsPciBack):
         drivers = self.root / "bus/pci/drivers"
         link = self.devices / value / "driver"
         if path.name == "unbind":
+            (path.parent / value).unlink()  # the driver's link to the device, then the device's
             link.unlink()
-            (path.parent / value).unlink()
         elif path.name in ("bind", "drivers_probe"):
             name = path.parent.name if path.name == "bind" else self.original[value]
             link.symlink_to(f"../../../bus/pci/drivers/{name}")

@@ -1,0 +1,102 @@
+"""ViptablesFirewall against a fake `viptables` that prints libv4v's `-L` format."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+import pytest
+
+from drivers.viptables import ViptablesFirewall, ViptablesSettings, parse_entry, parse_listing
+from reconciler.errors import TerminalHostError, TransientHostError
+from reconciler.model.host import FirewallEntry
+from reconciler.ports import FirewallPort
+
+if TYPE_CHECKING:
+    from tests.drivers.conftest import FakeTool
+
+UIVM_TABLE = """\
+1 : ACCEPT 3:* -> 0:5555
+2 : ACCEPT 0:5555 -> 3:*
+3 : ACCEPT 0:* -> 0:*
+4 : REJECT *:* -> *:*
+"""
+
+
+def firewall(tool: FakeTool, **settings: object) -> ViptablesFirewall:
+    return ViptablesFirewall(str(tool.path), ViptablesSettings(**settings))  # type: ignore[arg-type]
+
+
+def test_list_parses_the_table_in_order(fake_viptables: FakeTool) -> None:
+    fake_viptables.update(listing=UIVM_TABLE)
+    port: FirewallPort = firewall(fake_viptables)
+    assert asyncio.run(port.list()) == [
+        FirewallEntry(dom_in=3, dom_out=0, port_out=5555),
+        FirewallEntry(dom_in=0, dom_out=3, port_in=5555),
+        FirewallEntry(dom_in=0, dom_out=0),
+        FirewallEntry(target="REJECT"),
+    ]
+    assert fake_viptables.calls() == [["-L"]]
+
+
+@pytest.mark.parametrize(("line", "entry"), [
+    ("ACCEPT 3:* -> 0:5555", FirewallEntry(dom_in=3, dom_out=0, port_out=5555)),
+    ("  12 :   accept   3 : 80  ->  0 : *  ", FirewallEntry(dom_in=3, port_in=80, dom_out=0)),
+    ("5 : REJECT 32756:-1 -> *:*", FirewallEntry(target="REJECT")),
+    ("Chain V4V", None),
+    ("1 : DROP 3:* -> 0:*", None),
+])
+def test_parse_entry_is_tolerant(line: str, entry: FirewallEntry | None) -> None:
+    assert parse_entry(line) == entry
+
+
+def test_unreadable_lines_fail_list_by_default_and_are_named(fake_viptables: FakeTool) -> None:
+    fake_viptables.update(listing="1 : ACCEPT 3:* -> 0:5555\n\n2 : ACCEPT 3 to 0\nnum target\n3 : REJECT *:* -> *:*\n")
+    assert parse_listing(fake_viptables.state["listing"])[1] == [(3, "2 : ACCEPT 3 to 0")]
+    with pytest.raises(TerminalHostError, match=r"cannot read 1 line\(s\) of `viptables -L`: line 3: '2 : ACCEPT 3 to 0'"):
+        asyncio.run(firewall(fake_viptables).list())
+
+
+def test_lenient_list_logs_and_skips(fake_viptables: FakeTool, caplog: pytest.LogCaptureFixture) -> None:
+    fake_viptables.update(listing="garbage\n1 : REJECT *:* -> *:*\n")
+    with caplog.at_level(logging.WARNING, logger="drivers.viptables"):
+        entries = asyncio.run(firewall(fake_viptables, strict=False).list())
+    assert entries == [FirewallEntry(target="REJECT")]
+    assert "line 1: 'garbage'" in caplog.text
+
+
+def test_insert_and_delete_argv(fake_viptables: FakeTool) -> None:
+    fake_viptables.update(listing=UIVM_TABLE)
+    fw = firewall(fake_viptables)
+    asyncio.run(fw.insert(FirewallEntry(dom_in=3, dom_out=0, port_out=5555)))
+    asyncio.run(fw.insert(FirewallEntry(dom_in=5, target="REJECT"), position=3))
+    asyncio.run(fw.delete(FirewallEntry(dom_in=0, dom_out=3, port_in=5555)))
+    assert fake_viptables.calls() == [
+        ["-I", "1", "--dom-in", "3", "--dom-out", "0", "--port-out", "5555", "-j", "ACCEPT"],
+        ["-I", "3", "--dom-in", "5", "-j", "REJECT"],
+        ["-L"],
+        ["-D", "--dom-in", "0", "--dom-out", "3", "--port-in", "5555", "-j", "ACCEPT"],
+    ]
+
+
+def test_deleting_an_absent_rule_is_an_error_and_runs_no_delete(fake_viptables: FakeTool) -> None:
+    fake_viptables.update(listing=UIVM_TABLE)
+    with pytest.raises(TerminalHostError, match=r"no v4v firewall rule `--dom-in 9 -j ACCEPT` to delete"):
+        asyncio.run(firewall(fake_viptables).delete(FirewallEntry(dom_in=9)))
+    assert fake_viptables.calls() == [["-L"]]
+
+
+def test_failures_and_timeouts(fake_viptables: FakeTool) -> None:
+    fake_viptables.update(fail={"-I": "v4v_socket: No such file or directory"})
+    with pytest.raises(TerminalHostError, match=r"^`viptables -I` failed \(exit status 255\): v4v_socket: No such file"):
+        asyncio.run(firewall(fake_viptables).insert(FirewallEntry(dom_in=1)))
+    fake_viptables.update(fail={}, sleep={"-L": 30})
+    with pytest.raises(TransientHostError, match=r"`viptables -L` did not finish within 0.3 s"):
+        asyncio.run(firewall(fake_viptables, timeout=0.3).list())
+
+
+def test_positions_start_at_one(fake_viptables: FakeTool) -> None:
+    with pytest.raises(TerminalHostError, match="start at 1"):
+        asyncio.run(firewall(fake_viptables).insert(FirewallEntry(), position=0))
+    assert fake_viptables.calls() == []
