@@ -1,5 +1,73 @@
-"""The embedded simulated Xen host: what libxl, hotplug scripts and backends would do.
+"""The embedded simulated Xen host: what libxl, hotplug scripts, backends and guests would do.
 
-`layout` describes, as plain data, the xenstore writes a real toolstack performs;
-the simulator plays them against its own xenstored.
+Entry point: `open_sim(state_dir)` -> `HostPorts` (the same ports the real drivers
+implement). Everything lives in the state directory: `xenstore.json` and `host.json`
+(state), `pci.yaml` (host PCI inventory, optional), `faults.yaml` (fault injection,
+optional), `xenstored.sock` (Xen's `xenstore-*` tools work on it) and `host.sock`.
+Modules: `layout`/`devices`/`progress`/`ops` (libxl's xenstore writes as data), `host`
+(the process side), `toolstack`/`attach`/`pcidev`/`guests`/`backends` (behaviour),
+`domains`/`pci`/`firewall`/`faults` (tables), `rpc`/`client`/`dispatch` (transport).
+
+What it does NOT model: no guest OS runs (a guest only answers `control/shutdown` and
+connects its frontends); no event channels, grant tables or rings (ring-ref/port
+values are placeholders); no QEMU (no device-model nodes, no emulated devices, no
+stubdoms); no ballooning (`memory/target` is obeyed at once), no CPU time or
+scheduling; reboot and the restart lifecycle actions power the domain off instead;
+`xenstoreData`, hooks and v4v rules are not applied by the toolstack (the reconciler
+does that through the ports); PCI per-device pciback keys (`vdev-i`, `root-i`) and
+resuming a PCI hot-plug interrupted by a restart; xenstore quotas only partly (the
+xenstored's watch quota). A client of an embedded host loses its connection when the
+process that embeds it exits; run `reconciler sim serve` to share one host for long.
 """
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from reconciler.ports import HostPorts
+
+__all__ = ["open_sim"]
+
+_BUSY_WAIT_S = 5.0  # how long to wait for another process that is starting or stopping its host
+
+
+@contextlib.asynccontextmanager
+async def open_sim(state_dir: Path, *, delay_scale: float | None = None) -> AsyncIterator[HostPorts]:
+    """The simulated host of `state_dir` as ports: a `sim serve` already serving it, or an
+    embedded host in this process (saved and released on exit). `delay_scale` (only for an
+    embedded host) speeds up every simulated delay, e.g. 0.02 in tests."""
+    from drivers.sim import settings as names
+    from drivers.sim.client import SimFirewall, SimPciBack, SimToolstack
+    from drivers.sim.host import DirectoryBusy, SimHost
+    from drivers.sim.rpc import RpcClient, socket_answers
+    from drivers.xenstore import ClientSettings, XenstoreClient
+
+    state_dir = Path(state_dir).resolve()
+    host: SimHost | None = None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _BUSY_WAIT_S
+    while not socket_answers(state_dir / names.HOST_SOCKET):
+        try:
+            host = await SimHost.open(state_dir, delay_scale=delay_scale)
+            break
+        except DirectoryBusy:
+            if loop.time() >= deadline:
+                raise
+            await asyncio.sleep(0.05)
+    settings = host.core.settings if host else names.HostSettings()
+    xs: XenstoreClient | None = None
+    rpc: RpcClient | None = None
+    try:
+        xs = await XenstoreClient.connect(ClientSettings(path=str(state_dir / names.XENSTORE_SOCKET)))
+        rpc = await RpcClient.connect(state_dir / names.HOST_SOCKET, settings.rpc_timeout_s)
+        yield HostPorts(f"sim:{state_dir}", xs, SimToolstack(rpc), SimPciBack(rpc), SimFirewall(rpc))
+    finally:
+        if rpc is not None:
+            await rpc.close()
+        if xs is not None:
+            await xs.close()
+        if host is not None:
+            await host.close()

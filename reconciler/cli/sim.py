@@ -1,8 +1,10 @@
-"""`reconciler sim serve [--state DIR]`: run the simulated host in the foreground.
+"""`reconciler sim ...`: run the simulated host, and drive its toolstack by hand.
 
-Composes drivers (this is the CLI layer): loads the saved xenstore from DIR (refusing
-a corrupt one), serves it on DIR/xenstored.sock for Xen's tools and our client, saves
-it atomically every second while it changes and once more on SIGTERM/SIGINT, exit 0.
+Composes drivers (this is the CLI layer). `serve` owns DIR in the foreground: the
+xenstored on DIR/xenstored.sock, the host RPC on DIR/host.sock, saved every second
+while it changes and on SIGTERM/SIGINT (exit 0). The other sub-commands (`create`,
+`list`, `destroy`, `shutdown`, `pause`, `unpause`, `pci`, `fw`) go through
+`drivers.sim.open_sim`, so they work whether or not a `serve` runs. Output is sorted.
 """
 
 from __future__ import annotations
@@ -11,75 +13,173 @@ import argparse
 import asyncio
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # the drivers load when the verb runs, not for every `reconciler` call
-    from drivers.xenstore.store import Store
 from reconciler.errors import UsageError
 
+if TYPE_CHECKING:
+    from reconciler.ports import HostPorts
+
 DEFAULT_STATE = ".reconciler/sim"
-SOCKET_NAME = "xenstored.sock"
-AUTOSAVE_SECONDS = 1.0  # bounds what a kill -9 loses; saving 60k nodes takes ~0.1 s
-_SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes including the NUL
+SHUTDOWN_TIMEOUT_S = 60.0  # libxl waits 60 s for a guest to acknowledge control/shutdown
+_BY_NAME = {
+    "destroy": "destroy at once (xl destroy): devices torn down, xenstore cleaned",
+    "shutdown": "ask the guest to power off and wait until it is gone",
+    "pause": "pause the domain",
+    "unpause": "unpause the domain",
+}
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("sim", help="run the embedded simulated host")
+    parser = subparsers.add_parser("sim", help="run or drive the embedded simulated host")
     sim_sub = parser.add_subparsers(dest="sim_command", metavar="COMMAND", required=True)
     serve = sim_sub.add_parser(
         "serve",
-        help="serve the simulated xenstored in the foreground until SIGTERM/SIGINT",
-        description="Serve the simulated host's xenstored on DIR/xenstored.sock. "
-        "Point Xen's tools at it with XENSTORED_PATH=<printed path>.",
+        help="serve the simulated host in the foreground until SIGTERM/SIGINT",
+        description="Serve the simulated host of DIR: its xenstored on DIR/xenstored.sock (point Xen's tools at "
+        "it with XENSTORED_PATH=<printed path>) and its toolstack on DIR/host.sock.",
     )
-    serve.add_argument("--state", metavar="DIR", default=DEFAULT_STATE, help=f"state directory (default {DEFAULT_STATE})")
+    _state(serve)
+    _create_arguments(_state(sim_sub.add_parser("create", help="create a domain with its devices (xl create)")))
+    _state(sim_sub.add_parser("list", help="list the domains (xl list)"))
+    for verb, text in _BY_NAME.items():
+        sub = _state(sim_sub.add_parser(verb, help=text))
+        sub.add_argument("name", metavar="NAME", help="domain name")
+        if verb == "shutdown":
+            sub.add_argument("--timeout", type=float, default=SHUTDOWN_TIMEOUT_S, metavar="SECONDS",
+                             help=f"how long to wait for the guest (default {SHUTDOWN_TIMEOUT_S:g})")
+    _state(sim_sub.add_parser("pci", help="list the host PCI devices and their drivers"))
+    _state(sim_sub.add_parser("fw", help="list the v4v firewall table (viptables -L)"))
     parser.set_defaults(run=run)
 
 
+def _create_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", metavar="NAME", help="domain name (uuid derived from it, as for manifests)")
+    parser.add_argument("--virt", choices=("pv", "pvh", "hvm"), required=True)
+    parser.add_argument("--memory", type=int, required=True, metavar="MIB")
+    parser.add_argument("--max-memory", type=int, metavar="MIB")
+    parser.add_argument("--vcpus", type=int, default=1, metavar="N")
+    parser.add_argument("--max-vcpus", type=int, metavar="N")
+    parser.add_argument("--kernel", metavar="PATH")
+    parser.add_argument("--disk", action="append", default=[], metavar="TARGET,VDEV[,FORMAT[,ro]]")
+    parser.add_argument("--nic", action="append", default=[], metavar="BRIDGE[,MAC]")
+    parser.add_argument("--pci", action="append", default=[], metavar="BDF", help="made assignable if needed")
+    parser.add_argument("--paused", action="store_true", help="leave the domain paused (xl create -p)")
+
+
+def _state(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--state", metavar="DIR", default=DEFAULT_STATE, help=f"state directory (default {DEFAULT_STATE})")
+    return parser
+
+
 def run(args: argparse.Namespace) -> int:
+    state = Path(args.state)
     if args.sim_command == "serve":
-        return serve(Path(args.state))
-    raise UsageError(f"unknown sim command {args.sim_command!r}")
-
-
-def serve(state_dir: Path) -> int:
-    """Serve until SIGTERM/SIGINT; the store is saved before returning 0."""
-    state_dir = state_dir.resolve()
-    sock = state_dir / SOCKET_NAME
-    if len(str(sock)) > _SUN_PATH_MAX:
-        raise UsageError(f"socket path {sock} is longer than {_SUN_PATH_MAX} bytes; use a shorter --state DIR")
-    state_dir.mkdir(parents=True, exist_ok=True)
-    from drivers.xenstore import persist
-
-    store = persist.load_or_new(state_dir / persist.STATE_FILE)
-    asyncio.run(_serve(store, sock, state_dir / persist.STATE_FILE))
+        return serve(state)
+    commands: dict[str, Callable[[HostPorts, argparse.Namespace], Awaitable[None]]] = {
+        "create": _create, "list": _list, "pci": _pci, "fw": _fw,
+        **{verb: _by_name for verb in _BY_NAME},
+    }
+    command = commands.get(args.sim_command)
+    if command is None:
+        raise UsageError(f"unknown sim command {args.sim_command!r}")
+    asyncio.run(_with_host(state, command, args))
     return 0
 
 
-async def _serve(store: Store, sock: Path, state_file: Path) -> None:
-    from drivers.xenstore import persist
-    from drivers.xenstore.server import XenstoreServer
+async def _with_host(state: Path, command: Callable[[HostPorts, argparse.Namespace], Awaitable[None]],
+                     args: argparse.Namespace) -> None:
+    from drivers.sim import open_sim
 
+    async with open_sim(state) as host:
+        await command(host, args)
+
+
+def serve(state_dir: Path) -> int:
+    """Serve until SIGTERM/SIGINT; everything is saved before returning 0."""
+    asyncio.run(_serve(state_dir))
+    return 0
+
+
+async def _serve(state_dir: Path) -> None:
+    from drivers.sim import settings as names
+    from drivers.sim.host import SimHost
+
+    host = await SimHost.open(state_dir)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    saved = store.changes
     try:
-        async with XenstoreServer(store, sock):
-            print(f"xenstored: listening on {sock}", flush=True)
-            print(f"export XENSTORED_PATH={sock}", flush=True)
-            while not stop.is_set():
-                try:
-                    await asyncio.wait_for(stop.wait(), AUTOSAVE_SECONDS)
-                except TimeoutError:
-                    pass
-                if store.changes != saved:
-                    saved = store.changes
-                    persist.save(store, state_file)
+        sock = host.dir / names.XENSTORE_SOCKET
+        print(f"xenstored: listening on {sock}", flush=True)
+        print(f"host: listening on {host.dir / names.HOST_SOCKET}", flush=True)
+        print(f"export XENSTORED_PATH={sock}", flush=True)
+        await host.autosave(stop)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-        persist.save(store, state_file)
-    print(f"xenstored: saved {len(store)} nodes to {state_file}", file=sys.stderr, flush=True)
+        await host.close()
+    print(f"xenstored: saved {len(host.store)} nodes to {host.dir / 'xenstore.json'}", file=sys.stderr, flush=True)
+
+
+async def _create(host: HostPorts, args: argparse.Namespace) -> None:
+    from drivers.sim.xlspec import CreateRequest, build
+
+    vm, disks, nics, pcis = build(CreateRequest(
+        args.name, args.virt, args.memory, args.max_memory, args.vcpus, args.max_vcpus, args.kernel,
+        args.disk, args.nic, args.pci))
+    toolstack = host.toolstack
+    domid = await toolstack.create(vm, paused=True)
+    try:
+        for disk in disks:
+            await toolstack.attach_disk(domid, disk)
+        for nic in nics:
+            await toolstack.attach_nic(domid, nic)
+        drivers = {d.bdf: d.driver for d in await host.pciback.inventory()}
+        for bdf in pcis:
+            if drivers.get(bdf) != "pciback":
+                await host.pciback.assignable_add(bdf)
+            await toolstack.attach_pci(domid, bdf)
+        if not args.paused:
+            await toolstack.unpause(domid)
+    except BaseException:
+        await toolstack.destroy(domid)  # as xl does when a create fails half-way
+        raise
+    print(f"created {vm.metadata.name} as domain {domid}{' (paused)' if args.paused else ''}")
+
+
+async def _domid(host: HostPorts, name: str) -> int:
+    for status in await host.toolstack.list_domains():
+        if status.name == name:
+            return status.domid
+    raise UsageError(f"no domain named {name!r} on {host.name}; `reconciler sim list` shows them")
+
+
+async def _by_name(host: HostPorts, args: argparse.Namespace) -> None:
+    domid = await _domid(host, args.name)
+    toolstack = host.toolstack
+    if args.sim_command == "shutdown":
+        await toolstack.shutdown(domid, timeout=args.timeout)
+    else:
+        await {"destroy": toolstack.destroy, "pause": toolstack.pause, "unpause": toolstack.unpause}[args.sim_command](domid)
+    print(f"{args.name}: {args.sim_command} done")
+
+
+async def _list(host: HostPorts, args: argparse.Namespace) -> None:
+    print(f"{'Name':<40} {'ID':>5} {'Mem':>5} {'VCPUs':>5}  State")
+    for s in await host.toolstack.list_domains():
+        print(f"{s.name:<40} {s.domid:>5} {s.memory_mib:>5} {s.vcpus:>5}  {s.power}")
+
+
+async def _pci(host: HostPorts, args: argparse.Namespace) -> None:
+    print(f"{'BDF':<13} {'Class':<7} {'Vendor:Device':<14} Driver")
+    for d in await host.pciback.inventory():
+        print(f"{d.bdf:<13} {d.pci_class:<7} {d.vendor[2:]}:{d.device[2:]:<9} {d.driver or '-'}")
+
+
+async def _fw(host: HostPorts, args: argparse.Namespace) -> None:
+    for position, entry in enumerate(await host.firewall.list(), start=1):
+        print(f"{position:>3}  {entry}")

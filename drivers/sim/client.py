@@ -1,0 +1,120 @@
+"""Client side of the simulated host: the toolstack, PCI back-end and firewall ports.
+
+Stage: driver (sim). `SimToolstack`, `SimPciBack` and `SimFirewall` implement
+`reconciler.ports.ToolstackPort`, `PciBackPort` and `FirewallPort` by calling the host
+process over `rpc.RpcClient`; models travel as their JSON form and are validated again
+on the host. Built by `drivers.sim.open_sim`; the xenstore port is the ordinary
+`XenstoreClient` on DIR/xenstored.sock.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from drivers.sim.firewall import entry_from_json, entry_to_json
+from drivers.sim.rpc import RpcClient
+from reconciler.errors import TerminalHostError
+from reconciler.model import NIC, VM, Disk
+from reconciler.model.host import DomainStatus, FirewallEntry, HostPciDevice
+
+if TYPE_CHECKING:
+    from reconciler.ports import FirewallPort, PciBackPort, ToolstackPort
+
+
+def _dump(model: VM | Disk | NIC) -> Any:
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _rows(value: Any, what: str) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise TerminalHostError(f"the simulated host sent a bad {what} list: {value!r}")
+    return value
+
+
+class SimToolstack:
+    def __init__(self, rpc: RpcClient) -> None:
+        self.rpc = rpc
+
+    async def list_domains(self) -> list[DomainStatus]:
+        return [DomainStatus(**row) for row in _rows(await self.rpc.call("list_domains"), "domain")]
+
+    async def create(self, vm: VM, *, paused: bool = True) -> int:
+        domid = await self.rpc.call("create", vm=_dump(vm), paused=paused)
+        if not isinstance(domid, int):
+            raise TerminalHostError(f"the simulated host answered create with {domid!r}, not a domid")
+        return domid
+
+    async def unpause(self, domid: int) -> None:
+        await self.rpc.call("unpause", domid=domid)
+
+    async def pause(self, domid: int) -> None:
+        await self.rpc.call("pause", domid=domid)
+
+    async def shutdown(self, domid: int, *, timeout: float) -> None:
+        await self.rpc.call("shutdown", domid=domid, timeout=timeout)
+
+    async def destroy(self, domid: int) -> None:
+        await self.rpc.call("destroy", domid=domid)
+
+    async def mem_set(self, domid: int, mib: int) -> None:
+        await self.rpc.call("mem_set", domid=domid, mib=mib)
+
+    async def vcpu_set(self, domid: int, count: int) -> None:
+        await self.rpc.call("vcpu_set", domid=domid, count=count)
+
+    async def attach_disk(self, domid: int, disk: Disk) -> None:
+        await self.rpc.call("attach_disk", domid=domid, disk=_dump(disk))
+
+    async def detach_disk(self, domid: int, vdev: str) -> None:
+        await self.rpc.call("detach_disk", domid=domid, vdev=vdev)
+
+    async def attach_nic(self, domid: int, nic: NIC) -> None:
+        await self.rpc.call("attach_nic", domid=domid, nic=_dump(nic))
+
+    async def detach_nic(self, domid: int, devid: int) -> None:
+        await self.rpc.call("detach_nic", domid=domid, devid=devid)
+
+    async def attach_pci(self, domid: int, bdf: str, *, permissive: bool = False, msitranslate: bool = False,
+                         power_mgmt: bool = False, guest_slot: int | None = None) -> None:
+        await self.rpc.call("attach_pci", domid=domid, bdf=bdf, permissive=permissive, msitranslate=msitranslate,
+                            power_mgmt=power_mgmt, guest_slot=guest_slot)
+
+    async def detach_pci(self, domid: int, bdf: str) -> None:
+        await self.rpc.call("detach_pci", domid=domid, bdf=bdf)
+
+
+class SimPciBack:
+    def __init__(self, rpc: RpcClient) -> None:
+        self.rpc = rpc
+
+    async def inventory(self) -> list[HostPciDevice]:
+        return [HostPciDevice(**row) for row in _rows(await self.rpc.call("inventory"), "PCI device")]
+
+    async def assignable_add(self, bdf: str) -> None:
+        await self.rpc.call("assignable_add", bdf=bdf)
+
+    async def assignable_remove(self, bdf: str, *, rebind: bool = True) -> None:
+        await self.rpc.call("assignable_remove", bdf=bdf, rebind=rebind)
+
+
+class SimFirewall:
+    def __init__(self, rpc: RpcClient) -> None:
+        self.rpc = rpc
+
+    async def list(self) -> list[FirewallEntry]:
+        try:
+            return [entry_from_json(row) for row in _rows(await self.rpc.call("fw_list"), "firewall entry")]
+        except ValueError as exc:
+            raise TerminalHostError(f"the simulated host sent a bad firewall entry: {exc}") from exc
+
+    async def insert(self, entry: FirewallEntry, position: int = 1) -> None:
+        await self.rpc.call("fw_insert", entry=entry_to_json(entry), position=position)
+
+    async def delete(self, entry: FirewallEntry) -> None:
+        await self.rpc.call("fw_delete", entry=entry_to_json(entry))
+
+
+if TYPE_CHECKING:
+
+    def _implements_the_ports(rpc: RpcClient) -> tuple[ToolstackPort, PciBackPort, FirewallPort]:
+        return SimToolstack(rpc), SimPciBack(rpc), SimFirewall(rpc)  # mypy proves the structural match

@@ -1,0 +1,150 @@
+"""The simulated host's RPC operations: names, argument decoding, faults, results.
+
+Stage: simulated host. `Dispatcher.call(op, args)` is the RPC server's handler: it
+applies the operation's fault decision first (latency, hang, transient error, so a
+failed call changes nothing), decodes the JSON arguments into the manifest models,
+runs the toolstack/PCI/firewall operation and encodes the result as JSON. One
+operation name per port method (firewall ones prefixed `fw_`), as faults.yaml uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from typing import Any
+
+import pydantic
+
+from drivers.sim.attach import Devices
+from drivers.sim.devices import PciOpts
+from drivers.sim.faults import Faults
+from drivers.sim.firewall import entry_from_json, entry_to_json
+from drivers.sim.guests import Guests
+from drivers.sim.pcidev import PciDevices
+from drivers.sim.toolstack import Core, Libxl
+from reconciler.errors import TerminalHostError, TransientHostError
+from reconciler.model import NIC, VM, Disk
+
+Args = dict[str, Any]
+
+
+class Dispatcher:
+    def __init__(self, core: Core, libxl: Libxl, devices: Devices, pci: PciDevices, guests: Guests,
+                 faults: Callable[[], Faults]) -> None:
+        self.core, self.libxl, self.devices, self.pci, self.guests = core, libxl, devices, pci, guests
+        self._faults = faults
+        self.changes = 0  # counts calls that may have changed host state, for the saver
+        self.ops: dict[str, Callable[[Args], Awaitable[Any]]] = {
+            "list_domains": self._list, "create": self._create, "unpause": self._unpause,
+            "pause": lambda a: libxl.pause(_int(a, "domid")), "shutdown": self._shutdown, "destroy": self._destroy,
+            "mem_set": lambda a: libxl.mem_set(_int(a, "domid"), _int(a, "mib")),
+            "vcpu_set": lambda a: libxl.vcpu_set(_int(a, "domid"), _int(a, "count")),
+            "attach_disk": lambda a: devices.attach_disk(_int(a, "domid"), _model(Disk, a, "disk")),
+            "detach_disk": lambda a: devices.detach_disk(_int(a, "domid"), _str(a, "vdev")),
+            "attach_nic": lambda a: devices.attach_nic(_int(a, "domid"), _model(NIC, a, "nic")),
+            "detach_nic": lambda a: devices.detach_nic(_int(a, "domid"), _int(a, "devid")),
+            "attach_pci": self._attach_pci, "detach_pci": lambda a: pci.detach(_int(a, "domid"), _str(a, "bdf")),
+            "inventory": self._inventory, "assignable_add": lambda a: pci.assignable_add(_str(a, "bdf")),
+            "assignable_remove": lambda a: pci.assignable_remove(_str(a, "bdf"), rebind=bool(a.get("rebind", True))),
+            "fw_list": self._fw_list, "fw_insert": self._fw_insert, "fw_delete": self._fw_delete,
+        }
+
+    async def call(self, op: str, args: Args) -> Any:
+        handler = self.ops.get(op)
+        if handler is None:
+            raise TerminalHostError(f"the simulated host has no operation {op!r}; client and host versions differ?")
+        decision = self._faults().decide(op)
+        if decision.latency_ms:
+            await asyncio.sleep(self.core.settings.ms(decision.latency_ms))
+        if decision.hang_s is not None:
+            await asyncio.sleep(decision.hang_s)
+            raise TransientHostError(f"{op} timed out after {decision.hang_s:g} s (simulated hang, faults.yaml)")
+        if decision.fail:
+            raise TransientHostError(f"{op} failed: simulated transient error (faults.yaml error_rate); retry")
+        if op not in ("list_domains", "inventory", "fw_list"):
+            self.changes += 1
+        try:
+            return await handler(args)
+        except ValueError as exc:  # a layout function refused its parameters
+            raise TerminalHostError(f"{op}: {exc}") from exc
+        finally:
+            self.changes += 1
+
+    async def _list(self, args: Args) -> Any:
+        return [asdict(s) for s in self.core.domains.statuses()]
+
+    async def _create(self, args: Args) -> int:
+        domid = await self.libxl.create(_model(VM, args, "vm"), paused=bool(args.get("paused", True)))
+        domain = self.core.domains.get(domid)
+        self.guests.boot(domain)
+        if domain.power == "running":
+            self.guests.unpaused(domain)
+        return domid
+
+    async def _unpause(self, args: Args) -> None:
+        domain = self.core.domains.get(_int(args, "domid"))
+        was = domain.power
+        await self.libxl.unpause(domain.domid)
+        if was != "running":
+            self.guests.unpaused(domain)
+
+    async def _shutdown(self, args: Args) -> None:
+        timeout = args.get("timeout")
+        if not isinstance(timeout, (int, float)) or timeout < 0:
+            raise TerminalHostError(f"shutdown needs a timeout in seconds, found {timeout!r}")
+        await self.libxl.shutdown(_int(args, "domid"), timeout=float(timeout))
+
+    async def _destroy(self, args: Args) -> None:
+        domid = _int(args, "domid")
+        await self.libxl.destroy(domid)
+        self.guests.forget(domid)
+
+    async def _attach_pci(self, args: Args) -> None:
+        slot = args.get("guest_slot")
+        opts = PciOpts(msitranslate=bool(args.get("msitranslate")), power_mgmt=bool(args.get("power_mgmt")),
+                       permissive=bool(args.get("permissive")), vslot=slot if isinstance(slot, int) else None)
+        await self.pci.attach(_int(args, "domid"), _str(args, "bdf"), opts)
+
+    async def _inventory(self, args: Args) -> Any:
+        return [asdict(d) for d in self.core.pci.inventory()]
+
+    async def _fw_list(self, args: Args) -> Any:
+        return [entry_to_json(e) for e in self.core.firewall.list()]
+
+    async def _fw_insert(self, args: Args) -> None:
+        self.core.firewall.insert(_entry(args), _int(args, "position"))
+
+    async def _fw_delete(self, args: Args) -> None:
+        self.core.firewall.delete(_entry(args))
+
+
+def _int(args: Args, key: str) -> int:
+    value = args.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TerminalHostError(f"bad request: {key} must be an integer, found {value!r}")
+    return value
+
+
+def _str(args: Args, key: str) -> str:
+    value = args.get(key)
+    if not isinstance(value, str):
+        raise TerminalHostError(f"bad request: {key} must be a string, found {value!r}")
+    return value
+
+
+def _model(cls: type[pydantic.BaseModel], args: Args, key: str) -> Any:
+    try:
+        return cls.model_validate_json(json.dumps(args.get(key)))
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise TerminalHostError(f"bad {cls.__name__} for the simulated host: {where}: {first['msg']}") from None
+
+
+def _entry(args: Args) -> Any:
+    try:
+        return entry_from_json(args.get("entry"))
+    except ValueError as exc:
+        raise TerminalHostError(f"bad firewall entry: {exc}") from exc

@@ -1,0 +1,103 @@
+"""The simulated guests: what a PV guest kernel does with `control/shutdown`, and crashes.
+
+Stage: simulated host. Each live domain's guest watches its `control/shutdown` node
+in the store (so a `xenstore-write` from Xen's tools works too). While the domain runs
+it acknowledges a request after `guest_ack_ms` (writes "" back), powers off after
+`guest_poweroff_ms`, and the toolstack reaps it per `on_poweroff`. `uncooperative`
+guests ignore requests; `crash_after_unpause` domains crash (faults.yaml).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from drivers.sim.domains import Domain
+from drivers.sim.ops import Op, dom_path
+from drivers.sim.player import play
+from drivers.sim.toolstack import Core, Libxl
+from drivers.xenstore.store import CallbackWatcher
+from reconciler.ports import WatchEvent
+
+log = logging.getLogger(__name__)
+REQUESTS = ("poweroff", "reboot", "halt")  # reboot is not modelled: the guest powers off
+
+
+class Guests:
+    def __init__(self, core: Core, libxl: Libxl) -> None:
+        self.core, self.libxl = core, libxl
+        self._watchers: dict[int, CallbackWatcher] = {}
+        self._busy: set[int] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def boot(self, domain: Domain) -> None:
+        """The guest starts listening for shutdown requests (at create, or after a restart)."""
+        domid = domain.domid
+        if domid in self._watchers:
+            return
+        watcher = CallbackWatcher(lambda event: self._on_event(domid, event))
+        self._watchers[domid] = watcher
+        self.core.store.add_watch(watcher, f"{dom_path(domid)}/control/shutdown", f"guest-{domid}")
+        self._on_event(domid, None)  # a request written while we were not running
+
+    def forget(self, domid: int) -> None:
+        watcher = self._watchers.pop(domid, None)
+        if watcher is not None:
+            self.core.store.remove_watches(watcher)
+        self._busy.discard(domid)
+
+    def unpaused(self, domain: Domain) -> None:
+        if self.core.faults.crashes(domain.name):
+            self._spawn(self._crash(domain))
+
+    def reap(self, domain: Domain) -> None:
+        """A domain a previous run left shut down or dying: finish what the toolstack started."""
+        if domain.power == "dying" or (domain.power == "shutdown" and domain.on_poweroff != "preserve"):
+            self._spawn(self._destroy(domain.domid))
+
+    def _on_event(self, domid: int, event: WatchEvent | None) -> None:
+        request = self.core.value(f"{dom_path(domid)}/control/shutdown")
+        domain = self.core.domains.domains.get(domid)
+        if request in REQUESTS and domain is not None and domid not in self._busy:
+            self._busy.add(domid)
+            self._spawn(self._shutdown(domain, request or ""))
+
+    async def _shutdown(self, domain: Domain, request: str) -> None:
+        settings, domid = self.core.settings, domain.domid
+        try:
+            await asyncio.sleep(settings.ms(settings.guest_ack_ms))
+            await domain.awake.wait()  # a paused guest cannot answer
+            if self.core.faults.ignores_shutdown(domain.name) or domid not in self.core.domains.domains:
+                return
+            play(self.core.store, [Op("write", f"{dom_path(domid)}/control/shutdown", "")])
+            await asyncio.sleep(settings.ms(settings.guest_poweroff_ms))
+            if self.core.domains.domains.get(domid) is not domain or domain.power != "running":
+                return
+            domain.set_power("shutdown")
+            log.info("domain %d (%s) powered off after %s", domid, domain.name, request)
+            if domain.on_poweroff != "preserve":
+                await self._destroy(domid)
+        finally:
+            self._busy.discard(domid)
+
+    async def _crash(self, domain: Domain) -> None:
+        after = self.core.faults.plan.crash_after_ms
+        await asyncio.sleep(self.core.settings.ms(self.core.settings.crash_after_ms if after is None else after))
+        if self.core.domains.domains.get(domain.domid) is not domain or domain.power != "running":
+            return
+        domain.set_power("crashed")
+        log.info("domain %d (%s) crashed (fault injected)", domain.domid, domain.name)
+        if domain.on_crash != "preserve":
+            await self._destroy(domain.domid)
+
+    async def _destroy(self, domid: int) -> None:
+        if domid in self.core.domains.domains:
+            await self.libxl.destroy(domid)
+        self.forget(domid)

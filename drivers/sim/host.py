@@ -1,0 +1,189 @@
+"""The simulated host process: owns one state directory and serves it on two sockets.
+
+Stage: simulated host. `SimHost.open(dir)` takes DIR/host.lock (so two processes never
+both own a directory), loads DIR/xenstore.json and DIR/host.json (refusing corrupt
+files), reads DIR/pci.yaml and DIR/faults.yaml, serves the xenstored on
+DIR/xenstored.sock and the toolstack/PCI/firewall RPC on DIR/host.sock, and resumes
+devices and guests a previous run left half-way. `close()` lets backend moves settle
+(bounded), stops serving and saves both files atomically. Used by `open_sim` and
+`reconciler sim serve`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from drivers.sim import settings as names
+from drivers.sim.attach import Devices
+from drivers.sim.backends import Backends
+from drivers.sim.dispatch import Dispatcher
+from drivers.sim.domains import DomainTable
+from drivers.sim.faults import Faults, load_faults
+from drivers.sim.firewall import FirewallTable, entry_from_json
+from drivers.sim.guests import Guests
+from drivers.sim.pci import PciTable, load_inventory
+from drivers.sim.pcidev import PciDevices
+from drivers.sim.rpc import RpcServer
+from drivers.sim.settings import HostSettings, resolve_delay_scale
+from drivers.sim.toolstack import Core, Libxl
+from drivers.xenstore import persist
+from drivers.xenstore.server import XenstoreServer
+from drivers.xenstore.store import Store
+from reconciler.atomic import write_text_atomic
+from reconciler.errors import StateFileError, TransientHostError, UsageError
+
+log = logging.getLogger(__name__)
+FORMAT, VERSION = "xen-reconciler/sim-host", 1
+
+
+class DirectoryBusy(TransientHostError):
+    """Another process holds DIR/host.lock (it is starting or stopping its host)."""
+
+
+def _lock(state_dir: Path) -> int:
+    fd = os.open(state_dir / names.LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DirectoryBusy(f"another process owns the simulated host in {state_dir}; "
+                            "wait for it, or connect to its `sim serve`") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+class SimHost:
+    def __init__(self, state_dir: Path, settings: HostSettings, lock_fd: int) -> None:
+        self.dir, self._lock_fd = state_dir, lock_fd
+        self.store = persist.load_or_new(state_dir / persist.STATE_FILE)
+        plan = load_faults(state_dir / names.FAULTS_FILE)
+        self._faults_mtime = _mtime(state_dir / names.FAULTS_FILE)
+        domains = DomainTable()
+        faults = Faults(plan)
+        self.core = Core(self.store, domains, Backends(self.store, domains, settings, lambda: self.core.faults),
+                         PciTable(load_inventory(state_dir / names.PCI_FILE)), FirewallTable(), settings, faults)
+        self._load_state(state_dir / names.HOST_STATE)
+        self.libxl = Libxl(self.core)
+        self.devices = Devices(self.core)
+        self.guests = Guests(self.core, self.libxl)
+        self.dispatch = Dispatcher(self.core, self.libxl, self.devices, PciDevices(self.core, self.devices), self.guests,
+                                   self.refresh_faults)
+        self.xenstored = XenstoreServer(self.store, state_dir / names.XENSTORE_SOCKET)
+        self.rpc = RpcServer(state_dir / names.HOST_SOCKET, self.dispatch.call)
+        self._saved = (-1, -1)
+
+    @classmethod
+    async def open(cls, state_dir: Path, *, delay_scale: float | None = None,
+                   settings: HostSettings | None = None) -> SimHost:
+        """Lock, load and serve `state_dir`; DirectoryBusy if another process owns it."""
+        state_dir = state_dir.resolve()
+        longest = state_dir / names.XENSTORE_SOCKET
+        if len(str(longest)) > names.SUN_PATH_MAX:
+            raise UsageError(f"socket path {longest} is longer than {names.SUN_PATH_MAX} bytes; use a shorter state directory")
+        state_dir.mkdir(parents=True, exist_ok=True)
+        fd = _lock(state_dir)
+        try:
+            base = settings or HostSettings()
+            scale = resolve_delay_scale(delay_scale, load_faults(state_dir / names.FAULTS_FILE).delay_scale)
+            host = cls(state_dir, base.with_scale(scale), fd)
+            await host._start()
+        except BaseException:
+            os.close(fd)
+            raise
+        return host
+
+    async def _start(self) -> None:
+        self._ensure_dom0()
+        await self.xenstored.start()
+        try:
+            await self.rpc.start()
+        except BaseException:
+            await self.xenstored.stop()
+            raise
+        resumed = self.core.backends.resume()
+        for domain in list(self.core.domains.domains.values()):
+            if domain.power in ("running", "paused"):
+                self.guests.boot(domain)
+            self.guests.reap(domain)
+        log.info("simulated host in %s: %d domains, %d devices resumed", self.dir, len(self.core.domains.domains), resumed)
+
+    def _ensure_dom0(self) -> None:
+        """What xen-init-dom0 writes at boot (reference 2.2)."""
+        if self.store.peek("/local/domain/0/domid") is None:
+            self.store.write("/local/domain/0/domid", "0")
+            self.store.write("/local/domain/0/name", "Domain-0")
+
+    def refresh_faults(self) -> Faults:
+        """Re-read DIR/faults.yaml when it changed, keeping the random sequence counters."""
+        file = self.dir / names.FAULTS_FILE
+        mtime = _mtime(file)
+        if mtime != self._faults_mtime:
+            self._faults_mtime = mtime
+            self.core.faults = Faults(load_faults(file), self.core.faults.counters)
+        return self.core.faults
+
+    # -- persistence --------------------------------------------------------------
+
+    def _load_state(self, file: Path) -> None:
+        if not file.exists():
+            return
+        try:
+            doc = json.loads(file.read_text(encoding="utf-8"))
+            if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") != VERSION:
+                raise ValueError(f"not a {FORMAT} version {VERSION} file")
+            self.core.domains.restore(doc["hypervisor"])
+            self.core.pci.restore(doc.get("pci", {}))
+            self.core.firewall = FirewallTable(entry_from_json(e) for e in doc["firewall"])
+            self.core.faults.counters = {str(k): int(v) for k, v in doc.get("fault_counters", {}).items()}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StateFileError(f"{file}: refusing a bad simulated host state ({exc}); move it away (with "
+                                 f"{persist.STATE_FILE}) to start an empty host") from exc
+        for domid in [d for d in self.core.domains.domains if self.store.peek(f"/local/domain/{d}") is None]:
+            log.warning("domain %d is in %s but not in xenstore; dropped", domid, file)
+            self.core.domains.remove(domid)
+
+    def save(self) -> None:
+        mark = (self.store.changes, self.dispatch.changes)
+        if mark == self._saved:
+            return
+        doc = {"format": FORMAT, "version": VERSION, "hypervisor": self.core.domains.dump(), "pci": self.core.pci.dump(),
+               "firewall": self.core.firewall.dump(), "fault_counters": dict(sorted(self.core.faults.counters.items()))}
+        persist.save(self.store, self.dir / persist.STATE_FILE)
+        write_text_atomic(str(self.dir / names.HOST_STATE), json.dumps(doc, indent=1, sort_keys=True) + "\n", mode=0o600)
+        self._saved = mark
+
+    async def autosave(self, stop: asyncio.Event) -> None:
+        """Save every `autosave_s` while things change, until `stop` is set."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.core.settings.autosave_s)
+            self.save()
+
+    async def close(self) -> None:
+        """Let pending moves settle (bounded), stop serving, save, release the directory."""
+        try:
+            await self.core.backends.settle(self.core.settings.settle_s)
+            await self.rpc.stop()
+            for task in list(self.guests.tasks):
+                task.cancel()
+            await asyncio.gather(*self.guests.tasks, return_exceptions=True)
+            await self.xenstored.stop()
+            self._saved = (-1, -1)
+            self.save()
+        finally:
+            os.close(self._lock_fd)
+
+
+def _mtime(file: Path) -> float | None:
+    try:
+        return file.stat().st_mtime
+    except FileNotFoundError:
+        return None
