@@ -4,7 +4,8 @@ Pure. Called by the tie-break rules of `reconciler.plan.rules`. OpenXT starts VM
 priority (highest first) and stops them by shutdown priority; here a priority only
 orders two VMs when no dependency already does. The VMs are first laid out in one
 total order that respects every dependency and, among VMs free to go, takes the
-highest priority, then the name (Kahn's algorithm with a heap). Every tie-break edge
+highest effective priority (a VM's own, raised to that of any VM waiting for it), then
+the name (Kahn's algorithm with a heap). Every tie-break edge
 goes forward in that order, so none can close a cycle, and an edge is added only when
 the higher-priority VM does not already precede the other (ancestor sets are Python
 int bitsets: 5,000 VMs cost milliseconds, not a reachability search per pair).
@@ -37,10 +38,21 @@ def priority_order(vms: list[str], preds: Mapping[str, Collection[str]], priorit
     return order
 
 
+def effective(vms: list[str], preds: Mapping[str, Collection[str]], priority: Mapping[str, int]) -> dict[str, int]:
+    """A VM that a more important VM waits for is as important (OpenXT starts a VM's
+    dependencies as part of starting it): the max over itself and all that wait for it."""
+    eff = dict(priority)
+    for vm in reversed(priority_order(vms, preds, {v: 0 for v in vms})):
+        for pred in preds[vm]:
+            eff[pred] = max(eff[pred], eff[vm])
+    return eff
+
+
 def order_edges(vms: list[str], preds: Mapping[str, Collection[str]], priority: Mapping[str, int]) -> list[tuple[str, str]]:
-    """(first, then) pairs so that every VM runs after every higher-priority VM placed
-    before it, counting what the dependencies already order; few edges: the latest
-    missing predecessor is linked first and covers its own ancestors."""
+    """(first, then) pairs so that every VM runs after every VM of higher effective
+    priority placed before it, counting what the dependencies already order; few
+    edges: the latest missing predecessor is linked first and covers its ancestors."""
+    priority = effective(vms, preds, priority)
     order = priority_order(vms, preds, priority)
     position = {vm: i for i, vm in enumerate(order)}
     ancestors: dict[str, int] = {}

@@ -1,0 +1,143 @@
+"""The step table: each kind of change -> the ordered host steps, with their args."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from reconciler.plan.build import Plan
+from reconciler.plan.changes import Action, FieldChange
+
+if TYPE_CHECKING:
+    from conftest import Builder
+
+
+def ops(plan: Plan, prefix: str) -> list[str]:
+    """The ops of one resource's steps, in the order step_order edges chain them."""
+    ids = [s.id for s in plan.steps if s.id.startswith(prefix)]
+    chained = {(d.before, d.after) for d in plan.dependencies if d.rule == "step_order"}
+    first = [i for i in ids if not any((o, i) in chained for o in ids)]
+    assert len(first) == 1, f"{prefix}: one chain expected, heads {first}"
+    out, current = [first[0]], first[0]
+    while nxt := [i for i in ids if (current, i) in chained]:
+        current = nxt[0]
+        out.append(current)
+    return [i.split("/")[2] for i in out]
+
+
+def args(plan: Plan, sid: str) -> dict[str, object]:
+    return dict(next(s for s in plan.steps if s.id == sid).args)
+
+
+def test_vm_create_builds_paused_records_unpauses_and_waits_for_the_sentinel(build: Builder) -> None:
+    build.vm("net", bootSentinel="booted")
+    build.change("VM", "net", "net", Action.CREATE)
+    plan = build.plan()
+    assert ops(plan, "vm/net/") == ["create", "record", "unpause", "wait-sentinel"]
+    assert args(plan, "vm/net/wait-sentinel") == {"node": "booted"}
+
+
+def test_vm_create_paused_is_never_unpaused(build: Builder) -> None:
+    build.vm("held", state="paused", bootSentinel="booted")
+    build.change("VM", "held", "held", Action.CREATE)
+    assert ops(build.plan(), "vm/held/") == ["create", "record"]
+
+
+def test_vm_delete_shuts_down_then_destroys(build: Builder) -> None:
+    build.running("old", 3)
+    build.change("VM", "old", "old", Action.DELETE)
+    assert ops(build.plan(), "vm/old/") == ["shutdown", "destroy"]
+
+
+def test_vm_restart_rebuilds_and_reattaches_every_device(build: Builder) -> None:
+    build.vm("web")
+    build.disk("web-root", "web")
+    build.nic("web-eth", "web")
+    build.rule("web-rpc", "web", "myself -> 0:80")
+    build.running("web", 4)
+    build.change("VM", "web", "web", Action.RESTART, FieldChange("spec.kernel", "/a", "/k", "restart"))
+    plan = build.plan()
+    assert ops(plan, "vm/web/") == ["shutdown", "destroy", "create", "record", "unpause"]
+    assert {s.id for s in plan.steps if s.kind != "VM"} == {"disk/web-root/attach", "nic/web-eth/attach", "v4v/web-rpc/fw-apply"}
+
+
+def test_vm_update_maps_live_fields_to_their_xl_steps(build: Builder) -> None:
+    build.vm("web", memory=512, vcpus=2, maxVcpus=4, state="paused", xenstoreData={"vm-data/a": "1"})
+    build.running("web", 4)
+    build.change("VM", "web", "web", Action.UPDATE,
+                 FieldChange("spec.memory", 256, 512, "live"), FieldChange("spec.vcpus", 1, 2, "live"),
+                 FieldChange("spec.xenstoreData.vm-data/a", None, "1", "live"), FieldChange("spec.state", "running", "paused", "live"))
+    plan = build.plan()
+    assert ops(plan, "vm/web/") == ["mem-set", "vcpu-set", "xenstore-write", "pause", "record"]
+    assert args(plan, "vm/web/mem-set") == {"memory": 512}
+    assert args(plan, "vm/web/vcpu-set") == {"vcpus": 2}
+    assert args(plan, "vm/web/xenstore-write") == {"data": {"vm-data/a": "1"}}
+
+
+def test_pending_restart_fields_get_no_step_and_no_record(build: Builder) -> None:
+    build.vm("web", memory=512)
+    build.running("web", 4)
+    build.change("VM", "web", "web", Action.UPDATE, FieldChange("spec.memory", 256, 512, "live"),
+                 FieldChange("spec.kernel", "/old", "/k", "restart"), pending=True)
+    plan = build.plan()
+    assert [s.id for s in plan.steps] == ["vm/web/mem-set"]
+
+
+def test_only_pending_fields_means_no_host_step_at_all(build: Builder) -> None:
+    build.vm("web")
+    build.running("web", 4)
+    build.change("VM", "web", "web", Action.UPDATE, FieldChange("spec.kernel", "/old", "/k", "restart"), pending=True)
+    plan = build.plan()
+    assert plan.steps == () and plan.generations == () and plan.has_changes
+
+
+def test_disk_delete_detaches_by_the_vdev_the_host_shows(build: Builder) -> None:
+    build.vm("web")
+    build.running("web", 4)
+    build.disk("web-disk-51728", "web", vdev="xvdb", table=build.observed_disks)
+    build.change("Disk", "web-disk-51728", "web", Action.DELETE)
+    plan = build.plan()
+    assert [s.id for s in plan.steps] == ["disk/web-disk-51728/detach"]
+    assert args(plan, "disk/web-disk-51728/detach") == {"vdev": "xvdb"}
+
+
+def test_disk_and_nic_updates_are_detach_then_attach(build: Builder) -> None:
+    build.vm("web")
+    build.running("web", 4)
+    build.disk("web-root", "web", format="qcow2")
+    build.nic("web-eth", "web", index=1, mtu=9000)
+    build.change("Disk", "web-root", "web", Action.UPDATE, FieldChange("spec.format", "raw", "qcow2", "destructive"))
+    build.change("NIC", "web-eth", "web", Action.UPDATE, FieldChange("spec.mtu", 1500, 9000, "live"))
+    plan = build.plan()
+    assert ops(plan, "disk/web-root/") == ["detach", "attach"]
+    assert ops(plan, "nic/web-eth/") == ["detach", "attach"]
+    assert args(plan, "nic/web-eth/detach") == {"index": 1}
+
+
+def test_pci_create_binds_to_pciback_then_attaches(build: Builder) -> None:
+    build.vm("gpu")
+    build.pci_rule("gpu-igd", "gpu", "0000:00:02.0")
+    build.create_all()
+    plan = build.plan()
+    assert ops(plan, "pci/gpu-igd/") == ["pci-assignable-add", "attach"]
+    assert args(plan, "pci/gpu-igd/attach") == {"devices": ["0000:00:02.0"]}
+
+
+def test_greedy_rule_of_a_stopped_vm_is_only_rebound(build: Builder) -> None:
+    build.vm("net", state="stopped")
+    build.pci_rule("net-eth", "net", "0000:03:00.0", greedy=True)
+    build.change("PCIPassthrough", "net-eth", "net", Action.UPDATE, FieldChange("driver[0000:03:00.0]", "e1000e", "pciback", "live"))
+    plan = build.plan()
+    assert [s.id for s in plan.steps] == ["pci/net-eth/pci-assignable-add"]
+    assert args(plan, "pci/net-eth/pci-assignable-add") == {"devices": ["0000:03:00.0"]}
+
+
+def test_v4v_rules_apply_and_stale_entries_are_removed(build: Builder) -> None:
+    build.vm("web")
+    build.running("web", 4)
+    build.rule("web-rpc", "web", "myself -> 0:80")
+    entries = ["--dom-in 4 --dom-out 0 --port-out 80 -j ACCEPT"]
+    build.change("V4VRule", "web-rpc", "web", Action.UPDATE, FieldChange("entries", [], entries, "live"))
+    build.change("V4VRule", "web-firewall-stale", "web", Action.DELETE, FieldChange("entries", ["--dom-in 4 -j ACCEPT"], None, "live"))
+    plan = build.plan()
+    assert [s.id for s in plan.steps] == ["v4v/web-firewall-stale/fw-remove", "v4v/web-rpc/fw-apply"]
+    assert args(plan, "v4v/web-firewall-stale/fw-remove") == {"entries": ["--dom-in 4 -j ACCEPT"]}
