@@ -144,7 +144,9 @@ class ToolstackPort(Protocol):
     async def vcpu_set(self, domid: int, count: int) -> None: ...
 
     async def attach_disk(self, domid: int, disk: Disk) -> None:
-        """`xl block-attach`; returns when the backend is connected or raises on failure."""
+        """`xl block-attach`; returns once the backend is up and its hotplug script ran
+        (InitWait, `hotplug-status=connected`). The guest's frontend connects later, when
+        it runs: a paused domain cannot, so the observer reports the device initialising."""
         ...
 
     async def detach_disk(self, domid: int, vdev: str) -> None: ...
