@@ -1,11 +1,11 @@
-"""`reconciler observe --observed FILE [--format yaml|json]`: print the observed state.
+"""`reconciler observe [--host H | --observed FILE] [--format yaml|json]`: print the observed state.
 
-Composes drivers (this is the CLI layer): reads a captured `xenstore-ls` dump with
-`drivers.dump.load_dump`, runs the pure observer and prints ObservedState sorted and
+Composes drivers (this is the CLI layer): observes the selected host (`--host`,
+`$RECONCILER_HOST` or the default, see `reconciler.cli.hosts`) or reads a captured
+`xenstore-ls` dump with `drivers.dump.load_dump`, and prints ObservedState sorted and
 stable on stdout. Dump lines it could not read go to stderr as `FILE:LINE: message`;
-what the observer found odd is in the output's `problems`. Exit 0, or 1 when the
-dump cannot be read or a host is asked for (live and simulated hosts arrive with the
-simulated toolstack, issue 4).
+what the observer found odd is in the output's `problems`. Exit 0, or 1 when the host
+or the dump cannot be read.
 """
 
 from __future__ import annotations
@@ -13,27 +13,24 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from reconciler.errors import UsageError
+if TYPE_CHECKING:
+    from reconciler.model.observed import ObservedState
 
-NO_HOST_YET = (
-    "observe --host is not supported yet: the simulated and live hosts arrive with the "
-    "simulated toolstack (issue 4); use --observed FILE with a captured xenstore-ls dump"
-)
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "observe",
         help="print what a host's xenstore shows, in manifest terms",
-        description="Print the observed state (VMs, devices, health) of a captured "
-        "xenstore-ls, xenstore-ls -f or xenstore-ls -fp dump.",
+        description="Print the observed state (VMs, devices, health, PCI, firewall) of a "
+        "host, or of a captured xenstore-ls, xenstore-ls -f or xenstore-ls -fp dump.",
     )
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--host", metavar="H", help="sim[:DIR] or xen (not supported yet)")
+    source.add_argument("--host", metavar="H", help="sim[:DIR] or xen (default: $RECONCILER_HOST, else xen on dom0, else sim)")
     source.add_argument("--observed", metavar="FILE", help="a captured xenstore-ls dump")
     parser.add_argument("--format", choices=("yaml", "json"), default="yaml")
     parser.set_defaults(run=run)
@@ -46,15 +43,21 @@ def render(data: dict[str, Any], fmt: str) -> str:
     return text
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.observed is None:
-        raise UsageError(NO_HOST_YET)
+def observe_dump(file: str) -> ObservedState:
+    """Observe a captured dump; lines the importer could not read go to stderr."""
     from drivers.dump import load_dump  # heavy imports only when the verb runs
-    from reconciler.observe import observe_tree, observed_to_data
+    from reconciler.observe import observe_tree
 
-    dump = load_dump(args.observed)
+    dump = load_dump(file)
     for line in dump.problem_lines():
         print(line, file=sys.stderr)
-    state = observe_tree(dump.nodes, truncated=frozenset(dump.truncated))
+    return observe_tree(dump.nodes, truncated=frozenset(dump.truncated))
+
+
+def run(args: argparse.Namespace) -> int:
+    from reconciler.cli.hosts import observe_selected
+    from reconciler.observe import observed_to_data
+
+    state = observe_dump(args.observed) if args.observed else observe_selected(args.host)
     sys.stdout.write(render(observed_to_data(state), args.format))
     return 0

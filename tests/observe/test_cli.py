@@ -59,18 +59,6 @@ def test_dump_problems_go_to_stderr_with_file_and_line(
     assert "/local/domain/3/vm is missing: it names /vm/<uuid>, the domain's identity" in data["problems"]
 
 
-@pytest.mark.parametrize("argv", [["observe", "--host", "sim"], ["observe", "--host", "xen"], ["observe"]])
-def test_host_is_refused_honestly(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(argv) == 1
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    assert captured.err == (
-        "reconciler: error: observe --host is not supported yet: the simulated and live hosts "
-        "arrive with the simulated toolstack (issue 4); use --observed FILE with a captured "
-        "xenstore-ls dump\n"
-    )
-
-
 def test_unreadable_dump_is_one_line(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["observe", "--observed", "no/such/dump.txt"]) == 1
     err = capsys.readouterr().err

@@ -1,0 +1,95 @@
+"""Host selection for every verb that needs a host: `--host sim[:DIR] | xen`.
+
+CLI layer (composes drivers). Precedence is resolved here, once: the `--host` flag,
+else `$RECONCILER_HOST`, else `xen` when `/proc/xen/capabilities` says this is a
+control domain, else the embedded simulated host in `.reconciler/sim` (DESIGN 5).
+`open_host` yields the `HostPorts` of the chosen driver; `observe_selected` runs a
+whole observation for verbs that only read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from reconciler.errors import UsageError
+from reconciler.model.observed import ObservedState
+from reconciler.ports import HostPorts
+
+ENV = "RECONCILER_HOST"
+DEFAULT_SIM_DIR = ".reconciler/sim"
+CAPABILITIES = Path("/proc/xen/capabilities")
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """A parsed host selection; `state_dir` only for `sim`."""
+
+    kind: Literal["sim", "xen"]
+    state_dir: Path | None = None
+
+    def __str__(self) -> str:
+        return f"sim:{self.state_dir}" if self.kind == "sim" else "xen"
+
+
+def default_host(capabilities: Path = CAPABILITIES) -> str:
+    """`xen` on a Xen control domain (dom0), `sim` anywhere else."""
+    try:
+        return "xen" if "control_d" in capabilities.read_text(errors="replace") else "sim"
+    except OSError:
+        return "sim"
+
+
+def parse_host(text: str, origin: str = "--host") -> HostSpec:
+    """`sim`, `sim:DIR` or `xen`; anything else is a one-line UsageError naming `origin`."""
+    kind, sep, rest = text.partition(":")
+    if kind == "xen" and not sep:
+        return HostSpec("xen")
+    if kind == "sim":
+        if sep and not rest:
+            raise UsageError(f"{origin}: {text!r} names no directory; use sim:DIR or plain sim")
+        return HostSpec("sim", Path(rest if sep else DEFAULT_SIM_DIR))
+    raise UsageError(f"{origin}: unknown host {text!r}; expected sim, sim:DIR or xen")
+
+
+def select_host(flag: str | None, env: dict[str, str] | None = None) -> HostSpec:
+    """Flag > $RECONCILER_HOST > default_host()."""
+    environ = os.environ if env is None else env
+    if flag is not None:
+        return parse_host(flag)
+    if environ.get(ENV):
+        return parse_host(environ[ENV], f"${ENV}")
+    return parse_host(default_host(), "default host")
+
+
+@asynccontextmanager
+async def open_host(spec: HostSpec) -> AsyncIterator[HostPorts]:
+    """The ports of the selected host, open for the duration of the block."""
+    if spec.kind == "xen":
+        from drivers.xen import open_xen
+
+        async with open_xen() as ports:
+            yield ports
+    else:
+        from drivers.sim import open_sim
+
+        assert spec.state_dir is not None
+        async with open_sim(spec.state_dir) as ports:
+            yield ports
+
+
+async def _observe(spec: HostSpec) -> ObservedState:
+    from reconciler.observe.host import observe_host
+
+    async with open_host(spec) as ports:
+        return await observe_host(ports)
+
+
+def observe_selected(host: str | None) -> ObservedState:
+    """Observe the host `--host` (or the environment, or the default) selects."""
+    return asyncio.run(_observe(select_host(host)))
