@@ -1,0 +1,65 @@
+"""The in-process XenstorePort (`drivers.sim.direct`) agrees with the wire client.
+
+Both read one real simulated xenstored: the wire client over its Unix socket, the
+direct port on its Store. Whatever the core can observe must not depend on which.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from drivers.sim.direct import DirectXenstore
+from drivers.xenstore import errors
+from reconciler.ports import Perm, XenstoreOps, XenstorePort
+
+
+def _port(direct: DirectXenstore) -> XenstorePort:
+    return direct  # mypy checks here that the direct port satisfies the Protocol
+
+
+def test_snapshot_equals_the_wire_walk(run: Any) -> None:
+    async def body(env: Any) -> None:
+        direct = _port(DirectXenstore(env.store))
+        await direct.write("/local/domain/3/name", "web")
+        await direct.write("/local/domain/3/device/vbd/51712/state", "4")
+        await direct.mkdir("/vm/abc")
+        await direct.set_perms("/vm/abc", [Perm(0, "n"), Perm(3, "r")])
+        client = await env.client()
+        assert await direct.snapshot("/") == await client.snapshot("/")
+        assert await direct.snapshot("/local/domain/3") == await client.snapshot("/local/domain/3")
+        assert await direct.get_perms("/vm/abc") == await client.get_perms("/vm/abc")
+        with pytest.raises(errors.NoEntry):
+            await direct.snapshot("/nowhere")
+
+    run(body)
+
+
+def test_transaction_is_redone_on_conflict_and_watches_fire(run: Any) -> None:
+    async def body(env: Any) -> None:
+        direct = DirectXenstore(env.store)
+        await direct.write("/counter", "0")
+        stream = await direct.watch("/counter", "tok")
+        events = stream.__aiter__()
+        assert (await events.__anext__()).path == "/counter"  # fired at registration
+        attempts = 0
+
+        async def bump(tx: XenstoreOps) -> int:
+            nonlocal attempts
+            attempts += 1
+            value = int(await tx.read("/counter"))
+            if attempts == 1:  # another writer commits while this transaction is open
+                env.store.write("/counter", "10")
+            await asyncio.sleep(0)
+            await tx.write("/counter", str(value + 1))
+            return value + 1
+
+        assert await direct.transaction(bump) == 11 and attempts == 2
+        assert await direct.read("/counter") == b"11"
+        seen = {(await asyncio.wait_for(events.__anext__(), 1)).path for _ in range(2)}
+        assert seen == {"/counter"}
+        await stream.close()
+
+    run(body)
