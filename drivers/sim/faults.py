@@ -118,6 +118,8 @@ def parse_faults(doc: Any, where: str) -> FaultPlan:
         raise UsageError(f"{where}: never_connect.kinds: unknown kind {sorted(bad)[0]!r}; use vbd, vif or pci")
     crash = _mapping(top.get("crash_after_unpause", {}), f"{where}: crash_after_unpause", {"domains", "after_ms"})
     scale = top.get("delay_scale")
+    if scale is not None and not (isinstance(scale, (int, float)) and 0 < scale <= 100):
+        raise UsageError(f"{where}: delay_scale: {float(scale) if isinstance(scale, (int, float)) else scale!r} is out of range; use a number in (0, 100], e.g. 0.05")
     return FaultPlan(
         seed=_number(top.get("seed", 0), f"{where}: seed", int),
         delay_scale=None if scale is None else _number(scale, f"{where}: delay_scale", float),
