@@ -1,0 +1,119 @@
+"""`reconciler apply PATH... [--host H] [--parallelism N] [--plan FILE]`: converge the host.
+
+Composes the pipeline (this is the CLI layer): load the manifests (errors print like
+`validate` on stderr, exit 1, the host is never opened), open the host, observe, diff,
+plan, print the plan text (the `plan` renderer), execute it printing one line per step
+as it ends, the root causes again and one outcome per resource, then `Apply: N done, M
+failed, K skipped.` Exit 0 when every step is done, 1 otherwise. `--plan FILE` (from
+`plan --format json`) makes apply refuse unless the plan made now is the reviewed one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+from reconciler.errors import ManifestError, UsageError
+
+if TYPE_CHECKING:
+    from reconciler.cli.hosts import HostSpec
+    from reconciler.execute import ExecuteSettings, Report
+    from reconciler.model.state import DesiredState
+    from reconciler.plan.build import Plan
+
+STALE = "the host changed since the plan was made; run plan again"
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "apply",
+        help="converge the host: plan, then carry the plan out",
+        description="Compare the manifests with the host, print the plan, and carry it out: failed steps "
+        "skip what depends on them, independent work continues. Exit 0 when converged, 1 otherwise.",
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="manifest files or directories")
+    parser.add_argument("--host", metavar="H", help="sim[:DIR] or xen (default: $RECONCILER_HOST, else detected)")
+    parser.add_argument("--parallelism", type=int, metavar="N", help="steps run at once (default: $RECONCILER_PARALLELISM, else 4)")
+    parser.add_argument("--plan", metavar="FILE", help="a JSON plan from `plan --format json`: apply only if it is still what would run")
+    parser.set_defaults(run=run)
+
+
+def _saved_plan(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"--plan {path}: cannot read the saved plan ({exc}); write it with plan --format json --out FILE") from exc
+    if not isinstance(data, dict) or "observed_fingerprint" not in data or "actions" not in data:
+        raise UsageError(f"--plan {path}: not a plan written by plan --format json (no observed_fingerprint/actions)")
+    return data
+
+
+def check_saved(saved: dict[str, Any], plan: Plan) -> None:
+    """Refuse (UsageError) unless `plan` is the saved plan: same host state, same actions."""
+    from reconciler.plan.render_json import plan_to_data
+
+    now = json.loads(json.dumps(plan_to_data(plan), sort_keys=True, default=str))
+    if saved.get("observed_fingerprint") != now["observed_fingerprint"] or saved.get("actions") != now["actions"]:
+        raise UsageError(STALE)
+
+
+def _print_step(line: str) -> None:
+    print(line, flush=True)
+
+
+def _print_report(report: Report) -> None:
+    if report.failures:
+        print("\nFailed:")
+        for result in report.failures:
+            print(f"  {result.step.id}: {result.error}")
+    if report.resources:
+        print()
+        for resource in report.resources:
+            print(resource.sentence())
+    print(report.summary())
+
+
+async def _apply(spec: HostSpec, desired: DesiredState, settings: ExecuteSettings, saved: dict[str, Any] | None) -> int:
+    from reconciler.cli.hosts import open_host
+    from reconciler.cli.plan import render
+    from reconciler.diff import diff
+    from reconciler.execute import execute
+    from reconciler.observe.host import observe_host
+    from reconciler.plan.build import build_plan, fingerprint
+
+    async with open_host(spec) as ports:
+        observed = await observe_host(ports)
+        plan = build_plan(diff(desired, observed), desired, observed, fingerprint=fingerprint(observed))
+        if saved is not None:
+            check_saved(saved, plan)
+        sys.stdout.write(render(plan, "text"))
+        if not plan.steps:
+            return 0
+        print()
+        report = await execute(plan, ports, settings=settings, on_step=lambda r: _print_step(r.line()))
+    _print_report(report)
+    return 0 if report.ok else 1
+
+
+def run(args: argparse.Namespace) -> int:
+    from reconciler.cli.hosts import select_host
+    from reconciler.execute.settings import resolve_settings
+    from reconciler.loader import load
+
+    settings = resolve_settings(args.parallelism)  # flag > environment > default, checked before anything runs
+    loaded = load(args.paths)
+    for diagnostic in loaded.diagnostics:  # the same lines `validate` prints, on stderr
+        print(diagnostic, file=sys.stderr)
+    if loaded.state is None:
+        return 1
+    saved = _saved_plan(args.plan) if args.plan is not None else None
+    try:
+        return asyncio.run(_apply(select_host(args.host), loaded.state, settings, saved))
+    except ManifestError as exc:  # a dependency cycle, at the manifest line of a resource in it
+        for diagnostic in exc.diagnostics:
+            print(diagnostic, file=sys.stderr)
+        return 1

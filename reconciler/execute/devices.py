@@ -1,0 +1,121 @@
+"""Device ops of the op table: attach, detach, and binding PCI devices to pciback.
+
+Touches the host through the ports in `Runtime` only. Called through
+`reconciler.execute.ops.OPS`. Devices are read from the plan's DesiredState (attach)
+or identified by the step's arguments (detach: vdev, NIC index, PCI addresses), so a
+device the manifests no longer name can still be removed. On a retry each handler first
+reads what an earlier try already did (libxl's frontend and pciback nodes).
+"""
+
+from __future__ import annotations
+
+from reconciler import xenfmt
+from reconciler.diff.pci import PCIBACK, matches
+from reconciler.errors import HostError, TerminalHostError
+from reconciler.execute.runtime import Runtime, arg, int_arg, missing, read_or_empty
+from reconciler.model.devices import PCIPassthrough
+from reconciler.plan.steps import Step
+
+
+async def attach(rt: Runtime, step: Step, retry: bool) -> str | None:
+    domid, tools = await rt.domid(step.vm), rt.ports.toolstack
+    if step.kind == "Disk":
+        disk = rt.desired.disks[step.name]
+        if not (retry and await _frontend(rt, domid, "vbd", xenfmt.vdev_to_devid(disk.spec.vdev))):
+            await tools.attach_disk(domid, disk)  # returns once blkback is up (hotplug-status connected)
+        return None
+    if step.kind == "NIC":
+        nic = rt.desired.nics[step.name]
+        if not (retry and nic.spec.index is not None and await _frontend(rt, domid, "vif", nic.spec.index)):
+            await tools.attach_nic(domid, nic)  # the MAC is resolved by the loader (never `auto` here)
+        return None
+    rule = rt.desired.pci[step.name]
+    done = await _assigned(rt, domid) if retry else set()
+    spec = rule.spec
+    for bdf in await _pci_addresses(rt, step, rule):
+        if bdf not in done:  # pciback took it in the pci-assignable-add step before this one
+            await tools.attach_pci(domid, bdf, permissive=spec.permissive, msitranslate=spec.msitranslate,
+                                   power_mgmt=spec.power_mgmt, guest_slot=spec.guest_slot)
+    return None
+
+
+async def detach(rt: Runtime, step: Step, retry: bool) -> str | None:
+    domid, tools = await rt.live_domid(step.vm), rt.ports.toolstack
+    if domid is None:
+        return "the domain is gone, and the device with it"  # a guest that powered off was reaped
+    if step.kind == "Disk":
+        vdev = str(arg(step, "vdev"))
+        if not retry or await _frontend(rt, domid, "vbd", xenfmt.vdev_to_devid(vdev)):
+            await tools.detach_disk(domid, vdev)  # backend Closing -> Closed; the image file is kept
+    elif step.kind == "NIC":
+        index = int_arg(step, "index")
+        if not retry or await _frontend(rt, domid, "vif", index):
+            await tools.detach_nic(domid, index)
+    else:
+        attached = await _assigned(rt, domid)
+        for bdf in _listed(step):
+            if bdf in attached:  # a device the host already lost needs no unplug
+                await tools.detach_pci(domid, bdf)  # it stays on pciback: no dom0 driver grabs it
+    return None
+
+
+async def pci_assignable_add(rt: Runtime, step: Step, retry: bool) -> str | None:
+    # Bind to pciback (unbind the dom0 driver, quarantine) before any guest may get it;
+    # a device already there is left alone (xl would refuse it as already assignable).
+    rule = rt.desired.pci.get(step.name)
+    async with rt.pci_lock:
+        drivers = {d.bdf: d.driver for d in await rt.ports.pciback.inventory()}
+        wanted = await _pci_addresses(rt, step, rule) if rule is not None else _listed(step)
+        bound = [bdf for bdf in wanted if drivers.get(_canonical(bdf)) != PCIBACK]
+        for bdf in bound:
+            await rt.ports.pciback.assignable_add(bdf)
+    return None if bound else "already on pciback"
+
+
+def _listed(step: Step) -> list[str]:
+    devices = arg(step, "devices")
+    return [str(b) for b in devices] if isinstance(devices, list) else []
+
+
+def _canonical(bdf: str) -> str:
+    try:
+        return str(xenfmt.parse_bdf(bdf))
+    except ValueError:
+        return bdf
+
+
+async def _pci_addresses(rt: Runtime, step: Step, rule: PCIPassthrough) -> list[str]:
+    """The step's resolved host addresses, else the rule's bdf, else its match against
+    the inventory now (a plan made from a dump could not resolve it)."""
+    if isinstance(arg(step, "devices"), list):
+        return _listed(step)
+    if rule.spec.bdf:
+        return [rule.spec.bdf]
+    match = rule.spec.match
+    if match is None:
+        raise TerminalHostError(f"PCIPassthrough {step.name!r} names neither bdf nor match; fix the manifest")
+    return sorted(d.bdf for d in await rt.ports.pciback.inventory() if matches(match, d))
+
+
+async def _frontend(rt: Runtime, domid: int, kind: str, devid: int) -> bool:
+    """Does the guest's frontend directory of the device exist (libxl writes it at attach)?"""
+    try:
+        await rt.ports.xenstore.directory(f"/local/domain/{domid}/device/{kind}/{devid}")
+        return True
+    except HostError as exc:
+        if missing(exc):
+            return False
+        raise
+
+
+async def _assigned(rt: Runtime, domid: int) -> set[str]:
+    """Host addresses pciback serves to `domid`: the `dev-<i>` nodes of its pci backend."""
+    base = f"/local/domain/0/backend/pci/{domid}/0"
+    try:
+        keys = [k for k in await rt.ports.xenstore.directory(base) if k.startswith("dev-")]
+    except HostError as exc:
+        if missing(exc):
+            return set()
+        raise
+    values = [(await read_or_empty(rt, f"{base}/{k}")).decode() for k in keys]
+    return {_canonical(v) for v in values if v}

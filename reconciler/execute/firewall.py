@@ -1,0 +1,65 @@
+"""Firewall ops of the op table: insert what a v4v rule resolves to now, delete stale entries.
+
+Touches the host through the ports in `Runtime` only. Called through
+`reconciler.execute.ops.OPS`. A rule is resolved when its step runs, against the
+domains running at that moment (`Runtime.running`), with the same pure resolver the
+diff uses (`reconciler.diff.firewall.rule_entries`): the domids of VMs this run built
+exist only now. Listing and changing the table happen under one lock, so two rules
+never insert the same entry twice.
+"""
+
+from __future__ import annotations
+
+from reconciler.diff.firewall import rule_entries
+from reconciler.errors import TerminalHostError
+from reconciler.execute.runtime import Runtime, arg
+from reconciler.model.host import FirewallEntry
+from reconciler.plan.steps import Step
+
+_OPTIONS = {"--dom-in": "dom_in", "--dom-out": "dom_out", "--port-in": "port_in", "--port-out": "port_out"}
+
+
+def parse_entry(text: str) -> FirewallEntry:
+    """`--dom-in 3 --dom-out 0 --port-out 80 -j ACCEPT` (`str(FirewallEntry)`, as plans
+    carry entries) -> the entry; TerminalHostError naming the text otherwise."""
+    words = text.split()
+    values: dict[str, int] = {}
+    target = "ACCEPT"
+    try:
+        for flag, value in zip(words[::2], words[1::2], strict=True):
+            if flag == "-j" and value in ("ACCEPT", "REJECT"):
+                target = value
+            else:
+                values[_OPTIONS[flag]] = int(value)
+    except (KeyError, ValueError) as exc:
+        raise TerminalHostError(f"the plan holds a firewall entry {text!r} that is not viptables options; "
+                                "run plan again") from exc
+    return FirewallEntry(target=target, **values)  # type: ignore[arg-type]
+
+
+async def fw_apply(rt: Runtime, step: Step, retry: bool) -> str | None:
+    # v4v is default-deny: insert the rule's entries that resolve now. Entries already
+    # present are left alone; stale ones go through fw-remove steps of their own.
+    rule = rt.desired.v4v_rules[step.name]
+    async with rt.firewall_lock:
+        wanted = rule_entries(rule, await rt.running())
+        present = set(await rt.ports.firewall.list())
+        missing = sorted(wanted - present)
+        for entry in missing:
+            await rt.ports.firewall.insert(entry)  # position 1: above the trailing REJECT
+    if not wanted:
+        return "resolves to no entry yet (a VM it names is not running)"
+    return None
+
+
+async def fw_remove(rt: Runtime, step: Step, retry: bool) -> str | None:
+    # xenmgr unapplies entries when a VM stops; deleting an absent entry is an error in
+    # viptables, so only what the table still holds is deleted.
+    texts = arg(step, "entries")
+    entries = [parse_entry(str(t)) for t in texts] if isinstance(texts, list) else []
+    async with rt.firewall_lock:
+        present = set(await rt.ports.firewall.list())
+        for entry in entries:
+            if entry in present:
+                await rt.ports.firewall.delete(entry)
+    return None

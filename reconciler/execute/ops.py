@@ -1,0 +1,156 @@
+"""The op table: each plan step op -> the port calls that carry it out, one why per rule.
+
+Touches the host through the ports in `Runtime` only. `OPS[step.op](rt, step, retry)`
+is called by `reconciler.execute.run` for every step; a handler returns None or a note
+for the step line, and raises `HostError`s (transient ones are retried by the caller,
+with `retry=True` so a handler can first check what an earlier try already did).
+Device ops live in `reconciler.execute.devices`, firewall ops in
+`reconciler.execute.firewall`; the table at the end names them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+
+from reconciler.diff.applied import applied_record
+from reconciler.errors import HostError, TerminalHostError
+from reconciler.execute.devices import attach, detach, pci_assignable_add
+from reconciler.execute.firewall import fw_apply, fw_remove
+from reconciler.execute.runtime import RECORD, Runtime, arg, int_arg, read_or_empty
+from reconciler.plan.steps import Op, Step
+from reconciler.ports import XenstoreOps
+
+Handler = Callable[[Runtime, Step, bool], Awaitable[str | None]]
+
+
+# ---- VM lifecycle ---------------------------------------------------------------------
+
+
+async def create(rt: Runtime, step: Step, retry: bool) -> str | None:
+    vm = rt.desired.vms[step.name]
+    existing = await rt.live_domid(step.name) if retry else None
+    # A try whose answer was lost may have built it: adopt that domain instead of failing on the name.
+    domid = existing if existing is not None else await rt.ports.toolstack.create(vm, paused=True)
+    rt.domids[step.name] = domid
+    # Neither xl nor the simulated toolstack writes vm-data/: the guest reads it at boot,
+    # so it goes in while the domain is still paused.
+    await _write_data(rt, domid, dict(vm.spec.xenstore_data))
+    return None
+
+
+async def record(rt: Runtime, step: Step, retry: bool) -> str | None:
+    # Marks the domain ours and keeps what the host cannot show; one transaction, so an
+    # observer never sees a marker without the record it vouches for.
+    uuid, (text, digest) = rt.desired.vms[step.name].spec.uuid, applied_record(rt.desired, step.name)
+    base = f"/vm/{uuid}/{RECORD}"
+
+    async def body(tx: XenstoreOps) -> None:
+        await tx.write(f"{base}/managed", "1")
+        await tx.write(f"{base}/digest", digest)
+        await tx.write(f"{base}/applied", text)
+
+    await rt.ports.xenstore.transaction(body)
+    return None
+
+
+async def unpause(rt: Runtime, step: Step, retry: bool) -> str | None:
+    await rt.ports.toolstack.unpause(await rt.domid(step.name))
+    return None
+
+
+async def pause(rt: Runtime, step: Step, retry: bool) -> str | None:
+    await rt.ports.toolstack.pause(await rt.domid(step.name))
+    return None
+
+
+async def wait_sentinel(rt: Runtime, step: Step, retry: bool) -> str | None:
+    # "running" is long before the services are up: the guest writes its sentinel node
+    # when they are. A watch fires at once and on every change; re-read on each event.
+    node, timeout = str(arg(step, "node")), rt.settings.sentinel_timeout_s
+    path = f"/local/domain/{await rt.domid(step.name)}/{node}"
+    stream = await rt.ports.xenstore.watch(path)
+    try:
+        async with asyncio.timeout(timeout):
+            async for _ in stream:
+                if await read_or_empty(rt, path):
+                    return None
+    except TimeoutError:
+        raise TerminalHostError(f"VM {step.name!r} did not write {path} within {timeout:g} s; check that its "
+                                f"agent writes the bootSentinel node, or raise the timeout") from None
+    finally:
+        await stream.close()
+    raise TerminalHostError(f"the watch on {path} ended before the guest wrote it; run apply again")
+
+
+async def shutdown(rt: Runtime, step: Step, retry: bool) -> str | None:
+    # Graceful first (`xl shutdown -w`): the guest flushes its disks. A guest that does not
+    # cooperate is no reason to stop here: the destroy step after this one ends it.
+    domid = await rt.live_domid(step.name)
+    if domid is None:
+        return "already gone"
+    try:
+        await rt.ports.toolstack.shutdown(domid, timeout=rt.settings.shutdown_timeout_s)
+    except HostError as exc:
+        if await rt.live_domid(step.name) is None:
+            return "gone while shutting down"
+        return f"not shut down gracefully ({exc}); destroyed next"
+    return None
+
+
+async def destroy(rt: Runtime, step: Step, retry: bool) -> str | None:
+    domid = await rt.live_domid(step.name)
+    if domid is not None:  # a cooperative guest powered off and the toolstack reaped it already
+        await rt.ports.toolstack.destroy(domid)
+    rt.domids.pop(step.name, None)
+    return None
+
+
+async def mem_set(rt: Runtime, step: Step, retry: bool) -> str | None:
+    await rt.ports.toolstack.mem_set(await rt.domid(step.name), int_arg(step, "memory"))
+    return None
+
+
+async def vcpu_set(rt: Runtime, step: Step, retry: bool) -> str | None:
+    await rt.ports.toolstack.vcpu_set(await rt.domid(step.name), int_arg(step, "vcpus"))
+    return None
+
+
+async def xenstore_write(rt: Runtime, step: Step, retry: bool) -> str | None:
+    data = arg(step, "data")
+    if not isinstance(data, dict):
+        raise TerminalHostError(f"step {step.id} has no xenstore data; the plan is malformed: run plan again")
+    await _write_data(rt, await rt.domid(step.name), {str(k): str(v) for k, v in data.items()})
+    return None
+
+
+async def _write_data(rt: Runtime, domid: int, data: Mapping[str, str]) -> None:
+    if not data:
+        return
+
+    async def body(tx: XenstoreOps) -> None:
+        for key, value in sorted(data.items()):  # keys are vm-data/... (the loader refuses others)
+            await tx.write(f"/local/domain/{domid}/{key}", value)
+
+    await rt.ports.xenstore.transaction(body)
+
+
+# Every op of `reconciler.plan.steps.Op`, in the order a VM's life uses them; the
+# planner's edge rules (`reconciler.plan.rules`) decide when each may run.
+OPS: dict[Op, Handler] = {
+    "pci-assignable-add": pci_assignable_add,  # quarantine on pciback before the build
+    "create": create,  # `xl create -p`: built paused, so nothing runs before its devices
+    "record": record,  # managed marker + last-applied record, before anything else can fail
+    "attach": attach,  # block/network/pci-attach onto the paused (or running) domain
+    "fw-apply": fw_apply,  # v4v entries resolved now, before the guest may talk
+    "unpause": unpause,  # the guest runs: devices and rules are in place
+    "wait-sentinel": wait_sentinel,  # dependents wait for the services, not for "running"
+    "pause": pause,  # desired state: paused
+    "mem-set": mem_set,  # balloon target within maxMemory
+    "vcpu-set": vcpu_set,  # online vCPUs within maxVcpus
+    "xenstore-write": xenstore_write,  # vm-data/ keys, live
+    "shutdown": shutdown,  # graceful, bounded; destroy follows regardless
+    "detach": detach,  # after shutdown (flushed), before destroy (clean Closing -> Closed)
+    "destroy": destroy,  # what the guest did not finish
+    "fw-remove": fw_remove,  # entries of stopped domains, after they stopped
+}

@@ -1,0 +1,110 @@
+"""Execute a Plan against a host: the plan's DAG, at most N steps at once, failures isolated.
+
+Touches the host through `reconciler.ports.HostPorts` only (no drivers: the CLI passes
+the ports in). `execute(plan, ports, settings=...)` starts a step as soon as every step
+it depends on is done (no generation barriers), runs it through the op table
+(`reconciler.execute.ops.OPS`) under the one retry policy, and when a step fails marks
+every step that depends on it, transitively, skipped: only the root cause carries an
+error. Independent steps go on. Called by `reconciler apply` (and the watch loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import time
+from collections.abc import Callable
+
+import networkx as nx
+
+from reconciler.errors import HostError
+from reconciler.execute.ops import OPS
+from reconciler.execute.report import Report, StepResult, make_report
+from reconciler.execute.runtime import Runtime
+from reconciler.execute.settings import ExecuteSettings, retrying
+from reconciler.plan.build import Plan
+from reconciler.plan.steps import Step
+from reconciler.ports import HostPorts
+
+OnStep = Callable[[StepResult], None]
+
+
+async def run_step(rt: Runtime, step: Step) -> StepResult:
+    """One step under the retry policy: done, or failed with the host's last sentence.
+    Only HostErrors fail a step; anything else is a bug and propagates."""
+    started, tries = time.monotonic(), 0
+    try:
+        async for attempt in retrying(rt.settings):
+            with attempt:
+                tries = attempt.retry_state.attempt_number
+                note = await OPS[step.op](rt, step, tries > 1)
+    except HostError as exc:
+        return StepResult(step, "failed", time.monotonic() - started, tries, error=str(exc) or type(exc).__name__)
+    return StepResult(step, "done", time.monotonic() - started, tries, note=note)
+
+
+class _Schedule:
+    """The bookkeeping of one run: what waits for how many steps, what may start next
+    (ordered by the plan's generation, then id, so equal runs start steps alike)."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.graph = plan.graph
+        self.rank = {sid: n for n, generation in enumerate(plan.generations) for sid in generation}
+        self.waiting = {sid: self.graph.in_degree(sid) for sid in self.graph.nodes}
+        self.ready: list[tuple[int, str]] = [(self.rank[s], s) for s, n in self.waiting.items() if n == 0]
+        heapq.heapify(self.ready)
+        self.settled: set[str] = set()
+
+    def pop(self) -> str:
+        return heapq.heappop(self.ready)[1]
+
+    def succeeded(self, sid: str) -> None:
+        self.settled.add(sid)
+        for after in sorted(self.graph.successors(sid)):
+            self.waiting[after] -= 1
+            if self.waiting[after] == 0 and after not in self.settled:
+                heapq.heappush(self.ready, (self.rank[after], after))
+
+    def failed(self, sid: str) -> list[str]:
+        """Settle `sid` and every step depending on it; the newly skipped, sorted."""
+        self.settled.add(sid)
+        skipped = sorted(d for d in nx.descendants(self.graph, sid) if d not in self.settled)
+        self.settled.update(skipped)
+        return skipped
+
+
+async def execute(plan: Plan, ports: HostPorts, *, settings: ExecuteSettings,
+                  on_step: OnStep | None = None) -> Report:
+    """Carry out `plan` on the host behind `ports`; `on_step` sees each result as it ends."""
+    rt = Runtime(ports, plan.desired, settings)
+    steps = {s.id: s for s in plan.steps}
+    schedule, results = _Schedule(plan), []
+    running: dict[asyncio.Task[StepResult], str] = {}
+
+    def emit(result: StepResult) -> None:
+        results.append(result)
+        if on_step is not None:
+            on_step(result)
+
+    if steps:
+        await rt.domains()  # the domids of the VMs that already run
+    try:
+        while schedule.ready or running:
+            while schedule.ready and len(running) < settings.parallelism:
+                sid = schedule.pop()
+                running[asyncio.create_task(run_step(rt, steps[sid]), name=sid)] = sid
+            finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in sorted(finished, key=lambda t: running[t]):
+                sid = running.pop(task)
+                result = task.result()
+                emit(result)
+                if result.outcome == "done":
+                    schedule.succeeded(sid)
+                else:
+                    for skipped in schedule.failed(sid):
+                        emit(StepResult(steps[skipped], "skipped", cause=sid))
+    finally:
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+    return make_report(plan, results)

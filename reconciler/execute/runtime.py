@@ -1,0 +1,110 @@
+"""What the step handlers share during one execution: the ports, the plan's desired
+state, the domids known so far, and the locks that keep concurrent steps consistent.
+
+Touches the host through `reconciler.ports.HostPorts` only. Built by
+`reconciler.execute.run.execute`; read by the op table in `reconciler.execute.ops`.
+Domids come from the host (`list_domains` at start, refreshed on a miss) and from
+`create` for the domains this run builds, never from the plan (STYLE 4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from reconciler.diff.firewall import RunningVM
+from reconciler.errors import HostError, TerminalHostError
+from reconciler.execute.settings import ExecuteSettings
+from reconciler.model.host import DomainStatus
+from reconciler.model.state import DesiredState
+from reconciler.plan.steps import Step
+from reconciler.ports import HostPorts
+
+LIVE = ("running", "paused")  # powers in which a domain holds devices and firewall entries
+RECORD = "reconciler"  # /vm/<uuid>/reconciler/{managed,digest,applied}, written by `record`
+
+
+@dataclass
+class Runtime:
+    ports: HostPorts
+    desired: DesiredState
+    settings: ExecuteSettings
+    domids: dict[str, int] = field(default_factory=dict)  # VM name -> domid, as last seen
+    firewall_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # list-then-insert is one unit
+    pci_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # inventory-then-bind likewise
+
+    async def domains(self) -> list[DomainStatus]:
+        """`xl list` now, also refreshing the name -> domid table."""
+        listed = await self.ports.toolstack.list_domains()
+        self.domids = {d.name: d.domid for d in listed}
+        return listed
+
+    async def domid(self, vm: str) -> int:
+        """The domid of VM `vm`'s domain; TerminalHostError when the host has none."""
+        if vm not in self.domids:
+            await self.domains()
+        if vm not in self.domids:
+            raise TerminalHostError(f"VM {vm!r} has no domain on {self.ports.name}; it was stopped or destroyed "
+                                    "outside the reconciler since the plan was made: run apply again")
+        return self.domids[vm]
+
+    async def live_domid(self, vm: str) -> int | None:
+        """The domid of `vm` if its domain exists right now (fresh listing), else None."""
+        for status in await self.domains():
+            if status.name == vm:
+                return status.domid
+        return None
+
+    async def running(self) -> dict[str, RunningVM]:
+        """The running set the v4v resolver needs, as the host shows it at this moment:
+        stub domains (`<guest>-dm`) folded into their guest, manifest types only for
+        domains the reconciler manages (as the diff does, `reconciler.diff.rules`)."""
+        listed = [d for d in await self.domains() if d.power in LIVE]
+        names = {d.name for d in listed}
+        stubs = {d.name.removesuffix("-dm"): d.domid for d in listed
+                 if d.name.endswith("-dm") and d.name.removesuffix("-dm") in names and d.name not in self.desired.vms}
+        guests = [d for d in listed if not (d.name.endswith("-dm") and d.name.removesuffix("-dm") in stubs)]
+        managed = await asyncio.gather(*(self._managed(d) for d in guests))
+        out: dict[str, RunningVM] = {}
+        for status, ours in zip(guests, managed):
+            vm = self.desired.vms.get(status.name)
+            kind = vm.spec.type if vm is not None and ours else None
+            out[status.name] = RunningVM(status.domid, kind, status.uuid, stubs.get(status.name))
+        return out
+
+    async def _managed(self, status: DomainStatus) -> bool:
+        if status.name not in self.desired.vms:
+            return False  # only the type of a desired VM matters
+        try:
+            return (await self.ports.xenstore.read(f"/vm/{status.uuid}/{RECORD}/managed")).strip() == b"1"
+        except HostError as exc:
+            if missing(exc):
+                return False
+            raise
+
+
+def missing(exc: HostError) -> bool:
+    """Did xenstore answer ENOENT? (Drivers tag their errors with the xenstore name.)"""
+    return getattr(exc, "errno_name", None) == "ENOENT"
+
+
+def arg(step: Step, key: str) -> object:
+    """One of the step's plan arguments (None when absent)."""
+    return dict(step.args).get(key)
+
+
+def int_arg(step: Step, key: str) -> int:
+    value = arg(step, key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TerminalHostError(f"step {step.id} has no integer {key!r}; the plan is malformed: run plan again")
+    return value
+
+
+async def read_or_empty(rt: Runtime, path: str) -> bytes:
+    """A xenstore node's value, b"" when it does not exist."""
+    try:
+        return await rt.ports.xenstore.read(path)
+    except HostError as exc:
+        if missing(exc):
+            return b""
+        raise
