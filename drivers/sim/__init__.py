@@ -6,7 +6,8 @@ implement). Everything lives in the state directory: `xenstore.json` and `host.j
 optional), `xenstored.sock` (Xen's `xenstore-*` tools work on it) and `host.sock`.
 Modules: `layout`/`devices`/`progress`/`ops` (libxl's xenstore writes as data), `host`
 (the process side), `toolstack`/`attach`/`pcidev`/`guests`/`backends` (behaviour),
-`domains`/`pci`/`firewall`/`faults` (tables), `rpc`/`client`/`dispatch` (transport).
+`domains`/`pci`/`firewall`/`faults` (tables), `rpc`/`client`/`dispatch` (transport),
+`direct` (the in-process xenstore port used when the host is embedded).
 
 What it does NOT model: no guest OS runs (a guest only answers `control/shutdown` and
 connects its frontends); no event channels, grant tables or rings (ring-ref/port
@@ -41,6 +42,7 @@ async def open_sim(state_dir: Path, *, delay_scale: float | None = None) -> Asyn
     embedded host) speeds up every simulated delay, e.g. 0.02 in tests."""
     from drivers.sim import settings as names
     from drivers.sim.client import SimFirewall, SimPciBack, SimToolstack
+    from drivers.sim.direct import DirectXenstore
     from drivers.sim.host import DirectoryBusy, SimHost
     from drivers.sim.rpc import RpcClient, socket_answers
     from drivers.xenstore import ClientSettings, XenstoreClient
@@ -58,10 +60,13 @@ async def open_sim(state_dir: Path, *, delay_scale: float | None = None) -> Asyn
                 raise
             await asyncio.sleep(0.05)
     settings = host.core.settings if host else names.HostSettings()
-    xs: XenstoreClient | None = None
+    xs: XenstoreClient | DirectXenstore | None = None
     rpc: RpcClient | None = None
     try:
-        xs = await XenstoreClient.connect(ClientSettings(path=str(state_dir / names.XENSTORE_SOCKET)))
+        if host is not None:  # same process: skip the wire (a big walk is 60x faster), see `direct`
+            xs = DirectXenstore(host.store)
+        else:
+            xs = await XenstoreClient.connect(ClientSettings(path=str(state_dir / names.XENSTORE_SOCKET)))
         rpc = await RpcClient.connect(state_dir / names.HOST_SOCKET, settings.rpc_timeout_s)
         yield HostPorts(f"sim:{state_dir}", xs, SimToolstack(rpc), SimPciBack(rpc), SimFirewall(rpc))
     finally:
