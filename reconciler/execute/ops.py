@@ -33,6 +33,7 @@ async def create(rt: Runtime, step: Step, retry: bool) -> str | None:
     # A try whose answer was lost may have built it: adopt that domain instead of failing on the name.
     domid = existing if existing is not None else await rt.ports.toolstack.create(vm, paused=True)
     rt.domids[step.name] = domid
+    rt.built.add(step.name)
     # Neither xl nor the simulated toolstack writes vm-data/: the guest reads it at boot,
     # so it goes in while the domain is still paused.
     await _write_data(rt, domid, dict(vm.spec.xenstore_data))

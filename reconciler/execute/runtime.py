@@ -30,6 +30,7 @@ class Runtime:
     desired: DesiredState
     settings: ExecuteSettings
     domids: dict[str, int] = field(default_factory=dict)  # VM name -> domid, as last seen
+    built: set[str] = field(default_factory=set)  # VMs this run created: ours before `record` ran
     firewall_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # list-then-insert is one unit
     pci_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # inventory-then-bind likewise
 
@@ -75,6 +76,8 @@ class Runtime:
     async def _managed(self, status: DomainStatus) -> bool:
         if status.name not in self.desired.vms:
             return False  # only the type of a desired VM matters
+        if self.domids.get(status.name) == status.domid and status.name in self.built:
+            return True  # built by this run; its record may still be on its way
         try:
             return (await self.ports.xenstore.read(f"/vm/{status.uuid}/{RECORD}/managed")).strip() == b"1"
         except HostError as exc:
