@@ -18,6 +18,24 @@ from reconciler.model.common import PATTERN_WORDS
 M = TypeVar("M", bound=BaseModel)
 
 
+def _index(nodes: Mapping[str, str]) -> dict[str, list[str]]:
+    """Child names by parent path: one pass over 100k nodes, then the ancestors a
+    grep'ed dump never printed (each entered once, under its own parent)."""
+    children: dict[str, list[str]] = {}
+    for path in nodes:
+        if path != "/":
+            parent, _, name = path.rpartition("/")
+            children.setdefault(parent or "/", []).append(name)
+    missing = [path for path in children if path != "/" and path not in nodes]
+    while missing:
+        parent, _, name = missing.pop().rpartition("/")
+        parent = parent or "/"
+        if parent not in children and parent != "/" and parent not in nodes:
+            missing.append(parent)
+        children.setdefault(parent, []).append(name)
+    return children
+
+
 class Tree:
     """A xenstore snapshot: values by absolute path, children by parent, problems."""
 
@@ -28,17 +46,7 @@ class Tree:
         # Domain names already reported as unusable in manifests: errors they cause
         # again in device models (`spec.vm`, derived names) are not repeated.
         self.bad_names: set[str] = set()
-        self._children: dict[str, list[str]] = {}
-        for path in nodes:
-            parent, _, name = path.rpartition("/")
-            self._children.setdefault(parent or "/", []).append(name)
-            # A grep'ed dump may list a node whose parents it never printed.
-            while parent:
-                parent, _, name = parent.rpartition("/")
-                names = self._children.setdefault(parent or "/", [])
-                if name in names:
-                    break
-                names.append(name)
+        self._children = _index(nodes)
 
     def problem(self, message: str) -> None:
         if message not in self.problems:
