@@ -79,13 +79,13 @@ class DirectXenstore(_Ops):
         self._store = store
 
     async def snapshot(self, path: str = "/") -> dict[str, bytes]:
-        """Every node at and below `path`, parents first (dom0 may read everything)."""
-        items = self._store.items()
+        """Every node at and below `path` (dom0 may read everything)."""
+        values = self._store.values()
         if path == "/":
-            return {p: node.value for p, node in items}
+            return values
         self._store.lookup(path, DOM0)  # ENOENT as the wire client raises it
         prefix = path.rstrip("/") + "/"
-        return {p: node.value for p, node in items if p == path or p.startswith(prefix)}
+        return {p: value for p, value in values.items() if p == path or p.startswith(prefix)}
 
     async def watch(self, path: str, token: str | None = None) -> _Stream:
         return _Stream(self._store, path, token or f"direct-{next(_tokens)}")
