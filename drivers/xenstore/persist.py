@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from drivers.xenstore.nodes import ROOT_PERMS, Node, parent_of
+from drivers.xenstore.nodes import ROOT_PERMS, Node
 from drivers.xenstore.store import Store
 from drivers.xenstore.wire import SPECIAL_PATHS, path_problem
 from reconciler.atomic import write_bytes_atomic
@@ -87,24 +87,33 @@ def _perms(text: Any) -> tuple[Perm, ...]:
 
 
 def _restore(doc: Any) -> Store:
+    """Rebuild the tree; parents come before children in a saved file. A host of
+    1,000 guests has ~115k nodes sharing a few dozen permission lists, so each list
+    is parsed once, and each node is built once (children filled in place before the
+    store is published)."""
     nodes: dict[str, Node] = {}
     children: dict[str, list[str]] = {}
-    gen = 0
-    for path, value, perms in doc["nodes"]:
-        gen += 1
-        if path != "/" and (path_problem(path) or not path.startswith("/") or parent_of(path) not in nodes):
-            raise ValueError(f"bad or orphaned node path {path!r}")
-        if path in nodes:
-            raise ValueError(f"duplicate node {path!r}")
-        nodes[path] = Node(value.encode("latin-1"), _perms(perms), (), gen)
-        children[path] = []
+    parsed: dict[str, tuple[Perm, ...]] = {}
+    for gen, (path, value, perms) in enumerate(doc["nodes"], start=1):
         if path != "/":
-            children[parent_of(path)].append(path.rsplit("/", 1)[1])
+            parent, _, name = path.rpartition("/")
+            siblings = children.get(parent or "/")
+            if siblings is None or path_problem(path) or not path.startswith("/"):
+                raise ValueError(f"bad or orphaned node path {path!r}")
+            if path in nodes:
+                raise ValueError(f"duplicate node {path!r}")
+            siblings.append(name)
+        elif nodes:
+            raise ValueError("duplicate node '/'")
+        acl = parsed.get(perms)
+        if acl is None:
+            acl = parsed[perms] = _perms(perms)
+        nodes[path] = Node(value.encode("latin-1"), acl, (), gen)
+        children[path] = []
     if "/" not in nodes:
         raise ValueError("no root node")
     for path, names in children.items():
-        node = nodes[path]
-        nodes[path] = Node(node.value, node.perms, tuple(names), node.gen)
+        nodes[path].children = tuple(names)
     special = {p: _perms(t) for p, t in doc["special"].items() if p in SPECIAL_PATHS}
     store = Store()
     store.restore(nodes, special or {p: ROOT_PERMS for p in SPECIAL_PATHS}, {int(d) for d in doc["introduced"]})
