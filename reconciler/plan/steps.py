@@ -215,7 +215,7 @@ def _fw_apply(change: ResourceChange, inputs: Inputs) -> list[Step]:
     steps = [make("V4VRule", change.name, change.vm, "fw-apply")]
     # xenmgr re-applies every rule that names a VM when that VM starts (openxt.md 4.3):
     # `dom-type=ndvm` resolves to the new NDVM's domid only once it is built.
-    for other in sorted(inputs.references(change.name) & inputs.starting - {change.vm}):
+    for other in sorted((inputs.references(change.name) & inputs.starting) - {change.vm}):
         steps.append(make("V4VRule", change.name, change.vm, "fw-apply", None, other))
     return steps
 
