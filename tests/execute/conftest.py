@@ -42,6 +42,7 @@ class ServedHost:
         self.host: SimHost = self._call(SimHost.open(state_dir, delay_scale=FAST))
         self._ports_cm = open_sim(state_dir)
         self.ports: HostPorts = self._call(self._ports_cm.__aenter__())
+        self._stopping = threading.Event()
         self._agent = self._call(self._start_agent())
 
     def _call(self, coro: Coroutine[Any, Any, Any]) -> Any:
@@ -56,7 +57,7 @@ class ServedHost:
     async def _guest_agent(self) -> None:
         """What network-slave does in an OpenXT NDVM: write the sentinel once up."""
         written: set[tuple[int, str]] = set()
-        while True:
+        while not self._stopping.is_set():
             for status in await self.ports.toolstack.list_domains():
                 node = self.sentinels.get(status.name)
                 if node and status.power == "running" and (status.domid, node) not in written:
@@ -66,6 +67,9 @@ class ServedHost:
 
     def close(self) -> None:
         async def stop() -> None:
+            # Python 3.11's wait_for may swallow a cancel that races a reply (the RPC
+            # client uses it), so the agent also stops on the event at its next turn.
+            self._stopping.set()
             self._agent.cancel()
             await asyncio.gather(self._agent, return_exceptions=True)
             await self._ports_cm.__aexit__(None, None, None)

@@ -1,0 +1,114 @@
+"""`reconciler apply` as users call it: `--plan FILE` applies only the reviewed plan,
+bad manifests never reach the host, bad flags are one line, secrets are never printed."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+Cli = Callable[..., tuple[int, str, str]]
+
+WEB = """\
+apiVersion: xen.reconciler/v1
+kind: VM
+metadata: {name: web}
+spec:
+  virt: hvm
+  memory: 512
+  maxMemory: 1024
+  display: {type: vnc, vncPassword: hunter2-very-secret}
+  disks: [{vdev: hda, target: /srv/web.img}]
+"""
+
+
+def test_saved_plan_is_applied_when_the_host_has_not_changed(served: Callable[..., Any], cli: Cli, tmp_path: Path,
+                                                              write_manifest: Callable[[str, str], Path]) -> None:
+    folder = write_manifest("web.yaml", WEB)
+    host = served()
+    saved = tmp_path / "plan.json"
+    assert cli("plan", str(folder), "--format", "json", "--out", str(saved))[0] == 0
+    code, out, err = cli("apply", str(folder), "--plan", str(saved))
+    assert (code, err) == (0, ""), out
+    assert [d.name for d in host.run(lambda p: p.toolstack.list_domains())] == ["web"]
+
+
+def test_saved_plan_is_refused_once_the_host_changed(served: Callable[..., Any], cli: Cli, tmp_path: Path,
+                                                     write_manifest: Callable[[str, str], Path]) -> None:
+    folder = write_manifest("web.yaml", WEB)
+    host = served()
+    assert cli("apply", str(folder))[0] == 0
+    web = host.run(lambda p: p.toolstack.list_domains())[0].domid
+    host.run(lambda p: p.toolstack.mem_set(web, 768))
+    saved = tmp_path / "plan.json"
+    assert cli("plan", str(folder), "--format", "json", "--out", str(saved))[0] == 0
+    host.run(lambda p: p.toolstack.mem_set(web, 640))  # drift after the review
+    code, out, err = cli("apply", str(folder), "--plan", str(saved))
+    assert code == 1 and out == ""
+    assert err == "reconciler: error: the host changed since the plan was made; run plan again\n"
+    assert host.run(lambda p: p.toolstack.list_domains())[0].memory_mib == 640  # nothing was done
+
+
+def test_saved_plan_with_other_actions_is_refused(served: Callable[..., Any], cli: Cli, tmp_path: Path,
+                                                  write_manifest: Callable[[str, str], Path]) -> None:
+    folder = write_manifest("web.yaml", WEB)
+    host = served()
+    saved = tmp_path / "plan.json"
+    assert cli("plan", str(folder), "--format", "json", "--out", str(saved))[0] == 0
+    data = json.loads(saved.read_text())
+    data["actions"] = data["actions"][:-1]  # the reviewed plan did less than what would run now
+    saved.write_text(json.dumps(data))
+    code, _, err = cli("apply", str(folder), "--plan", str(saved))
+    assert code == 1 and "the host changed since the plan was made; run plan again" in err
+    assert host.run(lambda p: p.toolstack.list_domains()) == []
+
+
+def test_unreadable_saved_plan_is_one_line(cli: Cli, tmp_path: Path, write_manifest: Callable[[str, str], Path]) -> None:
+    folder = write_manifest("web.yaml", WEB)
+    saved = tmp_path / "plan.json"
+    saved.write_text("{not json")
+    code, _, err = cli("apply", str(folder), "--plan", str(saved))
+    assert code == 1 and err.count("\n") == 1 and "cannot read the saved plan" in err
+
+
+def test_bad_manifest_exits_1_and_never_opens_the_host(cli: Cli, state_dir: Path,
+                                                       write_manifest: Callable[[str, str], Path]) -> None:
+    folder = write_manifest("web.yaml", WEB.replace("memory: 512", "memory: lots"))
+    code, out, err = cli("apply", str(folder))
+    assert code == 1 and out == ""
+    assert err.startswith(f"{folder}/web.yaml:6:") and ": error: " in err and "Traceback" not in err
+    assert list(state_dir.iterdir()) == []  # no socket, no state file: the sim host was never started
+
+
+def test_bad_manifest_leaves_a_running_host_unchanged(served: Callable[..., Any], cli: Cli,
+                                                      write_manifest: Callable[[str, str], Path]) -> None:
+    folder = write_manifest("web.yaml", WEB)
+    host = served()
+    assert cli("apply", str(folder))[0] == 0
+    async def state(ports: Any) -> tuple[object, ...]:  # what apply would change; backends settle on their own
+        return (await ports.toolstack.list_domains(), await ports.firewall.list(), await ports.xenstore.snapshot("/vm"))
+
+    before = host.run(state)
+    (folder / "web.yaml").write_text(WEB.replace("memory: 512", "memory: 2048"))  # above maxMemory: invalid
+    code, out, err = cli("apply", str(folder))
+    assert code == 1 and out == "" and "maxMemory" in err
+    assert host.run(state) == before
+
+
+def test_parallelism_below_one_is_refused_in_one_line(cli: Cli, write_manifest: Callable[[str, str], Path]) -> None:
+    code, _, err = cli("apply", str(write_manifest("web.yaml", WEB)), "--parallelism", "0")
+    assert code == 1
+    assert err == "reconciler: error: parallelism must be at least 1, found 0; use --parallelism 1 or more\n"
+
+
+def test_secrets_never_reach_the_output_or_the_record(served: Callable[..., Any], cli: Cli,
+                                                       write_manifest: Callable[[str, str], Path]) -> None:
+    folder = write_manifest("web.yaml", WEB)
+    host = served()
+    code, out, err = cli("apply", str(folder))
+    assert code == 0
+    assert "hunter2" not in out + err
+    tree = host.run(lambda p: p.xenstore.snapshot("/vm"))
+    applied = [v for k, v in tree.items() if k.endswith("/reconciler/applied")]
+    assert len(applied) == 1 and b"hunter2" not in applied[0] and b"sha256:" in applied[0]

@@ -1,0 +1,127 @@
+"""Faults injected into the simulated host (DIR/faults.yaml): the failed step's dependents
+are skipped, independent VMs still converge, apply exits 1 and names only the root cause;
+after the fault is cleared a second apply converges. Transient errors are retried."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+Cli = Callable[..., tuple[int, str, str]]
+
+VM = """\
+apiVersion: xen.reconciler/v1
+kind: VM
+metadata: {{name: {name}}}
+spec:
+  virt: pv
+  kernel: /boot/vmlinuz
+  memory: 256
+{extra}  disks: [{{vdev: xvda, target: /srv/{name}.img}}]
+  nics: [{{bridge: xenbr0, type: vif}}]
+"""
+
+
+def vm(name: str, extra: str = "") -> str:
+    return VM.format(name=name, extra=extra)
+
+
+def outcomes(out: str) -> dict[str, str]:
+    """step id -> done|failed|skipped, from the lines apply prints as steps end."""
+    return dict(re.findall(r"^([a-z0-9]+/[a-z0-9@-]+/[a-z-]+(?:@[a-z0-9-]+)?): (done|failed|skipped)", out, re.M))
+
+
+def failed_section(out: str) -> list[str]:
+    block = out.split("\nFailed:\n", 1)[1].split("\n\n", 1)[0]
+    return [line.strip().split(":", 1)[0] for line in block.splitlines()]
+
+
+def running(host: Any) -> dict[str, str]:
+    return {d.name: d.power for d in host.run(lambda p: p.toolstack.list_domains())}
+
+
+@pytest.fixture
+def two_vms(write_manifest: Callable[[str, str], Path]) -> Path:
+    write_manifest("web.yaml", vm("web", '  pci: [{bdf: "0000:00:1f.6"}]\n'))
+    return write_manifest("db.yaml", vm("db"))
+
+
+def test_error_on_one_op_skips_its_dependents_and_the_rest_converges(
+        served: Callable[..., Any], cli: Cli, state_dir: Path, two_vms: Path) -> None:
+    faults = state_dir / "faults.yaml"
+    faults.write_text("operations:\n  attach_pci: {error_rate: 1.0}\n")
+    host = served()
+    code, out, _ = cli("apply", str(two_vms))
+    assert code == 1
+    steps = outcomes(out)
+    assert steps["pci/web-pci-0/attach"] == "failed" and "5 attempts" in out  # retried, then given up
+    assert steps["vm/web/unpause"] == "skipped"
+    assert "vm/web/unpause: skipped (pci/web-pci-0/attach failed)" in out
+    assert {s for s, o in steps.items() if s.startswith(("vm/db/", "disk/db", "nic/db"))} and all(
+        o == "done" for s, o in steps.items() if s.startswith(("vm/db/", "disk/db", "nic/db")))
+    assert failed_section(out) == ["pci/web-pci-0/attach"]  # only the root cause
+    assert "PCIPassthrough `web-pci-0` has been failed." in out and "VM `web` has been skipped." in out
+    assert "VM `db` has been created." in out
+    assert re.search(r"^Apply: \d+ done, 1 failed, 1 skipped\.$", out, re.M)
+    assert running(host) == {"db": "running", "web": "paused"}
+
+    faults.unlink()
+    code, out, _ = cli("apply", str(two_vms))
+    assert code == 0, out
+    assert running(host) == {"db": "running", "web": "running"}
+    code, out, _ = cli("plan", str(two_vms), "--detailed-exitcode")
+    assert code == 0, out
+
+
+def test_backend_that_never_connects_fails_the_attach_and_clearing_it_converges(
+        served: Callable[..., Any], cli: Cli, state_dir: Path, two_vms: Path) -> None:
+    faults = state_dir / "faults.yaml"
+    faults.write_text("never_connect: {domains: [db]}\n")
+    host = served()
+    code, out, _ = cli("apply", str(two_vms))
+    assert code == 1
+    steps = outcomes(out)
+    assert steps["disk/db-disks-0/attach"] == "failed" and steps["nic/db-nics-0/attach"] == "failed"
+    assert steps["vm/db/unpause"] == "skipped" and steps["vm/web/unpause"] == "done"
+    assert sorted(failed_section(out)) == ["disk/db-disks-0/attach", "nic/db-nics-0/attach"]
+    assert "did not connect" in out or "stuck" in out  # the host's own sentence is the error
+
+    faults.unlink()
+    code, out, _ = cli("apply", str(two_vms))
+    assert code == 0, out
+    assert running(host) == {"db": "running", "web": "running"}
+    assert cli("plan", str(two_vms), "--detailed-exitcode")[0] == 0
+
+
+def test_transient_errors_are_retried_until_they_pass(served: Callable[..., Any], cli: Cli, state_dir: Path,
+                                                      two_vms: Path) -> None:
+    # seed 2: no attach fails more than twice in a row in its first 12 calls, and one fails early
+    (state_dir / "faults.yaml").write_text("seed: 2\noperations:\n  attach_disk: {error_rate: 0.5}\n"
+                                           "  attach_nic: {error_rate: 0.5}\n")
+    served()
+    code, out, _ = cli("apply", str(two_vms))
+    assert code == 0, out
+    assert re.search(r"^(disk|nic)/\S+/attach: done \(\d+\.\d+ s, [2-5] attempts\)$", out, re.M), out
+    assert cli("plan", str(two_vms), "--detailed-exitcode")[0] == 0
+
+
+def test_a_sentinel_never_written_skips_the_vms_that_wait_for_it(
+        served: Callable[..., Any], cli: Cli, monkeypatch: pytest.MonkeyPatch,
+        write_manifest: Callable[[str, str], Path]) -> None:
+    monkeypatch.setenv("RECONCILER_SENTINEL_TIMEOUT_S", "0.3")
+    write_manifest("svc.yaml", vm("svc", "  bootSentinel: booted\n"))
+    write_manifest("app.yaml", vm("app", "  dependsOn: [svc]\n"))
+    folder = write_manifest("other.yaml", vm("other"))
+    host = served()  # no guest agent: nothing writes `booted`
+    code, out, _ = cli("apply", str(folder))
+    assert code == 1
+    steps = outcomes(out)
+    assert steps["vm/svc/wait-sentinel"] == "failed"
+    assert all(steps[s] == "skipped" for s in steps if "/app" in s) and steps["vm/app/create"] == "skipped"
+    assert failed_section(out) == ["vm/svc/wait-sentinel"]
+    assert "did not write /local/domain/" in out and "within 0.3 s" in out
+    assert running(host) == {"other": "running", "svc": "running"}
