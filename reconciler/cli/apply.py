@@ -91,7 +91,8 @@ async def _apply(spec: HostSpec, desired: DesiredState, settings: ExecuteSetting
         if saved is not None:
             check_saved(saved, plan)
         sys.stdout.write(render(plan, "text"))
-        if not plan.steps:
+        if not plan.steps:  # converged, or only restart-only changes left pending
+            print("Apply: 0 done, 0 failed, 0 skipped.")
             return 0
         print()
         report = await execute(plan, ports, settings=settings, on_step=lambda r: _print_step(r.line()))

@@ -112,3 +112,15 @@ def test_secrets_never_reach_the_output_or_the_record(served: Callable[..., Any]
     tree = host.run(lambda p: p.xenstore.snapshot("/vm"))
     applied = [v for k, v in tree.items() if k.endswith("/reconciler/applied")]
     assert len(applied) == 1 and b"hunter2" not in applied[0] and b"sha256:" in applied[0]
+
+
+def test_apply_on_a_converged_host_does_nothing_and_exits_0(served: Callable[..., Any], cli: Cli,
+                                                             write_manifest: Callable[[str, str], Path]) -> None:
+    folder = write_manifest("web.yaml", WEB)
+    host = served()
+    assert cli("apply", str(folder))[0] == 0
+    before = host.run(lambda p: p.toolstack.list_domains())
+    code, out, err = cli("apply", str(folder))
+    assert (code, err) == (0, "")
+    assert out == "No changes. The host matches the manifests.\nApply: 0 done, 0 failed, 0 skipped.\n"
+    assert host.run(lambda p: p.toolstack.list_domains()) == before
