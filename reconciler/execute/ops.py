@@ -68,7 +68,9 @@ async def pause(rt: Runtime, step: Step, retry: bool) -> str | None:
 async def wait_sentinel(rt: Runtime, step: Step, retry: bool) -> str | None:
     # "running" is long before the services are up: the guest writes its sentinel node
     # when they are. A watch fires at once and on every change; re-read on each event.
-    node, timeout = str(arg(step, "node")), rt.settings.sentinel_timeout_s
+    node, timeout = arg(step, "node"), rt.settings.sentinel_timeout_s
+    if not isinstance(node, str) or not node:
+        raise TerminalHostError(f"step {step.id} names no sentinel node; the plan is malformed: run plan again")
     path = f"/local/domain/{await rt.domid(step.name)}/{node}"
     stream = await rt.ports.xenstore.watch(path)
     try:
