@@ -198,6 +198,9 @@ def _detach(change: ResourceChange, inputs: Inputs) -> list[Step]:
 
 def _reattach(change: ResourceChange, inputs: Inputs) -> list[Step]:
     # Xen cannot change a backend in place: a new target, format or vdev is a new device.
+    # A pending change (restart-only, updatePolicy live) is reported and left alone.
+    if change.pending:
+        return []
     return _detach(change, inputs) + _attach(change, inputs)
 
 

@@ -90,6 +90,15 @@ def test_only_pending_fields_means_no_host_step_at_all(build: Builder) -> None:
     assert plan.steps == () and plan.generations == () and plan.has_changes
 
 
+def test_pending_device_change_is_reported_not_replugged(build: Builder) -> None:
+    build.vm("web")
+    build.running("web", 4)
+    build.disk("web-disk-51728", "web", vdev="xvdb", table=build.observed_disks)
+    build.change("NIC", "web-nic-0", "web", Action.UPDATE, FieldChange("spec.type", "vif", "ioemu", "restart"), pending=True)
+    plan = build.plan()
+    assert plan.steps == () and plan.has_changes
+
+
 def test_disk_delete_detaches_by_the_vdev_the_host_shows(build: Builder) -> None:
     build.vm("web")
     build.running("web", 4)
