@@ -35,6 +35,7 @@ class Domain:
     max_vcpus: int
     on_poweroff: str = "destroy"
     on_crash: str = "destroy"
+    boot_sentinel: str | None = None  # node under /local/domain/<domid> the guest fills once up
     # Set while the domain runs: guest frontends and the guest's shutdown handler wait on it.
     awake: asyncio.Event = field(default_factory=asyncio.Event, compare=False, repr=False)
 

@@ -13,6 +13,7 @@ times it ran. Used by `drivers.sim.host` (operations), `backends` and `guests`.
     never_connect: {kinds: [vif], domains: [web1]}   # hotplug never completes
     crash_after_unpause: {domains: [flaky], after_ms: 100}
     uncooperative: [stubborn]         # guests that ignore control/shutdown
+    silent: [ndvm]                    # guests that never write their bootSentinel node
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class FaultPlan:
     crash_domains: frozenset[str] = frozenset()
     crash_after_ms: int | None = None
     uncooperative: frozenset[str] = frozenset()
+    silent: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,9 @@ class Faults:
     def ignores_shutdown(self, domain: str) -> bool:
         return domain in self.plan.uncooperative
 
+    def never_boots(self, domain: str) -> bool:
+        return domain in self.plan.silent
+
 
 def load_faults(file: Path) -> FaultPlan:
     """The plan in `file`, or no faults when it does not exist."""
@@ -106,7 +111,7 @@ def _first_line(exc: Exception) -> str:
 
 
 def parse_faults(doc: Any, where: str) -> FaultPlan:
-    top = _mapping(doc, where, {"seed", "delay_scale", "operations", "never_connect", "crash_after_unpause", "uncooperative"})
+    top = _mapping(doc, where, {"seed", "delay_scale", "operations", "never_connect", "crash_after_unpause", "uncooperative", "silent"})
     ops: dict[str, OpFault] = {}
     for name, spec in _mapping(top.get("operations", {}), f"{where}: operations", None).items():
         if name != "*" and name not in OPERATIONS:
@@ -129,6 +134,7 @@ def parse_faults(doc: Any, where: str) -> FaultPlan:
         crash_domains=_names(crash.get("domains", []), f"{where}: crash_after_unpause.domains"),
         crash_after_ms=None if "after_ms" not in crash else _number(crash["after_ms"], f"{where}: crash_after_unpause.after_ms", int),
         uncooperative=_names(top.get("uncooperative", []), f"{where}: uncooperative"),
+        silent=_names(top.get("silent", []), f"{where}: silent"),
     )
 
 

@@ -3,8 +3,10 @@
 Stage: simulated host. Each live domain's guest watches its `control/shutdown` node
 in the store (so a `xenstore-write` from Xen's tools works too). While the domain runs
 it acknowledges a request after `guest_ack_ms` (writes "" back), powers off after
-`guest_poweroff_ms`, and the toolstack reaps it per `on_poweroff`. `uncooperative`
-guests ignore requests; `crash_after_unpause` domains crash (faults.yaml).
+`guest_poweroff_ms`, and the toolstack reaps it per `on_poweroff`. A guest with a
+`bootSentinel` writes that node ("1") `guest_boot_ms` after it first runs, as OpenXT's
+network-slave writes `booted`. `uncooperative` guests ignore requests, `silent` ones
+never write their sentinel; `crash_after_unpause` domains crash (faults.yaml).
 """
 
 from __future__ import annotations
@@ -56,6 +58,14 @@ class Guests:
     def unpaused(self, domain: Domain) -> None:
         if self.core.faults.crashes(domain.name):
             self._spawn(self._crash(domain))
+        if domain.boot_sentinel and not self.core.faults.never_boots(domain.name):
+            self._spawn(self._boot(domain, domain.boot_sentinel))
+
+    async def _boot(self, domain: Domain, node: str) -> None:
+        await asyncio.sleep(self.core.settings.ms(self.core.settings.guest_boot_ms))
+        path = f"{dom_path(domain.domid)}/{node}"
+        if self.core.domains.domains.get(domain.domid) is domain and domain.power == "running" and not self.core.value(path):
+            play(self.core.store, [Op("write", path, "1")])
 
     def reap(self, domain: Domain) -> None:
         """A domain a previous run left shut down or dying: finish what the toolstack started."""

@@ -33,6 +33,7 @@ class HostSettings:
     destroy_timeout_s: float = 10.0  # LIBXL_DESTROY_TIMEOUT: wait for backend state 6
     guest_ack_ms: int = 50  # a PV guest notices control/shutdown and acknowledges it
     guest_poweroff_ms: int = 150  # the guest's own shutdown, from ack to the domain stopping
+    guest_boot_ms: int = 500  # from unpause until the guest's services write its bootSentinel
     crash_after_ms: int = 100  # a crash fault fires this long after unpause (faults.yaml may override)
     settle_s: float = 2.0  # on exit, how long pending backend steps may still run (not scaled)
     autosave_s: float = 1.0  # host.json / xenstore.json saved this often while changing (not scaled)

@@ -86,7 +86,7 @@ class Libxl:
         max_vcpus = spec.max_vcpus or spec.vcpus
         domain = Domain(domid, name, uuid, spec.virt, "paused", kib_from_mib(spec.max_memory or spec.memory),
                         kib_from_mib(spec.memory), kib_from_mib(video_mib), spec.vcpus, max_vcpus,
-                        spec.lifecycle.on_poweroff, spec.lifecycle.on_crash)
+                        spec.lifecycle.on_poweroff, spec.lifecycle.on_crash, spec.boot_sentinel)
         core.domains.add(domain)
         play(core.store, domain_skeleton(domid, name, uuid, spec.virt))
         play(core.store, build_post(

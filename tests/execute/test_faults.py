@@ -110,13 +110,14 @@ def test_transient_errors_are_retried_until_they_pass(served: Callable[..., Any]
 
 
 def test_a_sentinel_never_written_skips_the_vms_that_wait_for_it(
-        served: Callable[..., Any], cli: Cli, monkeypatch: pytest.MonkeyPatch,
+        served: Callable[..., Any], cli: Cli, monkeypatch: pytest.MonkeyPatch, state_dir: Path,
         write_manifest: Callable[[str, str], Path]) -> None:
     monkeypatch.setenv("RECONCILER_SENTINEL_TIMEOUT_S", "0.3")
     write_manifest("svc.yaml", vm("svc", "  bootSentinel: booted\n"))
     write_manifest("app.yaml", vm("app", "  dependsOn: [svc]\n"))
     folder = write_manifest("other.yaml", vm("other"))
-    host = served()  # no guest agent: nothing writes `booted`
+    (state_dir / "faults.yaml").write_text("silent: [svc]\n")  # the guest never writes `booted`
+    host = served()
     code, out, _ = cli("apply", str(folder))
     assert code == 1
     steps = outcomes(out)

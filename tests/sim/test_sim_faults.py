@@ -133,3 +133,25 @@ def test_bad_fault_plans_are_one_line_errors(sim: Any, state_dir: Path, text: st
     with pytest.raises(UsageError, match=message) as info:
         sim(lambda ports, host: None)
     assert "\n" not in str(info.value) and str(info.value).startswith(str(state_dir / "faults.yaml"))
+
+
+def test_a_guest_writes_its_boot_sentinel_unless_silent(sim: Any, vm: Any, state_dir: Path) -> None:
+    _faults(state_dir, "silent: [mute]\n")
+
+    async def children(ports: HostPorts, domid: int) -> list[str]:
+        return await ports.xenstore.directory(f"/local/domain/{domid}")
+
+    async def body(ports: HostPorts, host: SimHost) -> None:
+        ndvm = await ports.toolstack.create(vm(name="ndvm", bootSentinel="booted"), paused=True)
+        mute = await ports.toolstack.create(vm(name="mute", bootSentinel="booted"), paused=False)
+        await asyncio.sleep(0.05)  # guest_boot_ms (500) at delay scale 0.02 is 10 ms
+        assert "booted" not in await children(ports, ndvm)  # a paused guest boots nothing
+        await ports.toolstack.unpause(ndvm)
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if "booted" in await children(ports, ndvm):
+                break
+        assert await ports.xenstore.read(f"/local/domain/{ndvm}/booted") == b"1"
+        assert "booted" not in await children(ports, mute)  # silent: its services never come up
+
+    sim(body)
