@@ -11,8 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from reconciler.diff.applied import Record, read_record
+from reconciler.model.devices import NIC, Disk, PCIPassthrough, V4VRule
 from reconciler.model.observed import DomainInfo, ObservedState
 from reconciler.model.state import DesiredState
+
+Owned = Disk | NIC | PCIPassthrough | V4VRule
 
 LIVE_POWER = ("running", "paused")
 
@@ -27,6 +30,11 @@ class Context:
     starting: set[str] = field(default_factory=set)  # built by this plan (create, restart)
     stopping: set[str] = field(default_factory=set)  # domains this plan stops or rebuilds
     kept: set[str] = field(default_factory=set)  # managed, running, not rebuilt: devices diffed
+    # Devices by owning VM (desired: kind then name order), built once so the diff
+    # stays linear in the number of VMs.
+    wanted: dict[str, list[Owned]] = field(default_factory=dict)
+    found: dict[str, list[Disk | NIC | PCIPassthrough]] = field(default_factory=dict)
+    drivers: dict[str, str | None] = field(default_factory=dict)  # host PCI address -> driver
 
     def managed(self, name: str) -> DomainInfo | None:
         """The observed domain `name` if the reconciler manages it."""
@@ -40,6 +48,13 @@ class Context:
 
 def build_context(desired: DesiredState, observed: ObservedState) -> Context:
     ctx = Context(desired, observed)
+    for table in (desired.disks, desired.nics, desired.pci, desired.v4v_rules):
+        for device in table.values():
+            ctx.wanted.setdefault(device.spec.vm, []).append(device)
+    ctx.drivers = {dev.bdf: dev.driver for dev in observed.host_pci or ()}
+    for seen in (observed.disks, observed.nics, observed.pci):
+        for dev in seen.values():
+            ctx.found.setdefault(dev.spec.vm, []).append(dev)
     for name, info in observed.domains.items():
         if info.managed:
             record, problem = read_record(info)

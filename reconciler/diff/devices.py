@@ -9,7 +9,7 @@ fields' impacts from `reconciler.diff.fields`. Called by `reconciler.diff.vm`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from reconciler import xenfmt
@@ -20,7 +20,6 @@ from reconciler.diff.fields import plain, shown
 from reconciler.diff.pci import observed_pci, resolve_rule, rule_change
 from reconciler.model.common import Kind
 from reconciler.model.devices import NIC, Disk, PCIPassthrough
-from reconciler.model.state import DesiredState
 from reconciler.plan.changes import IMPACT_ORDER, Action, FieldChange, Impact, ResourceChange
 
 D = TypeVar("D", Disk, NIC)
@@ -43,11 +42,10 @@ def _disk_key(disk: Disk) -> int | None:
         return None
 
 
-def _by_identity(table: Mapping[str, D], vm: str, key: Callable[[D], int | None]) -> dict[int, D]:
+def _by_identity(devices: Sequence[object], cls: type[D], key: Callable[[D], int | None]) -> dict[int, D]:
     out: dict[int, D] = {}
-    for device in table.values():
-        ident = key(device)
-        if device.spec.vm == vm and ident is not None:
+    for device in devices:
+        if isinstance(device, cls) and (ident := key(device)) is not None:
             out[ident] = device
     return out
 
@@ -92,7 +90,8 @@ def _pci(ctx: Context, vm: str) -> list[ResourceChange]:
     claimed: set[str] = set()
     unresolved = False
     out: list[ResourceChange] = []
-    for rule in sorted((r for r in ctx.desired.pci.values() if r.spec.vm == vm), key=lambda r: r.metadata.name):
+    rules = [r for r in ctx.wanted.get(vm, []) if isinstance(r, PCIPassthrough)]
+    for rule in sorted(rules, key=lambda r: r.metadata.name):
         bdfs = resolve_rule(rule, ctx)
         if bdfs is None:
             unresolved = True
@@ -112,12 +111,12 @@ def _pci(ctx: Context, vm: str) -> list[ResourceChange]:
 
 def device_changes(ctx: Context, vm: str) -> list[ResourceChange]:
     """Every device change of running, managed VM `vm`."""
-    desired: DesiredState = ctx.desired
     record = ctx.records.get(vm)
-    out = _matched("Disk", _by_identity(desired.disks, vm, _disk_key),
-                   _by_identity(ctx.observed.disks, vm, lambda d: _devid(d.metadata.name)), record)
-    out += _matched("NIC", _by_identity(desired.nics, vm, lambda n: n.spec.index),
-                    _by_identity(ctx.observed.nics, vm, lambda n: _devid(n.metadata.name)), record)
+    wanted, found = ctx.wanted.get(vm, []), ctx.found.get(vm, [])
+    out = _matched("Disk", _by_identity(wanted, Disk, _disk_key),
+                   _by_identity(found, Disk, lambda d: _devid(d.metadata.name)), record)
+    out += _matched("NIC", _by_identity(wanted, NIC, lambda n: n.spec.index),
+                    _by_identity(found, NIC, lambda n: _devid(n.metadata.name)), record)
     return out + _pci(ctx, vm)
 
 

@@ -16,7 +16,9 @@ Pure. Read by `reconciler.diff.vm`, `reconciler.diff.devices` and
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -132,19 +134,38 @@ def secret_hash(value: str) -> str:
 
 
 def plain(value: object) -> object:
-    """A model value as plain JSON data with camelCase keys; secrets become hashes."""
+    """A model value as plain JSON data with camelCase keys; secrets become hashes.
+
+    pydantic dumps the data (fast); secrets, which dump as "(sensitive)", are then
+    replaced by the hash of their real value."""
     if isinstance(value, BaseModel):
-        out: dict[str, object] = {}
-        for name, info in type(value).model_fields.items():
-            out[info.alias or name] = plain(getattr(value, name))
-        return out
+        data = value.model_dump(mode="json", by_alias=True, warnings=False)
+        _hash_secrets(value, data)
+        return data
     if isinstance(value, SecretStr):
         return secret_hash(value.get_secret_value())
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in sorted(value.items())}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
     return value
+
+
+@functools.cache
+def _may_hold_secrets(cls: type[BaseModel]) -> tuple[tuple[str, str], ...]:
+    """(name, alias) of the fields of `cls` that are secrets or nested models."""
+    out: list[tuple[str, str]] = []
+    for name, info in cls.model_fields.items():
+        args = (info.annotation, *typing.get_args(info.annotation))
+        nested = any(isinstance(a, type) and issubclass(a, BaseModel) for a in args)
+        if typing.get_origin(info.annotation) is not list and (nested or "SecretStr" in repr(info.annotation)):
+            out.append((name, info.alias or name))
+    return tuple(out)
+
+
+def _hash_secrets(model: BaseModel, data: dict[str, object]) -> None:
+    for name, key in _may_hold_secrets(type(model)):
+        value = getattr(model, name)
+        if isinstance(value, SecretStr):
+            data[key] = secret_hash(value.get_secret_value())
+        elif isinstance(value, BaseModel) and isinstance(data.get(key), dict):
+            _hash_secrets(value, data[key])  # type: ignore[arg-type]
 
 
 def spec_fields(spec: BaseModel, table: Mapping[str, FieldRule], seen: frozenset[Seen]) -> dict[str, object]:

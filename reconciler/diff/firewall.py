@@ -40,7 +40,21 @@ class RunningVM:
     stubdom: int | None = None
 
 
-def _domids(domain: v4v.Domain, owner: RunningVM, running: Running) -> Sequence[int | None]:
+class RunningIndex:
+    """A running set indexed by type and uuid, built once per resolution (linear)."""
+
+    def __init__(self, running: Running) -> None:
+        self.running = running
+        self.by_type: dict[str, list[int]] = {}
+        self.by_uuid: dict[str, list[int]] = {}
+        for vm in running.values():
+            if vm.type is not None:
+                self.by_type.setdefault(vm.type, []).append(vm.domid)
+            if vm.uuid is not None:
+                self.by_uuid.setdefault(vm.uuid, []).append(vm.domid)
+
+
+def _domids(domain: v4v.Domain, owner: RunningVM, index: RunningIndex) -> Sequence[int | None]:
     """The domids an endpoint's domain stands for; `[None]` means any domain."""
     kind, value = domain.kind, domain.value
     if kind == "any":
@@ -52,17 +66,16 @@ def _domids(domain: v4v.Domain, owner: RunningVM, running: Running) -> Sequence[
     if kind == "my-stubdom":
         return [] if owner.stubdom is None else [owner.stubdom]
     if kind == "dom-name":
-        vm = running.get(value)
+        vm = index.running.get(value)
         return [] if vm is None else [vm.domid]
-    if kind == "dom-type":
-        return sorted(vm.domid for vm in running.values() if vm.type == value)
-    return sorted(vm.domid for vm in running.values() if vm.uuid == value)
+    table = index.by_type if kind == "dom-type" else index.by_uuid
+    return sorted(table.get(value, []))
 
 
-def _entries(rule: v4v.Rule, owner: RunningVM, running: Running) -> set[FirewallEntry]:
+def _entries(rule: v4v.Rule, owner: RunningVM, index: RunningIndex) -> set[FirewallEntry]:
     out: set[FirewallEntry] = set()
-    clients = _domids(rule.client.domain, owner, running)
-    servers = _domids(rule.server.domain, owner, running)
+    clients = _domids(rule.client.domain, owner, index)
+    servers = _domids(rule.server.domain, owner, index)
     for client, server in product(clients, servers):
         if client == server:
             continue  # internal: same source and destination
@@ -70,24 +83,51 @@ def _entries(rule: v4v.Rule, owner: RunningVM, running: Running) -> set[Firewall
     return out
 
 
-def rule_entries(rule: V4VRule, running: Running) -> frozenset[FirewallEntry]:
-    """The entries one rule resolves to; empty when its owner is not running."""
-    owner = running.get(rule.spec.vm)
+def rule_entries(rule: V4VRule, running: Running | RunningIndex) -> frozenset[FirewallEntry]:
+    """The entries one rule resolves to; empty when its owner is not running. Pass a
+    RunningIndex when resolving many rules against one running set."""
+    index = running if isinstance(running, RunningIndex) else RunningIndex(running)
+    owner = index.running.get(rule.spec.vm)
     if owner is None:
         return frozenset()
     parsed = v4v.parse_rule(rule.spec.rule)
-    found = _entries(parsed, owner, running)
+    found = _entries(parsed, owner, index)
     if rule.spec.bidirectional:
-        found |= _entries(parsed.inverse(), owner, running)
+        found |= _entries(parsed.inverse(), owner, index)
     return frozenset(found)
 
 
-def resolve(rules: Iterable[V4VRule], running: Running) -> frozenset[FirewallEntry]:
+def resolve(rules: Iterable[V4VRule], running: Running | RunningIndex) -> frozenset[FirewallEntry]:
     """Every entry the rules resolve to against `running`, de-duplicated."""
+    index = running if isinstance(running, RunningIndex) else RunningIndex(running)
     out: set[FirewallEntry] = set()
     for rule in rules:
-        out |= rule_entries(rule, running)
+        out |= rule_entries(rule, index)
     return frozenset(out)
+
+
+@dataclass(frozen=True)
+class _DesiredIndex:
+    state: DesiredState
+    by_type: Mapping[str, frozenset[str]]
+    by_uuid: Mapping[str, frozenset[str]]
+
+
+_last: list[_DesiredIndex] = []  # memo of the last desired state's index (invisible to callers)
+
+
+def _desired_index(desired: DesiredState) -> _DesiredIndex:
+    if _last and _last[0].state is desired:
+        return _last[0]
+    by_type: dict[str, set[str]] = {}
+    by_uuid: dict[str, set[str]] = {}
+    for name, vm in desired.vms.items():
+        by_type.setdefault(vm.spec.type, set()).add(name)
+        if vm.spec.uuid is not None:
+            by_uuid.setdefault(vm.spec.uuid, set()).add(name)
+    index = _DesiredIndex(desired, {k: frozenset(v) for k, v in by_type.items()}, {k: frozenset(v) for k, v in by_uuid.items()})
+    _last[:] = [index]
+    return index
 
 
 def references(rule: V4VRule, desired: DesiredState) -> frozenset[str]:
@@ -95,15 +135,16 @@ def references(rule: V4VRule, desired: DesiredState) -> frozenset[str]:
     owner (`myself`, `my-stubdom`, and nothing resolves without it), `dom-name=`
     targets, VMs with a named UUID and VMs of a named `dom-type=`."""
     parsed = v4v.parse_rule(rule.spec.rule)
+    index = _desired_index(desired)
     names = {rule.spec.vm}
     for endpoint in (parsed.client, parsed.server):
         kind, value = endpoint.domain.kind, endpoint.domain.value
         if kind == "dom-name" and value in desired.vms:
             names.add(value)
         elif kind == "dom-type":
-            names.update(n for n, vm in desired.vms.items() if vm.spec.type == value)
+            names |= index.by_type.get(value, frozenset())
         elif kind == "uuid":
-            names.update(n for n, vm in desired.vms.items() if vm.spec.uuid == value)
+            names |= index.by_uuid.get(value, frozenset())
     return frozenset(names)
 
 

@@ -56,16 +56,16 @@ def _canonical(bdf: str | None) -> str | None:
 def observed_pci(ctx: Context, vm: str) -> dict[str, PCIPassthrough]:
     """The devices passed through to `vm`, by canonical host address."""
     out: dict[str, PCIPassthrough] = {}
-    for dev in ctx.observed.pci.values():
-        bdf = _canonical(dev.spec.bdf)
-        if dev.spec.vm == vm and bdf is not None:
+    for dev in ctx.found.get(vm, []):
+        bdf = _canonical(dev.spec.bdf) if isinstance(dev, PCIPassthrough) else None
+        if isinstance(dev, PCIPassthrough) and bdf is not None:
             out[bdf] = dev
     return out
 
 
 def driver_drift(bdfs: list[str], ctx: Context) -> list[FieldChange]:
     """`driver[<bdf>]` changes for devices the host shows bound to another driver."""
-    drivers = {dev.bdf: dev.driver for dev in ctx.observed.host_pci or ()}
+    drivers = ctx.drivers
     return [FieldChange(f"driver[{b}]", drivers[b], PCIBACK, "live")
             for b in bdfs if b in drivers and drivers[b] != PCIBACK]
 

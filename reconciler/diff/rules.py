@@ -10,7 +10,7 @@ Rules of VMs being created are CREATEd by `reconciler.diff.vm`.
 from __future__ import annotations
 
 from reconciler.diff.context import LIVE_POWER, Context
-from reconciler.diff.firewall import RunningVM, entry_text, references, resolve, rule_entries
+from reconciler.diff.firewall import RunningIndex, RunningVM, entry_text, references, resolve, rule_entries
 from reconciler.model.host import FirewallEntry
 from reconciler.plan.changes import Action, FieldChange, ResourceChange
 
@@ -33,12 +33,12 @@ def _owned_domids(ctx: Context) -> dict[int, str]:
     """domid -> name of every managed domain and of its stub domain."""
     out = {info.domid: name for name, info in ctx.observed.domains.items() if info.managed}
     for stub, guest in ctx.stubdoms.items():
-        if guest in out.values():
+        if ctx.observed.domains[guest].managed:
             out[ctx.observed.domains[stub].domid] = guest
     return out
 
 
-def _rule_change(ctx: Context, name: str, after_running: dict[str, RunningVM],
+def _rule_change(ctx: Context, name: str, after_running: RunningIndex,
                  present: frozenset[FirewallEntry] | None) -> ResourceChange | None:
     rule = ctx.desired.v4v_rules[name]
     owner = rule.spec.vm
@@ -59,7 +59,7 @@ def _rule_change(ctx: Context, name: str, after_running: dict[str, RunningVM],
                           f"{missing} firewall entr{'y is' if missing == 1 else 'ies are'} missing from viptables")
 
 
-def _stale(ctx: Context, after_running: dict[str, RunningVM], present: frozenset[FirewallEntry]) -> list[ResourceChange]:
+def _stale(ctx: Context, after_running: RunningIndex, present: frozenset[FirewallEntry]) -> list[ResourceChange]:
     kept_rules = [r for r in ctx.desired.v4v_rules.values() if r.spec.vm in ctx.kept]
     explained = resolve(kept_rules, after_running)
     owned = _owned_domids(ctx)
@@ -80,7 +80,7 @@ def _stale(ctx: Context, after_running: dict[str, RunningVM], present: frozenset
 
 
 def rule_changes(ctx: Context) -> list[ResourceChange]:
-    after_running = running_set(ctx, ctx.stopping)
+    after_running = RunningIndex(running_set(ctx, ctx.stopping))
     firewall = ctx.observed.firewall
     present = None if firewall is None else frozenset(firewall)
     if present is None and ctx.desired.v4v_rules:

@@ -29,7 +29,7 @@ def _create(ctx: Context, vm: VM) -> list[ResourceChange]:
     how = "created paused" if vm.spec.state == "paused" else "created and started"
     out = [ResourceChange("VM", name, name, Action.CREATE, "live", created("VM", vm.spec),
                           f"not on the host: {how}")]
-    for device in ctx.desired.devices_of(name):
+    for device in ctx.wanted.get(name, []):
         fields = created(device.kind, device.spec)
         if isinstance(device, PCIPassthrough):
             bdfs = resolve_rule(device, ctx)
@@ -115,12 +115,9 @@ def _removed(ctx: Context, info: DomainInfo) -> list[ResourceChange]:
     why = "removed from the manifests"
     out = [ResourceChange("VM", name, name, Action.DELETE, "destructive",
                           (FieldChange("spec.state", info.power, None, "destructive"),), why)]
-    devices: list[Disk | NIC | PCIPassthrough] = [*ctx.observed.disks.values(), *ctx.observed.nics.values(),
-                                                  *ctx.observed.pci.values()]
-    for device in devices:
-        if device.spec.vm == name:
-            impact: Impact = "destructive" if isinstance(device, Disk) else "live"
-            out.append(deleted(device, impact, f"{why} with {name}"))
+    for device in ctx.found.get(name, []):
+        impact: Impact = "destructive" if isinstance(device, Disk) else "live"
+        out.append(deleted(device, impact, f"{why} with {name}"))
     return out
 
 
