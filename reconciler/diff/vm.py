@@ -12,7 +12,7 @@ from reconciler.diff.compare import compare, created
 from reconciler.diff.context import LIVE_POWER, Context
 from reconciler.diff.devices import deleted, device_changes
 from reconciler.diff.pci import resolve_rule
-from reconciler.model.devices import NIC, Disk, PCIPassthrough, V4VRule
+from reconciler.model.devices import Disk, PCIPassthrough, V4VRule
 from reconciler.model.observed import DomainInfo
 from reconciler.model.vm import VM
 from reconciler.plan.changes import IMPACT_ORDER, Action, FieldChange, Impact, ResourceChange
