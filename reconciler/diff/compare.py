@@ -57,6 +57,8 @@ def compare(kind: Kind, desired: BaseModel, observed: BaseModel | None,
         target = want.get(key)
         if not comparable or (kind == "NIC" and key == "mac" and target == "auto"):
             continue
+        if kind == "NIC" and key == "type" and target is None:
+            continue  # unset: libxl's default for the guest (ioemu on HVM, else vif), what the host shows
         if _normal(kind, key, current) == _normal(kind, key, target):
             continue
         impact = (impacts or {}).get(key, rule.impact)

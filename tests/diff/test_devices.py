@@ -174,3 +174,14 @@ def test_greedy_rule_keeps_devices_on_pciback_while_stopped(load_yaml, make_mirr
     assert len(changes) == expected
     if greedy:
         assert (changes[0].action, changes[0].name, changes[0].fields[0].after) == (Action.UPDATE, "gpu", "pciback")
+
+
+@pytest.mark.parametrize("shown", ["vif", "ioemu"])
+def test_unset_nic_type_accepts_the_type_libxl_chose(load_yaml, make_mirror, shown) -> None:  # type: ignore[no-untyped-def]
+    desired = load_yaml(VM.replace("STATE", "running").replace(", type: ioemu", "").replace("GREEDY", "greedy: false"))
+    assert desired.nics["lan"].spec.type is None
+    assert diff(desired, with_device(make_mirror(desired), "nics", "box-nic-0", type=shown)).changes == ()
+    # an explicit type is still compared: the host showing another one is a restart-only change
+    explicit = box(load_yaml)
+    (change,) = diff(explicit, with_device(make_mirror(explicit), "nics", "box-nic-0", type="vif")).changes
+    assert [(f.path, f.before, f.after, f.impact) for f in change.fields] == [("spec.type", "vif", "ioemu", "restart")]
