@@ -98,3 +98,12 @@ def test_observe_sim_paused_and_unknown_dir_is_empty(sim_dir: Path, capsys: pyte
     assert main(["observe", "--host", f"sim:{fresh}", "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["domains"] == {} and data["vms"] == {}
+
+
+def test_observing_writes_nothing_to_the_state_dir(sim_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sim", "create", "ro", "--virt", "pvh", "--memory", "256", "--kernel", "/k", "--state", str(sim_dir)]) == 0
+    files = sorted(p for p in sim_dir.iterdir() if p.suffix == ".json")
+    assert [p.name for p in files] == ["host.json", "xenstore.json"]
+    before = [(p.stat().st_mtime_ns, p.read_bytes()) for p in files]
+    assert main(["observe", "--host", f"sim:{sim_dir}"]) == 0
+    assert [(p.stat().st_mtime_ns, p.read_bytes()) for p in files] == before
