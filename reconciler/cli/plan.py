@@ -11,12 +11,11 @@ dump read as `observe --observed` does, or a live/simulated host through
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from reconciler.errors import ManifestError, UsageError
+from reconciler.errors import ManifestError
 
 if TYPE_CHECKING:
     from reconciler.model.observed import ObservedState
@@ -43,21 +42,10 @@ def register(subparsers: Any) -> None:
 
 
 def _observe(args: argparse.Namespace) -> ObservedState:
-    if args.observed is not None:
-        from drivers.dump import load_dump  # heavy imports only when the verb runs
-        from reconciler.observe import observe_tree
+    from reconciler.cli.hosts import observe_selected
+    from reconciler.cli.observe import observe_dump
 
-        dump = load_dump(args.observed)
-        for line in dump.problem_lines():
-            print(line, file=sys.stderr)
-        return observe_tree(dump.nodes, truncated=frozenset(dump.truncated))
-    try:
-        hosts = importlib.import_module("reconciler.cli.hosts")
-    except ImportError as exc:
-        raise UsageError("plan --host needs the simulated toolstack, which is not installed yet; "
-                         "use --observed FILE with a captured xenstore-ls dump") from exc
-    observed: ObservedState = hosts.observe_selected(args.host)
-    return observed
+    return observe_dump(args.observed) if args.observed is not None else observe_selected(args.host)
 
 
 def render(plan: Plan, fmt: str, *, colour: bool = False) -> str:
