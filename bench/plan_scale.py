@@ -29,13 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from manifests import bdf, generate, vm_name  # noqa: E402
 
 from drivers.sim import open_sim  # noqa: E402
-from reconciler.diff import diff  # noqa: E402
 from reconciler.execute import ExecuteSettings, execute  # noqa: E402
 from reconciler.loader import load  # noqa: E402
 from reconciler.model import DesiredState  # noqa: E402
 from reconciler.model.observed import ObservedState  # noqa: E402
 from reconciler.observe.host import observe_host  # noqa: E402
-from reconciler.plan.build import build_plan, fingerprint  # noqa: E402
+from reconciler.plan.build import plan_for  # noqa: E402
 from reconciler.plan.render_json import render_json  # noqa: E402
 from reconciler.plan.render_text import render_text  # noqa: E402
 
@@ -64,7 +63,7 @@ async def build_host(state_dir: Path, state: DesiredState, n: int) -> None:
     async with open_sim(state_dir, delay_scale=SETUP_DELAY_SCALE) as ports:
         observed = await observe_host(ports)
         hosted = half(state, n)
-        plan = build_plan(diff(hosted, observed), hosted, observed, fingerprint=fingerprint(observed))
+        plan = plan_for(hosted, observed)
         report = await execute(plan, ports, settings=ExecuteSettings(parallelism=8))
         failed = [r for r in report.steps if r.outcome != "done"]
         if failed:
@@ -101,8 +100,7 @@ def one_round(manifests: Path, state_dir: Path) -> tuple[dict[str, float], int]:
     times["load+validate"], loaded = timed(lambda: load([str(manifests)]))
     assert loaded.state is not None, loaded.diagnostics[:3]
     times["observe"], observed = timed(lambda: asyncio.run(observe()))
-    times["diff+plan"], plan = timed(lambda: build_plan(diff(loaded.state, observed), loaded.state, observed,
-                                                        fingerprint=fingerprint(observed)))
+    times["diff+plan"], plan = timed(lambda: plan_for(loaded.state, observed))
     times["render"], _ = timed(lambda: (render_text(plan), render_json(plan)))
     return times, len(plan.steps)
 

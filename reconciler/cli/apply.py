@@ -80,14 +80,12 @@ def _print_report(report: Report) -> None:
 async def _apply(spec: HostSpec, desired: DesiredState, settings: ExecuteSettings, saved: dict[str, Any] | None) -> int:
     from reconciler.cli.hosts import open_host
     from reconciler.cli.plan import render
-    from reconciler.diff import diff
     from reconciler.execute import execute
     from reconciler.observe.host import observe_host
-    from reconciler.plan.build import build_plan, fingerprint
+    from reconciler.plan.build import plan_for
 
     async with open_host(spec) as ports:
-        observed = await observe_host(ports)
-        plan = build_plan(diff(desired, observed), desired, observed, fingerprint=fingerprint(observed))
+        plan = plan_for(desired, await observe_host(ports))
         if saved is not None:
             check_saved(saved, plan)
         sys.stdout.write(render(plan, "text"))
@@ -102,19 +100,16 @@ async def _apply(spec: HostSpec, desired: DesiredState, settings: ExecuteSetting
 
 def run(args: argparse.Namespace) -> int:
     from reconciler.cli.hosts import select_host
+    from reconciler.cli.plan import load_desired, print_diagnostics
     from reconciler.execute.settings import resolve_settings
-    from reconciler.loader import load
 
     settings = resolve_settings(args.parallelism)  # flag > environment > default, checked before anything runs
-    loaded = load(args.paths)
-    for diagnostic in loaded.diagnostics:  # the same lines `validate` prints, on stderr
-        print(diagnostic, file=sys.stderr)
-    if loaded.state is None:
+    desired = load_desired(args.paths)
+    if desired is None:
         return 1
     saved = _saved_plan(args.plan) if args.plan is not None else None
     try:
-        return asyncio.run(_apply(select_host(args.host), loaded.state, settings, saved))
+        return asyncio.run(_apply(select_host(args.host), desired, settings, saved))
     except ManifestError as exc:  # a dependency cycle, at the manifest line of a resource in it
-        for diagnostic in exc.diagnostics:
-            print(diagnostic, file=sys.stderr)
+        print_diagnostics(exc.diagnostics)
         return 1

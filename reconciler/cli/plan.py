@@ -18,7 +18,11 @@ from typing import TYPE_CHECKING, Any
 from reconciler.errors import ManifestError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from reconciler.errors import Diagnostic
     from reconciler.model.observed import ObservedState
+    from reconciler.model.state import DesiredState
     from reconciler.plan.build import Plan
 
 FORMATS = ("text", "json", "dot", "mermaid")
@@ -64,23 +68,32 @@ def _colour(args: argparse.Namespace) -> bool:
     return args.format == "text" and args.out is None and sys.stdout.isatty() and "NO_COLOR" not in os.environ
 
 
+def load_desired(paths: list[str]) -> DesiredState | None:
+    """The manifests, their problems printed on stderr as `validate` prints them; None if invalid."""
+    from reconciler.loader import load
+
+    loaded = load(paths)
+    print_diagnostics(loaded.diagnostics)
+    return loaded.state
+
+
+def print_diagnostics(diagnostics: Iterable[Diagnostic]) -> None:
+    for diagnostic in diagnostics:
+        print(diagnostic, file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     from reconciler.atomic import write_text_atomic
-    from reconciler.diff import diff
-    from reconciler.loader import load
-    from reconciler.plan.build import build_plan, fingerprint
+    from reconciler.plan.build import plan_for
 
-    loaded = load(args.paths)
-    for diagnostic in loaded.diagnostics:  # the same lines `validate` prints, on stderr
-        print(diagnostic, file=sys.stderr)
-    if loaded.state is None:
+    desired = load_desired(args.paths)
+    if desired is None:
         return 1
     observed = _observe(args)
     try:
-        plan = build_plan(diff(loaded.state, observed), loaded.state, observed, fingerprint=fingerprint(observed))
+        plan = plan_for(desired, observed)
     except ManifestError as exc:  # a dependency cycle, at the manifest line of a resource in it
-        for diagnostic in exc.diagnostics:
-            print(diagnostic, file=sys.stderr)
+        print_diagnostics(exc.diagnostics)
         return 1
     text = render(plan, args.format, colour=_colour(args))
     if args.out is not None:

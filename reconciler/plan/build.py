@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
+from reconciler.diff import diff as diff_states
 from reconciler.errors import Diagnostic, Location, ManifestError
 from reconciler.model.common import Kind
 from reconciler.model.observed import ObservedState
@@ -101,6 +102,11 @@ def build_plan(diff: Diff, desired: DesiredState, observed: ObservedState, *, fi
     nx.freeze(graph)
     ordered = tuple(steps[sid] for sid in sorted(steps))
     return Plan(diff, ordered, dependencies, generations, fingerprint, desired, graph)
+
+
+def plan_for(desired: DesiredState, observed: ObservedState) -> Plan:
+    """The whole pure pipeline after observing: diff, plan, stamped with the host's fingerprint."""
+    return build_plan(diff_states(desired, observed), desired, observed, fingerprint=fingerprint(observed))
 
 
 def _add(graph: nx.DiGraph[str], before: str, after: str, rule: str) -> None:

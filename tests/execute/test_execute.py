@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from reconciler.diff import diff
 from reconciler.errors import TerminalHostError, UsageError
 from reconciler.execute import ExecuteSettings, Report, StepResult, execute
 from reconciler.execute.firewall import parse_entry
@@ -19,7 +18,8 @@ from reconciler.execute.settings import resolve_settings
 from reconciler.loader import load
 from reconciler.model.host import FirewallEntry
 from reconciler.observe.host import observe_host
-from reconciler.plan.build import Plan, build_plan, fingerprint
+from reconciler.plan.build import Plan
+from reconciler.plan.build import plan_for as plan_states
 from reconciler.ports import HostPorts
 
 NO_WAIT = ExecuteSettings(initial_backoff_s=0, shutdown_timeout_s=0.5, sentinel_timeout_s=2)
@@ -35,7 +35,7 @@ async def plan_for(ports: HostPorts, folder: Path) -> Plan:
     state = load([str(folder)]).state
     assert state is not None
     observed = await observe_host(ports)
-    return build_plan(diff(state, observed), state, observed, fingerprint=fingerprint(observed))
+    return plan_states(state, observed)
 
 
 class Counting:

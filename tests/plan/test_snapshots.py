@@ -11,11 +11,10 @@ import pytest
 from syrupy.assertion import SnapshotAssertion
 
 from drivers.dump import load_dump
-from reconciler.diff import diff
 from reconciler.loader import load_or_raise
 from reconciler.model import ObservedState
 from reconciler.observe import observe_tree
-from reconciler.plan.build import Plan, build_plan, fingerprint
+from reconciler.plan.build import Plan, plan_for
 from reconciler.plan.render_graph import render_dot, render_mermaid
 from reconciler.plan.render_json import render_json
 from reconciler.plan.render_text import render_text
@@ -36,7 +35,7 @@ def observed_of(host: str) -> ObservedState:
 def plan_of(manifests: str, host: str) -> Plan:
     desired = load_or_raise([manifests])
     observed = observed_of(host)
-    return build_plan(diff(desired, observed), desired, observed, fingerprint=fingerprint(observed))
+    return plan_for(desired, observed)
 
 
 @pytest.mark.parametrize("host", HOSTS)
