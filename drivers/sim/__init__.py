@@ -44,7 +44,8 @@ async def open_sim(state_dir: Path, *, delay_scale: float | None = None) -> Asyn
     from drivers.sim.client import SimFirewall, SimPciBack, SimToolstack
     from drivers.sim.direct import DirectXenstore
     from drivers.sim.host import DirectoryBusy, SimHost
-    from drivers.sim.rpc import RpcClient, socket_answers
+    from drivers.sim.rpc import RpcClient
+    from drivers.xenstore.server import socket_answers
     from drivers.xenstore import ClientSettings, XenstoreClient
 
     state_dir = Path(state_dir).resolve()

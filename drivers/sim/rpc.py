@@ -14,7 +14,6 @@ import contextlib
 import itertools
 import json
 import logging
-import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -34,18 +33,6 @@ def _error_type(exc: BaseException) -> str:
         if isinstance(exc, cls):
             return name
     return "terminal"
-
-
-def socket_answers(path: Path) -> bool:
-    """Whether a live server accepts connections on `path` (a stale file does not)."""
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(path))
-    except OSError:
-        return False
-    finally:
-        probe.close()
-    return True
 
 
 class RpcServer:

@@ -134,7 +134,8 @@ class Connection(asyncio.Protocol):
             self._transport.close()
 
 
-def _answers(path: Path) -> bool:
+def socket_answers(path: Path) -> bool:
+    """Whether a live server accepts connections on `path` (a stale socket file does not)."""
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(str(path))
@@ -160,7 +161,7 @@ class XenstoreServer:
     async def start(self) -> None:
         """Listen. A stale socket file left by a dead daemon is replaced; a live one is not."""
         if self.path.exists() and stat.S_ISSOCK(self.path.stat().st_mode):
-            if _answers(self.path):
+            if socket_answers(self.path):
                 raise errors.AlreadyConnected(f"another xenstored is serving {self.path}; stop it first")
             self.path.unlink()
         loop = asyncio.get_running_loop()
