@@ -8,9 +8,6 @@ xenstore wire protocol. Delays run 50x faster through RECONCILER_SIM_DELAY_SCALE
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,14 +17,6 @@ from reconciler.cli.main import main
 from reconciler.errors import UsageError
 from reconciler.model import default_vm_uuid
 from reconciler.xenfmt import auto_mac
-
-
-@pytest.fixture
-def sim_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.setenv("RECONCILER_SIM_DELAY_SCALE", "0.02")
-    path = Path(tempfile.mkdtemp(prefix="obs-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,14 +19,6 @@ from reconciler.cli.main import main
 from reconciler.observe.host import observe_host
 
 EXAMPLES = ["examples/openxt-desktop", "examples/server-host", "manifests"]
-
-
-@pytest.fixture
-def sim_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.setenv("RECONCILER_SIM_DELAY_SCALE", "0.02")
-    path = Path(tempfile.mkdtemp(prefix="plan-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 async def drift(state_dir: Path) -> list[str]:
