@@ -18,7 +18,6 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
 
 from drivers.sim import settings as names
 from drivers.sim.attach import Devices
@@ -35,7 +34,6 @@ from drivers.sim.settings import HostSettings, resolve_delay_scale
 from drivers.sim.toolstack import Core, Libxl
 from drivers.xenstore import persist
 from drivers.xenstore.server import XenstoreServer
-from drivers.xenstore.store import Store
 from reconciler.atomic import write_text_atomic
 from reconciler.errors import StateFileError, TransientHostError, UsageError
 

@@ -33,7 +33,7 @@ def test_create_paused_and_running_allocate_domids_and_show_in_list(sim: Any, vm
 def test_layout_of_a_created_domain(sim: Any, vm: Any) -> None:
     async def body(ports: HostPorts, host: SimHost) -> dict[str, bytes]:
         spec = vm("web1", virt="pv", memory=1024, maxMemory=2048, vcpus=2, maxVcpus=3, cmdline="ro quiet")
-        domid = await ports.toolstack.create(spec, paused=False)
+        assert await ports.toolstack.create(spec, paused=False) == 1  # the first domid after dom0
         await asyncio.sleep(0.01)  # xenconsoled fills the console tty asynchronously
         return await ports.xenstore.snapshot("/")
 
