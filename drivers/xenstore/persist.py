@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 from drivers.xenstore.nodes import ROOT_PERMS, Node
 from drivers.xenstore.store import Store
-from drivers.xenstore.wire import SPECIAL_PATHS, path_problem
+from drivers.xenstore.wire import ABS_PATH_MAX, SPECIAL_PATHS, path_problem
 from reconciler.atomic import write_bytes_atomic
 from reconciler.errors import StateFileError
 from reconciler.ports import Perm
@@ -24,6 +25,7 @@ from reconciler.ports import Perm
 FORMAT = "xen-reconciler/xenstore-state"
 VERSION = 1
 STATE_FILE = "xenstore.json"
+_SAVED_PATHS = re.compile(r"[A-Za-z0-9/_@\n-]*")  # wire._PATH_CHARS, plus the newline joining paths
 
 
 def _perms_text(perms: tuple[Perm, ...]) -> str:
@@ -69,7 +71,7 @@ def load(file: str | os.PathLike[str]) -> Store:
         if header.get("sha256") != hashlib.sha256(body).hexdigest():
             raise ValueError("checksum mismatch: the file is corrupted")
         return _restore(json.loads(body))
-    except (ValueError, TypeError, KeyError, IndexError) as exc:
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
         raise StateFileError(
             f"{path}: refusing a bad xenstore state file ({exc}); move it away to start with an empty store"
         ) from exc
@@ -86,32 +88,42 @@ def _perms(text: Any) -> tuple[Perm, ...]:
     return tuple(Perm.parse(t) for t in text.split(","))
 
 
+def _check_paths(paths: list[str]) -> None:
+    """Every saved path is absolute and obeys xenstore's rules, checked in bulk: a few
+    scans of all paths joined by newlines (which no path contains), not 115k calls."""
+    if paths[:1] != ["/"]:
+        raise ValueError("the first saved node is not '/'")
+    rest = "\n" + "\n".join(paths[1:]) + "\n"
+    if (rest.count("\n/") != len(paths) - 1 or "/\n" in rest or "//" in rest
+            or _SAVED_PATHS.fullmatch(rest) is None or max(map(len, paths)) > ABS_PATH_MAX):
+        bad = next(p for p in paths[1:] if not p.startswith("/") or path_problem(p))
+        raise ValueError(f"bad node path {bad!r}: {path_problem(bad) or 'not absolute'}")
+
+
 def _restore(doc: Any) -> Store:
     """Rebuild the tree; parents come before children in a saved file. A host of
-    1,000 guests has ~115k nodes sharing a few dozen permission lists, so each list
-    is parsed once, and each node is built once (children filled in place before the
-    store is published)."""
-    nodes: dict[str, Node] = {}
-    children: dict[str, list[str]] = {}
+    1,000 guests has ~115k nodes sharing ~1,500 permission lists, so each list is
+    parsed once, paths are checked in bulk and each node is built once (children
+    filled in before the store is published)."""
+    entries = doc["nodes"]
+    paths = [path for path, _, _ in entries]
+    _check_paths(paths)
     parsed: dict[str, tuple[Perm, ...]] = {}
-    for gen, (path, value, perms) in enumerate(doc["nodes"], start=1):
-        if path != "/":
-            parent, _, name = path.rpartition("/")
-            siblings = children.get(parent or "/")
-            if siblings is None or path_problem(path) or not path.startswith("/"):
-                raise ValueError(f"bad or orphaned node path {path!r}")
-            if path in nodes:
-                raise ValueError(f"duplicate node {path!r}")
-            siblings.append(name)
-        elif nodes:
-            raise ValueError("duplicate node '/'")
+    nodes: dict[str, Node] = {}
+    for gen, (path, value, perms) in enumerate(entries, start=1):
         acl = parsed.get(perms)
         if acl is None:
             acl = parsed[perms] = _perms(perms)
         nodes[path] = Node(value.encode("latin-1"), acl, (), gen)
-        children[path] = []
-    if "/" not in nodes:
-        raise ValueError("no root node")
+    if len(nodes) != len(entries):
+        raise ValueError("duplicate node paths")
+    children: dict[str, list[str]] = {}
+    for path in paths[1:]:
+        parent, _, name = path.rpartition("/")
+        parent = parent or "/"
+        if parent not in nodes:
+            raise ValueError(f"orphaned node {path!r}: its parent is not saved")
+        children.setdefault(parent, []).append(name)
     for path, names in children.items():
         nodes[path].children = tuple(names)
     special = {p: _perms(t) for p, t in doc["special"].items() if p in SPECIAL_PATHS}

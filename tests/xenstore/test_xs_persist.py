@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -64,6 +65,42 @@ def test_damaged_state_is_refused_not_emptied(tmp_path: Path, damage: str) -> No
     with pytest.raises(StateFileError, match="move it away"):
         load(file)
     assert file.read_bytes() == data
+
+
+def _write_hashed(file: Path, nodes: list[list[object]]) -> None:
+    """A well-formed, correctly hashed state file around `nodes`: only the content is wrong."""
+    body = json.dumps({"nodes": nodes, "special": {}, "introduced": []}).encode()
+    header = {"format": "xen-reconciler/xenstore-state", "version": 1, "length": len(body),
+              "sha256": hashlib.sha256(body).hexdigest()}
+    file.write_bytes(json.dumps(header).encode() + b"\n" + body)
+
+
+@pytest.mark.parametrize(("nodes", "words"), [
+    ([["/", "", "n0"], ["/a/b", "", "n0"]], "orphaned node '/a/b'"),
+    ([["/", "", "n0"], ["/a", "", "n0"], ["/a", "x", "n0"]], "duplicate"),
+    ([["/", "", "n0"], ["a", "", "n0"]], "bad node path 'a'"),
+    ([["/", "", "n0"], ["/a b", "", "n0"]], "bad node path '/a b'"),
+    ([["/", "", "n0"], ["/a/", "", "n0"]], "ends with /"),
+    ([["/", "", "n0"], ["/a//b", "", "n0"]], "contains //"),
+    ([["/", "", "n0"], ["/" + "a" * 3100, "", "n0"]], "longer than"),
+    ([["/a", "", "n0"]], "first saved node"),
+    ([["/", 7, "n0"]], "move it away"),
+    ([["/", "", "x9"]], "move it away"),
+])
+def test_hashed_state_with_bad_content_is_refused(tmp_path: Path, nodes: list[list[object]], words: str) -> None:
+    """The checksum only proves the file is what was written; what it says is checked too."""
+    file = tmp_path / STATE_FILE
+    _write_hashed(file, nodes)
+    with pytest.raises(StateFileError, match="move it away") as caught:
+        load(file)
+    assert words in str(caught.value)
+
+
+def test_hashed_state_with_good_content_loads(tmp_path: Path) -> None:
+    file = tmp_path / STATE_FILE
+    _write_hashed(file, [["/", "", "n0"], ["/a", "1", "n0"], ["/a/b", "2", "r1"], ["/@c", "", "n0"]])
+    store = load(file)
+    assert store.read("/a/b") == b"2" and store.directory("/") == ["a", "@c"]
 
 
 def _serve(state: Path) -> subprocess.Popen[str]:
