@@ -155,9 +155,11 @@ class Backends:
         return count
 
     def _resume_one(self, ref: DeviceRef) -> int:
-        _, back, _ = ref.paths
+        front, back, _ = ref.paths
         online = self.store.peek(f"{back}/online")
         phase: Phase = "remove" if online is not None and online.value == b"0" else "add"
+        if phase == "add" and ref.kind != "console" and _value(self.store, f"{front}/state") == b"4":
+            return 0  # settled: an add ends with the frontend seeing Connected (progress._connect_steps)
         steps = backend_progress(phase, ref.domid, ref.kind, ref.devid, backend_domid=ref.backend_domid,
                                  backend_kind=ref.backend_kind)
         start = next((i + 1 for i in reversed(range(len(steps))) if all(shows(self.store, o) for o in steps[i].ops)), 0)
@@ -166,6 +168,11 @@ class Backends:
         log.info("resuming %s of %s at step %d", phase, back, start)
         self.start(ref, phase, steps, start=start)
         return 1
+
+
+def _value(store: Store, path: str) -> bytes | None:
+    node = store.peek(path)
+    return node.value if node is not None else None
 
 
 def _children(store: Store, path: str) -> tuple[str, ...]:
