@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from reconciler.errors import UsageError
 from reconciler.model.observed import ObservedState
@@ -24,6 +24,7 @@ from reconciler.ports import HostPorts
 ENV = "RECONCILER_HOST"
 DEFAULT_SIM_DIR = ".reconciler/sim"
 CAPABILITIES = Path("/proc/xen/capabilities")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -92,4 +93,18 @@ async def _observe(spec: HostSpec) -> ObservedState:
 
 def observe_selected(host: str | None) -> ObservedState:
     """Observe the host `--host` (or the environment, or the default) selects."""
-    return asyncio.run(_observe(select_host(host)))
+    return run_async(_observe(select_host(host)))
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run(coro)`, without a cost that grows with the result on CPython 3.11:
+    on exit the runner calls `signal.getsignal(SIGINT)`, which formats the repr of its
+    handler, a partial holding the main task, whose repr includes the task's result.
+    For a 500-domain ObservedState that was 0.45 s. The main task here returns None."""
+    box: list[T] = []
+
+    async def main() -> None:
+        box.append(await coro)
+
+    asyncio.run(main())
+    return box[0]
