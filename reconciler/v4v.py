@@ -2,7 +2,9 @@
 
 Pure: `parse_rule(text) -> Rule` or ValueError saying what is valid; `Rule.inverse()`
 and `str(rule)` (the canonical form, so whitespace edits are not drift). Called by the
-manifest models (validation) and by the planner (resolution against running VMs).
+manifest models (validation) and by the planner (resolution against running VMs). Rules
+are frozen values, so each text is parsed once per process (a bounded memo): the diff
+and the planner reuse the parse the loader made when it canonicalised a rule.
 
     RULE     := ENDPOINT "->" ENDPOINT            left = client, right = server
     ENDPOINT := DOMAIN [":" (PORT | "*")]
@@ -106,8 +108,22 @@ def _parse_endpoint(text: str, side: str) -> Endpoint:
     return Endpoint(domain, int(port_text))
 
 
+_PARSED: dict[str, Rule] = {}  # text (as written, and canonical) -> its rule
+_PARSED_MAX = 65536  # distinct texts kept; past it the memo starts again
+
+
 def parse_rule(text: str) -> Rule:
     """Parse one rule; ValueError names the part that is wrong and what is valid."""
+    rule = _PARSED.get(text)
+    if rule is None:
+        rule = _parse(text)
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[text] = _PARSED[str(rule)] = rule
+    return rule
+
+
+def _parse(text: str) -> Rule:
     if "->" not in text:
         raise ValueError(f"expected 'CLIENT -> SERVER' (e.g. 'myself -> dom-type=ndvm:5555'), found {text!r}")
     client, _, server = text.partition("->")
