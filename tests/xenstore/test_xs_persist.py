@@ -80,6 +80,7 @@ def _write_hashed(file: Path, nodes: list[list[object]]) -> None:
     ([["/", "", "n0"], ["/a", "", "n0"], ["/a", "x", "n0"]], "duplicate"),
     ([["/", "", "n0"], ["a", "", "n0"]], "bad node path 'a'"),
     ([["/", "", "n0"], ["/a b", "", "n0"]], "bad node path '/a b'"),
+    ([["/", "", "n0"], ["/caf\u00e9", "", "n0"]], "bad node path '/caf\u00e9'"),
     ([["/", "", "n0"], ["/a/", "", "n0"]], "ends with /"),
     ([["/", "", "n0"], ["/a//b", "", "n0"]], "contains //"),
     ([["/", "", "n0"], ["/" + "a" * 3100, "", "n0"]], "longer than"),
