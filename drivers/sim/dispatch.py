@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
 from typing import Any
 
 import pydantic
@@ -73,7 +72,7 @@ class Dispatcher:
             self.changes += 1
 
     async def _list(self, args: Args) -> Any:
-        return [asdict(s) for s in self.core.domains.statuses()]
+        return [vars(s).copy() for s in self.core.domains.statuses()]  # flat records: asdict deep-copies each field
 
     async def _create(self, args: Args) -> int:
         domid = await self.libxl.create(_model(VM, args, "vm"), paused=bool(args.get("paused", True)))
@@ -108,7 +107,7 @@ class Dispatcher:
         await self.pci.attach(_int(args, "domid"), _str(args, "bdf"), opts)
 
     async def _inventory(self, args: Args) -> Any:
-        return [asdict(d) for d in self.core.pci.inventory()]
+        return [vars(d).copy() for d in self.core.pci.inventory()]
 
     async def _fw_list(self, args: Args) -> Any:
         return [entry_to_json(e) for e in self.core.firewall.list()]
