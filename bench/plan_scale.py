@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from manifests import bdf, generate, vm_name  # noqa: E402
 
 from drivers.sim import open_sim  # noqa: E402
+from reconciler.cli.hosts import observe_selected  # noqa: E402
 from reconciler.execute import ExecuteSettings, execute  # noqa: E402
 from reconciler.loader import load  # noqa: E402
 from reconciler.model import DesiredState  # noqa: E402
@@ -92,14 +93,10 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def one_round(manifests: Path, state_dir: Path) -> tuple[dict[str, float], int]:
-    async def observe() -> ObservedState:
-        async with open_sim(state_dir) as ports:
-            return await observe_host(ports)
-
     times: dict[str, float] = {}
     times["load+validate"], loaded = timed(lambda: load([str(manifests)]))
     assert loaded.state is not None, loaded.diagnostics[:3]
-    times["observe"], observed = timed(lambda: asyncio.run(observe()))
+    times["observe"], observed = timed(lambda: observe_selected(f"sim:{state_dir}"))  # as `plan --host` does
     times["diff+plan"], plan = timed(lambda: plan_for(loaded.state, observed))
     times["render"], _ = timed(lambda: (render_text(plan), render_json(plan)))
     return times, len(plan.steps)
