@@ -12,15 +12,55 @@ from collections.abc import Mapping
 from pydantic import BaseModel
 
 from reconciler import xenfmt
-from reconciler.diff.fields import NOT_FIELDS, SENSITIVE, TABLES, FieldRule, flatten, is_sensitive, plain, shown
+from reconciler.diff.fields import NOT_FIELDS, SENSITIVE, TABLES, flatten, is_sensitive, is_shown, plain
 from reconciler.model.common import Kind
 from reconciler.plan.changes import FieldChange, Impact
 
 
-def _normal(kind: Kind, key: str, value: object) -> object:
+# Per kind, the compared (key, seen, impact) rows of the table, in table order.
+_COMPARED: dict[Kind, tuple[tuple[str, str, Impact], ...]] = {
+    kind: tuple((key, rule.seen, rule.impact) for key, rule in table.items() if rule.seen != "identity")
+    for kind, table in TABLES.items()
+}
+
+
+def compare(kind: Kind, desired: BaseModel, observed: BaseModel | None,
+            record: Mapping[str, object] | None, impacts: Mapping[str, Impact] | None = None) -> list[FieldChange]:
+    """Every leaf that differs, in table order. `impacts` overrides a field's impact
+    class where it depends on the values (memory beyond the running static-max).
+
+    The host's value of a `host` field, of an `if-shown` field the observer set, else
+    the last-applied record's value of an `if-shown` or `record` field; a field with
+    none of these is not comparable."""
+    want = plain(desired)
+    have = plain(observed) if observed is not None else None
+    assert isinstance(want, dict) and (have is None or isinstance(have, dict))
+    changes: list[FieldChange] = []
+    for key, seen, impact in _COMPARED[kind]:
+        if have is not None and (seen == "host" or (seen == "if-shown" and observed is not None and is_shown(observed, key))):
+            current = have.get(key)
+        elif seen != "host" and record is not None and key in record:
+            current = record[key]
+        else:
+            continue
+        target = want.get(key)
+        if current == target:
+            continue
+        if kind == "NIC":
+            if (key == "mac" and target == "auto") or (key == "type" and target is None):
+                continue  # type unset: libxl's default for the guest (ioemu on HVM, else vif), what the host shows
+            if key == "rate" and _normal_rate(current) == _normal_rate(target):
+                continue
+        if impacts is not None:
+            impact = impacts.get(key, impact)
+        changes.extend(leaf_changes(f"spec.{key}", current, target, impact))
+    return changes
+
+
+def _normal_rate(value: object) -> object:
     """Spellings that mean the same to Xen compare equal: a NIC rate by the
     `<bytes>,<usecs>` pair netback gets (`10Mb/s` == `1250KB/s`)."""
-    if kind == "NIC" and key == "rate" and isinstance(value, str):
+    if isinstance(value, str):
         try:
             return xenfmt.rate_to_xenstore(value)
         except ValueError:
@@ -28,56 +68,24 @@ def _normal(kind: Kind, key: str, value: object) -> object:
     return value
 
 
-def _current(key: str, rule: FieldRule, observed: Mapping[str, object] | None,
-             seen_keys: frozenset[str], record: Mapping[str, object] | None) -> tuple[bool, object]:
-    """(comparable, value) of one top-level field on the host side."""
-    if rule.seen == "host" and observed is not None:
-        return True, observed.get(key)
-    if rule.seen == "if-shown" and observed is not None and key in seen_keys:
-        return True, observed.get(key)
-    if rule.seen in ("if-shown", "record") and record is not None and key in record:
-        return True, record[key]
-    return False, None
-
-
-def compare(kind: Kind, desired: BaseModel, observed: BaseModel | None,
-            record: Mapping[str, object] | None, impacts: Mapping[str, Impact] | None = None) -> list[FieldChange]:
-    """Every leaf that differs, in table order. `impacts` overrides a field's impact
-    class where it depends on the values (memory beyond the running static-max)."""
-    table = TABLES[kind]
-    want = plain(desired)
-    have = plain(observed) if observed is not None else None
-    assert isinstance(want, dict) and (have is None or isinstance(have, dict))
-    seen_keys = shown(observed) if observed is not None else frozenset()
-    changes: list[FieldChange] = []
-    for key, rule in table.items():
-        if rule.seen == "identity":
-            continue
-        comparable, current = _current(key, rule, have, seen_keys, record)
-        target = want.get(key)
-        if not comparable or (kind == "NIC" and key == "mac" and target == "auto"):
-            continue
-        if kind == "NIC" and key == "type" and target is None:
-            continue  # unset: libxl's default for the guest (ioemu on HVM, else vif), what the host shows
-        if _normal(kind, key, current) == _normal(kind, key, target):
-            continue
-        impact = (impacts or {}).get(key, rule.impact)
-        changes.extend(leaf_changes(f"spec.{key}", current, target, impact))
-    return changes
+def _leaf(path: str, before: object, after: object, impact: Impact) -> FieldChange:
+    if is_sensitive(path):
+        return FieldChange(path, SENSITIVE, SENSITIVE, impact, sensitive=True)
+    return FieldChange(path, before, after, impact)
 
 
 def leaf_changes(path: str, before: object, after: object, impact: Impact) -> list[FieldChange]:
     """FieldChanges for the leaves of two values that differ (nested maps flattened)."""
+    if not isinstance(before, dict) and not isinstance(after, dict):  # one leaf at most
+        a = None if before == [] else before
+        b = None if after == [] else after
+        return [] if a == b else [_leaf(path, a, b, impact)]
     old, new = flatten(path, before), flatten(path, after)
     out: list[FieldChange] = []
-    for leaf in sorted(set(old) | set(new)):
+    for leaf in sorted(old.keys() | new.keys()):
         a, b = old.get(leaf), new.get(leaf)
-        if a == b:
-            continue
-        if is_sensitive(leaf):
-            out.append(FieldChange(leaf, SENSITIVE, SENSITIVE, impact, sensitive=True))
-        else:
-            out.append(FieldChange(leaf, a, b, impact))
+        if a != b:
+            out.append(_leaf(leaf, a, b, impact))
     return out
 
 
@@ -87,6 +95,11 @@ def created(kind: Kind, desired: BaseModel) -> tuple[FieldChange, ...]:
     assert isinstance(values, dict)
     out: list[FieldChange] = []
     for key, value in values.items():
-        if key not in NOT_FIELDS:
-            out.extend(leaf_changes(f"spec.{key}", None, value, "live"))
+        if value is None or key in NOT_FIELDS:
+            continue
+        if isinstance(value, dict):
+            flat = flatten(f"spec.{key}", value)
+            out += [_leaf(leaf, None, flat[leaf], "live") for leaf in sorted(flat)]
+        elif value != []:
+            out.append(_leaf(f"spec.{key}", None, value, "live"))
     return tuple(out)

@@ -149,12 +149,15 @@ def plain(value: object) -> object:
 
 @functools.cache
 def _may_hold_secrets(cls: type[BaseModel]) -> tuple[tuple[str, str], ...]:
-    """(name, alias) of the fields of `cls` that are secrets or nested models."""
+    """(name, alias) of the fields of `cls` that are secrets, or nested models that
+    hold one (at any depth): the only fields `_hash_secrets` has to visit."""
     out: list[tuple[str, str]] = []
     for name, info in cls.model_fields.items():
+        if typing.get_origin(info.annotation) is list:
+            continue
         args = (info.annotation, *typing.get_args(info.annotation))
-        nested = any(isinstance(a, type) and issubclass(a, BaseModel) for a in args)
-        if typing.get_origin(info.annotation) is not list and (nested or "SecretStr" in repr(info.annotation)):
+        nested = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+        if "SecretStr" in repr(info.annotation) or any(_may_hold_secrets(m) for m in nested):
             out.append((name, info.alias or name))
     return tuple(out)
 
@@ -177,8 +180,23 @@ def spec_fields(spec: BaseModel, table: Mapping[str, FieldRule], seen: frozenset
 
 def shown(spec: BaseModel) -> frozenset[str]:
     """camelCase names of the spec fields an observer actually set."""
-    fields = type(spec).model_fields
-    return frozenset(fields[name].alias or name for name in spec.model_fields_set if name in fields)
+    aliases = _aliases(type(spec))
+    return frozenset(aliases[name] for name in spec.model_fields_set if name in aliases)
+
+
+def is_shown(spec: BaseModel, key: str) -> bool:
+    """`key in shown(spec)`, without building the set."""
+    return _names(type(spec)).get(key) in spec.model_fields_set
+
+
+@functools.cache
+def _aliases(cls: type[BaseModel]) -> dict[str, str]:
+    return {name: info.alias or name for name, info in cls.model_fields.items()}
+
+
+@functools.cache
+def _names(cls: type[BaseModel]) -> dict[str, str]:
+    return {alias: name for name, alias in _aliases(cls).items()}
 
 
 def flatten(prefix: str, value: object) -> Flat:
@@ -186,15 +204,19 @@ def flatten(prefix: str, value: object) -> Flat:
 
     An absent nested model or map (None) and an empty list flatten to nothing, so
     their leaves compare as None against the other side's values."""
+    out: Flat = {}
+    _flatten_into(out, prefix, value)
+    return out
+
+
+def _flatten_into(out: Flat, prefix: str, value: object) -> None:
     if isinstance(value, dict):
-        out: Flat = {}
         for key, item in value.items():
-            out.update(flatten(f"{prefix}.{key}", item))
-        return out
-    if value is None or value == []:
-        return {}
-    return {prefix: value}
+            _flatten_into(out, f"{prefix}.{key}", item)
+    elif value is not None and value != []:
+        out[prefix] = value
 
 
+@functools.lru_cache(maxsize=4096)
 def is_sensitive(path: str) -> bool:
     return path.rsplit(".", 1)[-1] in SECRET_FIELDS
