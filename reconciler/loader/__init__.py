@@ -73,9 +73,8 @@ def load(paths: Sequence[str], limits: Limits = Limits()) -> LoadResult:
                 broken.add(_declared_vm(doc.value))
     if not files and not diagnostics:
         diagnostics.append(Diagnostic(Location(", ".join(paths) or "."), "error", "no *.yaml or *.yml manifests found"))
-    entries, naming = normalize.expand_nested(entries)
+    entries, naming = normalize.normalize(entries)
     diagnostics.extend(checks.diag(e, checks.name_path(e), message) for e, message in naming)
-    entries = normalize.fill_defaults(entries)
     diagnostics.extend(checks.run_all(entries, frozenset(broken)))
     diagnostics = sorted(set(diagnostics))
     if any(d.severity == "error" for d in diagnostics):

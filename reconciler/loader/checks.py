@@ -24,6 +24,8 @@ HVM_ONLY = ("boot", "hvm", "stubdom")
 
 def where(entry: Entry, *path: str | int, at_key: bool = False) -> Location:
     """Location of `path` inside the entry's document (relative to the entry itself)."""
+    if entry.node is not None:  # the node at entry.path: no need to walk there again
+        return location(entry.document.file, mark_for(entry.node, path, at_key=at_key))
     full: Path = (*entry.path, *path)
     return location(entry.document.file, mark_for(entry.document.node, full, at_key=at_key))
 

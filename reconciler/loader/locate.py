@@ -26,7 +26,7 @@ class Found:
     depth: int
 
 
-def _child(node: yaml.Node, step: str | int) -> tuple[yaml.Node, yaml.Node | None] | None:
+def child(node: yaml.Node, step: str | int) -> tuple[yaml.Node, yaml.Node | None] | None:
     if isinstance(node, yaml.MappingNode) and isinstance(step, str):
         merged: list[yaml.Node] = []
         for key_node, value_node in node.value:
@@ -37,7 +37,7 @@ def _child(node: yaml.Node, step: str | int) -> tuple[yaml.Node, yaml.Node | Non
         for source in merged:
             sources = source.value if isinstance(source, yaml.SequenceNode) else [source]
             for candidate in sources:
-                hit = _child(candidate, step)
+                hit = child(candidate, step)
                 if hit:
                     return hit
     if isinstance(node, yaml.SequenceNode) and isinstance(step, int) and 0 <= step < len(node.value):
@@ -50,7 +50,7 @@ def find(root: yaml.Node, path: Path) -> Found:
     are skipped, so the result is the most precise node that exists."""
     node, key, depth = root, None, 0
     for step in path:
-        hit = _child(node, step)
+        hit = child(node, step)
         if hit is None:
             continue
         node, key = hit

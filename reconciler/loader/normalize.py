@@ -9,35 +9,61 @@ deterministic MAC. Called by `reconciler.loader.load` before the checks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel
+import yaml
 
 from reconciler import xenfmt
-from reconciler.loader.locate import Path
+from reconciler.loader.locate import Path, child
+from reconciler.loader.models import make, updated
 from reconciler.loader.yamlsrc import Document
 from reconciler.model import VM, Disk, DiskSpec, Metadata, NIC, NICSpec, PCIPassthrough, PCISpec, Resource, V4VRule, V4VRuleSpec, VMSpec, default_vm_uuid
-from reconciler.model.devices import DiskFields, NICFields, PCIFields, V4VFields
 
 NAME_MAX = 63
-
-# (VM spec field, list name in default names, standalone model, its spec, nested fields)
-NESTED: tuple[tuple[str, str, type[BaseModel], type[BaseModel], type[BaseModel]], ...] = (
-    ("disks", "disks", Disk, DiskSpec, DiskFields),
-    ("nics", "nics", NIC, NICSpec, NICFields),
-    ("pci", "pci", PCIPassthrough, PCISpec, PCIFields),
-    ("v4v_rules", "v4vrules", V4VRule, V4VRuleSpec, V4VFields),
-)
+_LISTS_CLEARED = ("disks", "nics", "pci", "v4v_rules")
 
 
 @dataclass(frozen=True)
+class _Nested:
+    """One nested device list: the VM spec field, its YAML key, the list name used in
+    default names, and the standalone model it becomes (its spec field names in order)."""
+
+    field: str
+    key: str
+    list_name: str
+    model: type[Disk] | type[NIC] | type[PCIPassthrough] | type[V4VRule]
+    spec: type[DiskSpec] | type[NICSpec] | type[PCISpec] | type[V4VRuleSpec]
+
+    @property
+    def header(self) -> dict[str, Any]:
+        """apiVersion and kind, as model_construct would default them."""
+        return {name: self.model.model_fields[name].default for name in ("api_version", "kind")}
+
+
+NESTED: tuple[_Nested, ...] = tuple(
+    _Nested(field, VMSpec.model_fields[field].alias or field, list_name, model, spec)
+    for field, list_name, model, spec in (
+        ("disks", "disks", Disk, DiskSpec),
+        ("nics", "nics", NIC, NICSpec),
+        ("pci", "pci", PCIPassthrough, PCISpec),
+        ("v4v_rules", "v4vrules", V4VRule, V4VRuleSpec),
+    )
+)
+_HEADERS = {nested.field: nested.header for nested in NESTED}
+_SPEC_FIELDS = {nested.field: tuple(name for name in nested.spec.model_fields if name != "vm") for nested in NESTED}
+
+
+@dataclass(frozen=True, slots=True)
 class Entry:
-    """A resource and where it was written: its document and the path inside it."""
+    """A resource and where it was written: its document, the path inside it and, when
+    known, the node that path leads to (so locating a field need not walk from the root)."""
 
     resource: Resource
     document: Document
     path: Path = ()
+    node: yaml.Node | None = None
 
     @property
     def kind(self) -> str:
@@ -48,84 +74,84 @@ class Entry:
         return self.resource.metadata.name
 
 
-def expand_nested(entries: list[Entry]) -> tuple[list[Entry], list[tuple[Entry, str]]]:
-    """Split every VM's nested device lists into standalone entries."""
+def normalize(entries: list[Entry]) -> tuple[list[Entry], list[tuple[Entry, str]]]:
+    """Every nested device as a standalone entry just before its VM, every default filled;
+    plus (entry, message) for default names that are too long. Each model is built once,
+    with its final values (see `reconciler.loader.models`)."""
+    uuids = {e.name: e.resource.spec.uuid or default_vm_uuid(e.name) for e in entries if isinstance(e.resource, VM)}
+    nics_seen: dict[str, int] = {}  # per VM name: NICs given a position so far
     out: list[Entry] = []
     problems: list[tuple[Entry, str]] = []
-    for entry in entries:
-        resource = entry.resource
-        if not isinstance(resource, VM):
-            out.append(entry)
-            continue
-        spec = resource.spec
-        vm_name = resource.metadata.name
-        for field, list_name, model, spec_model, fields in NESTED:
-            for index, item in enumerate(getattr(spec, field)):
-                name = item.name or f"{vm_name}-{list_name}-{index}"
-                path = (*entry.path, "spec", VMSpec.model_fields[field].alias or field, index)
-                values: dict[str, Any] = {k: getattr(item, k) for k in fields.model_fields}
-                device = model.model_construct(
-                    metadata=Metadata.model_construct(name=name, labels=dict(resource.metadata.labels)),
-                    spec=spec_model.model_construct(vm=vm_name, **values),
-                )
-                child = Entry(device, entry.document, path)  # type: ignore[arg-type]
-                if len(name) > NAME_MAX:
-                    problems.append((child, f"default name {name!r} is longer than {NAME_MAX} characters; give the item a name"))
-                out.append(child)
-        cleared = spec.model_copy(update={"disks": [], "nics": [], "pci": [], "v4v_rules": []})
-        out.append(replace(entry, resource=resource.model_copy(update={"spec": cleared})))
-    return out, problems
-
-
-def fill_defaults(entries: list[Entry]) -> list[Entry]:
-    """Defaults that depend on other fields or other resources."""
-    vms = {e.name: e.resource for e in entries if isinstance(e.resource, VM)}
-    uuids = {name: vm.spec.uuid or default_vm_uuid(name) for name, vm in vms.items()}
-    nic_position = _nic_positions(entries)
-    out: list[Entry] = []
+    standalone_nics: list[int] = []
     for entry in entries:
         resource = entry.resource
         if isinstance(resource, VM):
-            resource = _vm_defaults(resource, uuids[resource.metadata.name])
+            for child_entry in _expand(entry, resource, uuids, nics_seen):
+                if len(child_entry.name) > NAME_MAX:
+                    problems.append((child_entry, f"default name {child_entry.name!r} is longer than {NAME_MAX} characters; give the item a name"))
+                out.append(child_entry)
+            out.append(Entry(_vm_defaults(resource, uuids[resource.metadata.name]), entry.document))
         elif isinstance(resource, Disk) and resource.spec.access is None:
             access = "ro" if resource.spec.devtype == "cdrom" else "rw"
-            resource = resource.model_copy(update={"spec": resource.spec.model_copy(update={"access": access})})
-        elif isinstance(resource, NIC):
-            resource = _nic_defaults(resource, nic_position[id(entry)], uuids.get(resource.spec.vm))
-        out.append(replace(entry, resource=resource))
-    return out
+            out.append(Entry(resource.model_copy(update={"spec": resource.spec.model_copy(update={"access": access})}), entry.document))
+        else:
+            if isinstance(resource, NIC):
+                standalone_nics.append(len(out))
+            out.append(entry)
+    for at in standalone_nics:  # after every nested NIC: they come first
+        nic: NIC = out[at].resource  # type: ignore[assignment]
+        spec = nic.spec
+        changes = _nic_changes(spec.index, spec.mac, nics_seen.get(spec.vm, 0), uuids.get(spec.vm))
+        nics_seen[spec.vm] = nics_seen.get(spec.vm, 0) + 1
+        out[at] = Entry(nic.model_copy(update={"spec": spec.model_copy(update=changes)}), out[at].document)
+    return out, problems
 
 
-def _nic_positions(entries: list[Entry]) -> dict[int, int]:
-    """Each NIC entry's position among its VM's NICs: nested ones first, in list order,
-    then standalone ones in file order."""
-    nics = [e for e in entries if isinstance(e.resource, NIC)]
-    ordered = [e for e in nics if e.path] + [e for e in nics if not e.path]
-    seen: dict[str, int] = {}
-    positions: dict[int, int] = {}
-    for entry in ordered:
-        vm = entry.resource.spec.vm  # type: ignore[union-attr]
-        positions[id(entry)] = seen.get(vm, 0)
-        seen[vm] = positions[id(entry)] + 1
-    return positions
+def _expand(entry: Entry, vm: VM, uuids: dict[str, str], nics_seen: dict[str, int]) -> Iterator[Entry]:
+    """The VM's nested devices as standalone entries, with their defaults."""
+    vm_name = vm.metadata.name
+    labels = vm.metadata.labels
+    spec_node = child(entry.document.node, "spec")
+    for nested in NESTED:
+        items = getattr(vm.spec, nested.field)
+        if not items:
+            continue
+        list_node = child(spec_node[0], nested.key) if spec_node else None
+        names = _SPEC_FIELDS[nested.field]
+        for index, item in enumerate(items):
+            given = item.__dict__
+            name = given["name"] or f"{vm_name}-{nested.list_name}-{index}"
+            values = {k: given[k] for k in names}
+            values["vm"] = vm_name
+            if nested.field == "disks" and values["access"] is None:
+                values["access"] = "ro" if values["devtype"] == "cdrom" else "rw"
+            elif nested.field == "nics":
+                values.update(_nic_changes(values["index"], values["mac"], nics_seen.get(vm_name, 0), uuids[vm_name]))
+                nics_seen[vm_name] = nics_seen.get(vm_name, 0) + 1
+            metadata = make(Metadata, {"name": name, "labels": dict(labels)}, {"name", "labels"})
+            spec = make(nested.spec, values, set(values))
+            device = make(nested.model, {**_HEADERS[nested.field], "metadata": metadata, "spec": spec}, {"metadata", "spec"})
+            item_node = child(list_node[0], index) if list_node else None
+            yield Entry(device, entry.document, ("spec", nested.key, index), item_node[0] if item_node else None)
 
 
 def _vm_defaults(vm: VM, uuid: str) -> VM:
     spec = vm.spec
-    update: dict[str, Any] = {"uuid": uuid}
+    changes: dict[str, Any] = {name: [] for name in _LISTS_CLEARED}
+    changes["uuid"] = uuid
     if spec.max_memory is None:
-        update["max_memory"] = spec.memory
+        changes["max_memory"] = spec.memory
     if spec.max_vcpus is None:
-        update["max_vcpus"] = max(spec.vcpus, 1)
+        changes["max_vcpus"] = max(spec.vcpus, 1)
     if spec.virt == "hvm" and spec.boot is None:
-        update["boot"] = "cd"
-    return vm.model_copy(update={"spec": spec.model_copy(update=update)})
+        changes["boot"] = "cd"
+    return updated(vm, {"spec": updated(spec, changes)})
 
 
-def _nic_defaults(nic: NIC, position: int, vm_uuid: str | None) -> NIC:
-    spec = nic.spec
-    index = position if spec.index is None else spec.index
-    update: dict[str, Any] = {"index": index}
-    if spec.mac == "auto" and vm_uuid is not None:
-        update["mac"] = xenfmt.auto_mac(vm_uuid, index)
-    return nic.model_copy(update={"spec": spec.model_copy(update=update)})
+def _nic_changes(index: int | None, mac: str, position: int, vm_uuid: str | None) -> dict[str, Any]:
+    """A NIC's index (its position unless given) and, for `mac: auto`, its MAC."""
+    final = position if index is None else index
+    changes: dict[str, Any] = {"index": final}
+    if mac == "auto" and vm_uuid is not None:
+        changes["mac"] = xenfmt.auto_mac(vm_uuid, final)
+    return changes

@@ -1,0 +1,147 @@
+"""Fast model building (`reconciler.loader.models`) and the one-pass normalization that
+uses it: every model it makes must be the model pydantic's public API would make, with
+the same values, fields set and field order. Nothing is faked: real YAML files, loaded."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, PrivateAttr
+
+from reconciler.loader import checks, load, normalize
+from reconciler.loader.documents import to_resource
+from reconciler.loader.models import direct, make, updated
+from reconciler.loader.yamlsrc import Limits, parse_documents
+from reconciler.model import MODELS, Disk, DiskSpec, Metadata, NICSpec
+
+MANIFEST = """\
+apiVersion: xen.reconciler/v1
+kind: VM
+metadata: {name: web, labels: {tier: front}}
+spec:
+  virt: hvm
+  memory: 1Gi
+  disks:
+    - {target: /a.img, vdev: xvda}
+    - {target: "", vdev: hdc, devtype: cdrom}
+    - {name: web-named, target: /b.img, vdev: xvdb, access: ro}
+  nics:
+    - &base {bridge: xenbr2, mtu: 1400}
+    - {<<: *base, index: 7, mac: "00:16:3e:00:00:01"}
+    - {bridge: xenbr0, ethtool: {rx: off}}
+  pci:
+    - {match: {class: "0x0200"}, guestSlot: "0x05"}
+  v4vRules:
+    - "myself -> 0:80"
+    - {name: web-ssh, rule: "0 -> myself:22", bidirectional: false}
+---
+apiVersion: xen.reconciler/v1
+kind: NIC
+metadata: {name: web-extra}
+spec: {vm: web, bridge: xenbr0}
+"""
+
+
+def same(a: BaseModel, b: BaseModel) -> None:
+    """Equal the way pickle and repr see them, not only by ==."""
+    assert type(a) is type(b)
+    assert a == b
+    assert a.model_fields_set == b.model_fields_set
+    assert list(a.__dict__) == list(b.__dict__)
+    assert a.__pydantic_extra__ == b.__pydantic_extra__
+    assert a.__pydantic_private__ == b.__pydantic_private__
+
+
+def test_make_is_model_construct() -> None:
+    values: dict[str, Any] = {name: field.get_default(call_default_factory=True) for name, field in NICSpec.model_fields.items() if not field.is_required()}
+    values = {name: values.get(name, "web") for name in NICSpec.model_fields}
+    values["index"] = 3
+    built = make(NICSpec, dict(values), set(values))
+    same(built, NICSpec.model_construct(**values))
+    assert built.index == 3 and built.vm == "web"
+
+
+def test_updated_is_model_copy() -> None:
+    disk = Disk.model_validate({"metadata": {"name": "d"}, "spec": {"vm": "web", "vdev": "xvda", "target": "/a"}})
+    changes = {"spec": disk.spec.model_copy(update={"access": "rw"})}
+    same(updated(disk, changes), disk.model_copy(update=changes))
+    same(updated(disk.spec, {"access": "ro"}), disk.spec.model_copy(update={"access": "ro"}))
+    assert disk.spec.access is None  # the original is untouched
+
+
+class WithPrivate(BaseModel):
+    name: str = "x"
+    _cache: int = PrivateAttr(default=5)
+
+
+def test_other_models_fall_back_to_the_public_api() -> None:
+    assert not direct(WithPrivate)
+    assert all(direct(model) for model in (*MODELS.values(), Metadata, DiskSpec))
+    built = make(WithPrivate, {"name": "y"}, {"name"})
+    assert built._cache == 5 and built.name == "y" and built.model_fields_set == {"name"}
+    copied = updated(built, {"name": "z"})
+    assert copied._cache == 5 and copied.name == "z"
+
+
+def entries_of(path: Path) -> list[normalize.Entry]:
+    documents, problems = parse_documents(str(path), path.read_text(), Limits())
+    assert not problems
+    out = []
+    for doc in documents:
+        resource, problems = to_resource(doc)
+        assert resource is not None, problems
+        out.append(normalize.Entry(resource, doc))
+    return out
+
+
+@pytest.fixture
+def manifest(tmp_path: Path) -> Path:
+    path = tmp_path / "web.yaml"
+    path.write_text(MANIFEST)
+    return path
+
+
+def test_nested_devices_are_valid_standalone_models(manifest: Path) -> None:
+    """Each device built without validation validates to itself as a standalone document."""
+    entries, problems = normalize.normalize(entries_of(manifest))
+    assert not problems
+    devices = [e.resource for e in entries if e.path]
+    assert len(devices) == 9
+    for device in devices:
+        assert type(device).model_validate(device.model_dump(by_alias=True)) == device
+        assert device.model_fields_set == {"metadata", "spec"}
+        assert device.spec.model_fields_set == set(type(device.spec).model_fields)
+        assert device.metadata.labels == {"tier": "front"}
+    names = [e.name for e in entries]
+    assert names[:4] == ["web-disks-0", "web-disks-1", "web-named", "web-nics-0"] and names[-2:] == ["web", "web-extra"]
+
+
+def test_defaults_filled(manifest: Path) -> None:
+    state = load([str(manifest)]).state
+    assert state is not None
+    assert [d.spec.access for d in state.disks.values()] == ["rw", "ro", "ro"]
+    assert {n: nic.spec.index for n, nic in state.nics.items()} == {"web-extra": 3, "web-nics-0": 0, "web-nics-1": 7, "web-nics-2": 2}
+    assert state.nics["web-nics-1"].spec.mac == "00:16:3e:00:00:01" and state.nics["web-nics-1"].spec.mtu == 1400
+    assert state.nics["web-extra"].spec.mac != "auto"
+    vm = state.vms["web"].spec
+    assert (vm.boot, vm.max_memory, vm.max_vcpus, vm.disks, vm.nics, vm.pci, vm.v4v_rules) == ("cd", 1024, 1, [], [], [], [])
+    assert {"uuid", "boot", "max_memory", "max_vcpus", "disks", "nics", "pci", "v4v_rules"} <= vm.model_fields_set
+
+
+def test_located_from_the_item_node_as_from_the_root(manifest: Path) -> None:
+    """An entry's node is a shortcut only: every location reads as a walk from the root."""
+    entries, _ = normalize.normalize(entries_of(manifest))
+    nested = [e for e in entries if e.path]
+    assert nested and all(e.node is not None for e in nested)
+    for entry in nested:
+        walked = dataclasses.replace(entry, node=None)
+        for path in (("name",), ("bridge",), ("nosuch", "vdev"), ("ethtool", "rx"), ()):
+            for at_key in (False, True):
+                assert checks.where(entry, *path, at_key=at_key) == checks.where(walked, *path, at_key=at_key)
+    state = load([str(manifest)]).state
+    assert state is not None
+    assert state.origins[("Disk", "web-named")].line == 10 and state.origins[("Disk", "web-named")].col == 14
+    assert state.origins[("NIC", "web-nics-1")].line == 13 and state.origins[("NIC", "web-nics-1")].col == 7
