@@ -3,25 +3,59 @@
 Pure. Models print with their camelCase names and only the fields observed (unset
 fields are the manifest defaults and say nothing about the host); secrets print as
 "(sensitive)" through the models' own serializer. Keys come out sorted so YAML and
-JSON renderings are stable. Called by `reconciler.cli.observe`.
+JSON renderings are stable. Called by `reconciler.cli.observe`, and by the planner
+for the observed fingerprint (so it runs on every plan and is kept cheap).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict
+import dataclasses
+import operator
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import BaseModel
 
-from reconciler.model.observed import ObservedState
+from reconciler.model.host import HostPciDevice
+from reconciler.model.observed import DeviceHealth, DomainInfo, ObservedState
+
+Record = DomainInfo | DeviceHealth | HostPciDevice
+
+
+_FLAT = (str, int, float, bool, type(None))
+
+
+Getter = tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]
+_GETTERS: dict[type[Record], Getter] = {}
+
+
+def _getter(cls: type[Record]) -> Getter:
+    """The field names of a record class and one call that reads them all."""
+    found = _GETTERS.get(cls)
+    if found is None:
+        names = tuple(f.name for f in dataclasses.fields(cls))
+        get = operator.attrgetter(*names)
+        found = _GETTERS[cls] = (names, get if len(names) > 1 else lambda obj: (get(obj),))
+    return found
+
+
+def _asdict(obj: Record) -> dict[str, Any]:
+    """`dataclasses.asdict` for the flat records here (domains, health, host PCI
+    devices), without its deep copy; a record holding anything else takes asdict."""
+    names, get = _getter(type(obj))
+    values = get(obj)
+    if all(isinstance(value, _FLAT) for value in values):
+        return dict(zip(names, values))
+    return dataclasses.asdict(obj)
 
 
 def _specs(table: Mapping[str, BaseModel]) -> dict[str, Any]:
+    """Each model's `spec` as the observer set it: what dumping the whole model with
+    exclude_unset and taking its `spec` gives, without dumping the rest."""
     out: dict[str, Any] = {}
     for name, model in sorted(table.items()):
-        dumped = model.model_dump(mode="json", by_alias=True, exclude_unset=True)
-        out[name] = dumped.get("spec", {})
+        spec = getattr(model, "spec", None) if "spec" in model.model_fields_set else None
+        out[name] = spec.model_dump(mode="json", by_alias=True, exclude_unset=True) if isinstance(spec, BaseModel) else {}
     return out
 
 
@@ -29,17 +63,17 @@ def observed_to_data(state: ObservedState) -> dict[str, Any]:
     """The whole observed state as one JSON-compatible dict; `hostPci` and `firewall`
     only when the source shows them (a live or simulated host, not a dump)."""
     data: dict[str, Any] = {
-        "domains": {name: asdict(info) for name, info in sorted(state.domains.items())},
+        "domains": {name: _asdict(info) for name, info in sorted(state.domains.items())},
         "vms": _specs(state.vms),
         "disks": _specs(state.disks),
         "nics": _specs(state.nics),
         "pci": _specs(state.pci),
-        "health": {name: asdict(h) for name, h in sorted(state.health.items())},
+        "health": {name: _asdict(h) for name, h in sorted(state.health.items())},
         "pciAssignable": list(state.pci_assignable),
         "problems": list(state.problems),
     }
     if state.host_pci is not None:
-        data["hostPci"] = [asdict(dev) for dev in state.host_pci]
+        data["hostPci"] = [_asdict(dev) for dev in state.host_pci]
     if state.firewall is not None:
         data["firewall"] = [str(entry) for entry in state.firewall]
     return data

@@ -88,19 +88,24 @@ def build_plan(diff: Diff, desired: DesiredState, observed: ObservedState, *, fi
     starting = _vms(diff, (Action.CREATE, Action.RESTART))
     stopping = _vms(diff, (Action.DELETE, Action.RESTART))
     steps, chain = _expand(diff, Inputs(desired, observed, starting, index.references))
-    graph: nx.DiGraph[str] = nx.DiGraph()
-    graph.add_nodes_from(sorted(steps))
-    for before, after in chain:
-        _add(graph, before, after, STEP_ORDER)
-    scene = Scene(steps, index, starting, stopping)
-    for rule in RULES:
-        for before, after in rule(scene):
-            _add(graph, before, after, rule.__name__)
-    _refuse_cycles(graph, steps, desired)
-    generations = tuple(tuple(sorted(g)) for g in nx.topological_generations(graph))
-    dependencies = tuple(sorted(Dependency(a, b, str(graph.edges[a, b]["rule"])) for a, b in graph.edges))
-    nx.freeze(graph)
     ordered = tuple(steps[sid] for sid in sorted(steps))
+    # Edges in the order they are found; the first rule to link a pair names it.
+    edges: dict[tuple[str, str], str] = {}
+    for pair in chain:
+        _add(edges, pair, STEP_ORDER)
+    scene = Scene(steps, index, starting, stopping, ordered)
+    for rule in RULES:
+        name = rule.__name__
+        for pair in rule(scene):
+            _add(edges, pair, name)
+    graph: nx.DiGraph[str] = nx.DiGraph()
+    graph.add_nodes_from(step.id for step in ordered)
+    graph.add_edges_from((before, after, {"rule": rule}) for (before, after), rule in edges.items())
+    generations = _generations(graph, edges)
+    if generations is None:
+        raise _cycle(graph, steps, desired)
+    dependencies = tuple(Dependency(before, after, rule) for (before, after), rule in sorted(edges.items()))
+    nx.freeze(graph)
     return Plan(diff, ordered, dependencies, generations, fingerprint, desired, graph)
 
 
@@ -109,21 +114,44 @@ def plan_for(desired: DesiredState, observed: ObservedState) -> Plan:
     return build_plan(diff_states(desired, observed), desired, observed, fingerprint=fingerprint(observed))
 
 
-def _add(graph: nx.DiGraph[str], before: str, after: str, rule: str) -> None:
-    if before != after and not graph.has_edge(before, after):
-        graph.add_edge(before, after, rule=rule)
+def _add(edges: dict[tuple[str, str], str], pair: tuple[str, str], rule: str) -> None:
+    if pair[0] != pair[1] and pair not in edges:
+        edges[pair] = rule
 
 
-def _refuse_cycles(graph: nx.DiGraph[str], steps: dict[str, Step], desired: DesiredState) -> None:
+def _generations(graph: nx.DiGraph[str], edges: dict[tuple[str, str], str]) -> tuple[tuple[str, ...], ...] | None:
+    """The topological generations (as networkx defines them: every step whose
+    predecessors are all in earlier generations), each sorted; None on a cycle.
+    Kahn's algorithm on plain dicts: the graph is only read for its node list."""
+    waiting = dict.fromkeys(graph, 0)
+    after: dict[str, list[str]] = {node: [] for node in waiting}
+    for before, then in edges:
+        after[before].append(then)
+        waiting[then] += 1
+    current = [node for node, count in waiting.items() if count == 0]
+    out: list[tuple[str, ...]] = []
+    placed = 0
+    while current:
+        out.append(tuple(sorted(current)))
+        placed += len(current)
+        ready: list[str] = []
+        for node in current:
+            for then in after[node]:
+                waiting[then] -= 1
+                if waiting[then] == 0:
+                    ready.append(then)
+        current = ready
+    return tuple(out) if placed == len(waiting) else None
+
+
+def _cycle(graph: nx.DiGraph[str], steps: dict[str, Step], desired: DesiredState) -> ManifestError:
     """The same cycle in the same words every run: the strongly connected component with
     the smallest step id, walked from that id along the smallest successors."""
-    if nx.is_directed_acyclic_graph(graph):
-        return
     loops = sorted(sorted(c) for c in nx.strongly_connected_components(graph) if len(c) > 1)
     start, inside = loops[0][0], graph.subgraph(loops[0])
     back = [nx.shortest_path(inside, succ, start) for succ in sorted(inside.successors(start))]
     shortest = min(back, key=len)  # min keeps the first (smallest successor) among equals
-    raise _cycle_error(graph, [start, *shortest[:-1]], steps, desired)
+    return _cycle_error(graph, [start, *shortest[:-1]], steps, desired)
 
 
 def _cycle_error(graph: nx.DiGraph[str], path: list[str], steps: dict[str, Step], desired: DesiredState) -> ManifestError:

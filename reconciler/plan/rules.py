@@ -32,11 +32,12 @@ class Scene:
     index: Index
     starting: frozenset[str]  # VMs this plan builds (create, restart)
     stopping: frozenset[str]  # VMs this plan stops (delete, restart)
+    ordered: tuple[Step, ...]  # the same steps, sorted by id
     _by: dict[tuple[str, Op], list[Step]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         by: dict[tuple[str, Op], list[Step]] = defaultdict(list)
-        for step in sorted(self.steps.values(), key=lambda s: s.id):
+        for step in self.ordered:
             if step.kind != "VM":
                 by[(step.vm, step.op)].append(step)
         self._by.update(by)
@@ -104,7 +105,7 @@ def firewall_before_unpause(scene: Scene) -> Iterator[Pair]:
 
 def rules_naming_a_vm_applied_when_it_starts(scene: Scene) -> Iterator[Pair]:
     """xenmgr applies other VMs' rules that name a starting VM between its build and unpause."""
-    for step in sorted(scene.steps.values(), key=lambda s: s.id):
+    for step in scene.ordered:
         if step.op == "fw-apply" and step.trigger:
             yield from _pairs([scene.vm_step(step.trigger, "create")], [step.id])
             yield from _pairs([step.id], [scene.vm_step(step.trigger, "unpause")])
@@ -116,7 +117,7 @@ def backends_up_before_dependents(scene: Scene) -> Iterator[Pair]:
     for vm in sorted(scene.starting):
         for needed in sorted(scene.index.needs(vm) & scene.starting):
             yield from _pairs([scene.ready(needed)], [scene.vm_step(vm, "create")])
-    for step in sorted(scene.steps.values(), key=lambda s: s.id):
+    for step in scene.ordered:
         backend = scene.backend_of(step.kind, step.name) if step.op == "attach" else None
         if backend in scene.starting and step.vm not in scene.starting:
             yield from _pairs([scene.ready(backend)], [step.id])
@@ -156,7 +157,7 @@ def pci_released_before_reuse(scene: Scene) -> Iterator[Pair]:
         by = detach if detach in scene.steps else scene.vm_step(owner, "destroy") if owner in scene.stopping else None
         if bdf and by:
             released[bdf] = by
-    for step in sorted(scene.steps.values(), key=lambda s: s.id):
+    for step in scene.ordered:
         claimed = dict(step.args).get("devices") if step.op == "pci-assignable-add" else None
         for bdf in claimed if isinstance(claimed, list) else []:
             if bdf in released:

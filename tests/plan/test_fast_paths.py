@@ -1,0 +1,80 @@
+"""The planner's fast paths give what the plain definitions give: the schedule is
+networkx's topological generations of the plan's graph, the dependencies are its
+edges, and the observed data behind the fingerprint is what dumping every record and
+model whole gives. Real: the loader on the examples, the observer on the captured
+dumps, the diff and the planner; the reference definitions are written out here."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import pytest
+
+from drivers.dump import load_dump
+from reconciler.loader import load_or_raise
+from reconciler.model import ObservedState
+from reconciler.model.host import FirewallEntry, HostPciDevice
+from reconciler.model.observed import DeviceHealth
+from reconciler.observe import observe_tree, observed_to_data
+from reconciler.plan.build import Dependency, plan_for
+
+REPO = Path(__file__).resolve().parents[2]
+SETS = ["examples/openxt-desktop", "examples/server-host", "manifests"]
+DUMPS = sorted(p.name for p in (REPO / "tests/data/xenstore-dumps").glob("*.txt"))
+
+
+def observed(dump: str | None) -> ObservedState:
+    if dump is None:
+        return ObservedState()
+    loaded = load_dump(str(REPO / "tests/data/xenstore-dumps" / dump))
+    return observe_tree(loaded.nodes, truncated=frozenset(loaded.truncated))
+
+
+def with_host_facts(state: ObservedState) -> ObservedState:
+    """The dump's state plus what only a live host shows: PCI inventory, health, firewall."""
+    health = {name: DeviceHealth("failed", "hotplug-error: no such bridge") for name in list(state.nics)[:1]}
+    return dataclasses.replace(
+        state, health={**state.health, **health},
+        host_pci=(HostPciDevice("0000:00:02.0", "0x8086", "0x0412", "0x0300", None),
+                  HostPciDevice("0000:03:00.0", "0x8086", "0x10d3", "0x0200", "pciback")),
+        firewall=(FirewallEntry(3, 0, None, 5000), FirewallEntry(target="REJECT")))
+
+
+def reference_data(state: ObservedState) -> dict[str, Any]:
+    def specs(table: Any) -> dict[str, Any]:
+        return {n: m.model_dump(mode="json", by_alias=True, exclude_unset=True).get("spec", {}) for n, m in sorted(table.items())}
+
+    data: dict[str, Any] = {
+        "domains": {n: dataclasses.asdict(i) for n, i in sorted(state.domains.items())},
+        "vms": specs(state.vms), "disks": specs(state.disks), "nics": specs(state.nics), "pci": specs(state.pci),
+        "health": {n: dataclasses.asdict(h) for n, h in sorted(state.health.items())},
+        "pciAssignable": list(state.pci_assignable), "problems": list(state.problems),
+    }
+    if state.host_pci is not None:
+        data["hostPci"] = [dataclasses.asdict(d) for d in state.host_pci]
+    if state.firewall is not None:
+        data["firewall"] = [str(e) for e in state.firewall]
+    return data
+
+
+@pytest.mark.parametrize("dump", DUMPS)
+def test_observed_data_is_every_record_and_model_dumped_whole(dump: str) -> None:
+    for state in (observed(dump), with_host_facts(observed(dump))):
+        # json.dumps without sort_keys: the key order must match too (observe prints it).
+        assert json.dumps(observed_to_data(state)) == json.dumps(reference_data(state))
+    assert observed_to_data(with_host_facts(observed(dump)))["hostPci"][1]["driver"] == "pciback"
+
+
+@pytest.mark.parametrize("dump", [None, *DUMPS])
+@pytest.mark.parametrize("manifests", SETS)
+def test_schedule_and_dependencies_are_the_graphs(manifests: str, dump: str | None) -> None:
+    plan = plan_for(load_or_raise([str(REPO / manifests)]), observed(dump))
+    assert plan.generations == tuple(tuple(sorted(g)) for g in nx.topological_generations(plan.graph))
+    assert plan.dependencies == tuple(sorted(Dependency(a, b, r) for a, b, r in plan.graph.edges(data="rule")))
+    assert [s.id for s in plan.steps] == sorted(plan.graph)
+    if dump is None:
+        assert len(plan.generations) > 2 and plan.dependencies
