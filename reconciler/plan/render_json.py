@@ -21,17 +21,20 @@ The format, also in docs/plan-format.md:
     }
 
 `changes` keep the Diff's order (vm, kind, name); `actions` are sorted by id,
-`dependencies` by (before, after), each generation by id.
+`dependencies` by (before, after), each generation by id. `render_json` writes the
+data of `plan_to_data` (which `apply --plan` compares) straight from the Plan, one
+list element per line, spelled as `json.dumps` with sorted keys spells it; a test
+holds the two equal.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from reconciler.plan.build import Plan
+from reconciler.plan.build import Dependency, Plan
 from reconciler.plan.changes import FieldChange, ResourceChange
-from reconciler.plan.render_text import SENSITIVE, is_sensitive, summary_counts
+from reconciler.plan.render_text import SENSITIVE, compact, field_key, is_sensitive, string, summary_counts
+from reconciler.plan.steps import Step
 
 FORMAT_VERSION = 1
 
@@ -79,23 +82,70 @@ def plan_to_data(plan: Plan) -> dict[str, Any]:
     }
 
 
-def _compact(value: object) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(", ", ": "), default=str)
+# Each element is written from the plan's values with its keys in sorted order; str
+# fields are spelled by `string`, other values by `compact`. A 1,000-VM plan has 30k
+# fields but few distinct ones (every disk's `spec.discard`...): `seen` keeps each
+# field's text for one rendering, under `field_key`.
+Seen = dict[tuple[object, ...], str]
+
+
+def _field_json(field: FieldChange, seen: Seen) -> str:
+    key = field_key(field)
+    text = None if key is None else seen.get(key)
+    if text is None:
+        secret = is_sensitive(field)
+        before = SENSITIVE if secret and field.before is not None else field.before
+        after = SENSITIVE if secret and field.after is not None else field.after
+        text = (f'{{"after": {compact(after)}, "before": {compact(before)}, "impact": {string(field.impact)}, '
+                f'"path": {string(field.path)}, "sensitive": {compact(secret)}}}')
+        if key is not None:
+            seen[key] = text
+    return text
+
+
+def _change_json(change: ResourceChange, seen: Seen) -> str:
+    fields = ", ".join([_field_json(f, seen) for f in change.fields])
+    return (f'{{"action": {string(change.action.name.lower())}, "fields": [{fields}], '
+            f'"impact": {string(change.impact)}, "kind": {string(change.kind)}, "name": {string(change.name)}, '
+            f'"pending": {compact(change.pending)}, "reason": {string(change.reason)}, '
+            f'"symbol": {string(change.action.value)}, "vm": {string(change.vm)}}}')
+
+
+def _action_json(step: Step) -> str:
+    return (f'{{"args": {compact(dict(step.args)) if step.args else "{}"}, "id": {string(step.id)}, '
+            f'"kind": {string(step.kind)}, "name": {string(step.name)}, "op": {string(step.op)}, '
+            f'"trigger": {compact(step.trigger)}, "vm": {string(step.vm)}}}')
+
+
+def _dependency_json(dependency: Dependency) -> str:
+    return f'{{"after": {string(dependency.after)}, "before": {string(dependency.before)}, "rule": {string(dependency.rule)}}}'
 
 
 def render_json(plan: Plan) -> str:
     """Keys sorted, one top-level key per line and one list element per line (each
-    element compact): diffs of two plans read line by line, and the C encoder keeps a
-    5,000-VM plan fast (`indent=` would fall back to the pure-Python encoder)."""
+    element compact): diffs of two plans read line by line. Each element is written
+    from the plan's values (keys in sorted order), so the encoder is set up only for
+    nested values, not 30k times for a 1,000-VM plan."""
+    seen: Seen = {}
+    data: dict[str, str | list[str]] = {
+        "format_version": compact(FORMAT_VERSION),
+        "observed_fingerprint": compact(plan.fingerprint),
+        "summary": compact(summary_counts(plan)),
+        "changes": [_change_json(c, seen) for c in plan.diff.changes],
+        "actions": [_action_json(s) for s in plan.steps],
+        "dependencies": [_dependency_json(d) for d in plan.dependencies],
+        "generations": [compact(list(g)) for g in plan.generations],
+        "unmanaged": [compact(name) for name in plan.diff.unmanaged],
+        "notes": [compact(note) for note in plan.diff.notes],
+    }
     lines = ["{"]
-    data = plan_to_data(plan)
     for number, key in enumerate(sorted(data)):
         comma = "," if number < len(data) - 1 else ""
         value = data[key]
         if isinstance(value, list) and value:
             lines.append(f'  "{key}": [')
-            lines += [f"    {_compact(item)}{',' if i < len(value) - 1 else ''}" for i, item in enumerate(value)]
+            lines += [f"    {item}{',' if i < len(value) - 1 else ''}" for i, item in enumerate(value)]
             lines.append(f"  ]{comma}")
         else:
-            lines.append(f'  "{key}": {_compact(value)}{comma}')
+            lines.append(f'  "{key}": {"[]" if isinstance(value, list) else value}{comma}')
     return "\n".join(lines) + "\n}\n"

@@ -13,8 +13,10 @@ destroy = DELETE (a VM stopped or removed, a device detached).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
+from json.encoder import encode_basestring
 
 from reconciler.model.common import SECRET_FIELDS
 from reconciler.plan.build import Plan
@@ -52,7 +54,35 @@ def summary_line(plan: Plan) -> str:
 
 
 def is_sensitive(field: FieldChange) -> bool:
-    return field.sensitive or field.path.rsplit(".", 1)[-1] in SECRET_FIELDS
+    return field.sensitive or _secret_path(field.path)
+
+
+@functools.lru_cache(maxsize=4096)
+def _secret_path(path: str) -> bool:
+    return path.rsplit(".", 1)[-1] in SECRET_FIELDS
+
+
+# One encoder for every value: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(", ", ": "), default=str)
+string = encode_basestring  # a str as JSON: what that encoder spells strings with (ensure_ascii=False)
+
+
+def compact(value: object) -> str:
+    """One value as compact JSON (keys sorted, `", "` and `": "` separators, anything
+    else through `str`), as both plan formats spell values. The scalars most fields
+    hold are spelled here as the encoder spells them (in its order of checks), without
+    its per-call set-up."""
+    if isinstance(value, str):
+        return encode_basestring(value)
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
+    return _ENCODER.encode(value)
 
 
 def show(value: object, sensitive: bool = False) -> str:
@@ -61,14 +91,38 @@ def show(value: object, sensitive: bool = False) -> str:
         return SENSITIVE
     if value is None:
         return "(none)"
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(", ", ": "), default=str)
+    return compact(value)
 
 
 def _paint(text: str, code: str, colour: bool) -> str:
     return f"\x1b[{code}m{text}\x1b[0m" if colour else text
 
 
-def _field_line(change: ResourceChange, field: FieldChange, colour: bool) -> str:
+_SCALARS = (str, int, bool, type(None))  # exact types whose equal values spell the same
+
+
+def field_key(field: FieldChange) -> tuple[object, ...] | None:
+    """A key under which a field's rendering can be remembered for one plan (a
+    1,000-VM plan has 30k fields, few distinct): None unless both values are plain
+    scalars, whose types are part of the key (1 == True, but they print apart)."""
+    before, after = type(field.before), type(field.after)
+    if before in _SCALARS and after in _SCALARS:
+        return (field.path, before, field.before, after, field.after, field.impact, field.sensitive)
+    return None
+
+
+def _field_line(change: ResourceChange, field: FieldChange, seen: dict[tuple[object, ...], str]) -> str:
+    key = field_key(field)
+    if key is None:
+        return _spell_field(change, field)
+    key += (change.action, change.impact, change.pending)
+    line = seen.get(key)
+    if line is None:
+        line = seen[key] = _spell_field(change, field)
+    return line
+
+
+def _spell_field(change: ResourceChange, field: FieldChange) -> str:
     secret = is_sensitive(field)
     if change.action is Action.CREATE or (field.before is None and field.after is not None):
         line = f"+ {field.path} = {show(field.after, secret)}"
@@ -82,24 +136,25 @@ def _field_line(change: ResourceChange, field: FieldChange, colour: bool) -> str
     return "      " + line
 
 
-def _resource_lines(change: ResourceChange, colour: bool) -> Iterator[str]:
+def _resource_lines(change: ResourceChange, colour: bool, seen: dict[tuple[object, ...], str]) -> Iterator[str]:
     symbol = _paint(change.action.value, _COLOURS[change.action], colour)
     tag = change.impact + (", restart pending" if change.pending else "")
     reason = f": {change.reason}" if change.reason else ""
     yield f"  {symbol} {change.kind} {change.name} [{tag}]{reason}"
     for field in change.fields:
-        yield _field_line(change, field, colour)
+        yield _field_line(change, field, seen)
 
 
 def _changes(plan: Plan, colour: bool) -> Iterator[str]:
     group: str | None = None
+    seen: dict[tuple[object, ...], str] = {}
     for change in plan.diff.changes:
         if change.vm != group:
             if group is not None:
                 yield ""
             group = change.vm
             yield _paint(f"# VM {group}", "1", colour)
-        yield from _resource_lines(change, colour)
+        yield from _resource_lines(change, colour, seen)
 
 
 def _schedule(plan: Plan) -> Iterator[str]:

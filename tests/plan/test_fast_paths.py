@@ -1,15 +1,16 @@
 """The planner's fast paths give what the plain definitions give: the schedule is
 networkx's topological generations of the plan's graph, the dependencies are its
-edges, and the observed data behind the fingerprint is what dumping every record and
-model whole gives. Real: the loader on the examples, the observer on the captured
-dumps, the diff and the planner; the reference definitions are written out here."""
+edges, the observed data behind the fingerprint is what dumping every record and
+model whole gives, and the JSON plan is `plan_to_data` through `json.dumps`. Real:
+the loader on the examples, the observer on the captured dumps, the diff, the
+planner and the renderers; the reference definitions are written out here."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 import pytest
@@ -20,7 +21,13 @@ from reconciler.model import ObservedState
 from reconciler.model.host import FirewallEntry, HostPciDevice
 from reconciler.model.observed import DeviceHealth
 from reconciler.observe import observe_tree, observed_to_data
-from reconciler.plan.build import Dependency, plan_for
+from reconciler.plan.build import Dependency, Plan, plan_for
+from reconciler.plan.changes import Action, FieldChange
+from reconciler.plan.render_json import plan_to_data, render_json
+from reconciler.plan.render_text import render_text
+
+if TYPE_CHECKING:
+    from conftest import Builder
 
 REPO = Path(__file__).resolve().parents[2]
 SETS = ["examples/openxt-desktop", "examples/server-host", "manifests"]
@@ -78,3 +85,50 @@ def test_schedule_and_dependencies_are_the_graphs(manifests: str, dump: str | No
     assert [s.id for s in plan.steps] == sorted(plan.graph)
     if dump is None:
         assert len(plan.generations) > 2 and plan.dependencies
+
+
+def reference_json(plan: Plan) -> str:
+    """The JSON plan as the format defines it: plan_to_data, each element json.dumps'd."""
+    data = plan_to_data(plan)
+
+    def dumps(value: object) -> str:
+        return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(", ", ": "), default=str)
+
+    lines = ["{"]
+    for number, key in enumerate(sorted(data)):
+        comma = "," if number < len(data) - 1 else ""
+        value = data[key]
+        if isinstance(value, list) and value:
+            lines += [f'  "{key}": [', *(f"    {dumps(v)}{',' if i < len(value) - 1 else ''}" for i, v in enumerate(value)),
+                      f"  ]{comma}"]
+        else:
+            lines.append(f'  "{key}": {dumps(value)}{comma}')
+    return "\n".join(lines) + "\n}\n"
+
+
+@pytest.mark.parametrize("dump", [None, *DUMPS])
+@pytest.mark.parametrize("manifests", SETS)
+def test_json_plan_is_plan_to_data_dumped(manifests: str, dump: str | None) -> None:
+    plan = plan_for(load_or_raise([str(REPO / manifests)]), observed(dump))
+    assert render_json(plan) == reference_json(plan)
+
+
+# Values that are equal in Python but print apart, next to each other under one path.
+ODD = [(1, True), (True, 1), (0, False), (0.0, -0.0), (1, 1.0), ("é\n\"", None), ([1], [True]),
+       ({"b": 1, "a": [2]}, None), (None, "(sensitive)"), ("x", "x")]
+
+
+def test_equal_values_of_other_types_print_apart(build: Builder) -> None:
+    for n, (before, after) in enumerate(ODD):
+        build.vm(f"v{n}")
+        build.running(f"v{n}", n + 1)
+        fields = [FieldChange("spec.x", before, after, "live"), FieldChange("spec.display.vncPassword", before, after, "restart"),
+                  FieldChange("spec.y", after, before, "live", sensitive=n % 2 == 1)]
+        build.change("VM", f"v{n}", f"v{n}", Action.UPDATE, *fields)
+        build.change("NIC", f"n{n}", f"v{n}", Action.DELETE, *fields, pending=True)
+    plan = build.plan()
+    assert render_json(plan) == reference_json(plan)
+    text = render_text(plan)
+    assert "~ spec.x: 1 -> true\n" in text and "~ spec.x: true -> 1\n" in text and "~ spec.x: 0.0 -> -0.0\n" in text
+    assert '~ spec.x: 1 -> 1.0\n' in text and "~ spec.x: [1] -> [true]\n" in text
+    assert "- spec.x = 1\n" in text and "- spec.x = true\n" in text and "- spec.x = 0\n" in text
