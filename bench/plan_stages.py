@@ -1,0 +1,46 @@
+"""One round of `bench/plan_scale.py`, in a fresh process: the stages of `reconciler plan --host`.
+
+Not a test. `python bench/plan_stages.py MANIFESTS STATE_DIR` times the imports a
+plan run needs, then load+validate, observe (the embedded simulated host in STATE_DIR,
+opened as the CLI opens it), diff+plan and render (text and JSON), and prints one JSON
+line of seconds plus the plan's step count. It imports the project from sys.path, so `PYTHONPATH=<worktree>`
+times another revision (`plan_scale.py --baseline`); revisions from `plan_for` on work.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import json
+import sys
+import time
+
+
+def main(manifests: str, state_dir: str) -> None:
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)  # as the CLI does (reconciler/cli/main.py)
+    start = time.perf_counter()
+    for module in ("drivers.sim.client", "drivers.sim.direct", "drivers.sim.host"):  # what opening the host imports
+        importlib.import_module(module)
+    from reconciler.cli.hosts import observe_selected
+    from reconciler.loader import load
+    from reconciler.plan.build import plan_for
+    from reconciler.plan.render_json import render_json
+    from reconciler.plan.render_text import render_text
+
+    times = {"imports": time.perf_counter() - start}
+    start = time.perf_counter()
+    loaded = load([manifests])
+    times["load+validate"], start = time.perf_counter() - start, time.perf_counter()
+    assert loaded.state is not None, loaded.diagnostics[:3]
+    observed = observe_selected(f"sim:{state_dir}")
+    times["observe"], start = time.perf_counter() - start, time.perf_counter()
+    plan = plan_for(loaded.state, observed)
+    times["diff+plan"], start = time.perf_counter() - start, time.perf_counter()
+    render_text(plan), render_json(plan)
+    times["render"] = time.perf_counter() - start
+    print(json.dumps({**times, "steps": len(plan.steps)}))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])
