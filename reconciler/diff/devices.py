@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from reconciler import xenfmt
 from reconciler.diff.applied import Record
-from reconciler.diff.compare import compare, created
+from reconciler.diff.compare import Leaf, compare, created
 from reconciler.diff.context import Context
 from reconciler.diff.fields import plain, shown
 from reconciler.diff.pci import observed_pci, resolve_rule, rule_change
@@ -54,10 +54,10 @@ def _worst(fields: tuple[FieldChange, ...]) -> Impact:
     return max((f.impact for f in fields), key=lambda i: IMPACT_ORDER[i])
 
 
-def _pair(kind: Kind, want: Disk | NIC, have: Disk | NIC, record: Record | None) -> ResourceChange | None:
+def _pair(kind: Kind, want: Disk | NIC, have: Disk | NIC, record: Record | None, leaf: Leaf) -> ResourceChange | None:
     name, vm = want.metadata.name, want.spec.vm
     recorded = (record.disks if kind == "Disk" else record.nics).get(name) if record else None
-    fields = tuple(compare(kind, want.spec, have.spec, recorded))
+    fields = tuple(compare(kind, want.spec, have.spec, recorded, leaf=leaf))
     if not fields:
         return None
     impact = _worst(fields)
@@ -70,14 +70,15 @@ def _pair(kind: Kind, want: Disk | NIC, have: Disk | NIC, record: Record | None)
     return ResourceChange(kind, name, vm, Action.UPDATE, impact, fields, reason, pending=impact == "restart")
 
 
-def _matched(kind: Kind, desired: dict[int, D], observed: dict[int, D], record: Record | None) -> list[ResourceChange]:
+def _matched(kind: Kind, desired: dict[int, D], observed: dict[int, D], record: Record | None,
+             leaf: Leaf) -> list[ResourceChange]:
     out: list[ResourceChange] = []
     for ident, want in sorted(desired.items()):
         have = observed.get(ident)
         if have is None:
             out.append(ResourceChange(kind, want.metadata.name, want.spec.vm, Action.CREATE, "live",
-                                      created(kind, want.spec), "hotplugged into the running domain"))
-        elif (change := _pair(kind, want, have, record)) is not None:
+                                      created(kind, want.spec, leaf), "hotplugged into the running domain"))
+        elif (change := _pair(kind, want, have, record, leaf)) is not None:
             out.append(change)
     for ident, have in sorted(observed.items()):
         if ident not in desired:
@@ -114,9 +115,9 @@ def device_changes(ctx: Context, vm: str) -> list[ResourceChange]:
     record = ctx.records.get(vm)
     wanted, found = ctx.wanted.get(vm, []), ctx.found.get(vm, [])
     out = _matched("Disk", _by_identity(wanted, Disk, _disk_key),
-                   _by_identity(found, Disk, lambda d: _devid(d.metadata.name)), record)
+                   _by_identity(found, Disk, lambda d: _devid(d.metadata.name)), record, ctx.leaf)
     out += _matched("NIC", _by_identity(wanted, NIC, lambda n: n.spec.index),
-                    _by_identity(found, NIC, lambda n: _devid(n.metadata.name)), record)
+                    _by_identity(found, NIC, lambda n: _devid(n.metadata.name)), record, ctx.leaf)
     return out + _pci(ctx, vm)
 
 

@@ -184,18 +184,14 @@ def shown(spec: BaseModel) -> frozenset[str]:
     return frozenset(aliases[name] for name in spec.model_fields_set if name in aliases)
 
 
-def is_shown(spec: BaseModel, key: str) -> bool:
-    """`key in shown(spec)`, without building the set."""
-    return _names(type(spec)).get(key) in spec.model_fields_set
-
-
 @functools.cache
 def _aliases(cls: type[BaseModel]) -> dict[str, str]:
     return {name: info.alias or name for name, info in cls.model_fields.items()}
 
 
 @functools.cache
-def _names(cls: type[BaseModel]) -> dict[str, str]:
+def field_names(cls: type[BaseModel]) -> dict[str, str]:
+    """camelCase name -> Python field name, for looking names up in `model_fields_set`."""
     return {alias: name for name, alias in _aliases(cls).items()}
 
 

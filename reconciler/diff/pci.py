@@ -79,7 +79,7 @@ def rule_change(rule: PCIPassthrough, bdfs: list[str], attached: dict[str, PCIPa
     taken = {f.path[len("driver["):-1] for f in drift}
     healthy = sorted(b for b in bdfs if b in attached and b not in taken)
     if bdfs and not any(b in attached for b in bdfs):
-        fields = created("PCIPassthrough", rule.spec) + (FieldChange("devices", None, bdfs, "live"),) + tuple(drift)
+        fields = created("PCIPassthrough", rule.spec, ctx.leaf) + (FieldChange("devices", None, bdfs, "live"),) + tuple(drift)
         return ResourceChange("PCIPassthrough", name, vm, Action.CREATE, "live", fields,
                               f"passed through to the running {vm} (hotplug)")
     record = ctx.records.get(vm)
@@ -89,7 +89,7 @@ def rule_change(rule: PCIPassthrough, bdfs: list[str], attached: dict[str, PCIPa
     seen: set[str] = set()
     for bdf in healthy:
         for change in compare("PCIPassthrough", rule.spec, attached[bdf].spec,
-                              record.pci.get(name) if record else None):
+                              record.pci.get(name) if record else None, leaf=ctx.leaf):
             if change.path not in seen:
                 seen.add(change.path)
                 fields_list.append(change)

@@ -10,7 +10,7 @@ Rules of VMs being created are CREATEd by `reconciler.diff.vm`.
 from __future__ import annotations
 
 from reconciler.diff.context import LIVE_POWER, Context
-from reconciler.diff.firewall import RunningIndex, RunningVM, entry_text, references, resolve, rule_entries
+from reconciler.diff.firewall import RunningIndex, RunningVM, entry_text, references, rule_entries
 from reconciler.model.host import FirewallEntry
 from reconciler.plan.changes import Action, FieldChange, ResourceChange
 
@@ -38,30 +38,25 @@ def _owned_domids(ctx: Context) -> dict[int, str]:
     return out
 
 
-def _rule_change(ctx: Context, name: str, after_running: RunningIndex,
+def _rule_change(ctx: Context, name: str, expected: frozenset[FirewallEntry],
                  present: frozenset[FirewallEntry] | None) -> ResourceChange | None:
     rule = ctx.desired.v4v_rules[name]
     owner = rule.spec.vm
-    if owner not in ctx.kept and not (owner in ctx.starting and owner in ctx.observed.domains):
-        return None  # not running, or created (CREATEd with its VM), or not ours
-    expected = rule_entries(rule, after_running)
-    still = None if present is None else entry_text(expected & present)
     waiting = sorted(({owner} | references(rule, ctx.desired)) & ctx.starting)
     if waiting:
+        still = None if present is None else entry_text(expected & present)
         field = FieldChange("entries", still, None, "live")
         return ResourceChange("V4VRule", name, owner, Action.UPDATE, "live", (field,),
                               f"applied when {', '.join(waiting)} starts")
     if present is None or expected <= present:
         return None
-    field = FieldChange("entries", still, entry_text(expected), "live")
+    field = FieldChange("entries", entry_text(expected & present), entry_text(expected), "live")
     missing = len(expected - present)
     return ResourceChange("V4VRule", name, owner, Action.UPDATE, "live", (field,),
                           f"{missing} firewall entr{'y is' if missing == 1 else 'ies are'} missing from viptables")
 
 
-def _stale(ctx: Context, after_running: RunningIndex, present: frozenset[FirewallEntry]) -> list[ResourceChange]:
-    kept_rules = [r for r in ctx.desired.v4v_rules.values() if r.spec.vm in ctx.kept]
-    explained = resolve(kept_rules, after_running)
+def _stale(ctx: Context, explained: frozenset[FirewallEntry], present: frozenset[FirewallEntry]) -> list[ResourceChange]:
     owned = _owned_domids(ctx)
     stale: dict[str, set[FirewallEntry]] = {}
     for entry in present - explained:
@@ -80,14 +75,22 @@ def _stale(ctx: Context, after_running: RunningIndex, present: frozenset[Firewal
 
 
 def rule_changes(ctx: Context) -> list[ResourceChange]:
+    """Rules of running VMs (kept, or restarted by this plan): each rule's entries are
+    resolved once, for its own change and for explaining what viptables holds. Rules
+    of VMs that are not running, or are created, or not ours, are not compared."""
     after_running = RunningIndex(running_set(ctx, ctx.stopping))
     firewall = ctx.observed.firewall
     present = None if firewall is None else frozenset(firewall)
     if present is None and ctx.desired.v4v_rules:
         ctx.notes.append("the v4v firewall table is not in this source (a captured dump?): "
                          "missing and stale firewall entries are not compared")
-    out = [c for name in sorted(ctx.desired.v4v_rules)
-           if (c := _rule_change(ctx, name, after_running, present)) is not None]
+    expected: dict[str, frozenset[FirewallEntry]] = {}
+    for name, rule in ctx.desired.v4v_rules.items():
+        owner = rule.spec.vm
+        if owner in ctx.kept or (owner in ctx.starting and owner in ctx.observed.domains):
+            expected[name] = rule_entries(rule, after_running)
+    out = [c for name in sorted(expected) if (c := _rule_change(ctx, name, expected[name], present)) is not None]
     if present is not None:
-        out += _stale(ctx, after_running, present)
+        kept = [entries for name, entries in expected.items() if ctx.desired.v4v_rules[name].spec.vm in ctx.kept]
+        out += _stale(ctx, frozenset().union(*kept), present)
     return out

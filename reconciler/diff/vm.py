@@ -27,10 +27,10 @@ def _create(ctx: Context, vm: VM) -> list[ResourceChange]:
     name = vm.metadata.name
     ctx.starting.add(name)
     how = "created paused" if vm.spec.state == "paused" else "created and started"
-    out = [ResourceChange("VM", name, name, Action.CREATE, "live", created("VM", vm.spec),
+    out = [ResourceChange("VM", name, name, Action.CREATE, "live", created("VM", vm.spec, ctx.leaf),
                           f"not on the host: {how}")]
     for device in ctx.wanted.get(name, []):
-        fields = created(device.kind, device.spec)
+        fields = created(device.kind, device.spec, ctx.leaf)
         if isinstance(device, PCIPassthrough):
             bdfs = resolve_rule(device, ctx)
             if bdfs is not None:
@@ -60,7 +60,7 @@ def _update(ctx: Context, vm: VM, info: DomainInfo) -> list[ResourceChange]:
             impacts["memory"] = "restart"
         if vm.spec.vcpus > (seen.spec.max_vcpus or 0):
             impacts["vcpus"] = "restart"
-    fields = compare("VM", vm.spec, seen.spec if seen is not None else None, record.vm if record else None, impacts)
+    fields = compare("VM", vm.spec, seen.spec if seen is not None else None, record.vm if record else None, impacts, ctx.leaf)
     power = _power_change(vm, info)
     fields = ([power] if power is not None else []) + [f for f in fields if f.path != "spec.state"]
     devices = device_changes(ctx, name)

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler import v4v
-from reconciler.diff.compare import created, leaf_changes
+from reconciler.diff.compare import Leaves, created, leaf_changes, new_leaf
 from reconciler.diff.fields import NOT_FIELDS, SENSITIVE, is_sensitive, plain
 from reconciler.loader import load_or_raise
 from reconciler.model.common import Kind
@@ -76,6 +76,19 @@ def test_created_lists_every_set_leaf_of_every_resource(example: str) -> None:
             assert list(created(kind, resource.spec)) == expected
             count += len(expected)
     assert count > resources > 0  # every resource has at least its required fields
+
+
+def test_leaves_share_equal_field_changes_of_one_type_only() -> None:
+    leaf = Leaves()
+    first = leaf("spec.vcpus", None, 1, "live")
+    assert leaf("spec.vcpus", None, 1, "live") is first
+    assert leaf("spec.vcpus", None, True, "live") == FieldChange("spec.vcpus", None, True, "live")
+    assert leaf("spec.vcpus", None, True, "live").after is True and first.after == 1 and first.after is not True
+    assert leaf("spec.vcpus", None, 1, "restart").impact == "restart"
+    assert leaf("spec.devices", None, [1], "live") == new_leaf("spec.devices", None, [1], "live")
+    assert leaf("spec.x", None, 0.0, "live").after == 0.0 and str(leaf("spec.x", None, -0.0, "live").after) == "-0.0"
+    hidden = leaf("spec.display.vncPassword", "sha256:a", "sha256:b", "restart")
+    assert hidden == FieldChange("spec.display.vncPassword", SENSITIVE, SENSITIVE, "restart", sensitive=True)
 
 
 def test_a_secret_is_sensitive_at_any_depth() -> None:
