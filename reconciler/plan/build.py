@@ -3,7 +3,7 @@
 Pure. `build_plan(diff, desired, observed, fingerprint=...)` expands every change into
 steps (`reconciler.plan.steps`), links them with the edge rules (`reconciler.plan.rules`),
 refuses a cycle with a ManifestError naming the resources and their file:line, and takes
-the topological generations as the schedule. Called by `reconciler plan` (and later by
+the topological generations as the schedule (`reconciler.plan.graph`). Called by `reconciler plan` (and later by
 apply/watch); execute reads only the Plan and the host.
 """
 
@@ -23,6 +23,7 @@ from reconciler.model.state import DesiredState
 from reconciler.observe import observed_to_data
 from reconciler.plan.changes import Action, Diff
 from reconciler.plan.deps import Index
+from reconciler.plan.graph import adjacency, digraph, generations
 from reconciler.plan.rules import RULES, Scene
 from reconciler.plan.steps import Inputs, Step, steps_for
 
@@ -98,15 +99,13 @@ def build_plan(diff: Diff, desired: DesiredState, observed: ObservedState, *, fi
         name = rule.__name__
         for pair in rule(scene):
             _add(edges, pair, name)
-    graph: nx.DiGraph[str] = nx.DiGraph()
-    graph.add_nodes_from(step.id for step in ordered)
-    graph.add_edges_from((before, after, {"rule": rule}) for (before, after), rule in edges.items())
-    generations = _generations(graph, edges)
-    if generations is None:
+    succ, pred = adjacency((step.id for step in ordered), edges)
+    schedule = generations(succ, pred)
+    graph = digraph(succ, pred)
+    if schedule is None:
         raise _cycle(graph, steps, desired)
     dependencies = tuple(Dependency(before, after, rule) for (before, after), rule in sorted(edges.items()))
-    nx.freeze(graph)
-    return Plan(diff, ordered, dependencies, generations, fingerprint, desired, graph)
+    return Plan(diff, ordered, dependencies, schedule, fingerprint, desired, graph)
 
 
 def plan_for(desired: DesiredState, observed: ObservedState) -> Plan:
@@ -117,31 +116,6 @@ def plan_for(desired: DesiredState, observed: ObservedState) -> Plan:
 def _add(edges: dict[tuple[str, str], str], pair: tuple[str, str], rule: str) -> None:
     if pair[0] != pair[1] and pair not in edges:
         edges[pair] = rule
-
-
-def _generations(graph: nx.DiGraph[str], edges: dict[tuple[str, str], str]) -> tuple[tuple[str, ...], ...] | None:
-    """The topological generations (as networkx defines them: every step whose
-    predecessors are all in earlier generations), each sorted; None on a cycle.
-    Kahn's algorithm on plain dicts: the graph is only read for its node list."""
-    waiting = dict.fromkeys(graph, 0)
-    after: dict[str, list[str]] = {node: [] for node in waiting}
-    for before, then in edges:
-        after[before].append(then)
-        waiting[then] += 1
-    current = [node for node, count in waiting.items() if count == 0]
-    out: list[tuple[str, ...]] = []
-    placed = 0
-    while current:
-        out.append(tuple(sorted(current)))
-        placed += len(current)
-        ready: list[str] = []
-        for node in current:
-            for then in after[node]:
-                waiting[then] -= 1
-                if waiting[then] == 0:
-                    ready.append(then)
-        current = ready
-    return tuple(out) if placed == len(waiting) else None
 
 
 def _cycle(graph: nx.DiGraph[str], steps: dict[str, Step], desired: DesiredState) -> ManifestError:

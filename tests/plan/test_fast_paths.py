@@ -23,6 +23,7 @@ from reconciler.model.observed import DeviceHealth
 from reconciler.observe import observe_tree, observed_to_data
 from reconciler.plan.build import Dependency, Plan, plan_for
 from reconciler.plan.changes import Action, FieldChange
+from reconciler.plan.graph import adjacency, digraph, generations
 from reconciler.plan.render_json import plan_to_data, render_json
 from reconciler.plan.render_text import render_text
 
@@ -85,6 +86,25 @@ def test_schedule_and_dependencies_are_the_graphs(manifests: str, dump: str | No
     assert [s.id for s in plan.steps] == sorted(plan.graph)
     if dump is None:
         assert len(plan.generations) > 2 and plan.dependencies
+
+
+def test_graph_is_the_one_networkx_would_build_node_by_node() -> None:
+    ids = ["c", "a", "b", "d"]
+    edges = {("a", "b"): "one", ("c", "b"): "two", ("b", "d"): "one", ("x", "a"): "three", ("d", "y"): "two"}
+    public: nx.DiGraph[str] = nx.DiGraph()
+    public.add_nodes_from(ids)
+    public.add_edges_from((a, b, {"rule": r}) for (a, b), r in edges.items())
+    succ, pred = adjacency(ids, edges)
+    graph = digraph(succ, pred)
+    assert list(graph.nodes(data=True)) == list(public.nodes(data=True)) == [(n, {}) for n in [*ids, "x", "y"]]
+    assert list(graph.edges(data=True)) == list(public.edges(data=True))
+    assert [(n, list(graph.predecessors(n))) for n in graph] == [(n, list(public.predecessors(n))) for n in public]
+    assert dict(graph.in_degree) == dict(public.in_degree) and nx.descendants(graph, "x") == {"a", "b", "d", "y"}
+    assert generations(succ, pred) == tuple(tuple(sorted(g)) for g in nx.topological_generations(public))
+    with pytest.raises(nx.NetworkXError, match="Frozen"):
+        graph.add_edge("y", "c")
+    succ, pred = adjacency(ids, {**edges, ("y", "x"): "loop"})
+    assert generations(succ, pred) is None
 
 
 def reference_json(plan: Plan) -> str:

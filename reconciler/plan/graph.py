@@ -1,0 +1,63 @@
+"""The plan's action graph from its step ids and edges: adjacency, schedule, DiGraph.
+
+Pure. Called by `reconciler.plan.build` once the edge rules have run. The adjacency is
+built once, as plain dicts in insertion order, and serves twice: Kahn's algorithm takes
+the topological generations from it, and it becomes the networkx DiGraph's own
+successor/predecessor dicts (networkx's add_nodes_from/add_edges_from check every node
+and edge one by one: 3x the cost, for a 1,000-VM plan's 7k steps and 11k edges). The
+graph is the one those calls would build, in the same node and edge order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import networkx as nx
+
+Adjacency = dict[str, dict[str, dict[str, str]]]  # node -> neighbour -> edge data {"rule": name}
+
+
+def adjacency(ids: Iterable[str], edges: Mapping[tuple[str, str], str]) -> tuple[Adjacency, Adjacency]:
+    """(successors, predecessors) of every node: `ids` first, then any node only an edge
+    names, in the order the edges name them; both sides share each edge's data dict."""
+    succ: Adjacency = {sid: {} for sid in ids}
+    pred: Adjacency = {sid: {} for sid in succ}
+    for (before, after), rule in edges.items():
+        for node in (before, after):
+            if node not in succ:
+                succ[node], pred[node] = {}, {}
+        data = {"rule": rule}
+        succ[before][after] = data
+        pred[after][before] = data
+    return succ, pred
+
+
+def generations(succ: Adjacency, pred: Adjacency) -> tuple[tuple[str, ...], ...] | None:
+    """The topological generations as networkx defines them (each node in the first
+    generation after all its predecessors), each sorted; None when there is a cycle."""
+    waiting = {node: len(before) for node, before in pred.items()}
+    current = [node for node, count in waiting.items() if count == 0]
+    out: list[tuple[str, ...]] = []
+    placed = 0
+    while current:
+        out.append(tuple(sorted(current)))
+        placed += len(current)
+        ready: list[str] = []
+        for node in current:
+            for after in succ[node]:
+                waiting[after] -= 1
+                if waiting[after] == 0:
+                    ready.append(after)
+        current = ready
+    return tuple(out) if placed == len(waiting) else None
+
+
+def digraph(succ: Adjacency, pred: Adjacency) -> nx.DiGraph[str]:
+    """A frozen DiGraph over the adjacency (which it then owns). networkx keeps a graph
+    as these dicts and resets its cached views when `_adj`/`_pred` are assigned."""
+    graph: nx.DiGraph[str] = nx.DiGraph()
+    graph._node = {node: {} for node in succ}  # type: ignore[attr-defined]
+    graph._adj = succ  # type: ignore[attr-defined]  # also sets _succ
+    graph._pred = pred  # type: ignore[attr-defined]
+    nx.freeze(graph)
+    return graph
