@@ -18,9 +18,32 @@ import yaml
 
 from reconciler.errors import Diagnostic, Location
 
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _SCALARS = yaml.constructor.SafeConstructor()
 MERGE_TAG = "tag:yaml.org,2002:merge"
+STR_TAG = "tag:yaml.org,2002:str"
+CACHE_MAX = 100_000  # distinct scalars remembered (by the resolver and by `_scalar`)
+_PLAIN_TAGS: dict[str, str] = {}  # plain scalar text -> tag, as SafeLoader resolves it
+_TYPED: dict[tuple[str, str], Any] = {}  # (tag, text) -> value, for non-string scalars
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc]
+    """The safe loader, remembering how each plain scalar's text resolves.
+
+    PyYAML resolves a plain scalar by trying regular expressions picked by its first
+    character; the answer depends on the text only (SafeLoader has no path resolvers),
+    and manifests repeat the same keys and values in every document."""
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        if kind is yaml.ScalarNode and implicit[0]:
+            try:
+                return _PLAIN_TAGS[value]
+            except KeyError:
+                if len(_PLAIN_TAGS) >= CACHE_MAX:
+                    _PLAIN_TAGS.clear()
+                tag = _PLAIN_TAGS[value] = _BaseLoader.resolve(self, kind, value, implicit)
+                return tag
+        return _BaseLoader.resolve(self, kind, value, implicit)
 
 
 @dataclass(frozen=True)
@@ -132,7 +155,10 @@ def _char_at(text: str, index: int) -> str:
 
 
 class _Converter:
-    """Nodes -> plain values, enforcing the Limits and refusing duplicate keys."""
+    """Nodes -> plain values, enforcing the Limits and refusing duplicate keys.
+
+    Scalar children are converted in their parent's loop (most nodes are scalars); the
+    checks are the same as in `convert`, in the same order."""
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
@@ -144,32 +170,48 @@ class _Converter:
         if depth > self.limits.max_depth:
             raise YamlProblem(f"nesting is deeper than {self.limits.max_depth} levels", node.start_mark)
         key = id(node)
-        if key in self.active:
-            raise YamlProblem("recursive alias: an anchor refers to itself", node.start_mark)
-        if key in self.seen:  # an alias: every repeat costs budget
-            self.alias_budget -= 1
-            if self.alias_budget < 0:
-                raise YamlProblem(
-                    f"alias expansion exceeds {self.limits.max_alias_nodes} nodes (a YAML alias bomb?)",
-                    node.start_mark,
-                )
-        self.seen.add(key)
+        if key in self.seen:  # an alias (or a node that contains itself)
+            self._repeat(node)
+        else:
+            self.seen.add(key)
         if isinstance(node, yaml.ScalarNode):
             return _scalar(node)
         self.active.add(key)
         try:
             if isinstance(node, yaml.SequenceNode):
-                return [self.convert(item, depth + 1) for item in node.value]
+                return self._sequence(node, depth)
             if isinstance(node, yaml.MappingNode):
                 return self._mapping(node, depth)
         finally:
             self.active.discard(key)
         raise YamlProblem(f"unsupported YAML node {node.tag}", node.start_mark)
 
+    def _repeat(self, node: yaml.Node) -> None:
+        """A node met again: refused if it contains itself, else it costs alias budget."""
+        if id(node) in self.active:
+            raise YamlProblem("recursive alias: an anchor refers to itself", node.start_mark)
+        self.alias_budget -= 1
+        if self.alias_budget < 0:
+            raise YamlProblem(
+                f"alias expansion exceeds {self.limits.max_alias_nodes} nodes (a YAML alias bomb?)",
+                node.start_mark,
+            )
+
+    def _child(self, node: yaml.Node, depth: int) -> Any:
+        """`convert(node, depth)`, short for a scalar met for the first time."""
+        if node.__class__ is yaml.ScalarNode and depth <= self.limits.max_depth and id(node) not in self.seen:
+            self.seen.add(id(node))
+            return node.value if node.tag == STR_TAG else _scalar(node)
+        return self.convert(node, depth)
+
+    def _sequence(self, node: yaml.SequenceNode, depth: int) -> list[Any]:
+        child = self._child
+        return [child(item, depth + 1) for item in node.value]
+
     def _mapping(self, node: yaml.MappingNode, depth: int) -> dict[str, Any]:
         result: dict[str, Any] = {}
-        first_seen: dict[str, Any] = {}
         merged: dict[str, Any] = {}
+        child = self._child
         for key_node, value_node in node.value:
             if key_node.tag == MERGE_TAG:
                 for source in _merge_sources(value_node):
@@ -179,14 +221,18 @@ class _Converter:
             if not isinstance(key_node, yaml.ScalarNode):
                 raise YamlProblem("mapping keys must be plain strings, not lists or mappings", key_node.start_mark)
             name = key_node.value
-            if name in first_seen:
-                line = first_seen[name].line + 1
+            if name in result:
+                line = _first_key(node, name).start_mark.line + 1
                 raise YamlProblem(f"duplicate key {name!r} (first defined at line {line}); each key may appear once", key_node.start_mark)
-            first_seen[name] = key_node.start_mark
-            result[name] = self.convert(value_node, depth + 1)
+            result[name] = child(value_node, depth + 1)
         for k, v in merged.items():
             result.setdefault(k, v)
         return result
+
+
+def _first_key(node: yaml.MappingNode, name: str) -> yaml.Node:
+    """The first key node spelled `name` (merge keys are never plain names)."""
+    return next(k for k, _ in node.value if k.tag != MERGE_TAG and isinstance(k, yaml.ScalarNode) and k.value == name)
 
 
 def _merge_sources(node: yaml.Node) -> list[yaml.Node]:
@@ -199,8 +245,21 @@ def _merge_sources(node: yaml.Node) -> list[yaml.Node]:
 
 def _scalar(node: yaml.ScalarNode) -> Any:
     tag = node.tag
-    if tag == "tag:yaml.org,2002:str":
+    if tag == STR_TAG:
         return node.value
+    key = (tag, node.value)
+    try:
+        return _TYPED[key]
+    except KeyError:
+        if len(_TYPED) >= CACHE_MAX:
+            _TYPED.clear()
+        value = _TYPED[key] = _typed(node)
+        return value
+
+
+def _typed(node: yaml.ScalarNode) -> Any:
+    """A non-string scalar's value; a pure function of its tag and text."""
+    tag = node.tag
     if tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float") and ":" in node.value:
         return node.value  # YAML 1.1 sexagesimal; YAML 1.2 (and every operator) reads a string
     if tag == "tag:yaml.org,2002:int" and node.value.lstrip("+-")[:2].lower() == "0x":
