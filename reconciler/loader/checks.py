@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import graphlib
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 
 from reconciler import v4v
 from reconciler.errors import Diagnostic, Location, Severity
@@ -47,24 +48,23 @@ def run_all(entries: list[Entry], broken_vms: frozenset[str] = frozenset()) -> l
     """Every check; `broken_vms` names VMs whose documents failed validation, so that
     references to them are not reported a second time as missing."""
 
-    def references(entries: list[Entry]) -> Iterable[Diagnostic]:
-        return check_references(entries, broken_vms)
-
+    vms = _vms(entries)
     checks: list[Callable[[list[Entry]], Iterable[Diagnostic]]] = [
         check_resources,
         check_duplicate_names,
         check_duplicate_uuids,
-        references,
-        check_cycles,
+        partial(check_references, vms=vms, broken_vms=broken_vms),
+        partial(check_cycles, vms=vms),
         check_device_keys,
-        check_pci_conflicts,
-        check_v4v_targets,
+        partial(check_pci_conflicts, vms=vms),
+        partial(check_v4v_targets, vms=vms),
     ]
     return [d for check in checks for d in check(entries)]
 
 
 def _vms(entries: list[Entry]) -> dict[str, Entry]:
-    return {e.name: e for e in entries if isinstance(e.resource, VM)}
+    """VM name -> its entry (the last one, if a name is defined twice)."""
+    return {e.resource.metadata.name: e for e in entries if isinstance(e.resource, VM)}
 
 
 def check_resources(entries: list[Entry]) -> Iterator[Diagnostic]:
@@ -97,7 +97,7 @@ def _check_vm(entry: Entry, vm: VM) -> Iterator[Diagnostic]:
 def check_duplicate_names(entries: list[Entry]) -> Iterator[Diagnostic]:
     first: dict[tuple[str, str], Entry] = {}
     for entry in entries:
-        key = (entry.kind, entry.name)
+        key = (entry.resource.kind, entry.resource.metadata.name)
         if key in first:
             other = where(first[key], *name_path(first[key]))
             yield diag(entry, name_path(entry), f"{entry.kind} '{entry.name}' is defined twice: here and at {other}")
@@ -115,21 +115,21 @@ def check_duplicate_uuids(entries: list[Entry]) -> Iterator[Diagnostic]:
             seen.setdefault(uuid, entry)
 
 
-def _vm_refs(entry: Entry) -> Iterator[tuple[tuple[str | int, ...], str, str]]:
+Ref = tuple[tuple[str | int, ...], str, str]  # path, referenced VM, field
+
+
+def _vm_refs(entry: Entry) -> list[Ref]:
     """(path, referenced VM, field) for every reference from this entry to a VM."""
     r = entry.resource
     if isinstance(r, VM):
-        for i, dep in enumerate(r.spec.depends_on):
-            yield ("spec", "dependsOn", i), dep, "dependsOn"
-        return
-    if not entry.path:
-        yield ("spec", "vm"), r.spec.vm, "vm"
+        return [(("spec", "dependsOn", i), dep, "dependsOn") for i, dep in enumerate(r.spec.depends_on)]
+    refs: list[Ref] = [] if entry.path else [(("spec", "vm"), r.spec.vm, "vm")]
     if isinstance(r, (Disk, NIC)) and r.spec.backend_vm:
-        yield spec_path(entry, "backendVM"), r.spec.backend_vm, "backendVM"
+        refs.append((spec_path(entry, "backendVM"), r.spec.backend_vm, "backendVM"))
+    return refs
 
 
-def check_references(entries: list[Entry], broken_vms: frozenset[str] = frozenset()) -> Iterator[Diagnostic]:
-    vms = _vms(entries)
+def check_references(entries: list[Entry], vms: dict[str, Entry], broken_vms: frozenset[str] = frozenset()) -> Iterator[Diagnostic]:
     known = ", ".join(sorted(vms)) or "none defined"
     for entry in entries:
         for path, target, field in _vm_refs(entry):
@@ -146,10 +146,9 @@ def check_references(entries: list[Entry], broken_vms: frozenset[str] = frozense
 Edge = tuple[str, str, str, Entry, tuple[str | int, ...]]  # owner, needs, field, entry, path
 
 
-def dependency_edges(entries: list[Entry]) -> list[Edge]:
+def dependency_edges(entries: list[Entry], vms: dict[str, Entry]) -> list[Edge]:
     """VM -> VM it needs running first (dependsOn, NIC and disk backendVM), with the entry
     and path that created each edge; sorted, so cycle reports are deterministic."""
-    vms = _vms(entries)
     edges = []
     for entry in entries:
         owner = entry.name if isinstance(entry.resource, VM) else entry.resource.spec.vm
@@ -159,8 +158,8 @@ def dependency_edges(entries: list[Entry]) -> list[Edge]:
     return sorted(edges, key=lambda e: (e[0], e[1], e[2]))
 
 
-def check_cycles(entries: list[Entry]) -> Iterator[Diagnostic]:
-    edges = dependency_edges(entries)
+def check_cycles(entries: list[Entry], vms: dict[str, Entry]) -> Iterator[Diagnostic]:
+    edges = dependency_edges(entries, vms)
     sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
     for owner, target, *_ in edges:
         sorter.add(owner, target)
@@ -198,14 +197,15 @@ def check_device_keys(entries: list[Entry]) -> Iterator[Diagnostic]:
     for entry in entries:
         r = entry.resource
         if isinstance(r, Disk):
-            key, path, what = (r.spec.vm, "vdev", r.spec.vdev), spec_path(entry, "vdev"), f"vdev {r.spec.vdev}"
+            key = (r.spec.vm, "vdev", r.spec.vdev)
         elif isinstance(r, NIC):
-            key, path, what = (r.spec.vm, "index", r.spec.index), spec_path(entry, "index"), f"NIC index {r.spec.index}"
+            key = (r.spec.vm, "index", r.spec.index)
         else:
             continue
         if key in keys:
             other = keys[key]
-            yield diag(entry, path, f"{what} is used twice in VM '{key[0]}': by {entry.kind} '{entry.name}' and '{other.name}' at {where(other, *name_path(other))}")
+            what = f"vdev {key[2]}" if key[1] == "vdev" else f"NIC index {key[2]}"
+            yield diag(entry, spec_path(entry, key[1]), f"{what} is used twice in VM '{key[0]}': by {entry.kind} '{entry.name}' and '{other.name}' at {where(other, *name_path(other))}")
         else:
             keys[key] = entry
     yield from _duplicate_macs(entries)
@@ -242,9 +242,8 @@ def _may_run(vm: Entry | None) -> bool:
     return vm is not None and isinstance(vm.resource, VM) and vm.resource.spec.state != "stopped"
 
 
-def check_pci_conflicts(entries: list[Entry]) -> Iterator[Diagnostic]:
+def check_pci_conflicts(entries: list[Entry], vms: dict[str, Entry]) -> Iterator[Diagnostic]:
     """One host device, two VMs that may run at once (neither is `state: stopped`)."""
-    vms = _vms(entries)
     claims: dict[str, Entry] = {}
     for entry in entries:
         r = entry.resource
@@ -266,13 +265,13 @@ def check_pci_conflicts(entries: list[Entry]) -> Iterator[Diagnostic]:
             )
 
 
-def check_v4v_targets(entries: list[Entry]) -> Iterator[Diagnostic]:
+def check_v4v_targets(entries: list[Entry], vms: dict[str, Entry]) -> Iterator[Diagnostic]:
     """Endpoints naming a VM, type or uuid that no manifest defines: a warning, because
     the VM may be added later (the rule stays inert until it runs, as in OpenXT)."""
-    vms = [e.resource for e in entries if isinstance(e.resource, VM)]
-    names = {vm.metadata.name for vm in vms}
-    types = {vm.spec.type for vm in vms}
-    uuids = {vm.spec.uuid for vm in vms}
+    specs = [e.resource.spec for e in entries if isinstance(e.resource, VM)]
+    names = set(vms)
+    types = {spec.type for spec in specs}
+    uuids = {spec.uuid for spec in specs}
     for entry in entries:
         r = entry.resource
         if not isinstance(r, V4VRule):
