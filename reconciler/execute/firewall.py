@@ -4,8 +4,9 @@ Touches the host through the ports in `Runtime` only. Called through
 `reconciler.execute.ops.OPS`. A rule is resolved when its step runs, against the
 domains running at that moment (`Runtime.running`), with the same pure resolver the
 diff uses (`reconciler.diff.firewall.rule_entries`): the domids of VMs this run built
-exist only now. Listing and changing the table happen under one lock, so two rules
-never insert the same entry twice.
+exist only now. The table is listed once per run and kept current with this run's
+changes (`Runtime.firewall`), under one lock, so two rules never insert the same entry
+twice; a change that fails drops the copy, so the next step lists the table again.
 """
 
 from __future__ import annotations
@@ -43,10 +44,14 @@ async def fw_apply(rt: Runtime, step: Step, retry: bool) -> str | None:
     rule = rt.desired.v4v_rules[step.name]
     async with rt.firewall_lock:
         wanted = rule_entries(rule, await rt.running())
-        present = set(await rt.ports.firewall.list())
-        missing = sorted(wanted - present)
-        for entry in missing:
-            await rt.ports.firewall.insert(entry)  # position 1: above the trailing REJECT
+        table = await rt.firewall()
+        try:
+            for entry in sorted(wanted - table):
+                await rt.ports.firewall.insert(entry)  # position 1: above the trailing REJECT
+                table.add(entry)
+        except BaseException:
+            rt.fw_table = None  # the insert may have happened (a lost answer): list again
+            raise
     if not wanted:
         return "resolves to no entry yet (a VM it names is not running)"
     return None
@@ -58,8 +63,13 @@ async def fw_remove(rt: Runtime, step: Step, retry: bool) -> str | None:
     texts = arg(step, "entries")
     entries = [parse_entry(str(t)) for t in texts] if isinstance(texts, list) else []
     async with rt.firewall_lock:
-        present = set(await rt.ports.firewall.list())
-        for entry in entries:
-            if entry in present:
-                await rt.ports.firewall.delete(entry)
+        table = await rt.firewall()
+        try:
+            for entry in entries:
+                if entry in table:
+                    await rt.ports.firewall.delete(entry)
+                    table.discard(entry)
+        except BaseException:
+            rt.fw_table = None
+            raise
     return None

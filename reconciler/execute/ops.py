@@ -52,6 +52,7 @@ async def record(rt: Runtime, step: Step, retry: bool) -> str | None:
         await tx.write(f"{base}/applied", text)
 
     await rt.ports.xenstore.transaction(body)
+    rt.managed_marks = {key: mark for key, mark in rt.managed_marks.items() if key[0] != uuid}
     return None
 
 
@@ -137,6 +138,9 @@ async def _write_data(rt: Runtime, domid: int, data: Mapping[str, str]) -> None:
 
     await rt.ports.xenstore.transaction(body)
 
+
+# Ops that may start or stop a domain: after one, the next v4v resolution lists domains again.
+CHANGES_DOMAINS: frozenset[Op] = frozenset({"create", "unpause", "pause", "shutdown", "destroy"})
 
 # Every op of `reconciler.plan.steps.Op`, in the order a VM's life uses them; the
 # planner's edge rules (`reconciler.plan.rules`) decide when each may run.

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import networkx as nx
 
 from reconciler.errors import HostError
-from reconciler.execute.ops import OPS
+from reconciler.execute.ops import CHANGES_DOMAINS, OPS
 from reconciler.execute.report import Report, StepResult, make_report
 from reconciler.execute.runtime import Runtime
 from reconciler.execute.settings import ExecuteSettings, retrying
@@ -40,6 +40,9 @@ async def run_step(rt: Runtime, step: Step) -> StepResult:
                 note = await OPS[step.op](rt, step, tries > 1)
     except HostError as exc:
         return StepResult(step, "failed", time.monotonic() - started, tries, error=str(exc) or type(exc).__name__)
+    finally:
+        if step.op in CHANGES_DOMAINS:
+            rt.listing = None
     return StepResult(step, "done", time.monotonic() - started, tries, note=note)
 
 

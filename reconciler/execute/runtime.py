@@ -4,7 +4,9 @@ state, the domids known so far, and the locks that keep concurrent steps consist
 Touches the host through `reconciler.ports.HostPorts` only. Built by
 `reconciler.execute.run.execute`; read by the op table in `reconciler.execute.ops`.
 Domids come from the host (`list_domains` at start, refreshed on a miss) and from
-`create` for the domains this run builds, never from the plan (STYLE 4).
+`create` for the domains this run builds, never from the plan (STYLE 4). What v4v
+rules resolve against (the running set, the table) is read once and kept until a
+step may have changed it, so a run stays linear in the number of rules.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 from reconciler.diff.firewall import RunningVM
 from reconciler.errors import HostError, TerminalHostError
 from reconciler.execute.settings import ExecuteSettings
-from reconciler.model.host import DomainStatus
+from reconciler.model.host import DomainStatus, FirewallEntry
 from reconciler.model.state import DesiredState
 from reconciler.plan.steps import Step
 from reconciler.ports import HostPorts
@@ -33,12 +35,24 @@ class Runtime:
     built: set[str] = field(default_factory=set)  # VMs this run created: ours before `record` ran
     firewall_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # list-then-insert is one unit
     pci_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # inventory-then-bind likewise
+    # `xl list` as last read; None once a step may have started or stopped a domain.
+    listing: list[DomainStatus] | None = None
+    managed_marks: dict[tuple[str, int], bool] = field(default_factory=dict)  # (uuid, domid) -> marker read
+    # The v4v table as last listed plus this run's own changes; None after a failed change.
+    fw_table: set[FirewallEntry] | None = None
 
     async def domains(self) -> list[DomainStatus]:
         """`xl list` now, also refreshing the name -> domid table."""
         listed = await self.ports.toolstack.list_domains()
         self.domids = {d.name: d.domid for d in listed}
+        self.listing = listed
         return listed
+
+    async def firewall(self) -> set[FirewallEntry]:
+        """The v4v table (call under `firewall_lock`; keep it current with your changes)."""
+        if self.fw_table is None:
+            self.fw_table = set(await self.ports.firewall.list())
+        return self.fw_table
 
     async def domid(self, vm: str) -> int:
         """The domid of VM `vm`'s domain; TerminalHostError when the host has none."""
@@ -60,7 +74,8 @@ class Runtime:
         """The running set the v4v resolver needs, as the host shows it at this moment:
         stub domains (`<guest>-dm`) folded into their guest, manifest types only for
         domains the reconciler manages (as the diff does, `reconciler.diff.rules`)."""
-        listed = [d for d in await self.domains() if d.power in LIVE]
+        listing = self.listing if self.listing is not None else await self.domains()
+        listed = [d for d in listing if d.power in LIVE]
         names = {d.name for d in listed}
         stubs = {d.name.removesuffix("-dm"): d.domid for d in listed
                  if d.name.endswith("-dm") and d.name.removesuffix("-dm") in names and d.name not in self.desired.vms}
@@ -78,12 +93,16 @@ class Runtime:
             return False  # only the type of a desired VM matters
         if self.domids.get(status.name) == status.domid and status.name in self.built:
             return True  # built by this run; its record may still be on its way
-        try:
-            return (await self.ports.xenstore.read(f"/vm/{status.uuid}/{RECORD}/managed")).strip() == b"1"
-        except HostError as exc:
-            if missing(exc):
-                return False
-            raise
+        key = (status.uuid, status.domid)
+        if key not in self.managed_marks:
+            try:
+                mark = (await self.ports.xenstore.read(f"/vm/{status.uuid}/{RECORD}/managed")).strip() == b"1"
+            except HostError as exc:
+                if not missing(exc):
+                    raise
+                mark = False
+            self.managed_marks[key] = mark
+        return self.managed_marks[key]
 
 
 def missing(exc: HostError) -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.errors import TerminalHostError, UsageError
+from reconciler.errors import TerminalHostError, TransientHostError, UsageError
 from reconciler.execute import ExecuteSettings, Report, StepResult, execute
 from reconciler.execute.firewall import parse_entry
 from reconciler.execute.settings import resolve_settings
@@ -197,3 +197,46 @@ def test_retry_policy_stops_after_attempts() -> None:
     with pytest.raises(TransientHostError, match="busy"):
         asyncio.run(flaky())
     assert calls == 3
+
+
+class FlakyFirewall:
+    """The firewall port, counting `list` calls; the first `insert` fails after it took effect
+    (an answer lost on the way back), as a timeout against viptables can."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.lists, self.inserts = inner, 0, 0
+
+    async def list(self) -> list[FirewallEntry]:
+        self.lists += 1
+        listed: list[FirewallEntry] = await self.inner.list()
+        return listed
+
+    async def insert(self, entry: FirewallEntry, position: int = 1) -> None:
+        await self.inner.insert(entry, position)
+        self.inserts += 1
+        if self.inserts == 1:
+            raise TransientHostError("viptables: no answer (simulated lost reply)")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_firewall_is_listed_once_per_run_and_again_after_a_failed_change(
+        served: Callable[..., Any], write_manifest: Callable[[str, str], Path]) -> None:
+    rules = "  v4vRules: ['myself -> 0:80', 'myself -> 0:443', '0 -> myself:22']\n"
+    for name in ("a", "b", "c"):
+        folder = write_manifest(f"{name}.yaml", vm(name, rules))
+    host = served()
+
+    async def body(ports: HostPorts) -> tuple[Report, FlakyFirewall, list[FirewallEntry], Plan]:
+        flaky = FlakyFirewall(ports.firewall)
+        wrapped = HostPorts(ports.name, ports.xenstore, ports.toolstack, ports.pciback, flaky)  # type: ignore[arg-type]
+        report = await execute(await plan_for(ports, folder), wrapped, settings=NO_WAIT)
+        return report, flaky, await ports.firewall.list(), await plan_for(ports, folder)
+
+    report, flaky, table, again = host.run(body)
+    assert report.ok and report.count("done") == 3 * 8  # create, record, 2 attaches, 3 fw-apply, unpause
+    # 9 rule steps: one listing for the run, one more after the insert whose answer was lost
+    assert flaky.lists == 2
+    assert len(table) == len(set(table))  # the insert whose answer was lost was not repeated
+    assert not again.steps  # and nothing is missing
