@@ -52,7 +52,7 @@ async def record(rt: Runtime, step: Step, retry: bool) -> str | None:
         await tx.write(f"{base}/applied", text)
 
     await rt.ports.xenstore.transaction(body)
-    rt.managed_marks = {key: mark for key, mark in rt.managed_marks.items() if key[0] != uuid}
+    rt.forget_managed(uuid)
     return None
 
 

@@ -40,6 +40,7 @@ class Runtime:
     managed_marks: dict[tuple[str, int], bool] = field(default_factory=dict)  # (uuid, domid) -> marker read
     # The v4v table as last listed plus this run's own changes; None after a failed change.
     fw_table: set[FirewallEntry] | None = None
+    _running: tuple[list[DomainStatus], dict[str, RunningVM]] | None = None  # `running()` of one listing
 
     async def domains(self) -> list[DomainStatus]:
         """`xl list` now, also refreshing the name -> domid table."""
@@ -73,36 +74,52 @@ class Runtime:
     async def running(self) -> dict[str, RunningVM]:
         """The running set the v4v resolver needs, as the host shows it at this moment:
         stub domains (`<guest>-dm`) folded into their guest, manifest types only for
-        domains the reconciler manages (as the diff does, `reconciler.diff.rules`)."""
+        domains the reconciler manages (as the diff does, `reconciler.diff.rules`).
+        Computed once per listing (and again after `forget_managed`)."""
         listing = self.listing if self.listing is not None else await self.domains()
+        if self._running is not None and self._running[0] is listing:
+            return self._running[1]
         listed = [d for d in listing if d.power in LIVE]
         names = {d.name for d in listed}
         stubs = {d.name.removesuffix("-dm"): d.domid for d in listed
                  if d.name.endswith("-dm") and d.name.removesuffix("-dm") in names and d.name not in self.desired.vms}
         guests = [d for d in listed if not (d.name.endswith("-dm") and d.name.removesuffix("-dm") in stubs)]
-        managed = await asyncio.gather(*(self._managed(d) for d in guests))
+        await asyncio.gather(*(self._read_mark(d) for d in guests if self._unknown_mark(d)))
         out: dict[str, RunningVM] = {}
-        for status, ours in zip(guests, managed):
+        for status in guests:
             vm = self.desired.vms.get(status.name)
-            kind = vm.spec.type if vm is not None and ours else None
+            kind = vm.spec.type if vm is not None and self._managed(status) else None
             out[status.name] = RunningVM(status.domid, kind, status.uuid, stubs.get(status.name))
+        self._running = (listing, out)
         return out
 
-    async def _managed(self, status: DomainStatus) -> bool:
+    def forget_managed(self, uuid: str | None) -> None:
+        """The managed marker of `uuid` was just written: read it again when needed."""
+        self.managed_marks = {key: mark for key, mark in self.managed_marks.items() if key[0] != uuid}
+        self._running = None
+
+    def _unknown_mark(self, status: DomainStatus) -> bool:
+        return status.name in self.desired.vms and (status.uuid, status.domid) not in self.managed_marks \
+            and not self._built_now(status)
+
+    def _built_now(self, status: DomainStatus) -> bool:
+        return self.domids.get(status.name) == status.domid and status.name in self.built
+
+    def _managed(self, status: DomainStatus) -> bool:
         if status.name not in self.desired.vms:
             return False  # only the type of a desired VM matters
-        if self.domids.get(status.name) == status.domid and status.name in self.built:
+        if self._built_now(status):
             return True  # built by this run; its record may still be on its way
-        key = (status.uuid, status.domid)
-        if key not in self.managed_marks:
-            try:
-                mark = (await self.ports.xenstore.read(f"/vm/{status.uuid}/{RECORD}/managed")).strip() == b"1"
-            except HostError as exc:
-                if not missing(exc):
-                    raise
-                mark = False
-            self.managed_marks[key] = mark
-        return self.managed_marks[key]
+        return self.managed_marks.get((status.uuid, status.domid), False)
+
+    async def _read_mark(self, status: DomainStatus) -> None:
+        try:
+            mark = (await self.ports.xenstore.read(f"/vm/{status.uuid}/{RECORD}/managed")).strip() == b"1"
+        except HostError as exc:
+            if not missing(exc):
+                raise
+            mark = False
+        self.managed_marks[(status.uuid, status.domid)] = mark
 
 
 def missing(exc: HostError) -> bool:
