@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from reconciler.diff.fields import DISK_FIELDS, NIC_FIELDS, PCI_FIELDS, VM_FIELDS, Seen, spec_fields
+from reconciler.model.devices import NIC, Disk, PCIPassthrough
 from reconciler.model.observed import DomainInfo
 from reconciler.model.state import DesiredState
 
@@ -39,12 +40,13 @@ class Record:
 def applied_record(desired: DesiredState, vm: str) -> tuple[str, str]:
     """(canonical JSON, sha256 hex of it) for VM `vm` of `desired` (KeyError if absent)."""
     spec = desired.vms[vm].spec
+    devices = desired.devices_of(vm)
     data: dict[str, object] = {
         "version": RECORD_VERSION,
         "vm": spec_fields(spec, VM_FIELDS, _RECORDED),
-        "disks": {n: spec_fields(d.spec, DISK_FIELDS, _RECORDED) for n, d in desired.disks.items() if d.spec.vm == vm},
-        "nics": {n: spec_fields(d.spec, NIC_FIELDS, _RECORDED) for n, d in desired.nics.items() if d.spec.vm == vm},
-        "pci": {n: spec_fields(d.spec, PCI_FIELDS, _RECORDED) for n, d in desired.pci.items() if d.spec.vm == vm},
+        "disks": {d.metadata.name: spec_fields(d.spec, DISK_FIELDS, _RECORDED) for d in devices if isinstance(d, Disk)},
+        "nics": {d.metadata.name: spec_fields(d.spec, NIC_FIELDS, _RECORDED) for d in devices if isinstance(d, NIC)},
+        "pci": {d.metadata.name: spec_fields(d.spec, PCI_FIELDS, _RECORDED) for d in devices if isinstance(d, PCIPassthrough)},
     }
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return text, hashlib.sha256(text.encode()).hexdigest()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from reconciler.errors import Location
 from reconciler.model.common import Kind
@@ -41,7 +42,14 @@ class DesiredState:
 
     def devices_of(self, vm: str) -> list[Disk | NIC | PCIPassthrough | V4VRule]:
         """Every device resource that belongs to `vm`, in kind then name order."""
-        found: list[Disk | NIC | PCIPassthrough | V4VRule] = []
+        return list(self._devices_by_vm.get(vm, ()))
+
+    @cached_property
+    def _devices_by_vm(self) -> dict[str, list[Disk | NIC | PCIPassthrough | V4VRule]]:
+        """Devices by VM, built on first use: a lookup per VM must not scan every device
+        (apply records 2,500 VMs of 15,000 devices)."""
+        index: dict[str, list[Disk | NIC | PCIPassthrough | V4VRule]] = {}
         for table in (self.disks, self.nics, self.pci, self.v4v_rules):
-            found.extend(r for r in table.values() if r.spec.vm == vm)
-        return found
+            for resource in table.values():
+                index.setdefault(resource.spec.vm, []).append(resource)
+        return index
