@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from pydantic import BaseModel
 
 from reconciler import xenfmt
-from reconciler.diff.fields import NOT_FIELDS, SENSITIVE, TABLES, field_names, flatten, is_sensitive, plain
+from reconciler.diff.fields import SENSITIVE, TABLES, field_names, flatten, is_sensitive, plain, set_values
 from reconciler.model.common import Kind
 from reconciler.plan.changes import FieldChange, Impact
 
@@ -65,32 +65,59 @@ def compare(kind: Kind, desired: BaseModel, observed: BaseModel | None, record: 
 
     The host's value of a `host` field, of an `if-shown` field the observer set, else
     the last-applied record's value of an `if-shown` or `record` field; a field with
-    none of these is not comparable."""
-    want = plain(desired)
-    have = plain(observed) if observed is not None else None
-    assert isinstance(want, dict) and (have is None or isinstance(have, dict))
-    names = field_names(type(observed)) if observed is not None else {}
-    set_names = observed.model_fields_set if observed is not None else set()
+    none of these is not comparable. Values are compared as plain JSON data; the
+    models are dumped only when some field's own values differ (equal values dump
+    to equal data), which on a converged host is almost never."""
+    wanted, want_values = field_names(type(desired)), vars(desired)  # pydantic keeps field values in __dict__
+    shows: Mapping[str, str] = {}
+    have_values: dict[str, object] | None = None
+    set_names: set[str] = set()
+    if observed is not None:
+        shows, have_values, set_names = field_names(type(observed)), vars(observed), observed.model_fields_set
+    want: dict[str, object] | None = None
+    have: dict[str, object] | None = None
     changes: list[FieldChange] = []
     for key, seen, impact in _COMPARED[kind]:
-        if have is not None and (seen == "host" or (seen == "if-shown" and names.get(key) in set_names)):
-            current = have.get(key)
+        if have_values is not None and (seen == "host" or (seen == "if-shown" and shows.get(key) in set_names)):
+            recorded = False
+            current = have_values.get(shows.get(key, ""))
         elif seen != "host" and record is not None and key in record:
+            recorded = True
             current = record[key]
         else:
             continue
-        target = want.get(key)
-        if current == target:
+        target = want_values.get(wanted.get(key, ""))
+        if current == target or _alike(kind, key, current, target):
             continue
-        if kind == "NIC":
-            if (key == "mac" and target == "auto") or (key == "type" and target is None):
-                continue  # type unset: libxl's default for the guest (ioemu on HVM, else vif), what the host shows
-            if key == "rate" and _normal_rate(current) == _normal_rate(target):
-                continue
+        if want is None:
+            want = _plain_dict(desired)
+        if not recorded:
+            if have is None:
+                have = _plain_dict(observed)
+            current = have.get(key)
+        target = want.get(key)
+        if current == target or _alike(kind, key, current, target):
+            continue
         if impacts is not None:
             impact = impacts.get(key, impact)
         changes.extend(leaf_changes(f"spec.{key}", current, target, impact, leaf))
     return changes
+
+
+def _plain_dict(model: BaseModel | None) -> dict[str, object]:
+    data = plain(model)
+    assert isinstance(data, dict)
+    return data
+
+
+def _alike(kind: Kind, key: str, current: object, target: object) -> bool:
+    """Different values that are no change (these fields are strings, spelled the same
+    in the model and as plain data)."""
+    if kind != "NIC":
+        return False
+    if (key == "mac" and target == "auto") or (key == "type" and target is None):
+        return True  # type unset: libxl's default for the guest (ioemu on HVM, else vif), what the host shows
+    return key == "rate" and _normal_rate(current) == _normal_rate(target)
 
 
 def _normal_rate(value: object) -> object:
@@ -121,12 +148,8 @@ def leaf_changes(path: str, before: object, after: object, impact: Impact, leaf:
 
 def created(kind: Kind, desired: BaseModel, leaf: Leaf = new_leaf) -> tuple[FieldChange, ...]:
     """The fields of a resource being created: every set desired value, before None."""
-    values = plain(desired)
-    assert isinstance(values, dict)
     out: list[FieldChange] = []
-    for key, value in values.items():
-        if value is None or key in NOT_FIELDS:
-            continue
+    for key, value in set_values(desired).items():
         if isinstance(value, dict):
             flat = flatten(f"spec.{key}", value)
             out += [leaf(name, None, flat[name], "live") for name in sorted(flat)]

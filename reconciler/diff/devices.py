@@ -9,6 +9,7 @@ fields' impacts from `reconciler.diff.fields`. Called by `reconciler.diff.vm`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -35,19 +36,26 @@ def _devid(name: str) -> int | None:
     return int(tail) if tail.isdigit() else None
 
 
-def _disk_key(disk: Disk) -> int | None:
+@functools.lru_cache(maxsize=1024)
+def _vdev_devid(vdev: str) -> int | None:
     try:
-        return xenfmt.vdev_to_devid(disk.spec.vdev)
+        return xenfmt.vdev_to_devid(vdev)
     except ValueError:
         return None
 
 
-def _by_identity(devices: Sequence[object], cls: type[D], key: Callable[[D], int | None]) -> dict[int, D]:
-    out: dict[int, D] = {}
+def _by_identity(devices: Sequence[object], disk_key: Callable[[Disk], int | None],
+                 nic_key: Callable[[NIC], int | None]) -> tuple[dict[int, Disk], dict[int, NIC]]:
+    """(disks, NICs) of a device list by identity, in one pass (the last one wins)."""
+    disks: dict[int, Disk] = {}
+    nics: dict[int, NIC] = {}
     for device in devices:
-        if isinstance(device, cls) and (ident := key(device)) is not None:
-            out[ident] = device
-    return out
+        if isinstance(device, Disk):
+            if (ident := disk_key(device)) is not None:
+                disks[ident] = device
+        elif isinstance(device, NIC) and (ident := nic_key(device)) is not None:
+            nics[ident] = device
+    return disks, nics
 
 
 def _worst(fields: tuple[FieldChange, ...]) -> Impact:
@@ -113,11 +121,10 @@ def _pci(ctx: Context, vm: str) -> list[ResourceChange]:
 def device_changes(ctx: Context, vm: str) -> list[ResourceChange]:
     """Every device change of running, managed VM `vm`."""
     record = ctx.records.get(vm)
-    wanted, found = ctx.wanted.get(vm, []), ctx.found.get(vm, [])
-    out = _matched("Disk", _by_identity(wanted, Disk, _disk_key),
-                   _by_identity(found, Disk, lambda d: _devid(d.metadata.name)), record, ctx.leaf)
-    out += _matched("NIC", _by_identity(wanted, NIC, lambda n: n.spec.index),
-                    _by_identity(found, NIC, lambda n: _devid(n.metadata.name)), record, ctx.leaf)
+    want_disks, want_nics = _by_identity(ctx.wanted.get(vm, []), lambda d: _vdev_devid(d.spec.vdev), lambda n: n.spec.index)
+    have_disks, have_nics = _by_identity(ctx.found.get(vm, []), lambda d: _devid(d.metadata.name), lambda n: _devid(n.metadata.name))
+    out = _matched("Disk", want_disks, have_disks, record, ctx.leaf)
+    out += _matched("NIC", want_nics, have_nics, record, ctx.leaf)
     return out + _pci(ctx, vm)
 
 

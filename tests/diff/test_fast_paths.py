@@ -1,21 +1,27 @@
 """The diff's fast paths give what the plain definitions give: leaf comparison of
-nested values, the fields of a created resource, and the v4v parse memo. The
-reference functions here are the straightforward definitions (flatten both sides,
-compare every leaf); generated values and the example manifests are real."""
+nested values, the fields of a created resource, field-by-field comparison (which
+dumps the models only when their values differ) and the v4v parse memo. The
+reference functions here are the straightforward definitions (dump both sides,
+flatten, compare every leaf); generated values and the example manifests are real."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import json
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
-from reconciler import v4v
-from reconciler.diff.compare import Leaves, created, leaf_changes, new_leaf
-from reconciler.diff.fields import NOT_FIELDS, SENSITIVE, is_sensitive, plain
+from reconciler import v4v, xenfmt
+from reconciler.diff.applied import applied_record
+from reconciler.diff.compare import Leaves, compare, created, leaf_changes, new_leaf
+from reconciler.diff.fields import NOT_FIELDS, SENSITIVE, TABLES, is_sensitive, plain, shown
 from reconciler.loader import load_or_raise
+from reconciler.model import DesiredState, ObservedState
 from reconciler.model.common import Kind
 from reconciler.plan.changes import FieldChange, Impact
 
@@ -109,3 +115,85 @@ def test_an_invalid_rule_fails_every_time() -> None:
     for _ in range(2):
         with pytest.raises(ValueError, match="numeric domid '7'"):
             v4v.parse_rule("myself -> 7")
+
+
+def ref_compare(kind: Kind, desired: BaseModel, observed: BaseModel | None, record: dict[str, Any] | None,
+                impacts: dict[str, Impact] | None = None) -> list[FieldChange]:
+    """The field table applied to both sides dumped whole."""
+    want, have = plain(desired), plain(observed) if observed is not None else None
+    assert isinstance(want, dict) and (have is None or isinstance(have, dict))
+    seen_keys = shown(observed) if observed is not None else frozenset()
+    out: list[FieldChange] = []
+    for key, rule in TABLES[kind].items():
+        if rule.seen in ("host", "if-shown") and have is not None and (rule.seen == "host" or key in seen_keys):
+            current = have.get(key)
+        elif rule.seen in ("if-shown", "record") and record is not None and key in record:
+            current = record[key]
+        else:
+            continue
+        target = want.get(key)
+        if kind == "NIC" and ((key == "mac" and target == "auto") or (key == "type" and target is None)):
+            continue
+
+        def normal(value: object) -> object:
+            if kind == "NIC" and key == "rate" and isinstance(value, str):
+                try:
+                    return xenfmt.rate_to_xenstore(value)
+                except ValueError:
+                    return value
+            return value
+
+        if normal(current) == normal(target):
+            continue
+        out += ref_leaf_changes(f"spec.{key}", current, target, (impacts or {}).get(key, rule.impact))
+    return out
+
+
+OTHER = st.sampled_from([None, True, False, 0, 1, 1.0, 2048, "", "x", "auto", "vif", "10Mb/s", "1250KB/s", [], ["a"],
+                         {}, {"acpi": True}, {"type": "none", "vncListen": "127.0.0.1", "vncPassword": None, "pvVnc": True}])
+
+
+def pairs(desired: DesiredState, observed: ObservedState) -> list[tuple[Kind, BaseModel, BaseModel, str, str]]:
+    """(kind, desired spec, observed spec, vm, manifest name) of every resource both sides show."""
+    out: list[tuple[Kind, BaseModel, BaseModel, str, str]] = []
+    for name, vm in desired.vms.items():
+        if name in observed.vms:
+            out.append(("VM", vm.spec, observed.vms[name].spec, name, name))
+    for name, disk in desired.disks.items():
+        seen = observed.disks.get(f"{disk.spec.vm}-disk-{xenfmt.vdev_to_devid(disk.spec.vdev)}")
+        if seen is not None:
+            out.append(("Disk", disk.spec, seen.spec, disk.spec.vm, name))
+    for name, nic in desired.nics.items():
+        found = observed.nics.get(f"{nic.spec.vm}-nic-{nic.spec.index}")
+        if found is not None:
+            out.append(("NIC", nic.spec, found.spec, nic.spec.vm, name))
+    for name, rule in desired.pci.items():
+        out += [("PCIPassthrough", rule.spec, p.spec, rule.spec.vm, name) for p in observed.pci.values()
+                if p.spec.vm == rule.spec.vm and p.spec.bdf == rule.spec.bdf]
+    return out
+
+
+@pytest.mark.parametrize("example", ["openxt-desktop", "server-host", "manifests"])
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_compare_is_the_table_on_both_sides_dumped(example: str, data: st.DataObject, examples: dict[str, DesiredState],
+                                                   make_mirror: Any) -> None:
+    desired = examples[example]
+    found = pairs(desired, make_mirror(desired))
+    assert found
+    kind, want, have, vm, name = data.draw(st.sampled_from(found))
+    table = sorted(k for k, r in TABLES[kind].items() if r.seen != "identity")
+    record_text = json.loads(applied_record(desired, vm)[0])
+    record = record_text["vm"] if kind == "VM" else record_text[{"Disk": "disks", "NIC": "nics"}.get(kind, "pci")].get(name)
+    names = {info.alias or n: n for n, info in type(have).model_fields.items()}
+    for key in data.draw(st.lists(st.sampled_from(table), max_size=3)):  # drift on the host (any type)
+        if key in names:
+            have = have.model_copy(update={names[key]: data.draw(OTHER)})
+    if record is not None:
+        record = dict(record)
+        for key in data.draw(st.lists(st.sampled_from(table), max_size=3)):  # and in the record
+            record[key] = data.draw(OTHER)
+    record = data.draw(st.sampled_from([record, None]))
+    impacts: dict[str, Impact] | None = data.draw(st.sampled_from([None, {"memory": "restart"}]))
+    assert compare(kind, want, have, record, impacts) == ref_compare(kind, want, have, record, impacts)
+    assert compare(kind, want, None, record) == ref_compare(kind, want, None, record)
