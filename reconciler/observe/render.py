@@ -44,9 +44,10 @@ def _asdict(obj: Record) -> dict[str, Any]:
     devices), without its deep copy; a record holding anything else takes asdict."""
     names, get = _getter(type(obj))
     values = get(obj)
-    if all(isinstance(value, _FLAT) for value in values):
-        return dict(zip(names, values))
-    return dataclasses.asdict(obj)
+    for value in values:
+        if not isinstance(value, _FLAT):
+            return dataclasses.asdict(obj)
+    return dict(zip(names, values))
 
 
 def _specs(table: Mapping[str, BaseModel]) -> dict[str, Any]:
@@ -55,7 +56,8 @@ def _specs(table: Mapping[str, BaseModel]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, model in sorted(table.items()):
         spec = getattr(model, "spec", None) if "spec" in model.model_fields_set else None
-        out[name] = spec.model_dump(mode="json", by_alias=True, exclude_unset=True) if isinstance(spec, BaseModel) else {}
+        out[name] = (spec.__pydantic_serializer__.to_python(spec, mode="json", by_alias=True, exclude_unset=True)
+                     if isinstance(spec, BaseModel) else {})
     return out
 
 

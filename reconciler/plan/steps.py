@@ -58,7 +58,7 @@ def step_id(kind: Kind, name: str, op: Op, trigger: str | None = None) -> str:
 
 
 def make(kind: Kind, name: str, vm: str, op: Op, args: Mapping[str, object] | None = None, trigger: str | None = None) -> Step:
-    pairs = tuple(sorted((k, v) for k, v in (args or {}).items() if v is not None))
+    pairs = tuple(sorted((k, v) for k, v in args.items() if v is not None)) if args else ()
     return Step(step_id(kind, name, op, trigger), op, kind, name, vm, pairs, trigger)
 
 
