@@ -10,25 +10,30 @@ device claimed by two VMs that may run at once; v4v endpoints that match no VM (
 from __future__ import annotations
 
 import graphlib
-from collections.abc import Callable, Iterable, Iterator
-from functools import partial
+from collections.abc import Iterator
+from typing import Any
 
 from reconciler import v4v
 from reconciler.errors import Diagnostic, Location, Severity
 from reconciler.loader.locate import Path, mark_for
 from reconciler.loader.normalize import Entry
 from reconciler.loader.yamlsrc import location
-from reconciler.model import VM, Disk, NIC, PCIPassthrough, V4VRule
+from reconciler.model import KINDS, VM, Disk, NIC, PCIPassthrough, V4VRule
 
 HVM_ONLY = ("boot", "hvm", "stubdom")
 
 
 def where(entry: Entry, *path: str | int, at_key: bool = False) -> Location:
     """Location of `path` inside the entry's document (relative to the entry itself)."""
+    return location(entry.document.file, mark_at(entry, *path, at_key=at_key))
+
+
+def mark_at(entry: Entry, *path: str | int, at_key: bool = False) -> Any:
+    """The YAML mark of `path` inside the entry's document (relative to the entry itself)."""
     if entry.node is not None:  # the node at entry.path: no need to walk there again
-        return location(entry.document.file, mark_for(entry.node, path, at_key=at_key))
+        return mark_for(entry.node, path, at_key=at_key)
     full: Path = (*entry.path, *path)
-    return location(entry.document.file, mark_for(entry.document.node, full, at_key=at_key))
+    return mark_for(entry.document.node, full, at_key=at_key)
 
 
 def diag(entry: Entry, path: tuple[str | int, ...], message: str, severity: Severity = "error", *, at_key: bool = False) -> Diagnostic:
@@ -46,25 +51,23 @@ def name_path(entry: Entry) -> tuple[str, ...]:
 
 def run_all(entries: list[Entry], broken_vms: frozenset[str] = frozenset()) -> list[Diagnostic]:
     """Every check; `broken_vms` names VMs whose documents failed validation, so that
-    references to them are not reported a second time as missing."""
-
-    vms = _vms(entries)
-    checks: list[Callable[[list[Entry]], Iterable[Diagnostic]]] = [
-        check_resources,
-        check_duplicate_names,
-        check_duplicate_uuids,
-        partial(check_references, vms=vms, broken_vms=broken_vms),
-        partial(check_cycles, vms=vms),
-        check_device_keys,
-        partial(check_pci_conflicts, vms=vms),
-        partial(check_v4v_targets, vms=vms),
+    references to them are not reported a second time as missing. Each check gets only
+    the entries it looks at (in file order), so most look at one kind."""
+    of: dict[str, list[Entry]] = {kind: [] for kind in KINDS}
+    for entry in entries:
+        of[entry.resource.kind].append(entry)
+    vms = {e.resource.metadata.name: e for e in of["VM"]}
+    linked = [(entry, refs) for entry in entries if (refs := _vm_refs(entry))]
+    return [
+        *check_resources([*of["VM"], *of["Disk"], *of["PCIPassthrough"]]),
+        *check_duplicate_names(entries),
+        *check_duplicate_uuids(of["VM"]),
+        *check_references(linked, vms, broken_vms),
+        *check_cycles(linked, vms),
+        *check_device_keys(of["Disk"], of["NIC"]),
+        *check_pci_conflicts(of["PCIPassthrough"], vms),
+        *check_v4v_targets(of["V4VRule"], of["VM"]),
     ]
-    return [d for check in checks for d in check(entries)]
-
-
-def _vms(entries: list[Entry]) -> dict[str, Entry]:
-    """VM name -> its entry (the last one, if a name is defined twice)."""
-    return {e.resource.metadata.name: e for e in entries if isinstance(e.resource, VM)}
 
 
 def check_resources(entries: list[Entry]) -> Iterator[Diagnostic]:
@@ -116,6 +119,7 @@ def check_duplicate_uuids(entries: list[Entry]) -> Iterator[Diagnostic]:
 
 
 Ref = tuple[tuple[str | int, ...], str, str]  # path, referenced VM, field
+Linked = list[tuple[Entry, list[Ref]]]  # entries that reference VMs, with their references
 
 
 def _vm_refs(entry: Entry) -> list[Ref]:
@@ -129,10 +133,10 @@ def _vm_refs(entry: Entry) -> list[Ref]:
     return refs
 
 
-def check_references(entries: list[Entry], vms: dict[str, Entry], broken_vms: frozenset[str] = frozenset()) -> Iterator[Diagnostic]:
+def check_references(linked: Linked, vms: dict[str, Entry], broken_vms: frozenset[str] = frozenset()) -> Iterator[Diagnostic]:
     known = ", ".join(sorted(vms)) or "none defined"
-    for entry in entries:
-        for path, target, field in _vm_refs(entry):
+    for entry, refs in linked:
+        for path, target, field in refs:
             if target in broken_vms:
                 continue
             if target not in vms:
@@ -146,20 +150,20 @@ def check_references(entries: list[Entry], vms: dict[str, Entry], broken_vms: fr
 Edge = tuple[str, str, str, Entry, tuple[str | int, ...]]  # owner, needs, field, entry, path
 
 
-def dependency_edges(entries: list[Entry], vms: dict[str, Entry]) -> list[Edge]:
+def dependency_edges(linked: Linked, vms: dict[str, Entry]) -> list[Edge]:
     """VM -> VM it needs running first (dependsOn, NIC and disk backendVM), with the entry
     and path that created each edge; sorted, so cycle reports are deterministic."""
     edges = []
-    for entry in entries:
+    for entry, refs in linked:
         owner = entry.name if isinstance(entry.resource, VM) else entry.resource.spec.vm
-        for path, target, field in _vm_refs(entry):
+        for path, target, field in refs:
             if field != "vm" and owner in vms and target in vms:
                 edges.append((owner, target, field, entry, path))
     return sorted(edges, key=lambda e: (e[0], e[1], e[2]))
 
 
-def check_cycles(entries: list[Entry], vms: dict[str, Entry]) -> Iterator[Diagnostic]:
-    edges = dependency_edges(entries, vms)
+def check_cycles(linked: Linked, vms: dict[str, Entry]) -> Iterator[Diagnostic]:
+    edges = dependency_edges(linked, vms)
     sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
     for owner, target, *_ in edges:
         sorter.add(owner, target)
@@ -190,11 +194,11 @@ def _report_cycles(edges: list[Edge]) -> Iterator[Diagnostic]:
         yield diag(first["entry"], first["path"], f"dependency cycle: {names} ({steps})")
 
 
-def check_device_keys(entries: list[Entry]) -> Iterator[Diagnostic]:
+def check_device_keys(disks: list[Entry], nics: list[Entry]) -> Iterator[Diagnostic]:
     """Per VM: unique vdev and NIC index; across the host: unique explicit MACs."""
     keys: dict[tuple[str, str, object], Entry] = {}
     key: tuple[str, str, object]
-    for entry in entries:
+    for entry in (*disks, *nics):
         r = entry.resource
         if isinstance(r, Disk):
             key = (r.spec.vm, "vdev", r.spec.vdev)
@@ -208,7 +212,7 @@ def check_device_keys(entries: list[Entry]) -> Iterator[Diagnostic]:
             yield diag(entry, spec_path(entry, key[1]), f"{what} is used twice in VM '{key[0]}': by {entry.kind} '{entry.name}' and '{other.name}' at {where(other, *name_path(other))}")
         else:
             keys[key] = entry
-    yield from _duplicate_macs(entries)
+    yield from _duplicate_macs(nics)
 
 
 def _duplicate_macs(entries: list[Entry]) -> Iterator[Diagnostic]:
@@ -265,14 +269,14 @@ def check_pci_conflicts(entries: list[Entry], vms: dict[str, Entry]) -> Iterator
             )
 
 
-def check_v4v_targets(entries: list[Entry], vms: dict[str, Entry]) -> Iterator[Diagnostic]:
+def check_v4v_targets(rules: list[Entry], vms: list[Entry]) -> Iterator[Diagnostic]:
     """Endpoints naming a VM, type or uuid that no manifest defines: a warning, because
     the VM may be added later (the rule stays inert until it runs, as in OpenXT)."""
-    specs = [e.resource.spec for e in entries if isinstance(e.resource, VM)]
-    names = set(vms)
+    specs = [e.resource.spec for e in vms if isinstance(e.resource, VM)]
+    names = {e.resource.metadata.name for e in vms}
     types = {spec.type for spec in specs}
     uuids = {spec.uuid for spec in specs}
-    for entry in entries:
+    for entry in rules:
         r = entry.resource
         if not isinstance(r, V4VRule):
             continue

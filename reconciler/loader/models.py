@@ -4,46 +4,58 @@ Pure. Normalization makes about 24 models per VM (metadata, spec and resource fo
 device); pydantic's `model_construct` searches every field's aliases and defaults on each
 call and `model_copy` copies first, which was half the loader's time. `make` does only
 what `model_construct` does last: set `__dict__`, the fields set, no extra and no private
-values. It is used only for classes where that is all `model_construct` would do (checked
+values, through `BaseModel`'s own slot descriptors (`object.__setattr__` costs twice as
+much). It is used only for classes where that is all `model_construct` would do (checked
 once per class, see `direct`); for any other class it calls `model_construct`.
 Called by `reconciler.loader.normalize`.
 """
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
 M = TypeVar("M", bound=BaseModel)
 
-_set_attr = object.__setattr__  # pydantic's own way past a frozen model's __setattr__
+_SLOTS = ("__dict__", "__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__")
+_new = object.__new__
+_set_dict, _set_fields_set, _set_extra, _set_private = (BaseModel.__dict__[name].__set__ for name in _SLOTS)
+_DIRECT: dict[type[BaseModel], bool] = {}
 
 
-@cache
 def direct(cls: type[BaseModel]) -> bool:
-    """Whether `model_construct` of `cls` amounts to setting `__dict__` and the fields
-    set: no post-init hook, no private attributes, no extra fields kept, not a root model."""
-    return not (
-        cls.__pydantic_post_init__
-        or cls.__private_attributes__
-        or cls.__pydantic_root_model__
-        or cls.model_config.get("extra") == "allow"
-    )
+    """Whether `model_construct` of `cls` amounts to filling `BaseModel`'s four slots:
+    no post-init hook, no private attributes, no extra fields kept, not a root model, no
+    `__new__` and no slot of its own in their place."""
+    known = _DIRECT.get(cls)
+    if known is None:
+        known = _DIRECT[cls] = not (
+            cls.__pydantic_post_init__
+            or cls.__private_attributes__
+            or cls.__pydantic_root_model__
+            or cls.model_config.get("extra") == "allow"
+            or cls.__new__ is not _new
+            or any(_owner(cls, name) is not BaseModel for name in _SLOTS)
+        )
+    return known
+
+
+def _owner(cls: type, name: str) -> type | None:
+    return next((c for c in cls.__mro__ if name in c.__dict__), None)
 
 
 def make(cls: type[M], values: dict[str, Any], fields_set: set[str]) -> M:
     """`cls.model_construct(_fields_set=fields_set, **values)` where `values` holds every
     field, by Python name and in field order, each already valid. `values` is kept, not
     copied: the caller hands it over."""
-    if not direct(cls):
+    if not (_DIRECT.get(cls) or direct(cls)):
         return cls.model_construct(fields_set, **values)
-    model = cls.__new__(cls)
-    _set_attr(model, "__dict__", values)
-    _set_attr(model, "__pydantic_fields_set__", fields_set)
-    _set_attr(model, "__pydantic_extra__", None)
-    _set_attr(model, "__pydantic_private__", None)
+    model: M = _new(cls)
+    _set_dict(model, values)
+    _set_fields_set(model, fields_set)
+    _set_extra(model, None)
+    _set_private(model, None)
     return model
 
 

@@ -9,7 +9,6 @@ deterministic MAC. Called by `reconciler.loader.load` before the checks.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -85,10 +84,7 @@ def normalize(entries: list[Entry]) -> tuple[list[Entry], list[tuple[Entry, str]
     for entry in entries:
         resource = entry.resource
         if isinstance(resource, VM):
-            for child_entry in _expand(entry, resource, uuids, nics_seen):
-                if len(child_entry.name) > NAME_MAX:
-                    problems.append((child_entry, f"default name {child_entry.name!r} is longer than {NAME_MAX} characters; give the item a name"))
-                out.append(child_entry)
+            _expand(entry, resource, uuids, nics_seen, out, problems)
             out.append(Entry(_vm_defaults(resource, uuids[resource.metadata.name]), entry.document))
         elif isinstance(resource, Disk) and resource.spec.access is None:
             access = "ro" if resource.spec.devtype == "cdrom" else "rw"
@@ -106,32 +102,36 @@ def normalize(entries: list[Entry]) -> tuple[list[Entry], list[tuple[Entry, str]
     return out, problems
 
 
-def _expand(entry: Entry, vm: VM, uuids: dict[str, str], nics_seen: dict[str, int]) -> Iterator[Entry]:
-    """The VM's nested devices as standalone entries, with their defaults."""
+def _expand(entry: Entry, vm: VM, uuids: dict[str, str], nics_seen: dict[str, int], out: list[Entry], problems: list[tuple[Entry, str]]) -> None:
+    """Append the VM's nested devices to `out` as standalone entries, with their defaults
+    (and to `problems` those whose default name is too long)."""
     vm_name = vm.metadata.name
     labels = vm.metadata.labels
-    spec_node = child(entry.document.node, "spec")
+    document = entry.document
+    spec_node = child(document.node, "spec")
     for nested in NESTED:
         items = getattr(vm.spec, nested.field)
         if not items:
             continue
         list_node = child(spec_node[0], nested.key) if spec_node else None
         item_nodes = list_node[0].value if list_node and isinstance(list_node[0], yaml.SequenceNode) else []
-        header = _HEADERS[nested.field]
+        header, spec_model, field = _HEADERS[nested.field], nested.spec, nested.field
         for index, item in enumerate(items):
             values = item.__dict__.copy()  # the shared fields in order, then `name`: the spec's, but `vm`
-            name = values.pop("name") or f"{vm_name}-{nested.list_name}-{index}"
+            name = values.pop("name")
             values["vm"] = vm_name
-            if nested.field == "disks" and values["access"] is None:
+            if field == "disks" and values["access"] is None:
                 values["access"] = "ro" if values["devtype"] == "cdrom" else "rw"
-            elif nested.field == "nics":
+            elif field == "nics":
                 values.update(_nic_changes(values["index"], values["mac"], nics_seen.get(vm_name, 0), uuids[vm_name]))
                 nics_seen[vm_name] = nics_seen.get(vm_name, 0) + 1
-            metadata = make(Metadata, {"name": name, "labels": dict(labels)}, {"name", "labels"})
-            spec = make(nested.spec, values, set(values))
+            metadata = make(Metadata, {"name": name or f"{vm_name}-{nested.list_name}-{index}", "labels": dict(labels)}, {"name", "labels"})
+            spec = make(spec_model, values, set(values))
             device = make(nested.model, {**header, "metadata": metadata, "spec": spec}, {"metadata", "spec"})
             node = item_nodes[index] if index < len(item_nodes) else None
-            yield Entry(device, entry.document, ("spec", nested.key, index), node)
+            out.append(Entry(device, document, ("spec", nested.key, index), node))
+            if name is None and len(metadata.name) > NAME_MAX:  # a given name matched the name pattern
+                problems.append((out[-1], f"default name {metadata.name!r} is longer than {NAME_MAX} characters; give the item a name"))
 
 
 def _vm_defaults(vm: VM, uuid: str) -> VM:

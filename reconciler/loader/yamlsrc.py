@@ -157,8 +157,8 @@ def _char_at(text: str, index: int) -> str:
 class _Converter:
     """Nodes -> plain values, enforcing the Limits and refusing duplicate keys.
 
-    Scalar children are converted in their parent's loop (most nodes are scalars); the
-    checks are the same as in `convert`, in the same order."""
+    A scalar met for the first time is converted in its parent's loop (most nodes are
+    scalars); anything else goes through `convert`, which makes every check."""
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
@@ -197,25 +197,29 @@ class _Converter:
                 node.start_mark,
             )
 
-    def _child(self, node: yaml.Node, depth: int) -> Any:
-        """`convert(node, depth)`, short for a scalar met for the first time."""
-        if node.__class__ is yaml.ScalarNode and depth <= self.limits.max_depth and id(node) not in self.seen:
-            self.seen.add(id(node))
-            return node.value if node.tag == STR_TAG else _scalar(node)
-        return self.convert(node, depth)
-
     def _sequence(self, node: yaml.SequenceNode, depth: int) -> list[Any]:
-        child = self._child
-        return [child(item, depth + 1) for item in node.value]
+        result: list[Any] = []
+        depth += 1
+        fresh_scalar = self.limits.max_depth >= depth  # a scalar seen once converts in place
+        seen = self.seen
+        for item in node.value:
+            if fresh_scalar and item.__class__ is yaml.ScalarNode and id(item) not in seen:
+                seen.add(id(item))
+                result.append(item.value if item.tag == STR_TAG else _scalar(item))
+            else:
+                result.append(self.convert(item, depth))
+        return result
 
     def _mapping(self, node: yaml.MappingNode, depth: int) -> dict[str, Any]:
         result: dict[str, Any] = {}
         merged: dict[str, Any] = {}
-        child = self._child
+        depth += 1
+        fresh_scalar = self.limits.max_depth >= depth  # a scalar seen once converts in place
+        seen = self.seen
         for key_node, value_node in node.value:
             if key_node.tag == MERGE_TAG:
                 for source in _merge_sources(value_node):
-                    for k, v in self.convert(source, depth + 1).items():
+                    for k, v in self.convert(source, depth).items():
                         merged.setdefault(k, v)
                 continue
             if not isinstance(key_node, yaml.ScalarNode):
@@ -224,7 +228,11 @@ class _Converter:
             if name in result:
                 line = _first_key(node, name).start_mark.line + 1
                 raise YamlProblem(f"duplicate key {name!r} (first defined at line {line}); each key may appear once", key_node.start_mark)
-            result[name] = child(value_node, depth + 1)
+            if fresh_scalar and value_node.__class__ is yaml.ScalarNode and id(value_node) not in seen:
+                seen.add(id(value_node))
+                result[name] = value_node.value if value_node.tag == STR_TAG else _scalar(value_node)
+            else:
+                result[name] = self.convert(value_node, depth)
         for k, v in merged.items():
             result.setdefault(k, v)
         return result
