@@ -9,17 +9,21 @@ apply and watch.
 from __future__ import annotations
 
 import os
+from operator import attrgetter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from reconciler.errors import Diagnostic, Location, ManifestError
 from reconciler.loader import checks, normalize
 from reconciler.loader.documents import to_resource
 from reconciler.loader.normalize import Entry
+from reconciler.loader.origins import Origins
 from reconciler.loader.yamlsrc import Limits, parse_documents, read_source
 from reconciler.model import DesiredState, Kind
 
 YAML_SUFFIXES = (".yaml", ".yml")
+_BY_NAME = attrgetter("resource.metadata.name")
 
 
 @dataclass(frozen=True)
@@ -100,15 +104,17 @@ def load_or_raise(paths: Sequence[str], limits: Limits = Limits()) -> DesiredSta
 
 def _state(entries: list[Entry]) -> DesiredState:
     tables: dict[str, dict[str, object]] = {k: {} for k in ("VM", "Disk", "NIC", "PCIPassthrough", "V4VRule")}
-    origins: dict[tuple[Kind, str], Location] = {}
-    for entry in sorted(entries, key=lambda e: e.name):
-        tables[entry.kind][entry.name] = entry.resource
-        origins[(entry.resource.kind, entry.name)] = checks.where(entry, *checks.name_path(entry))
+    marks: dict[tuple[Kind, str], tuple[str, Any]] = {}
+    for entry in sorted(entries, key=_BY_NAME):
+        resource = entry.resource
+        name = resource.metadata.name
+        tables[resource.kind][name] = resource
+        marks[(resource.kind, name)] = (entry.document.file, checks.mark_at(entry, *checks.name_path(entry)))
     return DesiredState(
         vms=tables["VM"],  # type: ignore[arg-type]
         disks=tables["Disk"],  # type: ignore[arg-type]
         nics=tables["NIC"],  # type: ignore[arg-type]
         pci=tables["PCIPassthrough"],  # type: ignore[arg-type]
         v4v_rules=tables["V4VRule"],  # type: ignore[arg-type]
-        origins=origins,
+        origins=Origins(marks),
     )
