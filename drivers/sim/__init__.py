@@ -7,7 +7,8 @@ optional), `xenstored.sock` (Xen's `xenstore-*` tools work on it) and `host.sock
 Modules: `layout`/`devices`/`progress`/`ops` (libxl's xenstore writes as data), `host`
 (the process side), `toolstack`/`attach`/`pcidev`/`guests`/`backends` (behaviour),
 `domains`/`pci`/`firewall`/`faults` (tables), `rpc`/`client`/`dispatch` (transport),
-`direct` (the in-process xenstore port used when the host is embedded).
+`direct` (the in-process xenstore port used when the host is embedded), `frozen` (the
+read-only view of a saved host that plan and observe use when no `sim serve` runs).
 
 What it does NOT model: no guest OS runs (a guest only answers `control/shutdown` and
 connects its frontends); no event channels, grant tables or rings (ring-ref/port
@@ -36,13 +37,16 @@ _BUSY_WAIT_S = 5.0  # how long to wait for another process that is starting or s
 
 
 @contextlib.asynccontextmanager
-async def open_sim(state_dir: Path, *, delay_scale: float | None = None) -> AsyncIterator[HostPorts]:
+async def open_sim(state_dir: Path, *, delay_scale: float | None = None,
+                   read_only: bool = False) -> AsyncIterator[HostPorts]:
     """The simulated host of `state_dir` as ports: a `sim serve` already serving it, or an
-    embedded host in this process (saved and released on exit). `delay_scale` (only for an
-    embedded host) speeds up every simulated delay, e.g. 0.02 in tests."""
+    embedded host in this process (saved and released on exit), or with `read_only` its
+    saved state as it is (`frozen`: nothing runs, nothing is written). `delay_scale` (only
+    for an embedded host) speeds up every simulated delay, e.g. 0.02 in tests."""
     from drivers.sim import settings as names
     from drivers.sim.client import SimFirewall, SimPciBack, SimToolstack
     from drivers.sim.direct import DirectXenstore
+    from drivers.sim.frozen import open_frozen
     from drivers.sim.host import DirectoryBusy, SimHost
     from drivers.sim.rpc import RpcClient
     from drivers.xenstore.server import socket_answers
@@ -52,6 +56,10 @@ async def open_sim(state_dir: Path, *, delay_scale: float | None = None) -> Asyn
     host: SimHost | None = None
     loop = asyncio.get_running_loop()
     deadline = loop.time() + _BUSY_WAIT_S
+    if read_only and not socket_answers(state_dir / names.HOST_SOCKET):
+        async with open_frozen(state_dir, wait_s=_BUSY_WAIT_S) as ports:
+            yield ports
+        return
     while not socket_answers(state_dir / names.HOST_SOCKET):
         try:
             host = await SimHost.open(state_dir, delay_scale=delay_scale)

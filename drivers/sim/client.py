@@ -9,10 +9,9 @@ on the host. Built by `drivers.sim.open_sim`; the xenstore port is the ordinary
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from drivers.sim.firewall import entry_from_json, entry_to_json
-from drivers.sim.rpc import RpcClient
 from reconciler.errors import TerminalHostError
 from reconciler.model import NIC, VM, Disk
 from reconciler.model.host import DomainStatus, FirewallEntry, HostPciDevice
@@ -31,8 +30,14 @@ def _rows(value: Any, what: str) -> list[dict[str, Any]]:
     return value
 
 
+class RpcCaller(Protocol):
+    """What the clients need of a transport: `rpc.RpcClient`, or `frozen.FrozenRpc` in process."""
+
+    async def call(self, op: str, **args: Any) -> Any: ...
+
+
 class SimToolstack:
-    def __init__(self, rpc: RpcClient) -> None:
+    def __init__(self, rpc: RpcCaller) -> None:
         self.rpc = rpc
 
     async def list_domains(self) -> list[DomainStatus]:
@@ -84,7 +89,7 @@ class SimToolstack:
 
 
 class SimPciBack:
-    def __init__(self, rpc: RpcClient) -> None:
+    def __init__(self, rpc: RpcCaller) -> None:
         self.rpc = rpc
 
     async def inventory(self) -> list[HostPciDevice]:
@@ -98,7 +103,7 @@ class SimPciBack:
 
 
 class SimFirewall:
-    def __init__(self, rpc: RpcClient) -> None:
+    def __init__(self, rpc: RpcCaller) -> None:
         self.rpc = rpc
 
     async def list(self) -> list[FirewallEntry]:
@@ -116,5 +121,5 @@ class SimFirewall:
 
 if TYPE_CHECKING:
 
-    def _implements_the_ports(rpc: RpcClient) -> tuple[ToolstackPort, PciBackPort, FirewallPort]:
+    def _implements_the_ports(rpc: RpcCaller) -> tuple[ToolstackPort, PciBackPort, FirewallPort]:
         return SimToolstack(rpc), SimPciBack(rpc), SimFirewall(rpc)  # mypy proves the structural match

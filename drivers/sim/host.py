@@ -34,6 +34,7 @@ from drivers.sim.settings import HostSettings, resolve_delay_scale
 from drivers.sim.toolstack import Core, Libxl
 from drivers.xenstore import persist
 from drivers.xenstore.server import XenstoreServer
+from drivers.xenstore.store import Store
 from reconciler.atomic import write_text_atomic
 from reconciler.errors import StateFileError, TransientHostError, UsageError
 
@@ -45,16 +46,19 @@ class DirectoryBusy(TransientHostError):
     """Another process holds DIR/host.lock (it is starting or stopping its host)."""
 
 
-def _lock(state_dir: Path) -> int:
+def lock(state_dir: Path, *, shared: bool = False) -> int:
+    """Take DIR/host.lock: exclusive for the process that runs the host, shared for
+    read-only views (which only wait while a host is starting, running or saving)."""
     fd = os.open(state_dir / names.LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         raise DirectoryBusy(f"another process owns the simulated host in {state_dir}; "
                             "wait for it, or connect to its `sim serve`") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
+    if not shared:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
     return fd
 
 
@@ -90,7 +94,7 @@ class SimHost:
         if len(str(longest)) > names.SUN_PATH_MAX:
             raise UsageError(f"socket path {longest} is longer than {names.SUN_PATH_MAX} bytes; use a shorter state directory")
         state_dir.mkdir(parents=True, exist_ok=True)
-        fd = _lock(state_dir)
+        fd = lock(state_dir)
         try:
             base = settings or HostSettings()
             scale = resolve_delay_scale(delay_scale, load_faults(state_dir / names.FAULTS_FILE).delay_scale)
@@ -102,7 +106,7 @@ class SimHost:
         return host
 
     async def _start(self) -> None:
-        self._ensure_dom0()
+        ensure_dom0(self.store)
         await self.xenstored.start()
         try:
             await self.rpc.start()
@@ -116,11 +120,6 @@ class SimHost:
             self.guests.reap(domain)
         log.info("simulated host in %s: %d domains, %d devices resumed", self.dir, len(self.core.domains.domains), resumed)
 
-    def _ensure_dom0(self) -> None:
-        """What xen-init-dom0 writes at boot (reference 2.2)."""
-        if self.store.peek("/local/domain/0/domid") is None:
-            self.store.write("/local/domain/0/domid", "0")
-            self.store.write("/local/domain/0/name", "Domain-0")
 
     def refresh_faults(self) -> Faults:
         """Re-read DIR/faults.yaml when it changed, keeping the random sequence counters."""
@@ -134,21 +133,8 @@ class SimHost:
     # -- persistence --------------------------------------------------------------
 
     def _load_state(self, file: Path) -> None:
-        self._host_on_disk = ""
-        if not file.exists():
-            return
-        try:
-            doc = json.loads(file.read_text(encoding="utf-8"))
-            self._host_on_disk = _compact(doc)
-            if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") != VERSION:
-                raise ValueError(f"not a {FORMAT} version {VERSION} file")
-            self.core.domains.restore(doc["hypervisor"])
-            self.core.pci.restore(doc.get("pci", {}))
-            self.core.firewall = FirewallTable(entry_from_json(e) for e in doc["firewall"])
-            self.core.faults.counters = {str(k): int(v) for k, v in doc.get("fault_counters", {}).items()}
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise StateFileError(f"{file}: refusing a bad simulated host state ({exc}); move it away (with "
-                                 f"{persist.STATE_FILE}) to start an empty host") from exc
+        self.core.firewall, self.core.faults.counters, self._host_on_disk = read_host_state(
+            file, self.core.domains, self.core.pci)
         for domid in [d for d in self.core.domains.domains if self.store.peek(f"/local/domain/{d}") is None]:
             log.warning("domain %d is in %s but not in xenstore; dropped", domid, file)
             self.core.domains.remove(domid)
@@ -186,6 +172,32 @@ class SimHost:
             self.save()
         finally:
             os.close(self._lock_fd)
+
+
+def ensure_dom0(store: Store) -> None:
+    """What xen-init-dom0 writes at boot (reference 2.2)."""
+    if store.peek("/local/domain/0/domid") is None:
+        store.write("/local/domain/0/domid", "0")
+        store.write("/local/domain/0/name", "Domain-0")
+
+
+def read_host_state(file: Path, domains: DomainTable, pci: PciTable) -> tuple[FirewallTable, dict[str, int], str]:
+    """DIR/host.json into the domain and PCI tables: (the firewall table, the fault
+    counters, the file's content in compact form); empty ones when there is no file yet."""
+    if not file.exists():
+        return FirewallTable(), {}, ""
+    try:
+        doc = json.loads(file.read_text(encoding="utf-8"))
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") != VERSION:
+            raise ValueError(f"not a {FORMAT} version {VERSION} file")
+        domains.restore(doc["hypervisor"])
+        pci.restore(doc.get("pci", {}))
+        firewall = FirewallTable(entry_from_json(e) for e in doc["firewall"])
+        counters = {str(k): int(v) for k, v in doc.get("fault_counters", {}).items()}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise StateFileError(f"{file}: refusing a bad simulated host state ({exc}); move it away (with "
+                             f"{persist.STATE_FILE}) to start an empty host") from exc
+    return firewall, counters, _compact(doc)
 
 
 def _compact(doc: object) -> str:

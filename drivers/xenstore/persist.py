@@ -1,8 +1,9 @@
 """Persistence of the simulated xenstored's tree: one JSON file, written atomically.
 
 Stage: simulated host. `save(store, file)` writes a header line (format, version, body
-length, sha256) and the body; `load(file) -> Store` refuses a truncated, corrupted or
-foreign file with `StateFileError` instead of starting empty. Called by `sim serve`
+length, sha256) and the body; `load(file) -> Store` (or `load_values` for a read-only
+snapshot) refuses a truncated, corrupted or foreign file with `StateFileError` instead
+of starting empty. Called by `sim serve`
 and the simulated host, so one CLI run sees what the previous one left.
 """
 
@@ -11,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from drivers.xenstore.nodes import ROOT_PERMS, Node
 from drivers.xenstore.store import Store
@@ -24,6 +26,7 @@ from reconciler.ports import Perm
 FORMAT = "xen-reconciler/xenstore-state"
 VERSION = 1
 STATE_FILE = "xenstore.json"
+T = TypeVar("T")
 # wire._PATH_CHARS, plus the newline that joins saved paths for the bulk check
 _PATH_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/_@-\n"
 
@@ -54,6 +57,16 @@ def save(store: Store, file: str | os.PathLike[str]) -> None:
 
 def load(file: str | os.PathLike[str]) -> Store:
     """Read a saved store; StateFileError says what is wrong and how to recover."""
+    return _decoded(file, _restore)
+
+
+def load_values(file: str | os.PathLike[str]) -> dict[str, bytes]:
+    """Every saved path with its value, checked like `load` but without building the
+    tree: what a read-only view of a saved host needs for a snapshot."""
+    return _decoded(file, _values)
+
+
+def _decoded(file: str | os.PathLike[str], build: Callable[[Any], T]) -> T:
     path = Path(file)
     try:
         raw = path.read_bytes()
@@ -70,11 +83,21 @@ def load(file: str | os.PathLike[str]) -> Store:
             raise ValueError(f"truncated: body is {len(body)} bytes, header says {header.get('length')}")
         if header.get("sha256") != hashlib.sha256(body).hexdigest():
             raise ValueError("checksum mismatch: the file is corrupted")
-        return _restore(json.loads(body))
+        return build(json.loads(body))
     except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
         raise StateFileError(
             f"{path}: refusing a bad xenstore state file ({exc}); move it away to start with an empty store"
         ) from exc
+
+
+def _values(doc: Any) -> dict[str, bytes]:
+    entries = doc["nodes"]
+    paths = [path for path, _, _ in entries]
+    _check_paths(paths)
+    values = {path: value.encode("latin-1") for path, value, _ in entries}
+    if len(values) != len(entries):
+        raise ValueError("duplicate node paths")
+    return values
 
 
 def load_or_new(file: str | os.PathLike[str]) -> Store:

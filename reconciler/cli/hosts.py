@@ -69,8 +69,9 @@ def select_host(flag: str | None, env: dict[str, str] | None = None) -> HostSpec
 
 
 @asynccontextmanager
-async def open_host(spec: HostSpec) -> AsyncIterator[HostPorts]:
-    """The ports of the selected host, open for the duration of the block."""
+async def open_host(spec: HostSpec, *, read_only: bool = False) -> AsyncIterator[HostPorts]:
+    """The ports of the selected host, open for the duration of the block; `read_only`
+    for verbs that only look (a simulated host is then not run, only read)."""
     if spec.kind == "xen":
         from drivers.xen import open_xen
 
@@ -80,14 +81,14 @@ async def open_host(spec: HostSpec) -> AsyncIterator[HostPorts]:
         from drivers.sim import open_sim
 
         assert spec.state_dir is not None
-        async with open_sim(spec.state_dir) as ports:
+        async with open_sim(spec.state_dir, read_only=read_only) as ports:
             yield ports
 
 
 async def _observe(spec: HostSpec) -> ObservedState:
     from reconciler.observe.host import observe_host
 
-    async with open_host(spec) as ports:
+    async with open_host(spec, read_only=True) as ports:
         return await observe_host(ports)
 
 
