@@ -95,14 +95,14 @@ def one_round(tree: Path, manifests: Path, state_dir: Path) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     done = _run([sys.executable, str(BENCH / "plan_stages.py"), str(manifests), str(state_dir)], env)
     result: dict[str, float] = json.loads(done.stdout.splitlines()[-1])
-    start = time.perf_counter()
-    _run([sys.executable, "-m", "reconciler", "plan", str(manifests), "--host", f"sim:{state_dir}"], env)
+    start = time.perf_counter()  # cwd = the tree: `-m` puts the working directory first on sys.path
+    _run([sys.executable, "-m", "reconciler", "plan", str(manifests), "--host", f"sim:{state_dir}"], env, cwd=tree)
     result["cli"] = time.perf_counter() - start
     return result
 
 
-def _run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False, timeout=600)
+def _run(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, check=False, timeout=600)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(argv[1:3])} under {env['PYTHONPATH']} failed:\n{done.stderr[-2000:]}")
     return done
@@ -130,7 +130,7 @@ def main() -> int:
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     scratch = Path(tempfile.mkdtemp(prefix="bench-"))
-    root = Path(args.keep) if args.keep else scratch
+    root = Path(args.keep).resolve() if args.keep else scratch
     trees = {"new": REPO}
     results: dict[str, dict[int, dict[str, float]]] = {"new": {}, "base": {}}
     try:
