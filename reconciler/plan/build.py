@@ -77,11 +77,14 @@ def _expand(diff: Diff, inputs: Inputs) -> tuple[dict[str, Step], list[tuple[str
     steps: dict[str, Step] = {}
     chain: list[tuple[str, str]] = []
     for change in diff.changes:
-        made = steps_for(change, inputs)
-        for step in made:
+        last: Step | None = None
+        for step in steps_for(change, inputs):
             steps.setdefault(step.id, step)
-        # fw-apply@<vm> steps wait for that VM, not for the rule's own application.
-        chain += [(a.id, b.id) for a, b in zip(made, made[1:]) if (a.kind, a.name, a.trigger, b.trigger) == (b.kind, b.name, None, None)]
+            # fw-apply@<vm> steps wait for that VM, not for the rule's own application.
+            if (last is not None and last.trigger is None and step.trigger is None
+                    and last.kind == step.kind and last.name == step.name):
+                chain.append((last.id, step.id))
+            last = step
     return steps, chain
 
 

@@ -30,6 +30,13 @@ class Action(str, Enum):
     DELETE = "-"
 
 
+# A 1,000-VM plan makes thousands of FieldChanges, ResourceChanges and Steps. A frozen
+# dataclass's generated __init__ sets each field through object.__setattr__ (the cost the
+# dataclasses docs warn of); these classes write __dict__ in one update instead, with the
+# same parameters (tests/plan/test_fast_paths.py holds them to the fields). They stay
+# frozen: setting an attribute raises.
+
+
 @dataclass(frozen=True)
 class FieldChange:
     """One field: `path` is the manifest path (`spec.memory`, `spec.hvm.acpi`).
@@ -44,6 +51,10 @@ class FieldChange:
     after: object
     impact: Impact
     sensitive: bool = False
+
+    def __init__(self, path: str, before: object, after: object, impact: Impact, sensitive: bool = False) -> None:
+        # One update: see the note above.
+        self.__dict__.update(path=path, before=before, after=after, impact=impact, sensitive=sensitive)
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,11 @@ class ResourceChange:
     fields: tuple[FieldChange, ...] = ()
     reason: str = ""
     pending: bool = False
+
+    def __init__(self, kind: Kind, name: str, vm: str, action: Action, impact: Impact,
+                 fields: tuple[FieldChange, ...] = (), reason: str = "", pending: bool = False) -> None:
+        self.__dict__.update(kind=kind, name=name, vm=vm, action=action, impact=impact, fields=fields, reason=reason,
+                             pending=pending)  # one update: see the note above FieldChange
 
 
 @dataclass(frozen=True)

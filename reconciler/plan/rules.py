@@ -34,13 +34,17 @@ class Scene:
     stopping: frozenset[str]  # VMs this plan stops (delete, restart)
     ordered: tuple[Step, ...]  # the same steps, sorted by id
     _by: dict[tuple[str, Op], list[Step]] = field(default_factory=dict, repr=False)
+    _by_op: dict[Op, list[Step]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         by: dict[tuple[str, Op], list[Step]] = defaultdict(list)
+        by_op: dict[Op, list[Step]] = defaultdict(list)
         for step in self.ordered:
+            by_op[step.op].append(step)
             if step.kind != "VM":
                 by[(step.vm, step.op)].append(step)
         self._by.update(by)
+        self._by_op.update(by_op)
 
     def vm_step(self, vm: str, op: Op) -> str | None:
         sid = step_id("VM", vm, op)
@@ -57,6 +61,10 @@ class Scene:
 
     def device_steps(self, vm: str, op: Op) -> list[Step]:
         return self._by.get((vm, op), [])
+
+    def steps_doing(self, op: Op) -> list[Step]:
+        """Every step with this op, sorted by id."""
+        return self._by_op.get(op, [])
 
     def backend_of(self, kind: Kind, name: str) -> str | None:
         desired = self.index.desired
@@ -105,8 +113,8 @@ def firewall_before_unpause(scene: Scene) -> Iterator[Pair]:
 
 def rules_naming_a_vm_applied_when_it_starts(scene: Scene) -> Iterator[Pair]:
     """xenmgr applies other VMs' rules that name a starting VM between its build and unpause."""
-    for step in scene.ordered:
-        if step.op == "fw-apply" and step.trigger:
+    for step in scene.steps_doing("fw-apply"):
+        if step.trigger:
             yield from _pairs([scene.vm_step(step.trigger, "create")], [step.id])
             yield from _pairs([step.id], [scene.vm_step(step.trigger, "unpause")])
 
@@ -117,8 +125,8 @@ def backends_up_before_dependents(scene: Scene) -> Iterator[Pair]:
     for vm in sorted(scene.starting):
         for needed in sorted(scene.index.needs(vm) & scene.starting):
             yield from _pairs([scene.ready(needed)], [scene.vm_step(vm, "create")])
-    for step in scene.ordered:
-        backend = scene.backend_of(step.kind, step.name) if step.op == "attach" else None
+    for step in scene.steps_doing("attach"):
+        backend = scene.backend_of(step.kind, step.name)
         if backend in scene.starting and step.vm not in scene.starting:
             yield from _pairs([scene.ready(backend)], [step.id])
 
@@ -157,8 +165,8 @@ def pci_released_before_reuse(scene: Scene) -> Iterator[Pair]:
         by = detach if detach in scene.steps else scene.vm_step(owner, "destroy") if owner in scene.stopping else None
         if bdf and by:
             released[bdf] = by
-    for step in scene.ordered:
-        claimed = dict(step.args).get("devices") if step.op == "pci-assignable-add" else None
+    for step in scene.steps_doing("pci-assignable-add"):
+        claimed = dict(step.args).get("devices")
         for bdf in claimed if isinstance(claimed, list) else []:
             if bdf in released:
                 yield released[bdf], step.id

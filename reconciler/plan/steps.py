@@ -40,6 +40,11 @@ class Step:
     args: tuple[tuple[str, object], ...] = ()
     trigger: str | None = None  # fw-apply@<vm>: the starting VM this application waits for
 
+    def __init__(self, id: str, op: Op, kind: Kind, name: str, vm: str, args: tuple[tuple[str, object], ...] = (),
+                 trigger: str | None = None) -> None:
+        # One update, not seven object.__setattr__ calls: see the note in reconciler.plan.changes.
+        self.__dict__.update(id=id, op=op, kind=kind, name=name, vm=vm, args=args, trigger=trigger)
+
 
 @dataclass(frozen=True)
 class Inputs:

@@ -8,6 +8,7 @@ planner and the renderers; the reference definitions are written out here."""
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,10 +23,11 @@ from reconciler.model.host import FirewallEntry, HostPciDevice
 from reconciler.model.observed import DeviceHealth
 from reconciler.observe import observe_tree, observed_to_data
 from reconciler.plan.build import Dependency, Plan, plan_for
-from reconciler.plan.changes import Action, FieldChange
+from reconciler.plan.changes import Action, FieldChange, ResourceChange
 from reconciler.plan.graph import adjacency, digraph, generations
 from reconciler.plan.render_json import plan_to_data, render_json
 from reconciler.plan.render_text import render_text
+from reconciler.plan.steps import Step
 
 if TYPE_CHECKING:
     from conftest import Builder
@@ -152,3 +154,17 @@ def test_equal_values_of_other_types_print_apart(build: Builder) -> None:
     assert "~ spec.x: 1 -> true\n" in text and "~ spec.x: true -> 1\n" in text and "~ spec.x: 0.0 -> -0.0\n" in text
     assert '~ spec.x: 1 -> 1.0\n' in text and "~ spec.x: [1] -> [true]\n" in text
     assert "- spec.x = 1\n" in text and "- spec.x = true\n" in text and "- spec.x = 0\n" in text
+
+
+@pytest.mark.parametrize("cls", [FieldChange, ResourceChange, Step])
+def test_hand_written_inits_take_the_fields_and_stay_frozen(cls: type) -> None:
+    fields = dataclasses.fields(cls)
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    assert [(p.name, p.default) for p in params] == [
+        (f.name, inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default) for f in fields]
+    values = [f"v{i}" for i in range(len(fields))]
+    made = cls(*values)
+    assert [getattr(made, f.name) for f in fields] == values and made == cls(*values) and hash(made) == hash(cls(*values))
+    assert dataclasses.replace(made, **{fields[0].name: "other"}) != made
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(made, fields[0].name, "changed")
