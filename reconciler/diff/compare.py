@@ -8,6 +8,7 @@ diff passes its context's `Leaves`, which shares equal ones).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 
 from pydantic import BaseModel
@@ -51,11 +52,16 @@ class Leaves:
         return found
 
 
-# Per kind, the compared (key, seen, impact) rows of the table, in table order.
-_COMPARED: dict[Kind, tuple[tuple[str, str, Impact], ...]] = {
-    kind: tuple((key, rule.seen, rule.impact) for key, rule in table.items() if rule.seen != "identity")
-    for kind, table in TABLES.items()
-}
+Row = tuple[str, str, Impact, str, str]  # key, seen, impact, desired field name, observed field name
+
+
+@functools.cache
+def _rows(kind: Kind, desired: type[BaseModel], observed: type[BaseModel] | None) -> tuple[Row, ...]:
+    """The compared rows of the table, in table order, with each side's Python field
+    name for the camelCase key ("" where that side has no such field)."""
+    want, have = field_names(desired), field_names(observed) if observed is not None else {}
+    return tuple((key, rule.seen, rule.impact, want.get(key, ""), have.get(key, ""))
+                 for key, rule in TABLES[kind].items() if rule.seen != "identity")
 
 
 def compare(kind: Kind, desired: BaseModel, observed: BaseModel | None, record: Mapping[str, object] | None,
@@ -68,25 +74,24 @@ def compare(kind: Kind, desired: BaseModel, observed: BaseModel | None, record: 
     none of these is not comparable. Values are compared as plain JSON data; the
     models are dumped only when some field's own values differ (equal values dump
     to equal data), which on a converged host is almost never."""
-    wanted, want_values = field_names(type(desired)), vars(desired)  # pydantic keeps field values in __dict__
-    shows: Mapping[str, str] = {}
+    want_values = vars(desired)  # pydantic keeps field values in __dict__
     have_values: dict[str, object] | None = None
     set_names: set[str] = set()
     if observed is not None:
-        shows, have_values, set_names = field_names(type(observed)), vars(observed), observed.model_fields_set
+        have_values, set_names = vars(observed), observed.model_fields_set
     want: dict[str, object] | None = None
     have: dict[str, object] | None = None
     changes: list[FieldChange] = []
-    for key, seen, impact in _COMPARED[kind]:
-        if have_values is not None and (seen == "host" or (seen == "if-shown" and shows.get(key) in set_names)):
+    for key, seen, impact, want_name, have_name in _rows(kind, type(desired), type(observed) if observed is not None else None):
+        if have_values is not None and (seen == "host" or (seen == "if-shown" and have_name in set_names)):
             recorded = False
-            current = have_values.get(shows.get(key, ""))
+            current = have_values.get(have_name)
         elif seen != "host" and record is not None and key in record:
             recorded = True
             current = record[key]
         else:
             continue
-        target = want_values.get(wanted.get(key, ""))
+        target = want_values.get(want_name)
         if current == target or _alike(kind, key, current, target):
             continue
         if want is None:

@@ -29,13 +29,14 @@ def _create(ctx: Context, vm: VM) -> list[ResourceChange]:
     how = "created paused" if vm.spec.state == "paused" else "created and started"
     out = [ResourceChange("VM", name, name, Action.CREATE, "live", created("VM", vm.spec, ctx.leaf),
                           f"not on the host: {how}")]
+    applied, attached = f"applied when {name} starts", f"attached when {name} is built"
     for device in ctx.wanted.get(name, []):
         fields = created(device.kind, device.spec, ctx.leaf)
         if isinstance(device, PCIPassthrough):
             bdfs = resolve_rule(device, ctx)
             if bdfs is not None:
                 fields += (FieldChange("devices", None, bdfs, "live"),)
-        reason = f"applied when {name} starts" if isinstance(device, V4VRule) else f"attached when {name} is built"
+        reason = applied if isinstance(device, V4VRule) else attached
         out.append(ResourceChange(device.kind, device.metadata.name, name, Action.CREATE, "live", fields, reason))
     return out
 
