@@ -9,6 +9,7 @@ apply/watch); execute reads only the Plan and the host.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from reconciler.model.state import DesiredState
 from reconciler.observe import observed_to_data
 from reconciler.plan.changes import Action, Diff
 from reconciler.plan.deps import Index
-from reconciler.plan.graph import adjacency, digraph, generations
+from reconciler.plan.graph import adjacency, digraph, generations, ranks, sorted_edges
 from reconciler.plan.rules import RULES, Scene
 from reconciler.plan.steps import Inputs, Step, steps_for
 
@@ -103,12 +104,15 @@ def build_plan(diff: Diff, desired: DesiredState, observed: ObservedState, *, fi
         name = rule.__name__
         for pair in rule(scene):
             _add(edges, pair, name)
-    succ, pred = adjacency((step.id for step in ordered), edges)
-    schedule = generations(succ, pred)
+    ids = [step.id for step in ordered]
+    succ, pred = adjacency(ids, edges)
+    rank = ranks(ids, succ)
+    schedule = generations(succ, pred, rank)
     graph = digraph(succ, pred)
     if schedule is None:
         raise _cycle(graph, steps, desired)
-    dependencies = tuple(sorted(Dependency(before, after, rule) for (before, after), rule in edges.items()))
+    # tuple.__new__ is what the named tuple's own constructor calls, without a Python frame per edge.
+    dependencies = tuple(map(functools.partial(tuple.__new__, Dependency), sorted_edges(edges, rank)))
     return Plan(diff, ordered, dependencies, schedule, fingerprint, desired, graph)
 
 

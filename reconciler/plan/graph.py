@@ -10,14 +10,14 @@ graph is the one those calls would build, in the same node and edge order.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 
 import networkx as nx
 
 Adjacency = dict[str, dict[str, dict[str, str]]]  # node -> neighbour -> edge data {"rule": name}
 
 
-def adjacency(ids: Iterable[str], edges: Mapping[tuple[str, str], str]) -> tuple[Adjacency, Adjacency]:
+def adjacency(ids: Sequence[str], edges: Mapping[tuple[str, str], str]) -> tuple[Adjacency, Adjacency]:
     """(successors, predecessors) of every node: `ids` first, then any node only an edge
     names, in the order the edges name them; both sides share each edge's data dict."""
     succ: Adjacency = {sid: {} for sid in ids}
@@ -32,7 +32,23 @@ def adjacency(ids: Iterable[str], edges: Mapping[tuple[str, str], str]) -> tuple
     return succ, pred
 
 
-def generations(succ: Adjacency, pred: Adjacency) -> tuple[tuple[str, ...], ...] | None:
+def ranks(ids: Sequence[str], succ: Adjacency) -> dict[str, int]:
+    """Each node's place in id order, from the sorted `ids` the adjacency was built
+    from: sorting by rank is sorting by id, with int comparisons instead of comparing
+    ids that share long prefixes (`disk/vm00042-disk-0/...`)."""
+    if len(succ) == len(ids):
+        return {node: number for number, node in enumerate(ids)}
+    return {node: number for number, node in enumerate(sorted(succ))}  # an edge named a node with no step
+
+
+def sorted_edges(edges: Mapping[tuple[str, str], str], rank: Mapping[str, int]) -> list[tuple[str, str, str]]:
+    """(before, after, rule) of every edge, sorted by (before, after)."""
+    size = len(rank)
+    keyed = sorted([(rank[before] * size + rank[after], before, after, rule) for (before, after), rule in edges.items()])
+    return [(before, after, rule) for _, before, after, rule in keyed]
+
+
+def generations(succ: Adjacency, pred: Adjacency, rank: Mapping[str, int]) -> tuple[tuple[str, ...], ...] | None:
     """The topological generations as networkx defines them (each node in the first
     generation after all its predecessors), each sorted; None when there is a cycle."""
     waiting = {node: len(before) for node, before in pred.items()}
@@ -40,7 +56,7 @@ def generations(succ: Adjacency, pred: Adjacency) -> tuple[tuple[str, ...], ...]
     out: list[tuple[str, ...]] = []
     placed = 0
     while current:
-        out.append(tuple(sorted(current)))
+        out.append(tuple(sorted(current, key=rank.__getitem__)))
         placed += len(current)
         ready: list[str] = []
         for node in current:

@@ -72,11 +72,8 @@ class Scene:
         return device.spec.backend_vm if device else None
 
 
-def _pairs(befores: Sequence[str | None], afters: Sequence[str | None]) -> Iterator[Pair]:
-    for before in befores:
-        for after in afters:
-            if before and after:
-                yield before, after
+def _pairs(befores: Sequence[str | None], afters: Sequence[str | None]) -> list[Pair]:
+    return [(before, after) for before in befores if before for after in afters if after]
 
 
 def pci_on_pciback_before_build(scene: Scene) -> Iterator[Pair]:

@@ -24,7 +24,7 @@ from reconciler.model.observed import DeviceHealth
 from reconciler.observe import observe_tree, observed_to_data
 from reconciler.plan.build import Dependency, Plan, plan_for
 from reconciler.plan.changes import Action, FieldChange, ResourceChange
-from reconciler.plan.graph import adjacency, digraph, generations
+from reconciler.plan.graph import adjacency, digraph, generations, ranks, sorted_edges
 from reconciler.plan.render_json import plan_to_data, render_json
 from reconciler.plan.render_text import render_text
 from reconciler.plan.steps import Step
@@ -91,8 +91,9 @@ def test_schedule_and_dependencies_are_the_graphs(manifests: str, dump: str | No
 
 
 def test_graph_is_the_one_networkx_would_build_node_by_node() -> None:
-    ids = ["c", "a", "b", "d"]
-    edges = {("a", "b"): "one", ("c", "b"): "two", ("b", "d"): "one", ("x", "a"): "three", ("d", "y"): "two"}
+    ids = ["a", "b", "c", "d"]
+    edges = {("a", "b"): "one", ("c", "b"): "two", ("b", "d"): "one", ("x", "a"): "three", ("d", "y"): "two",
+             ("c", "a"): "four"}
     public: nx.DiGraph[str] = nx.DiGraph()
     public.add_nodes_from(ids)
     public.add_edges_from((a, b, {"rule": r}) for (a, b), r in edges.items())
@@ -102,11 +103,16 @@ def test_graph_is_the_one_networkx_would_build_node_by_node() -> None:
     assert list(graph.edges(data=True)) == list(public.edges(data=True))
     assert [(n, list(graph.predecessors(n))) for n in graph] == [(n, list(public.predecessors(n))) for n in public]
     assert dict(graph.in_degree) == dict(public.in_degree) and nx.descendants(graph, "x") == {"a", "b", "d", "y"}
-    assert generations(succ, pred) == tuple(tuple(sorted(g)) for g in nx.topological_generations(public))
+    rank = ranks(ids, succ)  # x and y have no step: ranked among the ids all the same
+    assert sorted(rank, key=rank.__getitem__) == sorted(graph)
+    assert generations(succ, pred, rank) == tuple(tuple(sorted(g)) for g in nx.topological_generations(public))
+    assert sorted_edges(edges, rank) == sorted((a, b, r) for (a, b), r in edges.items())
+    plain_ranks = ranks(ids, adjacency(ids, {("a", "d"): "one"})[0])  # every node a step: ranks are the id order
+    assert plain_ranks == {"a": 0, "b": 1, "c": 2, "d": 3}
     with pytest.raises(nx.NetworkXError, match="Frozen"):
         graph.add_edge("y", "c")
     succ, pred = adjacency(ids, {**edges, ("y", "x"): "loop"})
-    assert generations(succ, pred) is None
+    assert generations(succ, pred, ranks(ids, succ)) is None
 
 
 def reference_json(plan: Plan) -> str:
