@@ -1,9 +1,10 @@
 """The loader: manifest paths -> DesiredState, or every problem at once.
 
 Reads files (the only I/O of the stage), then pure steps: YAML -> documents
-(`yamlsrc`), documents -> resources (`documents`), nested devices -> standalone and
-defaults (`normalize`), cross checks (`checks`). Called by the CLI verbs validate, plan,
-apply and watch.
+(`yamlsrc`, `yamlnodes`), documents -> resources (`documents`, one document at a time
+while its nodes are alive), nested devices -> standalone and defaults (`normalize`),
+cross checks (`checks`), where each resource was written (`origins`). Called by the CLI
+verbs validate, plan, apply and watch.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.errors import Diagnostic, Location, ManifestError
-from reconciler.loader import checks, normalize
+from reconciler.loader import checks, normalize, origins
 from reconciler.loader.documents import to_resource
 from reconciler.loader.normalize import Entry
+from reconciler.loader.locate import Path
 from reconciler.loader.origins import Origins
-from reconciler.loader.yamlsrc import Limits, parse_documents, read_source
+from reconciler.loader.yamlsrc import Document, FileProblem, Limits, read_source, stream_documents
 from reconciler.model import DesiredState, Kind
 
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -61,20 +63,12 @@ def load(paths: Sequence[str], limits: Limits = Limits()) -> LoadResult:
     files, diagnostics = expand_paths(paths)
     entries: list[Entry] = []
     broken: set[str] = set()
+    names: dict[Document, dict[Path, Any]] = {}  # per document: the mark of each resource's name
     for path in files:
         text, problems = read_source(path, limits)
         diagnostics.extend(problems)
-        if text is None:
-            continue
-        documents, problems = parse_documents(path, text, limits)
-        diagnostics.extend(problems)
-        for doc in documents:
-            resource, problems = to_resource(doc)
-            diagnostics.extend(problems)
-            if resource is not None:
-                entries.append(Entry(resource, doc))
-            elif _declared_vm(doc.value):
-                broken.add(_declared_vm(doc.value))
+        if text is not None:
+            _read_file(path, text, limits, Found(entries, broken, names, diagnostics))
     if not files and not diagnostics:
         diagnostics.append(Diagnostic(Location(", ".join(paths) or "."), "error", "no *.yaml or *.yml manifests found"))
     entries, naming = normalize.normalize(entries)
@@ -83,7 +77,39 @@ def load(paths: Sequence[str], limits: Limits = Limits()) -> LoadResult:
     diagnostics = sorted(set(diagnostics))
     if any(d.severity == "error" for d in diagnostics):
         return LoadResult(None, diagnostics, len(files))
-    return LoadResult(_state(entries), diagnostics, len(files))
+    return LoadResult(_state(entries, names), diagnostics, len(files))
+
+
+@dataclass(frozen=True)
+class Found:
+    """What reading the files has found so far (each file adds all of its finds or none)."""
+
+    entries: list[Entry]
+    broken: set[str]  # VMs whose documents failed validation
+    names: dict[Document, dict[Path, Any]]
+    diagnostics: list[Diagnostic]
+
+
+def _read_file(path: str, text: str, limits: Limits, found: Found) -> None:
+    """Validate each document of one file while its nodes are alive, keeping the marks
+    of the names it defines (for `origins`); a file with a YAML problem adds only that."""
+    file = Found([], set(), {}, [])
+    try:
+        for doc in stream_documents(path, text, limits):
+            resource, problems = to_resource(doc)
+            file.diagnostics.extend(problems)
+            if resource is not None:
+                file.entries.append(Entry(resource, doc))
+                file.names[doc] = origins.name_marks(resource, doc.node)
+            elif _declared_vm(doc.value):
+                file.broken.add(_declared_vm(doc.value))
+    except FileProblem as problem:
+        found.diagnostics.append(problem.diagnostic)
+        return
+    found.entries.extend(file.entries)
+    found.broken.update(file.broken)
+    found.names.update(file.names)
+    found.diagnostics.extend(file.diagnostics)
 
 
 def _declared_vm(value: object) -> str:
@@ -102,14 +128,14 @@ def load_or_raise(paths: Sequence[str], limits: Limits = Limits()) -> DesiredSta
     return result.state
 
 
-def _state(entries: list[Entry]) -> DesiredState:
+def _state(entries: list[Entry], names: dict[Document, dict[Path, Any]]) -> DesiredState:
     tables: dict[str, dict[str, object]] = {k: {} for k in ("VM", "Disk", "NIC", "PCIPassthrough", "V4VRule")}
     marks: dict[tuple[Kind, str], tuple[str, Any]] = {}
     for entry in sorted(entries, key=_BY_NAME):
         resource = entry.resource
         name = resource.metadata.name
         tables[resource.kind][name] = resource
-        marks[(resource.kind, name)] = (entry.document.file, checks.mark_at(entry, *checks.name_path(entry)))
+        marks[(resource.kind, name)] = (entry.document.file, names[entry.document][entry.path])
     return DesiredState(
         vms=tables["VM"],  # type: ignore[arg-type]
         disks=tables["Disk"],  # type: ignore[arg-type]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import graphlib
 from collections.abc import Iterator
-from typing import Any
 
 from reconciler import v4v
 from reconciler.errors import Diagnostic, Location, Severity
@@ -25,15 +24,8 @@ HVM_ONLY = ("boot", "hvm", "stubdom")
 
 def where(entry: Entry, *path: str | int, at_key: bool = False) -> Location:
     """Location of `path` inside the entry's document (relative to the entry itself)."""
-    return location(entry.document.file, mark_at(entry, *path, at_key=at_key))
-
-
-def mark_at(entry: Entry, *path: str | int, at_key: bool = False) -> Any:
-    """The YAML mark of `path` inside the entry's document (relative to the entry itself)."""
-    if entry.node is not None:  # the node at entry.path: no need to walk there again
-        return mark_for(entry.node, path, at_key=at_key)
     full: Path = (*entry.path, *path)
-    return mark_for(entry.document.node, full, at_key=at_key)
+    return location(entry.document.file, mark_for(entry.document.node, full, at_key=at_key))
 
 
 def diag(entry: Entry, path: tuple[str | int, ...], message: str, severity: Severity = "error", *, at_key: bool = False) -> Diagnostic:

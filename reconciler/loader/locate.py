@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from reconciler.loader.yamlsrc import MERGE_TAG
+from reconciler.loader.yamlnodes import MERGE_TAG
 
 Path = tuple[str | int, ...]
 

@@ -12,10 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import yaml
-
 from reconciler import xenfmt
-from reconciler.loader.locate import Path, child
+from reconciler.loader.locate import Path
 from reconciler.loader.models import make, updated
 from reconciler.loader.yamlsrc import Document
 from reconciler.model import VM, Disk, DiskSpec, Metadata, NIC, NICSpec, PCIPassthrough, PCISpec, Resource, V4VRule, V4VRuleSpec, VMSpec, default_vm_uuid
@@ -54,14 +52,12 @@ _HEADERS = {nested.field: nested.header for nested in NESTED}
 
 
 class Entry(NamedTuple):
-    """A resource and where it was written: its document, the path inside it and, when
-    known, the node that path leads to (so locating a field need not walk from the root).
+    """A resource and where it was written: its document and the path inside it.
     A named tuple: the loader makes one per resource, 10,000 for 1,000 VMs."""
 
     resource: Resource
     document: Document
     path: Path = ()
-    node: yaml.Node | None = None
 
     @property
     def kind(self) -> str:
@@ -70,6 +66,9 @@ class Entry(NamedTuple):
     @property
     def name(self) -> str:
         return self.resource.metadata.name
+
+
+_new_entry = tuple.__new__  # Entry(...) without the named tuple's Python-level __new__
 
 
 def normalize(entries: list[Entry]) -> tuple[list[Entry], list[tuple[Entry, str]]]:
@@ -108,14 +107,12 @@ def _expand(entry: Entry, vm: VM, uuids: dict[str, str], nics_seen: dict[str, in
     vm_name = vm.metadata.name
     labels = vm.metadata.labels
     document = entry.document
-    spec_node = child(document.node, "spec")
     for nested in NESTED:
         items = getattr(vm.spec, nested.field)
         if not items:
             continue
-        list_node = child(spec_node[0], nested.key) if spec_node else None
-        item_nodes = list_node[0].value if list_node and isinstance(list_node[0], yaml.SequenceNode) else []
-        header, spec_model, field = _HEADERS[nested.field], nested.spec, nested.field
+        field, key, list_name, model, spec_model = nested.field, nested.key, nested.list_name, nested.model, nested.spec
+        header = _HEADERS[field]
         for index, item in enumerate(items):
             values = item.__dict__.copy()  # the shared fields in order, then `name`: the spec's, but `vm`
             name = values.pop("name")
@@ -125,11 +122,10 @@ def _expand(entry: Entry, vm: VM, uuids: dict[str, str], nics_seen: dict[str, in
             elif field == "nics":
                 values.update(_nic_changes(values["index"], values["mac"], nics_seen.get(vm_name, 0), uuids[vm_name]))
                 nics_seen[vm_name] = nics_seen.get(vm_name, 0) + 1
-            metadata = make(Metadata, {"name": name or f"{vm_name}-{nested.list_name}-{index}", "labels": dict(labels)}, {"name", "labels"})
+            metadata = make(Metadata, {"name": name or f"{vm_name}-{list_name}-{index}", "labels": dict(labels)}, {"name", "labels"})
             spec = make(spec_model, values, set(values))
-            device = make(nested.model, {**header, "metadata": metadata, "spec": spec}, {"metadata", "spec"})
-            node = item_nodes[index] if index < len(item_nodes) else None
-            out.append(Entry(device, document, ("spec", nested.key, index), node))
+            device = make(model, {**header, "metadata": metadata, "spec": spec}, {"metadata", "spec"})
+            out.append(_new_entry(Entry, (device, document, ("spec", key, index))))
             if name is None and len(metadata.name) > NAME_MAX:  # a given name matched the name pattern
                 problems.append((out[-1], f"default name {metadata.name!r} is longer than {NAME_MAX} characters; give the item a name"))
 

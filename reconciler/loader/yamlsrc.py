@@ -1,84 +1,70 @@
-"""Reading YAML safely: bytes -> documents of plain values, each with its node tree.
+"""Reading YAML safely: bytes -> documents of plain values, and where each came from.
 
 Pure given the bytes (`read_source` is the one function that touches the filesystem).
-PyYAML silently keeps the last of duplicate keys and expands aliases without bound; this
-module walks the composed nodes itself so duplicate keys are errors, alias expansion has a
-budget ("billion laughs" fails fast), nesting depth is capped, and plain scalars follow
-YAML 1.2 (no sexagesimal numbers: `0000:00:02.0` stays a string) and hex stays text
-(`class: 0x0200` means the hex id, never the int 512). Called by the loader.
+Documents are composed and converted one at a time (`stream_documents`, with the checks
+of `yamlnodes`); their node trees are dropped once the loader has used them and composed
+again only if a location is asked for later. Called by the loader.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
 from reconciler.errors import Diagnostic, Location
+from reconciler.loader.yamlnodes import MERGE_TAG, Converter, Limits, Loader, YamlProblem
 
-_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_SCALARS = yaml.constructor.SafeConstructor()
-MERGE_TAG = "tag:yaml.org,2002:merge"
-STR_TAG = "tag:yaml.org,2002:str"
-CACHE_MAX = 100_000  # distinct scalars remembered (by the resolver and by `_scalar`)
-_PLAIN_TAGS: dict[str, str] = {}  # plain scalar text -> tag, as SafeLoader resolves it
-_TYPED: dict[tuple[str, str], Any] = {}  # (tag, text) -> value, for non-string scalars
+__all__ = ["MERGE_TAG", "Document", "FileProblem", "Limits", "Source", "location", "parse_documents", "read_source", "stream_documents"]
 
 
-class _Loader(_BaseLoader):  # type: ignore[misc]
-    """The safe loader, remembering how each plain scalar's text resolves.
-
-    PyYAML resolves a plain scalar by trying regular expressions picked by its first
-    character; the answer depends on the text only (SafeLoader has no path resolvers),
-    and manifests repeat the same keys and values in every document."""
-
-    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
-        if kind is yaml.ScalarNode and implicit[0]:
-            try:
-                return _PLAIN_TAGS[value]
-            except KeyError:
-                if len(_PLAIN_TAGS) >= CACHE_MAX:
-                    _PLAIN_TAGS.clear()
-                tag = _PLAIN_TAGS[value] = _BaseLoader.resolve(self, kind, value, implicit)
-                return tag
-        return _BaseLoader.resolve(self, kind, value, implicit)
-
-
-@dataclass(frozen=True)
-class Limits:
-    """How much YAML one run accepts.
-
-    max_file_bytes: a manifest file larger than this is refused before parsing (16 MiB
-        holds thousands of VMs; larger is a mistake or an attack).
-    max_alias_nodes: nodes that alias expansion may add per file; a legitimate anchor
-        (`<<: *defaults`) adds tens, a "billion laughs" bomb adds billions.
-    max_depth: nesting depth; manifests need about 6.
-    """
-
-    max_file_bytes: int = 16 * 1024 * 1024
-    max_alias_nodes: int = 100_000
-    max_depth: int = 64
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Document:
-    """One YAML document: its plain value and the node it came from (for locations)."""
+    """One YAML document: its plain value and where to find its nodes (for locations).
+    Compared and hashed by identity."""
 
     file: str
     index: int
     value: Any
-    node: yaml.Node
+    source: Source
+
+    @property
+    def node(self) -> yaml.Node:
+        return self.source.node(self.index)
 
 
-class YamlProblem(Exception):
-    """A problem in one file, with the node or mark it concerns."""
+class Source:
+    """One file's text and the node trees that are still alive.
 
-    def __init__(self, message: str, mark: Any) -> None:
-        super().__init__(message)
-        self.message = message
-        self.mark = mark
+    The loader drops each document's nodes once it has taken what it needs from them:
+    kept, the trees of 1,000 VMs hold 260,000 objects that every garbage collection
+    walks. A location asked for later (an error, a warning) composes the file again,
+    once; the same text gives the same nodes and marks."""
+
+    def __init__(self, file: str, text: str) -> None:
+        self.file = file
+        self.text = text
+        self.live: dict[int, yaml.Node] = {}  # document index -> nodes still in use
+        self._composed: list[yaml.Node] | None = None
+
+    def node(self, index: int) -> yaml.Node:
+        live = self.live.get(index)
+        if live is not None:
+            return live
+        if self._composed is None:
+            self._composed = list(yaml.compose_all(self.text, Loader=Loader))
+        return self._composed[index]
+
+
+class FileProblem(Exception):
+    """The one YAML problem that makes a whole file unreadable."""
+
+    def __init__(self, diagnostic: Diagnostic) -> None:
+        super().__init__(str(diagnostic))
+        self.diagnostic = diagnostic
 
 
 def location(file: str, mark: Any) -> Location:
@@ -115,26 +101,56 @@ def decode(path: str, data: bytes) -> tuple[str | None, list[Diagnostic]]:
 
 
 def parse_documents(path: str, text: str, limits: Limits) -> tuple[list[Document], list[Diagnostic]]:
-    """Compose and convert every document of one file."""
+    """Every document of one file, or the one problem that makes the file unreadable."""
     try:
-        nodes = list(yaml.compose_all(text, Loader=_Loader))
-    except yaml.MarkedYAMLError as exc:
-        return [], [_error(path, exc.problem_mark or exc.context_mark, _syntax_message(exc, text))]
-    except RecursionError:
-        return [], [_error(path, None, f"YAML nesting is deeper than {limits.max_depth} levels")]
-    except yaml.YAMLError as exc:
-        return [], [_error(path, None, f"invalid YAML: {exc}")]
-    converter = _Converter(limits)
-    documents: list[Document] = []
-    for index, node in enumerate(nodes):
-        if node is None:
+        return list(stream_documents(path, text, limits)), []
+    except FileProblem as problem:
+        return [], [problem.diagnostic]
+
+
+def stream_documents(path: str, text: str, limits: Limits) -> Iterator[Document]:
+    """Compose and convert one document at a time; each document's nodes are alive
+    (`document.node`) until the caller asks for the next. Raises FileProblem at the end
+    if a document cannot be converted: the caller drops what it took from the file. A
+    syntax error anywhere in the file is the problem reported, as it was found first
+    when whole files were composed before any conversion."""
+    source = Source(path, text)
+    converter = Converter(limits, aliases="*" in text)
+    problem: Diagnostic | None = None
+    for index, node in enumerate(_compose(path, text, limits)):
+        if node is None or problem is not None:
             continue
         try:
             value = converter.convert(node, 0)
-        except YamlProblem as problem:
-            return [], [_error(path, problem.mark, problem.message)]
-        documents.append(Document(path, index, value, node))
-    return documents, []
+        except YamlProblem as exc:
+            problem = _error(path, exc.mark, exc.message)
+            continue
+        source.live[index] = node
+        try:
+            yield Document(path, index, value, source)
+        finally:
+            del source.live[index]
+    if problem is not None:
+        raise FileProblem(problem)
+
+
+def _compose(path: str, text: str, limits: Limits) -> Iterator[yaml.Node | None]:
+    loader = Loader(text)
+    try:
+        while True:
+            try:
+                if not loader.check_node():
+                    return
+                node = loader.get_node()
+            except yaml.MarkedYAMLError as exc:
+                raise FileProblem(_error(path, exc.problem_mark or exc.context_mark, _syntax_message(exc, text))) from None
+            except RecursionError:
+                raise FileProblem(_error(path, None, f"YAML nesting is deeper than {limits.max_depth} levels")) from None
+            except yaml.YAMLError as exc:
+                raise FileProblem(_error(path, None, f"invalid YAML: {exc}")) from None
+            yield node
+    finally:
+        loader.dispose()
 
 
 def _error(path: str, mark: Any, message: str) -> Diagnostic:
@@ -154,130 +170,3 @@ def _char_at(text: str, index: int) -> str:
     return text[index] if 0 <= index < len(text) else ""
 
 
-class _Converter:
-    """Nodes -> plain values, enforcing the Limits and refusing duplicate keys.
-
-    A scalar met for the first time is converted in its parent's loop (most nodes are
-    scalars); anything else goes through `convert`, which makes every check."""
-
-    def __init__(self, limits: Limits) -> None:
-        self.limits = limits
-        self.alias_budget = limits.max_alias_nodes
-        self.seen: set[int] = set()  # id() of nodes converted once; a repeat is an alias
-        self.active: set[int] = set()
-
-    def convert(self, node: yaml.Node, depth: int) -> Any:
-        if depth > self.limits.max_depth:
-            raise YamlProblem(f"nesting is deeper than {self.limits.max_depth} levels", node.start_mark)
-        key = id(node)
-        if key in self.seen:  # an alias (or a node that contains itself)
-            self._repeat(node)
-        else:
-            self.seen.add(key)
-        if isinstance(node, yaml.ScalarNode):
-            return _scalar(node)
-        self.active.add(key)
-        try:
-            if isinstance(node, yaml.SequenceNode):
-                return self._sequence(node, depth)
-            if isinstance(node, yaml.MappingNode):
-                return self._mapping(node, depth)
-        finally:
-            self.active.discard(key)
-        raise YamlProblem(f"unsupported YAML node {node.tag}", node.start_mark)
-
-    def _repeat(self, node: yaml.Node) -> None:
-        """A node met again: refused if it contains itself, else it costs alias budget."""
-        if id(node) in self.active:
-            raise YamlProblem("recursive alias: an anchor refers to itself", node.start_mark)
-        self.alias_budget -= 1
-        if self.alias_budget < 0:
-            raise YamlProblem(
-                f"alias expansion exceeds {self.limits.max_alias_nodes} nodes (a YAML alias bomb?)",
-                node.start_mark,
-            )
-
-    def _sequence(self, node: yaml.SequenceNode, depth: int) -> list[Any]:
-        result: list[Any] = []
-        depth += 1
-        fresh_scalar = self.limits.max_depth >= depth  # a scalar seen once converts in place
-        seen = self.seen
-        for item in node.value:
-            if fresh_scalar and item.__class__ is yaml.ScalarNode and id(item) not in seen:
-                seen.add(id(item))
-                result.append(item.value if item.tag == STR_TAG else _scalar(item))
-            else:
-                result.append(self.convert(item, depth))
-        return result
-
-    def _mapping(self, node: yaml.MappingNode, depth: int) -> dict[str, Any]:
-        result: dict[str, Any] = {}
-        merged: dict[str, Any] = {}
-        depth += 1
-        fresh_scalar = self.limits.max_depth >= depth  # a scalar seen once converts in place
-        seen = self.seen
-        for key_node, value_node in node.value:
-            if key_node.tag == MERGE_TAG:
-                for source in _merge_sources(value_node):
-                    for k, v in self.convert(source, depth).items():
-                        merged.setdefault(k, v)
-                continue
-            if not isinstance(key_node, yaml.ScalarNode):
-                raise YamlProblem("mapping keys must be plain strings, not lists or mappings", key_node.start_mark)
-            name = key_node.value
-            if name in result:
-                line = _first_key(node, name).start_mark.line + 1
-                raise YamlProblem(f"duplicate key {name!r} (first defined at line {line}); each key may appear once", key_node.start_mark)
-            if fresh_scalar and value_node.__class__ is yaml.ScalarNode and id(value_node) not in seen:
-                seen.add(id(value_node))
-                result[name] = value_node.value if value_node.tag == STR_TAG else _scalar(value_node)
-            else:
-                result[name] = self.convert(value_node, depth)
-        for k, v in merged.items():
-            result.setdefault(k, v)
-        return result
-
-
-def _first_key(node: yaml.MappingNode, name: str) -> yaml.Node:
-    """The first key node spelled `name` (merge keys are never plain names)."""
-    return next(k for k, _ in node.value if k.tag != MERGE_TAG and isinstance(k, yaml.ScalarNode) and k.value == name)
-
-
-def _merge_sources(node: yaml.Node) -> list[yaml.Node]:
-    if isinstance(node, yaml.MappingNode):
-        return [node]
-    if isinstance(node, yaml.SequenceNode) and all(isinstance(n, yaml.MappingNode) for n in node.value):
-        return list(node.value)
-    raise YamlProblem("'<<' merges a mapping or a list of mappings", node.start_mark)
-
-
-def _scalar(node: yaml.ScalarNode) -> Any:
-    tag = node.tag
-    if tag == STR_TAG:
-        return node.value
-    key = (tag, node.value)
-    try:
-        return _TYPED[key]
-    except KeyError:
-        if len(_TYPED) >= CACHE_MAX:
-            _TYPED.clear()
-        value = _TYPED[key] = _typed(node)
-        return value
-
-
-def _typed(node: yaml.ScalarNode) -> Any:
-    """A non-string scalar's value; a pure function of its tag and text."""
-    tag = node.tag
-    if tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float") and ":" in node.value:
-        return node.value  # YAML 1.1 sexagesimal; YAML 1.2 (and every operator) reads a string
-    if tag == "tag:yaml.org,2002:int" and node.value.lstrip("+-")[:2].lower() == "0x":
-        return node.value  # hex is how PCI ids and slots are written: keep the spelling
-    if tag == "tag:yaml.org,2002:int":
-        return _SCALARS.construct_yaml_int(node)
-    if tag == "tag:yaml.org,2002:float":
-        return _SCALARS.construct_yaml_float(node)
-    if tag == "tag:yaml.org,2002:bool":
-        return _SCALARS.construct_yaml_bool(node)
-    if tag == "tag:yaml.org,2002:null":
-        return None
-    return node.value  # timestamps, binary and custom tags: keep the text as written

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, PrivateAttr
 
-from reconciler.loader import checks, load, normalize
+from reconciler.loader import load, normalize
 from reconciler.loader.documents import to_resource
 from reconciler.loader.models import direct, make, updated
 from reconciler.loader.yamlsrc import Limits, parse_documents
@@ -128,19 +128,3 @@ def test_defaults_filled(manifest: Path) -> None:
     vm = state.vms["web"].spec
     assert (vm.boot, vm.max_memory, vm.max_vcpus, vm.disks, vm.nics, vm.pci, vm.v4v_rules) == ("cd", 1024, 1, [], [], [], [])
     assert {"uuid", "boot", "max_memory", "max_vcpus", "disks", "nics", "pci", "v4v_rules"} <= vm.model_fields_set
-
-
-def test_located_from_the_item_node_as_from_the_root(manifest: Path) -> None:
-    """An entry's node is a shortcut only: every location reads as a walk from the root."""
-    entries, _ = normalize.normalize(entries_of(manifest))
-    nested = [e for e in entries if e.path]
-    assert nested and all(e.node is not None for e in nested)
-    for entry in nested:
-        walked = entry._replace(node=None)
-        for path in (("name",), ("bridge",), ("nosuch", "vdev"), ("ethtool", "rx"), ()):
-            for at_key in (False, True):
-                assert checks.where(entry, *path, at_key=at_key) == checks.where(walked, *path, at_key=at_key)
-    state = load([str(manifest)]).state
-    assert state is not None
-    assert state.origins[("Disk", "web-named")].line == 10 and state.origins[("Disk", "web-named")].col == 14
-    assert state.origins[("NIC", "web-nics-1")].line == 13 and state.origins[("NIC", "web-nics-1")].col == 7

@@ -14,7 +14,10 @@ import yaml
 
 from reconciler.errors import Location
 from reconciler.loader import load
-from reconciler.loader.origins import Origins
+from reconciler.loader.documents import to_resource
+from reconciler.loader.locate import mark_for
+from reconciler.loader.origins import Origins, name_marks
+from reconciler.loader.yamlsrc import Limits, parse_documents
 from reconciler.model import Kind
 
 MANIFEST = """\
@@ -79,3 +82,26 @@ def test_same_as_the_eager_dict(origins: Origins, tmp_path: Path) -> None:
     assert repr(origins) == repr(ordered)
     for copied in (pickle.loads(pickle.dumps(origins)), copy.deepcopy(origins), copy.copy(origins)):
         assert type(copied) is dict and copied == eager and list(copied) == list(origins)
+
+
+def test_name_marks_are_the_walked_marks(tmp_path: Path) -> None:
+    """`name_marks` finds each list once; every mark is the one a walk from the root finds,
+    with merge keys, named and unnamed items, and a list spelled by its Python name."""
+    text = (
+        "apiVersion: xen.reconciler/v1\nkind: VM\nmetadata: {name: web}\n"
+        "spec:\n  virt: pv\n  kernel: /k\n  memory: 64\n"
+        "  disks:\n    - &d {target: /a, vdev: xvda}\n    - {<<: *d, vdev: xvdb, name: web-b}\n"
+        "  nics: [{bridge: xenbr0}]\n  v4v_rules: ['myself -> 0:80']\n"
+    )
+    documents, problems = parse_documents("web.yaml", text, Limits())
+    assert not problems
+    (document,) = documents
+    resource, problems = to_resource(document)
+    assert resource is not None, problems
+    marks = name_marks(resource, document.node)
+    assert set(marks) == {(), ("spec", "disks", 0), ("spec", "disks", 1), ("spec", "nics", 0), ("spec", "v4vRules", 0)}
+    for path, mark in marks.items():
+        walked = mark_for(document.node, (*path, "name") if path else ("metadata", "name"))
+        assert (mark.line, mark.column) == (walked.line, walked.column)
+    assert (marks[("spec", "disks", 1)].line, marks[("spec", "disks", 1)].column) == (9, 33)  # its name
+    assert (marks[("spec", "v4vRules", 0)].line, marks[("spec", "v4vRules", 0)].column) == (4, 2)  # the spec mapping: no key v4vRules

@@ -1,102 +1,70 @@
-"""The YAML reader's fast paths: the plain-scalar resolver memo, the typed-scalar memo
-and the inlined scalar conversion must give exactly what PyYAML's safe loader and the
-YAML 1.2 rules of `_scalar` give, and keep every limit. Real YAML text, no fakes."""
+"""Documents are composed and converted one at a time and their nodes dropped after
+use (`yamlsrc.stream_documents`): a location asked for later must be the same, a YAML
+problem must still make the whole file unreadable, and the problem reported must be the
+one reported when whole files were composed first. Real YAML text and files."""
 
 from __future__ import annotations
 
-import math
-from typing import Any
+from pathlib import Path
 
-import pytest
 import yaml
 
-from reconciler.loader import yamlsrc
-from reconciler.loader.yamlsrc import Limits, parse_documents
+from reconciler.loader import load
+from reconciler.loader.yamlsrc import FileProblem, Limits, parse_documents, stream_documents
 
-SCALARS = """\
-bools: [yes, no, on, off, true, false, True, FALSE, y, n, Yes, NO]
-nulls: [~, null, Null, NULL, "", '']
-ints: [0, 12, -3, +4, 00, 017, 0o17, 1_000, 0b101]
-hex: [0x1F, -0x10, "0x0200", 0x0200]
-floats: [1.5, .5, 1e3, 1.0e+3, .inf, -.Inf]
-sexagesimal: [1:20, 1:20.5, 0000:00:02.0, 190:20:30]
-strings: [xvda, "123", '1.5', "yes", 2001-12-14, =, <<x, !!str 12, !custom zz]
-tagged: [!!int "7", !!float "2", !!bool "true"]
-"""
-
-EXPECTED: dict[str, list[Any]] = {
-    "bools": [True, False, True, False, True, False, True, False, "y", "n", True, False],
-    "nulls": [None, None, None, None, "", ""],
-    "ints": [0, 12, -3, 4, 0, 15, "0o17", 1000, 5],
-    "hex": ["0x1F", "-0x10", "0x0200", "0x0200"],
-    "floats": [1.5, 0.5, "1e3", 1000.0, math.inf, -math.inf],  # YAML 1.1 floats need a dot
-    "sexagesimal": ["1:20", "1:20.5", "0000:00:02.0", "190:20:30"],
-    "strings": ["xvda", "123", "1.5", "yes", "2001-12-14", "=", "<<x", "12", "zz"],
-    "tagged": [7, 2.0, True],
-}
+VM = "apiVersion: xen.reconciler/v1\nkind: VM\nmetadata: {{name: {name}}}\nspec: {{virt: pv, kernel: /k, memory: 64}}\n"
 
 
-def values(text: str, limits: Limits = Limits()) -> list[Any]:
-    documents, problems = parse_documents("t.yaml", text, limits)
-    assert not problems, problems
-    return [d.value for d in documents]
-
-
-def test_scalars_follow_yaml_1_2_rules() -> None:
-    for _ in range(2):  # memos cold, then warm
-        (value,) = values(SCALARS)
-        assert value == EXPECTED
-        assert [type(v) for v in value["ints"]] == [type(v) for v in EXPECTED["ints"]]
-        assert [type(v) for v in value["bools"]] == [type(v) for v in EXPECTED["bools"]]
-
-
-def tags(loader: Any, text: str) -> list[str]:
-    out: list[str] = []
-
-    def walk(node: yaml.Node) -> None:
-        out.append(node.tag)
-        if isinstance(node, yaml.SequenceNode):
-            for item in node.value:
-                walk(item)
-        elif isinstance(node, yaml.MappingNode):
-            for key, item in node.value:
-                walk(key)
-                walk(item)
-
-    for document in yaml.compose_all(text, Loader=loader):
-        walk(document)
+def marks(node: yaml.Node) -> list[tuple[int, int]]:
+    out = [(node.start_mark.line, node.start_mark.column)]
+    if isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            out += marks(item)
+    elif isinstance(node, yaml.MappingNode):
+        for key, item in node.value:
+            out += marks(key) + marks(item)
     return out
 
 
-def test_resolver_memo_resolves_as_the_safe_loader() -> None:
-    text = SCALARS + "merge: {<<: {a: 1}, '<<': 'only-quoted', \"12\": 12, ? [1] : x}\n"
-    expected = tags(yaml.SafeLoader, text)
-    assert tags(yamlsrc._Loader, text) == expected
-    assert tags(yamlsrc._Loader, text) == expected  # from the memo
-    assert yamlsrc._PLAIN_TAGS["12"] == "tag:yaml.org,2002:int"
-    assert yamlsrc._PLAIN_TAGS["<<"] == yamlsrc.MERGE_TAG
-    assert "only-quoted" not in yamlsrc._PLAIN_TAGS  # only plain scalars are remembered
+def test_nodes_live_while_used_and_come_back_the_same() -> None:
+    text = VM.format(name="a") + "---\n" + VM.format(name="b")
+    seen = []
+    for document in stream_documents("t.yaml", text, Limits()):
+        assert list(document.source.live) == [document.index]  # only the current one
+        seen.append((document, marks(document.node)))
+    (first, first_marks), (second, second_marks) = seen
+    assert not first.source.live and first.source is second.source
+    assert marks(first.node) == first_marks and marks(second.node) == second_marks  # composed again
+    assert first.node is not second.node and first.value["metadata"] == {"name": "a"}
 
 
-def test_memos_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(yamlsrc, "CACHE_MAX", 5)
-    yamlsrc._PLAIN_TAGS.clear()
-    yamlsrc._TYPED.clear()
-    text = "[" + ", ".join(str(i) for i in range(40)) + "]"
-    assert values(text) == [list(range(40))]
-    assert len(yamlsrc._PLAIN_TAGS) <= 5 and len(yamlsrc._TYPED) <= 5
-    assert values(SCALARS)[0] == EXPECTED
+def test_a_conversion_problem_drops_the_file_after_its_good_documents() -> None:
+    text = VM.format(name="a") + "---\n{a: 1, a: 2}\n---\n" + VM.format(name="c")
+    taken = []
+    try:
+        for document in stream_documents("t.yaml", text, Limits()):
+            taken.append(document.value["metadata"]["name"])
+    except FileProblem as problem:
+        assert str(problem.diagnostic) == "t.yaml:6:8: error: duplicate key 'a' (first defined at line 6); each key may appear once"
+    else:
+        raise AssertionError("no FileProblem")
+    assert taken == ["a"]  # the caller drops it
+    assert parse_documents("t.yaml", text, Limits())[0] == []
 
 
-def test_limits_hold_for_scalars() -> None:
-    _, problems = parse_documents("t.yaml", "a: &x 1\nb: [*x, *x, *x]\n", Limits(max_alias_nodes=2))
-    assert [str(p) for p in problems] == ["t.yaml:1:4: error: alias expansion exceeds 2 nodes (a YAML alias bomb?)"]  # the anchored node
-    assert values("a: &x 1\nb: [*x, *x]\n", Limits(max_alias_nodes=2)) == [{"a": 1, "b": [1, 1]}]
-    _, problems = parse_documents("t.yaml", "a:\n  b:\n    - 1\n", Limits(max_depth=2))
-    assert [str(p) for p in problems] == ["t.yaml:3:7: error: nesting is deeper than 2 levels"]
-    assert values("a:\n  b: 1\n", Limits(max_depth=2)) == [{"a": {"b": 1}}]
+def test_a_syntax_error_later_in_the_file_is_the_problem_reported() -> None:
+    text = "{a: 1, a: 2}\n---\nb: [1\n"
+    documents, problems = parse_documents("t.yaml", text, Limits())
+    assert documents == []
+    assert [str(p) for p in problems] == ["t.yaml:4:1: error: invalid YAML: did not find expected ',' or ']' (while parsing a flow sequence)"]
 
 
-def test_duplicate_key_names_the_first() -> None:
-    _, problems = parse_documents("t.yaml", "<<: {a: 1}\na: 1\nb: 2\na: 3\n", Limits())
-    assert [str(p) for p in problems] == ["t.yaml:4:1: error: duplicate key 'a' (first defined at line 2); each key may appear once"]
+def test_load_keeps_nothing_from_an_unreadable_file(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(VM.format(name="a") + "---\n{x: 1, x: 2}\n")
+    (tmp_path / "b.yaml").write_text("apiVersion: xen.reconciler/v1\nkind: Disk\nmetadata: {name: d}\nspec: {vm: a, vdev: xvda, target: /d}\n")
+    result = load([str(tmp_path)])
+    assert result.state is None
+    assert [str(d) for d in result.diagnostics] == [
+        f"{tmp_path}/a.yaml:6:8: error: duplicate key 'x' (first defined at line 6); each key may appear once",
+        f"{tmp_path}/b.yaml:4:12: error: vm: no VM named 'a' (VMs: none defined)",
+    ]
