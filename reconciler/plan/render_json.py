@@ -33,7 +33,7 @@ from typing import Any
 
 from reconciler.plan.build import Dependency, Plan
 from reconciler.plan.changes import FieldChange, ResourceChange
-from reconciler.plan.render_text import SENSITIVE, compact, field_key, is_sensitive, string, summary_counts
+from reconciler.plan.render_text import SENSITIVE, Remembered, action_text, compact, is_sensitive, string, summary_counts
 from reconciler.plan.steps import Step
 
 FORMAT_VERSION = 1
@@ -84,31 +84,25 @@ def plan_to_data(plan: Plan) -> dict[str, Any]:
 
 # Each element is written from the plan's values with its keys in sorted order; str
 # fields are spelled by `string`, other values by `compact`. A 1,000-VM plan has 30k
-# fields but few distinct ones (every disk's `spec.discard`...): `seen` keeps each
-# field's text for one rendering, under `field_key`.
-Seen = dict[tuple[object, ...], str]
+# fields but few distinct ones (every disk's `spec.discard`...): a field's text is
+# made once per rendering (`Remembered`).
 
 
-def _field_json(field: FieldChange, seen: Seen) -> str:
-    key = field_key(field)
-    text = None if key is None else seen.get(key)
-    if text is None:
-        secret = is_sensitive(field)
-        before = SENSITIVE if secret and field.before is not None else field.before
-        after = SENSITIVE if secret and field.after is not None else field.after
-        text = (f'{{"after": {compact(after)}, "before": {compact(before)}, "impact": {string(field.impact)}, '
-                f'"path": {string(field.path)}, "sensitive": {compact(secret)}}}')
-        if key is not None:
-            seen[key] = text
-    return text
+def _field_json(field: FieldChange) -> str:
+    secret = is_sensitive(field)
+    before = SENSITIVE if secret and field.before is not None else field.before
+    after = SENSITIVE if secret and field.after is not None else field.after
+    return (f'{{"after": {compact(after)}, "before": {compact(before)}, "impact": {string(field.impact)}, '
+            f'"path": {string(field.path)}, "sensitive": {compact(secret)}}}')
 
 
-def _change_json(change: ResourceChange, seen: Seen) -> str:
-    fields = ", ".join([_field_json(f, seen) for f in change.fields])
-    return (f'{{"action": {string(change.action.name.lower())}, "fields": [{fields}], '
+def _change_json(change: ResourceChange, seen: Remembered) -> str:
+    fields = ", ".join([seen.get(f, _field_json) for f in change.fields])
+    symbol, _, action = action_text(change.action)
+    return (f'{{"action": {string(action)}, "fields": [{fields}], '
             f'"impact": {string(change.impact)}, "kind": {string(change.kind)}, "name": {string(change.name)}, '
             f'"pending": {compact(change.pending)}, "reason": {string(change.reason)}, '
-            f'"symbol": {string(change.action.value)}, "vm": {string(change.vm)}}}')
+            f'"symbol": {string(symbol)}, "vm": {string(change.vm)}}}')
 
 
 def _action_json(step: Step) -> str:
@@ -126,7 +120,7 @@ def render_json(plan: Plan) -> str:
     element compact): diffs of two plans read line by line. Each element is written
     from the plan's values (keys in sorted order), so the encoder is set up only for
     nested values, not 30k times for a 1,000-VM plan."""
-    seen: Seen = {}
+    seen = Remembered()
     data: dict[str, str | list[str]] = {
         "format_version": compact(FORMAT_VERSION),
         "observed_fingerprint": compact(plan.fingerprint),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from json.encoder import encode_basestring
 
 from reconciler.model.common import SECRET_FIELDS
@@ -111,15 +111,36 @@ def field_key(field: FieldChange) -> tuple[object, ...] | None:
     return None
 
 
-def _field_line(change: ResourceChange, field: FieldChange, seen: dict[tuple[object, ...], str]) -> str:
-    key = field_key(field)
-    if key is None:
-        return _spell_field(change, field)
-    key += (change.action, change.impact, change.pending)
-    line = seen.get(key)
-    if line is None:
-        line = seen[key] = _spell_field(change, field)
-    return line
+class Remembered:
+    """Renderings of one plan's fields, by the field object (the diff shares equal
+    FieldChanges) and, for fields made elsewhere, by `field_key`; valid while the plan
+    they came from is alive, i.e. for one rendering."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, str] = {}
+        self._by_value: dict[tuple[object, ...], str] = {}
+
+    def get(self, field: FieldChange, spell: Callable[[FieldChange], str]) -> str:
+        text = self._by_id.get(id(field))
+        if text is None:
+            key = field_key(field)
+            if key is None:
+                text = spell(field)
+            else:
+                text = self._by_value.get(key)
+                if text is None:
+                    text = self._by_value[key] = spell(field)
+            self._by_id[id(field)] = text
+        return text
+
+
+# Enum members hash and read their name and value through Python code: look them up by id.
+_ACTIONS = {id(action): (action.value, _COLOURS[action], action.name.lower()) for action in Action}
+
+
+def action_text(action: Action) -> tuple[str, str, str]:
+    """(symbol, ANSI colour, lower-case name) of an Action."""
+    return _ACTIONS[id(action)]
 
 
 def _spell_field(change: ResourceChange, field: FieldChange) -> str:
@@ -136,18 +157,24 @@ def _spell_field(change: ResourceChange, field: FieldChange) -> str:
     return "      " + line
 
 
-def _resource_lines(change: ResourceChange, colour: bool, seen: dict[tuple[object, ...], str]) -> Iterator[str]:
-    symbol = _paint(change.action.value, _COLOURS[change.action], colour)
+def _resource_lines(change: ResourceChange, colour: bool, seen: dict[tuple[str, str, bool], Remembered]) -> Iterator[str]:
+    symbol, code, _ = action_text(change.action)
     tag = change.impact + (", restart pending" if change.pending else "")
     reason = f": {change.reason}" if change.reason else ""
-    yield f"  {symbol} {change.kind} {change.name} [{tag}]{reason}"
+    yield f"  {_paint(symbol, code, colour)} {change.kind} {change.name} [{tag}]{reason}"
+    # A field's line depends on its change's action, impact and pending flag too.
+    context = (symbol, change.impact, change.pending)
+    lines = seen.get(context)
+    if lines is None:
+        lines = seen[context] = Remembered()
+    spell = functools.partial(_spell_field, change)
     for field in change.fields:
-        yield _field_line(change, field, seen)
+        yield lines.get(field, spell)
 
 
 def _changes(plan: Plan, colour: bool) -> Iterator[str]:
     group: str | None = None
-    seen: dict[tuple[object, ...], str] = {}
+    seen: dict[tuple[str, str, bool], Remembered] = {}
     for change in plan.diff.changes:
         if change.vm != group:
             if group is not None:
