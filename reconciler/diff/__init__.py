@@ -22,8 +22,11 @@ from reconciler.plan.changes import Diff, ResourceChange
 __all__ = ["diff"]
 
 
+_KIND_ORDER = {kind: number for number, kind in enumerate(KINDS)}
+
+
 def _order(change: ResourceChange) -> tuple[str, int, str]:
-    return change.vm, KINDS.index(change.kind), change.name
+    return change.vm, _KIND_ORDER[change.kind], change.name
 
 
 def diff(desired: DesiredState, observed: ObservedState) -> Diff:

@@ -260,6 +260,11 @@ TABLE: dict[tuple[Kind, Action], Row] = {
 }
 
 
+# TABLE by (kind, id of the Action member): hashing an Enum member runs Python code,
+# and steps_for is called for every change of a plan.
+_BY_ID: dict[tuple[Kind, int], Row] = {(kind, id(action)): row for (kind, action), row in TABLE.items()}
+
+
 def steps_for(change: ResourceChange, inputs: Inputs) -> list[Step]:
     """The steps of one change, in the order they run on that resource."""
-    return TABLE[(change.kind, change.action)](change, inputs)
+    return _BY_ID[(change.kind, id(change.action))](change, inputs)
