@@ -20,6 +20,7 @@ from reconciler.loader.yamlsrc import location
 from reconciler.model import KINDS, VM, Disk, NIC, PCIPassthrough, V4VRule
 
 HVM_ONLY = ("boot", "hvm", "stubdom")
+_MAY_REFER = frozenset({"VM", "Disk", "NIC"})  # kinds whose nested items can name a VM
 
 
 def where(entry: Entry, *path: str | int, at_key: bool = False) -> Location:
@@ -46,10 +47,15 @@ def run_all(entries: list[Entry], broken_vms: frozenset[str] = frozenset()) -> l
     references to them are not reported a second time as missing. Each check gets only
     the entries it looks at (in file order), so most look at one kind."""
     of: dict[str, list[Entry]] = {kind: [] for kind in KINDS}
+    linked: Linked = []
     for entry in entries:
-        of[entry.resource.kind].append(entry)
+        kind = entry.resource.kind
+        of[kind].append(entry)
+        if kind in _MAY_REFER or not entry.path:  # nested PCI devices and v4v rules refer to no VM
+            refs = _vm_refs(entry)
+            if refs:
+                linked.append((entry, refs))
     vms = {e.resource.metadata.name: e for e in of["VM"]}
-    linked = [(entry, refs) for entry in entries if (refs := _vm_refs(entry))]
     return [
         *check_resources([*of["VM"], *of["Disk"], *of["PCIPassthrough"]]),
         *check_duplicate_names(entries),

@@ -17,6 +17,7 @@ import yaml
 
 from reconciler.errors import Location
 from reconciler.loader.locate import Path, child, mark_for
+from reconciler.loader.yamlnodes import MERGE_TAG
 from reconciler.loader.normalize import NESTED
 from reconciler.loader.yamlsrc import location
 from reconciler.model import VM, Kind, Resource
@@ -60,15 +61,42 @@ def name_marks(resource: Resource, root: yaml.Node) -> dict[Path, Any]:
     if not isinstance(resource, VM):
         return marks
     spec = child(root, "spec")
+    lists = _values_by_key(spec[0]) if spec else {}
     for nested in NESTED:
         count = len(getattr(resource.spec, nested.field))
-        found = child(spec[0], nested.key) if spec and count else None
-        items = found[0].value if found and isinstance(found[0], yaml.SequenceNode) else []
+        if not count:
+            continue
+        if lists is None:  # merge keys: the general walk
+            found = child(spec[0], nested.key) if spec else None
+            lists_node = found[0] if found else None
+        else:
+            lists_node = lists.get(nested.key)
+        items = lists_node.value if isinstance(lists_node, yaml.SequenceNode) else []
         for index in range(count):
             path: Path = ("spec", nested.key, index)
-            if index < len(items):
-                hit = child(items[index], "name")
-                marks[path] = (items[index] if hit is None else hit[0]).start_mark
-            else:
-                marks[path] = mark_for(root, (*path, "name"))
+            marks[path] = _item_name_mark(items[index]) if index < len(items) else mark_for(root, (*path, "name"))
     return marks
+
+
+def _values_by_key(mapping: yaml.Node) -> dict[str, yaml.Node] | None:
+    """A mapping node's values by key, as `child` finds them; None if it has merge keys."""
+    if not isinstance(mapping, yaml.MappingNode):
+        return {}
+    values: dict[str, yaml.Node] = {}
+    for key, value in mapping.value:
+        if key.tag == MERGE_TAG:
+            return None
+        if isinstance(key, yaml.ScalarNode):
+            values.setdefault(key.value, value)
+    return values
+
+
+def _item_name_mark(item: yaml.Node) -> Any:
+    """`mark_for(item, ("name",))`: the mark of the item's `name` value, else the item's."""
+    if item.__class__ is yaml.MappingNode:
+        for key, value in item.value:
+            if key.value == "name" and key.__class__ is yaml.ScalarNode and key.tag != MERGE_TAG:
+                return value.start_mark
+            if key.tag == MERGE_TAG:  # names may come from merged mappings: the general walk
+                return mark_for(item, ("name",))
+    return item.start_mark
