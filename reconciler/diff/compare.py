@@ -3,7 +3,7 @@ last-applied record, following the table in `reconciler.diff.fields`.
 
 Pure. Called by `reconciler.diff.vm`, `devices` and `pci`; returns FieldChanges with
 manifest paths (`spec.hvm.acpi`), secrets as "(sensitive)", made by a `Leaf` (the
-diff passes its context's `Leaves`, which shares equal ones).
+diff passes its context's `shared_leaves()`, which shares equal ones).
 """
 
 from __future__ import annotations
@@ -32,24 +32,25 @@ def new_leaf(path: str, before: object, after: object, impact: Impact) -> FieldC
 _SCALARS = frozenset({str, int, bool, type(None)})  # exact types whose equal values are alike
 
 
-class Leaves:
+def shared_leaves() -> Leaf:
     """A Leaf that hands out one shared FieldChange per distinct leaf, for one diff: a
     1,000-VM diff makes 30k field changes but only ~4k distinct ones (every new disk's
     `spec.discard`...), and a frozen value can be shared. Values are keyed with their
-    types (1 == True, but they print apart); other than str/int/bool/None, not kept."""
+    types (1 == True, but they print apart); other than str/int/bool/None, not kept.
+    A closure, not an object with __call__: it is called 30k times per diff."""
+    known: dict[tuple[object, ...], FieldChange] = {}
 
-    def __init__(self) -> None:
-        self._known: dict[tuple[object, ...], FieldChange] = {}
-
-    def __call__(self, path: str, before: object, after: object, impact: Impact) -> FieldChange:
+    def leaf(path: str, before: object, after: object, impact: Impact) -> FieldChange:
         old, new = type(before), type(after)
         if old not in _SCALARS or new not in _SCALARS:
             return new_leaf(path, before, after, impact)
         key = (path, old, before, new, after, impact)
-        found = self._known.get(key)
+        found = known.get(key)
         if found is None:
-            found = self._known[key] = new_leaf(path, before, after, impact)
+            found = known[key] = new_leaf(path, before, after, impact)
         return found
+
+    return leaf
 
 
 Row = tuple[str, str, Impact, str, str]  # key, seen, impact, desired field name, observed field name

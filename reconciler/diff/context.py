@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from reconciler.diff.applied import Record, read_record
-from reconciler.diff.compare import Leaves
+from reconciler.diff.compare import Leaf, shared_leaves
 from reconciler.model.devices import NIC, Disk, PCIPassthrough, V4VRule
 from reconciler.model.observed import DomainInfo, ObservedState
 from reconciler.model.state import DesiredState
@@ -36,7 +36,7 @@ class Context:
     wanted: dict[str, list[Owned]] = field(default_factory=dict)
     found: dict[str, list[Disk | NIC | PCIPassthrough]] = field(default_factory=dict)
     drivers: dict[str, str | None] = field(default_factory=dict)  # host PCI address -> driver
-    leaf: Leaves = field(default_factory=Leaves)  # makes this diff's FieldChanges, sharing equal ones
+    leaf: Leaf = field(default_factory=shared_leaves)  # makes this diff's FieldChanges, sharing equal ones
 
     def managed(self, name: str) -> DomainInfo | None:
         """The observed domain `name` if the reconciler manages it."""

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from reconciler import v4v, xenfmt
 from reconciler.diff.applied import applied_record
-from reconciler.diff.compare import Leaves, compare, created, leaf_changes, new_leaf
+from reconciler.diff.compare import compare, created, leaf_changes, new_leaf, shared_leaves
 from reconciler.diff.fields import NOT_FIELDS, SENSITIVE, TABLES, is_sensitive, plain, shown
 from reconciler.loader import load_or_raise
 from reconciler.model import DesiredState, ObservedState
@@ -85,7 +85,7 @@ def test_created_lists_every_set_leaf_of_every_resource(example: str) -> None:
 
 
 def test_leaves_share_equal_field_changes_of_one_type_only() -> None:
-    leaf = Leaves()
+    leaf = shared_leaves()
     first = leaf("spec.vcpus", None, 1, "live")
     assert leaf("spec.vcpus", None, 1, "live") is first
     assert leaf("spec.vcpus", None, True, "live") == FieldChange("spec.vcpus", None, True, "live")
