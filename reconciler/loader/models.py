@@ -1,13 +1,9 @@
-"""Building pydantic models from values that are already valid, cheaply.
+"""Building pydantic models from values that are already valid, cheaply. Pure.
 
-Pure. Normalization makes about 24 models per VM (metadata, spec and resource for each
-device); pydantic's `model_construct` searches every field's aliases and defaults on each
-call and `model_copy` copies first, which was half the loader's time. `make` does only
-what `model_construct` does last: set `__dict__`, the fields set, no extra and no private
-values, through `BaseModel`'s own slot descriptors (`object.__setattr__` costs twice as
-much). It is used only for classes where that is all `model_construct` would do (checked
-once per class, see `direct`); for any other class it calls `model_construct`.
-Called by `reconciler.loader.normalize`.
+`make` does only what `model_construct` does last (set `__dict__`, the fields set, no
+extra, no private values), through `BaseModel`'s slot descriptors, for classes where that
+is all it would do (`direct`); `updated` is `model_copy(update=...)` the same way.
+Normalization builds ~24 models per VM with them. Called by `reconciler.loader.normalize`.
 """
 
 from __future__ import annotations
@@ -48,7 +44,10 @@ def _owner(cls: type, name: str) -> type | None:
 def make(cls: type[M], values: dict[str, Any], fields_set: set[str]) -> M:
     """`cls.model_construct(_fields_set=fields_set, **values)` where `values` holds every
     field, by Python name and in field order, each already valid. `values` is kept, not
-    copied: the caller hands it over."""
+    copied: the caller hands it over. Below pydantic's public API on purpose:
+    `model_construct` searches every field's aliases and defaults on each call (3 us for
+    `Metadata`, 24,000 calls per 1,000 VMs); this takes 0.5 us. tests/loader/test_models.py
+    checks the result against `model_construct`."""
     if not (_DIRECT.get(cls) or direct(cls)):
         return cls.model_construct(fields_set, **values)
     model: M = _new(cls)

@@ -68,8 +68,6 @@ class Entry(NamedTuple):
         return self.resource.metadata.name
 
 
-_new_entry = tuple.__new__  # Entry(...) without the named tuple's Python-level __new__
-
 
 def normalize(entries: list[Entry]) -> tuple[list[Entry], list[tuple[Entry, str]]]:
     """Every nested device as a standalone entry just before its VM, every default filled;
@@ -125,7 +123,7 @@ def _expand(entry: Entry, vm: VM, uuids: dict[str, str], nics_seen: dict[str, in
             metadata = make(Metadata, {"name": name or f"{vm_name}-{list_name}-{index}", "labels": dict(labels)}, {"name", "labels"})
             spec = make(spec_model, values, set(values))
             device = make(model, {**header, "metadata": metadata, "spec": spec}, {"metadata", "spec"})
-            out.append(_new_entry(Entry, (device, document, ("spec", key, index))))
+            out.append(Entry(device, document, ("spec", key, index)))
             if name is None and len(metadata.name) > NAME_MAX:  # a given name matched the name pattern
                 problems.append((out[-1], f"default name {metadata.name!r} is longer than {NAME_MAX} characters; give the item a name"))
 

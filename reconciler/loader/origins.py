@@ -1,11 +1,9 @@
 """Where each loaded resource was written: (kind, name) -> Location, made on first read.
 
-Pure. Only messages read locations (a plan's dependency cycle names the files), so the
-loader keeps the YAML mark of each resource's name (`name_marks`, taken while the
-document's nodes are alive) and makes the Location when it is read: 10,000 Locations
-for 1,000 VMs cost more than the marks. Marks hold no nodes, so the YAML trees are freed
-as loading goes. `Origins` compares, pickles and copies as the plain dict it stands for.
-Both are used by `reconciler.loader.load` for `DesiredState.origins`.
+Pure. Only messages read locations, so the loader keeps the YAML mark of each name
+(`name_marks`, taken while the document's nodes are alive; marks hold no nodes) and
+`Origins` makes a Location when one is read; it compares, pickles and copies as the
+plain dict it stands for. Used by `reconciler.loader.load` for `DesiredState.origins`.
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
-"""YAML text -> node trees -> plain values, safely and fast.
+"""YAML text -> node trees -> plain values, safely and fast. Pure; used by `yamlsrc`.
 
-Pure. `Loader` is PyYAML's C safe loader remembering how plain scalars resolve;
-`Converter` walks the composed nodes itself, because PyYAML silently keeps the last of
-duplicate keys and expands aliases without bound: duplicate keys are errors, alias
-expansion has a budget ("billion laughs" fails fast), nesting depth is capped, plain
-scalars follow YAML 1.2 (no sexagesimal numbers: `0000:00:02.0` stays a string) and hex
-stays text (`class: 0x0200` means the hex id, never the int 512). Used by `yamlsrc`.
+`Loader` is PyYAML's C safe loader remembering how plain scalars resolve. `Converter`
+walks the nodes itself, as PyYAML keeps the last of duplicate keys and expands aliases
+without bound: duplicate keys are errors, aliases have a budget, depth is capped, plain
+scalars follow YAML 1.2 (`0000:00:02.0` stays a string) and hex stays text (`0x0200`).
 """
 
 from __future__ import annotations
