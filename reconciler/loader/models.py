@@ -44,7 +44,8 @@ def _owner(cls: type, name: str) -> type | None:
 def make(cls: type[M], values: dict[str, Any], fields_set: set[str]) -> M:
     """`cls.model_construct(_fields_set=fields_set, **values)` where `values` holds every
     field, by Python name and in field order, each already valid. `values` is kept, not
-    copied: the caller hands it over. Below pydantic's public API on purpose:
+    copied: the caller hands it over, and `fields_set` too (as `model_construct` keeps
+    it), so frozen models may share one. Below pydantic's public API on purpose:
     `model_construct` searches every field's aliases and defaults on each call (3 us for
     `Metadata`, 24,000 calls per 1,000 VMs); this takes 0.5 us. tests/loader/test_models.py
     checks the result against `model_construct`."""

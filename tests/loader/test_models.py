@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, PrivateAttr
+from pydantic import BaseModel, PrivateAttr, ValidationError
 
 from reconciler.loader import load, normalize
 from reconciler.loader.documents import to_resource
@@ -128,3 +128,19 @@ def test_defaults_filled(manifest: Path) -> None:
     vm = state.vms["web"].spec
     assert (vm.boot, vm.max_memory, vm.max_vcpus, vm.disks, vm.nics, vm.pci, vm.v4v_rules) == ("cd", 1024, 1, [], [], [], [])
     assert {"uuid", "boot", "max_memory", "max_vcpus", "disks", "nics", "pci", "v4v_rules"} <= vm.model_fields_set
+
+
+def test_shared_fields_sets_are_never_changed(manifest: Path) -> None:
+    """Nested devices of one kind share their fields sets; pydantic copies before it changes one."""
+    state = load([str(manifest)]).state
+    assert state is not None
+    first, second = state.disks["web-disks-0"], state.disks["web-disks-1"]
+    assert first.model_fields_set is second.model_fields_set
+    assert first.spec.model_fields_set is second.spec.model_fields_set
+    copied = first.model_copy(update={"spec": first.spec.model_copy(update={"access": "ro"})})
+    assert copied.model_fields_set is not first.model_fields_set
+    assert copied.spec.model_fields_set is not first.spec.model_fields_set
+    assert first.model_fields_set == {"metadata", "spec"} and first.spec.model_fields_set == set(DiskSpec.model_fields)
+    with pytest.raises(ValidationError):
+        first.spec.vdev = "xvdz"  # type: ignore[misc]  # frozen: no set-and-mark either
+    assert first.spec.model_fields_set == set(DiskSpec.model_fields)
