@@ -130,17 +130,18 @@ def load_or_raise(paths: Sequence[str], limits: Limits = Limits()) -> DesiredSta
 
 def _state(entries: list[Entry], names: dict[Document, dict[Path, Any]]) -> DesiredState:
     tables: dict[str, dict[str, object]] = {k: {} for k in ("VM", "Disk", "NIC", "PCIPassthrough", "V4VRule")}
-    marks: dict[tuple[Kind, str], tuple[str, Any]] = {}
+    places: dict[tuple[Kind, str], tuple[str, int, int]] = {}
     for entry in sorted(entries, key=_BY_NAME):
         resource = entry.resource
         name = resource.metadata.name
         tables[resource.kind][name] = resource
-        marks[(resource.kind, name)] = (entry.document.file, names[entry.document][entry.path])
+        mark = names[entry.document][entry.path]
+        places[(resource.kind, name)] = (entry.document.file, mark.line + 1, mark.column + 1)
     return DesiredState(
         vms=tables["VM"],  # type: ignore[arg-type]
         disks=tables["Disk"],  # type: ignore[arg-type]
         nics=tables["NIC"],  # type: ignore[arg-type]
         pci=tables["PCIPassthrough"],  # type: ignore[arg-type]
         v4v_rules=tables["V4VRule"],  # type: ignore[arg-type]
-        origins=Origins(marks),
+        origins=Origins(places),
     )

@@ -1,8 +1,8 @@
 """Where each loaded resource was written: (kind, name) -> Location, made on first read.
 
-Pure. Only messages read locations, so the loader keeps the YAML mark of each name
-(`name_marks`, taken while the document's nodes are alive; marks hold no nodes) and
-`Origins` makes a Location when one is read; it compares, pickles and copies as the
+Pure. Only messages read locations, so the loader takes the YAML mark of each name
+while the document's nodes are alive (`name_marks`) and keeps its file, line and column;
+`Origins` makes a Location when one is read. It compares, pickles and copies as the
 plain dict it stands for. Used by `reconciler.loader.load` for `DesiredState.origins`.
 """
 
@@ -17,7 +17,6 @@ from reconciler.errors import Location
 from reconciler.loader.locate import Path, child, mark_for
 from reconciler.loader.yamlnodes import MERGE_TAG
 from reconciler.loader.normalize import NESTED
-from reconciler.loader.yamlsrc import location
 from reconciler.model import VM, Kind, Resource
 
 Key = tuple[Kind, str]
@@ -26,22 +25,22 @@ Key = tuple[Kind, str]
 class Origins(Mapping[Key, Location]):
     """(kind, name) -> where its name is written (its nested item, for a nested device)."""
 
-    __slots__ = ("_marks",)
+    __slots__ = ("_places",)
 
-    def __init__(self, marks: dict[Key, tuple[str, Any]]) -> None:
-        self._marks = marks  # (file, PyYAML mark) per resource, in table order
+    def __init__(self, places: dict[Key, tuple[str, int, int]]) -> None:
+        self._places = places  # (file, line, column), 1-based, per resource in table order
 
     def __getitem__(self, key: Key) -> Location:
-        return location(*self._marks[key])
+        return Location(*self._places[key])
 
     def __contains__(self, key: object) -> bool:
-        return key in self._marks
+        return key in self._places
 
     def __iter__(self) -> Iterator[Key]:
-        return iter(self._marks)
+        return iter(self._places)
 
     def __len__(self) -> int:
-        return len(self._marks)
+        return len(self._places)
 
     def __repr__(self) -> str:
         return repr(dict(self))
