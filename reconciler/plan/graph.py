@@ -5,28 +5,35 @@ built once, as plain dicts in insertion order, and serves twice: Kahn's algorith
 the topological generations from it, and it becomes the networkx DiGraph's own
 successor/predecessor dicts (networkx's add_nodes_from/add_edges_from check every node
 and edge one by one: 3x the cost, for a 1,000-VM plan's 7k steps and 11k edges). The
-graph is the one those calls would build, in the same node and edge order.
+graph is the one those calls would build, in the same node and edge order, except that
+its node and edge data are read-only and shared (a plan is a frozen value): one
+`{"rule": name}` per edge rule, one empty mapping for every node.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 
 import networkx as nx
 
-Adjacency = dict[str, dict[str, dict[str, str]]]  # node -> neighbour -> edge data {"rule": name}
+Adjacency = dict[str, dict[str, Mapping[str, str]]]  # node -> neighbour -> edge data {"rule": name}
+_NO_DATA: Mapping[str, str] = MappingProxyType({})
 
 
 def adjacency(ids: Sequence[str], edges: Mapping[tuple[str, str], str]) -> tuple[Adjacency, Adjacency]:
     """(successors, predecessors) of every node: `ids` first, then any node only an edge
-    names, in the order the edges name them; both sides share each edge's data dict."""
+    names, in the order the edges name them; both sides share each edge's data."""
     succ: Adjacency = {sid: {} for sid in ids}
     pred: Adjacency = {sid: {} for sid in succ}
+    shared: dict[str, Mapping[str, str]] = {}
     for (before, after), rule in edges.items():
         for node in (before, after):
             if node not in succ:
                 succ[node], pred[node] = {}, {}
-        data = {"rule": rule}
+        data = shared.get(rule)
+        if data is None:
+            data = shared[rule] = MappingProxyType({"rule": rule})
         succ[before][after] = data
         pred[after][before] = data
     return succ, pred
@@ -72,7 +79,7 @@ def digraph(succ: Adjacency, pred: Adjacency) -> nx.DiGraph[str]:
     """A frozen DiGraph over the adjacency (which it then owns). networkx keeps a graph
     as these dicts and resets its cached views when `_adj`/`_pred` are assigned."""
     graph: nx.DiGraph[str] = nx.DiGraph()
-    graph._node = {node: {} for node in succ}  # type: ignore[attr-defined]
+    graph._node = dict.fromkeys(succ, _NO_DATA)  # type: ignore[attr-defined]
     graph._adj = succ  # type: ignore[attr-defined]  # also sets _succ
     graph._pred = pred  # type: ignore[attr-defined]
     nx.freeze(graph)

@@ -63,7 +63,8 @@ def _secret_path(path: str) -> bool:
 
 
 # One encoder for every value: json.dumps with options builds a new one per call.
-_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(", ", ": "), default=str)
+_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(", ", ": "), default=str,
+                            check_circular=False)  # plan values are trees: no cycle to detect
 string = encode_basestring  # a str as JSON: what that encoder spells strings with (ensure_ascii=False)
 
 

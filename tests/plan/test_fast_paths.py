@@ -111,6 +111,11 @@ def test_graph_is_the_one_networkx_would_build_node_by_node() -> None:
     assert plain_ranks == {"a": 0, "b": 1, "c": 2, "d": 3}
     with pytest.raises(nx.NetworkXError, match="Frozen"):
         graph.add_edge("y", "c")
+    with pytest.raises(TypeError):  # the data too: a plan is a frozen value
+        graph.edges["a", "b"]["rule"] = "other"
+    with pytest.raises(TypeError):
+        graph.nodes["a"]["color"] = "red"
+    assert graph.copy().edges["a", "b"] == {"rule": "one"} and public.edges["a", "b"]["rule"] == "one"
     succ, pred = adjacency(ids, {**edges, ("y", "x"): "loop"})
     assert generations(succ, pred, ranks(ids, succ)) is None
 
