@@ -35,6 +35,7 @@ class Scene:
     ordered: tuple[Step, ...]  # the same steps, sorted by id
     _by: dict[tuple[str, Op], list[Step]] = field(default_factory=dict, repr=False)
     _by_op: dict[Op, list[Step]] = field(default_factory=dict, repr=False)
+    _vm: dict[tuple[str, Op], str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         by: dict[tuple[str, Op], list[Step]] = defaultdict(list)
@@ -43,12 +44,13 @@ class Scene:
             by_op[step.op].append(step)
             if step.kind != "VM":
                 by[(step.vm, step.op)].append(step)
+            else:
+                self._vm[(step.vm, step.op)] = step.id
         self._by.update(by)
         self._by_op.update(by_op)
 
     def vm_step(self, vm: str, op: Op) -> str | None:
-        sid = step_id("VM", vm, op)
-        return sid if sid in self.steps else None
+        return self._vm.get((vm, op))
 
     def ready(self, vm: str) -> str | None:
         """The step after which a starting VM counts as up: its sentinel, else its unpause."""

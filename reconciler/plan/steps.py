@@ -63,8 +63,9 @@ def step_id(kind: Kind, name: str, op: Op, trigger: str | None = None) -> str:
 
 
 def make(kind: Kind, name: str, vm: str, op: Op, args: Mapping[str, object] | None = None, trigger: str | None = None) -> Step:
-    pairs = tuple(sorted((k, v) for k, v in args.items() if v is not None)) if args else ()
-    return Step(step_id(kind, name, op, trigger), op, kind, name, vm, pairs, trigger)
+    pairs = tuple(sorted([item for item in args.items() if item[1] is not None])) if args else ()
+    sid = f"{PREFIX[kind]}/{name}/{op}"  # step_id, inline: made for every step of a plan
+    return Step(f"{sid}@{trigger}" if trigger else sid, op, kind, name, vm, pairs, trigger)
 
 
 # ---- VM ----------------------------------------------------------------------------------
@@ -138,13 +139,11 @@ def _vm_update(change: ResourceChange, inputs: Inputs) -> list[Step]:
 # ---- devices -----------------------------------------------------------------------------
 
 
-def _before(change: ResourceChange, path: str) -> object:
-    return next((f.before for f in change.fields if f.path == path), None)
-
-
 def _field(change: ResourceChange, path: str, side: str) -> object:
-    found = next((f for f in change.fields if f.path == path), None)
-    return getattr(found, side) if found else None
+    for found in change.fields:
+        if found.path == path:
+            return getattr(found, side)
+    return None
 
 
 def _pci_devices(change: ResourceChange, inputs: Inputs) -> list[str] | None:
