@@ -30,14 +30,12 @@ class Action(str, Enum):
     DELETE = "-"
 
 
-# A 1,000-VM plan makes thousands of FieldChanges, ResourceChanges and Steps. A frozen
-# dataclass's generated __init__ sets each field through object.__setattr__ (the cost the
-# dataclasses docs warn of); these classes write __dict__ in one update instead, with the
-# same parameters (tests/plan/test_fast_paths.py holds them to the fields). They stay
-# frozen: setting an attribute raises.
+# A 1,000-VM plan holds thousands of FieldChanges, ResourceChanges and Steps: they have
+# __slots__ (no dict per instance), which makes them smaller and their fields faster to
+# read, and leaves the garbage collector fewer objects to walk.
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FieldChange:
     """One field: `path` is the manifest path (`spec.memory`, `spec.hvm.acpi`).
 
@@ -52,12 +50,8 @@ class FieldChange:
     impact: Impact
     sensitive: bool = False
 
-    def __init__(self, path: str, before: object, after: object, impact: Impact, sensitive: bool = False) -> None:
-        # One update: see the note above.
-        self.__dict__.update(path=path, before=before, after=after, impact=impact, sensitive=sensitive)
 
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ResourceChange:
     """One resource that differs. `vm` is the owning VM (the VM itself for kind VM).
 
@@ -75,11 +69,6 @@ class ResourceChange:
     fields: tuple[FieldChange, ...] = ()
     reason: str = ""
     pending: bool = False
-
-    def __init__(self, kind: Kind, name: str, vm: str, action: Action, impact: Impact,
-                 fields: tuple[FieldChange, ...] = (), reason: str = "", pending: bool = False) -> None:
-        self.__dict__.update(kind=kind, name=name, vm=vm, action=action, impact=impact, fields=fields, reason=reason,
-                             pending=pending)  # one update: see the note above FieldChange
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ Op = Literal[
 PREFIX: Mapping[Kind, str] = {"VM": "vm", "Disk": "disk", "NIC": "nic", "PCIPassthrough": "pci", "V4VRule": "v4v"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Step:
     """One host operation on one resource. `args` are what execute needs beyond the
     resource itself (which it reads from the plan's DesiredState): sorted (key, JSON
@@ -39,11 +39,6 @@ class Step:
     vm: str
     args: tuple[tuple[str, object], ...] = ()
     trigger: str | None = None  # fw-apply@<vm>: the starting VM this application waits for
-
-    def __init__(self, id: str, op: Op, kind: Kind, name: str, vm: str, args: tuple[tuple[str, object], ...] = (),
-                 trigger: str | None = None) -> None:
-        # One update, not seven object.__setattr__ calls: see the note in reconciler.plan.changes.
-        self.__dict__.update(id=id, op=op, kind=kind, name=name, vm=vm, args=args, trigger=trigger)
 
 
 @dataclass(frozen=True)
