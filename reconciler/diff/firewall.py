@@ -1,8 +1,9 @@
 """v4v rules -> viptables entries, resolved against the running VMs (openxt.md 4.2).
 
 Pure: `resolve(rules, running)` is a function of the rules and a running set
-(name -> domid, type, uuid, stub domain) only, so the diff uses it to find missing and
-stale entries and execute uses it to compute what to insert when a VM starts.
+(name -> domid, type, uuid, stub domain) only, so the diff uses it (as `rule_keys`:
+entries as tuples of their fields) to find missing and stale entries and execute uses
+it to compute what to insert when a VM starts.
 `references(rule, desired)` names the VMs whose start or stop changes a rule's entries.
 
 Resolution, as xenmgr's V4VFirewall does it:
@@ -23,7 +24,7 @@ from itertools import product
 
 from reconciler import v4v
 from reconciler.model.devices import V4VRule
-from reconciler.model.host import FirewallEntry
+from reconciler.model.host import FirewallEntry, FirewallTarget
 from reconciler.model.state import DesiredState
 
 Running = Mapping[str, "RunningVM"]
@@ -72,20 +73,30 @@ def _domids(domain: v4v.Domain, owner: RunningVM, index: RunningIndex) -> Sequen
     return sorted(table.get(value, []))
 
 
-def _entries(rule: v4v.Rule, owner: RunningVM, index: RunningIndex) -> set[FirewallEntry]:
-    out: set[FirewallEntry] = set()
+EntryKey = tuple[int | None, int | None, int | None, int | None, FirewallTarget]
+"""A FirewallEntry's fields in order (dom_in, dom_out, port_in, port_out, target): equal
+keys, equal entries. The diff does its set algebra on keys, which hash in C (an
+entry's dataclass __hash__ and __eq__ run Python code for every set operation)."""
+
+
+def entry_key(entry: FirewallEntry) -> EntryKey:
+    return entry.dom_in, entry.dom_out, entry.port_in, entry.port_out, entry.target
+
+
+def _entries(rule: v4v.Rule, owner: RunningVM, index: RunningIndex) -> set[EntryKey]:
+    out: set[EntryKey] = set()
     clients = _domids(rule.client.domain, owner, index)
     servers = _domids(rule.server.domain, owner, index)
     for client, server in product(clients, servers):
         if client == server:
             continue  # internal: same source and destination
-        out.add(FirewallEntry(client, server, rule.client.port, rule.server.port))
+        out.add((client, server, rule.client.port, rule.server.port, "ACCEPT"))
     return out
 
 
-def rule_entries(rule: V4VRule, running: Running | RunningIndex) -> frozenset[FirewallEntry]:
-    """The entries one rule resolves to; empty when its owner is not running. Pass a
-    RunningIndex when resolving many rules against one running set."""
+def rule_keys(rule: V4VRule, running: Running | RunningIndex) -> frozenset[EntryKey]:
+    """The keys of the entries one rule resolves to; empty when its owner is not
+    running. Pass a RunningIndex when resolving many rules against one running set."""
     index = running if isinstance(running, RunningIndex) else RunningIndex(running)
     owner = index.running.get(rule.spec.vm)
     if owner is None:
@@ -95,6 +106,12 @@ def rule_entries(rule: V4VRule, running: Running | RunningIndex) -> frozenset[Fi
     if rule.spec.bidirectional:
         found |= _entries(parsed.inverse(), owner, index)
     return frozenset(found)
+
+
+def rule_entries(rule: V4VRule, running: Running | RunningIndex) -> frozenset[FirewallEntry]:
+    """The entries one rule resolves to; empty when its owner is not running. Pass a
+    RunningIndex when resolving many rules against one running set."""
+    return frozenset(FirewallEntry(*key) for key in rule_keys(rule, running))
 
 
 def resolve(rules: Iterable[V4VRule], running: Running | RunningIndex) -> frozenset[FirewallEntry]:
@@ -148,6 +165,6 @@ def references(rule: V4VRule, desired: DesiredState) -> frozenset[str]:
     return frozenset(names)
 
 
-def entry_text(entries: Iterable[FirewallEntry]) -> list[str]:
+def entry_text(entries: Iterable[FirewallEntry | EntryKey]) -> list[str]:
     """The sorted `str(FirewallEntry)` list the diff shows as before/after."""
-    return sorted(str(entry) for entry in entries)
+    return sorted(str(entry if isinstance(entry, FirewallEntry) else FirewallEntry(*entry)) for entry in entries)

@@ -10,8 +10,7 @@ Rules of VMs being created are CREATEd by `reconciler.diff.vm`.
 from __future__ import annotations
 
 from reconciler.diff.context import LIVE_POWER, Context
-from reconciler.diff.firewall import RunningIndex, RunningVM, entry_text, references, rule_entries
-from reconciler.model.host import FirewallEntry
+from reconciler.diff.firewall import EntryKey, RunningIndex, RunningVM, entry_key, entry_text, references, rule_keys
 from reconciler.plan.changes import Action, FieldChange, ResourceChange
 
 
@@ -38,8 +37,8 @@ def _owned_domids(ctx: Context) -> dict[int, str]:
     return out
 
 
-def _rule_change(ctx: Context, name: str, expected: frozenset[FirewallEntry],
-                 present: frozenset[FirewallEntry] | None) -> ResourceChange | None:
+def _rule_change(ctx: Context, name: str, expected: frozenset[EntryKey],
+                 present: frozenset[EntryKey] | None) -> ResourceChange | None:
     rule = ctx.desired.v4v_rules[name]
     owner = rule.spec.vm
     waiting = sorted(({owner} | references(rule, ctx.desired)) & ctx.starting)
@@ -56,11 +55,11 @@ def _rule_change(ctx: Context, name: str, expected: frozenset[FirewallEntry],
                           f"{missing} firewall entr{'y is' if missing == 1 else 'ies are'} missing from viptables")
 
 
-def _stale(ctx: Context, explained: frozenset[FirewallEntry], present: frozenset[FirewallEntry]) -> list[ResourceChange]:
+def _stale(ctx: Context, explained: frozenset[EntryKey], present: frozenset[EntryKey]) -> list[ResourceChange]:
     owned = _owned_domids(ctx)
-    stale: dict[str, set[FirewallEntry]] = {}
+    stale: dict[str, set[EntryKey]] = {}
     for entry in present - explained:
-        involved = [owned[d] for d in (entry.dom_in, entry.dom_out) if d is not None and d in owned]
+        involved = [owned[d] for d in entry[:2] if d is not None and d in owned]  # dom_in, dom_out
         if not involved:
             continue  # dom0 and unmanaged domains' entries are not ours
         going = [vm for vm in involved if vm in ctx.stopping]
@@ -80,15 +79,15 @@ def rule_changes(ctx: Context) -> list[ResourceChange]:
     of VMs that are not running, or are created, or not ours, are not compared."""
     after_running = RunningIndex(running_set(ctx, ctx.stopping))
     firewall = ctx.observed.firewall
-    present = None if firewall is None else frozenset(firewall)
+    present = None if firewall is None else frozenset(entry_key(entry) for entry in firewall)
     if present is None and ctx.desired.v4v_rules:
         ctx.notes.append("the v4v firewall table is not in this source (a captured dump?): "
                          "missing and stale firewall entries are not compared")
-    expected: dict[str, frozenset[FirewallEntry]] = {}
+    expected: dict[str, frozenset[EntryKey]] = {}
     for name, rule in ctx.desired.v4v_rules.items():
         owner = rule.spec.vm
         if owner in ctx.kept or (owner in ctx.starting and owner in ctx.observed.domains):
-            expected[name] = rule_entries(rule, after_running)
+            expected[name] = rule_keys(rule, after_running)
     out = [c for name in sorted(expected) if (c := _rule_change(ctx, name, expected[name], present)) is not None]
     if present is not None:
         kept = [entries for name, entries in expected.items() if ctx.desired.v4v_rules[name].spec.vm in ctx.kept]

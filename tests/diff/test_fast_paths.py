@@ -19,10 +19,12 @@ from pydantic import BaseModel
 from reconciler import v4v, xenfmt
 from reconciler.diff.applied import applied_record
 from reconciler.diff.compare import compare, created, leaf_changes, new_leaf, shared_leaves
+from reconciler.diff.firewall import RunningVM, entry_key, entry_text, rule_entries, rule_keys
 from reconciler.diff.fields import NOT_FIELDS, SENSITIVE, TABLES, is_sensitive, plain, shown
 from reconciler.loader import load_or_raise
 from reconciler.model import DesiredState, ObservedState
 from reconciler.model.common import Kind
+from reconciler.model.host import FirewallEntry
 from reconciler.plan.changes import FieldChange, Impact
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,6 +111,16 @@ def test_a_rule_is_parsed_once_and_shared_by_its_spellings() -> None:
     assert v4v.parse_rule(canonical) is v4v.parse_rule(written)
     assert v4v.parse_rule(canonical) == v4v.Rule(v4v.Endpoint(v4v.Domain("myself")),
                                                  v4v.Endpoint(v4v.Domain("dom-name", "fast-path-vm"), 80))
+
+
+def test_firewall_keys_are_the_entries_fields(examples: dict[str, DesiredState], make_mirror: Any) -> None:
+    desired = examples["openxt-desktop"]
+    running = {name: RunningVM(info.domid, desired.vms[name].spec.type, info.uuid)
+               for name, info in make_mirror(desired).domains.items() if name in desired.vms}
+    keys = [rule_keys(rule, running) for rule in desired.v4v_rules.values()]
+    assert [frozenset(map(entry_key, rule_entries(rule, running))) for rule in desired.v4v_rules.values()] == keys
+    assert sum(map(len, keys)) > 5
+    assert entry_text(frozenset().union(*keys)) == entry_text(FirewallEntry(*k) for k in frozenset().union(*keys))
 
 
 def test_an_invalid_rule_fails_every_time() -> None:
