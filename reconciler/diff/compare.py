@@ -83,7 +83,8 @@ def compare(kind: Kind, desired: BaseModel, observed: BaseModel | None, record: 
     want: dict[str, object] | None = None
     have: dict[str, object] | None = None
     changes: list[FieldChange] = []
-    for key, seen, impact, want_name, have_name in _rows(kind, type(desired), type(observed) if observed is not None else None):
+    rows = _rows(kind, type(desired), type(observed) if observed is not None else None)
+    for key, seen, impact, want_name, have_name in rows:
         if have_values is not None and (seen == "host" or (seen == "if-shown" and have_name in set_names)):
             recorded = False
             current = have_values.get(have_name)

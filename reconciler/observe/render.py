@@ -20,12 +20,8 @@ from reconciler.model.host import HostPciDevice
 from reconciler.model.observed import DeviceHealth, DomainInfo, ObservedState
 
 Record = DomainInfo | DeviceHealth | HostPciDevice
-
-
-_FLAT = (str, int, float, bool, type(None))
-
-
 Getter = tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]
+_FLAT = (str, int, float, bool, type(None))  # values dataclasses.asdict would keep as they are
 _GETTERS: dict[type[Record], Getter] = {}
 
 

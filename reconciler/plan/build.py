@@ -3,8 +3,8 @@
 Pure. `build_plan(diff, desired, observed, fingerprint=...)` expands every change into
 steps (`reconciler.plan.steps`), links them with the edge rules (`reconciler.plan.rules`),
 refuses a cycle with a ManifestError naming the resources and their file:line, and takes
-the topological generations as the schedule (`reconciler.plan.graph`). Called by `reconciler plan` (and later by
-apply/watch); execute reads only the Plan and the host.
+the topological generations as the schedule (`reconciler.plan.graph`). Called by
+`reconciler plan` (and later by apply/watch); execute reads only the Plan and the host.
 """
 
 from __future__ import annotations
