@@ -96,7 +96,8 @@ def build_plan(diff: Diff, desired: DesiredState, observed: ObservedState, *, fi
     starting = _vms(diff, (Action.CREATE, Action.RESTART))
     stopping = _vms(diff, (Action.DELETE, Action.RESTART))
     steps, chain = _expand(diff, Inputs(desired, observed, starting, index.references))
-    ordered = tuple(steps[sid] for sid in sorted(steps))
+    ids = sorted(steps)
+    ordered = tuple(map(steps.__getitem__, ids))
     # Edges in the order they are found; the first rule to link a pair names it.
     edges: dict[tuple[str, str], str] = {}
     for pair in chain:
@@ -106,7 +107,6 @@ def build_plan(diff: Diff, desired: DesiredState, observed: ObservedState, *, fi
         name = rule.__name__
         for pair in rule(scene):
             _add(edges, pair, name)
-    ids = [step.id for step in ordered]
     succ, pred = adjacency(ids, edges)
     rank = ranks(ids, succ)
     schedule = generations(succ, pred, rank)

@@ -28,9 +28,10 @@ def adjacency(ids: Sequence[str], edges: Mapping[tuple[str, str], str]) -> tuple
     pred: Adjacency = {sid: {} for sid in succ}
     shared: dict[str, Mapping[str, str]] = {}
     for (before, after), rule in edges.items():
-        for node in (before, after):
-            if node not in succ:
-                succ[node], pred[node] = {}, {}
+        if before not in succ or after not in succ:  # an edge that names a node with no step
+            for node in (before, after):
+                if node not in succ:
+                    succ[node], pred[node] = {}, {}
         data = shared.get(rule)
         if data is None:
             data = shared[rule] = MappingProxyType({"rule": rule})
