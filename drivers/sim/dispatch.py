@@ -18,15 +18,32 @@ import pydantic
 
 from drivers.sim.attach import Devices
 from drivers.sim.devices import PciOpts
+from drivers.sim.domains import DomainTable
 from drivers.sim.faults import Faults
-from drivers.sim.firewall import entry_from_json, entry_to_json
+from drivers.sim.firewall import FirewallTable, entry_from_json, entry_to_json
 from drivers.sim.guests import Guests
+from drivers.sim.pci import PciTable
 from drivers.sim.pcidev import PciDevices
 from drivers.sim.toolstack import Core, Libxl
 from reconciler.errors import TerminalHostError, TransientHostError
 from reconciler.model import NIC, VM, Disk
 
 Args = dict[str, Any]
+READS = frozenset({"list_domains", "inventory", "fw_list"})  # the ops that change nothing
+
+
+# The answers of the three reads, also given by the read-only view (`drivers.sim.frozen`).
+# Flat records: dataclasses.asdict would deep-copy every field.
+def domain_rows(domains: DomainTable) -> list[dict[str, Any]]:
+    return [vars(s).copy() for s in domains.statuses()]
+
+
+def pci_rows(pci: PciTable) -> list[dict[str, Any]]:
+    return [vars(d).copy() for d in pci.inventory()]
+
+
+def firewall_rows(firewall: FirewallTable) -> list[dict[str, Any]]:
+    return [entry_to_json(e) for e in firewall.list()]
 
 
 class Dispatcher:
@@ -62,7 +79,7 @@ class Dispatcher:
             raise TransientHostError(f"{op} timed out after {decision.hang_s:g} s (simulated hang, faults.yaml)")
         if decision.fail:
             raise TransientHostError(f"{op} failed: simulated transient error (faults.yaml error_rate); retry")
-        if op not in ("list_domains", "inventory", "fw_list"):
+        if op not in READS:
             self.changes += 1
         try:
             return await handler(args)
@@ -72,7 +89,7 @@ class Dispatcher:
             self.changes += 1
 
     async def _list(self, args: Args) -> Any:
-        return [vars(s).copy() for s in self.core.domains.statuses()]  # flat records: asdict deep-copies each field
+        return domain_rows(self.core.domains)
 
     async def _create(self, args: Args) -> int:
         domid = await self.libxl.create(_model(VM, args, "vm"), paused=bool(args.get("paused", True)))
@@ -107,10 +124,10 @@ class Dispatcher:
         await self.pci.attach(_int(args, "domid"), _str(args, "bdf"), opts)
 
     async def _inventory(self, args: Args) -> Any:
-        return [vars(d).copy() for d in self.core.pci.inventory()]
+        return pci_rows(self.core.pci)
 
     async def _fw_list(self, args: Args) -> Any:
-        return [entry_to_json(e) for e in self.core.firewall.list()]
+        return firewall_rows(self.core.firewall)
 
     async def _fw_insert(self, args: Args) -> None:
         self.core.firewall.insert(_entry(args), _int(args, "position"))

@@ -21,7 +21,8 @@ from drivers.sim import settings as names
 from drivers.sim.client import SimFirewall, SimPciBack, SimToolstack
 from drivers.sim.direct import DirectXenstore
 from drivers.sim.domains import DomainTable
-from drivers.sim.firewall import FirewallTable, entry_to_json
+from drivers.sim.dispatch import domain_rows, firewall_rows, pci_rows
+from drivers.sim.firewall import FirewallTable
 from drivers.sim.host import DirectoryBusy, ensure_dom0, lock, read_host_state
 from drivers.sim.pci import PciTable, load_inventory
 from drivers.xenstore import errors, persist
@@ -30,7 +31,6 @@ from reconciler.errors import TerminalHostError
 from reconciler.ports import HostPorts, Perm, WatchStream, XenstoreOps
 
 T = TypeVar("T")
-_READS = ("list_domains", "inventory", "fw_list")
 
 
 class FrozenRpc:
@@ -41,11 +41,11 @@ class FrozenRpc:
 
     async def call(self, op: str, **args: Any) -> Any:
         if op == "list_domains":
-            return [vars(s).copy() for s in self.domains.statuses()]
+            return domain_rows(self.domains)
         if op == "inventory":
-            return [vars(d).copy() for d in self.pci.inventory()]
+            return pci_rows(self.pci)
         if op == "fw_list":
-            return [entry_to_json(e) for e in self.firewall.list()]
+            return firewall_rows(self.firewall)
         raise TerminalHostError(f"{op}: the simulated host in {self.state_dir} is open read-only (plan and "
                                 f"observe only look); apply or `sim serve` runs it")
 
@@ -56,7 +56,6 @@ class FrozenXenstore:
 
     def __init__(self, state_file: Path) -> None:
         self._file = state_file
-        self._values: dict[str, bytes] | None = None
         self._direct: DirectXenstore | None = None
 
     def _store(self) -> DirectXenstore:
@@ -67,11 +66,9 @@ class FrozenXenstore:
         return self._direct
 
     async def snapshot(self, path: str = "/") -> dict[str, bytes]:
-        if path != "/" or not self._file.exists():
+        if path != "/" or self._direct is not None or not self._file.exists():
             return await self._store().snapshot(path)
-        if self._values is None:
-            self._values = persist.load_values(self._file)
-        return dict(self._values)
+        return persist.load_values(self._file)
 
     async def read(self, path: str) -> bytes:
         return await self._store().read(path)

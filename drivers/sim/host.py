@@ -120,7 +120,6 @@ class SimHost:
             self.guests.reap(domain)
         log.info("simulated host in %s: %d domains, %d devices resumed", self.dir, len(self.core.domains.domains), resumed)
 
-
     def refresh_faults(self) -> Faults:
         """Re-read DIR/faults.yaml when it changed, keeping the random sequence counters."""
         file = self.dir / names.FAULTS_FILE

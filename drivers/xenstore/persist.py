@@ -3,8 +3,8 @@
 Stage: simulated host. `save(store, file)` writes a header line (format, version, body
 length, sha256) and the body; `load(file) -> Store` (or `load_values` for a read-only
 snapshot) refuses a truncated, corrupted or foreign file with `StateFileError` instead
-of starting empty. Called by `sim serve`
-and the simulated host, so one CLI run sees what the previous one left.
+of starting empty. Called by `sim serve` and the simulated host, so one CLI run sees
+what the previous one left.
 """
 
 from __future__ import annotations
