@@ -37,7 +37,7 @@ class Runtime:
     pci_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # inventory-then-bind likewise
     # `xl list` as last read; None once a step may have started or stopped a domain.
     listing: list[DomainStatus] | None = None
-    managed_marks: dict[tuple[str, int], bool] = field(default_factory=dict)  # (uuid, domid) -> marker read
+    managed_marks: dict[str, tuple[int, bool]] = field(default_factory=dict)  # uuid -> (domid, marker) as read
     # The v4v table as last listed plus this run's own changes; None after a failed change.
     fw_table: set[FirewallEntry] | None = None
     _running: tuple[list[DomainStatus], dict[str, RunningVM]] | None = None  # `running()` of one listing
@@ -95,12 +95,12 @@ class Runtime:
 
     def forget_managed(self, uuid: str | None) -> None:
         """The managed marker of `uuid` was just written: read it again when needed."""
-        self.managed_marks = {key: mark for key, mark in self.managed_marks.items() if key[0] != uuid}
+        if uuid is not None:
+            self.managed_marks.pop(uuid, None)
         self._running = None
 
     def _unknown_mark(self, status: DomainStatus) -> bool:
-        return status.name in self.desired.vms and (status.uuid, status.domid) not in self.managed_marks \
-            and not self._built_now(status)
+        return status.name in self.desired.vms and self._mark(status) is None and not self._built_now(status)
 
     def _built_now(self, status: DomainStatus) -> bool:
         return self.domids.get(status.name) == status.domid and status.name in self.built
@@ -110,7 +110,12 @@ class Runtime:
             return False  # only the type of a desired VM matters
         if self._built_now(status):
             return True  # built by this run; its record may still be on its way
-        return self.managed_marks.get((status.uuid, status.domid), False)
+        return self._mark(status) is True
+
+    def _mark(self, status: DomainStatus) -> bool | None:
+        """The marker read for this very domain (a rebuilt domain has a new domid), or None."""
+        domid, mark = self.managed_marks.get(status.uuid, (None, False))
+        return mark if domid == status.domid else None
 
     async def _read_mark(self, status: DomainStatus) -> None:
         try:
@@ -119,7 +124,7 @@ class Runtime:
             if not missing(exc):
                 raise
             mark = False
-        self.managed_marks[(status.uuid, status.domid)] = mark
+        self.managed_marks[status.uuid] = (status.domid, mark)
 
 
 def missing(exc: HostError) -> bool:
