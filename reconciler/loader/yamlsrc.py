@@ -9,6 +9,7 @@ again only if a location is asked for later. Called by the loader.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -142,15 +143,92 @@ def _compose(path: str, text: str, limits: Limits) -> Iterator[yaml.Node | None]
                 if not loader.check_node():
                     return
                 node = loader.get_node()
-            except yaml.MarkedYAMLError as exc:
-                raise FileProblem(_error(path, exc.problem_mark or exc.context_mark, _syntax_message(exc, text))) from None
-            except RecursionError:
-                raise FileProblem(_error(path, None, f"YAML nesting is deeper than {limits.max_depth} levels")) from None
-            except yaml.YAMLError as exc:
-                raise FileProblem(_error(path, None, f"invalid YAML: {exc}")) from None
+            except (yaml.YAMLError, RecursionError) as exc:
+                raise FileProblem(_refusal(path, text, exc, limits)) from None
             yield node
     finally:
         loader.dispose()
+
+
+def _refusal(path: str, text: str, exc: yaml.YAMLError | RecursionError, limits: Limits) -> Diagnostic:
+    """Why the YAML library refused a file, in our words. Its own nesting limit (libyaml
+    stops at 1,000 levels, by wording and limits that change between releases) may fire
+    before the converter sees our 64, so nesting is measured here, up to where it stopped."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    end = mark.index if mark is not None else len(text)
+    if isinstance(exc, RecursionError) or nesting_depth(text, end) > limits.max_depth:
+        return _error(path, mark, f"nesting is deeper than {limits.max_depth} levels")
+    if isinstance(exc, yaml.MarkedYAMLError):
+        return _error(path, mark, _syntax_message(exc, text))
+    return _error(path, None, f"invalid YAML: {exc}")
+
+
+_FLOW = re.compile(r"""[\[\]{}#'"\n]""")
+
+
+def nesting_depth(text: str, end: int) -> int:
+    """The deepest nesting in `text[:end]`: flow brackets plus block indentation levels.
+    An estimate that errs high only on exotic text (brackets in block scalars), made
+    only for a file the YAML library already refused."""
+    deepest, flow, indents = 0, 0, [-1]
+    pos = 0
+    line_start = True
+    while pos < end:
+        if line_start:
+            first = _indent(text, pos)
+            indent, pos = first - pos, first
+            if pos < end and text[pos] not in "\n#":
+                while flow == 0 and indent < indents[-1]:
+                    indents.pop()
+                if flow == 0 and indent > indents[-1]:
+                    indents.append(indent)
+            line_start = False
+            deepest = max(deepest, flow + len(indents) - 1)
+            continue
+        found = _FLOW.search(text, pos, end)
+        if found is None:
+            break
+        char, pos = found.group(), found.end()
+        if char in "[{":
+            flow += 1
+            deepest = max(deepest, flow + len(indents) - 1)
+        elif char in "]}":
+            flow = max(0, flow - 1)
+        elif char == "\n":
+            line_start = True
+        elif char == "#" and (found.start() == 0 or text[found.start() - 1] in " \t"):
+            newline = text.find("\n", pos, end)
+            pos = end if newline < 0 else newline
+        elif found.start() == 0 or text[found.start() - 1] in " \t[{,:-":
+            pos = _after_quote(text, pos, end, char)  # a quoted scalar: to its closing quote
+    return deepest
+
+
+def _indent(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] == " ":
+        pos += 1
+    return pos
+
+
+def _after_quote(text: str, pos: int, end: int, quote: str) -> int:
+    while pos < end:
+        found = text.find(quote, pos, end)
+        if found < 0:
+            return end
+        if quote == '"' and _escaped(text, found):
+            pos = found + 1
+        elif quote == "'" and text.startswith("''", found):
+            pos = found + 2
+        else:
+            return found + 1
+    return end
+
+
+def _escaped(text: str, index: int) -> bool:
+    backslashes = 0
+    while index - backslashes - 1 >= 0 and text[index - backslashes - 1] == "\\":
+        backslashes += 1
+    return backslashes % 2 == 1
 
 
 def _error(path: str, mark: Any, message: str) -> Diagnostic:

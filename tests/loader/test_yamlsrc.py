@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 import yaml
 
 from reconciler.loader import load
-from reconciler.loader.yamlsrc import FileProblem, Limits, parse_documents, stream_documents
+from reconciler.loader.yamlsrc import FileProblem, Limits, nesting_depth, parse_documents, stream_documents
 
 VM = "apiVersion: xen.reconciler/v1\nkind: VM\nmetadata: {{name: {name}}}\nspec: {{virt: pv, kernel: /k, memory: 64}}\n"
 
@@ -68,3 +70,27 @@ def test_load_keeps_nothing_from_an_unreadable_file(tmp_path: Path) -> None:
         f"{tmp_path}/a.yaml:6:8: error: duplicate key 'x' (first defined at line 6); each key may appear once",
         f"{tmp_path}/b.yaml:4:12: error: vm: no VM named 'a' (VMs: none defined)",
     ]
+
+
+@pytest.mark.parametrize(("text", "depth"), [
+    ("a: 1\n", 1),
+    ("a:\n  b:\n    c: [1, {d: 2}]\n", 5),
+    ("a: '[[[['\nb: \"{{\\\"[[\"\n", 1),  # brackets in quoted scalars do not nest
+    ("a: 1  # [[[[\n", 1),  # nor in comments
+    ("a: b#[c\n", 2),  # a '#' inside a plain scalar starts no comment
+    ("a: it's [x]\n", 2),  # an apostrophe inside a plain scalar opens no quote
+    ("x: " + "[" * 70, 71),
+    ("".join(" " * i + "k:\n" for i in range(80)), 80),
+])
+def test_nesting_depth(text: str, depth: int) -> None:
+    assert nesting_depth(text, len(text)) == depth
+
+
+@pytest.mark.parametrize("deep", [
+    "spec: " + "[" * 5000 + "]" * 5000 + "\n",  # libyaml refuses flow nesting past 1,000
+    "".join(" " * i + "k:\n" for i in range(1100)),  # and block nesting likewise
+    "spec: " + "[" * 200 + "]" * 200 + "\n",  # libyaml accepts; the converter refuses
+])
+def test_deep_nesting_is_ours_whatever_the_library_limits(deep: str) -> None:
+    _, problems = parse_documents("deep.yaml", deep, Limits())
+    assert [p.message for p in problems] == ["nesting is deeper than 64 levels"]
