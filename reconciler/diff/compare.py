@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 
 from pydantic import BaseModel
 
-from reconciler import xenfmt
+from reconciler import vmdata, xenfmt
 from reconciler.diff.fields import SENSITIVE, TABLES, field_names, flatten, is_sensitive, plain, set_values
 from reconciler.model.common import Kind
 from reconciler.plan.changes import FieldChange, Impact
@@ -120,6 +120,8 @@ def _plain_dict(model: BaseModel | None) -> dict[str, object]:
 def _alike(kind: Kind, key: str, current: object, target: object) -> bool:
     """Different values that are no change (these fields are strings, spelled the same
     in the model and as plain data)."""
+    if kind == "VM" and key == "xenstoreData" and isinstance(current, dict) and isinstance(target, dict):
+        return vmdata.alike(current, target)  # an empty key with keys below it shows as a directory
     if kind != "NIC":
         return False
     if (key == "mac" and target == "auto") or (key == "type" and target is None):

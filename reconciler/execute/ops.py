@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 
+from reconciler import vmdata
 from reconciler.diff.applied import applied_record
 from reconciler.errors import HostError, TerminalHostError
 from reconciler.execute.devices import attach, detach, pci_assignable_add
 from reconciler.execute.firewall import fw_apply, fw_remove
-from reconciler.execute.runtime import RECORD, Runtime, arg, int_arg, read_or_empty
+from reconciler.execute.runtime import RECORD, Runtime, arg, int_arg, missing, read_or_empty
 from reconciler.plan.steps import Op, Step
 from reconciler.ports import XenstoreOps
 
@@ -121,10 +122,29 @@ async def vcpu_set(rt: Runtime, step: Step, retry: bool) -> str | None:
 
 
 async def xenstore_write(rt: Runtime, step: Step, retry: bool) -> str | None:
+    # The vm-data/ subtree is owned whole: tampered keys are written back, keys the
+    # manifests do not name are removed, keys that match are left alone.
     data = arg(step, "data")
     if not isinstance(data, dict):
         raise TerminalHostError(f"step {step.id} has no xenstore data; the plan is malformed: run plan again")
-    await _write_data(rt, await rt.domid(step.name), {str(k): str(v) for k, v in data.items()})
+    base = f"/local/domain/{await rt.domid(step.name)}"
+    try:
+        nodes = await rt.ports.xenstore.snapshot(f"{base}/{vmdata.ROOT}")
+    except HostError as exc:
+        if not missing(exc):
+            raise
+        nodes = {}
+    have = vmdata.keys({path[len(base) + 1:]: value.decode("utf-8", "backslashreplace") for path, value in nodes.items()})
+    removes, writes = vmdata.sync(have, {str(k): str(v) for k, v in data.items()})
+
+    async def body(tx: XenstoreOps) -> None:
+        for key in removes:
+            await tx.rm(f"{base}/{key}")
+        for key, value in writes.items():
+            await tx.write(f"{base}/{key}", value)
+
+    if removes or writes:
+        await rt.ports.xenstore.transaction(body)
     return None
 
 

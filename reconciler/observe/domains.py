@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from reconciler import vmdata
 from reconciler.model.common import API_VERSION, NAME_PATTERN, PATTERN_WORDS
 from reconciler.model.observed import DomainInfo
 from reconciler.model.vm import VM
@@ -115,6 +116,17 @@ def _vcpus(tree: Tree, dom: Domain) -> dict[str, object]:
     return {"vcpus": online, "maxVcpus": len(cpus)}
 
 
+def _vm_data(tree: Tree, base: str) -> dict[str, str]:
+    """The domain's whole vm-data/ subtree as `xenstoreData` keys (reconciler.vmdata)."""
+    nodes: dict[str, str] = {}
+    pending = [vmdata.ROOT]
+    while pending:
+        path = pending.pop()
+        nodes[path] = tree.get(f"{base}/{path}") or ""
+        pending += [f"{path}/{child}" for child in tree.children(f"{base}/{path}")]
+    return vmdata.keys(nodes)
+
+
 def build_vm(tree: Tree, dom: Domain) -> VM | None:
     """The VM model of one domain, or None (with a problem) when memory is unreadable."""
     memory = _memory(tree, dom)
@@ -129,6 +141,9 @@ def build_vm(tree: Tree, dom: Domain) -> VM | None:
             if value:
                 spec[key] = value
     spec.update(_vcpus(tree, dom))
+    data_keys = _vm_data(tree, f"/local/domain/{dom.domid}")
+    if data_keys:
+        spec["xenstoreData"] = data_keys
     data: dict[str, object] = {
         "apiVersion": API_VERSION,
         "kind": "VM",

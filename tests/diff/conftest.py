@@ -42,6 +42,8 @@ def _vm(vm: VM) -> VM:
                                "vcpus": s.vcpus, "maxVcpus": s.max_vcpus}
     if s.virt == "pv":  # /vm/<uuid>/image is written for PV only
         spec.update({k: v for k, v in (("kernel", s.kernel), ("ramdisk", s.ramdisk), ("cmdline", s.cmdline)) if v})
+    if s.xenstore_data:  # the domain's vm-data/ subtree
+        spec["xenstoreData"] = dict(s.xenstore_data)
     return _model(VM, "VM", vm.metadata.name, spec)  # type: ignore[no-any-return]
 
 
