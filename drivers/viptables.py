@@ -1,7 +1,7 @@
 """ViptablesFirewall: the FirewallPort on an OpenXT host, through the `viptables` command.
 
 Stage: driver (v4v firewall). Called by observe/execute through `reconciler.ports.FirewallPort`.
-Commands (openxt.md 4.2-4.3): `viptables -L`, `viptables -I <pos> <rule>`,
+Commands (openxt.md 4.2-4.3): `viptables -L`, `viptables -I <pos> <rule>`, `viptables -A <rule>`,
 `viptables -D <rule>` with rule = `[--dom-in N] [--dom-out N] [--port-in N] [--port-out N] -j T`.
 
 Assumed `-L` output (openxt.md gives argument shapes only; this is the format of
@@ -102,6 +102,9 @@ class ViptablesFirewall:
         if position < 1:
             raise TerminalHostError(f"viptables positions start at 1, got {position}")
         await self._run("-I", str(position), *entry.argv())
+
+    async def append(self, entry: FirewallEntry) -> None:
+        await self._run("-A", *entry.argv())
 
     async def delete(self, entry: FirewallEntry) -> None:
         """`viptables -D <rule>`, after checking the rule is there: libv4v's delete

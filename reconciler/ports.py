@@ -191,6 +191,10 @@ class FirewallPort(Protocol):
 
     async def insert(self, entry: FirewallEntry, position: int = 1) -> None: ...
 
+    async def append(self, entry: FirewallEntry) -> None:
+        """Add below every entry (`viptables -A`), as xenmgr adds the default REJECT."""
+        ...
+
     async def delete(self, entry: FirewallEntry) -> None:
         """Delete the first equal entry; deleting an absent entry is an error."""
         ...

@@ -115,6 +115,9 @@ class SimFirewall:
     async def insert(self, entry: FirewallEntry, position: int = 1) -> None:
         await self.rpc.call("fw_insert", entry=entry_to_json(entry), position=position)
 
+    async def append(self, entry: FirewallEntry) -> None:
+        await self.rpc.call("fw_append", entry=entry_to_json(entry))
+
     async def delete(self, entry: FirewallEntry) -> None:
         await self.rpc.call("fw_delete", entry=entry_to_json(entry))
 

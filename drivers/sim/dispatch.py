@@ -64,7 +64,8 @@ class Dispatcher:
             "attach_pci": self._attach_pci, "detach_pci": lambda a: pci.detach(_int(a, "domid"), _str(a, "bdf")),
             "inventory": self._inventory, "assignable_add": lambda a: pci.assignable_add(_str(a, "bdf")),
             "assignable_remove": lambda a: pci.assignable_remove(_str(a, "bdf"), rebind=bool(a.get("rebind", True))),
-            "fw_list": self._fw_list, "fw_insert": self._fw_insert, "fw_delete": self._fw_delete,
+            "fw_list": self._fw_list, "fw_insert": self._fw_insert, "fw_append": self._fw_append,
+            "fw_delete": self._fw_delete,
         }
 
     async def call(self, op: str, args: Args) -> Any:
@@ -131,6 +132,9 @@ class Dispatcher:
 
     async def _fw_insert(self, args: Args) -> None:
         self.core.firewall.insert(_entry(args), _int(args, "position"))
+
+    async def _fw_append(self, args: Args) -> None:
+        self.core.firewall.append(_entry(args))
 
     async def _fw_delete(self, args: Args) -> None:
         self.core.firewall.delete(_entry(args))

@@ -31,7 +31,7 @@ from reconciler.errors import UsageError
 OPERATIONS = frozenset({
     "list_domains", "create", "unpause", "pause", "shutdown", "destroy", "mem_set", "vcpu_set",
     "attach_disk", "detach_disk", "attach_nic", "detach_nic", "attach_pci", "detach_pci",
-    "inventory", "assignable_add", "assignable_remove", "fw_list", "fw_insert", "fw_delete",
+    "inventory", "assignable_add", "assignable_remove", "fw_list", "fw_insert", "fw_append", "fw_delete",
 })  # fmt: skip
 DEVICE_KINDS = frozenset({"vbd", "vif", "pci"})
 

@@ -2,8 +2,9 @@
 
 Stage: simulated host. A list of `FirewallEntry` in match order; it starts as xenmgr's
 `reworkRules` leaves it (dom0<->dom0 ACCEPT, then REJECT: default deny). Insert at a
-1-based position, delete the first equal entry (an absent entry is an error, as
-`viptables -D` reports), list. Used by `drivers.sim.host`.
+1-based position, append, delete the first equal entry (an absent entry is an error,
+as `viptables -D` reports), list. Like viptables it holds any list: copies of an entry,
+entries below the REJECT, no REJECT at all; keeping its shape is the reconciler's job. Used by `drivers.sim.host`.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ class FirewallTable:
                 f"entries, so insert at 1..{len(self.entries) + 1}"
             )
         self.entries.insert(position - 1, entry)
+
+    def append(self, entry: FirewallEntry) -> None:
+        """`viptables -A ...`: below every entry."""
+        self.entries.append(entry)
 
     def delete(self, entry: FirewallEntry) -> None:
         """`viptables -D ...`: the first equal entry goes."""

@@ -4,14 +4,18 @@ Pure. Compares the entries the desired rules resolve to (`reconciler.diff.firewa
 against the observed viptables table. `entries` before/after are sorted
 `str(FirewallEntry)` lists; after is None when it cannot be resolved at plan time (a
 VM the rule names is not running yet: execute resolves it when that VM starts).
-Rules of VMs being created are CREATEd by `reconciler.diff.vm`.
+Rules of VMs being created are CREATEd by `reconciler.diff.vm`. What the table holds
+that no kept rule derives is stale: under a managed VM it names, else the table's own
+change (`HOST`/`TABLE_NAME`, with the default REJECT: `reconciler.diff.table`).
 """
 
 from __future__ import annotations
 
 from reconciler.diff.context import LIVE_POWER, Context
 from reconciler.diff.firewall import EntryKey, RunningIndex, RunningVM, entry_key, entry_text, references, rule_keys
-from reconciler.plan.changes import Action, FieldChange, ResourceChange
+from reconciler.diff.table import DEFAULT_AFTER, table_drift
+from reconciler.model.host import FirewallEntry
+from reconciler.plan.changes import HOST, TABLE_NAME, Action, FieldChange, ResourceChange
 
 
 def running_set(ctx: Context, without: set[str]) -> dict[str, RunningVM]:
@@ -55,22 +59,42 @@ def _rule_change(ctx: Context, name: str, expected: frozenset[EntryKey],
                           f"{missing} firewall entr{'y is' if missing == 1 else 'ies are'} missing from viptables")
 
 
-def _stale(ctx: Context, explained: frozenset[EntryKey], present: frozenset[EntryKey]) -> list[ResourceChange]:
+def _stale(ctx: Context, explained: frozenset[EntryKey], table: tuple[FirewallEntry, ...]) -> list[ResourceChange]:
+    """Entries no kept rule derives: a managed domain's under its VM (after it stops, if
+    it stops), the rest (and, when the default REJECT moves, all below it) the table's."""
+    drift = table_drift([entry_key(entry) for entry in table], explained)
     owned = _owned_domids(ctx)
-    stale: dict[str, set[EntryKey]] = {}
-    for entry in present - explained:
+    stale: dict[str, list[EntryKey]] = {}
+    loose: list[EntryKey] = []
+    for entry in drift.foreign:
         involved = [owned[d] for d in entry[:2] if d is not None and d in owned]  # dom_in, dom_out
-        if not involved:
-            continue  # dom0 and unmanaged domains' entries are not ours
+        if not involved or (drift.default is not None and entry in drift.below):
+            loose.append(entry)  # foreign, of a dead or unmanaged domain: the table's own drift
+            continue
         going = [vm for vm in involved if vm in ctx.stopping]
-        stale.setdefault((going or involved)[0], set()).add(entry)
+        stale.setdefault((going or involved)[0], []).append(entry)
     out: list[ResourceChange] = []
     for vm, entries in sorted(stale.items()):
         field = FieldChange("entries", entry_text(entries), None, "live")
         reason = (f"{vm} stops: its firewall entries are removed" if vm in ctx.stopping
                   else "no desired v4v rule explains these firewall entries")
         out.append(ResourceChange("V4VRule", f"{vm}-firewall-stale", vm, Action.DELETE, "live", (field,), reason))
+    if loose or drift.default is not None:
+        out.append(_table_change(loose, drift.default))
     return out
+
+
+def _table_change(loose: list[EntryKey], default: str | None) -> ResourceChange:
+    fields: list[FieldChange] = []
+    reasons: list[str] = []
+    if loose:
+        fields.append(FieldChange("entries", entry_text(loose), None, "live"))
+        reasons.append(f"{len(loose)} entr{'y' if len(loose) == 1 else 'ies'} no desired v4v rule derives")
+    if default is not None:
+        fields.append(FieldChange("default", default or None, DEFAULT_AFTER, "live"))
+        reasons.append("the default REJECT is missing: v4v is open" if not default
+                       else "the default REJECT must be there once, and last")
+    return ResourceChange("V4VRule", TABLE_NAME, HOST, Action.UPDATE, "live", tuple(fields), "; ".join(reasons))
 
 
 def rule_changes(ctx: Context) -> list[ResourceChange]:
@@ -91,5 +115,5 @@ def rule_changes(ctx: Context) -> list[ResourceChange]:
     out = [c for name in sorted(expected) if (c := _rule_change(ctx, name, expected[name], present)) is not None]
     if present is not None:
         kept = [entries for name, entries in expected.items() if ctx.desired.v4v_rules[name].spec.vm in ctx.kept]
-        out += _stale(ctx, frozenset().union(*kept), present)
+        out += _stale(ctx, frozenset().union(*kept), firewall or ())
     return out

@@ -17,7 +17,7 @@ from reconciler import vmdata
 from reconciler.diff.applied import applied_record
 from reconciler.errors import HostError, TerminalHostError
 from reconciler.execute.devices import attach, detach, pci_assignable_add
-from reconciler.execute.firewall import fw_apply, fw_remove
+from reconciler.execute.firewall import fw_apply, fw_remove, fw_table
 from reconciler.execute.runtime import RECORD, Runtime, arg, int_arg, missing, read_or_empty
 from reconciler.plan.steps import Op, Step
 from reconciler.ports import XenstoreOps
@@ -180,4 +180,5 @@ OPS: dict[Op, Handler] = {
     "detach": detach,  # after shutdown (flushed), before destroy (clean Closing -> Closed)
     "destroy": destroy,  # what the guest did not finish
     "fw-remove": fw_remove,  # entries of stopped domains, after they stopped
+    "fw-table": fw_table,  # entries no rule derives out, the default REJECT last
 }

@@ -12,6 +12,8 @@ step may have changed it, so a run stays linear in the number of rules.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from reconciler.diff.firewall import RunningVM
@@ -24,6 +26,37 @@ from reconciler.ports import HostPorts
 
 LIVE = ("running", "paused")  # powers in which a domain holds devices and firewall entries
 RECORD = "reconciler"  # /vm/<uuid>/reconciler/{managed,digest,applied}, written by `record`
+
+
+class TableCopy:
+    """The v4v table as listed, kept current with this run's changes: entries in match
+    order, copies included (a `deque`: inserts go on top), and a count per entry."""
+
+    def __init__(self, entries: Iterable[FirewallEntry]) -> None:
+        self.entries = deque(entries)
+        self.counts = Counter(self.entries)
+
+    def __contains__(self, entry: FirewallEntry) -> bool:
+        return self.counts[entry] > 0
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def last(self) -> FirewallEntry | None:
+        return self.entries[-1] if self.entries else None
+
+    def add(self, entry: FirewallEntry, *, top: bool = True) -> None:
+        """`viptables -I 1` (top) or an append below everything."""
+        if top:
+            self.entries.appendleft(entry)
+        else:
+            self.entries.append(entry)
+        self.counts[entry] += 1
+
+    def remove(self, entry: FirewallEntry) -> None:
+        """`viptables -D`: the first equal entry goes."""
+        self.entries.remove(entry)
+        self.counts[entry] -= 1
 
 
 @dataclass
@@ -39,7 +72,7 @@ class Runtime:
     listing: list[DomainStatus] | None = None
     managed_marks: dict[str, tuple[int, bool]] = field(default_factory=dict)  # uuid -> (domid, marker) as read
     # The v4v table as last listed plus this run's own changes; None after a failed change.
-    fw_table: set[FirewallEntry] | None = None
+    fw_table: TableCopy | None = None
     _running: tuple[list[DomainStatus], dict[str, RunningVM]] | None = None  # `running()` of one listing
 
     async def domains(self) -> list[DomainStatus]:
@@ -49,10 +82,10 @@ class Runtime:
         self.listing = listed
         return listed
 
-    async def firewall(self) -> set[FirewallEntry]:
+    async def firewall(self) -> TableCopy:
         """The v4v table (call under `firewall_lock`; keep it current with your changes)."""
         if self.fw_table is None:
-            self.fw_table = set(await self.ports.firewall.list())
+            self.fw_table = TableCopy(await self.ports.firewall.list())
         return self.fw_table
 
     async def domid(self, vm: str) -> int:

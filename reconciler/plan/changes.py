@@ -20,6 +20,11 @@ detaches storage. Ordered by severity: the worst field sets a resource's impact.
 
 IMPACT_ORDER: dict[Impact, int] = {"live": 0, "restart": 1, "destructive": 2}
 
+HOST = "(host)"
+"""The `vm` of changes to what the host itself holds for the reconciler, no VM's: the v4v
+table as a whole, pciback bindings no rule needs. Not a manifest name (none has brackets)."""
+TABLE_NAME = "firewall-table"  # the name of the v4v table's own change
+
 
 class Action(str, Enum):
     """What happens to a resource; the values are the symbols the text plan prints."""

@@ -20,7 +20,7 @@ from json.encoder import encode_basestring
 
 from reconciler.model.common import SECRET_FIELDS
 from reconciler.plan.build import Plan
-from reconciler.plan.changes import Action, FieldChange, ResourceChange
+from reconciler.plan.changes import HOST, Action, FieldChange, ResourceChange
 
 SENSITIVE = "(sensitive)"
 _COLOURS = {Action.CREATE: "32", Action.UPDATE: "33", Action.RESTART: "35", Action.DELETE: "31"}
@@ -181,7 +181,7 @@ def _changes(plan: Plan, colour: bool) -> Iterator[str]:
             if group is not None:
                 yield ""
             group = change.vm
-            yield _paint(f"# VM {group}", "1", colour)
+            yield _paint("# host" if group == HOST else f"# VM {group}", "1", colour)
         yield from _resource_lines(change, colour, seen)
 
 

@@ -17,11 +17,12 @@ from reconciler.diff.pci import matches
 from reconciler.model.common import Kind
 from reconciler.model.observed import ObservedState
 from reconciler.model.state import DesiredState
-from reconciler.plan.changes import Action, FieldChange, ResourceChange
+from reconciler.plan.changes import HOST, Action, FieldChange, ResourceChange
 
 Op = Literal[
     "pci-assignable-add", "create", "record", "attach", "fw-apply", "unpause", "wait-sentinel",
     "pause", "mem-set", "vcpu-set", "xenstore-write", "shutdown", "detach", "destroy", "fw-remove",
+    "fw-table",
 ]
 PREFIX: Mapping[Kind, str] = {"VM": "vm", "Disk": "disk", "NIC": "nic", "PCIPassthrough": "pci", "V4VRule": "v4v"}
 
@@ -222,6 +223,16 @@ def _fw_apply(change: ResourceChange, inputs: Inputs) -> list[Step]:
     return steps
 
 
+def _fw_update(change: ResourceChange, inputs: Inputs) -> list[Step]:
+    if change.vm != HOST:
+        return _fw_apply(change, inputs)
+    # The table's own drift in one step: foreign entries out, then the default REJECT
+    # made the one last entry (appended before an old one goes, so v4v is never open).
+    entries = next((f.before for f in change.fields if f.path == "entries"), None)
+    default = any(f.path == "default" for f in change.fields)
+    return [make("V4VRule", change.name, change.vm, "fw-table", {"entries": entries, "default": default})]
+
+
 def _fw_remove(change: ResourceChange, inputs: Inputs) -> list[Step]:
     entries = next((f.before for f in change.fields if f.path == "entries"), None)
     return [make("V4VRule", change.name, change.vm, "fw-remove", {"entries": entries})]
@@ -248,7 +259,7 @@ TABLE: dict[tuple[Kind, Action], Row] = {
     ("PCIPassthrough", Action.RESTART): _reattach,
     ("PCIPassthrough", Action.DELETE): _detach,
     ("V4VRule", Action.CREATE): _fw_apply,
-    ("V4VRule", Action.UPDATE): _fw_apply,
+    ("V4VRule", Action.UPDATE): _fw_update,
     ("V4VRule", Action.RESTART): _fw_apply,
     ("V4VRule", Action.DELETE): _fw_remove,
 }

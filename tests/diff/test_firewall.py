@@ -12,7 +12,7 @@ from reconciler.diff import diff
 from reconciler.diff.firewall import RunningVM, references, resolve
 from reconciler.model import DesiredState, V4VRule
 from reconciler.model.host import FirewallEntry
-from reconciler.plan.changes import Action
+from reconciler.plan.changes import HOST, TABLE_NAME, Action
 
 UUID_B = "00000000-0000-0000-0000-0000000000bb"
 RUNNING = {
@@ -102,10 +102,13 @@ def test_entry_no_rule_explains_is_stale(desktop: DesiredState, make_mirror: Any
     extra = FirewallEntry(uivm, 0, None, 9999)
     unmanaged = FirewallEntry(0, 0, 1, 2)
     result = diff(desktop, dataclasses.replace(observed, firewall=(extra, unmanaged, *observed.firewall)))
-    (change,) = result.changes
+    table, change = result.changes  # the table's own change sorts first: HOST is "(host)"
     assert (change.kind, change.name, change.vm, change.action, change.impact) == (
         "V4VRule", "uivm-firewall-stale", "uivm", Action.DELETE, "live")
     assert change.fields[0].before == [str(extra)]
+    # An entry naming no managed domain is not derived from the manifests either: the table owns it.
+    assert (table.kind, table.name, table.vm, table.action) == ("V4VRule", TABLE_NAME, HOST, Action.UPDATE)
+    assert [(f.path, f.before, f.after) for f in table.fields] == [("entries", [str(unmanaged)], None)]
 
 
 def test_no_firewall_table_is_a_note_not_a_change(desktop: DesiredState, make_mirror: Any) -> None:
@@ -113,3 +116,39 @@ def test_no_firewall_table_is_a_note_not_a_change(desktop: DesiredState, make_mi
     result = diff(desktop, observed)
     assert result.changes == ()
     assert any("firewall" in n for n in result.notes)
+
+
+def _table_fields(desktop: DesiredState, observed: Any, table: tuple[FirewallEntry, ...]) -> list[tuple[str, object, object]]:
+    result = diff(desktop, dataclasses.replace(observed, firewall=table))
+    changes = [c for c in result.changes if c.vm == HOST]
+    return [(f.path, f.before, f.after) for c in changes for f in c.fields]
+
+
+def test_table_is_compared_as_an_ordered_multiset(desktop: DesiredState, make_mirror: Any) -> None:
+    observed = make_mirror(desktop)
+    *derived, dom0, reject = observed.firewall
+    assert _table_fields(desktop, observed, observed.firewall) == []
+    # a second copy of a derived entry is drift: it goes under the VM the entry names
+    copy = derived[0]
+    result = diff(desktop, dataclasses.replace(observed, firewall=(copy, *observed.firewall)))
+    (stale,) = result.changes
+    assert stale.name.endswith("-firewall-stale") and stale.fields[0].before == [str(copy)]
+    # the default REJECT removed: v4v is open
+    assert _table_fields(desktop, observed, (*derived, dom0)) == [("default", None, "-j REJECT, last")]
+    # an entry below the default REJECT never matches: the REJECT must move
+    moved = (*derived[1:], dom0, reject, derived[0])
+    assert _table_fields(desktop, observed, moved) == [("default", f"-j REJECT at {len(moved) - 1} of {len(moved)}", "-j REJECT, last")]
+    # a second REJECT above everything closes v4v
+    assert _table_fields(desktop, observed, (reject, *observed.firewall))[0][0] == "default"
+    # a foreign entry below the REJECT goes in the same step as the move, before it
+    foreign = FirewallEntry(None, None, None, 22)
+    assert _table_fields(desktop, observed, (*derived[1:], dom0, reject, foreign, derived[0])) == [
+        ("entries", [str(foreign)], None), ("default", f"-j REJECT at {len(moved) - 1} of {len(moved) + 1}", "-j REJECT, last")]
+
+
+def test_entries_of_a_domain_that_died_are_the_tables(desktop: DesiredState, make_mirror: Any) -> None:
+    observed = make_mirror(desktop)
+    dead = 999  # no domain has it: xl destroy leaves viptables alone
+    entries = (FirewallEntry(dead, 0, None, 80), FirewallEntry(0, dead, 80, None))
+    assert _table_fields(desktop, observed, (*entries, *observed.firewall)) == [
+        ("entries", sorted(str(e) for e in entries), None)]

@@ -101,7 +101,7 @@ else:
 save()
 '''
 
-# The fake viptables: prints LISTING for -L; -I/-D edit it; scripted failures by flag.
+# The fake viptables: prints LISTING for -L; -I/-A/-D edit it; scripted failures by flag.
 FAKE_VIPTABLES = r'''#!__PYTHON__
 import json, os, sys, time
 HERE = __HERE__
@@ -117,7 +117,7 @@ if flag in state.get("fail", {}):
     sys.exit(255)
 if flag == "-L":
     sys.stdout.write(state["listing"])
-elif flag in ("-I", "-D"):
+elif flag in ("-I", "-A", "-D"):
     pass
 else:
     sys.stderr.write("Usage: viptables command [rule]\n")

@@ -71,10 +71,12 @@ def test_insert_and_delete_argv(fake_viptables: FakeTool) -> None:
     fw = firewall(fake_viptables)
     asyncio.run(fw.insert(FirewallEntry(dom_in=3, dom_out=0, port_out=5555)))
     asyncio.run(fw.insert(FirewallEntry(dom_in=5, target="REJECT"), position=3))
+    asyncio.run(fw.append(FirewallEntry(target="REJECT")))  # xenmgr's default deny goes last
     asyncio.run(fw.delete(FirewallEntry(dom_in=0, dom_out=3, port_in=5555)))
     assert fake_viptables.calls() == [
         ["-I", "1", "--dom-in", "3", "--dom-out", "0", "--port-out", "5555", "-j", "ACCEPT"],
         ["-I", "3", "--dom-in", "5", "-j", "REJECT"],
+        ["-A", "-j", "REJECT"],
         ["-L"],
         ["-D", "--dom-in", "0", "--dom-out", "3", "--port-in", "5555", "-j", "ACCEPT"],
     ]

@@ -161,3 +161,17 @@ def test_firewall_starts_default_deny_and_inserts_and_deletes(sim: Any) -> None:
         return [str(e) for e in await fw.list()]
 
     assert sim(body) == ["--dom-in 0 --dom-out 0 -j ACCEPT", "--dom-in 3 --dom-out 0 --port-out 5555 -j ACCEPT", "-j REJECT"]
+
+
+def test_firewall_holds_any_list_as_viptables_does(sim: Any) -> None:
+    """Copies, entries below the REJECT, no REJECT at all: the table's shape is not the
+    simulated viptables' business, so drift in it can be made and seen."""
+    async def body(ports: HostPorts, host: SimHost) -> list[str]:
+        fw = ports.firewall
+        await fw.delete(FirewallEntry(target="REJECT"))
+        await fw.insert(FirewallEntry(), 1)
+        await fw.insert(FirewallEntry(), 1)
+        await fw.append(FirewallEntry(dom_in=7))
+        return [str(e) for e in await fw.list()]
+
+    assert sim(body) == ["-j ACCEPT", "-j ACCEPT", "--dom-in 0 --dom-out 0 -j ACCEPT", "--dom-in 7 -j ACCEPT"]
