@@ -11,7 +11,7 @@ in `applied`. Changes are sorted by (vm, kind in KINDS order, name).
 from __future__ import annotations
 
 from reconciler.diff.context import build_context
-from reconciler.diff.pci import greedy_changes
+from reconciler.diff.pci import greedy_changes, release_changes, unseized_notes
 from reconciler.diff.rules import rule_changes
 from reconciler.diff.vm import vm_changes
 from reconciler.model.common import KINDS
@@ -34,5 +34,7 @@ def diff(desired: DesiredState, observed: ObservedState) -> Diff:
     ctx = build_context(desired, observed)
     changes, unmanaged = vm_changes(ctx)
     changes += greedy_changes(ctx)
+    changes += release_changes(ctx, changes)
+    ctx.notes += unseized_notes(ctx)
     changes += rule_changes(ctx)
     return Diff(tuple(sorted(changes, key=_order)), tuple(unmanaged), tuple(sorted(set(ctx.notes))))

@@ -9,16 +9,18 @@ match rules cannot be resolved, which is a note and no change.
 Derived fields (not manifest paths): `devices` is the sorted list of host addresses a
 rule has attached (before) and should have (after); `driver[<bdf>]` is the host driver
 a device is bound to, where it must be `pciback` (the VM runs, or the rule is greedy).
+Devices the reconciler bound (`ObservedState.pciback_bound`) that no rule needs any more
+are given back (`release_changes`): `PCIPassthrough pciback-<DDDD-BB-SS-F>` of `HOST`.
 """
 
 from __future__ import annotations
 
 from reconciler import xenfmt
 from reconciler.diff.compare import compare, created
-from reconciler.diff.context import Context
+from reconciler.diff.context import LIVE_POWER, Context
 from reconciler.model.devices import PCIPassthrough, PciMatch
 from reconciler.model.host import HostPciDevice
-from reconciler.plan.changes import Action, FieldChange, ResourceChange
+from reconciler.plan.changes import HOST, Action, FieldChange, ResourceChange
 
 PCIBACK = "pciback"
 _DISPLAY = 0x0300
@@ -115,4 +117,63 @@ def greedy_changes(ctx: Context) -> list[ResourceChange]:
         if drift:
             out.append(ResourceChange("PCIPassthrough", rule.metadata.name, vm, Action.UPDATE, "live", tuple(drift),
                                       f"greedy: kept on pciback while {vm} is stopped"))
+    return out
+
+
+def _needed(ctx: Context, changes: list[ResourceChange]) -> set[str] | None:
+    """Host devices a rule needs on pciback after this plan (greedy, or its VM is to run),
+    and devices a domain keeps (one this plan neither stops nor detaches them from);
+    None when a match rule cannot be resolved (no inventory)."""
+    needed: set[str] = set()
+    for rule in ctx.desired.pci.values():
+        vm = ctx.desired.vms.get(rule.spec.vm)
+        if vm is not None and (rule.spec.greedy or vm.spec.state in LIVE_POWER):
+            bdfs = resolve_rule(rule, ctx)
+            if bdfs is None:
+                return None
+            needed.update(filter(None, map(_canonical, bdfs)))
+    detached = {c.name for c in changes if c.kind == "PCIPassthrough" and c.action is Action.DELETE}
+    for name, dev in ctx.observed.pci.items():
+        if dev.spec.vm not in ctx.stopping and name not in detached and (bdf := _canonical(dev.spec.bdf)):
+            needed.add(bdf)
+    return needed
+
+
+def release_changes(ctx: Context, changes: list[ResourceChange]) -> list[ResourceChange]:
+    """Devices the reconciler bound to pciback that nothing needs any more go back to the
+    driver they came from (DESIGN 7: it owns the bindings it made, and only those)."""
+    bound = ctx.observed.pciback_bound
+    needed = _needed(ctx, changes) if bound and ctx.observed.host_pci is not None else None
+    if needed is None:
+        return []
+    out: list[ResourceChange] = []
+    for bdf, original in sorted(bound.items()):
+        if bdf in needed:
+            continue
+        name = f"pciback-{xenfmt.parse_bdf(bdf).xenstore_key}"
+        driver = ctx.drivers.get(bdf)
+        if driver == PCIBACK:
+            field = FieldChange(f"driver[{bdf}]", PCIBACK, original, "live")
+            reason = f"bound to pciback by the reconciler, needed by no rule now: given back to {original or 'no driver'}"
+        else:  # someone rebound it: only the record is left
+            field = FieldChange(f"pciback[{bdf}]", "bound by the reconciler", None, "live")
+            reason = f"the reconciler's record of binding it outlived the binding (driver {driver or 'none'}): forgotten"
+        out.append(ResourceChange("PCIPassthrough", name, HOST, Action.DELETE, "live", (field,), reason))
+    return out
+
+
+def unseized_notes(ctx: Context) -> list[str]:
+    """`seize: false`: the reconciler never binds the device, so a start needs it on
+    pciback already (xl without pci_seize refuses a device that is not assignable)."""
+    out: list[str] = []
+    for rule in ctx.desired.pci.values():
+        vm = ctx.desired.vms.get(rule.spec.vm)
+        if rule.spec.seize or rule.spec.greedy or vm is None or rule.spec.vm not in ctx.starting:
+            continue
+        for bdf in resolve_rule(rule, ctx) or []:
+            driver = ctx.drivers.get(_canonical(bdf) or bdf, PCIBACK)
+            if driver != PCIBACK:
+                out.append(f"PCIPassthrough {rule.metadata.name!r}: device {bdf} is bound to {driver or 'no driver'} and "
+                           f"seize is false, so {rule.spec.vm} will not start until it is made assignable "
+                           f"(`xl pci-assignable-add {bdf}`), or set seize: true")
     return out

@@ -1,4 +1,5 @@
-"""Device ops of the op table: attach, detach, and binding PCI devices to pciback.
+"""Device ops of the op table: attach, detach, and binding PCI devices to pciback (and
+giving back the ones the reconciler bound, recorded under `PCIBACK_RECORDS`).
 
 Touches the host through the ports in `Runtime` only. Called through
 `reconciler.execute.ops.OPS`. Devices are read from the plan's DesiredState (attach)
@@ -14,6 +15,7 @@ from reconciler.diff.pci import PCIBACK, matches
 from reconciler.errors import HostError, TerminalHostError
 from reconciler.execute.runtime import Runtime, arg, int_arg, missing, read_or_empty
 from reconciler.model.devices import PCIPassthrough
+from reconciler.model.host import PCIBACK_RECORDS
 from reconciler.plan.steps import Step
 
 
@@ -32,7 +34,10 @@ async def attach(rt: Runtime, step: Step, retry: bool) -> str | None:
     rule = rt.desired.pci[step.name]
     done = await _assigned(rt, domid) if retry else set()
     spec = rule.spec
-    for bdf in await _pci_addresses(rt, step, rule):
+    addresses = await _pci_addresses(rt, step, rule)
+    if not (spec.seize or spec.greedy):
+        await _unseized(rt, rule, [b for b in addresses if b not in done])
+    for bdf in addresses:
         if bdf not in done:  # pciback took it in the pci-assignable-add step before this one
             await tools.attach_pci(domid, bdf, permissive=spec.permissive, msitranslate=spec.msitranslate,
                                    power_mgmt=spec.power_mgmt, guest_slot=spec.guest_slot)
@@ -62,14 +67,50 @@ async def detach(rt: Runtime, step: Step, retry: bool) -> str | None:
 async def pci_assignable_add(rt: Runtime, step: Step, retry: bool) -> str | None:
     # Bind to pciback (unbind the dom0 driver, quarantine) before any guest may get it;
     # a device already there is left alone (xl would refuse it as already assignable).
+    # What it binds it records first, with the driver it came from: it owns that binding
+    # and gives it back when no rule needs it (an interrupted bind leaves a record the
+    # next plan sees).
     rule = rt.desired.pci.get(step.name)
     async with rt.pci_lock:
         drivers = {d.bdf: d.driver for d in await rt.ports.pciback.inventory()}
         wanted = await _pci_addresses(rt, step, rule) if rule is not None else _listed(step)
         bound = [bdf for bdf in wanted if drivers.get(_canonical(bdf)) != PCIBACK]
         for bdf in bound:
+            await rt.ports.xenstore.write(_record(bdf), drivers.get(_canonical(bdf)) or "")
             await rt.ports.pciback.assignable_add(bdf)
     return None if bound else "already on pciback"
+
+
+async def pci_assignable_remove(rt: Runtime, step: Step, retry: bool) -> str | None:
+    # Only devices the reconciler bound (the plan lists its records): unbind from pciback,
+    # the kernel gives the device back to its own driver; then the record goes.
+    async with rt.pci_lock:
+        drivers = {d.bdf: d.driver for d in await rt.ports.pciback.inventory()}
+        for bdf in _listed(step):
+            if drivers.get(_canonical(bdf)) == PCIBACK:
+                await rt.ports.pciback.assignable_remove(bdf, rebind=True)
+            try:
+                await rt.ports.xenstore.rm(_record(bdf))
+            except HostError as exc:
+                if not missing(exc):
+                    raise
+    return None
+
+
+def _record(bdf: str) -> str:
+    return f"{PCIBACK_RECORDS}/{xenfmt.parse_bdf(bdf).xenstore_key}"
+
+
+async def _unseized(rt: Runtime, rule: PCIPassthrough, bdfs: list[str]) -> None:
+    """`seize: false`: the device must be on pciback already; say which is not, and the fix."""
+    drivers = {d.bdf: d.driver for d in await rt.ports.pciback.inventory()}
+    for bdf in bdfs:
+        driver = drivers.get(_canonical(bdf), PCIBACK)
+        if driver != PCIBACK:
+            raise TerminalHostError(
+                f"PCI device {bdf} is bound to {driver or 'no driver'}, not pciback, and PCIPassthrough "
+                f"{rule.metadata.name!r} has seize: false, so the reconciler does not take it: make it assignable "
+                f"(`xl pci-assignable-add {bdf}`) or set seize: true")
 
 
 def _listed(step: Step) -> list[str]:

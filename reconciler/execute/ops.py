@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from reconciler import vmdata
 from reconciler.diff.applied import applied_record
 from reconciler.errors import HostError, TerminalHostError
-from reconciler.execute.devices import attach, detach, pci_assignable_add
+from reconciler.execute.devices import attach, detach, pci_assignable_add, pci_assignable_remove
 from reconciler.execute.firewall import fw_apply, fw_remove, fw_table
 from reconciler.execute.runtime import RECORD, Runtime, arg, int_arg, missing, read_or_empty
 from reconciler.plan.steps import Op, Step
@@ -181,4 +181,5 @@ OPS: dict[Op, Handler] = {
     "destroy": destroy,  # what the guest did not finish
     "fw-remove": fw_remove,  # entries of stopped domains, after they stopped
     "fw-table": fw_table,  # entries no rule derives out, the default REJECT last
+    "pci-assignable-remove": pci_assignable_remove,  # a binding it made, once no rule needs it
 }

@@ -9,6 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+PCIBACK_RECORDS = "/reconciler/pciback"
+"""xenstore directory (dom0's alone) of the host PCI devices the reconciler bound to
+pciback: one node per device, named `DDDD-BB-SS-F` as libxl names them, whose value is
+the driver it took the device from ("" for none). Only these it ever gives back."""
+
 DomainPower = Literal["running", "paused", "shutdown", "crashed", "dying"]
 FirewallTarget = Literal["ACCEPT", "REJECT"]
 

@@ -77,3 +77,6 @@ class ObservedState:
     problems: tuple[str, ...] = ()
     host_pci: tuple[HostPciDevice, ...] | None = None
     firewall: tuple[FirewallEntry, ...] | None = None
+    # Host devices the reconciler bound to pciback -> the driver they came from (None:
+    # unbound), from its records under `reconciler.model.host.PCIBACK_RECORDS`.
+    pciback_bound: Mapping[str, str | None] = field(default_factory=dict)

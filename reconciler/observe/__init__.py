@@ -36,7 +36,8 @@ Mapping rules, each with its Xen reason (numbers are sections of reference/xen.m
 - PCI (2.7): per guest one backend `.../backend/pci/<d>/0`; device i is `dev-<i>`,
   `opts-<i>` gives permissive/msitranslate/power_mgmt, `vdevfn-<i>` (slot << 3 |
   function) gives guestSlot. Assignable host devices: `/libxl/pci/<DDDD-BB-SS-F>`
-  and the older `/libxl/pciback/<...>` without `domid`.
+  and the older `/libxl/pciback/<...>` without `domid`. Devices the reconciler itself
+  bound: `/reconciler/pciback/<DDDD-BB-SS-F>` (its own record, DESIGN 7).
 - Health: reference 2.8, see `reconciler.observe.health`.
 - Models are built with `model_validate` on camelCase dicts; when a host value breaks
   a manifest-only rule (libxl allows `guest_centos7`, manifests do not) the model is
@@ -48,6 +49,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TypeVar
 
+from reconciler.model.host import PCIBACK_RECORDS
 from reconciler.model.observed import ObservedState
 from reconciler.observe.devices import scan_devices
 from reconciler.observe.domains import build_vm, domain_info, scan_domains
@@ -77,6 +79,19 @@ def _pci_assignable(tree: Tree) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
+def _pciback_bound(tree: Tree) -> dict[str, str | None]:
+    """The reconciler's own records of the devices it bound to pciback (DESIGN 7)."""
+    found: dict[str, str | None] = {}
+    for key in tree.children(PCIBACK_RECORDS):
+        try:
+            bdf = str(parse_bdf(key.replace("-", ":", 2).replace("-", ".")))
+        except ValueError:
+            tree.problem(f"{PCIBACK_RECORDS}/{key}: not a DDDD-BB-SS-F PCI address; skipped")
+            continue
+        found[bdf] = tree.get(f"{PCIBACK_RECORDS}/{key}") or None
+    return dict(sorted(found.items()))
+
+
 def observe_tree(nodes: Mapping[str, str], *, truncated: frozenset[str] = frozenset()) -> ObservedState:
     """Everything `nodes` shows about the host's guests, sorted by name."""
     tree = Tree(nodes, truncated)
@@ -94,5 +109,6 @@ def observe_tree(nodes: Mapping[str, str], *, truncated: frozenset[str] = frozen
         domains=_sorted({d.name: domain_info(tree, d) for d in doms.values()}),
         health=_sorted(devices.health),
         pci_assignable=assignable,
+        pciback_bound=_pciback_bound(tree),
         problems=tuple(tree.problems),
     )

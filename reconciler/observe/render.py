@@ -74,4 +74,6 @@ def observed_to_data(state: ObservedState) -> dict[str, Any]:
         data["hostPci"] = [_asdict(dev) for dev in state.host_pci]
     if state.firewall is not None:
         data["firewall"] = [str(entry) for entry in state.firewall]
+    if state.pciback_bound:
+        data["pcibackBound"] = dict(state.pciback_bound)
     return data

@@ -156,7 +156,8 @@ def firewall_removed_after_stop(scene: Scene) -> Iterator[Pair]:
 
 
 def pci_released_before_reuse(scene: Scene) -> Iterator[Pair]:
-    """A host PCI device belongs to one domain at a time: the old owner lets go first."""
+    """A host PCI device belongs to one domain at a time: the old owner lets go first, before
+    another takes it or it goes back to its host driver (pciback unbinds no assigned device)."""
     released: dict[str, str] = {}
     for name, device in sorted(scene.index.observed.pci.items()):
         owner, bdf = device.spec.vm, device.spec.bdf
@@ -164,7 +165,7 @@ def pci_released_before_reuse(scene: Scene) -> Iterator[Pair]:
         by = detach if detach in scene.steps else scene.vm_step(owner, "destroy") if owner in scene.stopping else None
         if bdf and by:
             released[bdf] = by
-    for step in scene.steps_doing("pci-assignable-add"):
+    for step in [*scene.steps_doing("pci-assignable-add"), *scene.steps_doing("pci-assignable-remove")]:
         claimed = dict(step.args).get("devices")
         for bdf in claimed if isinstance(claimed, list) else []:
             if bdf in released:

@@ -22,7 +22,7 @@ from reconciler.plan.changes import HOST, Action, FieldChange, ResourceChange
 Op = Literal[
     "pci-assignable-add", "create", "record", "attach", "fw-apply", "unpause", "wait-sentinel",
     "pause", "mem-set", "vcpu-set", "xenstore-write", "shutdown", "detach", "destroy", "fw-remove",
-    "fw-table",
+    "fw-table", "pci-assignable-remove",
 ]
 PREFIX: Mapping[Kind, str] = {"VM": "vm", "Disk": "disk", "NIC": "nic", "PCIPassthrough": "pci", "V4VRule": "v4v"}
 
@@ -186,13 +186,19 @@ def _attach_args(change: ResourceChange, inputs: Inputs) -> dict[str, object]:
 def _attach(change: ResourceChange, inputs: Inputs) -> list[Step]:
     args = _attach_args(change, inputs)
     steps = []
-    if change.kind == "PCIPassthrough":
+    spec = inputs.desired.pci[change.name].spec if change.kind == "PCIPassthrough" else None
+    if spec is not None and (spec.seize or spec.greedy):
         # Bind to pciback (unbind the dom0 driver, quarantine) before any guest may get it.
+        # `seize: false`: never; the device must be assignable already (xl without pci_seize).
         steps.append(make(change.kind, change.name, change.vm, "pci-assignable-add", args))
     return [*steps, make(change.kind, change.name, change.vm, "attach", args)]
 
 
 def _detach(change: ResourceChange, inputs: Inputs) -> list[Step]:
+    if change.vm == HOST:
+        # A device the reconciler bound and no rule needs: back to the driver it came from.
+        devices = [f.path[f.path.index("[") + 1:-1] for f in change.fields]
+        return [make(change.kind, change.name, change.vm, "pci-assignable-remove", {"devices": devices})]
     return [make(change.kind, change.name, change.vm, "detach", _identity(change, inputs))]
 
 
