@@ -219,6 +219,14 @@ def test_vm_removed_from_the_manifests_gives_its_device_back(site: Site) -> None
     site.assert_converged()
 
 
+def test_stopped_vm_gives_back_a_device_its_rule_does_not_hold_greedily(site: Site) -> None:
+    (site.folder / "web.yaml").write_text(WEB.replace("  type: web\n", "  type: web\n  state: stopped\n"))
+    site.drifted(NIC_BDF, "vm/web/shutdown")
+    site.apply()
+    assert site.driver(NIC_BDF) == "e1000e"
+    site.assert_converged()
+
+
 # ---- seize: false --------------------------------------------------------------------
 
 

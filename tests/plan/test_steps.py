@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from reconciler.plan.build import Plan
-from reconciler.plan.changes import Action, FieldChange
+from reconciler.plan.changes import HOST, Action, FieldChange
 
 if TYPE_CHECKING:
     from conftest import Builder
@@ -150,3 +150,23 @@ def test_v4v_rules_apply_and_stale_entries_are_removed(build: Builder) -> None:
     plan = build.plan()
     assert [s.id for s in plan.steps] == ["v4v/web-firewall-stale/fw-remove", "v4v/web-rpc/fw-apply"]
     assert args(plan, "v4v/web-firewall-stale/fw-remove") == {"entries": ["--dom-in 4 -j ACCEPT"]}
+
+
+def test_seize_false_never_binds_to_pciback(build: Builder) -> None:
+    build.vm("net")
+    build.pci_rule("net-wifi", "net", "0000:02:00.0", seize=False)
+    build.pci_rule("net-usb", "net", "0000:00:14.0", seize=False, greedy=True)  # greedy binds regardless
+    build.create_all()
+    plan = build.plan()
+    assert ops(plan, "pci/net-wifi/") == ["attach"]
+    assert ops(plan, "pci/net-usb/") == ["pci-assignable-add", "attach"]
+
+
+def test_host_changes_table_and_release(build: Builder) -> None:
+    build.change("V4VRule", "firewall-table", HOST, Action.UPDATE, FieldChange("entries", ["-j ACCEPT"], None, "live"),
+                 FieldChange("default", None, "-j REJECT, last", "live"))
+    build.change("PCIPassthrough", "pciback-0000-00-14-0", HOST, Action.DELETE,
+                 FieldChange("driver[0000:00:14.0]", "pciback", "xhci_hcd", "live"))
+    plan = build.plan()
+    assert args(plan, "v4v/firewall-table/fw-table") == {"default": True, "entries": ["-j ACCEPT"]}
+    assert args(plan, "pci/pciback-0000-00-14-0/pci-assignable-remove") == {"devices": ["0000:00:14.0"]}
