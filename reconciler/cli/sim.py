@@ -3,7 +3,8 @@
 Composes drivers (this is the CLI layer). `serve` owns DIR in the foreground: the
 xenstored on DIR/xenstored.sock, the host RPC on DIR/host.sock, saved every second
 while it changes and on SIGTERM/SIGINT (exit 0). The other sub-commands (`create`,
-`list`, `destroy`, `shutdown`, `pause`, `unpause`, `pci`, `fw`) go through
+`list`, `destroy`, `shutdown`, `pause`, `unpause`, `pci`, `fw`; the last two also make
+drift by hand: a device rebound, a v4v entry inserted, appended or deleted) go through
 `drivers.sim.open_sim`, so they work whether or not a `serve` runs. Output is sorted.
 """
 
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import UsageError
+from reconciler.model.host import FirewallEntry
 
 if TYPE_CHECKING:
     from reconciler.ports import HostPorts
@@ -50,8 +52,15 @@ def register(subparsers: Any) -> None:
         if verb == "shutdown":
             sub.add_argument("--timeout", type=float, default=SHUTDOWN_TIMEOUT_S, metavar="SECONDS",
                              help=f"how long to wait for the guest (default {SHUTDOWN_TIMEOUT_S:g})")
-    _state(sim_sub.add_parser("pci", help="list the host PCI devices and their drivers"))
-    _state(sim_sub.add_parser("fw", help="list the v4v firewall table (viptables -L)"))
+    pci = _state(sim_sub.add_parser("pci", help="list the host PCI devices and their drivers, or rebind one by hand"))
+    how = pci.add_mutually_exclusive_group()
+    how.add_argument("--bind", metavar="BDF", help="bind to pciback (xl pci-assignable-add)")
+    how.add_argument("--unbind", metavar="BDF", help="give back to its driver (xl pci-assignable-remove -r)")
+    fw = _state(sim_sub.add_parser("fw", help="list the v4v firewall table (viptables -L), or change it by hand"))
+    how = fw.add_mutually_exclusive_group()
+    how.add_argument("--insert", nargs=2, metavar=("POSITION", "RULE"), help='viptables -I, e.g. --insert 1 "-j ACCEPT"')
+    how.add_argument("--append", metavar="RULE", help='viptables -A, e.g. --append "-j REJECT"')
+    how.add_argument("--delete", metavar="RULE", help='viptables -D (the first equal entry), e.g. --delete "-j REJECT"')
     parser.set_defaults(run=run)
 
 
@@ -175,11 +184,31 @@ async def _list(host: HostPorts, args: argparse.Namespace) -> None:
 
 
 async def _pci(host: HostPorts, args: argparse.Namespace) -> None:
+    if args.bind:
+        await host.pciback.assignable_add(args.bind)
+    elif args.unbind:
+        await host.pciback.assignable_remove(args.unbind, rebind=True)
     print(f"{'BDF':<13} {'Class':<7} {'Vendor:Device':<14} Driver")
     for d in await host.pciback.inventory():
         print(f"{d.bdf:<13} {d.pci_class:<7} {d.vendor[2:]}:{d.device[2:]:<9} {d.driver or '-'}")
 
 
+def _rule(text: str) -> FirewallEntry:
+    try:
+        return FirewallEntry.parse(text)
+    except ValueError as exc:
+        raise UsageError(f"sim fw: {exc}") from None
+
+
 async def _fw(host: HostPorts, args: argparse.Namespace) -> None:
+    if args.insert:
+        position, text = args.insert
+        if not position.isdigit() or int(position) < 1:
+            raise UsageError(f"sim fw --insert: position {position!r} must be a number from 1")
+        await host.firewall.insert(_rule(text), int(position))
+    elif args.append:
+        await host.firewall.append(_rule(args.append))
+    elif args.delete:
+        await host.firewall.delete(_rule(args.delete))
     for position, entry in enumerate(await host.firewall.list(), start=1):
         print(f"{position:>3}  {entry}")

@@ -20,25 +20,15 @@ from reconciler.model.host import FirewallEntry
 from reconciler.plan.steps import Step
 
 DEFAULT = FirewallEntry(target="REJECT")  # xenmgr's default deny, the table's last entry
-_OPTIONS = {"--dom-in": "dom_in", "--dom-out": "dom_out", "--port-in": "port_in", "--port-out": "port_out"}
 
 
 def parse_entry(text: str) -> FirewallEntry:
-    """`--dom-in 3 --dom-out 0 --port-out 80 -j ACCEPT` (`str(FirewallEntry)`, as plans
-    carry entries) -> the entry; TerminalHostError naming the text otherwise."""
-    words = text.split()
-    values: dict[str, int] = {}
-    target = "ACCEPT"
+    """An entry as plans carry it (`str(FirewallEntry)`); TerminalHostError naming the text otherwise."""
     try:
-        for flag, value in zip(words[::2], words[1::2], strict=True):
-            if flag == "-j" and value in ("ACCEPT", "REJECT"):
-                target = value
-            else:
-                values[_OPTIONS[flag]] = int(value)
-    except (KeyError, ValueError) as exc:
+        return FirewallEntry.parse(text)
+    except ValueError as exc:
         raise TerminalHostError(f"the plan holds a firewall entry {text!r} that is not viptables options; "
                                 "run plan again") from exc
-    return FirewallEntry(target=target, **values)  # type: ignore[arg-type]
 
 
 async def fw_apply(rt: Runtime, step: Step, retry: bool) -> str | None:

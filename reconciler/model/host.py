@@ -49,6 +49,9 @@ class HostPciDevice:
     driver: str | None = None
 
 
+_OPTIONS = {"--dom-in": "dom_in", "--dom-out": "dom_out", "--port-in": "port_in", "--port-out": "port_out"}
+
+
 @dataclass(frozen=True, order=True)
 class FirewallEntry:
     """One viptables rule: `--dom-in/--dom-out/--port-in/--port-out ... -j TARGET`.
@@ -78,3 +81,22 @@ class FirewallEntry:
 
     def __str__(self) -> str:
         return " ".join(self.argv())
+
+    @classmethod
+    def parse(cls, text: str) -> FirewallEntry:
+        """`str(entry)` back into the entry (`--dom-in 3 --port-out 80 -j ACCEPT`); ValueError
+        names what is not viptables options."""
+        words = text.split()
+        values: dict[str, int] = {}
+        target: FirewallTarget = "ACCEPT"
+        if len(words) % 2:
+            raise ValueError(f"{text!r}: expected viptables options in pairs, e.g. --dom-in 3 -j ACCEPT")
+        for flag, value in zip(words[::2], words[1::2]):
+            if flag == "-j" and value in ("ACCEPT", "REJECT"):
+                target = "ACCEPT" if value == "ACCEPT" else "REJECT"
+            elif flag in _OPTIONS and value.isascii() and value.isdigit():
+                values[_OPTIONS[flag]] = int(value)
+            else:
+                raise ValueError(f"{text!r}: {flag} {value} is not a viptables option "
+                                 "(--dom-in/--dom-out/--port-in/--port-out N, -j ACCEPT|REJECT)")
+        return cls(values.get("dom_in"), values.get("dom_out"), values.get("port_in"), values.get("port_out"), target)

@@ -1,13 +1,16 @@
 """What the reconciler manages it owns whole (DESIGN 7): drift in the `vm-data/` subtree,
 in the v4v firewall table and in the pciback bindings it made is seen by `plan` and
 undone by `apply`. Each drift is made the way an operator would: Xen's own
-`xenstore-write`/`xenstore-rm` against the served host's xenstored socket, viptables
-through the firewall port, `xl destroy`, pciback through the PCI port."""
+`xenstore-write`/`xenstore-rm` against the served host's xenstored socket, and
+`reconciler sim fw|pci|destroy` (viptables, pciback, `xl destroy`) in processes of their
+own; what those cannot say (a copy of one entry, an entry moved below the REJECT) goes
+through the firewall port."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -75,6 +78,13 @@ class Site:
         env = {**os.environ, "XENSTORED_PATH": str(self.state / "xenstored.sock")}
         done = subprocess.run(list(argv), env=env, capture_output=True, text=True, timeout=30, check=False)
         assert done.returncode == 0, done.stderr
+
+    def sim(self, *argv: str) -> str:
+        """`reconciler sim ... --state DIR` in a process of its own, against the served host."""
+        done = subprocess.run([sys.executable, "-m", "reconciler", "sim", *argv, "--state", str(self.state)],
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
 
     def domid(self, name: str) -> int:
         return next(d.domid for d in self.host.run(lambda p: p.toolstack.list_domains()) if d.name == name)
@@ -147,11 +157,8 @@ def test_key_removed_from_the_manifest_is_removed_from_xenstore(site: Site) -> N
 
 
 def test_foreign_accept_on_top_and_removed_default_reject_are_undone(site: Site) -> None:
-    async def tamper(ports: HostPorts) -> None:
-        await ports.firewall.insert(FirewallEntry(), 1)  # viptables -I 1 -j ACCEPT: everything open
-        await ports.firewall.delete(REJECT)
-
-    site.host.run(tamper)
+    site.sim("fw", "--insert", "1", "-j ACCEPT")  # viptables -I 1 -j ACCEPT: everything open
+    site.sim("fw", "--delete", "-j REJECT")
     site.drifted("-j ACCEPT", "-j REJECT")
     site.apply()
     table = site.firewall()
@@ -187,7 +194,7 @@ def test_duplicate_entry_is_removed(site: Site) -> None:
 
 def test_entries_of_a_destroyed_domain_are_removed(site: Site) -> None:
     db = site.domid("db")
-    site.host.run(lambda p: p.toolstack.destroy(db))  # xl destroy: viptables is not told
+    site.sim("destroy", "db")  # xl destroy: viptables is not told
     assert any(db in (e.dom_in, e.dom_out) for e in site.firewall())
     site.drifted(f"--dom-in {db} --dom-out 0 --port-out 9000")  # no live domain is named in it
     site.apply()
@@ -200,7 +207,7 @@ def test_entries_of_a_destroyed_domain_are_removed(site: Site) -> None:
 
 def test_removed_greedy_rule_releases_its_device_and_only_its_own(site: Site) -> None:
     assert site.driver(USB_BDF) == "pciback"
-    site.host.run(lambda p: p.pciback.assignable_add(AUDIO_BDF))  # an operator's own binding
+    site.sim("pci", "--bind", AUDIO_BDF)  # an operator's own binding
     (site.folder / "usbvm.yaml").write_text(USBVM.split("---")[0])
     out = site.drifted(USB_BDF)
     assert AUDIO_BDF not in out
@@ -251,7 +258,7 @@ def test_seize_false_never_binds_and_the_start_fails_naming_the_device(site: Sit
 
 
 def test_seize_false_uses_a_device_the_operator_made_assignable_and_keeps_it_bound(site: Site) -> None:
-    site.host.run(lambda p: p.pciback.assignable_add(WIFI_BDF))  # xl pci-assignable-add by hand
+    site.sim("pci", "--bind", WIFI_BDF)  # xl pci-assignable-add by hand
     (site.folder / "wifi.yaml").write_text(WIFI_VM)
     out = site.apply()
     assert "vm/wifi/create: done" in out and "pci-assignable-add" not in out  # seize: false binds nothing
