@@ -25,6 +25,7 @@ __all__ = [
     "parse_rate",
     "rate_from_xenstore",
     "rate_to_xenstore",
+    "script_path",
     "validate_mac",
     "validate_vdev",
     "vdev_to_devid",
@@ -393,3 +394,17 @@ def describe_state(value: int | str) -> str:
     except ValueError:
         return f"{value!r} (not a XenbusState; expected 0-8)"
     return f"{int(state)} ({_STATE_NAMES[state]})"
+
+
+# --- hotplug scripts (xl-disk-configuration(5), xl-network-configuration(5)) ---
+
+SCRIPT_DIR = "/etc/xen/scripts"
+DISK_SCRIPT = f"{SCRIPT_DIR}/block"  # what libxl writes for a phy disk that names none
+NIC_SCRIPT = f"{SCRIPT_DIR}/vif-bridge"  # likewise for a vif
+
+
+def script_path(script: str) -> str:
+    """A hotplug script as libxl runs it: a name without a leading `/` is looked up in
+    /etc/xen/scripts (`libxl__abs_path(script, XEN_SCRIPT_DIR)`), so `vif-bridge` and
+    `/etc/xen/scripts/vif-bridge` are the same script."""
+    return script if script.startswith("/") else f"{SCRIPT_DIR}/{script}"

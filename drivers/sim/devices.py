@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from drivers.sim.ops import Op, Virt, dom_path, libxl_path, roperm, writes
-from reconciler.xenfmt import Bdf, XenbusState, rate_to_xenstore
+from reconciler.xenfmt import NIC_SCRIPT, Bdf, XenbusState, rate_to_xenstore, script_path
 
 __all__ = [
     "DiskFormat",
@@ -27,7 +27,6 @@ __all__ = [
 
 DiskFormat = Literal["raw", "qcow", "qcow2", "vhd", "qed"]
 _QDISK_FORMAT = {"raw": "aio", "qcow": "qcow", "qcow2": "qcow2", "vhd": "vhd", "qed": "qed"}
-SCRIPT_DIR = "/etc/xen/scripts"
 
 
 def _state(value: XenbusState) -> str:
@@ -103,9 +102,7 @@ def vbd_add(
     if qdisk:
         params = [("params", f"{_QDISK_FORMAT[disk_format]}:{target}")]
     else:
-        script = script or "block"
-        path = script if script.startswith("/") else f"{SCRIPT_DIR}/{script}"
-        params = [("params", target), ("script", path)]
+        params = [("params", target), ("script", script_path(script or "block"))]
     back = [
         *params,
         *_common_back(domid)[:2],
@@ -139,7 +136,7 @@ def vif_add(
     virt: Virt,
     bridge: str = "xenbr0",
     backend_domid: int = 0,
-    script: str = f"{SCRIPT_DIR}/vif-bridge",
+    script: str = NIC_SCRIPT,
     emulated: bool | None = None,
     mtu: int = 1500,
     rate: str | None = None,
@@ -157,9 +154,7 @@ def vif_add(
         emulated = virt == "hvm"
     if emulated and virt != "hvm":
         raise ValueError(f"an emulated (ioemu) NIC needs an HVM guest, not {virt}")
-    if script and not script.startswith("/"):
-        script = f"{SCRIPT_DIR}/{script}"
-    back = [*_common_back(domid), ("script", script)]
+    back = [*_common_back(domid), ("script", script_path(script or NIC_SCRIPT))]
     back += [("vifname", vifname)] if vifname else []
     back += [("mac", mac)] + ([("ip", ip)] if ip else [])
     back += [("rate", rate_to_xenstore(rate))] if rate else []

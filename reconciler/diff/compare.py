@@ -117,11 +117,16 @@ def _plain_dict(model: BaseModel | None) -> dict[str, object]:
     return data
 
 
+_SCRIPTS: dict[Kind, str] = {"Disk": xenfmt.DISK_SCRIPT, "NIC": xenfmt.NIC_SCRIPT}
+
+
 def _alike(kind: Kind, key: str, current: object, target: object) -> bool:
     """Different values that are no change (these fields are strings, spelled the same
     in the model and as plain data)."""
     if kind == "VM" and key == "xenstoreData" and isinstance(current, dict) and isinstance(target, dict):
         return vmdata.alike(current, target)  # an empty key with keys below it shows as a directory
+    if key == "script" and kind in _SCRIPTS:
+        return (current or _SCRIPTS[kind]) == (target or _SCRIPTS[kind])  # unset: the one libxl writes
     if kind != "NIC":
         return False
     if (key == "mac" and target == "auto") or (key == "type" and target is None):

@@ -4,7 +4,9 @@ Pure. Nested devices become standalone resources named `<vm>-<list>-<index>` (li
 lower case: disks, nics, pci, v4vrules); VM uuid, maxMemory, maxVcpus and hvm boot order
 get their defaults; disks get their access mode; NICs their index (position among the
 VM's NICs: nested first, then standalone in file order) and, for `mac: auto`, the
-deterministic MAC. Called by `reconciler.loader.load` before the checks.
+deterministic MAC; a relative Disk/NIC `script` becomes the path libxl runs
+(`vif-bridge` -> `/etc/xen/scripts/vif-bridge`, `xenfmt.script_path`), so plans show
+it as the host does. Called by `reconciler.loader.load` before the checks.
 """
 
 from __future__ import annotations
@@ -90,9 +92,9 @@ def normalize(entries: list[Entry]) -> tuple[list[Entry], list[tuple[Entry, str]
         if isinstance(resource, VM):
             _expand(entry, resource, uuids, nics_seen, out, problems)
             out.append(Entry(_vm_defaults(resource, uuids[resource.metadata.name]), entry.document))
-        elif isinstance(resource, Disk) and resource.spec.access is None:
-            access = "ro" if resource.spec.devtype == "cdrom" else "rw"
-            out.append(Entry(resource.model_copy(update={"spec": resource.spec.model_copy(update={"access": access})}), entry.document))
+        elif isinstance(resource, Disk) and (fixes := _disk_changes(resource.spec.access, resource.spec.devtype,
+                                                                     resource.spec.script)):
+            out.append(Entry(resource.model_copy(update={"spec": resource.spec.model_copy(update=fixes)}), entry.document))
         else:
             if isinstance(resource, NIC):
                 standalone_nics.append(len(out))
@@ -100,7 +102,7 @@ def normalize(entries: list[Entry]) -> tuple[list[Entry], list[tuple[Entry, str]
     for at in standalone_nics:  # after every nested NIC: they come first
         nic: NIC = out[at].resource  # type: ignore[assignment]
         spec = nic.spec
-        changes = _nic_changes(spec.index, spec.mac, nics_seen.get(spec.vm, 0), uuids.get(spec.vm))
+        changes = _nic_changes(spec.index, spec.mac, nics_seen.get(spec.vm, 0), uuids.get(spec.vm), spec.script)
         nics_seen[spec.vm] = nics_seen.get(spec.vm, 0) + 1
         out[at] = Entry(nic.model_copy(update={"spec": spec.model_copy(update=changes)}), out[at].document)
     return out, problems
@@ -122,10 +124,11 @@ def _expand(entry: Entry, vm: VM, uuids: dict[str, str], nics_seen: dict[str, in
             values = item.__dict__.copy()  # the shared fields in order, then `name`: the spec's, but `vm`
             name = values.pop("name")
             values["vm"] = vm_name
-            if field == "disks" and values["access"] is None:
-                values["access"] = "ro" if values["devtype"] == "cdrom" else "rw"
+            if field == "disks":
+                values.update(_disk_changes(values["access"], values["devtype"], values["script"]))
             elif field == "nics":
-                values.update(_nic_changes(values["index"], values["mac"], nics_seen.get(vm_name, 0), uuids[vm_name]))
+                values.update(_nic_changes(values["index"], values["mac"], nics_seen.get(vm_name, 0), uuids[vm_name],
+                                           values["script"]))
                 nics_seen[vm_name] = nics_seen.get(vm_name, 0) + 1
             metadata = make(Metadata, {"name": name or f"{vm_name}-{list_name}-{index}", "labels": dict(labels)}, _METADATA_SET)
             spec = make(spec_model, values, spec_set)
@@ -148,10 +151,23 @@ def _vm_defaults(vm: VM, uuid: str) -> VM:
     return updated(vm, {"spec": updated(spec, changes)})
 
 
-def _nic_changes(index: int | None, mac: str, position: int, vm_uuid: str | None) -> dict[str, Any]:
-    """A NIC's index (its position unless given) and, for `mac: auto`, its MAC."""
+def _disk_changes(access: str | None, devtype: str, script: str | None) -> dict[str, Any]:
+    """A disk's access mode (rw, ro for a cdrom) unless given, and its script as libxl runs it."""
+    changes: dict[str, Any] = {}
+    if access is None:
+        changes["access"] = "ro" if devtype == "cdrom" else "rw"
+    if script and script != xenfmt.script_path(script):
+        changes["script"] = xenfmt.script_path(script)
+    return changes
+
+
+def _nic_changes(index: int | None, mac: str, position: int, vm_uuid: str | None, script: str | None) -> dict[str, Any]:
+    """A NIC's index (its position unless given), for `mac: auto` its MAC, and its script
+    as libxl runs it."""
     final = position if index is None else index
     changes: dict[str, Any] = {"index": final}
     if mac == "auto" and vm_uuid is not None:
         changes["mac"] = xenfmt.auto_mac(vm_uuid, final)
+    if script:
+        changes["script"] = xenfmt.script_path(script)
     return changes

@@ -22,8 +22,6 @@ from reconciler.observe.tree import Tree, build_model
 
 DISK_KINDS = ("vbd", "qdisk", "vbd3")  # backend kinds whose frontend kind is vbd
 _FORMAT_PREFIX = re.compile(r"(aio|raw|qcow|qcow2|vhd|qed):(.*)", re.DOTALL)
-# Scripts libxl writes when the config names none: equal to "not set" in a manifest.
-_DEFAULT_SCRIPTS = ("/etc/xen/scripts/block", "/etc/xen/scripts/vif-bridge")
 
 
 @dataclass
@@ -63,7 +61,7 @@ def _resource(kind: str, name: str, spec: dict[str, object]) -> dict[str, object
     return {"apiVersion": API_VERSION, "kind": kind, "metadata": {"name": name}, "spec": spec}
 
 
-def _common(tree: Tree, be: Backend, doms: dict[int, Domain]) -> dict[str, object]:
+def _common(tree: Tree, be: Backend, doms: dict[int, Domain], default_script: str) -> dict[str, object]:
     spec: dict[str, object] = {"vm": be.dom.name}
     if be.backend != 0:
         if be.backend in doms:
@@ -71,13 +69,13 @@ def _common(tree: Tree, be: Backend, doms: dict[int, Domain]) -> dict[str, objec
         else:
             tree.problem(f"{be.path}: backend domain {be.backend} is not listed; backendVM unknown")
     script = tree.get(f"{be.path}/script")
-    if script and script not in _DEFAULT_SCRIPTS:
+    if script and script != default_script:  # the one libxl writes when the config names none: "not set"
         spec["script"] = script
     return spec
 
 
 def _disk(tree: Tree, be: Backend, doms: dict[int, Domain]) -> dict[str, object]:
-    spec = _common(tree, be, doms)
+    spec = _common(tree, be, doms, xenfmt.DISK_SCRIPT)
     params = tree.need(f"{be.path}/params", "the disk's target") or ""
     m = _FORMAT_PREFIX.fullmatch(params)
     fmt, spec["target"] = (m.group(1), m.group(2)) if m else ("raw", params)
@@ -106,7 +104,7 @@ def _vdev_of(tree: Tree, be: Backend) -> str:
 
 
 def _nic(tree: Tree, be: Backend, doms: dict[int, Domain]) -> dict[str, object]:
-    spec = _common(tree, be, doms)
+    spec = _common(tree, be, doms, xenfmt.NIC_SCRIPT)
     spec["index"] = be.devid
     for key in ("mac", "bridge", "vifname", "ip"):
         value = tree.get(f"{be.path}/{key}")

@@ -146,6 +146,10 @@ def ref_compare(kind: Kind, desired: BaseModel, observed: BaseModel | None, reco
         target = want.get(key)
         if kind == "NIC" and ((key == "mac" and target == "auto") or (key == "type" and target is None)):
             continue
+        if kind in ("Disk", "NIC") and key == "script":
+            default = xenfmt.DISK_SCRIPT if kind == "Disk" else xenfmt.NIC_SCRIPT
+            if (current or default) == (target or default):
+                continue
 
         def normal(value: object) -> object:
             if kind == "NIC" and key == "rate" and isinstance(value, str):

@@ -137,7 +137,7 @@ def test_disk_specs(load_state: Callable[[str], DesiredState]) -> None:
         "format=raw", "vdev=xvda", "access=rw", "discard", "target=/dev/vg0/mail"]
     assert disk_spec(disks["mail-disks-1"]) == [
         "format=raw", "vdev=xvdc", "access=ro", "devtype=cdrom", "backend=stor",
-        "script=block-iscsi", "no-discard", "target=/srv/iso/a,b.iso"]
+        "script=/etc/xen/scripts/block-iscsi", "no-discard", "target=/srv/iso/a,b.iso"]
 
 
 def test_vif_specs(load_state: Callable[[str], DesiredState]) -> None:
