@@ -167,6 +167,12 @@ def _identity(change: ResourceChange, inputs: Inputs) -> dict[str, object]:
         nic = inputs.observed.nics.get(name) or inputs.desired.nics.get(name)
         return {"index": nic.spec.index if nic else None}
     before = _field(change, "devices", "before")
+    if change.action is not Action.DELETE and name in inputs.desired.pci:
+        # A rule's devices, by address: an observed device's name (`<vm>-pci-<i>`, its
+        # backend index) may be another device's, and a match rule names no bdf. The
+        # detach step unplugs those of them the domain holds.
+        listed = before if isinstance(before, list) else []
+        return {"devices": sorted({*map(str, listed), *(_pci_devices(change, inputs) or [])}) or None}
     if isinstance(before, list):
         return {"devices": before}
     pci = inputs.observed.pci.get(name) or inputs.desired.pci.get(name)

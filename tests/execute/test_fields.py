@@ -2,7 +2,8 @@
 apply, then `plan --detailed-exitcode` exits 0; change one field, the plan names exactly
 that change with the step Xen allows; apply; empty again. Drift is made by hand as an
 operator would (Xen's `xenstore-write`, in a process of its own) and the plan names it.
-Covered: relative Disk/NIC scripts (normalised as libxl runs them)."""
+Covered: relative Disk/NIC scripts (normalised as libxl runs them), PCI option changes
+on a running VM (detach, then attach with the new options)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import pytest
 
 from reconciler.ports import HostPorts
 
+NIC_BDF = "0000:00:1f.6"  # the simulated laptop's I219 Ethernet (class 0x0200), driver e1000e
+
 VM = """\
 apiVersion: xen.reconciler/v1
 kind: VM
@@ -30,6 +33,14 @@ spec:
 SCRIPTS = """\
   disks: [{vdev: xvda, target: /srv/web.img, script: block}]
   nics: [{bridge: xenbr0, type: vif, script: vif-bridge}, {bridge: xenbr0, type: vif, script: vif-route}]
+"""
+
+PCI = """\
+---
+apiVersion: xen.reconciler/v1
+kind: PCIPassthrough
+metadata: {name: ether}
+spec: {vm: web, match: {class: "0x0200"}, permissive: true}
 """
 
 Cli = Callable[..., tuple[int, str, str]]
@@ -105,6 +116,11 @@ def script_site(make_site: Callable[[str], Site]) -> Site:
     return make_site(SCRIPTS)
 
 
+@pytest.fixture
+def pci_site(make_site: Callable[[str], Site]) -> Site:
+    return make_site(PCI)
+
+
 # ---- scripts -------------------------------------------------------------------------------
 
 
@@ -123,3 +139,42 @@ def test_a_script_changed_behind_our_back_is_drift(script_site: Site) -> None:
     assert fields == ['~ spec.script: "/etc/xen/scripts/vif-nat" -> "/etc/xen/scripts/vif-route"']
     script_site.apply()
     script_site.converged()
+
+
+# ---- PCI options on a running VM -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("old", "new", "field"), [
+    ("permissive: true}", "permissive: false}", "~ spec.permissive: true -> false"),
+    ("permissive: true}", "permissive: true, guestSlot: '0x05'}", "+ spec.guestSlot = 5"),
+    ("permissive: true}", "permissive: true, msitranslate: true}", "~ spec.msitranslate: false -> true"),
+    ("permissive: true}", "permissive: true, powerMgmt: true}", "~ spec.powerMgmt: false -> true"),
+])
+def test_a_pci_option_change_is_detach_then_attach(pci_site: Site, old: str, new: str, field: str) -> None:
+    pci_site.edit(old, new)
+    assert pci_site.changes() == ([field], ["pci/ether/attach", "pci/ether/detach", "pci/ether/pci-assignable-add"])
+    pci_site.apply()
+    pci_site.converged()
+
+
+def test_pci_options_changed_behind_our_back_are_drift(pci_site: Site) -> None:
+    opts = f"/local/domain/0/backend/pci/{pci_site.domid()}/0/opts-0"
+    pci_site.xs("xenstore-write", opts, pci_site.read(opts).replace("permissive=1", "permissive=0"))
+    fields, _ = pci_site.changes()
+    assert fields == ["~ spec.permissive: false -> true"]
+    pci_site.apply()
+    pci_site.converged()
+    assert "permissive=1" in pci_site.read(opts)
+
+
+def test_the_simulated_host_refuses_a_device_assigned_elsewhere(pci_site: Site) -> None:
+    domid = pci_site.domid()
+
+    async def attach_twice(ports: HostPorts) -> str:
+        try:
+            await ports.toolstack.attach_pci(domid, NIC_BDF)
+        except Exception as exc:  # noqa: BLE001 - the message is what is checked
+            return str(exc)
+        return "attached"
+
+    assert "already assigned" in pci_site.host.run(attach_twice)

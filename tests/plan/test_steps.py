@@ -122,6 +122,20 @@ def test_disk_and_nic_updates_are_detach_then_attach(build: Builder) -> None:
     assert args(plan, "nic/web-eth/detach") == {"index": 1}
 
 
+def test_a_pci_option_change_detaches_the_rules_devices_by_address(build: Builder) -> None:
+    # The observed device at backend index 0 is named like the nested rule `web-pci-0`
+    # but is another device; a match rule names no bdf at all.
+    build.vm("web")
+    build.running("web", 4)
+    build.pci_rule("web-pci-0", "web", "0000:00:02.0", table=build.observed_pci)
+    build.pci_rule("web-pci-1", "web", "0000:00:1f.6", table=build.observed_pci)
+    build.pci_rule("web-pci-0", "web", "0000:00:1f.6", permissive=True)
+    build.change("PCIPassthrough", "web-pci-0", "web", Action.UPDATE, FieldChange("spec.permissive", False, True, "live"))
+    plan = build.plan()
+    assert ops(plan, "pci/web-pci-0/") == ["detach", "pci-assignable-add", "attach"]
+    assert args(plan, "pci/web-pci-0/detach") == {"devices": ["0000:00:1f.6"]}
+
+
 def test_pci_create_binds_to_pciback_then_attaches(build: Builder) -> None:
     build.vm("gpu")
     build.pci_rule("gpu-igd", "gpu", "0000:00:02.0")
