@@ -1,5 +1,10 @@
 """open_xen: the real-host HostPorts, composed from the xenstore, xl, pciback and viptables drivers.
 
+The network-device port (`ip link`/`ethtool` in the vif's backend domain) has no real
+driver yet: `reconciler.ports.NoNetDevices` shows no interface (so MTU is read from the
+vif's xenstore node, promiscuous and ethtool from the last-applied record, as before)
+and fails, naming what is missing, any step that would set one.
+
 Stage: driver composition. Called only by `reconciler.cli` for `--host xen`, as
 `async with open_xen() as ports: ...`. Connects one xenstore client (socket found as
 libxenstore finds it: $XENSTORED_PATH, else $XENSTORED_RUNDIR/socket, else
@@ -18,7 +23,7 @@ from drivers.pciback import SysfsPciBack
 from drivers.viptables import ViptablesFirewall, ViptablesSettings
 from drivers.xenstore import ClientSettings, XenstoreClient
 from drivers.xl import XlSettings, XlToolstack
-from reconciler.ports import HostPorts
+from reconciler.ports import HostPorts, NoNetDevices
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,7 @@ async def open_xen(settings: XenSettings | None = None) -> AsyncIterator[HostPor
             toolstack=XlToolstack(settings.xl),
             pciback=SysfsPciBack(settings.sysfs_root),
             firewall=ViptablesFirewall(settings=settings.viptables),
+            netdev=NoNetDevices(),
         )
     finally:
         await client.close()

@@ -2,19 +2,22 @@
 
 Stage: boundary. `observe`, `execute` and the watch loop depend on these Protocols only;
 `drivers/` implements them (`drivers.xenstore.client.XenstoreClient` for a real or
-simulated xenstored), `drivers.sim` the simulated toolstack, PCI back-end and
-firewall, `drivers.xl`/`drivers.pciback`/`drivers.viptables` the real ones. The
-small value types the ports exchange live here and in `reconciler.model.host`.
+simulated xenstored), `drivers.sim` the simulated toolstack, PCI back-end,
+firewall and network devices, `drivers.xl`/`drivers.pciback`/`drivers.viptables` the
+real ones (the real network-device driver, `ip link`/`ethtool`, is not built yet:
+`NoNetDevices` stands in). The small value types the ports exchange live here and in
+`reconciler.model.host`.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeVar
 
 from reconciler.model.devices import NIC, Disk
-from reconciler.model.host import DomainStatus, FirewallEntry, HostPciDevice
+from reconciler.errors import TerminalHostError
+from reconciler.model.host import DomainStatus, FirewallEntry, HostPciDevice, NetDevice
 from reconciler.model.vm import VM
 
 T = TypeVar("T")
@@ -200,6 +203,40 @@ class FirewallPort(Protocol):
         ...
 
 
+class NetDevicePort(Protocol):
+    """The vif interfaces in their backend domains: MTU, promiscuous mode and ethtool
+    settings, what `ip link` and `ethtool` read and set (xen.md 8). A vif's interface
+    exists from its hotplug (`vif<domid>.<devid>`, MTU from the vif config) until unplug."""
+
+    async def list(self) -> list[NetDevice]:
+        """Every vif interface the driver can reach, sorted by (backend domid, name)
+        (`ip -d link show` once, `ethtool -k` per interface)."""
+        ...
+
+    async def set(self, backend_domid: int, name: str, *, mtu: int | None = None, promiscuous: bool | None = None,
+                  ethtool: Mapping[str, str | int] | None = None) -> None:
+        """Set what is given and leave the rest (`ip link set dev NAME mtu N promisc on|off`,
+        `ethtool -K NAME tso off ...`, `ethtool -s NAME speed N duplex D autoneg on|off`);
+        `TerminalHostError` when there is no such interface."""
+        ...
+
+
+class NoNetDevices:
+    """A host whose vif interfaces the reconciler cannot reach yet (a real host until
+    the `ip link`/`ethtool` driver exists): it shows none, so the observer falls back to
+    the vif's xenstore MTU and the last-applied record, and refuses every change."""
+
+    async def list(self) -> list[NetDevice]:
+        return []
+
+    async def set(self, backend_domid: int, name: str, *, mtu: int | None = None, promiscuous: bool | None = None,
+                  ethtool: Mapping[str, str | int] | None = None) -> None:
+        raise TerminalHostError(
+            f"cannot set MTU, promiscuous mode or ethtool settings of {name} (backend domain {backend_domid}): this "
+            "host has no network-device driver yet (ip link/ethtool): set them on the interface by hand, or leave "
+            "promiscuous and ethtool unset and change mtu by re-plugging the NIC")
+
+
 @dataclass(frozen=True)
 class HostPorts:
     """Everything `observe` and `execute` use to reach one host; `name` for messages."""
@@ -209,3 +246,4 @@ class HostPorts:
     toolstack: ToolstackPort
     pciback: PciBackPort
     firewall: FirewallPort
+    netdev: NetDevicePort = field(default_factory=NoNetDevices)

@@ -29,6 +29,7 @@ __all__ = [
     "validate_mac",
     "validate_vdev",
     "vdev_to_devid",
+    "vif_ifname",
 ]
 
 # --- virtual block devices (xen-vbd-interface(7), libxl__device_disk_dev_number) ---
@@ -396,7 +397,7 @@ def describe_state(value: int | str) -> str:
     return f"{int(state)} ({_STATE_NAMES[state]})"
 
 
-# --- hotplug scripts (xl-disk-configuration(5), xl-network-configuration(5)) ---
+# --- hotplug scripts and vif interfaces (xl-disk-configuration(5), xl-network-configuration(5)) ---
 
 SCRIPT_DIR = "/etc/xen/scripts"
 DISK_SCRIPT = f"{SCRIPT_DIR}/block"  # what libxl writes for a phy disk that names none
@@ -408,3 +409,9 @@ def script_path(script: str) -> str:
     /etc/xen/scripts (`libxl__abs_path(script, XEN_SCRIPT_DIR)`), so `vif-bridge` and
     `/etc/xen/scripts/vif-bridge` are the same script."""
     return script if script.startswith("/") else f"{SCRIPT_DIR}/{script}"
+
+
+def vif_ifname(domid: int, devid: int, vifname: str | None = None) -> str:
+    """The vif's network interface in its backend domain: `vif<domid>.<devid>` unless the
+    config names it (`vifname`), as libxl and the vif hotplug scripts name it."""
+    return vifname or f"vif{domid}.{devid}"

@@ -6,7 +6,7 @@ implement). Everything lives in the state directory: `xenstore.json` and `host.j
 optional), `xenstored.sock` (Xen's `xenstore-*` tools work on it) and `host.sock`.
 Modules: `layout`/`devices`/`progress`/`ops` (libxl's xenstore writes as data), `host`
 (the process side), `toolstack`/`attach`/`pcidev`/`guests`/`backends` (behaviour),
-`domains`/`pci`/`firewall`/`faults` (tables), `rpc`/`client`/`dispatch` (transport),
+`domains`/`pci`/`firewall`/`netdev`/`faults` (tables), `rpc`/`client`/`dispatch` (transport),
 `direct` (the in-process xenstore port used when the host is embedded), `frozen` (the
 read-only view of a saved host that plan and observe use when no `sim serve` runs).
 
@@ -17,7 +17,10 @@ stubdoms); no ballooning (`memory/target` is obeyed at once), no CPU time or
 scheduling; reboot and the restart lifecycle actions power the domain off instead;
 `xenstoreData`, hooks and v4v rules are not applied by the toolstack (the reconciler
 does that through the ports); PCI per-device pciback keys (`vdev-i`, `root-i`) and
-resuming a PCI hot-plug interrupted by a restart; xenstore quotas only partly (the
+resuming a PCI hot-plug interrupted by a restart; pciback's sticky `permissive` flag
+(pciback's sysfs only sets it, so on a real host unbinding the device from pciback clears
+it; here it follows the attach options); netback's refusal of `ethtool -s` (speed, duplex, autoneg are accepted
+here); xenstore quotas only partly (the
 xenstored's watch quota). A client of an embedded host loses its connection when the
 process that embeds it exits; run `reconciler sim serve` to share one host for long.
 """
@@ -44,7 +47,7 @@ async def open_sim(state_dir: Path, *, delay_scale: float | None = None,
     saved state as it is (`frozen`: nothing runs, nothing is written). `delay_scale` (only
     for an embedded host) speeds up every simulated delay, e.g. 0.02 in tests."""
     from drivers.sim import settings as names
-    from drivers.sim.client import SimFirewall, SimPciBack, SimToolstack
+    from drivers.sim.client import SimFirewall, SimNetDevices, SimPciBack, SimToolstack
     from drivers.sim.direct import DirectXenstore
     from drivers.sim.frozen import open_frozen
     from drivers.sim.host import DirectoryBusy, SimHost
@@ -77,7 +80,7 @@ async def open_sim(state_dir: Path, *, delay_scale: float | None = None,
         else:
             xs = await XenstoreClient.connect(ClientSettings(path=str(state_dir / names.XENSTORE_SOCKET)))
         rpc = await RpcClient.connect(state_dir / names.HOST_SOCKET, settings.rpc_timeout_s)
-        yield HostPorts(f"sim:{state_dir}", xs, SimToolstack(rpc), SimPciBack(rpc), SimFirewall(rpc))
+        yield HostPorts(f"sim:{state_dir}", xs, SimToolstack(rpc), SimPciBack(rpc), SimFirewall(rpc), SimNetDevices(rpc))
     finally:
         if rpc is not None:
             await rpc.close()

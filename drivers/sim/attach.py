@@ -20,7 +20,7 @@ from drivers.sim.player import play
 from drivers.sim.toolstack import Core
 from reconciler.errors import TerminalHostError, TransientHostError
 from reconciler.model import NIC, Disk
-from reconciler.xenfmt import auto_mac, vdev_to_devid
+from reconciler.xenfmt import auto_mac, vdev_to_devid, vif_ifname
 
 
 class Devices:
@@ -59,6 +59,7 @@ class Devices:
             except ValueError as exc:
                 raise TerminalHostError(f"network-attach to domain {domid}: {exc}") from exc
             play(core.store, ops)
+            core.netdevs.plug(backend_domid, vif_ifname(domid, devid, spec.vifname), domid=domid, devid=devid, mtu=spec.mtu)
             ref = DeviceRef(domid, "vif", devid, backend_domid)
             await self._wait_attached(core.backends.start(ref, "add"), domain, f"NIC {devid}")
 
@@ -117,6 +118,8 @@ class Devices:
             self._destroy(ref)
 
     def _destroy(self, ref: DeviceRef) -> None:
+        if ref.kind == "vif":
+            self.core.netdevs.unplug(ref.domid, ref.devid)
         play(self.core.store, [
             *device_destroy(ref.domid, ref.kind, ref.devid, backend_domid=ref.backend_domid, backend_kind=ref.backend_kind),
             *[Op("rm", f"/local/domain/{ref.domid}/error/device/{ref.kind}/{ref.devid}")],

@@ -1,7 +1,8 @@
 """Client side of the simulated host: the toolstack, PCI back-end and firewall ports.
 
-Stage: driver (sim). `SimToolstack`, `SimPciBack` and `SimFirewall` implement
-`reconciler.ports.ToolstackPort`, `PciBackPort` and `FirewallPort` by calling the host
+Stage: driver (sim). `SimToolstack`, `SimPciBack`, `SimFirewall` and `SimNetDevices`
+implement `reconciler.ports.ToolstackPort`, `PciBackPort`, `FirewallPort` and
+`NetDevicePort` by calling the host
 process over `rpc.RpcClient`; models travel as their JSON form and are validated again
 on the host. Built by `drivers.sim.open_sim`; the xenstore port is the ordinary
 `XenstoreClient` on DIR/xenstored.sock.
@@ -9,15 +10,16 @@ on the host. Built by `drivers.sim.open_sim`; the xenstore port is the ordinary
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from drivers.sim.firewall import entry_from_json, entry_to_json
 from reconciler.errors import TerminalHostError
 from reconciler.model import NIC, VM, Disk
-from reconciler.model.host import DomainStatus, FirewallEntry, HostPciDevice
+from reconciler.model.host import DomainStatus, FirewallEntry, HostPciDevice, NetDevice
 
 if TYPE_CHECKING:
-    from reconciler.ports import FirewallPort, PciBackPort, ToolstackPort
+    from reconciler.ports import FirewallPort, NetDevicePort, PciBackPort, ToolstackPort
 
 
 def _dump(model: VM | Disk | NIC) -> Any:
@@ -122,7 +124,23 @@ class SimFirewall:
         await self.rpc.call("fw_delete", entry=entry_to_json(entry))
 
 
+class SimNetDevices:
+    def __init__(self, rpc: RpcCaller) -> None:
+        self.rpc = rpc
+
+    async def list(self) -> list[NetDevice]:
+        try:
+            return [NetDevice(**row) for row in _rows(await self.rpc.call("netdev_list"), "network device")]
+        except TypeError as exc:
+            raise TerminalHostError(f"the simulated host sent a bad network device: {exc}") from exc
+
+    async def set(self, backend_domid: int, name: str, *, mtu: int | None = None, promiscuous: bool | None = None,
+                  ethtool: Mapping[str, str | int] | None = None) -> None:
+        await self.rpc.call("netdev_set", backend_domid=backend_domid, name=name, mtu=mtu, promiscuous=promiscuous,
+                            ethtool=dict(ethtool) if ethtool is not None else None)
+
+
 if TYPE_CHECKING:
 
-    def _implements_the_ports(rpc: RpcCaller) -> tuple[ToolstackPort, PciBackPort, FirewallPort]:
-        return SimToolstack(rpc), SimPciBack(rpc), SimFirewall(rpc)  # mypy proves the structural match
+    def _implements_the_ports(rpc: RpcCaller) -> tuple[ToolstackPort, PciBackPort, FirewallPort, NetDevicePort]:
+        return SimToolstack(rpc), SimPciBack(rpc), SimFirewall(rpc), SimNetDevices(rpc)  # mypy proves the match

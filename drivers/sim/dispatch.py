@@ -22,6 +22,7 @@ from drivers.sim.domains import DomainTable
 from drivers.sim.faults import Faults
 from drivers.sim.firewall import FirewallTable, entry_from_json, entry_to_json
 from drivers.sim.guests import Guests
+from drivers.sim.netdev import NetDevTable
 from drivers.sim.pci import PciTable
 from drivers.sim.pcidev import PciDevices
 from drivers.sim.toolstack import Core, Libxl
@@ -29,7 +30,7 @@ from reconciler.errors import TerminalHostError, TransientHostError
 from reconciler.model import NIC, VM, Disk
 
 Args = dict[str, Any]
-READS = frozenset({"list_domains", "inventory", "fw_list"})  # the ops that change nothing
+READS = frozenset({"list_domains", "inventory", "fw_list", "netdev_list"})  # the ops that change nothing
 
 
 # The answers of the three reads, also given by the read-only view (`drivers.sim.frozen`).
@@ -44,6 +45,10 @@ def pci_rows(pci: PciTable) -> list[dict[str, Any]]:
 
 def firewall_rows(firewall: FirewallTable) -> list[dict[str, Any]]:
     return [entry_to_json(e) for e in firewall.list()]
+
+
+def netdev_rows(netdevs: NetDevTable) -> list[dict[str, Any]]:
+    return [vars(d) | {"ethtool": dict(d.ethtool)} for d in netdevs.shown()]
 
 
 class Dispatcher:
@@ -65,7 +70,7 @@ class Dispatcher:
             "inventory": self._inventory, "assignable_add": lambda a: pci.assignable_add(_str(a, "bdf")),
             "assignable_remove": lambda a: pci.assignable_remove(_str(a, "bdf"), rebind=bool(a.get("rebind", True))),
             "fw_list": self._fw_list, "fw_insert": self._fw_insert, "fw_append": self._fw_append,
-            "fw_delete": self._fw_delete,
+            "fw_delete": self._fw_delete, "netdev_list": self._netdev_list, "netdev_set": self._netdev_set,
         }
 
     async def call(self, op: str, args: Args) -> Any:
@@ -123,6 +128,18 @@ class Dispatcher:
         opts = PciOpts(msitranslate=bool(args.get("msitranslate")), power_mgmt=bool(args.get("power_mgmt")),
                        permissive=bool(args.get("permissive")), vslot=slot if isinstance(slot, int) else None)
         await self.pci.attach(_int(args, "domid"), _str(args, "bdf"), opts)
+
+    async def _netdev_list(self, args: Args) -> Any:
+        return netdev_rows(self.core.netdevs)
+
+    async def _netdev_set(self, args: Args) -> None:
+        mtu, promiscuous, ethtool = args.get("mtu"), args.get("promiscuous"), args.get("ethtool")
+        if promiscuous is not None and not isinstance(promiscuous, bool):
+            raise TerminalHostError(f"bad request: promiscuous must be true or false, found {promiscuous!r}")
+        if ethtool is not None and not isinstance(ethtool, dict):
+            raise TerminalHostError(f"bad request: ethtool must be an object, found {ethtool!r}")
+        self.core.netdevs.set(_int(args, "backend_domid"), _str(args, "name"), mtu=mtu, promiscuous=promiscuous,
+                              ethtool=ethtool)
 
     async def _inventory(self, args: Args) -> Any:
         return pci_rows(self.core.pci)

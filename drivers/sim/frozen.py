@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from drivers.sim import settings as names
-from drivers.sim.client import SimFirewall, SimPciBack, SimToolstack
+from drivers.sim.client import SimFirewall, SimNetDevices, SimPciBack, SimToolstack
 from drivers.sim.direct import DirectXenstore
 from drivers.sim.domains import DomainTable
-from drivers.sim.dispatch import domain_rows, firewall_rows, pci_rows
+from drivers.sim.dispatch import domain_rows, firewall_rows, netdev_rows, pci_rows
 from drivers.sim.firewall import FirewallTable
 from drivers.sim.host import DirectoryBusy, ensure_dom0, lock, read_host_state
+from drivers.sim.netdev import NetDevTable
 from drivers.sim.pci import PciTable, load_inventory
 from drivers.xenstore import errors, persist
 from drivers.xenstore.store import Store
@@ -34,10 +35,11 @@ T = TypeVar("T")
 
 
 class FrozenRpc:
-    """The host RPC's three reads, answered from the saved tables in the same JSON shapes."""
+    """The host RPC's four reads, answered from the saved tables in the same JSON shapes."""
 
-    def __init__(self, state_dir: Path, domains: DomainTable, pci: PciTable, firewall: FirewallTable) -> None:
-        self.state_dir, self.domains, self.pci, self.firewall = state_dir, domains, pci, firewall
+    def __init__(self, state_dir: Path, domains: DomainTable, pci: PciTable, firewall: FirewallTable,
+                 netdevs: NetDevTable) -> None:
+        self.state_dir, self.domains, self.pci, self.firewall, self.netdevs = state_dir, domains, pci, firewall, netdevs
 
     async def call(self, op: str, **args: Any) -> Any:
         if op == "list_domains":
@@ -46,6 +48,8 @@ class FrozenRpc:
             return pci_rows(self.pci)
         if op == "fw_list":
             return firewall_rows(self.firewall)
+        if op == "netdev_list":
+            return netdev_rows(self.netdevs)
         raise TerminalHostError(f"{op}: the simulated host in {self.state_dir} is open read-only (plan and "
                                 f"observe only look); apply or `sim serve` runs it")
 
@@ -124,11 +128,11 @@ async def open_frozen(state_dir: Path, *, wait_s: float = 0.0) -> AsyncIterator[
     host, wait up to `wait_s` (then DirectoryBusy). A missing directory is an empty host."""
     fd = await _shared_lock(state_dir, wait_s) if state_dir.is_dir() else None
     try:
-        domains, pci = DomainTable(), PciTable(load_inventory(state_dir / names.PCI_FILE))
-        firewall, _, _ = read_host_state(state_dir / names.HOST_STATE, domains, pci)
-        rpc = FrozenRpc(state_dir, domains, pci, firewall)
+        domains, pci, netdevs = DomainTable(), PciTable(load_inventory(state_dir / names.PCI_FILE)), NetDevTable()
+        firewall, _, _ = read_host_state(state_dir / names.HOST_STATE, domains, pci, netdevs)
+        rpc = FrozenRpc(state_dir, domains, pci, firewall, netdevs)
         yield HostPorts(f"sim:{state_dir}", FrozenXenstore(state_dir / persist.STATE_FILE),
-                        SimToolstack(rpc), SimPciBack(rpc), SimFirewall(rpc))
+                        SimToolstack(rpc), SimPciBack(rpc), SimFirewall(rpc), SimNetDevices(rpc))
     finally:
         if fd is not None:
             os.close(fd)

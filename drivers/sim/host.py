@@ -27,6 +27,7 @@ from drivers.sim.domains import DomainTable
 from drivers.sim.faults import Faults, load_faults
 from drivers.sim.firewall import FirewallTable, entry_from_json
 from drivers.sim.guests import Guests
+from drivers.sim.netdev import NetDevTable
 from drivers.sim.pci import PciTable, load_inventory
 from drivers.sim.pcidev import PciDevices
 from drivers.sim.rpc import RpcServer
@@ -133,10 +134,11 @@ class SimHost:
 
     def _load_state(self, file: Path) -> None:
         self.core.firewall, self.core.faults.counters, self._host_on_disk = read_host_state(
-            file, self.core.domains, self.core.pci)
+            file, self.core.domains, self.core.pci, self.core.netdevs)
         for domid in [d for d in self.core.domains.domains if self.store.peek(f"/local/domain/{d}") is None]:
             log.warning("domain %d is in %s but not in xenstore; dropped", domid, file)
             self.core.domains.remove(domid)
+            self.core.netdevs.forget_domain(domid)
 
     def save(self) -> None:
         """Write what changed since the last save: an observe-only run writes nothing
@@ -146,7 +148,8 @@ class SimHost:
             persist.save(self.store, self.dir / persist.STATE_FILE)
             self._saved_changes = self.store.changes
         doc = {"format": FORMAT, "version": VERSION, "hypervisor": self.core.domains.dump(), "pci": self.core.pci.dump(),
-               "firewall": self.core.firewall.dump(), "fault_counters": dict(sorted(self.core.faults.counters.items()))}
+               "firewall": self.core.firewall.dump(), "netdevs": self.core.netdevs.dump(),
+               "fault_counters": dict(sorted(self.core.faults.counters.items()))}
         compact = _compact(doc)
         if compact != self._saved_host:
             write_text_atomic(str(self.dir / names.HOST_STATE), json.dumps(doc, indent=1, sort_keys=True) + "\n", mode=0o600)
@@ -180,9 +183,11 @@ def ensure_dom0(store: Store) -> None:
         store.write("/local/domain/0/name", "Domain-0")
 
 
-def read_host_state(file: Path, domains: DomainTable, pci: PciTable) -> tuple[FirewallTable, dict[str, int], str]:
-    """DIR/host.json into the domain and PCI tables: (the firewall table, the fault
-    counters, the file's content in compact form); empty ones when there is no file yet."""
+def read_host_state(file: Path, domains: DomainTable, pci: PciTable,
+                    netdevs: NetDevTable | None = None) -> tuple[FirewallTable, dict[str, int], str]:
+    """DIR/host.json into the domain, PCI and vif-interface tables: (the firewall table,
+    the fault counters, the file's content in compact form); empty ones when there is
+    no file yet."""
     if not file.exists():
         return FirewallTable(), {}, ""
     try:
@@ -191,6 +196,8 @@ def read_host_state(file: Path, domains: DomainTable, pci: PciTable) -> tuple[Fi
             raise ValueError(f"not a {FORMAT} version {VERSION} file")
         domains.restore(doc["hypervisor"])
         pci.restore(doc.get("pci", {}))
+        if netdevs is not None:
+            netdevs.interfaces = NetDevTable.restore(doc.get("netdevs", [])).interfaces
         firewall = FirewallTable(entry_from_json(e) for e in doc["firewall"])
         counters = {str(k): int(v) for k, v in doc.get("fault_counters", {}).items()}
     except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -18,6 +18,7 @@ from drivers.sim.backends import Backends, DeviceRef
 from drivers.sim.domains import Domain, DomainTable
 from drivers.sim.faults import Faults
 from drivers.sim.firewall import FirewallTable
+from drivers.sim.netdev import NetDevTable
 from drivers.sim.layout import build_post, console_add, device_destroy, device_remove, domain_skeleton
 from drivers.sim.ops import Op, dom_path, libxl_path, vm_path
 from drivers.sim.pci import PciTable
@@ -41,6 +42,7 @@ class Core:
     firewall: FirewallTable
     settings: HostSettings
     faults: Faults
+    netdevs: NetDevTable = field(default_factory=NetDevTable)  # vif interfaces in their backend domains
     locks: dict[int, asyncio.Lock] = field(default_factory=dict)
 
     def lock(self, domid: int) -> asyncio.Lock:
@@ -183,6 +185,7 @@ class Libxl:
         if core.store.is_introduced(domid):
             core.store.release_domain(domid)
         core.domains.remove(domid)
+        core.netdevs.forget_domain(domid)
         core.locks.pop(domid, None)
 
     def _pci_keys(self, domid: int) -> list[str]:

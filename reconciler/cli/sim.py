@@ -3,8 +3,9 @@
 Composes drivers (this is the CLI layer). `serve` owns DIR in the foreground: the
 xenstored on DIR/xenstored.sock, the host RPC on DIR/host.sock, saved every second
 while it changes and on SIGTERM/SIGINT (exit 0). The other sub-commands (`create`,
-`list`, `destroy`, `shutdown`, `pause`, `unpause`, `pci`, `fw`; the last two also make
-drift by hand: a device rebound, a v4v entry inserted, appended or deleted) go through
+`list`, `destroy`, `shutdown`, `pause`, `unpause`, `pci`, `fw`, `link`; the last three
+also make drift by hand: a device rebound, a v4v entry inserted, appended or deleted, a
+vif interface's MTU, promiscuous mode or offloads changed) go through
 `drivers.sim.open_sim`, so they work whether or not a `serve` runs. Output is sorted.
 """
 
@@ -61,6 +62,13 @@ def register(subparsers: Any) -> None:
     how.add_argument("--insert", nargs=2, metavar=("POSITION", "RULE"), help='viptables -I, e.g. --insert 1 "-j ACCEPT"')
     how.add_argument("--append", metavar="RULE", help='viptables -A, e.g. --append "-j REJECT"')
     how.add_argument("--delete", metavar="RULE", help='viptables -D (the first equal entry), e.g. --delete "-j REJECT"')
+    link = _state(sim_sub.add_parser("link", help="list the vif interfaces (ip -d link, ethtool -k), or change one by hand"))
+    link.add_argument("name", nargs="?", metavar="IFNAME", help="interface to change, e.g. vif1.0")
+    link.add_argument("--backend", type=int, default=0, metavar="DOMID", help="its backend domain (default 0, dom0)")
+    link.add_argument("--mtu", type=int, metavar="N", help="ip link set dev IFNAME mtu N")
+    link.add_argument("--promisc", choices=("on", "off"), help="ip link set dev IFNAME promisc on|off")
+    link.add_argument("--offload", action="append", default=[], metavar="KEY=on|off",
+                      help="ethtool -K IFNAME KEY on|off (rx, tx, sg, tso, ufo, gso); repeatable")
     parser.set_defaults(run=run)
 
 
@@ -88,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     if args.sim_command == "serve":
         return serve(state)
     commands: dict[str, Callable[[HostPorts, argparse.Namespace], Awaitable[None]]] = {
-        "create": _create, "list": _list, "pci": _pci, "fw": _fw,
+        "create": _create, "list": _list, "pci": _pci, "fw": _fw, "link": _link,
         **{verb: _by_name for verb in _BY_NAME},
     }
     command = commands.get(args.sim_command)
@@ -212,3 +220,22 @@ async def _fw(host: HostPorts, args: argparse.Namespace) -> None:
         await host.firewall.delete(_rule(args.delete))
     for position, entry in enumerate(await host.firewall.list(), start=1):
         print(f"{position:>3}  {entry}")
+
+
+async def _link(host: HostPorts, args: argparse.Namespace) -> None:
+    offloads: dict[str, str | int] = {}
+    for item in args.offload:
+        key, _, value = item.partition("=")
+        if key not in ("rx", "tx", "sg", "tso", "ufo", "gso") or value not in ("on", "off"):
+            raise UsageError(f"sim link --offload: expected KEY=on|off with KEY rx, tx, sg, tso, ufo or gso, found {item!r}")
+        offloads[key] = value
+    changes = args.mtu is not None or args.promisc is not None or offloads
+    if changes and not args.name:
+        raise UsageError("sim link: name the interface to change, e.g. `sim link vif1.0 --mtu 9000`")
+    if changes:
+        await host.netdev.set(args.backend, args.name, mtu=args.mtu,
+                              promiscuous=None if args.promisc is None else args.promisc == "on", ethtool=offloads or None)
+    print(f"{'Backend':>7}  {'Interface':<16} {'MTU':>5}  {'Promisc':<7}  Ethtool")
+    for d in await host.netdev.list():
+        settings = " ".join(f"{k}={v}" for k, v in sorted(d.ethtool.items()))
+        print(f"{d.backend_domid:>7}  {d.name:<16} {d.mtu:>5}  {'on' if d.promiscuous else 'off':<7}  {settings}")

@@ -103,6 +103,8 @@ def compare(kind: Kind, desired: BaseModel, observed: BaseModel | None, record: 
                 have = _plain_dict(observed)
             current = have.get(key)
         target = want.get(key)
+        if kind == "NIC" and key == "ethtool":
+            current, target = _ethtool_pair(current, target)
         if current == target or _alike(kind, key, current, target):
             continue
         if impacts is not None:
@@ -129,9 +131,27 @@ def _alike(kind: Kind, key: str, current: object, target: object) -> bool:
         return (current or _SCRIPTS[kind]) == (target or _SCRIPTS[kind])  # unset: the one libxl writes
     if kind != "NIC":
         return False
+    if key == "ethtool":
+        have, want = _ethtool_pair(current, target)
+        return have == want
     if (key == "mac" and target == "auto") or (key == "type" and target is None):
         return True  # type unset: libxl's default for the guest (ioemu on HVM, else vif), what the host shows
     return key == "rate" and _normal_rate(current) == _normal_rate(target)
+
+
+def _ethtool_pair(current: object, target: object) -> tuple[dict[str, object], dict[str, object]]:
+    """(observed, desired) ethtool settings, both limited to the keys the manifest sets:
+    a key it leaves unset is the host's to choose (every interface reports them all)."""
+    want = {k: v for k, v in _as_dict(target).items() if v is not None}
+    have = _as_dict(current)
+    return {k: have.get(k) for k in want}, want
+
+
+def _as_dict(value: object) -> dict[str, object]:
+    if isinstance(value, BaseModel):
+        data = plain(value)
+        return data if isinstance(data, dict) else {}
+    return dict(value) if isinstance(value, dict) else {}
 
 
 def _normal_rate(value: object) -> object:

@@ -4,7 +4,9 @@ Pure. Devices are matched by identity, never by name (observed ones are named
 `<vm>-disk-<devid>`): a Disk by the devid of its vdev, a NIC by its index, a PCI
 device by its host address. Missing -> CREATE (hotplug, live); extra -> DELETE (a
 Disk detach is destructive, NIC and PCI unplug live); different -> UPDATE with the
-fields' impacts from `reconciler.diff.fields`. Called by `reconciler.diff.vm`.
+fields' impacts from `reconciler.diff.fields` (a NIC whose only changes are the
+interface's MTU, promiscuous mode or ethtool settings is set in place). Called by
+`reconciler.diff.vm`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from reconciler import xenfmt
 from reconciler.diff.applied import Record
 from reconciler.diff.compare import Leaf, compare, created
 from reconciler.diff.context import Context
-from reconciler.diff.fields import plain, shown
+from reconciler.diff.fields import NETDEV_FIELDS, plain, shown
 from reconciler.diff.pci import observed_pci, resolve_rule, rule_change
 from reconciler.model.common import Kind
 from reconciler.model.devices import NIC, Disk, PCIPassthrough
@@ -73,6 +75,8 @@ def _pair(kind: Kind, want: Disk | NIC, have: Disk | NIC, record: Record | None,
         reason = "detached and attached again with the new values"
     elif impact == "restart":
         reason = f"emulated NIC settings only take effect when {vm} restarts: pending"
+    elif all(netdev_field(f.path) for f in fields):
+        reason = "set on the running interface in its backend domain (ip link/ethtool, live)"
     else:
         reason = "unplugged and plugged again with the new values (live)"
     return ResourceChange(kind, name, vm, Action.UPDATE, impact, fields, reason, pending=impact == "restart")
@@ -126,6 +130,11 @@ def device_changes(ctx: Context, vm: str) -> list[ResourceChange]:
     out = _matched("Disk", want_disks, have_disks, record, ctx.leaf)
     out += _matched("NIC", want_nics, have_nics, record, ctx.leaf)
     return out + _pci(ctx, vm)
+
+
+def netdev_field(path: str) -> bool:
+    """Is `spec.mtu`, `spec.promiscuous` or `spec.ethtool.<key>` a field the network-device port sets?"""
+    return path.split(".")[1] in NETDEV_FIELDS if path.startswith("spec.") else False
 
 
 def deleted(device: Disk | NIC | PCIPassthrough, impact: Impact, reason: str) -> ResourceChange:

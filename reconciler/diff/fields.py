@@ -94,14 +94,18 @@ NIC_FIELDS: dict[str, FieldRule] = {
     "backendVM": _r("host", "live", "the backend domain serves the vif from attach to detach: detach + attach"),
     "model": _r("record", "restart", "the emulated NIC model is fixed when qemu starts"),
     "type": _r("if-shown", "restart", "ioemu NICs are emulated by qemu, which is configured when it starts"),
-    "mtu": _r("host", "live", "the backend vif MTU is set by the hotplug script at attach: detach + attach"),
+    "mtu": _r("host", "live", "ip link set mtu on the vif's backend interface, in place (NETDEV_FIELDS)"),
     "rate": _r("host", "live", "netback reads the credit rate at attach: detach + attach"),
     "ip": _r("host", "live", "the hotplug script installs the IP filter at attach: detach + attach"),
     "script": _r("host", "live", "the hotplug script runs only at attach: detach + attach"),
     "vifname": _r("host", "live", "the backend interface is named at attach: detach + attach"),
-    "promiscuous": _r("record", "live", "the hotplug script sets promiscuity at attach: detach + attach"),
-    "ethtool": _r("record", "live", "offloads are set on the backend vif by the hotplug script at attach: detach + attach"),
+    "promiscuous": _r("if-shown", "live", "ip link set promisc on the vif's backend interface, in place"),
+    "ethtool": _r("if-shown", "live", "ethtool -K/-s on the vif's backend interface, in place; unset keys are left alone"),
 }
+
+# NIC fields the network-device port sets on the running interface (xen.md 8): a change
+# to these alone is a `set` step, not an unplug and plug.
+NETDEV_FIELDS = frozenset({"mtu", "promiscuous", "ethtool"})
 
 PCI_FIELDS: dict[str, FieldRule] = {
     "bdf": _r("identity", "live", "the host device itself"),

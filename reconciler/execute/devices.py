@@ -1,5 +1,6 @@
-"""Device ops of the op table: attach, detach, and binding PCI devices to pciback (and
-giving back the ones the reconciler bound, recorded under `PCIBACK_RECORDS`).
+"""Device ops of the op table: attach, detach, the settings of a vif's interface (`set`:
+MTU, promiscuous mode, ethtool), and binding PCI devices to pciback (and giving back
+the ones the reconciler bound, recorded under `PCIBACK_RECORDS`).
 
 Touches the host through the ports in `Runtime` only. Called through
 `reconciler.execute.ops.OPS`. Devices are read from the plan's DesiredState (attach)
@@ -14,7 +15,7 @@ from reconciler import xenfmt
 from reconciler.diff.pci import PCIBACK, matches
 from reconciler.errors import HostError, TerminalHostError
 from reconciler.execute.runtime import Runtime, arg, int_arg, missing, read_or_empty
-from reconciler.model.devices import PCIPassthrough
+from reconciler.model.devices import NIC, PCIPassthrough
 from reconciler.model.host import PCIBACK_RECORDS
 from reconciler.plan.steps import Step
 
@@ -30,6 +31,11 @@ async def attach(rt: Runtime, step: Step, retry: bool) -> str | None:
         nic = rt.desired.nics[step.name]
         if not (retry and nic.spec.index is not None and await _frontend(rt, domid, "vif", nic.spec.index)):
             await tools.attach_nic(domid, nic)  # the MAC is resolved by the loader (never `auto` here)
+        ethtool = nic.spec.ethtool.model_dump(exclude_none=True) if nic.spec.ethtool else {}
+        if nic.spec.promiscuous or ethtool:
+            # As XenServer applies a VIF's other-config when it plugs it: the new interface
+            # starts with netback's defaults (the MTU came with the vif config).
+            await _configure(rt, nic, domid, mtu=None, promiscuous=nic.spec.promiscuous, ethtool=ethtool or None)
         return None
     rule = rt.desired.pci[step.name]
     done = await _assigned(rt, domid) if retry else set()
@@ -62,6 +68,28 @@ async def detach(rt: Runtime, step: Step, retry: bool) -> str | None:
             if bdf in attached:  # a device the host already lost needs no unplug
                 await tools.detach_pci(domid, bdf)  # it stays on pciback: no dom0 driver grabs it
     return None
+
+
+async def set_netdev(rt: Runtime, step: Step, retry: bool) -> str | None:
+    # `ip link set dev vifD.N mtu M promisc on|off`, `ethtool -K vifD.N tso off`: on the
+    # running interface, in its backend domain; the guest keeps its link.
+    nic = rt.desired.nics[step.name]
+    ethtool = arg(step, "ethtool")
+    promiscuous = arg(step, "promiscuous")
+    await _configure(rt, nic, await rt.domid(step.vm), mtu=int_arg(step, "mtu"),
+                     promiscuous=promiscuous if isinstance(promiscuous, bool) else None,
+                     ethtool=ethtool if isinstance(ethtool, dict) else None)
+    return None
+
+
+async def _configure(rt: Runtime, nic: NIC, domid: int, *, mtu: int | None, promiscuous: bool | None,
+                     ethtool: dict[str, str | int] | None) -> None:
+    spec = nic.spec
+    if spec.index is None:
+        raise TerminalHostError(f"NIC {nic.metadata.name!r} has no index; the plan is malformed: run plan again")
+    backend = await rt.domid(spec.backend_vm) if spec.backend_vm else 0
+    await rt.ports.netdev.set(backend, xenfmt.vif_ifname(domid, spec.index, spec.vifname), mtu=mtu,
+                              promiscuous=promiscuous, ethtool=ethtool)
 
 
 async def pci_assignable_add(rt: Runtime, step: Step, retry: bool) -> str | None:

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from reconciler import vmdata
 from reconciler.diff.applied import applied_record
 from reconciler.errors import HostError, TerminalHostError
-from reconciler.execute.devices import attach, detach, pci_assignable_add, pci_assignable_remove
+from reconciler.execute.devices import attach, detach, pci_assignable_add, pci_assignable_remove, set_netdev
 from reconciler.execute.firewall import fw_apply, fw_remove, fw_table
 from reconciler.execute.runtime import RECORD, Runtime, arg, int_arg, missing, read_or_empty
 from reconciler.plan.steps import Op, Step
@@ -176,6 +176,7 @@ OPS: dict[Op, Handler] = {
     "mem-set": mem_set,  # balloon target within maxMemory
     "vcpu-set": vcpu_set,  # online vCPUs within maxVcpus
     "xenstore-write": xenstore_write,  # vm-data/ keys, live
+    "set": set_netdev,  # a vif's MTU, promiscuous mode, ethtool settings, on the running interface
     "shutdown": shutdown,  # graceful, bounded; destroy follows regardless
     "detach": detach,  # after shutdown (flushed), before destroy (clean Closing -> Closed)
     "destroy": destroy,  # what the guest did not finish

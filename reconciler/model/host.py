@@ -1,12 +1,15 @@
-"""Host facts outside xenstore: hypervisor domain status, host PCI devices, firewall entries.
+"""Host facts outside xenstore: hypervisor domain status, host PCI devices, firewall
+entries, the network settings of vif interfaces.
 
-Pure value types. The toolstack, PCI back-end and firewall ports (`reconciler.ports`)
-return them; the observer folds them into `ObservedState`; the diff reads them.
+Pure value types. The toolstack, PCI back-end, firewall and network-device ports
+(`reconciler.ports`) return them; the observer folds them into `ObservedState`; the
+diff reads them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Literal
 
 PCIBACK_RECORDS = "/reconciler/pciback"
@@ -47,6 +50,25 @@ class HostPciDevice:
     device: str
     pci_class: str
     driver: str | None = None
+
+
+ETHTOOL_KEYS = ("rx", "tx", "sg", "tso", "ufo", "gso", "autoneg", "speed", "duplex")
+"""The ethtool settings a NIC manifest may set (xen.md 8): offload switches `on`/`off`,
+`autoneg` likewise, `speed` in Mb/s, `duplex` `half`/`full`."""
+
+
+@dataclass(frozen=True)
+class NetDevice:
+    """A vif's network interface in its backend domain, as `ip -d link show` and
+    `ethtool -k`/`ethtool` read it (xen.md 8). `backend_domid`/`name` identify it
+    (`vif<domid>.<devid>` or the NIC's `vifname`); `ethtool` holds the keys of
+    ETHTOOL_KEYS the device reports (a key it does not report is unknown)."""
+
+    backend_domid: int
+    name: str
+    mtu: int
+    promiscuous: bool = False
+    ethtool: Mapping[str, str | int] = field(default_factory=dict)
 
 
 _OPTIONS = {"--dom-in": "dom_in", "--dom-out": "dom_out", "--port-in": "port_in", "--port-out": "port_out"}

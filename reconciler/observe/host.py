@@ -2,8 +2,9 @@
 
 Touches the host, read-only, and only through `reconciler.ports.HostPorts`: one
 pipelined xenstore snapshot, `xl list` (power states xenstore cannot show, xen.md
-2.9), the sysfs PCI inventory and the v4v firewall table. The tree goes through the
-same pure `observe_tree` a captured dump does. Called by the CLI (observe, plan).
+2.9), the sysfs PCI inventory, the v4v firewall table and the vif interfaces
+(MTU, promiscuous mode, ethtool; xen.md 8). The tree goes through the same pure
+`observe_tree` a captured dump does. Called by the CLI (observe, plan).
 """
 
 from __future__ import annotations
@@ -11,10 +12,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
-from reconciler.model.host import DomainStatus
+import pydantic
+
+from reconciler.model.devices import NIC, Ethtool
+from reconciler.model.host import DomainStatus, NetDevice
 from reconciler.model.observed import DomainInfo, ObservedPower, ObservedState
 from reconciler.observe import observe_tree
 from reconciler.ports import HostPorts
+from reconciler.xenfmt import vif_ifname
 
 _POWER: dict[str, ObservedPower] = {
     "running": "running",
@@ -49,13 +54,43 @@ def with_power(state: ObservedState, domains: list[DomainStatus]) -> ObservedSta
     return dataclasses.replace(state, domains=infos, problems=tuple(problems))
 
 
+def with_netdevs(state: ObservedState, devices: list[NetDevice]) -> ObservedState:
+    """Fold the vif interfaces into the NICs xenstore showed (pure): the interface's MTU
+    (what runs, not the vif's configured `mtu` node), promiscuous mode and ethtool
+    settings. An interface is found by backend domid and name (`vif<domid>.<devid>`, or
+    `vifname`); a NIC whose interface the port does not show keeps what xenstore said."""
+    if not devices:
+        return state
+    by_key = {(d.backend_domid, d.name): d for d in devices}
+    problems = list(state.problems)
+    nics: dict[str, NIC] = {}
+    for name, nic in state.nics.items():
+        spec, owner = nic.spec, state.domains.get(nic.spec.vm)
+        backend = state.domains.get(spec.backend_vm) if spec.backend_vm else None
+        found = None
+        if owner is not None and spec.index is not None and (backend is not None or spec.backend_vm is None):
+            found = by_key.get((backend.domid if backend else 0, vif_ifname(owner.domid, spec.index, spec.vifname)))
+        if found is None:
+            nics[name] = nic
+            continue
+        update: dict[str, object] = {"mtu": found.mtu, "promiscuous": found.promiscuous}
+        try:
+            update["ethtool"] = Ethtool.model_validate(dict(found.ethtool))
+        except pydantic.ValidationError as exc:
+            problems.append(f"NIC {name!r}: interface {found.name} reports ethtool settings no manifest can state "
+                            f"({exc.errors()[0]['msg']}); ethtool not compared")
+        nics[name] = nic.model_copy(update={"spec": spec.model_copy(update=update)})
+    return dataclasses.replace(state, nics=nics, problems=tuple(problems))
+
+
 async def observe_host(ports: HostPorts) -> ObservedState:
-    """Everything the host shows, read concurrently: xenstore, domains, PCI, firewall."""
-    nodes, domains, pci, firewall = await asyncio.gather(
+    """Everything the host shows, read concurrently: xenstore, domains, PCI, firewall, vifs."""
+    nodes, domains, pci, firewall, netdevs = await asyncio.gather(
         ports.xenstore.snapshot("/"),
         ports.toolstack.list_domains(),
         ports.pciback.inventory(),
         ports.firewall.list(),
+        ports.netdev.list(),
     )
-    state = with_power(observe_tree(_decode(nodes)), domains)
+    state = with_netdevs(with_power(observe_tree(_decode(nodes)), domains), netdevs)
     return dataclasses.replace(state, host_pci=tuple(pci), firewall=tuple(firewall))

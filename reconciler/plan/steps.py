@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from reconciler.diff.devices import netdev_field
 from reconciler.diff.pci import matches
 from reconciler.model.common import Kind
 from reconciler.model.observed import ObservedState
@@ -22,7 +23,7 @@ from reconciler.plan.changes import HOST, Action, FieldChange, ResourceChange
 Op = Literal[
     "pci-assignable-add", "create", "record", "attach", "fw-apply", "unpause", "wait-sentinel",
     "pause", "mem-set", "vcpu-set", "xenstore-write", "shutdown", "detach", "destroy", "fw-remove",
-    "fw-table", "pci-assignable-remove",
+    "fw-table", "pci-assignable-remove", "set",
 ]
 PREFIX: Mapping[Kind, str] = {"VM": "vm", "Disk": "disk", "NIC": "nic", "PCIPassthrough": "pci", "V4VRule": "v4v"}
 
@@ -216,6 +217,22 @@ def _reattach(change: ResourceChange, inputs: Inputs) -> list[Step]:
     return _detach(change, inputs) + _attach(change, inputs)
 
 
+def netdev_args(inputs: Inputs, name: str) -> dict[str, object]:
+    """What a `set` step gives the vif's interface: the manifest's MTU, promiscuous mode
+    and the ethtool keys it sets (the others are left as the host has them)."""
+    spec = inputs.desired.nics[name].spec
+    ethtool = spec.ethtool.model_dump(exclude_none=True) if spec.ethtool else {}
+    return {"index": spec.index, "mtu": spec.mtu, "promiscuous": spec.promiscuous, "ethtool": ethtool or None}
+
+
+def _nic_update(change: ResourceChange, inputs: Inputs) -> list[Step]:
+    # MTU, promiscuous mode and ethtool settings change on the running interface (`ip link
+    # set`, `ethtool -K`): no unplug, the guest keeps its link. Anything else re-plugs.
+    if not change.pending and change.fields and all(netdev_field(f.path) for f in change.fields):
+        return [make("NIC", change.name, change.vm, "set", netdev_args(inputs, change.name))]
+    return _reattach(change, inputs)
+
+
 def _pci_update(change: ResourceChange, inputs: Inputs) -> list[Step]:
     taken = sorted(f.path[len("driver["):-1] for f in change.fields if f.path.startswith("driver["))
     if len(taken) == len(change.fields) and change.vm not in inputs.observed.domains:
@@ -262,7 +279,7 @@ TABLE: dict[tuple[Kind, Action], Row] = {
     ("Disk", Action.RESTART): _reattach,
     ("Disk", Action.DELETE): _detach,
     ("NIC", Action.CREATE): _attach,
-    ("NIC", Action.UPDATE): _reattach,
+    ("NIC", Action.UPDATE): _nic_update,
     ("NIC", Action.RESTART): _reattach,
     ("NIC", Action.DELETE): _detach,
     # Hot-plugged PCI is re-added after a detach; pciback keeps the device if it was there.

@@ -150,6 +150,9 @@ def ref_compare(kind: Kind, desired: BaseModel, observed: BaseModel | None, reco
             default = xenfmt.DISK_SCRIPT if kind == "Disk" else xenfmt.NIC_SCRIPT
             if (current or default) == (target or default):
                 continue
+        if kind == "NIC" and key == "ethtool":  # only the keys the manifest sets
+            target = {k: v for k, v in (target if isinstance(target, dict) else {}).items() if v is not None}
+            current = {k: (current if isinstance(current, dict) else {}).get(k) for k in target}
 
         def normal(value: object) -> object:
             if kind == "NIC" and key == "rate" and isinstance(value, str):

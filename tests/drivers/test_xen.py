@@ -15,7 +15,8 @@ from drivers.viptables import ViptablesFirewall
 from drivers.xen import XenSettings, open_xen
 from drivers.xenstore import Store, XenstoreServer
 from drivers.xl import XlToolstack
-from reconciler.errors import HostError
+from reconciler.errors import HostError, TerminalHostError
+from reconciler.ports import NoNetDevices
 
 
 @pytest.fixture
@@ -41,6 +42,10 @@ def test_open_xen_finds_the_socket_like_libxenstore_and_closes_it(
                 assert isinstance(ports.toolstack, XlToolstack)
                 assert isinstance(ports.pciback, SysfsPciBack) and ports.pciback.root == sock_dir / "sys"
                 assert isinstance(ports.firewall, ViptablesFirewall)
+                # No ip link/ethtool driver yet: no interface is shown, and setting one fails naming why.
+                assert isinstance(ports.netdev, NoNetDevices) and await ports.netdev.list() == []
+                with pytest.raises(TerminalHostError, match="no network-device driver yet"):
+                    await ports.netdev.set(0, "vif1.0", promiscuous=True)
                 client = ports.xenstore
             with pytest.raises(HostError, match="closed"):
                 await client.read("/vm/x/name")

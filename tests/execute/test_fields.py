@@ -1,9 +1,10 @@
 """Every field the reconciler sets is observed back (DESIGN 7), on the simulated host:
 apply, then `plan --detailed-exitcode` exits 0; change one field, the plan names exactly
 that change with the step Xen allows; apply; empty again. Drift is made by hand as an
-operator would (Xen's `xenstore-write`, in a process of its own) and the plan names it.
-Covered: relative Disk/NIC scripts (normalised as libxl runs them), PCI option changes
-on a running VM (detach, then attach with the new options)."""
+operator would (`reconciler sim link`, Xen's `xenstore-write`, in processes of their own)
+and the plan names it. Covered: a NIC's MTU, promiscuous mode and ethtool settings (set
+on the running interface, no unplug), relative Disk/NIC scripts (normalised as libxl
+runs them), PCI option changes on a running VM (detach, then attach with the new options)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,14 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from reconciler.ports import HostPorts
+
+if TYPE_CHECKING:
+    from reconciler.model.host import NetDevice
 
 NIC_BDF = "0000:00:1f.6"  # the simulated laptop's I219 Ethernet (class 0x0200), driver e1000e
 
@@ -30,11 +34,15 @@ spec:
   kernel: /boot/vmlinuz
   memory: 256
 """
+NIC_SETTINGS = """\
+  nics:
+    - {bridge: xenbr0, type: vif, mtu: 9000, promiscuous: true, ethtool: {tso: "off", sg: "on"}}
+    - {bridge: xenbr0, type: vif}
+"""
 SCRIPTS = """\
   disks: [{vdev: xvda, target: /srv/web.img, script: block}]
   nics: [{bridge: xenbr0, type: vif, script: vif-bridge}, {bridge: xenbr0, type: vif, script: vif-route}]
 """
-
 PCI = """\
 ---
 apiVersion: xen.reconciler/v1
@@ -76,6 +84,10 @@ class Site:
         steps = re.findall(r"(?:nic|disk|pci|vm|v4v)/[\w.-]+/[\w-]+", out.split("Steps,")[1])
         return fields, sorted(steps)
 
+    def interfaces(self) -> dict[str, NetDevice]:
+        listed: list[NetDevice] = self.host.run(lambda p: p.netdev.list())
+        return {d.name: d for d in listed}
+
     def domid(self) -> int:
         return next(d.domid for d in self.host.run(lambda p: p.toolstack.list_domains()) if d.name == "web")
 
@@ -112,6 +124,11 @@ def make_site(served: Callable[..., Any], cli: Cli, write_manifest: Callable[[st
 
 
 @pytest.fixture
+def nic_site(make_site: Callable[[str], Site]) -> Site:
+    return make_site(NIC_SETTINGS)
+
+
+@pytest.fixture
 def script_site(make_site: Callable[[str], Site]) -> Site:
     return make_site(SCRIPTS)
 
@@ -119,6 +136,55 @@ def script_site(make_site: Callable[[str], Site]) -> Site:
 @pytest.fixture
 def pci_site(make_site: Callable[[str], Site]) -> Site:
     return make_site(PCI)
+
+
+# ---- the vif interface: MTU, promiscuous mode, ethtool ----------------------------------
+
+
+def test_nic_interface_settings_reach_the_host_and_converge(nic_site: Site) -> None:
+    vif = nic_site.interfaces()[f"vif{nic_site.domid()}.0"]
+    assert (vif.mtu, vif.promiscuous, vif.ethtool["tso"], vif.ethtool["sg"]) == (9000, True, "off", "on")
+    other = nic_site.interfaces()[f"vif{nic_site.domid()}.1"]
+    assert (other.mtu, other.promiscuous) == (1500, False)
+
+
+@pytest.mark.parametrize(("old", "new", "field"), [
+    ("mtu: 9000", "mtu: 1400", "~ spec.mtu: 9000 -> 1400"),
+    ("promiscuous: true", "promiscuous: false", "~ spec.promiscuous: true -> false"),
+    ('tso: "off"', 'tso: "on"', '~ spec.ethtool.tso: "off" -> "on"'),
+])
+def test_a_nic_interface_setting_change_is_one_live_set_step(nic_site: Site, old: str, new: str, field: str) -> None:
+    nic_site.edit(old, new)
+    assert nic_site.changes() == ([field], ["nic/web-nics-0/set"])  # no detach: the guest keeps its link
+    backend = nic_site.read(f"/local/domain/{nic_site.domid()}/device/vif/0/backend")
+    out = nic_site.apply()
+    assert "nic/web-nics-0/set: done" in out and "/detach" not in out
+    assert nic_site.read(f"/local/domain/{nic_site.domid()}/device/vif/0/backend") == backend
+    nic_site.converged()
+
+
+def test_interface_drift_by_hand_is_seen_and_undone(nic_site: Site) -> None:
+    vif = f"vif{nic_site.domid()}.0"
+    nic_site.sim("link", vif, "--mtu", "1280", "--promisc", "off", "--offload", "tso=on", "--offload", "gso=off")
+    fields, steps = nic_site.changes()
+    # gso is not in the manifest: the host's to choose, not drift.
+    assert fields == ["~ spec.mtu: 1280 -> 9000", "~ spec.promiscuous: false -> true", '~ spec.ethtool.tso: "on" -> "off"']
+    assert steps == ["nic/web-nics-0/set"]
+    nic_site.apply()
+    nic_site.converged()
+    vif_now = nic_site.interfaces()[vif]
+    assert (vif_now.mtu, vif_now.promiscuous, vif_now.ethtool["tso"], vif_now.ethtool["gso"]) == (9000, True, "off", "off")
+
+
+def test_a_replugged_nic_gets_its_interface_settings_again(nic_site: Site) -> None:
+    nic_site.edit("bridge: xenbr0, type: vif, mtu: 9000", "bridge: xenbr1, type: vif, mtu: 9000")
+    fields, steps = nic_site.changes()
+    assert fields == ['~ spec.bridge: "xenbr0" -> "xenbr1"']
+    assert steps == ["nic/web-nics-0/attach", "nic/web-nics-0/detach"]
+    nic_site.apply()
+    nic_site.converged()
+    vif = nic_site.interfaces()[f"vif{nic_site.domid()}.0"]
+    assert (vif.mtu, vif.promiscuous, vif.ethtool["tso"]) == (9000, True, "off")
 
 
 # ---- scripts -------------------------------------------------------------------------------
@@ -178,3 +244,19 @@ def test_the_simulated_host_refuses_a_device_assigned_elsewhere(pci_site: Site) 
         return "attached"
 
     assert "already assigned" in pci_site.host.run(attach_twice)
+
+
+def test_interface_settings_persist_with_the_host(cli: Cli, write_manifest: Callable[[str, str], Path],
+                                                  state_dir: Path) -> None:
+    # No `sim serve`: apply and `sim link` each embed the host and save it on exit; plan
+    # reads the saved state (the read-only view), which must show the interfaces as left.
+    folder = write_manifest("web.yaml", VM + NIC_SETTINGS)
+    code, out, err = cli("apply", str(folder))
+    assert code == 0, out + err
+    code, out, err = cli("plan", str(folder), "--detailed-exitcode")
+    assert code == 0 and "No changes." in out, out + err
+    done = subprocess.run([sys.executable, "-m", "reconciler", "sim", "link", "vif1.0", "--mtu", "1280", "--state",
+                           str(state_dir)], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    code, out, err = cli("plan", str(folder), "--detailed-exitcode")
+    assert code == 2 and "~ spec.mtu: 1280 -> 9000" in out, out + err

@@ -113,13 +113,25 @@ def test_disk_and_nic_updates_are_detach_then_attach(build: Builder) -> None:
     build.vm("web")
     build.running("web", 4)
     build.disk("web-root", "web", format="qcow2")
-    build.nic("web-eth", "web", index=1, mtu=9000)
+    build.nic("web-eth", "web", index=1, bridge="xenbr1", mtu=9000)
     build.change("Disk", "web-root", "web", Action.UPDATE, FieldChange("spec.format", "raw", "qcow2", "destructive"))
-    build.change("NIC", "web-eth", "web", Action.UPDATE, FieldChange("spec.mtu", 1500, 9000, "live"))
+    build.change("NIC", "web-eth", "web", Action.UPDATE, FieldChange("spec.bridge", "xenbr0", "xenbr1", "live"),
+                 FieldChange("spec.mtu", 1500, 9000, "live"))
     plan = build.plan()
     assert ops(plan, "disk/web-root/") == ["detach", "attach"]
     assert ops(plan, "nic/web-eth/") == ["detach", "attach"]
     assert args(plan, "nic/web-eth/detach") == {"index": 1}
+
+
+def test_nic_interface_settings_alone_are_set_in_place(build: Builder) -> None:
+    build.vm("web")
+    build.running("web", 4)
+    build.nic("web-eth", "web", index=1, mtu=9000, promiscuous=True, ethtool={"tso": "off"})
+    build.change("NIC", "web-eth", "web", Action.UPDATE, FieldChange("spec.mtu", 1500, 9000, "live"),
+                 FieldChange("spec.promiscuous", False, True, "live"), FieldChange("spec.ethtool.tso", "on", "off", "live"))
+    plan = build.plan()
+    assert ops(plan, "nic/web-eth/") == ["set"]  # no unplug: the guest keeps its link
+    assert args(plan, "nic/web-eth/set") == {"index": 1, "mtu": 9000, "promiscuous": True, "ethtool": {"tso": "off"}}
 
 
 def test_a_pci_option_change_detaches_the_rules_devices_by_address(build: Builder) -> None:
