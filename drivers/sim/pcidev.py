@@ -64,6 +64,9 @@ class PciDevices:
                 await self.devices._wait_attached(core.backends.start(ref, "add"), domain, f"PCI device {device.bdf}")
                 return
             index = int(core.value(f"{back}/num_devs") or "0")
+            if opts.vslot is not None and opts.vslot in self._slots(back, index):
+                raise TerminalHostError(f"PCI device {device.bdf}: guest slot {opts.vslot:#04x} of domain {domid} is "
+                                        "taken by another device; choose another guestSlot")
             keys = _device_keys(index, device.bdf, opts)
             play(core.store, [*(Op("write", f"{back}/{k}", v) for k, v in keys),
                               Op("write", f"{back}/num_devs", str(index + 1)), Op("write", f"{back}/state", "7"),
@@ -94,6 +97,11 @@ class PciDevices:
             except TimeoutError:
                 core.backends.cancel(back)
                 play(core.store, self._shift(back, index, count) + [Op("write", f"{back}/state", "4")])
+
+    def _slots(self, back: str, count: int) -> set[int]:
+        """Guest slots the domain's passed-through devices hold (`vdevfn-i` = slot << 3 | function)."""
+        values = (self.core.value(f"{back}/vdevfn-{i}") for i in range(count))
+        return {int(v, 16) >> 3 for v in values if v and all(c in "0123456789abcdefABCDEF" for c in v)}
 
     def _shift(self, back: str, index: int, count: int) -> list[Op]:
         """Drop device `index`'s keys and move every higher index down by one."""

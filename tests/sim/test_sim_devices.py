@@ -116,6 +116,53 @@ def test_pci_assignable_and_attach_detach(sim: Any, vm: Any) -> None:
     sim(body)
 
 
+def test_a_guest_slot_holds_one_device(sim: Any, vm: Any) -> None:
+    async def body(ports: HostPorts, host: SimHost) -> None:
+        ts = ports.toolstack
+        domid = await ts.create(vm("ndvm"), paused=False)
+        for bdf in ("0000:00:1f.6", "0000:02:00.0"):
+            await ports.pciback.assignable_add(bdf)
+        await ts.attach_pci(domid, "0000:00:1f.6", guest_slot=5)
+        with pytest.raises(TerminalHostError, match="guest slot 0x05 of domain 1 is taken"):
+            await ts.attach_pci(domid, "0000:02:00.0", guest_slot=5)  # QEMU/pcifront refuse a used slot
+        await ts.attach_pci(domid, "0000:02:00.0", guest_slot=6)
+
+    sim(body)
+
+
+def test_a_vif_has_an_interface_from_plug_to_unplug(sim: Any, vm: Any, nic: Any) -> None:
+    async def body(ports: HostPorts, host: SimHost) -> list[Any]:
+        ts, netdev = ports.toolstack, ports.netdev
+        domid = await ts.create(vm(), paused=False)
+        await ts.attach_nic(domid, nic(mtu=9000))
+        await ts.attach_nic(domid, nic(index=1, vifname="web-eth1"))
+        fresh = await netdev.list()
+        assert [(d.backend_domid, d.name, d.mtu, d.promiscuous) for d in fresh] == [
+            (0, "vif1.0", 9000, False), (0, "web-eth1", 1500, False)]
+        assert fresh[0].ethtool["tso"] == "on"
+        await netdev.set(0, "vif1.0", mtu=1400, promiscuous=True, ethtool={"tso": "off"})
+        with pytest.raises(TerminalHostError, match="mtu 12: expected 68..65535"):
+            await netdev.set(0, "vif1.0", mtu=12, promiscuous=False)  # refused whole: promiscuous stays on
+        with pytest.raises(TerminalHostError, match='Cannot find device "vif7.0"'):
+            await netdev.set(0, "vif7.0", mtu=1400)
+        await ts.detach_nic(domid, 1)
+        await ts.attach_nic(domid, nic(index=1))  # replugged: a fresh interface
+        return await netdev.list()
+
+    after = sim(body)
+    assert [(d.name, d.mtu, d.promiscuous, d.ethtool["tso"]) for d in after] == [
+        ("vif1.0", 1400, True, "off"), ("vif1.1", 1500, False, "on")]
+
+    async def kept(ports: HostPorts, host: SimHost) -> list[Any]:  # saved in host.json, then the domain goes
+        seen = await ports.netdev.list()
+        await ports.toolstack.destroy(1)
+        return [seen, await ports.netdev.list()]
+
+    seen, gone = sim(kept)
+    assert [(d.name, d.mtu, d.promiscuous) for d in seen] == [("vif1.0", 1400, True), ("vif1.1", 1500, False)]
+    assert gone == []
+
+
 def test_destroy_frees_assigned_pci_devices(sim: Any, vm: Any) -> None:
     async def body(ports: HostPorts, host: SimHost) -> None:
         domid = await ports.toolstack.create(vm(), paused=False)
