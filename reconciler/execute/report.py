@@ -62,7 +62,9 @@ class ResourceResult:
     outcome: ResourceOutcome
 
     def sentence(self) -> str:
-        return f"{self.kind} `{self.name}` has been {self.outcome}."
+        """`VM `web` has been created.`; a failure is the resource's own: `VM `web` failed.`"""
+        done = "failed" if self.outcome == "failed" else f"has been {self.outcome}"
+        return f"{self.kind} `{self.name}` {done}."
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,7 @@ def test_error_on_one_op_skips_its_dependents_and_the_rest_converges(
     assert {s for s, o in steps.items() if s.startswith(("vm/db/", "disk/db", "nic/db"))} and all(
         o == "done" for s, o in steps.items() if s.startswith(("vm/db/", "disk/db", "nic/db")))
     assert failed_section(out) == ["pci/web-pci-0/attach"]  # only the root cause
-    assert "PCIPassthrough `web-pci-0` has been failed." in out and "VM `web` has been skipped." in out
+    assert "PCIPassthrough `web-pci-0` failed." in out and "VM `web` has been skipped." in out
     assert "VM `db` has been created." in out
     assert re.search(r"^Apply: \d+ done, 1 failed, 1 skipped\.$", out, re.M)
     assert running(host) == {"db": "running", "web": "paused"}
