@@ -74,6 +74,11 @@ def _update(ctx: Context, vm: VM, info: DomainInfo) -> list[ResourceChange]:
         reason = f"{', '.join(later + later_devices)} only take effect on a restart, and updatePolicy is restart"
         return [ResourceChange("VM", name, name, Action.RESTART, "restart", tuple(fields), reason)]
     ctx.kept.add(name)
+    if info.unfinished:
+        left = ["its last-applied record", *(f.path for f in fields), *(f"{d.kind} {d.name}" for d in devices)]
+        reason = f"an apply built it and was interrupted before recording it; left to do: {', '.join(left)}"
+        return [ResourceChange("VM", name, name, Action.UPDATE, worst(fields), tuple(fields), reason, pending=bool(later)),
+                *devices]
     if not fields:
         return devices
     if later:
@@ -84,15 +89,23 @@ def _update(ctx: Context, vm: VM, info: DomainInfo) -> list[ResourceChange]:
     return [change, *devices]
 
 
-def _desired_vm(ctx: Context, vm: VM) -> list[ResourceChange]:
+def conflict(vm: VM, info: DomainInfo, what: str) -> str:
+    return (f"VM {vm.metadata.name!r}: domain {info.domid} ({info.name!r}) holds its {what} but was not made by the "
+            "reconciler (no managed marker); adopting a domain is not supported yet: destroy that domain, or rename "
+            "the VM and give it another uuid")
+
+
+def _desired_vm(ctx: Context, vm: VM, uuids: dict[str, DomainInfo]) -> list[ResourceChange]:
     name = vm.metadata.name
     info = ctx.observed.domains.get(name)
     wanted = vm.spec.state in LIVE_POWER
+    held = uuids.get(vm.spec.uuid or "")
+    if held is not None and held.name != name and not held.managed:
+        ctx.conflicts.append((name, conflict(vm, held, f"uuid {vm.spec.uuid}")))
     if info is None:
         return _create(ctx, vm) if wanted else []
     if not info.managed:
-        ctx.notes.append(f"VM {name!r}: a domain of that name (domid {info.domid}) runs but the reconciler did not create it; "
-                         "not adopted, no change (destroy it, or rename the manifest VM)")
+        ctx.conflicts.append((name, conflict(vm, info, "name")))
         return []
     if not wanted:
         if info.power not in LIVE_POWER:
@@ -125,8 +138,9 @@ def _removed(ctx: Context, info: DomainInfo) -> list[ResourceChange]:
 def vm_changes(ctx: Context) -> tuple[list[ResourceChange], list[str]]:
     """(changes, unmanaged domain names)."""
     out: list[ResourceChange] = []
+    uuids = {info.uuid: info for info in ctx.observed.domains.values() if info.uuid}
     for vm in ctx.desired.vms.values():
-        out.extend(_desired_vm(ctx, vm))
+        out.extend(_desired_vm(ctx, vm, uuids))
     unmanaged: list[str] = []
     for name, info in ctx.observed.domains.items():
         if name in ctx.desired.vms or name in ctx.stubdoms:

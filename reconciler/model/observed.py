@@ -34,7 +34,9 @@ class DomainInfo:
     `managed`/`digest`/`applied` come from `/vm/<uuid>/reconciler/{managed,digest,
     applied}`, written by the reconciler when it creates or updates a VM: `applied` is
     the JSON record of the spec fields the host cannot show (see `reconciler.diff`),
-    `digest` its sha256. A VM without `managed` is not ours to change.
+    `digest` its sha256. A VM without `managed` is not ours to change, unless its uuid
+    is under `reconciler.model.host.BUILDING`: then an apply built it and was stopped
+    before recording it (`unfinished`), and it is ours, with work left.
     """
 
     name: str
@@ -44,6 +46,7 @@ class DomainInfo:
     managed: bool = False
     digest: str | None = None
     applied: str | None = None
+    unfinished: bool = False
 
 
 @dataclass(frozen=True)

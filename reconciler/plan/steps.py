@@ -125,9 +125,11 @@ def _vm_update(change: ResourceChange, inputs: Inputs) -> list[Step]:
             steps.append(make("VM", vm, vm, op, {"data": dict(sorted(spec.xenstore_data.items()))}))
         else:
             steps.append(make("VM", vm, vm, "pause" if spec.state == "paused" else "unpause"))
-    if not change.pending:
+    info = inputs.observed.domains.get(vm)
+    if not change.pending or (info is not None and info.unfinished):
         # Fields the host cannot show (hooks, lifecycle...) change by recording them. With
-        # restart fields pending the record stays old, so they keep showing until a restart.
+        # restart fields pending the record stays old, so they keep showing until a restart;
+        # a domain an interrupted apply built has no record at all: it gets one.
         steps.append(make("VM", vm, vm, "record"))
     return steps
 
