@@ -27,7 +27,7 @@ from reconciler.model.devices import NIC, Disk, PCIPassthrough
 from reconciler.model.host import RECORD_CHUNK
 from reconciler.model.observed import DomainInfo
 from reconciler.model.state import DesiredState
-from reconciler.secrets import salt_secret, salted_matches
+from reconciler.secrets import SALTED, salt_secret, salted_matches
 
 RECORD_VERSION = 1
 _RECORDED: frozenset[Seen] = frozenset({"if-shown", "record"})
@@ -65,6 +65,16 @@ def unsalt_secrets(recorded: Mapping[str, object], hashed: Mapping[str, object])
         else:
             out[key] = value
     return out
+
+
+def holds_bare_hash(recorded: Mapping[str, object]) -> bool:
+    """Does a record (an older version's) hold a secret as its bare sha256?"""
+    for key, value in recorded.items():
+        if key in SECRET_FIELDS and isinstance(value, str) and not value.startswith(SALTED):
+            return True
+        if isinstance(value, dict) and holds_bare_hash(value):
+            return True
+    return False
 
 
 def applied_record(desired: DesiredState, vm: str, *, salt: bytes | None = None) -> tuple[str, str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from reconciler.diff.applied import Record, read_record, unsalt_secrets
+from reconciler.diff.applied import Record, holds_bare_hash, read_record, unsalt_secrets
 from reconciler.diff.compare import Leaf, shared_leaves
 from reconciler.diff.fields import plain
 from reconciler.model.devices import NIC, Disk, PCIPassthrough, V4VRule
@@ -31,6 +31,7 @@ class Context:
     stubdoms: dict[str, str] = field(default_factory=dict)  # stub domain name -> its guest
     notes: list[str] = field(default_factory=list)
     conflicts: list[tuple[str, str]] = field(default_factory=list)  # (desired VM, sentence): plan refuses
+    rerecord: set[str] = field(default_factory=set)  # records holding a bare secret hash: written again
     starting: set[str] = field(default_factory=set)  # built by this plan (create, restart)
     stopping: set[str] = field(default_factory=set)  # domains this plan stops or rebuilds
     kept: set[str] = field(default_factory=set)  # managed, running, not rebuilt: devices diffed
@@ -64,6 +65,8 @@ def build_context(desired: DesiredState, observed: ObservedState) -> Context:
         if info.managed:
             record, problem = read_record(info)
             vm = desired.vms.get(name)
+            if record is not None and holds_bare_hash(record.vm):
+                ctx.rerecord.add(name)
             if record is not None and vm is not None and SALTED in (info.applied or ""):
                 hashed = plain(vm.spec)
                 record = replace(record, vm=unsalt_secrets(record.vm, hashed if isinstance(hashed, dict) else {}))

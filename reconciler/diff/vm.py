@@ -80,6 +80,10 @@ def _update(ctx: Context, vm: VM, info: DomainInfo) -> list[ResourceChange]:
         return [ResourceChange("VM", name, name, Action.UPDATE, worst(fields), tuple(fields), reason, pending=bool(later)),
                 *devices]
     if not fields:
+        if name in ctx.rerecord:
+            reason = ("its last-applied record holds a bare hash of a secret (an older version wrote it): "
+                      "written again, salted and readable by dom0 only")
+            return [ResourceChange("VM", name, name, Action.UPDATE, "live", (), reason), *devices]
         return devices
     if later:
         reason = f"{', '.join(later)} only take effect on a restart; updatePolicy is live, so pending until {name} restarts"

@@ -25,7 +25,7 @@ from reconciler.plan.steps import Step
 from reconciler.ports import HostPorts
 
 LIVE = ("running", "paused")  # powers in which a domain holds devices and firewall entries
-RECORD = "reconciler"  # /vm/<uuid>/reconciler/{managed,digest,applied}, written by `record`
+RECORD = "reconciler"  # /vm/<uuid>/reconciler/{managed,digest,applied/<i>}, written by `record`
 
 
 class TableCopy:

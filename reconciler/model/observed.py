@@ -32,7 +32,7 @@ class DomainInfo:
     hypervisor state, not xenstore state (reference 2.9), so a dump cannot prove them.
     With a toolstack (a live or simulated host) `power` comes from `xl list`.
     `managed`/`digest`/`applied` come from `/vm/<uuid>/reconciler/{managed,digest,
-    applied}`, written by the reconciler when it creates or updates a VM: `applied` is
+    applied/<i>}` (chunks joined), written by the reconciler when it creates or updates a VM: `applied` is
     the JSON record of the spec fields the host cannot show (see `reconciler.diff`),
     `digest` its sha256. A VM without `managed` is not ours to change, unless its uuid
     is under `reconciler.model.host.BUILDING`: then an apply built it and was stopped

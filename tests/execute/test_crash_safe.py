@@ -313,3 +313,29 @@ def test_desired_vm_held_by_an_unmanaged_domain_is_a_conflict(
         assert line.startswith(f"{two_vms / 'web.yaml'}:") and f"VM 'web': domain {domid} ('web')" in line
         assert "not made by the reconciler" in line and "adopting a domain is not supported yet" in line
     assert [d.name for d in host.run(lambda p: p.toolstack.list_domains())] == ["web"]  # apply touched nothing
+
+
+def test_an_older_record_with_a_bare_secret_hash_is_read_and_written_again_salted(
+        served: Callable[..., Any], cli: Cli, write_manifest: Callable[[str, str], Path], state_dir: Path) -> None:
+    import hashlib
+    import json
+
+    folder = write_manifest("desk.yaml", SECRET)
+    host = served()
+    assert cli("apply", str(folder))[0] == 0
+    base = f"/vm/{default_vm_uuid('desk')}/reconciler"
+    nodes = host.run(lambda p: p.xenstore.snapshot(base))
+    record = json.loads(b"".join(v for k, v in sorted(nodes.items()) if "/applied/" in k))
+    bare = "sha256:" + hashlib.sha256(b"hunter2").hexdigest()
+    record["vm"]["display"]["vncPassword"] = bare  # as versions before the salt recorded it
+    text = json.dumps(record, sort_keys=True, separators=(",", ":"))
+    env = {**os.environ, "XENSTORED_PATH": str(state_dir / "xenstored.sock")}
+    for argv in (["xenstore-rm", f"{base}/applied"], ["xenstore-write", f"{base}/applied", text,
+                                                     f"{base}/digest", hashlib.sha256(text.encode()).hexdigest()]):
+        assert subprocess.run(argv, env=env, capture_output=True, timeout=30, check=False).returncode == 0
+    code, out, _ = cli("plan", str(folder), "--detailed-exitcode")
+    assert code == 2 and "holds a bare hash of a secret" in out and "vncPassword" not in out, out  # read: no change
+    assert cli("apply", str(folder))[0] == 0
+    everything = host.run(lambda p: p.xenstore.snapshot("/"))
+    assert not [k for k, v in everything.items() if bare.encode()[7:] in v]
+    assert cli("plan", str(folder), "--detailed-exitcode")[0] == 0
