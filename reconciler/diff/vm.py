@@ -15,7 +15,7 @@ from reconciler.diff.pci import resolve_rule
 from reconciler.model.devices import Disk, PCIPassthrough, V4VRule
 from reconciler.model.observed import DomainInfo
 from reconciler.model.vm import VM
-from reconciler.plan.changes import IMPACT_ORDER, Action, FieldChange, Impact, ResourceChange
+from reconciler.plan.changes import HOST, IMPACT_ORDER, Action, FieldChange, Impact, ResourceChange
 
 
 def worst(fields: tuple[FieldChange, ...] | list[FieldChange], floor: Impact = "live") -> Impact:
@@ -139,12 +139,28 @@ def _removed(ctx: Context, info: DomainInfo) -> list[ResourceChange]:
     return out
 
 
+def _stale_intents(ctx: Context) -> list[ResourceChange]:
+    """Build intents whose domain was never built and that this plan does not build: the
+    apply that wrote them was stopped before `xl create`. Left, one would make a domain
+    someone builds later by hand with that name and uuid look like the reconciler's."""
+    held = {info.uuid for info in ctx.observed.domains.values()}
+    stale: dict[str, list[str]] = {}
+    for uuid, name in ctx.observed.building.items():
+        if uuid not in held and name not in ctx.starting:
+            stale.setdefault(name, []).append(uuid)
+    return [ResourceChange("VM", name, HOST, Action.UPDATE, "live",
+                           tuple(FieldChange(f"intent[{uuid}]", name, None, "live") for uuid in uuids),
+                           "an interrupted apply meant to build it and never did: its build intent is dropped")
+            for name, uuids in sorted(stale.items())]
+
+
 def vm_changes(ctx: Context) -> tuple[list[ResourceChange], list[str]]:
     """(changes, unmanaged domain names)."""
     out: list[ResourceChange] = []
     uuids = {info.uuid: info for info in ctx.observed.domains.values() if info.uuid}
     for vm in ctx.desired.vms.values():
         out.extend(_desired_vm(ctx, vm, uuids))
+    out.extend(_stale_intents(ctx))
     unmanaged: list[str] = []
     for name, info in ctx.observed.domains.items():
         if name in ctx.desired.vms or name in ctx.stubdoms:

@@ -147,6 +147,17 @@ async def destroy(rt: Runtime, step: Step, retry: bool) -> str | None:
     return None
 
 
+async def forget(rt: Runtime, step: Step, retry: bool) -> str | None:
+    uuids = arg(step, "uuids")
+    if not isinstance(uuids, list):
+        raise TerminalHostError(f"step {step.id} names no uuids; the plan is malformed: run plan again")
+    built = {d.uuid for d in await rt.domains()}
+    kept = sorted(str(u) for u in uuids if u in built)
+    for uuid in sorted(str(u) for u in uuids if u not in built):
+        await rt.ports.xenstore.transaction(lambda tx: _rm_quiet(tx, f"{BUILDING}/{uuid}"))
+    return f"kept the intent of {', '.join(kept)}: a domain with that uuid exists now" if kept else None
+
+
 async def mem_set(rt: Runtime, step: Step, retry: bool) -> str | None:
     await rt.ports.toolstack.mem_set(await rt.domid(step.name), int_arg(step, "memory"))
     return None
@@ -218,4 +229,5 @@ OPS: dict[Op, Handler] = {
     "fw-remove": fw_remove,  # entries of stopped domains, after they stopped
     "fw-table": fw_table,  # entries no rule derives out, the default REJECT last
     "pci-assignable-remove": pci_assignable_remove,  # a binding it made, once no rule needs it
+    "forget": forget,  # build intents of VMs an interrupted apply never built
 }

@@ -83,3 +83,5 @@ class ObservedState:
     # Host devices the reconciler bound to pciback -> the driver they came from (None:
     # unbound), from its records under `reconciler.model.host.PCIBACK_RECORDS`.
     pciback_bound: Mapping[str, str | None] = field(default_factory=dict)
+    # Build intents an interrupted apply left (`reconciler.model.host.BUILDING`): uuid -> VM name.
+    building: Mapping[str, str] = field(default_factory=dict)

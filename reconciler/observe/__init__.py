@@ -53,7 +53,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TypeVar
 
-from reconciler.model.host import PCIBACK_RECORDS
+from reconciler.model.host import BUILDING, PCIBACK_RECORDS
 from reconciler.model.observed import ObservedState
 from reconciler.observe.devices import scan_devices
 from reconciler.observe.domains import build_vm, domain_info, scan_domains
@@ -114,5 +114,6 @@ def observe_tree(nodes: Mapping[str, str], *, truncated: frozenset[str] = frozen
         health=_sorted(devices.health),
         pci_assignable=assignable,
         pciback_bound=_pciback_bound(tree),
+        building={uuid: tree.get(f"{BUILDING}/{uuid}") or "" for uuid in sorted(tree.children(BUILDING))},
         problems=tuple(tree.problems),
     )

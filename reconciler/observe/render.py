@@ -87,4 +87,6 @@ def observed_to_data(state: ObservedState) -> dict[str, Any]:
         data["firewall"] = [str(entry) for entry in state.firewall]
     if state.pciback_bound:
         data["pcibackBound"] = dict(state.pciback_bound)
+    if state.building:
+        data["building"] = dict(state.building)
     return data

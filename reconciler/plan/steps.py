@@ -22,7 +22,7 @@ from reconciler.plan.changes import HOST, Action, FieldChange, ResourceChange
 Op = Literal[
     "pci-assignable-add", "create", "record", "attach", "fw-apply", "unpause", "wait-sentinel",
     "pause", "mem-set", "vcpu-set", "xenstore-write", "shutdown", "detach", "destroy", "fw-remove",
-    "fw-table", "pci-assignable-remove",
+    "fw-table", "pci-assignable-remove", "forget",
 ]
 PREFIX: Mapping[Kind, str] = {"VM": "vm", "Disk": "disk", "NIC": "nic", "PCIPassthrough": "pci", "V4VRule": "v4v"}
 
@@ -111,6 +111,10 @@ def _live_fields(change: ResourceChange) -> list[FieldChange]:
 
 
 def _vm_update(change: ResourceChange, inputs: Inputs) -> list[Step]:
+    if change.vm == HOST:
+        # Build intents of a VM never built: removed, nothing else is touched.
+        uuids = [f.path[len("intent["):-1] for f in change.fields]
+        return [make("VM", change.name, HOST, "forget", {"uuids": uuids})]
     vm, spec = change.name, inputs.desired.vms[change.name].spec
     fields = _live_fields(change)
     steps: list[Step] = []

@@ -25,6 +25,7 @@ import pytest
 
 from drivers.xenstore import errors
 from drivers.xenstore.nodes import Caller
+from reconciler.errors import TransientHostError
 from reconciler.model import default_vm_uuid
 from reconciler.model.host import BUILDING
 
@@ -74,10 +75,11 @@ def _apply_process(repo: Path, folder: Path, state_dir: Path, *extra: str) -> su
 
 
 class SignalAt:
-    """Sends `sig` to the apply process from inside the served host, when the `nth` call of
-    toolstack operation `op` has done its work (`before=False`) or just as it starts."""
+    """Sends `sig` to the apply process from inside the served host at the `nth` call of
+    toolstack operation `op`: `after` it did its work, `before` it starts (it still runs),
+    or `instead` of it (it never runs: the apply died before its request left)."""
 
-    def __init__(self, served: Any, op: str, nth: int, sig: signal.Signals, *, before: bool = False) -> None:
+    def __init__(self, served: Any, op: str, nth: int, sig: signal.Signals, *, when: str = "after") -> None:
         self.ops, self.op = served.host.dispatch.ops, op
         self.original = self.ops[op]
         self.pid: int | None = None
@@ -86,10 +88,12 @@ class SignalAt:
         async def wrapped(args: Any) -> Any:
             self.calls += 1
             hit = self.calls == nth and self.pid is not None
-            if hit and before:
+            if hit and when != "after":
                 os.kill(self.pid, sig)  # type: ignore[arg-type]
+                if when == "instead":
+                    raise TransientHostError("the caller is gone")
             result = await self.original(args)
-            if hit and not before:
+            if hit and when == "after":
                 os.kill(self.pid, sig)  # type: ignore[arg-type]
             return result
 
@@ -162,12 +166,13 @@ def test_sigkill_at_any_step_then_plan_shows_the_rest_and_apply_finishes_it(
 def test_sigkill_between_intent_and_build_builds_once(served: Callable[..., Any], cli: Cli, two_vms: Path,
                                                       repo: Path, state_dir: Path) -> None:
     host = served()
-    trap = SignalAt(host, "create", 1, signal.SIGKILL, before=True)  # the intent is written, xl create not run
+    trap = SignalAt(host, "create", 1, signal.SIGKILL, when="instead")  # the intent is written, xl create not run
     proc = _apply_process(repo, two_vms, state_dir, "--parallelism", "1")
     trap.pid = proc.pid
     proc.communicate(timeout=120)
     trap.restore()
     assert proc.returncode == -signal.SIGKILL
+    assert host.run(lambda p: p.toolstack.list_domains()) == []
     tree = host.run(lambda p: p.xenstore.snapshot(BUILDING))
     assert len([k for k in tree if k != BUILDING]) == 1  # the intent of the VM being built
     assert cli("plan", str(two_vms), "--detailed-exitcode")[0] == 2
@@ -182,7 +187,7 @@ def test_sigkill_between_intent_and_build_builds_once(served: Callable[..., Any]
 def test_signal_stops_new_steps_lets_the_running_one_finish_and_lists_the_rest(
         served: Callable[..., Any], cli: Cli, two_vms: Path, repo: Path, state_dir: Path, sig: signal.Signals) -> None:
     host = served()
-    trap = SignalAt(host, "create", 1, sig, before=True)  # arrives while the first create runs
+    trap = SignalAt(host, "create", 1, sig, when="before")  # arrives while the first create runs
     proc = _apply_process(repo, two_vms, state_dir, "--parallelism", "1")
     trap.pid = proc.pid
     out, err = proc.communicate(timeout=120)
@@ -339,3 +344,28 @@ def test_an_older_record_with_a_bare_secret_hash_is_read_and_written_again_salte
     everything = host.run(lambda p: p.xenstore.snapshot("/"))
     assert not [k for k, v in everything.items() if bare.encode()[7:] in v]
     assert cli("plan", str(folder), "--detailed-exitcode")[0] == 0
+
+
+def test_intent_of_a_vm_never_built_is_dropped_so_it_adopts_no_stranger_later(
+        served: Callable[..., Any], cli: Cli, two_vms: Path, repo: Path, state_dir: Path) -> None:
+    host = served()
+    trap = SignalAt(host, "create", 1, signal.SIGKILL, when="instead")  # intent written, nothing built
+    proc = _apply_process(repo, two_vms, state_dir, "--parallelism", "1")
+    trap.pid = proc.pid
+    proc.communicate(timeout=120)
+    trap.restore()
+    (intent,) = [k for k in host.run(lambda p: p.xenstore.snapshot(BUILDING)) if k != BUILDING]
+    name = host.run(lambda p: p.xenstore.read(intent)).decode()
+    (two_vms / f"{name}.yaml").unlink()  # the VM leaves the manifests before it was ever built
+    code, plan, _ = cli("plan", str(two_vms), "--detailed-exitcode")
+    assert code == 2 and f"~ VM {name}" in plan and "its build intent is dropped" in plan, plan
+    assert "vm/" + name + "/forget" in plan
+    assert cli("apply", str(two_vms))[0] == 0
+    assert [k for k in host.run(lambda p: p.xenstore.snapshot(BUILDING)) if k != BUILDING] == []
+    # Someone now builds a domain of that name by hand (same derived uuid): not ours.
+    made = subprocess.run([sys.executable, "-m", "reconciler", "sim", "create", name, "--virt", "pv", "--memory", "64",
+                           "--kernel", "/boot/vmlinuz", "--state", str(state_dir)], cwd=repo, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert made.returncode == 0, made.stderr
+    code, plan, _ = cli("plan", str(two_vms), "--detailed-exitcode")
+    assert code == 0 and f"VM {name}" not in plan.split("No changes")[0].replace(f"'{name}'", ""), plan
