@@ -369,3 +369,21 @@ def test_intent_of_a_vm_never_built_is_dropped_so_it_adopts_no_stranger_later(
     assert made.returncode == 0, made.stderr
     code, plan, _ = cli("plan", str(two_vms), "--detailed-exitcode")
     assert code == 0 and f"VM {name}" not in plan.split("No changes")[0].replace(f"'{name}'", ""), plan
+
+
+def test_device_bound_by_a_killed_apply_goes_back_once_no_vm_needs_it(
+        served: Callable[..., Any], cli: Cli, two_vms: Path, repo: Path, state_dir: Path) -> None:
+    host = served()
+    trap = SignalAt(host, "assignable_add", 1, signal.SIGKILL)  # on pciback, its VM not built
+    proc = _apply_process(repo, two_vms, state_dir, "--parallelism", "1")
+    trap.pid = proc.pid
+    proc.communicate(timeout=120)
+    trap.restore()
+    assert proc.returncode == -signal.SIGKILL
+    (two_vms / "web.yaml").unlink()  # the VM that wanted the NIC is gone from the manifests
+    code, plan, _ = cli("plan", str(two_vms), "--detailed-exitcode")
+    assert code == 2 and NIC_BDF in plan, plan
+    assert cli("apply", str(two_vms))[0] == 0
+    inventory = host.run(lambda p: p.pciback.inventory())
+    assert next(d.driver for d in inventory if d.bdf == NIC_BDF) == "e1000e"  # not left on pciback for nothing
+    assert cli("plan", str(two_vms), "--detailed-exitcode")[0] == 0
