@@ -3,7 +3,10 @@
 Pure. `vm_changes(ctx)` walks the desired VMs and the observed domains and returns
 ResourceChanges for VMs (plus the device CREATEs of new VMs and the device DELETEs of
 removed ones, so the planner can order "detach before destroy"); it records in the
-context which VMs start, stop or stay, for the device and firewall parts.
+context which VMs start, stop or stay, for the device and firewall parts, and which
+desired VMs an unmanaged domain holds (conflicts, raised by the caller). A domain an
+interrupted apply built (`DomainInfo.unfinished`) is updated like any managed one and
+gets its record; build intents of VMs never built are dropped (a host change).
 """
 
 from __future__ import annotations
