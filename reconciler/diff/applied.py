@@ -59,7 +59,7 @@ def unsalt_secrets(recorded: Mapping[str, object], hashed: Mapping[str, object])
     for key, value in recorded.items():
         want = hashed.get(key)
         if key in SECRET_FIELDS and isinstance(value, str):
-            out[key] = want if salted_matches(value, want) else value
+            out[key] = want if isinstance(want, str) and salted_matches(value, want) else value
         elif isinstance(value, dict):
             out[key] = unsalt_secrets(value, want if isinstance(want, dict) else {})
         else:
