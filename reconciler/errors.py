@@ -2,6 +2,7 @@
 
     ReconcilerError                  base; str() is a one-line sentence for users
     ├── ManifestError                manifests are invalid; carries a list of Diagnostic
+    │   └── Conflict                 a desired VM's name or uuid is held by a domain it does not own
     ├── UsageError                   the command line asks for something impossible
     ├── HostError                    talking to the host failed
     │   ├── TransientHostError       worth retrying (xenstore EAGAIN, busy, timeout)
@@ -61,6 +62,11 @@ class ManifestError(ReconcilerError):
         first = str(errors[0]) if errors else "manifests are invalid"
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         super().__init__(first + more)
+
+
+class Conflict(ManifestError):
+    """The manifests ask for a VM whose name or uuid a domain the reconciler did not make
+    holds: plan and apply refuse (nothing is adopted silently), at the VM's manifest line."""
 
 
 class HostError(ReconcilerError):

@@ -72,7 +72,8 @@ def domain_skeleton(
     is written to `/libxl/<D>/dm-version` as both real dumps show it.
     """
     dom, vm, lx = dom_path(domid), vm_path(uuid), libxl_path(domid)
-    ops = [Op("rm", dom), *_mkdir(dom, roperm(domid)), *_mkdir(vm, roperm(domid))]
+    # libxl rm's both first: whatever an earlier domain left under /vm/<uuid> is gone.
+    ops = [Op("rm", dom), *_mkdir(dom, roperm(domid)), Op("rm", vm), *_mkdir(vm, roperm(domid))]
     ops += [Op("rm", lx), *_mkdir(lx, NOPERM), *_mkdir(f"{lx}/device", NOPERM)]
     # Order as the dumps list children (C xenstored keeps insertion order):
     # vm, name, then the directories.

@@ -6,6 +6,8 @@ plan, print the plan text (the `plan` renderer), execute it printing one line pe
 as it ends, the root causes again and one outcome per resource, then `Apply: N done, M
 failed, K skipped.` Exit 0 when every step is done, 1 otherwise. `--plan FILE` (from
 `plan --format json`) makes apply refuse unless the plan made now is the reviewed one.
+SIGINT/SIGTERM: no new step starts, the running ones finish and are reported, the steps
+left undone are listed, exit 1.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +80,29 @@ def _print_report(report: Report) -> None:
     print(report.summary())
 
 
+class _Stop:
+    """SIGINT/SIGTERM during apply: the first one stops new steps from starting (the running
+    ones finish and are reported); a second one has its default effect (the apply dies,
+    which the intent records make safe: the next plan shows what is left)."""
+
+    def __init__(self) -> None:
+        self.event, self.signal = asyncio.Event(), ""
+        self._loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._loop.add_signal_handler(sig, self._got, sig)
+
+    def _got(self, sig: signal.Signals) -> None:
+        self.signal = sig.name
+        self.event.set()
+        self.close()
+        print(f"\n{sig.name}: no new step starts; waiting for the running ones (again to stop at once)",
+              file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._loop.remove_signal_handler(sig)
+
+
 async def _apply(spec: HostSpec, desired: DesiredState, settings: ExecuteSettings, saved: dict[str, Any] | None) -> int:
     from reconciler.cli.hosts import open_host
     from reconciler.cli.plan import render
@@ -84,17 +110,27 @@ async def _apply(spec: HostSpec, desired: DesiredState, settings: ExecuteSetting
     from reconciler.observe.host import observe_host
     from reconciler.plan.build import plan_for
 
-    async with open_host(spec) as ports:
-        plan = plan_for(desired, await observe_host(ports))
-        if saved is not None:
-            check_saved(saved, plan)
-        sys.stdout.write(render(plan, "text"))
-        if not plan.steps:  # converged, or only restart-only changes left pending
-            print("Apply: 0 done, 0 failed, 0 skipped.")
-            return 0
-        print()
-        report = await execute(plan, ports, settings=settings, on_step=lambda r: _print_step(r.line()))
+    stop = _Stop()
+    try:
+        async with open_host(spec) as ports:
+            plan = plan_for(desired, await observe_host(ports))
+            if saved is not None:
+                check_saved(saved, plan)
+            sys.stdout.write(render(plan, "text"))
+            if not plan.steps:  # converged, or only restart-only changes left pending
+                print("Apply: 0 done, 0 failed, 0 skipped.")
+                return 1 if stop.signal else 0
+            print()
+            report = await execute(plan, ports, settings=settings, on_step=lambda r: _print_step(r.line()),
+                                   stop=stop.event)
+    finally:
+        stop.close()
     _print_report(report)
+    if stop.signal:
+        undone = [r.step.id for r in report.steps if r.outcome == "skipped" and r.cause is None]
+        print(f"Interrupted by {stop.signal}: {len(undone)} steps left undone; run apply again to finish them: "
+              f"{', '.join(undone) or 'none'}.")
+        return 1
     return 0 if report.ok else 1
 
 

@@ -5,15 +5,17 @@ Pure: values in, a value out; nothing here reads the host. Called by the planner
 and what changing each costs (live / restart / destructive), is the one table in
 `reconciler.diff.fields`; VM rules are in `vm`, device matching in `devices` and
 `pci`, v4v firewall entries in `rules` (resolver: `firewall`), the last-applied record
-in `applied`. Changes are sorted by (vm, kind in KINDS order, name).
+in `applied`. Changes are sorted by (vm, kind in KINDS order, name). A desired VM whose
+name or uuid an unmanaged domain holds raises `Conflict` (DESIGN 7: never adopted silently).
 """
 
 from __future__ import annotations
 
-from reconciler.diff.context import build_context
+from reconciler.diff.context import Context, build_context
 from reconciler.diff.pci import greedy_changes, release_changes, unseized_notes
 from reconciler.diff.rules import rule_changes
 from reconciler.diff.vm import vm_changes
+from reconciler.errors import Conflict, Diagnostic, Location
 from reconciler.model.common import KINDS
 from reconciler.model.observed import ObservedState
 from reconciler.model.state import DesiredState
@@ -29,6 +31,13 @@ def _order(change: ResourceChange) -> tuple[str, int, str]:
     return change.vm, _KIND_ORDER[change.kind], change.name
 
 
+def _conflict(ctx: Context) -> Conflict:
+    """Every conflict, each at its VM's manifest line."""
+    where = ctx.desired.origins
+    return Conflict([Diagnostic(where.get(("VM", vm)) or Location("<manifests>"), "error", text)
+                     for vm, text in ctx.conflicts])
+
+
 def diff(desired: DesiredState, observed: ObservedState) -> Diff:
     """Every change that takes `observed` to `desired`, deterministic for equal inputs."""
     ctx = build_context(desired, observed)
@@ -37,4 +46,6 @@ def diff(desired: DesiredState, observed: ObservedState) -> Diff:
     changes += release_changes(ctx, changes)
     ctx.notes += unseized_notes(ctx)
     changes += rule_changes(ctx)
+    if ctx.conflicts:
+        raise _conflict(ctx)
     return Diff(tuple(sorted(changes, key=_order)), tuple(unmanaged), tuple(sorted(set(ctx.notes))))

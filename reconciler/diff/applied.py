@@ -1,10 +1,13 @@
 """The last-applied record: the spec fields the host cannot show, as canonical JSON.
 
-Pure. `applied_record(desired, vm)` is what execute writes to
-`/vm/<uuid>/reconciler/applied` (and its sha256 to `.../digest`) after it creates or
-updates a VM; the observer reads them back into `DomainInfo.applied`/`digest` and
-`read_record` parses them for the diff, so fields like hooks or lifecycle never show
-as a perpetual change. Secrets are recorded as their sha256, never in clear text.
+Pure. `applied_record(desired, vm, salt=...)` is what execute writes,
+split in `RECORD_CHUNK`-byte nodes, to `/vm/<uuid>/reconciler/applied/<i>` (and its
+sha256 to `.../digest`) after it creates or updates a VM; the observer joins them back
+into `DomainInfo.applied`/`digest` and `read_record` parses them for the diff, so
+fields like hooks or lifecycle never show as a perpetual change. Secrets are never
+recorded in clear text nor as a bare hash: each is PBKDF2 of its `secret_hash` with a
+salt of the VM's own (`reconciler.secrets`), and `unsalt_secrets` turns the ones the manifests still
+match back into the `secret_hash` the diff compares with.
 
 Shape (version 1): `{"version": 1, "vm": {field: value},
 "disks"|"nics"|"pci": {manifest name: {field: value}}}` with the `if-shown` and
@@ -19,9 +22,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from reconciler.diff.fields import DISK_FIELDS, NIC_FIELDS, PCI_FIELDS, VM_FIELDS, Seen, spec_fields
+from reconciler.model.common import SECRET_FIELDS
 from reconciler.model.devices import NIC, Disk, PCIPassthrough
+from reconciler.model.host import RECORD_CHUNK
 from reconciler.model.observed import DomainInfo
 from reconciler.model.state import DesiredState
+from reconciler.secrets import SALTED, salt_secret, salted_matches
 
 RECORD_VERSION = 1
 _RECORDED: frozenset[Seen] = frozenset({"if-shown", "record"})
@@ -37,8 +43,44 @@ class Record:
     pci: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
 
 
-def applied_record(desired: DesiredState, vm: str) -> tuple[str, str]:
-    """(canonical JSON, sha256 hex of it) for VM `vm` of `desired` (KeyError if absent)."""
+def _salt_all(data: object, salt: bytes) -> object:
+    """`data` with every secret leaf (a `secret_hash` under a SECRET_FIELDS key) salted."""
+    if not isinstance(data, dict):
+        return data
+    return {key: salt_secret(value, salt) if key in SECRET_FIELDS and isinstance(value, str) else _salt_all(value, salt)
+            for key, value in data.items()}
+
+
+def unsalt_secrets(recorded: Mapping[str, object], hashed: Mapping[str, object]) -> dict[str, object]:
+    """The recorded fields with each salted secret that `hashed` (the desired spec's
+    plain data, secrets as `secret_hash`) still matches replaced by that hash; a secret
+    that no longer matches stays salted, so it compares as changed."""
+    out: dict[str, object] = {}
+    for key, value in recorded.items():
+        want = hashed.get(key)
+        if key in SECRET_FIELDS and isinstance(value, str):
+            out[key] = want if isinstance(want, str) and salted_matches(value, want) else value
+        elif isinstance(value, dict):
+            out[key] = unsalt_secrets(value, want if isinstance(want, dict) else {})
+        else:
+            out[key] = value
+    return out
+
+
+def holds_bare_hash(recorded: Mapping[str, object]) -> bool:
+    """Does a record (an older version's) hold a secret as its bare sha256?"""
+    for key, value in recorded.items():
+        if key in SECRET_FIELDS and isinstance(value, str) and not value.startswith(SALTED):
+            return True
+        if isinstance(value, dict) and holds_bare_hash(value):
+            return True
+    return False
+
+
+def applied_record(desired: DesiredState, vm: str, *, salt: bytes | None = None) -> tuple[str, str]:
+    """(canonical JSON, sha256 hex of it) for VM `vm` of `desired` (KeyError if absent);
+    secrets salted with `salt`, by default one of the VM's own (from its uuid: a salt
+    per VM, and equal inputs still make an equal record)."""
     spec = desired.vms[vm].spec
     devices = desired.devices_of(vm)
     data: dict[str, object] = {
@@ -48,8 +90,17 @@ def applied_record(desired: DesiredState, vm: str) -> tuple[str, str]:
         "nics": {d.metadata.name: spec_fields(d.spec, NIC_FIELDS, _RECORDED) for d in devices if isinstance(d, NIC)},
         "pci": {d.metadata.name: spec_fields(d.spec, PCI_FIELDS, _RECORDED) for d in devices if isinstance(d, PCIPassthrough)},
     }
+    if salt is None:
+        salt = hashlib.sha256(f"xen-reconciler/secret-salt/{spec.uuid or vm}".encode()).digest()[:16]
+    data = _salt_all(data, salt)  # type: ignore[assignment]
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return text, hashlib.sha256(text.encode()).hexdigest()
+
+
+def record_chunks(text: str) -> list[str]:
+    """The record as the values of `applied/0`, `applied/1`... (RECORD_CHUNK bytes each;
+    the text is ASCII, so bytes are characters)."""
+    return [text[i:i + RECORD_CHUNK] for i in range(0, len(text), RECORD_CHUNK)] or [""]
 
 
 def _table(data: Mapping[str, object], key: str) -> dict[str, Mapping[str, object]]:

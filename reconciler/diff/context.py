@@ -8,13 +8,15 @@ device and firewall parts (a VM being rebuilt gets its devices with the new doma
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from reconciler.diff.applied import Record, read_record
+from reconciler.diff.applied import Record, holds_bare_hash, read_record, unsalt_secrets
 from reconciler.diff.compare import Leaf, shared_leaves
+from reconciler.diff.fields import plain
 from reconciler.model.devices import NIC, Disk, PCIPassthrough, V4VRule
 from reconciler.model.observed import DomainInfo, ObservedState
 from reconciler.model.state import DesiredState
+from reconciler.secrets import SALTED
 
 Owned = Disk | NIC | PCIPassthrough | V4VRule
 
@@ -28,6 +30,8 @@ class Context:
     records: dict[str, Record | None] = field(default_factory=dict)
     stubdoms: dict[str, str] = field(default_factory=dict)  # stub domain name -> its guest
     notes: list[str] = field(default_factory=list)
+    conflicts: list[tuple[str, str]] = field(default_factory=list)  # (desired VM, sentence): plan refuses
+    rerecord: set[str] = field(default_factory=set)  # records holding a bare secret hash: written again
     starting: set[str] = field(default_factory=set)  # built by this plan (create, restart)
     stopping: set[str] = field(default_factory=set)  # domains this plan stops or rebuilds
     kept: set[str] = field(default_factory=set)  # managed, running, not rebuilt: devices diffed
@@ -60,6 +64,12 @@ def build_context(desired: DesiredState, observed: ObservedState) -> Context:
     for name, info in observed.domains.items():
         if info.managed:
             record, problem = read_record(info)
+            vm = desired.vms.get(name)
+            if record is not None and holds_bare_hash(record.vm):
+                ctx.rerecord.add(name)
+            if record is not None and vm is not None and SALTED in (info.applied or ""):
+                hashed = plain(vm.spec)
+                record = replace(record, vm=unsalt_secrets(record.vm, hashed if isinstance(hashed, dict) else {}))
             ctx.records[name] = record
             if problem is not None:
                 ctx.notes.append(problem)

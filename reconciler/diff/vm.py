@@ -3,7 +3,10 @@
 Pure. `vm_changes(ctx)` walks the desired VMs and the observed domains and returns
 ResourceChanges for VMs (plus the device CREATEs of new VMs and the device DELETEs of
 removed ones, so the planner can order "detach before destroy"); it records in the
-context which VMs start, stop or stay, for the device and firewall parts.
+context which VMs start, stop or stay, for the device and firewall parts, and which
+desired VMs an unmanaged domain holds (conflicts, raised by the caller). A domain an
+interrupted apply built (`DomainInfo.unfinished`) is updated like any managed one and
+gets its record; build intents of VMs never built are dropped (a host change).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from reconciler.diff.pci import resolve_rule
 from reconciler.model.devices import Disk, PCIPassthrough, V4VRule
 from reconciler.model.observed import DomainInfo
 from reconciler.model.vm import VM
-from reconciler.plan.changes import IMPACT_ORDER, Action, FieldChange, Impact, ResourceChange
+from reconciler.plan.changes import HOST, IMPACT_ORDER, Action, FieldChange, Impact, ResourceChange
 
 
 def worst(fields: tuple[FieldChange, ...] | list[FieldChange], floor: Impact = "live") -> Impact:
@@ -74,7 +77,16 @@ def _update(ctx: Context, vm: VM, info: DomainInfo) -> list[ResourceChange]:
         reason = f"{', '.join(later + later_devices)} only take effect on a restart, and updatePolicy is restart"
         return [ResourceChange("VM", name, name, Action.RESTART, "restart", tuple(fields), reason)]
     ctx.kept.add(name)
+    if info.unfinished:
+        left = ["its last-applied record", *(f.path for f in fields), *(f"{d.kind} {d.name}" for d in devices)]
+        reason = f"an apply built it and was interrupted before recording it; left to do: {', '.join(left)}"
+        return [ResourceChange("VM", name, name, Action.UPDATE, worst(fields), tuple(fields), reason, pending=bool(later)),
+                *devices]
     if not fields:
+        if name in ctx.rerecord:
+            reason = ("its last-applied record holds a bare hash of a secret (an older version wrote it): "
+                      "written again, salted and readable by dom0 only")
+            return [ResourceChange("VM", name, name, Action.UPDATE, "live", (), reason), *devices]
         return devices
     if later:
         reason = f"{', '.join(later)} only take effect on a restart; updatePolicy is live, so pending until {name} restarts"
@@ -84,15 +96,23 @@ def _update(ctx: Context, vm: VM, info: DomainInfo) -> list[ResourceChange]:
     return [change, *devices]
 
 
-def _desired_vm(ctx: Context, vm: VM) -> list[ResourceChange]:
+def conflict(vm: VM, info: DomainInfo, what: str) -> str:
+    return (f"VM {vm.metadata.name!r}: domain {info.domid} ({info.name!r}) holds its {what} but was not made by the "
+            "reconciler (no managed marker); adopting a domain is not supported yet: destroy that domain, or rename "
+            "the VM and give it another uuid")
+
+
+def _desired_vm(ctx: Context, vm: VM, uuids: dict[str, DomainInfo]) -> list[ResourceChange]:
     name = vm.metadata.name
     info = ctx.observed.domains.get(name)
     wanted = vm.spec.state in LIVE_POWER
+    held = uuids.get(vm.spec.uuid or "")
+    if held is not None and held.name != name and not held.managed:
+        ctx.conflicts.append((name, conflict(vm, held, f"uuid {vm.spec.uuid}")))
     if info is None:
         return _create(ctx, vm) if wanted else []
     if not info.managed:
-        ctx.notes.append(f"VM {name!r}: a domain of that name (domid {info.domid}) runs but the reconciler did not create it; "
-                         "not adopted, no change (destroy it, or rename the manifest VM)")
+        ctx.conflicts.append((name, conflict(vm, info, "name")))
         return []
     if not wanted:
         if info.power not in LIVE_POWER:
@@ -122,11 +142,28 @@ def _removed(ctx: Context, info: DomainInfo) -> list[ResourceChange]:
     return out
 
 
+def _stale_intents(ctx: Context) -> list[ResourceChange]:
+    """Build intents whose domain was never built and that this plan does not build: the
+    apply that wrote them was stopped before `xl create`. Left, one would make a domain
+    someone builds later by hand with that name and uuid look like the reconciler's."""
+    held = {info.uuid for info in ctx.observed.domains.values()}
+    stale: dict[str, list[str]] = {}
+    for uuid, name in ctx.observed.building.items():
+        if uuid not in held and name not in ctx.starting:
+            stale.setdefault(name, []).append(uuid)
+    return [ResourceChange("VM", name, HOST, Action.UPDATE, "live",
+                           tuple(FieldChange(f"intent[{uuid}]", name, None, "live") for uuid in uuids),
+                           "an interrupted apply meant to build it and never did: its build intent is dropped")
+            for name, uuids in sorted(stale.items())]
+
+
 def vm_changes(ctx: Context) -> tuple[list[ResourceChange], list[str]]:
     """(changes, unmanaged domain names)."""
     out: list[ResourceChange] = []
+    uuids = {info.uuid: info for info in ctx.observed.domains.values() if info.uuid}
     for vm in ctx.desired.vms.values():
-        out.extend(_desired_vm(ctx, vm))
+        out.extend(_desired_vm(ctx, vm, uuids))
+    out.extend(_stale_intents(ctx))
     unmanaged: list[str] = []
     for name, info in ctx.observed.domains.items():
         if name in ctx.desired.vms or name in ctx.stubdoms:

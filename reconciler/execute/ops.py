@@ -14,13 +14,16 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 
 from reconciler import vmdata
-from reconciler.diff.applied import applied_record
+from reconciler.diff.applied import applied_record, record_chunks
 from reconciler.errors import HostError, TerminalHostError
 from reconciler.execute.devices import attach, detach, pci_assignable_add, pci_assignable_remove, set_netdev
 from reconciler.execute.firewall import fw_apply, fw_remove, fw_table
 from reconciler.execute.runtime import RECORD, Runtime, arg, int_arg, missing, read_or_empty
+from reconciler.model.host import BUILDING
 from reconciler.plan.steps import Op, Step
-from reconciler.ports import XenstoreOps
+from reconciler.ports import Perm, XenstoreOps
+
+DOM0_ONLY = (Perm(0, "n"),)  # owner dom0, every other domain: no access (the guest cannot read it)
 
 Handler = Callable[[Runtime, Step, bool], Awaitable[str | None]]
 
@@ -31,6 +34,10 @@ Handler = Callable[[Runtime, Step, bool], Awaitable[str | None]]
 async def create(rt: Runtime, step: Step, retry: bool) -> str | None:
     vm = rt.desired.vms[step.name]
     existing = await rt.live_domid(step.name) if retry else None
+    if existing is None:
+        # Intent before effect: once `xl create` runs, a kill at any point leaves a domain
+        # that the next plan knows is ours, with its record (and the rest) still to do.
+        await _write_intent(rt, vm.spec.uuid, step.name)
     # A try whose answer was lost may have built it: adopt that domain instead of failing on the name.
     domid = existing if existing is not None else await rt.ports.toolstack.create(vm, paused=True)
     rt.domids[step.name] = domid
@@ -41,16 +48,40 @@ async def create(rt: Runtime, step: Step, retry: bool) -> str | None:
     return None
 
 
+async def _write_intent(rt: Runtime, uuid: str | None, name: str) -> None:
+    async def body(tx: XenstoreOps) -> None:
+        await tx.write(f"{BUILDING}/{uuid}", name)
+        await tx.set_perms(f"{BUILDING}/{uuid}", DOM0_ONLY)
+
+    await rt.ports.xenstore.transaction(body)
+
+
+async def _rm_quiet(tx: XenstoreOps, path: str) -> None:
+    try:
+        await tx.rm(path)
+    except HostError as exc:
+        if not missing(exc):
+            raise
+
+
 async def record(rt: Runtime, step: Step, retry: bool) -> str | None:
     # Marks the domain ours and keeps what the host cannot show; one transaction, so an
-    # observer never sees a marker without the record it vouches for.
+    # observer never sees a marker without the record it vouches for, and the build
+    # intent goes with it. The whole directory is rewritten readable by dom0 only (its
+    # parent /vm/<uuid> is guest-readable), the record split in chunks that each fit a
+    # xenstore value whatever the manifests hold.
     uuid, (text, digest) = rt.desired.vms[step.name].spec.uuid, applied_record(rt.desired, step.name)
     base = f"/vm/{uuid}/{RECORD}"
 
     async def body(tx: XenstoreOps) -> None:
+        await _rm_quiet(tx, base)
+        await tx.mkdir(base)
+        await tx.set_perms(base, DOM0_ONLY)  # nodes made below inherit it
         await tx.write(f"{base}/managed", "1")
         await tx.write(f"{base}/digest", digest)
-        await tx.write(f"{base}/applied", text)
+        for n, chunk in enumerate(record_chunks(text)):
+            await tx.write(f"{base}/applied/{n}", chunk)
+        await _rm_quiet(tx, f"{BUILDING}/{uuid}")
 
     await rt.ports.xenstore.transaction(body)
     rt.forget_managed(uuid)
@@ -104,11 +135,27 @@ async def shutdown(rt: Runtime, step: Step, retry: bool) -> str | None:
 
 
 async def destroy(rt: Runtime, step: Step, retry: bool) -> str | None:
-    domid = await rt.live_domid(step.name)
-    if domid is not None:  # a cooperative guest powered off and the toolstack reaped it already
-        await rt.ports.toolstack.destroy(domid)
+    status = next((d for d in await rt.domains() if d.name == step.name), None)
+    if status is not None:  # else a cooperative guest powered off and the toolstack reaped it already
+        await rt.ports.toolstack.destroy(status.domid)
     rt.domids.pop(step.name, None)
+    # A domain an interrupted apply built still has its build intent: it goes with the domain.
+    vm = rt.desired.vms.get(step.name)
+    uuid = status.uuid if status is not None else vm.spec.uuid if vm is not None else None
+    if uuid:
+        await rt.ports.xenstore.transaction(lambda tx: _rm_quiet(tx, f"{BUILDING}/{uuid}"))
     return None
+
+
+async def forget(rt: Runtime, step: Step, retry: bool) -> str | None:
+    uuids = arg(step, "uuids")
+    if not isinstance(uuids, list):
+        raise TerminalHostError(f"step {step.id} names no uuids; the plan is malformed: run plan again")
+    built = {d.uuid for d in await rt.domains()}
+    kept = sorted(str(u) for u in uuids if u in built)
+    for uuid in sorted(str(u) for u in uuids if u not in built):
+        await rt.ports.xenstore.transaction(lambda tx: _rm_quiet(tx, f"{BUILDING}/{uuid}"))
+    return f"kept the intent of {', '.join(kept)}: a domain with that uuid exists now" if kept else None
 
 
 async def mem_set(rt: Runtime, step: Step, retry: bool) -> str | None:
@@ -183,4 +230,5 @@ OPS: dict[Op, Handler] = {
     "fw-remove": fw_remove,  # entries of stopped domains, after they stopped
     "fw-table": fw_table,  # entries no rule derives out, the default REJECT last
     "pci-assignable-remove": pci_assignable_remove,  # a binding it made, once no rule needs it
+    "forget": forget,  # build intents of VMs an interrupted apply never built
 }

@@ -31,7 +31,8 @@ _DONE_WORD: Mapping[Action, ResourceOutcome] = {
 @dataclass(frozen=True)
 class StepResult:
     """One step's end. `error` is the host's sentence for a failed step; `cause` the id of
-    the failed step a skipped one waited for (the root cause, reported once); `note` says
+    the failed step a skipped one waited for (the root cause, reported once; None: apply was
+interrupted before the step could start); `note` says
     what a done step did differently (e.g. a guest that ignored the shutdown request)."""
 
     step: Step
@@ -45,7 +46,7 @@ class StepResult:
     def line(self) -> str:
         """`vm/web/create: done (0.12 s)`, as `apply` prints it when the step ends."""
         if self.outcome == "skipped":
-            return f"{self.step.id}: skipped ({self.cause} failed)"
+            return f"{self.step.id}: skipped ({self.cause} failed)" if self.cause else f"{self.step.id}: not started"
         tries = f", {self.attempts} attempts" if self.attempts > 1 else ""
         text = f"{self.step.id}: {self.outcome} ({self.seconds:.2f} s{tries})"
         if self.error:

@@ -77,8 +77,10 @@ class _Schedule:
 
 
 async def execute(plan: Plan, ports: HostPorts, *, settings: ExecuteSettings,
-                  on_step: OnStep | None = None) -> Report:
-    """Carry out `plan` on the host behind `ports`; `on_step` sees each result as it ends."""
+                  on_step: OnStep | None = None, stop: asyncio.Event | None = None) -> Report:
+    """Carry out `plan` on the host behind `ports`; `on_step` sees each result as it ends.
+    Once `stop` is set (SIGINT/SIGTERM) no step starts: the running ones finish and are
+    reported, every step not started is reported skipped with no cause."""
     rt = Runtime(ports, plan.desired, settings)
     steps = {s.id: s for s in plan.steps}
     schedule, results = _Schedule(plan), []
@@ -92,8 +94,8 @@ async def execute(plan: Plan, ports: HostPorts, *, settings: ExecuteSettings,
     if steps:
         await rt.domains()  # the domids of the VMs that already run
     try:
-        while schedule.ready or running:
-            while schedule.ready and len(running) < settings.parallelism:
+        while (schedule.ready and not _set(stop)) or running:
+            while schedule.ready and len(running) < settings.parallelism and not _set(stop):
                 sid = schedule.pop()
                 running[asyncio.create_task(run_step(rt, steps[sid]), name=sid)] = sid
             finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
@@ -110,4 +112,11 @@ async def execute(plan: Plan, ports: HostPorts, *, settings: ExecuteSettings,
         for task in running:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
+    if _set(stop):
+        for sid in sorted(set(steps) - schedule.settled):
+            emit(StepResult(steps[sid], "skipped"))  # no cause: never started
     return make_report(plan, results)
+
+
+def _set(stop: asyncio.Event | None) -> bool:
+    return stop is not None and stop.is_set()

@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from reconciler.diff.firewall import RunningVM
 from reconciler.errors import HostError, TerminalHostError
 from reconciler.execute.settings import ExecuteSettings
-from reconciler.model.host import DomainStatus, FirewallEntry
+from reconciler.model.host import BUILDING, DomainStatus, FirewallEntry
 from reconciler.model.state import DesiredState
 from reconciler.plan.steps import Step
 from reconciler.ports import HostPorts
 
 LIVE = ("running", "paused")  # powers in which a domain holds devices and firewall entries
-RECORD = "reconciler"  # /vm/<uuid>/reconciler/{managed,digest,applied}, written by `record`
+RECORD = "reconciler"  # /vm/<uuid>/reconciler/{managed,digest,applied/<i>}, written by `record`
 
 
 class TableCopy:
@@ -151,12 +151,10 @@ class Runtime:
         return mark if domid == status.domid else None
 
     async def _read_mark(self, status: DomainStatus) -> None:
-        try:
-            mark = (await self.ports.xenstore.read(f"/vm/{status.uuid}/{RECORD}/managed")).strip() == b"1"
-        except HostError as exc:
-            if not missing(exc):
-                raise
-            mark = False
+        """Ours: the managed marker, or the build intent an interrupted apply left for it."""
+        mark = (await read_or_empty(self, f"/vm/{status.uuid}/{RECORD}/managed")).strip() == b"1"
+        if not mark:
+            mark = (await read_or_empty(self, f"{BUILDING}/{status.uuid}")).decode("utf-8", "replace") == status.name
         self.managed_marks[status.uuid] = (status.domid, mark)
 
 

@@ -17,6 +17,18 @@ PCIBACK_RECORDS = "/reconciler/pciback"
 pciback: one node per device, named `DDDD-BB-SS-F` as libxl names them, whose value is
 the driver it took the device from ("" for none). Only these it ever gives back."""
 
+BUILDING = "/reconciler/building"
+"""xenstore directory (dom0's alone) of the VMs an apply is building: `<uuid>` = VM name,
+written BEFORE `xl create` and removed once the VM's own record is written. libxl
+empties `/vm/<uuid>` when it builds a domain (`libxl__domain_make` rm's it), so the
+intent cannot live there. A domain whose uuid is listed here is the reconciler's own,
+even if the apply that built it was killed before writing its record."""
+
+RECORD_CHUNK = 1024
+"""Bytes per node of the last-applied record (`/vm/<uuid>/reconciler/applied/<i>`): a
+xenstore value travels in one 4096-byte message with its path, and unprivileged
+quotas count 2048 bytes per node; any record fits as enough chunks."""
+
 DomainPower = Literal["running", "paused", "shutdown", "crashed", "dying"]
 FirewallTarget = Literal["ACCEPT", "REJECT"]
 

@@ -32,9 +32,11 @@ class DomainInfo:
     hypervisor state, not xenstore state (reference 2.9), so a dump cannot prove them.
     With a toolstack (a live or simulated host) `power` comes from `xl list`.
     `managed`/`digest`/`applied` come from `/vm/<uuid>/reconciler/{managed,digest,
-    applied}`, written by the reconciler when it creates or updates a VM: `applied` is
+    applied/<i>}` (chunks joined), written by the reconciler when it creates or updates a VM: `applied` is
     the JSON record of the spec fields the host cannot show (see `reconciler.diff`),
-    `digest` its sha256. A VM without `managed` is not ours to change.
+    `digest` its sha256. A VM without `managed` is not ours to change, unless its uuid
+    is under `reconciler.model.host.BUILDING`: then an apply built it and was stopped
+    before recording it (`unfinished`), and it is ours, with work left.
     """
 
     name: str
@@ -44,6 +46,7 @@ class DomainInfo:
     managed: bool = False
     digest: str | None = None
     applied: str | None = None
+    unfinished: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,3 +83,5 @@ class ObservedState:
     # Host devices the reconciler bound to pciback -> the driver they came from (None:
     # unbound), from its records under `reconciler.model.host.PCIBACK_RECORDS`.
     pciback_bound: Mapping[str, str | None] = field(default_factory=dict)
+    # Build intents an interrupted apply left (`reconciler.model.host.BUILDING`): uuid -> VM name.
+    building: Mapping[str, str] = field(default_factory=dict)

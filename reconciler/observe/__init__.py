@@ -10,7 +10,11 @@ Mapping rules, each with its Xen reason (numbers are sections of reference/xen.m
   `/local/domain/<d>` is a dead domain's leftover and is not listed. Non-numeric
   domids are reported and skipped.
 - uuid: `/local/domain/<d>/vm` is `/vm/<uuid>` (2.1). managed/digest:
-  `/vm/<uuid>/reconciler/{managed,digest}`, which the reconciler writes (DESIGN 5).
+  `/vm/<uuid>/reconciler/{managed,digest,applied/<i>}`, which the reconciler writes
+  (DESIGN 5; the record's chunks are joined). A domain whose uuid is listed under
+  `/reconciler/building` with its name is managed and `unfinished`: an apply wrote that
+  intent before `xl create` and stopped before writing the record (libxl empties
+  `/vm/<uuid>` when it builds a domain, so the intent lives outside it).
 - virt: `/libxl/<d>/type` (2.1). Absent: hvm if `/local/domain/<d>/hvmloader` exists
   (libxl writes it for HVM only), else pv; reported either way.
 - memory MiB = (`memory/target` + max(`memory/videoram`, 0)) // 1024, because libxl
@@ -49,7 +53,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TypeVar
 
-from reconciler.model.host import PCIBACK_RECORDS
+from reconciler.model.host import BUILDING, PCIBACK_RECORDS
 from reconciler.model.observed import ObservedState
 from reconciler.observe.devices import scan_devices
 from reconciler.observe.domains import build_vm, domain_info, scan_domains
@@ -110,5 +114,6 @@ def observe_tree(nodes: Mapping[str, str], *, truncated: frozenset[str] = frozen
         health=_sorted(devices.health),
         pci_assignable=assignable,
         pciback_bound=_pciback_bound(tree),
+        building={uuid: tree.get(f"{BUILDING}/{uuid}") or "" for uuid in sorted(tree.children(BUILDING))},
         problems=tuple(tree.problems),
     )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from reconciler import vmdata
 from reconciler.model.common import API_VERSION, NAME_PATTERN, PATTERN_WORDS
+from reconciler.model.host import BUILDING
 from reconciler.model.observed import DomainInfo
 from reconciler.model.vm import VM
 from reconciler.observe.tree import Tree, build_model
@@ -72,13 +73,29 @@ def _uuid(tree: Tree, base: str) -> str | None:
 
 
 def domain_info(tree: Tree, dom: Domain) -> DomainInfo:
-    managed, digest, applied = False, None, None
+    managed, digest, applied, unfinished = False, None, None, False
     if dom.uuid is not None:
-        marker = tree.get(f"/vm/{dom.uuid}/reconciler/managed")
+        base = f"/vm/{dom.uuid}/reconciler"
+        marker = tree.get(f"{base}/managed")
         managed = marker is not None and marker.strip().lower() in ("1", "true")
-        digest = tree.get(f"/vm/{dom.uuid}/reconciler/digest") or None
-        applied = tree.get(f"/vm/{dom.uuid}/reconciler/applied") or None
-    return DomainInfo(dom.name, dom.domid, dom.uuid, "running", managed, digest, applied)
+        digest = tree.get(f"{base}/digest") or None
+        applied = _applied(tree, f"{base}/applied")
+        # Written before `xl create`: an apply built this domain and stopped before its record.
+        unfinished = tree.get(f"{BUILDING}/{dom.uuid}") == dom.name
+        managed = managed or unfinished
+    return DomainInfo(dom.name, dom.domid, dom.uuid, "running", managed, digest, applied, unfinished)
+
+
+def _applied(tree: Tree, path: str) -> str | None:
+    """The last-applied record: the chunks `applied/0`, `applied/1`... joined in order
+    (`reconciler.model.host.RECORD_CHUNK`), or the one value older versions wrote."""
+    whole = tree.get(path)
+    if whole:
+        return whole
+    chunks = sorted((int(key), key) for key in tree.children(path) if key.isdigit())
+    if not chunks or [n for n, _ in chunks] != list(range(len(chunks))):
+        return None if not chunks else "(the record's chunks are not numbered 0..n-1)"
+    return "".join(tree.get(f"{path}/{key}") or "" for _, key in chunks)
 
 
 def _virt(tree: Tree, dom: Domain) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from reconciler.secrets import holds_secret, redact_record
 from reconciler.model.host import HostPciDevice
 from reconciler.model.observed import DeviceHealth, DomainInfo, ObservedState
 
@@ -57,11 +58,21 @@ def _specs(table: Mapping[str, BaseModel]) -> dict[str, Any]:
     return out
 
 
+def _domain(info: DomainInfo) -> dict[str, Any]:
+    """A domain's facts; `unfinished` only when set, the record with its secrets redacted."""
+    data = _asdict(info)
+    if not info.unfinished:
+        del data["unfinished"]
+    if info.applied is not None and holds_secret(info.applied):
+        data["applied"] = redact_record(info.applied)
+    return data
+
+
 def observed_to_data(state: ObservedState) -> dict[str, Any]:
     """The whole observed state as one JSON-compatible dict; `hostPci` and `firewall`
     only when the source shows them (a live or simulated host, not a dump)."""
     data: dict[str, Any] = {
-        "domains": {name: _asdict(info) for name, info in sorted(state.domains.items())},
+        "domains": {name: _domain(info) for name, info in sorted(state.domains.items())},
         "vms": _specs(state.vms),
         "disks": _specs(state.disks),
         "nics": _specs(state.nics),
@@ -76,4 +87,6 @@ def observed_to_data(state: ObservedState) -> dict[str, Any]:
         data["firewall"] = [str(entry) for entry in state.firewall]
     if state.pciback_bound:
         data["pcibackBound"] = dict(state.pciback_bound)
+    if state.building:
+        data["building"] = dict(state.building)
     return data

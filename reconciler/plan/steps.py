@@ -23,7 +23,7 @@ from reconciler.plan.changes import HOST, Action, FieldChange, ResourceChange
 Op = Literal[
     "pci-assignable-add", "create", "record", "attach", "fw-apply", "unpause", "wait-sentinel",
     "pause", "mem-set", "vcpu-set", "xenstore-write", "shutdown", "detach", "destroy", "fw-remove",
-    "fw-table", "pci-assignable-remove", "set",
+    "fw-table", "pci-assignable-remove", "set", "forget",
 ]
 PREFIX: Mapping[Kind, str] = {"VM": "vm", "Disk": "disk", "NIC": "nic", "PCIPassthrough": "pci", "V4VRule": "v4v"}
 
@@ -112,6 +112,10 @@ def _live_fields(change: ResourceChange) -> list[FieldChange]:
 
 
 def _vm_update(change: ResourceChange, inputs: Inputs) -> list[Step]:
+    if change.vm == HOST:
+        # Build intents of a VM never built: removed, nothing else is touched.
+        uuids = [f.path[len("intent["):-1] for f in change.fields]
+        return [make("VM", change.name, HOST, "forget", {"uuids": uuids})]
     vm, spec = change.name, inputs.desired.vms[change.name].spec
     fields = _live_fields(change)
     steps: list[Step] = []
@@ -126,9 +130,11 @@ def _vm_update(change: ResourceChange, inputs: Inputs) -> list[Step]:
             steps.append(make("VM", vm, vm, op, {"data": dict(sorted(spec.xenstore_data.items()))}))
         else:
             steps.append(make("VM", vm, vm, "pause" if spec.state == "paused" else "unpause"))
-    if not change.pending:
+    info = inputs.observed.domains.get(vm)
+    if not change.pending or (info is not None and info.unfinished):
         # Fields the host cannot show (hooks, lifecycle...) change by recording them. With
-        # restart fields pending the record stays old, so they keep showing until a restart.
+        # restart fields pending the record stays old, so they keep showing until a restart;
+        # a domain an interrupted apply built has no record at all: it gets one.
         steps.append(make("VM", vm, vm, "record"))
     return steps
 

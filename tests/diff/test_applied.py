@@ -8,6 +8,7 @@ import json
 import pytest
 
 from reconciler.diff.applied import applied_record
+from reconciler.secrets import salted_matches
 from reconciler.diff.fields import NOT_FIELDS, TABLES
 from reconciler.model import DesiredState, DiskSpec, NICSpec, PCISpec, VMSpec
 
@@ -34,10 +35,16 @@ def test_record_is_canonical_json_with_its_digest(desktop: DesiredState) -> None
                                         "permissive": False, "powerMgmt": True, "seize": True}
 
 
-def test_record_never_holds_a_secret_in_clear(desktop: DesiredState) -> None:
+def test_record_never_holds_a_secret_in_clear_nor_its_bare_hash(desktop: DesiredState) -> None:
     text, _ = applied_record(desktop, "win10")
-    assert "change-me" not in text
-    assert json.loads(text)["vm"]["display"]["vncPassword"] == "sha256:" + hashlib.sha256(b"change-me").hexdigest()
+    bare = hashlib.sha256(b"change-me").hexdigest()
+    assert "change-me" not in text and bare not in text
+    recorded = json.loads(text)["vm"]["display"]["vncPassword"]
+    assert recorded.startswith("pbkdf2-sha256:20000:") and salted_matches(recorded, "sha256:" + bare)
+    assert not salted_matches(recorded, "sha256:" + hashlib.sha256(b"change-me-not").hexdigest())
+    # Salted per VM: the same password in another VM's record is another value.
+    other = applied_record(desktop, "win10", salt=b"\x01" * 16)[0]
+    assert json.loads(other)["vm"]["display"]["vncPassword"] != recorded
 
 
 def test_record_changes_when_a_recorded_field_changes(desktop: DesiredState) -> None:

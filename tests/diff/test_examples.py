@@ -117,7 +117,8 @@ def test_managed_vm_removed_from_manifests(server: DesiredState, make_mirror) ->
 
 def test_unmanaged_domain_listed_once_and_untouched(server: DesiredState, make_mirror) -> None:  # type: ignore[no-untyped-def]
     observed = make_mirror(server)
-    stranger = dataclasses.replace(observed.domains["app1"], name="legacy-box", domid=99, managed=False)
+    stranger = dataclasses.replace(observed.domains["app1"], name="legacy-box", domid=99, managed=False,
+                                   uuid="00000000-0000-4000-8000-000000000099")
     result = diff(server, dataclasses.replace(observed, domains={**observed.domains, "legacy-box": stranger}))
     assert result.changes == ()
     assert result.unmanaged == ("legacy-box",)

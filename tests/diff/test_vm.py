@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from reconciler.diff import diff
+from reconciler.errors import Conflict
 from reconciler.model import ObservedState
 from reconciler.plan.changes import Action
 
@@ -106,13 +107,26 @@ def test_dead_domain_is_rebuilt(load_yaml, make_mirror, power) -> None:  # type:
     assert fields(change) == [("spec.state", power, "running", "restart")]
 
 
-def test_unmanaged_domain_with_a_manifest_name_is_not_adopted(load_yaml, make_mirror) -> None:  # type: ignore[no-untyped-def]
+def test_unmanaged_domain_with_a_manifest_name_is_a_conflict(load_yaml, make_mirror) -> None:  # type: ignore[no-untyped-def]
     desired = web(load_yaml)
     observed = with_vm(with_domain(make_mirror(desired), "web", managed=False), "web", memory=1536)
-    result = diff(desired, observed)
-    assert result.changes == ()
-    assert result.unmanaged == ()
-    assert any("'web'" in n and "not adopted" in n for n in result.notes)
+    with pytest.raises(Conflict) as raised:
+        diff(desired, observed)
+    (found,) = raised.value.diagnostics
+    domid = observed.domains["web"].domid
+    assert found.severity == "error" and found.message.startswith(f"VM 'web': domain {domid} ('web') holds its name")
+    assert "not made by the reconciler" in found.message and "adopting a domain is not supported yet" in found.message
+
+
+def test_unmanaged_domain_with_a_manifest_uuid_is_a_conflict(load_yaml, make_mirror) -> None:  # type: ignore[no-untyped-def]
+    desired = web(load_yaml)
+    mirror = make_mirror(desired)
+    stranger = dataclasses.replace(mirror.domains["web"], name="legacy", domid=77, managed=False)
+    observed = dataclasses.replace(mirror, domains={"legacy": stranger})
+    with pytest.raises(Conflict) as raised:
+        diff(desired, observed)
+    assert [d.message.split(" but ")[0] for d in raised.value.diagnostics] == [
+        f"VM 'web': domain 77 ('legacy') holds its uuid {desired.vms['web'].spec.uuid}"]
 
 
 def test_record_fields_compare_with_the_last_applied_record(load_yaml, make_mirror) -> None:  # type: ignore[no-untyped-def]
