@@ -56,7 +56,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"reconciler: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        return 130
+        # Ctrl-C before `apply` installs its own handlers (while loading, observing):
+        # an error like any other: exit 1 (DESIGN section 6), not the shell's 130.
+        print("reconciler: error: interrupted", file=sys.stderr)
+        return 1
     except BrokenPipeError:
         # `reconciler plan ... | head`: the reader went away; that is not our failure.
         return 0
