@@ -4,8 +4,10 @@ Touches the host through `reconciler.ports.HostPorts` only (no drivers: the CLI 
 the ports in). `execute(plan, ports, settings=...)` starts a step as soon as every step
 it depends on is done (no generation barriers), runs it through the op table
 (`reconciler.execute.ops.OPS`) under the one retry policy, and when a step fails marks
-every step that depends on it, transitively, skipped: only the root cause carries an
-error. Independent steps go on. Called by `reconciler apply` (and the watch loop).
+every step that `requires` it, transitively, skipped: only the root cause carries an
+error. Independent steps go on, and so do steps an `orders` edge (a priority
+tie-break) only placed after a failed or skipped one. Called by `reconciler apply`
+(and the watch loop).
 """
 
 from __future__ import annotations
@@ -14,8 +16,6 @@ import asyncio
 import heapq
 import time
 from collections.abc import Callable
-
-import networkx as nx
 
 from reconciler.errors import HostError
 from reconciler.execute.ops import CHANGES_DOMAINS, OPS
@@ -63,17 +63,30 @@ class _Schedule:
 
     def succeeded(self, sid: str) -> None:
         self.settled.add(sid)
+        self._release(sid)
+
+    def _release(self, sid: str) -> None:
+        """`sid` is settled: what waits for it waits for one step fewer."""
         for after in sorted(self.graph.successors(sid)):
             self.waiting[after] -= 1
             if self.waiting[after] == 0 and after not in self.settled:
                 heapq.heappush(self.ready, (self.rank[after], after))
 
     def failed(self, sid: str) -> list[str]:
-        """Settle `sid` and every step depending on it; the newly skipped, sorted."""
+        """Settle `sid` and every step that requires it, transitively; the newly skipped,
+        sorted. Steps they only order (`orders` edges) are released as if they were done."""
         self.settled.add(sid)
-        skipped = sorted(d for d in nx.descendants(self.graph, sid) if d not in self.settled)
+        skipped: set[str] = set()
+        pending = [sid]
+        while pending:
+            for after, data in self.graph.succ[pending.pop()].items():
+                if data.get("kind", "requires") == "requires" and after not in self.settled and after not in skipped:
+                    skipped.add(after)
+                    pending.append(after)
         self.settled.update(skipped)
-        return skipped
+        for gone in [sid, *sorted(skipped)]:
+            self._release(gone)
+        return sorted(skipped)
 
 
 async def execute(plan: Plan, ports: HostPorts, *, settings: ExecuteSettings,

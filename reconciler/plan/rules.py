@@ -8,6 +8,11 @@ destroy-edge idea:
 
     start:  ndvm create -> ndvm unpause -> ndvm wait-sentinel -> work-linux create
     stop:   work-linux shutdown -> work-linux destroy -> ndvm shutdown -> ndvm destroy
+
+Every edge `requires` its `before` step (a failure skips what comes after) except the
+edges of `ORDERING_ONLY` rules, which only `orders` two steps: a priority says which
+VM goes first, not that one needs the other (STYLE 21, Terraform's soft upstream
+failure). The execution skips along `requires` edges only.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from reconciler.model.common import Kind
 from reconciler.plan.deps import Index
@@ -22,6 +28,7 @@ from reconciler.plan.priority import order_edges
 from reconciler.plan.steps import Op, Step, step_id
 
 Pair = tuple[str, str]
+EdgeKind = Literal["requires", "orders"]
 
 
 @dataclass(frozen=True)
@@ -219,3 +226,11 @@ RULES: tuple[Rule, ...] = (
     start_priority_tiebreak,
     shutdown_priority_tiebreak,
 )
+
+# Rules whose edges only order: the later step still runs when the earlier one failed.
+ORDERING_ONLY: frozenset[str] = frozenset({start_priority_tiebreak.__name__, shutdown_priority_tiebreak.__name__})
+
+
+def edge_kind(rule: str) -> EdgeKind:
+    """`orders` for the edges of an ORDERING_ONLY rule, else `requires`."""
+    return "orders" if rule in ORDERING_ONLY else "requires"

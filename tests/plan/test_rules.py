@@ -148,6 +148,11 @@ def test_start_priority_orders_independent_vms_highest_first(build: Builder) -> 
     assert edge(plan, "vm/ndvm/wait-sentinel", "vm/uivm/create") == "start_priority_tiebreak"
     assert edge(plan, "vm/uivm/unpause", "vm/user/create") == "start_priority_tiebreak"
     assert edge(plan, "vm/ndvm/wait-sentinel", "vm/user/create") is None  # implied through uivm
+    # A priority only orders: a failed ndvm never skips uivm (STYLE 21).
+    kinds = {(d.before, d.after): d.kind for d in plan.dependencies}
+    assert kinds[("vm/ndvm/wait-sentinel", "vm/uivm/create")] == "orders"
+    assert kinds[("vm/ndvm/create", "vm/ndvm/record")] == "requires"
+    assert {d.kind for d in plan.dependencies if not d.rule.endswith("_tiebreak")} == {"requires"}
 
 
 def test_priority_never_fights_a_dependency_and_a_dependency_inherits_priority(build: Builder) -> None:
