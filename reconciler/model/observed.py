@@ -35,6 +35,8 @@ class DomainInfo:
     applied}`, written by the reconciler when it creates or updates a VM: `applied` is
     the JSON record of the spec fields the host cannot show (see `reconciler.diff`),
     `digest` its sha256. A VM without `managed` is not ours to change.
+    `booted`: whether the guest wrote the `bootSentinel` node its record names under
+    `/local/domain/<domid>/` (non-empty: its services are up); None without one.
     """
 
     name: str
@@ -44,6 +46,7 @@ class DomainInfo:
     managed: bool = False
     digest: str | None = None
     applied: str | None = None
+    booted: bool | None = None
 
 
 @dataclass(frozen=True)

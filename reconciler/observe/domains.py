@@ -7,6 +7,7 @@ are listed in that package's docstring.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
@@ -78,7 +79,22 @@ def domain_info(tree: Tree, dom: Domain) -> DomainInfo:
         managed = marker is not None and marker.strip().lower() in ("1", "true")
         digest = tree.get(f"/vm/{dom.uuid}/reconciler/digest") or None
         applied = tree.get(f"/vm/{dom.uuid}/reconciler/applied") or None
-    return DomainInfo(dom.name, dom.domid, dom.uuid, "running", managed, digest, applied)
+    node = _recorded_sentinel(applied) if managed else None
+    booted = None if node is None else bool(tree.get(f"/local/domain/{dom.domid}/{node}"))
+    return DomainInfo(dom.name, dom.domid, dom.uuid, "running", managed, digest, applied, booted)
+
+
+def _recorded_sentinel(applied: str | None) -> str | None:
+    """The `bootSentinel` node the last-applied record names, if it is readable (the
+    diff reports an unreadable record; here it only means no sentinel is known)."""
+    if applied is None or "bootSentinel" not in applied:
+        return None
+    try:
+        vm = json.loads(applied).get("vm")
+    except (ValueError, AttributeError):
+        return None
+    node = vm.get("bootSentinel") if isinstance(vm, dict) else None
+    return node if isinstance(node, str) and node else None
 
 
 def _virt(tree: Tree, dom: Domain) -> str:

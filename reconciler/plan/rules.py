@@ -1,7 +1,9 @@
 """Edge rules: which step waits for which, one small named function per Xen reason.
 
-Pure. Each rule reads a `Scene` (the plan's steps, who starts, who stops) and yields
-(before, after) step-id pairs. `reconciler.plan.build` applies `RULES` in order; an
+Pure. Each rule reads a `Scene` (the plan's steps, who starts, who wakes, who stops)
+and yields (before, after) step-id pairs. The rules hold whenever the plan has the steps
+they order, not only when it builds the VM: a rerun that unpauses a VM left paused by a
+failed attach, or waits again for a sentinel that timed out, keeps the same order. `reconciler.plan.build` applies `RULES` in order; an
 edge keeps the name of the first rule that made it, so `--format json|dot` say why.
 Starts follow OpenXT (openxt.md 5, 6.1); stops are the reverse of starts, Terraform's
 destroy-edge idea:
@@ -43,6 +45,8 @@ class Scene:
     _by: dict[tuple[str, Op], list[Step]] = field(default_factory=dict, repr=False)
     _by_op: dict[Op, list[Step]] = field(default_factory=dict, repr=False)
     _vm: dict[tuple[str, Op], str] = field(default_factory=dict, repr=False)
+    unpausing: frozenset[str] = field(default=frozenset(), init=False)  # VMs with an unpause step
+    waking: frozenset[str] = field(default=frozenset(), init=False)  # ... or a wait-sentinel step
 
     def __post_init__(self) -> None:
         by: dict[tuple[str, Op], list[Step]] = defaultdict(list)
@@ -55,12 +59,20 @@ class Scene:
                 self._vm[(step.vm, step.op)] = step.id
         self._by.update(by)
         self._by_op.update(by_op)
+        unpausing = frozenset(s.vm for s in by_op.get("unpause", ()) if s.kind == "VM")
+        object.__setattr__(self, "unpausing", unpausing)
+        object.__setattr__(self, "waking", unpausing | {s.vm for s in by_op.get("wait-sentinel", ()) if s.kind == "VM"})
+
+    @property
+    def coming_up(self) -> frozenset[str]:
+        """VMs this plan builds or brings up: what depends on them waits for `ready`."""
+        return self.starting | self.waking
 
     def vm_step(self, vm: str, op: Op) -> str | None:
         return self._vm.get((vm, op))
 
     def ready(self, vm: str) -> str | None:
-        """The step after which a starting VM counts as up: its sentinel, else its unpause."""
+        """The step after which a VM coming up counts as up: its sentinel, else its unpause."""
         ops: tuple[Op, ...] = ("wait-sentinel", "unpause", "record", "create")
         for op in ops:
             found = self.vm_step(vm, op)
@@ -98,8 +110,9 @@ def build_before_attach(scene: Scene) -> Iterator[Pair]:
 
 
 def devices_before_unpause(scene: Scene) -> Iterator[Pair]:
-    """OpenXT unpauses a new domain only once its disks, NICs and PCI devices are in place."""
-    for vm in sorted(scene.starting):
+    """OpenXT unpauses a domain only once its disks, NICs and PCI devices are in place
+    (a new one, or one a failed attach left paused)."""
+    for vm in sorted(scene.unpausing):
         yield from _pairs([s.id for s in scene.device_steps(vm, "attach")], [scene.vm_step(vm, "unpause")])
 
 
@@ -112,7 +125,7 @@ def firewall_after_build(scene: Scene) -> Iterator[Pair]:
 
 def firewall_before_unpause(scene: Scene) -> Iterator[Pair]:
     """v4v is default-deny: xenmgr applies a VM's rules before it unpauses it (v4v-firewall-ready)."""
-    for vm in sorted(scene.starting):
+    for vm in sorted(scene.unpausing):
         own = [s.id for s in scene.device_steps(vm, "fw-apply") if s.trigger is None]
         yield from _pairs(own, [scene.vm_step(vm, "unpause")])
 
@@ -127,13 +140,16 @@ def rules_naming_a_vm_applied_when_it_starts(scene: Scene) -> Iterator[Pair]:
 
 def backends_up_before_dependents(scene: Scene) -> Iterator[Pair]:
     """A frontend connects only to a running backend: a NIC's backendVM (and dependsOn) is up,
-    its boot sentinel written, before dependents start or a device is hot-plugged onto it."""
-    for vm in sorted(scene.starting):
-        for needed in sorted(scene.index.needs(vm) & scene.starting):
-            yield from _pairs([scene.ready(needed)], [scene.vm_step(vm, "create")])
+    its boot sentinel written, before dependents start or a device is hot-plugged onto it.
+    A backend comes up when this plan builds it, unpauses it or waits for its sentinel."""
+    up = scene.coming_up
+    for vm in sorted(scene.starting | scene.unpausing):
+        first = scene.vm_step(vm, "create") or scene.vm_step(vm, "unpause")
+        for needed in sorted(scene.index.needs(vm) & up):
+            yield from _pairs([scene.ready(needed)], [first])
     for step in scene.steps_doing("attach"):
         backend = scene.backend_of(step.kind, step.name)
-        if backend in scene.starting and step.vm not in scene.starting:
+        if backend in up and step.vm not in scene.starting:
             yield from _pairs([scene.ready(backend)], [step.id])
 
 

@@ -10,9 +10,76 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.execute.test_faults import outcomes, running, vm
+import pytest
+
+from tests.execute.test_faults import failed_section, outcomes, running, vm
 
 Cli = Callable[..., tuple[int, str, str]]
+
+
+def test_rerun_after_failed_attaches_keeps_the_vm_paused_until_they_succeed(
+        served: Callable[..., Any], cli: Cli, state_dir: Path, write_manifest: Callable[[str, str], Path]) -> None:
+    folder = write_manifest("db.yaml", vm("db"))
+    faults = state_dir / "faults.yaml"
+    faults.write_text("operations:\n  attach_disk: {error_rate: 1.0}\n  attach_nic: {error_rate: 1.0}\n")
+    host = served()
+    code, out, _ = cli("apply", str(folder))
+    assert code == 1 and outcomes(out)["vm/db/unpause"] == "skipped"
+    assert running(host) == {"db": "paused"}
+
+    # The attaches still fail: the rerun must not unpause db beside them.
+    code, out, _ = cli("apply", str(folder))
+    assert code == 1, out
+    steps = outcomes(out)
+    assert steps["disk/db-disks-0/attach"] == "failed" and steps["nic/db-nics-0/attach"] == "failed"
+    assert steps["vm/db/unpause"] == "skipped", out
+    assert "VM `db` has been skipped." in out or "VM `db` has been failed." in out
+    assert running(host) == {"db": "paused"}
+
+    faults.unlink()
+    code, out, _ = cli("apply", str(folder))
+    assert code == 0, out
+    assert running(host) == {"db": "running"}
+    assert cli("plan", str(folder), "--detailed-exitcode")[0] == 0
+
+
+def test_rerun_after_a_sentinel_timeout_waits_for_it_again(
+        served: Callable[..., Any], cli: Cli, monkeypatch: pytest.MonkeyPatch, state_dir: Path,
+        write_manifest: Callable[[str, str], Path]) -> None:
+    monkeypatch.setenv("RECONCILER_SENTINEL_TIMEOUT_S", "0.3")
+    write_manifest("svc.yaml", vm("svc", "  bootSentinel: booted\n"))
+    folder = write_manifest("app.yaml", vm("app", "  dependsOn: [svc]\n"))
+    faults = state_dir / "faults.yaml"
+    faults.write_text("silent: [svc]\n")  # the guest never writes `booted`
+    host = served()
+    code, out, _ = cli("apply", str(folder))
+    assert code == 1 and outcomes(out)["vm/svc/wait-sentinel"] == "failed"
+
+    # svc runs but never booted: the plan says so, and the rerun waits again.
+    code, out, _ = cli("plan", str(folder), "--detailed-exitcode")
+    assert code == 2, out
+    assert "vm/svc/wait-sentinel" in out
+    code, out, _ = cli("apply", str(folder))
+    assert code == 1, out
+    steps = outcomes(out)
+    assert steps["vm/svc/wait-sentinel"] == "failed"
+    assert steps["vm/app/create"] == "skipped"
+    assert failed_section(out) == ["vm/svc/wait-sentinel"]
+    assert running(host) == {"svc": "running"}
+
+    # The guest comes up at last: the next apply starts app after the sentinel.
+    faults.unlink()
+    host.run(lambda p: _write_sentinel(p, "svc", "booted"))
+    code, out, _ = cli("apply", str(folder))
+    assert code == 0, out
+    assert "vm/svc/wait-sentinel" not in out  # met: nothing to wait for
+    assert running(host) == {"app": "running", "svc": "running"}
+    assert cli("plan", str(folder), "--detailed-exitcode")[0] == 0
+
+
+async def _write_sentinel(ports: Any, name: str, node: str) -> None:
+    domid = next(d.domid for d in await ports.toolstack.list_domains() if d.name == name)
+    await ports.xenstore.write(f"/local/domain/{domid}/{node}", "1")
 
 
 def test_a_failure_never_skips_a_vm_that_only_comes_later_by_priority(
