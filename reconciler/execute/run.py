@@ -21,10 +21,11 @@ from reconciler.errors import HostError
 from reconciler.execute.ops import CHANGES_DOMAINS, OPS
 from reconciler.execute.report import Report, StepResult, make_report
 from reconciler.execute.runtime import Runtime
-from reconciler.execute.settings import ExecuteSettings, retrying
+from reconciler.execute.settings import ExecuteSettings
 from reconciler.plan.build import Plan
 from reconciler.plan.steps import Step
 from reconciler.ports import HostPorts
+from reconciler.retry import retried, retrying
 
 OnStep = Callable[[StepResult], None]
 
@@ -34,7 +35,7 @@ async def run_step(rt: Runtime, step: Step) -> StepResult:
     Only HostErrors fail a step; anything else is a bug and propagates."""
     started, tries = time.monotonic(), 0
     try:
-        async for attempt in retrying(rt.settings):
+        async for attempt in retrying(rt.settings.retry):
             with attempt:
                 tries = attempt.retry_state.attempt_number
                 note = await OPS[step.op](rt, step, tries > 1)
@@ -103,7 +104,7 @@ async def execute(plan: Plan, ports: HostPorts, *, settings: ExecuteSettings,
             on_step(result)
 
     if steps:
-        await rt.domains()  # the domids of the VMs that already run
+        await retried(settings.retry, rt.domains)  # the domids of the VMs that already run
     try:
         while schedule.ready or running:
             while schedule.ready and len(running) < settings.parallelism:

@@ -3,7 +3,9 @@
 Touches the host, read-only, and only through `reconciler.ports.HostPorts`: one
 pipelined xenstore snapshot, `xl list` (power states xenstore cannot show, xen.md
 2.9), the sysfs PCI inventory and the v4v firewall table. The tree goes through the
-same pure `observe_tree` a captured dump does. Called by the CLI (observe, plan).
+same pure `observe_tree` a captured dump does. Each read is retried on a transient
+error under the one retry policy (`reconciler.retry`), as execute retries its steps.
+Called by the CLI (observe, plan, apply).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from reconciler.model.host import DomainStatus
 from reconciler.model.observed import DomainInfo, ObservedPower, ObservedState
 from reconciler.observe import observe_tree
 from reconciler.ports import HostPorts
+from reconciler.retry import RetryPolicy, retried
 
 _POWER: dict[str, ObservedPower] = {
     "running": "running",
@@ -49,13 +52,14 @@ def with_power(state: ObservedState, domains: list[DomainStatus]) -> ObservedSta
     return dataclasses.replace(state, domains=infos, problems=tuple(problems))
 
 
-async def observe_host(ports: HostPorts) -> ObservedState:
-    """Everything the host shows, read concurrently: xenstore, domains, PCI, firewall."""
+async def observe_host(ports: HostPorts, retry: RetryPolicy = RetryPolicy()) -> ObservedState:
+    """Everything the host shows, read concurrently: xenstore, domains, PCI, firewall;
+    a read that fails transiently is read again (only that one)."""
     nodes, domains, pci, firewall = await asyncio.gather(
-        ports.xenstore.snapshot("/"),
-        ports.toolstack.list_domains(),
-        ports.pciback.inventory(),
-        ports.firewall.list(),
+        retried(retry, lambda: ports.xenstore.snapshot("/")),
+        retried(retry, ports.toolstack.list_domains),
+        retried(retry, ports.pciback.inventory),
+        retried(retry, ports.firewall.list),
     )
     state = with_power(observe_tree(_decode(nodes)), domains)
     return dataclasses.replace(state, host_pci=tuple(pci), firewall=tuple(firewall))

@@ -1,7 +1,8 @@
 """The ordering rules hold on every run, not only the run that builds a VM; a failure
 skips only what requires the failed step. Against the served simulated host through
 the real CLI: a first apply fails half-way (faults.yaml), the rerun must keep the VM
-paused until its devices are in, and keep dependents waiting for a sentinel not met."""
+paused until its devices are in, and keep dependents waiting for a sentinel not met.
+With transient errors on every host operation, observation is retried as steps are."""
 
 from __future__ import annotations
 
@@ -98,3 +99,23 @@ def test_a_failure_never_skips_a_vm_that_only_comes_later_by_priority(
         assert f"VM `{other}` has been created." in out
     assert re.search(r"^Apply: \d+ done, 2 failed, 1 skipped\.$", out, re.M), out
     assert running(host) == {"appliance": "running", "db": "paused", "mail": "running"}
+
+
+@pytest.mark.parametrize("seed", range(1, 10))
+def test_observation_is_retried_like_the_steps(served: Callable[..., Any], cli: Cli, state_dir: Path,
+                                               write_manifest: Callable[[str, str], Path], seed: int) -> None:
+    write_manifest("web.yaml", vm("web", '  pci: [{bdf: "0000:00:1f.6"}]\n'))
+    two_vms = write_manifest("db.yaml", vm("db"))
+    # 20% transient errors on every operation of the host, reads included.
+    (state_dir / "faults.yaml").write_text(f"seed: {seed}\noperations:\n  '*': {{error_rate: 0.2}}\n")
+    served()
+    code, out, err = cli("plan", str(two_vms), "--detailed-exitcode")
+    assert code == 2 and not err, err  # observed, planned: changes to make
+    code, out, err = cli("apply", str(two_vms))
+    assert "Plan:" in out, err  # got past observe
+    for _ in range(2):  # what failed for good on the first apply is finished by the next
+        if code == 0:
+            break
+        code, out, err = cli("apply", str(two_vms))
+    assert code == 0, out + err
+    assert cli("plan", str(two_vms), "--detailed-exitcode")[0] == 0
