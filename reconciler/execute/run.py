@@ -25,7 +25,7 @@ from reconciler.execute.settings import ExecuteSettings
 from reconciler.plan.build import Plan
 from reconciler.plan.steps import Step
 from reconciler.ports import HostPorts
-from reconciler.retry import retried, retrying
+from reconciler.retry import retrying
 
 OnStep = Callable[[StepResult], None]
 
@@ -104,7 +104,7 @@ async def execute(plan: Plan, ports: HostPorts, *, settings: ExecuteSettings,
             on_step(result)
 
     if steps:
-        await retried(settings.retry, rt.domains)  # the domids of the VMs that already run
+        await rt.domains()  # the domids of the VMs that already run (a read: retried)
     try:
         while schedule.ready or running:
             while schedule.ready and len(running) < settings.parallelism:
