@@ -12,10 +12,10 @@ whether the host matches. Printed per run: applies needed, transient errors inje
 attempt and the extra attempts (reads retried inside a step are not counted there),
 and per apply the steps that failed for good, or `stopped` when a read (observe, or the
 first domain listing) failed all its tries before any step ran (at 50%: 1 read in 32).
-Seeds are fixed, so
-runs repeat exactly. Retries wait 10 ms doubling up to 100 ms (RECONCILER_RETRY_*),
+Seeds are fixed and apply runs one step at a time (`--parallelism 1`: faults are drawn
+per operation in call order), so runs repeat exactly. Retries wait 10 ms doubling up to 100 ms (RECONCILER_RETRY_*),
 not the 0.2 s default, and backends run at delay_scale 0.05, to keep it quick.
-Run: `python bench/faults.py [--rates 0.2,0.5] [--seeds 1,2,3] [--examples examples/server-host,...]`.
+Run: `python bench/faults.py [--rates 0.2,0.5] [--seeds 1,2,3] [--examples DIR,...] [--parallelism N]`.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def counters(state_dir: Path) -> dict[str, int]:
     return {str(k): int(v) for k, v in json.loads(file.read_text(encoding="utf-8")).get("fault_counters", {}).items()}
 
 
-def one_run(rate: float, seed: int, example: str) -> Run:
+def one_run(rate: float, seed: int, example: str, parallelism: int) -> Run:
     run = Run(rate, seed, example)
     with tempfile.TemporaryDirectory(prefix="fault-") as tmp:
         state_dir = Path(tmp)
@@ -75,7 +75,7 @@ def one_run(rate: float, seed: int, example: str) -> Run:
         host = f"sim:{state_dir}"
         while run.applies < MAX_APPLIES and not run.converged:
             before = counters(state_dir)
-            done = reconciler("apply", example, "--host", host)
+            done = reconciler("apply", example, "--host", host, "--parallelism", str(parallelism))
             run.applies += 1
             if done.returncode not in (0, 1):
                 print(f"  apply {run.applies}: exit {done.returncode}: {done.stderr.strip()[-300:]}", file=sys.stderr)
@@ -99,6 +99,8 @@ def main() -> int:
     parser.add_argument("--rates", default="0.2,0.5", help="error rates, comma-separated")
     parser.add_argument("--seeds", default="1,2,3", help="fault seeds, comma-separated")
     parser.add_argument("--examples", default="examples/server-host,examples/openxt-desktop")
+    parser.add_argument("--parallelism", type=int, default=1,
+                        help="apply's --parallelism; 1 (the default) makes every run repeat exactly")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -109,7 +111,7 @@ def main() -> int:
     for rate in rates:
         for example in examples:
             for seed in seeds:
-                run = one_run(rate, seed, example)
+                run = one_run(rate, seed, example, args.parallelism)
                 runs.append(run)
                 print(f"{rate:>5.0%} {seed:>4}  {example:<24} {run.applies:>7} {'yes' if run.converged else 'NO':>9} "
                       f"{run.injected:>6} {run.retried_steps:>7} {run.extra_attempts:>5}  {' '.join(run.failed)}", flush=True)

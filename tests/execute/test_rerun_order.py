@@ -107,19 +107,20 @@ def test_observation_is_retried_like_the_steps(served: Callable[..., Any], cli: 
                                                seed: int) -> None:
     write_manifest("web.yaml", vm("web", '  pci: [{bdf: "0000:00:1f.6"}]\n  v4vRules: ["myself -> 0:80"]\n'))
     two_vms = write_manifest("db.yaml", vm("db", "  v4vRules: [\"myself -> 0:5432\"]\n"))
-    # Transient errors on every operation of the host, reads included.
+    # Transient errors on every operation of the host, reads included; one step at a time,
+    # so the faults (drawn per operation in call order) fall the same way on every run.
     faults = state_dir / "faults.yaml"
     faults.write_text(f"seed: {seed}\noperations:\n  '*': {{error_rate: {rate}}}\n")
     served()
     code, out, err = cli("plan", str(two_vms), "--detailed-exitcode")
     assert code == 2 and not err, err  # observed, planned: changes to make
-    code, out, err = cli("apply", str(two_vms))
+    code, out, err = cli("apply", str(two_vms), "--parallelism", "1")
     # Got past observe (at 50%, a read may fail all 5 tries: 1 in 32; that apply counts).
     assert "Plan:" in out or rate == 0.5, err
     for _ in range(2):  # what failed for good on the first apply is finished by the next
         if code == 0:
             break
-        code, out, err = cli("apply", str(two_vms))
+        code, out, err = cli("apply", str(two_vms), "--parallelism", "1")
     assert code == 0, out + err
     faults.unlink()  # the check itself without faults
     assert cli("plan", str(two_vms), "--detailed-exitcode")[0] == 0
