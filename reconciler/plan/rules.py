@@ -1,10 +1,11 @@
 """Edge rules: which step waits for which, one small named function per Xen reason.
 
 Pure. Each rule reads a `Scene` (the plan's steps, who starts, who wakes, who stops)
-and yields (before, after) step-id pairs. The rules hold whenever the plan has the steps
-they order, not only when it builds the VM: a rerun that unpauses a VM left paused by a
-failed attach, or waits again for a sentinel that timed out, keeps the same order. `reconciler.plan.build` applies `RULES` in order; an
-edge keeps the name of the first rule that made it, so `--format json|dot` say why.
+and yields (before, after) step-id pairs. The rules hold whenever the plan has the
+steps they order, not only when it builds the VM: a rerun that unpauses a VM a failed
+attach left paused, or waits again for a sentinel that timed out, keeps the order of a
+first run. `reconciler.plan.build` applies `RULES` in order; an edge keeps the name of
+the first rule that made it, so `--format json|dot` say why.
 Starts follow OpenXT (openxt.md 5, 6.1); stops are the reverse of starts, Terraform's
 destroy-edge idea:
 
