@@ -78,8 +78,22 @@ class Faults:
             return Decision(False, 0, None)
         count = self.counters.get(op, 0)
         self.counters[op] = count + 1
-        draw = random.Random(f"{self.plan.seed}/{op}/{count}").random()
-        return Decision(draw < rule.error_rate, rule.latency_ms, rule.hang_s if rule.hang else None)
+        return Decision(self._fails(rule, op, count), rule.latency_ms, rule.hang_s if rule.hang else None)
+
+    def _fails(self, rule: OpFault, op: str, count: int) -> bool:
+        return random.Random(f"{self.plan.seed}/{op}/{count}").random() < rule.error_rate
+
+    def injected(self, since: Mapping[str, int] | None = None) -> dict[str, int]:
+        """Transient errors injected per operation, replaying the decisions of the calls
+        counted since `since` (earlier counters; None: from the start). For benchmarks."""
+        out: dict[str, int] = {}
+        for op, count in sorted(self.counters.items()):
+            rule = self.plan.operations.get(op) or self.plan.operations.get("*")
+            if rule is not None:
+                failed = sum(self._fails(rule, op, n) for n in range((since or {}).get(op, 0), count))
+                if failed:
+                    out[op] = failed
+        return out
 
     def never_connects(self, kind: str, domain: str) -> bool:
         kind = "vbd" if kind == "qdisk" else kind

@@ -1,18 +1,20 @@
-"""The one retry policy for transient host errors, built from a small settings value.
+"""The xenstore client's retry numbers, for the reconciler's one retry policy.
 
-Input: `RetrySettings` (attempts, initial wait, max wait). Output: a tenacity
-`AsyncRetrying` that retries `TransientHostError` only (EAGAIN, EBUSY, timeouts, a lost
-connection) with capped exponential backoff. Used by the xenstore client for
-transactions and reconnects; tests pass `NO_WAIT`.
+Input: `RetrySettings` (attempts, initial wait, max wait: a xenstore EAGAIN clears in
+milliseconds, so more tries and shorter waits than a toolstack call). Output: the
+tenacity controller of `reconciler.retry`, which retries `TransientHostError` only
+(EAGAIN, EBUSY, timeouts, a lost connection) with capped exponential backoff. Used by
+the xenstore client for transactions and reconnects; tests pass `NO_WAIT`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import AsyncRetrying
 
-from reconciler.errors import TransientHostError
+from reconciler.retry import RetryPolicy
+from reconciler.retry import retrying as policy_retrying
 
 
 @dataclass(frozen=True)
@@ -28,10 +30,6 @@ NO_WAIT = RetrySettings(attempts=10, initial_wait=0.0, max_wait=0.0)
 
 
 def retrying(settings: RetrySettings) -> AsyncRetrying:
-    """A fresh tenacity controller: `async for attempt in retrying(s): with attempt: ...`."""
-    return AsyncRetrying(
-        retry=retry_if_exception_type(TransientHostError),
-        stop=stop_after_attempt(settings.attempts),
-        wait=wait_exponential(multiplier=settings.initial_wait, max=settings.max_wait),
-        reraise=True,
-    )
+    """A fresh tenacity controller: `async for attempt in retrying(s): with attempt: ...`,
+    the reconciler's one policy (`reconciler.retry`) with this client's numbers."""
+    return policy_retrying(RetryPolicy(settings.attempts, settings.initial_wait, settings.max_wait))

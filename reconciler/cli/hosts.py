@@ -86,14 +86,17 @@ async def open_host(spec: HostSpec, *, read_only: bool = False) -> AsyncIterator
 
 
 async def _observe(spec: HostSpec) -> ObservedState:
+    from reconciler.execute.settings import resolve_settings
     from reconciler.observe.host import observe_host
 
+    retry = resolve_settings().retry  # the retry numbers of apply: flag > environment > default
     async with open_host(spec, read_only=True) as ports:
-        return await observe_host(ports)
+        return await observe_host(ports, retry)
 
 
 def observe_selected(host: str | None) -> ObservedState:
-    """Observe the host `--host` (or the environment, or the default) selects."""
+    """Observe the host `--host` (or the environment, or the default) selects, each
+    read retried on a transient error as apply retries its steps."""
     return run_async(_observe(select_host(host)))
 
 

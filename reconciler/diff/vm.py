@@ -50,6 +50,20 @@ def _power_change(vm: VM, info: DomainInfo) -> FieldChange | None:
     return None
 
 
+SENTINEL = "sentinel"  # the path of a boot sentinel not met: before "not written", after "written"
+
+
+def _sentinel_change(ctx: Context, vm: VM, info: DomainInfo) -> FieldChange | None:
+    """A running (or to be unpaused) VM whose guest never wrote its boot sentinel: its
+    services are not up, so what depends on it must wait for them (xenmgr waits too)."""
+    node, record = vm.spec.boot_sentinel, ctx.records.get(vm.metadata.name)
+    if vm.spec.state != "running" or not node or info.booted is not False:
+        return None
+    if record is None or record.vm.get("bootSentinel") != node:
+        return None  # a new sentinel: the record step writes it, the next plan checks it
+    return FieldChange(SENTINEL, "not written", "written", "live")
+
+
 def _update(ctx: Context, vm: VM, info: DomainInfo) -> list[ResourceChange]:
     """A managed domain that runs (or is paused) and should: compare its fields."""
     name = vm.metadata.name
@@ -65,8 +79,9 @@ def _update(ctx: Context, vm: VM, info: DomainInfo) -> list[ResourceChange]:
         if vm.spec.vcpus > (seen.spec.max_vcpus or 0):
             impacts["vcpus"] = "restart"
     fields = compare("VM", vm.spec, seen.spec if seen is not None else None, record.vm if record else None, impacts, ctx.leaf)
-    power = _power_change(vm, info)
+    power, sentinel = _power_change(vm, info), _sentinel_change(ctx, vm, info)
     fields = ([power] if power is not None else []) + [f for f in fields if f.path != "spec.state"]
+    fields += [sentinel] if sentinel is not None else []
     devices = device_changes(ctx, name)
     later = [f.path for f in fields if f.impact != "live"]
     later_devices = [f"{d.name} {f.path}" for d in devices for f in d.fields if f.impact == "restart"]
@@ -91,6 +106,9 @@ def _update(ctx: Context, vm: VM, info: DomainInfo) -> list[ResourceChange]:
     if later:
         reason = f"{', '.join(later)} only take effect on a restart; updatePolicy is live, so pending until {name} restarts"
         change = ResourceChange("VM", name, name, Action.UPDATE, worst(fields), tuple(fields), reason, pending=True)
+    elif sentinel is not None and len(fields) == 1:
+        reason = f"its guest has not written {vm.spec.boot_sentinel!r}: waiting for it before what depends on {name} starts"
+        change = ResourceChange("VM", name, name, Action.UPDATE, "live", tuple(fields), reason)
     else:
         change = ResourceChange("VM", name, name, Action.UPDATE, "live", tuple(fields), "applied to the running domain")
     return [change, *devices]

@@ -100,7 +100,7 @@ async def pci_assignable_add(rt: Runtime, step: Step, retry: bool) -> str | None
     # next plan sees).
     rule = rt.desired.pci.get(step.name)
     async with rt.pci_lock:
-        drivers = {d.bdf: d.driver for d in await rt.ports.pciback.inventory()}
+        drivers = {d.bdf: d.driver for d in await rt.read(rt.ports.pciback.inventory)}
         wanted = await _pci_addresses(rt, step, rule) if rule is not None else _listed(step)
         bound = [bdf for bdf in wanted if drivers.get(_canonical(bdf)) != PCIBACK]
         for bdf in bound:
@@ -113,7 +113,7 @@ async def pci_assignable_remove(rt: Runtime, step: Step, retry: bool) -> str | N
     # Only devices the reconciler bound (the plan lists its records): unbind from pciback,
     # the kernel gives the device back to its own driver; then the record goes.
     async with rt.pci_lock:
-        drivers = {d.bdf: d.driver for d in await rt.ports.pciback.inventory()}
+        drivers = {d.bdf: d.driver for d in await rt.read(rt.ports.pciback.inventory)}
         for bdf in _listed(step):
             if drivers.get(_canonical(bdf)) == PCIBACK:
                 await rt.ports.pciback.assignable_remove(bdf, rebind=True)
@@ -131,7 +131,7 @@ def _record(bdf: str) -> str:
 
 async def _unseized(rt: Runtime, rule: PCIPassthrough, bdfs: list[str]) -> None:
     """`seize: false`: the device must be on pciback already; say which is not, and the fix."""
-    drivers = {d.bdf: d.driver for d in await rt.ports.pciback.inventory()}
+    drivers = {d.bdf: d.driver for d in await rt.read(rt.ports.pciback.inventory)}
     for bdf in bdfs:
         driver = drivers.get(_canonical(bdf), PCIBACK)
         if driver != PCIBACK:
@@ -163,7 +163,7 @@ async def _pci_addresses(rt: Runtime, step: Step, rule: PCIPassthrough) -> list[
     match = rule.spec.match
     if match is None:
         raise TerminalHostError(f"PCIPassthrough {step.name!r} names neither bdf nor match; fix the manifest")
-    return sorted(d.bdf for d in await rt.ports.pciback.inventory() if matches(match, d))
+    return sorted(d.bdf for d in await rt.read(rt.ports.pciback.inventory) if matches(match, d))
 
 
 async def _frontend(rt: Runtime, domid: int, kind: str, devid: int) -> bool:

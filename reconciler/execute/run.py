@@ -4,8 +4,10 @@ Touches the host through `reconciler.ports.HostPorts` only (no drivers: the CLI 
 the ports in). `execute(plan, ports, settings=...)` starts a step as soon as every step
 it depends on is done (no generation barriers), runs it through the op table
 (`reconciler.execute.ops.OPS`) under the one retry policy, and when a step fails marks
-every step that depends on it, transitively, skipped: only the root cause carries an
-error. Independent steps go on. Called by `reconciler apply` (and the watch loop).
+every step that `requires` it, transitively, skipped: only the root cause carries an
+error. Independent steps go on, and so do steps an `orders` edge (a priority
+tie-break) only placed after a failed or skipped one. Called by `reconciler apply`
+(and the watch loop).
 """
 
 from __future__ import annotations
@@ -15,16 +17,15 @@ import heapq
 import time
 from collections.abc import Callable
 
-import networkx as nx
-
 from reconciler.errors import HostError
 from reconciler.execute.ops import CHANGES_DOMAINS, OPS
 from reconciler.execute.report import Report, StepResult, make_report
 from reconciler.execute.runtime import Runtime
-from reconciler.execute.settings import ExecuteSettings, retrying
+from reconciler.execute.settings import ExecuteSettings
 from reconciler.plan.build import Plan
 from reconciler.plan.steps import Step
 from reconciler.ports import HostPorts
+from reconciler.retry import retrying
 
 OnStep = Callable[[StepResult], None]
 
@@ -34,7 +35,7 @@ async def run_step(rt: Runtime, step: Step) -> StepResult:
     Only HostErrors fail a step; anything else is a bug and propagates."""
     started, tries = time.monotonic(), 0
     try:
-        async for attempt in retrying(rt.settings):
+        async for attempt in retrying(rt.settings.retry):
             with attempt:
                 tries = attempt.retry_state.attempt_number
                 note = await OPS[step.op](rt, step, tries > 1)
@@ -63,17 +64,30 @@ class _Schedule:
 
     def succeeded(self, sid: str) -> None:
         self.settled.add(sid)
+        self._release(sid)
+
+    def _release(self, sid: str) -> None:
+        """`sid` is settled: what waits for it waits for one step fewer."""
         for after in sorted(self.graph.successors(sid)):
             self.waiting[after] -= 1
             if self.waiting[after] == 0 and after not in self.settled:
                 heapq.heappush(self.ready, (self.rank[after], after))
 
     def failed(self, sid: str) -> list[str]:
-        """Settle `sid` and every step depending on it; the newly skipped, sorted."""
+        """Settle `sid` and every step that requires it, transitively; the newly skipped,
+        sorted. Steps they only order (`orders` edges) are released as if they were done."""
         self.settled.add(sid)
-        skipped = sorted(d for d in nx.descendants(self.graph, sid) if d not in self.settled)
+        skipped: set[str] = set()
+        pending = [sid]
+        while pending:
+            for after, data in self.graph.succ[pending.pop()].items():
+                if data.get("kind", "requires") == "requires" and after not in self.settled and after not in skipped:
+                    skipped.add(after)
+                    pending.append(after)
         self.settled.update(skipped)
-        return skipped
+        for gone in [sid, *sorted(skipped)]:
+            self._release(gone)
+        return sorted(skipped)
 
 
 async def execute(plan: Plan, ports: HostPorts, *, settings: ExecuteSettings,
@@ -92,7 +106,7 @@ async def execute(plan: Plan, ports: HostPorts, *, settings: ExecuteSettings,
             on_step(result)
 
     if steps:
-        await rt.domains()  # the domids of the VMs that already run
+        await rt.domains()  # the domids of the VMs that already run (a read: retried)
     try:
         while (schedule.ready and not _set(stop)) or running:
             while schedule.ready and len(running) < settings.parallelism and not _set(stop):

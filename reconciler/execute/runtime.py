@@ -6,15 +6,19 @@ Touches the host through `reconciler.ports.HostPorts` only. Built by
 Domids come from the host (`list_domains` at start, refreshed on a miss) and from
 `create` for the domains this run builds, never from the plan (STYLE 4). What v4v
 rules resolve against (the running set, the table) is read once and kept until a
-step may have changed it, so a run stays linear in the number of rules.
+step may have changed it, so a run stays linear in the number of rules. Reads of the
+host (`read`) are retried where they are made, under the run's retry policy: a read
+is safe to repeat, and a step of many reads would otherwise rarely get one whole try
+through when transient errors are frequent; the step's own retry covers its writes.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from reconciler.diff.firewall import RunningVM
 from reconciler.errors import HostError, TerminalHostError
@@ -23,8 +27,10 @@ from reconciler.model.host import BUILDING, DomainStatus, FirewallEntry
 from reconciler.model.state import DesiredState
 from reconciler.plan.steps import Step
 from reconciler.ports import HostPorts
+from reconciler.retry import retried
 
 LIVE = ("running", "paused")  # powers in which a domain holds devices and firewall entries
+T = TypeVar("T")
 RECORD = "reconciler"  # /vm/<uuid>/reconciler/{managed,digest,applied/<i>}, written by `record`
 
 
@@ -75,9 +81,13 @@ class Runtime:
     fw_table: TableCopy | None = None
     _running: tuple[list[DomainStatus], dict[str, RunningVM]] | None = None  # `running()` of one listing
 
+    async def read(self, call: Callable[[], Awaitable[T]]) -> T:
+        """`await call()`, a read of the host, retried on a transient error."""
+        return await retried(self.settings.retry, call)
+
     async def domains(self) -> list[DomainStatus]:
         """`xl list` now, also refreshing the name -> domid table."""
-        listed = await self.ports.toolstack.list_domains()
+        listed = await self.read(self.ports.toolstack.list_domains)
         self.domids = {d.name: d.domid for d in listed}
         self.listing = listed
         return listed
@@ -85,7 +95,7 @@ class Runtime:
     async def firewall(self) -> TableCopy:
         """The v4v table (call under `firewall_lock`; keep it current with your changes)."""
         if self.fw_table is None:
-            self.fw_table = TableCopy(await self.ports.firewall.list())
+            self.fw_table = TableCopy(await self.read(self.ports.firewall.list))
         return self.fw_table
 
     async def domid(self, vm: str) -> int:

@@ -1,10 +1,11 @@
-"""Settings of the executor and its one retry policy.
+"""Settings of the executor, and where the one retry policy gets its numbers.
 
 Pure values. `resolve_settings(parallelism, env)` builds `ExecuteSettings` once, for
-`apply` (later `watch`): flag > environment (`RECONCILER_*`, below) > default, resolved
-here and nowhere else. `retrying(settings)` turns it into the tenacity policy `reconciler.execute.run`
-wraps around every step: only `TransientHostError` is retried, with capped exponential
-backoff, so tests pass `ExecuteSettings(initial_backoff_s=0)` and never sleep.
+`apply` (later `watch`), and for the host reads of `plan` and `observe`: flag >
+environment (`RECONCILER_*`, below) > default, resolved here and nowhere else.
+`settings.retry` is the `reconciler.retry.RetryPolicy` that execute wraps around every
+step and observe around every read: only `TransientHostError` is retried, with capped
+exponential backoff, so tests pass `ExecuteSettings(initial_backoff_s=0)` and never sleep.
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_none
-
-from reconciler.errors import TransientHostError, UsageError
+from reconciler.errors import UsageError
+from reconciler.retry import RetryPolicy
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,11 @@ class ExecuteSettings:
     max_backoff_s: float = 5.0  # cap: xenstore EAGAIN and a busy toolstack clear in well under this
     shutdown_timeout_s: float = 60.0  # graceful shutdown before destroy (xl shutdown -w waits unbounded)
     sentinel_timeout_s: float = 120.0  # a service VM booting to its sentinel; OpenXT's NDVM takes ~30 s
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The retry policy of every step and every host read of a run."""
+        return RetryPolicy(self.attempts, self.initial_backoff_s, self.max_backoff_s)
 
     def __post_init__(self) -> None:
         if self.parallelism < 1:
@@ -67,16 +72,3 @@ def resolve_settings(parallelism: int | None = None, env: Mapping[str, str] | No
     if parallelism is not None:
         values["parallelism"] = parallelism
     return ExecuteSettings(**values)  # type: ignore[arg-type]
-
-
-def retrying(settings: ExecuteSettings) -> AsyncRetrying:
-    """The one retry policy: transient errors only, `attempts` tries, capped backoff; the
-    last error is re-raised as itself so the step reports the host's own sentence."""
-    wait = (wait_exponential(multiplier=settings.initial_backoff_s, max=settings.max_backoff_s)
-            if settings.initial_backoff_s > 0 else wait_none())
-    return AsyncRetrying(
-        retry=retry_if_exception_type(TransientHostError),
-        stop=stop_after_attempt(settings.attempts),
-        wait=wait,
-        reraise=True,
-    )

@@ -37,6 +37,8 @@ class DomainInfo:
     `digest` its sha256. A VM without `managed` is not ours to change, unless its uuid
     is under `reconciler.model.host.BUILDING`: then an apply built it and was stopped
     before recording it (`unfinished`), and it is ours, with work left.
+    `booted`: whether the guest wrote the `bootSentinel` node its record names under
+    `/local/domain/<domid>/` (non-empty: its services are up); None without one.
     """
 
     name: str
@@ -47,6 +49,7 @@ class DomainInfo:
     digest: str | None = None
     applied: str | None = None
     unfinished: bool = False
+    booted: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,9 @@ Mapping rules, each with its Xen reason (numbers are sections of reference/xen.m
   function) gives guestSlot. Assignable host devices: `/libxl/pci/<DDDD-BB-SS-F>`
   and the older `/libxl/pciback/<...>` without `domid`. Devices the reconciler itself
   bound: `/reconciler/pciback/<DDDD-BB-SS-F>` (its own record, DESIGN 7).
-- Health: reference 2.8, see `reconciler.observe.health`.
+- Health: reference 2.8, see `reconciler.observe.health`. Boot sentinel of a managed
+  domain: the node its last-applied record's `bootSentinel` names under
+  `/local/domain/<d>/`, `booted` when non-empty (openxt.md 1.5: what xenmgr waits for).
 - Models are built with `model_validate` on camelCase dicts; when a host value breaks
   a manifest-only rule (libxl allows `guest_centos7`, manifests do not) the model is
   built with `model_construct` instead and a problem says why it cannot match.

@@ -7,6 +7,7 @@ are listed in that package's docstring.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
@@ -83,7 +84,9 @@ def domain_info(tree: Tree, dom: Domain) -> DomainInfo:
         # Written before `xl create`: an apply built this domain and stopped before its record.
         unfinished = tree.get(f"{BUILDING}/{dom.uuid}") == dom.name
         managed = managed or unfinished
-    return DomainInfo(dom.name, dom.domid, dom.uuid, "running", managed, digest, applied, unfinished)
+    node = _recorded_sentinel(applied) if managed else None
+    booted = None if node is None else bool(tree.get(f"/local/domain/{dom.domid}/{node}"))
+    return DomainInfo(dom.name, dom.domid, dom.uuid, "running", managed, digest, applied, unfinished, booted)
 
 
 def _applied(tree: Tree, path: str) -> str | None:
@@ -96,6 +99,19 @@ def _applied(tree: Tree, path: str) -> str | None:
     if not chunks or [n for n, _ in chunks] != list(range(len(chunks))):
         return None if not chunks else "(the record's chunks are not numbered 0..n-1)"
     return "".join(tree.get(f"{path}/{key}") or "" for _, key in chunks)
+
+
+def _recorded_sentinel(applied: str | None) -> str | None:
+    """The `bootSentinel` node the last-applied record names, if it is readable (the
+    diff reports an unreadable record; here it only means no sentinel is known)."""
+    if applied is None or "bootSentinel" not in applied:
+        return None
+    try:
+        vm = json.loads(applied).get("vm")
+    except (ValueError, AttributeError):
+        return None
+    node = vm.get("bootSentinel") if isinstance(vm, dict) else None
+    return node if isinstance(node, str) and node else None
 
 
 def _virt(tree: Tree, dom: Domain) -> str:

@@ -4,7 +4,9 @@ Touches the host, read-only, and only through `reconciler.ports.HostPorts`: one
 pipelined xenstore snapshot, `xl list` (power states xenstore cannot show, xen.md
 2.9), the sysfs PCI inventory, the v4v firewall table and the vif interfaces
 (MTU, promiscuous mode, ethtool; xen.md 8). The tree goes through the same pure
-`observe_tree` a captured dump does. Called by the CLI (observe, plan).
+`observe_tree` a captured dump does. Each read is retried on a transient error under
+the one retry policy (`reconciler.retry`), as execute retries its steps. Called by the
+CLI (observe, plan, apply).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from reconciler.model.host import DomainStatus, NetDevice
 from reconciler.model.observed import DomainInfo, ObservedPower, ObservedState
 from reconciler.observe import observe_tree
 from reconciler.ports import HostPorts
+from reconciler.retry import RetryPolicy, retried
 from reconciler.xenfmt import vif_ifname
 
 _POWER: dict[str, ObservedPower] = {
@@ -83,14 +86,15 @@ def with_netdevs(state: ObservedState, devices: list[NetDevice]) -> ObservedStat
     return dataclasses.replace(state, nics=nics, problems=tuple(problems))
 
 
-async def observe_host(ports: HostPorts) -> ObservedState:
-    """Everything the host shows, read concurrently: xenstore, domains, PCI, firewall, vifs."""
+async def observe_host(ports: HostPorts, retry: RetryPolicy = RetryPolicy()) -> ObservedState:
+    """Everything the host shows, read concurrently: xenstore, domains, PCI, firewall, vifs;
+    a read that fails transiently is read again (only that one)."""
     nodes, domains, pci, firewall, netdevs = await asyncio.gather(
-        ports.xenstore.snapshot("/"),
-        ports.toolstack.list_domains(),
-        ports.pciback.inventory(),
-        ports.firewall.list(),
-        ports.netdev.list(),
+        retried(retry, lambda: ports.xenstore.snapshot("/")),
+        retried(retry, ports.toolstack.list_domains),
+        retried(retry, ports.pciback.inventory),
+        retried(retry, ports.firewall.list),
+        retried(retry, ports.netdev.list),
     )
     state = with_netdevs(with_power(observe_tree(_decode(nodes)), domains), netdevs)
     return dataclasses.replace(state, host_pci=tuple(pci), firewall=tuple(firewall))

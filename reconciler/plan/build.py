@@ -26,19 +26,21 @@ from reconciler.observe import observed_to_data
 from reconciler.plan.changes import Action, Diff
 from reconciler.plan.deps import Index
 from reconciler.plan.graph import adjacency, digraph, generations, ranks, sorted_edges
-from reconciler.plan.rules import RULES, Scene
+from reconciler.plan.rules import RULES, EdgeKind, Scene, edge_kind
 from reconciler.plan.steps import Inputs, Step, steps_for
 
 STEP_ORDER = "step_order"  # the rule name of edges between the steps of one resource
 
 
 class Dependency(NamedTuple):
-    """`after` waits for `before`; `rule` names the edge rule that says why. A named
-    triple: dependencies sort as tuples, and a plan's 11k are cheap to make."""
+    """`after` waits for `before`; `rule` names the edge rule that says why; `kind` is
+    `requires` (a failed `before` skips `after`) or `orders` (`after` still runs). A
+    named tuple: dependencies sort as tuples, and a plan's 11k are cheap to make."""
 
     before: str
     after: str
     rule: str
+    kind: EdgeKind
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class Plan:
     """What `plan` prints and `apply` does: the changes, the steps (sorted by id), their
     dependencies (sorted), the generations (steps that may run in parallel, each sorted)
     and the fingerprint of the observed state it was made against. `graph` is the same
-    DAG as a frozen networkx DiGraph (nodes: step ids, edge attribute `rule`)."""
+    DAG as a frozen networkx DiGraph (nodes: step ids, edge attributes `rule` and `kind`)."""
 
     diff: Diff
     steps: tuple[Step, ...]
@@ -107,14 +109,16 @@ def build_plan(diff: Diff, desired: DesiredState, observed: ObservedState, *, fi
         name = rule.__name__
         for pair in rule(scene):
             _add(edges, pair, name)
-    succ, pred = adjacency(ids, edges)
+    succ, pred = adjacency(ids, edges, edge_kind)
     rank = ranks(ids, succ)
     schedule = generations(succ, pred, rank)
     graph = digraph(succ, pred)
     if schedule is None:
         raise _cycle(graph, steps, desired)
     # tuple.__new__ is what the named tuple's own constructor calls, without a Python frame per edge.
-    dependencies = tuple(map(functools.partial(tuple.__new__, Dependency), sorted_edges(edges, rank)))
+    kinds = {rule: edge_kind(rule) for rule in set(edges.values())}
+    quads = [(before, after, rule, kinds[rule]) for before, after, rule in sorted_edges(edges, rank)]
+    dependencies = tuple(map(functools.partial(tuple.__new__, Dependency), quads))
     return Plan(diff, ordered, dependencies, schedule, fingerprint, desired, graph)
 
 

@@ -7,23 +7,25 @@ successor/predecessor dicts (networkx's add_nodes_from/add_edges_from check ever
 and edge one by one: 3x the cost, for a 1,000-VM plan's 7k steps and 11k edges). The
 graph is the one those calls would build, in the same node and edge order, except that
 its node and edge data are read-only and shared (a plan is a frozen value): one
-`{"rule": name}` per edge rule, one empty mapping for every node.
+`{"rule": name, "kind": requires|orders}` per edge rule, one empty mapping for every node.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 
 import networkx as nx
 
-Adjacency = dict[str, dict[str, Mapping[str, str]]]  # node -> neighbour -> edge data {"rule": name}
+Adjacency = dict[str, dict[str, Mapping[str, str]]]  # node -> neighbour -> edge data {"rule": name, "kind": ...}
 _NO_DATA: Mapping[str, str] = MappingProxyType({})
 
 
-def adjacency(ids: Sequence[str], edges: Mapping[tuple[str, str], str]) -> tuple[Adjacency, Adjacency]:
+def adjacency(ids: Sequence[str], edges: Mapping[tuple[str, str], str],
+              kind_of: Callable[[str], str] | None = None) -> tuple[Adjacency, Adjacency]:
     """(successors, predecessors) of every node: `ids` first, then any node only an edge
-    names, in the order the edges name them; both sides share each edge's data."""
+    names, in the order the edges name them; both sides share each edge's data, which
+    holds the edge's `kind` too when `kind_of` (rule name -> kind) is given."""
     succ: Adjacency = {sid: {} for sid in ids}
     pred: Adjacency = {sid: {} for sid in succ}
     shared: dict[str, Mapping[str, str]] = {}
@@ -34,7 +36,7 @@ def adjacency(ids: Sequence[str], edges: Mapping[tuple[str, str], str]) -> tuple
                     succ[node], pred[node] = {}, {}
         data = shared.get(rule)
         if data is None:
-            data = shared[rule] = MappingProxyType({"rule": rule})
+            data = shared[rule] = MappingProxyType({"rule": rule} if kind_of is None else {"rule": rule, "kind": kind_of(rule)})
         succ[before][after] = data
         pred[after][before] = data
     return succ, pred

@@ -2,7 +2,8 @@
 
 Pure: Plan -> str, sorted (VM clusters by name, steps by id, edges by (before, after)),
 so the same Plan gives byte-identical text. Called by `reconciler plan --format
-dot|mermaid`. Edges are labelled with the rule that made them.
+dot|mermaid`. Edges are labelled with the rule that made them; edges that only order
+(a priority tie-break: a failure does not skip past them) are dashed.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ def render_dot(plan: Plan) -> str:
         lines.append(f'    label="VM {vm}";')
         lines += [f'    "{sid}";' for sid in ids]
         lines.append("  }")
-    lines += [f'  "{d.before}" -> "{d.after}" [label="{d.rule}"];' for d in plan.dependencies]
+    lines += [f'  "{d.before}" -> "{d.after}" [label="{d.rule}"{", style=dashed" if d.kind == "orders" else ""}];'
+              for d in plan.dependencies]
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -39,5 +41,6 @@ def render_mermaid(plan: Plan) -> str:
         lines.append(f'  subgraph g{group} ["VM {vm}"]')
         lines += [f'    s{number[sid]}["{sid}"]' for sid in ids]
         lines.append("  end")
-    lines += [f"  s{number[d.before]} -->|{d.rule}| s{number[d.after]}" for d in plan.dependencies]
+    lines += [f"  s{number[d.before]} {'-.->' if d.kind == 'orders' else '-->'}|{d.rule}| s{number[d.after]}"
+              for d in plan.dependencies]
     return "\n".join(lines) + "\n"

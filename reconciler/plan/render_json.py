@@ -14,7 +14,7 @@ The format, also in docs/plan-format.md:
                    "pending": bool, "reason": str,
                    "fields": [{"path", "before", "after", "impact", "sensitive"}]}],
       "actions": [{"id", "op", "kind", "name", "vm", "args": {...}, "trigger": vm|null}],
-      "dependencies": [{"before": id, "after": id, "rule": name}],
+      "dependencies": [{"before": id, "after": id, "rule": name, "kind": "requires|orders"}],
       "generations": [[id, ...], ...],      # the parallel schedule, in order
       "unmanaged": [domain name, ...],
       "notes": [sentence, ...]
@@ -75,7 +75,7 @@ def plan_to_data(plan: Plan) -> dict[str, Any]:
             {"id": s.id, "op": s.op, "kind": s.kind, "name": s.name, "vm": s.vm, "args": dict(s.args), "trigger": s.trigger}
             for s in plan.steps
         ],
-        "dependencies": [{"before": d.before, "after": d.after, "rule": d.rule} for d in plan.dependencies],
+        "dependencies": [{"before": d.before, "after": d.after, "rule": d.rule, "kind": d.kind} for d in plan.dependencies],
         "generations": [list(g) for g in plan.generations],
         "unmanaged": list(plan.diff.unmanaged),
         "notes": list(plan.diff.notes),
@@ -112,7 +112,8 @@ def _action_json(step: Step) -> str:
 
 
 def _dependency_json(dependency: Dependency) -> str:
-    return f'{{"after": {string(dependency.after)}, "before": {string(dependency.before)}, "rule": {string(dependency.rule)}}}'
+    return (f'{{"after": {string(dependency.after)}, "before": {string(dependency.before)}, '
+            f'"kind": {string(dependency.kind)}, "rule": {string(dependency.rule)}}}')
 
 
 def render_json(plan: Plan) -> str:

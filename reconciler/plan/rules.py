@@ -1,13 +1,21 @@
 """Edge rules: which step waits for which, one small named function per Xen reason.
 
-Pure. Each rule reads a `Scene` (the plan's steps, who starts, who stops) and yields
-(before, after) step-id pairs. `reconciler.plan.build` applies `RULES` in order; an
-edge keeps the name of the first rule that made it, so `--format json|dot` say why.
+Pure. Each rule reads a `Scene` (the plan's steps, who starts, who wakes, who stops)
+and yields (before, after) step-id pairs. The rules hold whenever the plan has the
+steps they order, not only when it builds the VM: a rerun that unpauses a VM a failed
+attach left paused, or waits again for a sentinel that timed out, keeps the order of a
+first run. `reconciler.plan.build` applies `RULES` in order; an edge keeps the name of
+the first rule that made it, so `--format json|dot` say why.
 Starts follow OpenXT (openxt.md 5, 6.1); stops are the reverse of starts, Terraform's
 destroy-edge idea:
 
     start:  ndvm create -> ndvm unpause -> ndvm wait-sentinel -> work-linux create
     stop:   work-linux shutdown -> work-linux destroy -> ndvm shutdown -> ndvm destroy
+
+Every edge `requires` its `before` step (a failure skips what comes after) except the
+edges of `ORDERING_ONLY` rules, which only `orders` two steps: a priority says which
+VM goes first, not that one needs the other (STYLE 21, Terraform's soft upstream
+failure). The execution skips along `requires` edges only.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from reconciler.model.common import Kind
 from reconciler.plan.deps import Index
@@ -22,6 +31,7 @@ from reconciler.plan.priority import order_edges
 from reconciler.plan.steps import Op, Step, step_id
 
 Pair = tuple[str, str]
+EdgeKind = Literal["requires", "orders"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +46,8 @@ class Scene:
     _by: dict[tuple[str, Op], list[Step]] = field(default_factory=dict, repr=False)
     _by_op: dict[Op, list[Step]] = field(default_factory=dict, repr=False)
     _vm: dict[tuple[str, Op], str] = field(default_factory=dict, repr=False)
+    unpausing: frozenset[str] = field(default=frozenset(), init=False)  # VMs with an unpause step
+    waking: frozenset[str] = field(default=frozenset(), init=False)  # ... or a wait-sentinel step
 
     def __post_init__(self) -> None:
         by: dict[tuple[str, Op], list[Step]] = defaultdict(list)
@@ -48,12 +60,20 @@ class Scene:
                 self._vm[(step.vm, step.op)] = step.id
         self._by.update(by)
         self._by_op.update(by_op)
+        unpausing = frozenset(s.vm for s in by_op.get("unpause", ()) if s.kind == "VM")
+        object.__setattr__(self, "unpausing", unpausing)
+        object.__setattr__(self, "waking", unpausing | {s.vm for s in by_op.get("wait-sentinel", ()) if s.kind == "VM"})
+
+    @property
+    def coming_up(self) -> frozenset[str]:
+        """VMs this plan builds or brings up: what depends on them waits for `ready`."""
+        return self.starting | self.waking
 
     def vm_step(self, vm: str, op: Op) -> str | None:
         return self._vm.get((vm, op))
 
     def ready(self, vm: str) -> str | None:
-        """The step after which a starting VM counts as up: its sentinel, else its unpause."""
+        """The step after which a VM coming up counts as up: its sentinel, else its unpause."""
         ops: tuple[Op, ...] = ("wait-sentinel", "unpause", "record", "create")
         for op in ops:
             found = self.vm_step(vm, op)
@@ -91,8 +111,9 @@ def build_before_attach(scene: Scene) -> Iterator[Pair]:
 
 
 def devices_before_unpause(scene: Scene) -> Iterator[Pair]:
-    """OpenXT unpauses a new domain only once its disks, NICs and PCI devices are in place."""
-    for vm in sorted(scene.starting):
+    """OpenXT unpauses a domain only once its disks, NICs and PCI devices are in place
+    (a new one, or one a failed attach left paused)."""
+    for vm in sorted(scene.unpausing):
         yield from _pairs([s.id for s in scene.device_steps(vm, "attach")], [scene.vm_step(vm, "unpause")])
 
 
@@ -105,7 +126,7 @@ def firewall_after_build(scene: Scene) -> Iterator[Pair]:
 
 def firewall_before_unpause(scene: Scene) -> Iterator[Pair]:
     """v4v is default-deny: xenmgr applies a VM's rules before it unpauses it (v4v-firewall-ready)."""
-    for vm in sorted(scene.starting):
+    for vm in sorted(scene.unpausing):
         own = [s.id for s in scene.device_steps(vm, "fw-apply") if s.trigger is None]
         yield from _pairs(own, [scene.vm_step(vm, "unpause")])
 
@@ -120,13 +141,16 @@ def rules_naming_a_vm_applied_when_it_starts(scene: Scene) -> Iterator[Pair]:
 
 def backends_up_before_dependents(scene: Scene) -> Iterator[Pair]:
     """A frontend connects only to a running backend: a NIC's backendVM (and dependsOn) is up,
-    its boot sentinel written, before dependents start or a device is hot-plugged onto it."""
-    for vm in sorted(scene.starting):
-        for needed in sorted(scene.index.needs(vm) & scene.starting):
-            yield from _pairs([scene.ready(needed)], [scene.vm_step(vm, "create")])
+    its boot sentinel written, before dependents start or a device is hot-plugged onto it.
+    A backend comes up when this plan builds it, unpauses it or waits for its sentinel."""
+    up = scene.coming_up
+    for vm in sorted(scene.starting | scene.unpausing):
+        first = scene.vm_step(vm, "create") or scene.vm_step(vm, "unpause")
+        for needed in sorted(scene.index.needs(vm) & up):
+            yield from _pairs([scene.ready(needed)], [first])
     for step in scene.steps_doing("attach"):
         backend = scene.backend_of(step.kind, step.name)
-        if backend in scene.starting and step.vm not in scene.starting:
+        if backend in up and step.vm not in scene.starting:
             yield from _pairs([scene.ready(backend)], [step.id])
 
 
@@ -219,3 +243,11 @@ RULES: tuple[Rule, ...] = (
     start_priority_tiebreak,
     shutdown_priority_tiebreak,
 )
+
+# Rules whose edges only order: the later step still runs when the earlier one failed.
+ORDERING_ONLY: frozenset[str] = frozenset({start_priority_tiebreak.__name__, shutdown_priority_tiebreak.__name__})
+
+
+def edge_kind(rule: str) -> EdgeKind:
+    """`orders` for the edges of an ORDERING_ONLY rule, else `requires`."""
+    return "orders" if rule in ORDERING_ONLY else "requires"

@@ -103,6 +103,8 @@ LIVE_OPS: tuple[tuple[str, Op], ...] = (
     ("spec.vcpus", "vcpu-set"),  # online vCPUs, within maxVcpus
     ("spec.xenstoreData", "xenstore-write"),  # vm-data/ keys under /local/domain/<domid>
     ("spec.state", "unpause"),  # running <-> paused: `xl pause` / `xl unpause`
+    # A guest that never wrote its boot sentinel: wait for it again, so dependents do too.
+    ("sentinel", "wait-sentinel"),
 )
 
 
@@ -119,6 +121,7 @@ def _vm_update(change: ResourceChange, inputs: Inputs) -> list[Step]:
     vm, spec = change.name, inputs.desired.vms[change.name].spec
     fields = _live_fields(change)
     steps: list[Step] = []
+    wait: list[Step] = []  # last, as in a start: the record does not wait for the guest
     for prefix, op in LIVE_OPS:
         if not any(f.path == prefix or f.path.startswith(prefix + ".") for f in fields):
             continue
@@ -128,6 +131,8 @@ def _vm_update(change: ResourceChange, inputs: Inputs) -> list[Step]:
             steps.append(make("VM", vm, vm, op, {"vcpus": spec.vcpus}))
         elif op == "xenstore-write":
             steps.append(make("VM", vm, vm, op, {"data": dict(sorted(spec.xenstore_data.items()))}))
+        elif op == "wait-sentinel":
+            wait.append(make("VM", vm, vm, op, {"node": spec.boot_sentinel}))
         else:
             steps.append(make("VM", vm, vm, "pause" if spec.state == "paused" else "unpause"))
     info = inputs.observed.domains.get(vm)
@@ -136,7 +141,7 @@ def _vm_update(change: ResourceChange, inputs: Inputs) -> list[Step]:
         # restart fields pending the record stays old, so they keep showing until a restart;
         # a domain an interrupted apply built has no record at all: it gets one.
         steps.append(make("VM", vm, vm, "record"))
-    return steps
+    return steps + wait
 
 
 # ---- devices -----------------------------------------------------------------------------

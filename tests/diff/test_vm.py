@@ -88,6 +88,21 @@ def test_pause_and_unpause_are_live(load_yaml, make_mirror, want, have) -> None:
     assert fields(change) == [("spec.state", have, want, "live")]
 
 
+@pytest.mark.parametrize(("power", "booted", "want"), [
+    ("running", False, [("sentinel", "not written", "written", "live")]),
+    ("paused", False, [("spec.state", "paused", "running", "live"), ("sentinel", "not written", "written", "live")]),
+    ("running", True, []),
+    ("paused", True, [("spec.state", "paused", "running", "live")]),
+    ("running", None, []),  # no sentinel recorded: nothing known to wait for
+])
+def test_a_sentinel_never_written_is_a_change(load_yaml, make_mirror, power, booted, want) -> None:  # type: ignore[no-untyped-def]
+    desired = load_yaml(WEB.replace("POLICY", "live").replace("STATE", "running") + "  bootSentinel: booted\n")
+    changes = diff(desired, with_domain(make_mirror(desired), "web", power=power, booted=booted)).changes
+    assert [f for c in changes for f in fields(c)] == want
+    if want and power == "running":
+        assert "has not written 'booted'" in changes[0].reason
+
+
 def test_desired_stopped_stops_a_running_vm(load_yaml, make_mirror) -> None:  # type: ignore[no-untyped-def]
     running = web(load_yaml)
     (change,) = diff(web(load_yaml, state="stopped"), make_mirror(running)).changes

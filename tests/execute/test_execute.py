@@ -183,13 +183,13 @@ def test_firewall_entry_text_that_is_not_viptables_is_refused(text: str) -> None
 
 def test_retry_policy_stops_after_attempts() -> None:
     from reconciler.errors import TransientHostError
-    from reconciler.execute.settings import retrying
+    from reconciler.retry import retrying
 
     calls = 0
 
     async def flaky() -> None:
         nonlocal calls
-        async for attempt in retrying(ExecuteSettings(attempts=3, initial_backoff_s=0)):
+        async for attempt in retrying(ExecuteSettings(attempts=3, initial_backoff_s=0).retry):
             with attempt:
                 calls += 1
                 raise TransientHostError("busy")

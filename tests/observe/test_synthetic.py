@@ -140,6 +140,20 @@ def test_managed_marker_and_digest() -> None:
     assert (info.managed, info.digest, info.uuid) == (True, "sha256:ab", UUID)
 
 
+@pytest.mark.parametrize(("record", "node", "booted"), [
+    ('{"version":1,"vm":{"bootSentinel":"attr/booted"}}', "1", True),
+    ('{"version":1,"vm":{"bootSentinel":"attr/booted"}}', "", False),  # empty is not written
+    ('{"version":1,"vm":{"bootSentinel":"attr/booted"}}', None, False),
+    ('{"version":1,"vm":{}}', "1", None),  # no sentinel recorded
+    ('{"bootSentinel": broken', "1", None),  # unreadable: the diff reports it
+])
+def test_boot_sentinel_named_by_the_record(record: str, node: str | None, booted: bool | None) -> None:
+    nodes = guest() | {f"/vm/{UUID}/reconciler/managed": "1", f"/vm/{UUID}/reconciler/applied": record}
+    if node is not None:
+        nodes["/local/domain/5/attr/booted"] = node
+    assert observe_tree(nodes).domains["web"].booted is booted
+
+
 def test_truncated_values_are_reported() -> None:
     path = "/local/domain/0/backend/vbd/5/51712/params"
     nodes = guest() | vbd({"params": "/home/user/a-very-long-path-that-the-terminal-c"})

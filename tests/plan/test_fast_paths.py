@@ -85,7 +85,7 @@ def test_observed_data_is_every_record_and_model_dumped_whole(dump: str) -> None
 def test_schedule_and_dependencies_are_the_graphs(manifests: str, dump: str | None) -> None:
     plan = plan_for(load_or_raise([str(REPO / manifests)]), observed(dump))
     assert plan.generations == tuple(tuple(sorted(g)) for g in nx.topological_generations(plan.graph))
-    assert plan.dependencies == tuple(sorted(Dependency(a, b, r) for a, b, r in plan.graph.edges(data="rule")))
+    assert plan.dependencies == tuple(sorted(Dependency(a, b, d["rule"], d["kind"]) for a, b, d in plan.graph.edges(data=True)))
     assert [s.id for s in plan.steps] == sorted(plan.graph)
     if dump is None:
         assert len(plan.generations) > 2 and plan.dependencies

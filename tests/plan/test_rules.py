@@ -139,6 +139,45 @@ def test_pci_device_released_by_its_old_owner_before_another_vm_claims_it(build:
     assert edge(plan, "pci/old-pci-0/detach", "pci/new-gpu/pci-assignable-add") == "pci_released_before_reuse"
 
 
+def test_a_vm_left_paused_is_unpaused_only_after_its_devices_and_rules(build: Builder) -> None:
+    # A rerun after failed attaches: win10 runs paused, its disk, NIC and rule are missing.
+    build.vm("win10")
+    build.disk("win10-system", "win10")
+    build.nic("win10-wired", "win10")
+    build.rule("win10-rpc", "win10", "myself -> 0:80")
+    build.running("win10", 4)
+    build.change("VM", "win10", "win10", Action.UPDATE, FieldChange("spec.state", "paused", "running", "live"))
+    for kind, name in (("Disk", "win10-system"), ("NIC", "win10-wired")):
+        build.change(kind, name, "win10", Action.CREATE)  # type: ignore[arg-type]
+    build.change("V4VRule", "win10-rpc", "win10", Action.UPDATE, FieldChange("entries", [], ["x"], "live"))
+    plan = build.plan()
+    for device in ("disk/win10-system/attach", "nic/win10-wired/attach"):
+        assert edge(plan, device, "vm/win10/unpause") == "devices_before_unpause"
+    assert edge(plan, "v4v/win10-rpc/fw-apply", "vm/win10/unpause") == "firewall_before_unpause"
+    assert stage(plan, "nic/win10-wired/attach") < stage(plan, "vm/win10/unpause")
+
+
+def test_dependents_wait_for_a_sentinel_not_met_on_an_earlier_run(build: Builder) -> None:
+    build.vm("net", providesNetworkBackend=True, bootSentinel="booted")
+    build.vm("app", dependsOn=["net"])
+    build.vm("web")
+    build.nic("web-eth", "web", backendVM="net")
+    build.vm("paused", dependsOn=["net"])
+    build.running("net", 2)
+    build.running("web", 3)
+    build.running("paused", 5)
+    build.change("VM", "net", "net", Action.UPDATE, FieldChange("sentinel", "not written", "written", "live"))
+    build.change("VM", "app", "app", Action.CREATE)
+    build.change("NIC", "web-eth", "web", Action.CREATE)
+    build.change("VM", "paused", "paused", Action.UPDATE, FieldChange("spec.state", "paused", "running", "live"))
+    plan = build.plan()
+    assert edge(plan, "vm/net/record", "vm/net/wait-sentinel") == "step_order"
+    assert next(s for s in plan.steps if s.id == "vm/net/wait-sentinel").args == (("node", "booted"),)
+    assert edge(plan, "vm/net/wait-sentinel", "vm/app/create") == "backends_up_before_dependents"
+    assert edge(plan, "vm/net/wait-sentinel", "nic/web-eth/attach") == "backends_up_before_dependents"
+    assert edge(plan, "vm/net/wait-sentinel", "vm/paused/unpause") == "backends_up_before_dependents"
+
+
 def test_start_priority_orders_independent_vms_highest_first(build: Builder) -> None:
     build.vm("ndvm", startPriority=10, bootSentinel="booted")
     build.vm("uivm", startPriority=9)
@@ -148,6 +187,11 @@ def test_start_priority_orders_independent_vms_highest_first(build: Builder) -> 
     assert edge(plan, "vm/ndvm/wait-sentinel", "vm/uivm/create") == "start_priority_tiebreak"
     assert edge(plan, "vm/uivm/unpause", "vm/user/create") == "start_priority_tiebreak"
     assert edge(plan, "vm/ndvm/wait-sentinel", "vm/user/create") is None  # implied through uivm
+    # A priority only orders: a failed ndvm never skips uivm (STYLE 21).
+    kinds = {(d.before, d.after): d.kind for d in plan.dependencies}
+    assert kinds[("vm/ndvm/wait-sentinel", "vm/uivm/create")] == "orders"
+    assert kinds[("vm/ndvm/create", "vm/ndvm/record")] == "requires"
+    assert {d.kind for d in plan.dependencies if not d.rule.endswith("_tiebreak")} == {"requires"}
 
 
 def test_priority_never_fights_a_dependency_and_a_dependency_inherits_priority(build: Builder) -> None:
