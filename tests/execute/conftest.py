@@ -4,10 +4,9 @@ Real: the simulated host (`SimHost`: hypervisor table, libxl-like toolstack, bac
 moving through XenbusStates, pciback, v4v firewall, faults.yaml) served on real Unix
 sockets from a background thread, as `reconciler sim serve` would; `reconciler apply` and
 `plan` run through the real CLI entry point and reach that host over the sockets; the
-manifests on disk and the examples of the repository. Stand-in: `guest_agent`, a small
-task playing the in-guest agent (OpenXT's network-slave) that writes a VM's
-`bootSentinel` node once its domain runs: the simulated guests do not (see the sim's
-"does NOT model"). Delays run at `FAST` scale; retries never sleep (env, below).
+manifests on disk and the examples of the repository. The simulated guests write their
+`bootSentinel` node themselves once running (unless faults.yaml lists them as `silent`).
+Delays run at `FAST` scale; retries never sleep (env, below).
 """
 
 from __future__ import annotations
@@ -34,16 +33,14 @@ class ServedHost:
     """A simulated host served from its own thread and event loop. `run(coro_fn)` runs
     `await coro_fn(ports)` on that loop (ports over the real sockets) and returns its result."""
 
-    def __init__(self, state_dir: Path, sentinels: dict[str, str]) -> None:
-        self.dir, self.sentinels = state_dir, sentinels
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = state_dir
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="sim-host", daemon=True)
         self.thread.start()
         self.host: SimHost = self._call(SimHost.open(state_dir, delay_scale=FAST))
         self._ports_cm = open_sim(state_dir)
         self.ports: HostPorts = self._call(self._ports_cm.__aenter__())
-        self._stopping = threading.Event()
-        self._agent = self._call(self._start_agent())
 
     def _call(self, coro: Coroutine[Any, Any, Any]) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
@@ -51,27 +48,8 @@ class ServedHost:
     def run(self, body: Callable[[HostPorts], Coroutine[Any, Any, Any]]) -> Any:
         return self._call(body(self.ports))
 
-    async def _start_agent(self) -> asyncio.Task[None]:
-        return asyncio.get_running_loop().create_task(self._guest_agent())
-
-    async def _guest_agent(self) -> None:
-        """What network-slave does in an OpenXT NDVM: write the sentinel once up."""
-        written: set[tuple[int, str]] = set()
-        while not self._stopping.is_set():
-            for status in await self.ports.toolstack.list_domains():
-                node = self.sentinels.get(status.name)
-                if node and status.power == "running" and (status.domid, node) not in written:
-                    await self.ports.xenstore.write(f"/local/domain/{status.domid}/{node}", "1")
-                    written.add((status.domid, node))
-            await asyncio.sleep(0.005)
-
     def close(self) -> None:
         async def stop() -> None:
-            # Python 3.11's wait_for may swallow a cancel that races a reply (the RPC
-            # client uses it), so the agent also stops on the event at its next turn.
-            self._stopping.set()
-            self._agent.cancel()
-            await asyncio.gather(self._agent, return_exceptions=True)
             await self._ports_cm.__aexit__(None, None, None)
             await self.host.close()
 
@@ -103,11 +81,11 @@ def state_dir() -> Iterator[Path]:
 
 @pytest.fixture
 def served(state_dir: Path) -> Iterator[Callable[..., ServedHost]]:
-    """`served(sentinels={"ndvm": "booted"})` starts the host of `state_dir` (once)."""
+    """`served()` starts the host of `state_dir` (once)."""
     hosts: list[ServedHost] = []
 
-    def start(sentinels: dict[str, str] | None = None) -> ServedHost:
-        hosts.append(ServedHost(state_dir, dict(sentinels or {})))
+    def start() -> ServedHost:
+        hosts.append(ServedHost(state_dir))
         return hosts[-1]
 
     yield start
