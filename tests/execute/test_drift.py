@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from reconciler.model import VM
-from reconciler.model.host import DomainStatus, FirewallEntry
+from reconciler.model.host import FirewallEntry
 from reconciler.ports import HostPorts
+from tests.execute.site import Cli, Site
 
 NIC_BDF = "0000:00:1f.6"  # the simulated laptop's I219 Ethernet, driver e1000e
 
@@ -46,34 +47,10 @@ spec:
   v4vRules: ["dom-type=web -> myself:5432"]
 """
 
-Cli = Callable[..., tuple[int, str, str]]
-
-
-class Site:
-    def __init__(self, host: Any, folder: Path, cli: Cli) -> None:
-        self.host, self.folder, self.cli = host, folder, cli
-
-    def domains(self) -> dict[str, DomainStatus]:
-        return {d.name: d for d in self.host.run(lambda p: p.toolstack.list_domains())}
-
-    def firewall(self) -> list[FirewallEntry]:
-        listed: list[FirewallEntry] = self.host.run(lambda p: p.firewall.list())
-        return listed
-
-    def apply(self) -> str:
-        code, out, err = self.cli("apply", str(self.folder))
-        assert (code, err) == (0, ""), out
-        return out
-
-    def assert_converged(self) -> None:
-        code, out, _ = self.cli("plan", str(self.folder), "--detailed-exitcode")
-        assert code == 0 and "No changes." in out, out
-
-
 @pytest.fixture
-def site(served: Callable[..., Any], cli: Cli, write_manifest: Callable[[str, str], Path]) -> Site:
+def site(served: Callable[..., Any], cli: Cli, write_manifest: Callable[[str, str], Path], state_dir: Path) -> Site:
     write_manifest("web.yaml", WEB)
-    made = Site(served(), write_manifest("db.yaml", DB), cli)
+    made = Site(served(), write_manifest("db.yaml", DB), cli, state_dir)
     made.apply()
     made.assert_converged()
     return made

@@ -8,9 +8,6 @@ through the firewall port."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +16,7 @@ import pytest
 
 from reconciler.model.host import FirewallEntry
 from reconciler.ports import HostPorts
+from tests.execute.site import Cli, Site
 
 NIC_BDF = "0000:00:1f.6"  # the simulated laptop's I219 Ethernet, driver e1000e
 USB_BDF = "0000:00:14.0"  # xHCI, driver xhci_hcd
@@ -66,60 +64,6 @@ kind: PCIPassthrough
 metadata: {{name: usb}}
 spec: {{vm: usbvm, bdf: "{USB_BDF}", greedy: true}}
 """
-
-Cli = Callable[..., tuple[int, str, str]]
-
-
-class Site:
-    def __init__(self, host: Any, folder: Path, cli: Cli, state: Path) -> None:
-        self.host, self.folder, self.cli, self.state = host, folder, cli, state
-
-    def xs(self, *argv: str) -> None:
-        env = {**os.environ, "XENSTORED_PATH": str(self.state / "xenstored.sock")}
-        done = subprocess.run(list(argv), env=env, capture_output=True, text=True, timeout=30, check=False)
-        assert done.returncode == 0, done.stderr
-
-    def sim(self, *argv: str) -> str:
-        """`reconciler sim ... --state DIR` in a process of its own, against the served host."""
-        done = subprocess.run([sys.executable, "-m", "reconciler", "sim", *argv, "--state", str(self.state)],
-                              capture_output=True, text=True, timeout=60, check=False)
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-    def domid(self, name: str) -> int:
-        return next(d.domid for d in self.host.run(lambda p: p.toolstack.list_domains()) if d.name == name)
-
-    def firewall(self) -> list[FirewallEntry]:
-        listed: list[FirewallEntry] = self.host.run(lambda p: p.firewall.list())
-        return listed
-
-    def driver(self, bdf: str) -> str | None:
-        async def read(ports: HostPorts) -> str | None:
-            return next(d.driver for d in await ports.pciback.inventory() if d.bdf == bdf)
-        found: str | None = self.host.run(read)
-        return found
-
-    def vm_data(self, name: str) -> dict[str, bytes]:
-        base = f"/local/domain/{self.domid(name)}/vm-data"
-        nodes: dict[str, bytes] = self.host.run(lambda p: p.xenstore.snapshot(base))
-        return {path[len(base) + 1:]: value for path, value in nodes.items() if value}
-
-    def drifted(self, *named: str) -> str:
-        code, out, err = self.cli("plan", str(self.folder), "--detailed-exitcode")
-        assert code == 2, out + err
-        for text in named:
-            assert text in out, out
-        return out
-
-    def apply(self) -> str:
-        code, out, err = self.cli("apply", str(self.folder))
-        assert code == 0 and "error" not in err, out + err  # warnings (a rule naming no VM) are fine
-        return out
-
-    def assert_converged(self) -> None:
-        code, out, _ = self.cli("plan", str(self.folder), "--detailed-exitcode")
-        assert code == 0 and "No changes." in out, out
-
 
 @pytest.fixture
 def site(served: Callable[..., Any], cli: Cli, write_manifest: Callable[[str, str], Path], state_dir: Path) -> Site:
