@@ -3,12 +3,14 @@ until `plan` is empty; each run must converge within 3 applies.
 
 Not a test; a measurement that exits 1 when a run does not converge. Per error rate (20%
 and 50% by default) and seed, a fresh host directory gets `faults.yaml` with
-`operations: {"*": {error_rate: R}}` (every toolstack, PCI and firewall call of the
-simulated host, reads included; xenstore itself is not faulted by the simulation) and
-`reconciler apply` runs in a fresh process, as a user runs it, up to 3 times; after
+`operations: {"*": {error_rate: R}}`: every toolstack, PCI and firewall call of the
+simulated host, reads included, and every xenstore transaction commit of a client
+(`xenstore_transaction_end`, answered EAGAIN as a conflict would be: the one transient
+error real xenstored gives dom0, see drivers/sim/faults.py; our client then redoes the
+whole transaction under the one retry policy). `reconciler apply` runs in a fresh process, as a user runs it, up to 3 times; after
 each apply `reconciler plan --detailed-exitcode` (a read-only view, so no faults) says
 whether the host matches. Printed per run: applies needed, transient errors injected
-(replayed from the host's persisted fault counters), steps that needed more than one
+(replayed from the host's persisted fault counters; `xs` of them xenstore EAGAINs), steps that needed more than one
 attempt and the extra attempts (reads retried inside a step are not counted there),
 and per apply the steps that failed for good, or `stopped` when a read (observe, or the
 first domain listing) failed all its tries before any step ran (at 50%: 1 read in 32).
@@ -36,6 +38,7 @@ from drivers.sim.faults import Faults, load_faults  # noqa: E402
 from drivers.sim.settings import FAULTS_FILE, HOST_STATE  # noqa: E402
 
 MAX_APPLIES = 3
+XS_COMMIT = "xenstore_transaction_end"
 ENV = {"RECONCILER_RETRY_BACKOFF_S": "0.01", "RECONCILER_RETRY_MAX_BACKOFF_S": "0.1", "RECONCILER_HOST": ""}
 STEP = re.compile(r"^(\S+): (done|failed|skipped) \((?:[\d.]+ s)?(?:, (\d+) attempts)?", re.M)
 
@@ -48,6 +51,7 @@ class Run:
     applies: int = 0
     converged: bool = False
     injected: int = 0
+    xs_injected: int = 0  # of `injected`: xenstore commits answered EAGAIN
     retried_steps: int = 0
     extra_attempts: int = 0
     failed: list[str] = field(default_factory=list)  # per apply: steps failed for good, or "stopped"
@@ -86,7 +90,9 @@ def one_run(rate: float, seed: int, example: str, parallelism: int) -> Run:
             run.retried_steps += len(tries)
             run.extra_attempts += sum(n - 1 for n in tries)
             faults = Faults(load_faults(faults_file), counters(state_dir))
-            run.injected += sum(faults.injected(since=before).values())
+            injected = faults.injected(since=before)
+            run.injected += sum(injected.values())
+            run.xs_injected += injected.get(XS_COMMIT, 0)
             check = reconciler("plan", example, "--host", host, "--detailed-exitcode")
             if check.returncode == 1:
                 print(f"  plan after apply {run.applies}: {check.stderr.strip()[-300:]}", file=sys.stderr)
@@ -106,7 +112,7 @@ def main() -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     examples = args.examples.split(",")
     print(f"{'rate':>5} {'seed':>4}  {'example':<24} {'applies':>7} {'converged':>9} {'faults':>6} "
-          f"{'retried':>7} {'extra':>5}  failed per apply")
+          f"{'xs':>4} {'retried':>7} {'extra':>5}  failed per apply")
     runs: list[Run] = []
     for rate in rates:
         for example in examples:
@@ -114,10 +120,11 @@ def main() -> int:
                 run = one_run(rate, seed, example, args.parallelism)
                 runs.append(run)
                 print(f"{rate:>5.0%} {seed:>4}  {example:<24} {run.applies:>7} {'yes' if run.converged else 'NO':>9} "
-                      f"{run.injected:>6} {run.retried_steps:>7} {run.extra_attempts:>5}  {' '.join(run.failed)}", flush=True)
+                      f"{run.injected:>6} {run.xs_injected:>4} {run.retried_steps:>7} {run.extra_attempts:>5}  {' '.join(run.failed)}", flush=True)
     bad = [r for r in runs if not r.converged]
     print(f"\n{len(runs) - len(bad)} of {len(runs)} runs converged within {MAX_APPLIES} applies "
-          f"(faults injected: {sum(r.injected for r in runs)}, steps retried: {sum(r.retried_steps for r in runs)}).")
+          f"(faults injected: {sum(r.injected for r in runs)}, of them xenstore EAGAINs: "
+          f"{sum(r.xs_injected for r in runs)}, steps retried: {sum(r.retried_steps for r in runs)}).")
     return 1 if bad else 0
 
 

@@ -21,7 +21,8 @@ resuming a PCI hot-plug interrupted by a restart; pciback's sticky `permissive` 
 (pciback's sysfs only sets it, so on a real host unbinding the device from pciback clears
 it; here it follows the attach options); netback's refusal of `ethtool -s` (speed, duplex, autoneg are accepted
 here); xenstore quotas only partly (the
-xenstored's watch quota). A client of an embedded host loses its connection when the
+xenstored's watch quota); xenstore's transient failures only as injected commit EAGAINs
+(faults.yaml; no injected connection drops or daemon restarts). A client of an embedded host loses its connection when the
 process that embeds it exits; run `reconciler sim serve` to share one host for long.
 """
 

@@ -15,13 +15,12 @@ import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from drivers.xenstore import errors
 from drivers.xenstore.nodes import DOM0, NodeOps
+from drivers.xenstore.retry import RetrySettings, retrying
 from drivers.xenstore.store import CallbackWatcher, Store
 from reconciler.ports import Perm, WatchEvent, XenstoreOps
 
 T = TypeVar("T")
-_TX_ATTEMPTS = 16  # a body is redone on EAGAIN; in one loop thread conflicts need an await between
 _tokens = itertools.count(1)
 
 
@@ -74,9 +73,10 @@ class _Stream:
 class DirectXenstore(_Ops):
     """`reconciler.ports.XenstorePort` on a Store in this process, as dom0."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, retry: RetrySettings | None = None) -> None:
         super().__init__(store)
         self._store = store
+        self._retry = retry or RetrySettings()  # the wire client's numbers, so both retry alike
 
     async def snapshot(self, path: str = "/") -> dict[str, bytes]:
         """Every node at and below `path` (dom0 may read everything)."""
@@ -91,20 +91,19 @@ class DirectXenstore(_Ops):
         return _Stream(self._store, path, token or f"direct-{next(_tokens)}")
 
     async def transaction(self, body: Callable[[XenstoreOps], Awaitable[T]]) -> T:
-        for _attempt in range(_TX_ATTEMPTS):
-            tx = self._store.transaction(DOM0)
-            try:
-                result = await body(_Ops(tx))
-            except BaseException:
-                tx.abort()
-                raise
-            try:
-                self._store.commit(tx)
-            except errors.Again:
-                await asyncio.sleep(0)
-                continue
-            return result
-        raise errors.Again(f"transaction still conflicting after {_TX_ATTEMPTS} attempts; retry later")
+        """Run `body(tx)` and commit; on EAGAIN the whole body runs again (reading
+        afresh), under the one retry policy, as `XenstoreClient.transaction` does.
+        Other errors abort and propagate at once."""
+        async for attempt in retrying(self._retry):
+            with attempt:
+                tx = self._store.transaction(DOM0)
+                try:
+                    result = await body(_Ops(tx))
+                except BaseException:
+                    tx.abort()
+                    raise
+                self._store.client_commit(tx)
+        return result
 
     async def get_domain_path(self, domid: int) -> str:
         return f"/local/domain/{domid}"

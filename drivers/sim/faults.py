@@ -10,10 +10,24 @@ times it ran. Used by `drivers.sim.host` (operations), `backends` and `guests`.
     operations:                       # by port method name, or "*" for every one
       attach_disk: {error_rate: 0.5, latency_ms: 20}
       create: {hang: true, hang_s: 3}  # blocks, then fails as a timeout would
+      xenstore_transaction_end: {error_rate: 0.2}  # a client's commit answers EAGAIN
     never_connect: {kinds: [vif], domains: [web1]}   # hotplug never completes
     crash_after_unpause: {domains: [flaky], after_ms: 100}
     uncooperative: [stubborn]         # guests that ignore control/shutdown
     silent: [ndvm]                    # guests that never write their bootSentinel node
+
+xenstore: `xenstore_transaction_end` is the one xenstore request the simulated
+xenstored faults, and the one error it answers is EAGAIN on a commit (`T`), as if
+another client had changed a node the transaction read (reference/xen.md 1.4, 1.8:
+"commit conflict EAGAIN; the client must redo the whole transaction"). The transaction
+is then gone and nothing of it applied. Only error_rate applies to it (a latency or hang
+there is refused; with "*" they apply to the other operations only). No other xenstore
+error is injected because real xenstored gives dom0 no other transient one: quotas
+(ENOSPC, E2BIG) and the write rate limit exempt dom0 (6.2, 6.3), EBUSY answers only a
+TRANSACTION_START inside a transaction (1.4), a client bug; the reference names EAGAIN
+only for a commit. Only clients' commits (our client over the socket, the
+in-process `DirectXenstore`, Xen's own tools) are faulted; what the simulated
+toolstack and backends write themselves is not.
 """
 
 from __future__ import annotations
@@ -32,7 +46,9 @@ OPERATIONS = frozenset({
     "list_domains", "create", "unpause", "pause", "shutdown", "destroy", "mem_set", "vcpu_set",
     "attach_disk", "detach_disk", "attach_nic", "detach_nic", "attach_pci", "detach_pci",
     "inventory", "assignable_add", "assignable_remove", "fw_list", "fw_insert", "fw_append", "fw_delete",
+    "xenstore_transaction_end",
 })  # fmt: skip
+XENSTORE_OPERATIONS = frozenset({"xenstore_transaction_end"})  # error_rate only: the commit answers EAGAIN
 DEVICE_KINDS = frozenset({"vbd", "vif", "pci"})
 
 
@@ -131,6 +147,9 @@ def parse_faults(doc: Any, where: str) -> FaultPlan:
         if name != "*" and name not in OPERATIONS:
             raise UsageError(f"{where}: operations: unknown operation {name!r}; use one of {', '.join(sorted(OPERATIONS))} or '*'")
         ops[name] = _op_fault(spec, f"{where}: operations.{name}")
+        if name in XENSTORE_OPERATIONS and (ops[name].latency_ms or ops[name].hang):
+            raise UsageError(f"{where}: operations.{name}: only error_rate applies to a xenstore commit "
+                             "(it answers EAGAIN); remove latency_ms and hang")
     never = _mapping(top.get("never_connect", {}), f"{where}: never_connect", {"kinds", "domains"})
     kinds = _names(never.get("kinds", []), f"{where}: never_connect.kinds")
     if bad := kinds - DEVICE_KINDS:

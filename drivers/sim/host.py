@@ -92,6 +92,13 @@ class SimHost:
         # yet) and host.json's content (compact), so a run that changed nothing writes nothing.
         self._saved_changes = self.store.changes if (state_dir / persist.STATE_FILE).exists() else -1
         self._saved_host = self._host_on_disk
+        self.store.commit_fault = self._commit_fault
+
+    def _commit_fault(self) -> bool:
+        """faults.yaml's `xenstore_transaction_end`: whether this client commit conflicts."""
+        fails = self.refresh_faults().decide("xenstore_transaction_end").fail
+        self._dirty.set()  # the fault counters are saved with host.json
+        return fails
 
     @classmethod
     async def open(cls, state_dir: Path, *, delay_scale: float | None = None,

@@ -167,7 +167,7 @@ def transaction_end(conn: Connection, frame: Frame) -> bytes:
     if tx is None:
         raise errors.NoEntry(f"no transaction {frame.tx_id} on this connection")
     if verdict == "T":
-        tx.commit()
+        conn.store.client_commit(tx)
     else:
         tx.abort()
     return OK

@@ -71,6 +71,9 @@ class Store(NodeOps):
         self.changes = 0
         self._watches: dict[str, list[Watch]] = {}
         self._by_owner: dict[Watcher, list[Watch]] = {}
+        # Fault injection (the simulated host sets it from faults.yaml): asked at each
+        # client's commit whether another writer got in first; True answers EAGAIN.
+        self.commit_fault: Callable[[], bool] | None = None
 
     # -- storage used by NodeOps and Transaction -----------------------------------
 
@@ -135,6 +138,15 @@ class Store(NodeOps):
         tx_id = self._next_tx
         self._next_tx = tx_id % 0xFFFFFFFE + 1  # never 0, which means "no transaction"
         return Transaction(self, tx_id, caller)
+
+    def client_commit(self, tx: Transaction) -> None:
+        """A client's commit (socket or in-process port): EAGAIN when `commit_fault`
+        says another writer changed what the transaction accessed (nothing of it is
+        applied, as in a real conflict), else `commit`."""
+        tx.closed = True
+        if tx.accessed and self.commit_fault is not None and self.commit_fault():
+            raise errors.Again(f"transaction {tx.tx_id} conflicted with another writer (injected); redo it")
+        self.commit(tx)
 
     def commit(self, tx: Transaction) -> None:
         nodes = self._nodes

@@ -174,25 +174,34 @@ async def xenstore_write(rt: Runtime, step: Step, retry: bool) -> str | None:
     data = arg(step, "data")
     if not isinstance(data, dict):
         raise TerminalHostError(f"step {step.id} has no xenstore data; the plan is malformed: run plan again")
-    base = f"/local/domain/{await rt.domid(step.name)}"
-    try:
-        nodes = await rt.ports.xenstore.snapshot(f"{base}/{vmdata.ROOT}")
-    except HostError as exc:
-        if not missing(exc):
-            raise
-        nodes = {}
-    have = vmdata.keys({path[len(base) + 1:]: value.decode("utf-8", "backslashreplace") for path, value in nodes.items()})
-    removes, writes = vmdata.sync(have, {str(k): str(v) for k, v in data.items()})
+    base, want = f"/local/domain/{await rt.domid(step.name)}", {str(k): str(v) for k, v in data.items()}
 
     async def body(tx: XenstoreOps) -> None:
+        # Read inside the transaction: on a conflict (EAGAIN) the whole body runs again
+        # and decides from what the subtree holds then, not from a stale read.
+        nodes = await _subtree(tx, f"{base}/{vmdata.ROOT}")
+        have = vmdata.keys({path[len(base) + 1:]: value.decode("utf-8", "backslashreplace") for path, value in nodes.items()})
+        removes, writes = vmdata.sync(have, want)
         for key in removes:
             await tx.rm(f"{base}/{key}")
         for key, value in writes.items():
             await tx.write(f"{base}/{key}", value)
 
-    if removes or writes:
-        await rt.ports.xenstore.transaction(body)
+    await rt.ports.xenstore.transaction(body)
     return None
+
+
+async def _subtree(tx: XenstoreOps, path: str) -> dict[str, bytes]:
+    """{path: value} for `path` and every node below it, read in the transaction; {} if absent."""
+    try:
+        out, names = {path: await tx.read(path)}, await tx.directory(path)
+    except HostError as exc:
+        if not missing(exc):
+            raise
+        return {}
+    for name in names:
+        out.update(await _subtree(tx, f"{path}/{name}"))
+    return out
 
 
 async def _write_data(rt: Runtime, domid: int, data: Mapping[str, str]) -> None:

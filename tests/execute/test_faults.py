@@ -1,15 +1,28 @@
 """Faults injected into the simulated host (DIR/faults.yaml): the failed step's dependents
 are skipped, independent VMs still converge, apply exits 1 and names only the root cause;
-after the fault is cleared a second apply converges. Transient errors are retried."""
+after the fault is cleared a second apply converges. Transient errors are retried, xenstore
+commit conflicts (EAGAIN) by redoing the whole transaction."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from drivers.sim.direct import DirectXenstore
+from drivers.xenstore import RetrySettings, Store
+from reconciler.execute.ops import OPS
+from reconciler.loader import load
+from reconciler.execute.runtime import Runtime
+from reconciler.execute.settings import ExecuteSettings
+from reconciler.plan.steps import Step
+from reconciler.ports import HostPorts
 
 Cli = Callable[..., tuple[int, str, str]]
 
@@ -126,3 +139,61 @@ def test_a_sentinel_never_written_skips_the_vms_that_wait_for_it(
     assert failed_section(out) == ["vm/svc/wait-sentinel"]
     assert "did not write /local/domain/" in out and "within 0.3 s" in out
     assert running(host) == {"other": "running", "svc": "running"}
+
+
+def test_xenstore_commits_that_conflict_are_redone_and_apply_converges(
+        served: Callable[..., Any], cli: Cli, state_dir: Path, write_manifest: Callable[[str, str], Path]) -> None:
+    """Half of all xenstore commits answer EAGAIN (faults.yaml `xenstore_transaction_end`):
+    intent, vm-data and record transactions are redone whole, apply converges at once;
+    drift written by Xen's own tools (which redo their own transactions) is set back."""
+    folder = write_manifest("web.yaml", vm("web", '  xenstoreData: {vm-data/a: "1", vm-data/b: "2"}\n'))
+    write_manifest("db.yaml", vm("db", '  xenstoreData: {vm-data/c: "3"}\n'))
+    (state_dir / "faults.yaml").write_text("seed: 3\noperations:\n  xenstore_transaction_end: {error_rate: 0.5}\n")
+    host = served()
+    code, out, err = cli("apply", str(folder))
+    assert code == 0, out + err
+    assert cli("plan", str(folder), "--detailed-exitcode")[0] == 0
+    injected = host.host.core.faults.injected().get("xenstore_transaction_end", 0)
+    assert injected > 0  # conflicts really happened, and no step saw them
+    domid = next(d.domid for d in running_domains(host) if d.name == "web")
+    base = f"/local/domain/{domid}/vm-data"
+    env = {**os.environ, "XENSTORED_PATH": str(state_dir / "xenstored.sock")}
+    for argv in (["xenstore-write", f"{base}/a", "tampered", f"{base}/extra", "x"], ["xenstore-rm", f"{base}/b"]):
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30, check=False)
+        assert done.returncode == 0, done.stderr
+    assert cli("plan", str(folder), "--detailed-exitcode")[0] == 2
+    code, out, err = cli("apply", str(folder))
+    assert code == 0 and "vm/web/xenstore-write: done" in out, out + err
+    assert host.run(lambda p: p.xenstore.snapshot(base)) == {base: b"", f"{base}/a": b"1", f"{base}/b": b"2"}
+    assert cli("plan", str(folder), "--detailed-exitcode")[0] == 0
+    assert host.host.core.faults.injected()["xenstore_transaction_end"] > injected
+
+
+def running_domains(host: Any) -> list[Any]:
+    listed: list[Any] = host.run(lambda p: p.toolstack.list_domains())
+    return listed
+
+
+def test_vm_data_sync_reads_inside_its_transaction(write_manifest: Callable[[str, str], Path]) -> None:
+    """Another writer adds a vm-data key while the xenstore-write step's transaction is
+    open: the commit conflicts and the redone body, reading again, removes that key too
+    (deciding from a read taken before the transaction would leave it)."""
+    folder = write_manifest("web.yaml", vm("web", '  xenstoreData: {vm-data/a: "1"}\n'))
+    desired = load([str(folder)]).state
+    assert desired is not None
+    store = Store()
+    store.write("/local/domain/7/vm-data/a", "tampered")
+    late = iter([True])
+
+    def other_writer() -> bool:
+        if next(late, False):
+            store.write("/local/domain/7/vm-data/late", "x")  # gets in before the commit
+        return False  # no injected fault: the conflict, if any, is real
+
+    store.commit_fault = other_writer
+    ports = HostPorts("t", DirectXenstore(store, RetrySettings(attempts=3, initial_wait=0.0, max_wait=0.0)),
+                      None, None, None)  # type: ignore[arg-type]
+    rt = Runtime(ports, desired, ExecuteSettings(), domids={"web": 7})
+    step = Step("vm/web/xenstore-write", "xenstore-write", "VM", "web", "web", (("data", {"vm-data/a": "1"}),))
+    asyncio.run(OPS["xenstore-write"](rt, step, False))
+    assert {p: v for p, v in store.values().items() if "/vm-data/" in p} == {"/local/domain/7/vm-data/a": b"1"}

@@ -2,7 +2,8 @@
 skips only what requires the failed step. Against the served simulated host through
 the real CLI: a first apply fails half-way (faults.yaml), the rerun must keep the VM
 paused until its devices are in, and keep dependents waiting for a sentinel not met.
-With transient errors on every host operation, observation is retried as steps are."""
+With transient errors on every host operation (xenstore commits included), observation
+is retried as steps are."""
 
 from __future__ import annotations
 
@@ -111,7 +112,7 @@ def test_observation_is_retried_like_the_steps(served: Callable[..., Any], cli: 
     # so the faults (drawn per operation in call order) fall the same way on every run.
     faults = state_dir / "faults.yaml"
     faults.write_text(f"seed: {seed}\noperations:\n  '*': {{error_rate: {rate}}}\n")
-    served()
+    host = served()
     code, out, err = cli("plan", str(two_vms), "--detailed-exitcode")
     assert code == 2 and not err, err  # observed, planned: changes to make
     code, out, err = cli("apply", str(two_vms), "--parallelism", "1")
@@ -122,5 +123,6 @@ def test_observation_is_retried_like_the_steps(served: Callable[..., Any], cli: 
             break
         code, out, err = cli("apply", str(two_vms), "--parallelism", "1")
     assert code == 0, out + err
+    assert host.host.core.faults.counters["xenstore_transaction_end"] > 0  # '*' reaches xenstore commits too
     faults.unlink()  # the check itself without faults
     assert cli("plan", str(two_vms), "--detailed-exitcode")[0] == 0

@@ -1,9 +1,12 @@
 """Fault injection (DIR/faults.yaml): error rate, latency, hang, backends that never
-connect, crashing domains, uncooperative guests; deterministic with a seed."""
+connect, crashing domains, uncooperative guests, xenstore commits that answer EAGAIN;
+deterministic with a seed."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -12,8 +15,10 @@ import pytest
 
 from drivers.sim.faults import Faults, parse_faults
 from drivers.sim.host import SimHost
+from drivers.xenstore import XenstoreClient
+from drivers.xenstore import errors as xs_errors
 from reconciler.errors import TransientHostError, UsageError
-from reconciler.ports import HostPorts
+from reconciler.ports import HostPorts, XenstoreOps
 
 
 def _faults(state_dir: Path, text: str) -> None:
@@ -125,6 +130,7 @@ def test_uncooperative_guest_makes_shutdown_time_out(sim: Any, vm: Any, state_di
         ("seed: -1\n", "seed: expected a non-negative integer"),
         ("bogus: 1\n", "unknown key 'bogus'"),
         ("delay_scale: 0\n", "delay_scale: 0.0 is out of range"),
+        ("operations:\n  xenstore_transaction_end: {latency_ms: 5}\n", "only error_rate applies to a xenstore commit"),
         ("a: [\n", "cannot read the fault plan"),
     ],
 )
@@ -155,3 +161,85 @@ def test_a_guest_writes_its_boot_sentinel_unless_silent(sim: Any, vm: Any, state
         assert "booted" not in await children(ports, mute)  # silent: its services never come up
 
     sim(body)
+
+
+def _commit_pattern(seed: int, rate: float, n: int) -> list[bool]:
+    faults = Faults(parse_faults({"seed": seed, "operations": {"xenstore_transaction_end": {"error_rate": rate}}}, "t"))
+    return [faults.decide("xenstore_transaction_end").fail for _ in range(n)]
+
+
+def test_xenstore_commits_answer_eagain_from_the_seed_and_are_counted(sim: Any, state_dir: Path) -> None:
+    """Over the real socket: a faulted commit answers EAGAIN and applies nothing, the
+    transaction is gone; which commits fail follows the seed; `injected` counts them."""
+    _faults(state_dir, "seed: 4\noperations:\n  xenstore_transaction_end: {error_rate: 0.5}\n")
+    expected = _commit_pattern(4, 0.5, 16)
+    assert 3 < sum(expected) < 13
+
+    async def body(ports: HostPorts, host: SimHost) -> list[bool]:
+        xs = ports.xenstore
+        assert isinstance(xs, XenstoreClient)  # a served host: the wire protocol
+        outcomes = []
+        for i in range(16):
+            tx = await xs.begin()
+            await tx.write(f"/t/{i}", "x")
+            try:
+                await tx.commit()
+                outcomes.append(False)
+            except xs_errors.Again as exc:
+                assert isinstance(exc, TransientHostError) and "EAGAIN" in str(exc)
+                outcomes.append(True)
+        assert sorted(await xs.directory("/t"), key=int) == [str(i) for i, failed in enumerate(outcomes) if not failed]
+        assert host.core.faults.injected() == {"xenstore_transaction_end": sum(outcomes)}
+        assert not any(c.transactions for c in host.xenstored.connections)
+        await xs.write("/plain", "y")  # outside a transaction: never faulted (xen.md 1.4)
+        return outcomes
+
+    assert sim(body) == expected
+
+
+def test_a_faulted_commit_redoes_the_whole_transaction_reading_afresh(sim: Any, state_dir: Path) -> None:
+    _faults(state_dir, "seed: 4\noperations:\n  '*': {error_rate: 0.5}\n")  # '*' reaches xenstore commits
+    expected = _commit_pattern(4, 0.5, 10)
+    first_ok = expected.index(False)
+    assert first_ok >= 1  # seed 4: the first commit conflicts
+
+    async def body(ports: HostPorts, host: SimHost) -> None:
+        await ports.xenstore.write("/counter", "0")
+        reads: list[bytes] = []
+
+        async def incr(tx: XenstoreOps) -> None:
+            value = await tx.read("/counter")
+            reads.append(value)
+            await tx.write("/counter", str(int(value) + 1))
+
+        await ports.xenstore.transaction(incr)
+        assert len(reads) == first_ok + 1  # the body ran again after each EAGAIN, reading again
+        assert await ports.xenstore.read("/counter") == b"1"  # and applied once
+
+    sim(body)
+
+
+def _xen_tool(state_dir: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "XENSTORED_PATH": str(state_dir / "xenstored.sock")}
+    return subprocess.run(list(argv), env=env, capture_output=True, text=True, timeout=30, check=False)
+
+
+@pytest.mark.parametrize("faults", ["", "seed: 1\noperations:\n  xenstore_transaction_end: {error_rate: 0.5}\n"])
+def test_xens_own_tools_work_against_the_hosts_xenstored(sim: Any, state_dir: Path, faults: str) -> None:
+    """xenstore-write/-rm run each command in a transaction and redo it on EAGAIN
+    (tools/xenstore/xenstore_client.c), so they work with the commit faults too."""
+    _faults(state_dir, faults)
+
+    async def body(ports: HostPorts, host: SimHost) -> dict[str, int]:
+        for i in range(8):
+            done = await asyncio.to_thread(_xen_tool, state_dir, "xenstore-write", f"/tool/k{i}", f"v{i}")
+            assert done.returncode == 0, done.stderr
+        done = await asyncio.to_thread(_xen_tool, state_dir, "xenstore-rm", "/tool/k0")
+        assert done.returncode == 0, done.stderr
+        done = await asyncio.to_thread(_xen_tool, state_dir, "xenstore-ls", "-f", "/tool")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines() == [f'/tool/k{i} = "v{i}"' for i in range(1, 8)]
+        return host.core.faults.injected()
+
+    injected = sim(body)
+    assert (injected.get("xenstore_transaction_end", 0) > 0) == bool(faults)

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from drivers.sim.direct import DirectXenstore
-from drivers.xenstore import errors
+from drivers.xenstore import RetrySettings, errors
+from reconciler.errors import TransientHostError
 from reconciler.ports import Perm, XenstoreOps, XenstorePort
 
 
@@ -61,5 +62,43 @@ def test_transaction_is_redone_on_conflict_and_watches_fire(run: Any) -> None:
         seen = {(await asyncio.wait_for(events.__anext__(), 1)).path for _ in range(2)}
         assert seen == {"/counter"}
         await stream.close()
+
+    run(body)
+
+
+def test_eagain_at_commit_is_redone_under_the_retry_policy(run: Any) -> None:
+    """Injected conflicts (`Store.commit_fault`): the body runs again, reading afresh,
+    `RetrySettings.attempts` times in all, then EAGAIN (transient) reaches the caller;
+    a terminal error in the body is raised at once."""
+
+    async def body(env: Any) -> None:
+        direct = DirectXenstore(env.store, RetrySettings(attempts=4, initial_wait=0.0, max_wait=0.0))
+        await direct.write("/n", "0")
+        verdicts = iter([True, False])
+        env.store.commit_fault = lambda: next(verdicts, True)
+        reads: list[bytes] = []
+
+        async def incr(tx: XenstoreOps) -> None:
+            reads.append(await tx.read("/n"))
+            await tx.write("/n", str(int(reads[-1]) + 1))
+
+        await direct.transaction(incr)
+        assert reads == [b"0", b"0"] and await direct.read("/n") == b"1"
+        reads.clear()
+        with pytest.raises(errors.Again) as again:
+            await direct.transaction(incr)
+        assert len(reads) == 4 and isinstance(again.value, TransientHostError)
+        assert await direct.read("/n") == b"1"
+        env.store.commit_fault = None
+        runs = 0
+
+        async def denied(tx: XenstoreOps) -> None:
+            nonlocal runs
+            runs += 1
+            await tx.read("/nowhere")
+
+        with pytest.raises(errors.NoEntry):
+            await direct.transaction(denied)
+        assert runs == 1
 
     run(body)

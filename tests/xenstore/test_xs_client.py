@@ -208,6 +208,82 @@ def test_transaction_gives_up_after_the_retry_budget(run: Runner) -> None:
     run(scenario)
 
 
+def test_eagain_at_commit_redoes_the_body_reading_afresh(run: Runner) -> None:
+    """The daemon answers the commit EAGAIN twice (`Store.commit_fault`, what faults.yaml
+    drives): the whole body runs again each time, re-reading, and commits once."""
+
+    async def scenario(env: Env) -> None:
+        env.store.write("/n", "0")
+        verdicts = iter([True, True, False])
+        env.store.commit_fault = lambda: next(verdicts)
+        xs = await env.client()
+        reads: list[bytes] = []
+
+        async def incr(tx: XenstoreOps) -> None:
+            reads.append(await tx.read("/n"))
+            await tx.write("/n", str(int(reads[-1]) + 1))
+
+        await xs.transaction(incr)
+        assert reads == [b"0", b"0", b"0"] and env.store.read("/n") == b"1"
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("name", ["EACCES", "ENOENT", "EINVAL", "E2BIG", "ENOSPC", "EPERM", "EEXIST"])
+def test_terminal_errors_in_a_transaction_are_not_retried(run: Runner, name: str) -> None:
+    async def scenario(env: Env) -> None:
+        xs = await env.client(retry=RetrySettings(attempts=5, initial_wait=0.0, max_wait=0.0))
+        runs = 0
+
+        async def body(tx: XenstoreOps) -> None:
+            nonlocal runs
+            runs += 1
+            await tx.write("/partial", "x")
+            raise errors.error_for(name, op="WRITE", path="/partial")
+
+        with pytest.raises(errors.XenstoreError) as failed:
+            await xs.transaction(body)
+        assert failed.value.errno_name == name and runs == 1
+        assert not env.store.exists("/partial")  # aborted
+
+    run(scenario)
+
+
+def test_refusals_from_the_daemon_are_not_retried(run: Runner) -> None:
+    """Real refusals, not retried: EACCES (a guest writing dom0's node), ENOENT (a read
+    of a missing node), ENOSPC (the guest's 10-open-transactions quota: `begin` fails)."""
+
+    async def scenario(env: Env) -> None:
+        env.store.write("/dom0-only", "x")
+        retry = RetrySettings(attempts=5, initial_wait=0.0, max_wait=0.0)
+        guest, dom0 = await env.client(guest=True, retry=retry), await env.client(retry=retry)
+        runs = 0
+
+        async def write_it(tx: XenstoreOps) -> None:
+            nonlocal runs
+            runs += 1
+            await tx.write("/dom0-only", "y")
+
+        async def read_missing(tx: XenstoreOps) -> None:
+            nonlocal runs
+            runs += 1
+            await tx.read("/nowhere")
+
+        with pytest.raises(errors.AccessDenied):
+            await guest.transaction(write_it)
+        with pytest.raises(errors.NoEntry):
+            await dom0.transaction(read_missing)
+        assert runs == 2
+        held = [await guest.begin() for _ in range(10)]
+        with pytest.raises(errors.NoSpace):
+            await guest.transaction(write_it)
+        assert runs == 2  # refused at TRANSACTION_START: the body never ran
+        for tx in held:
+            await tx.abort()
+
+    run(scenario)
+
+
 def test_failed_transaction_body_aborts(run: Runner) -> None:
     async def scenario(env: Env) -> None:
         xs = await env.client()
