@@ -7,7 +7,8 @@ as it ends, the root causes again and one outcome per resource, then `Apply: N d
 failed, K skipped.` Exit 0 when every step is done, 1 otherwise. `--plan FILE` (from
 `plan --format json`) makes apply refuse unless the manifests are the ones the plan
 was made from (its desired-state digest, checked before the host is opened) and the
-plan made now is the reviewed one (host fingerprint and actions).
+plan made now is the reviewed one (host fingerprint and actions). Apply holds the
+host's agent lock (`reconciler.cli.hostlock`) while it opens and changes the host.
 """
 
 from __future__ import annotations
@@ -136,6 +137,7 @@ async def _apply(spec: HostSpec, desired: DesiredState, settings: ExecuteSetting
 
 
 def run(args: argparse.Namespace) -> int:
+    from reconciler.cli.hostlock import agent_lock
     from reconciler.cli.hosts import select_host
     from reconciler.cli.plan import load_desired, print_diagnostics
     from reconciler.execute.settings import resolve_settings
@@ -147,8 +149,10 @@ def run(args: argparse.Namespace) -> int:
     saved = _saved_plan(args.plan) if args.plan is not None else None
     if saved is not None:
         check_manifests(saved, desired)
+    spec = select_host(args.host)
     try:
-        return asyncio.run(_apply(select_host(args.host), desired, settings, saved))
+        with agent_lock(spec):  # one agent per host: a second apply fails here, naming the holder
+            return asyncio.run(_apply(spec, desired, settings, saved))
     except ManifestError as exc:  # a dependency cycle, at the manifest line of a resource in it
         print_diagnostics(exc.diagnostics)
         return 1
