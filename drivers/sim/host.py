@@ -80,11 +80,13 @@ def _open_lock(path: Path) -> int:
 
 
 def _make_directory(state_dir: Path) -> None:
+    """DIR, made if missing; a file there (`--state /etc/passwd`) is one line, not a traceback."""
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        why = "not a directory" if state_dir.exists() else exc.strerror or str(exc)
         raise UsageError(f"{state_dir}: cannot use it as the simulated host's state directory "
-                         f"({exc.strerror or exc}); name a directory, e.g. .reconciler/sim") from None
+                         f"({why}); name a directory, e.g. .reconciler/sim") from None
 
 
 class SimHost:

@@ -40,7 +40,8 @@ def _directory(path: Path, spec: HostSpec) -> None:
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"--host {spec}: cannot use {path.parent} ({exc.strerror or exc}); "
+        why = "not a directory" if path.parent.exists() else exc.strerror or str(exc)
+        raise UsageError(f"--host {spec}: cannot use {path.parent} ({why}); "
                          "name a directory you can write, e.g. sim:.reconciler/sim") from None
     if not path.parent.is_dir():
         raise UsageError(f"--host {spec}: {path.parent} is not a directory")

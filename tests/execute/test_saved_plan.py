@@ -142,3 +142,14 @@ def test_a_fifo_as_plan_file_is_refused_without_blocking(cli: Cli, tmp_path: Pat
     os.mkfifo(fifo)
     code, _, err = cli("apply", str(folder), "--plan", str(fifo))
     assert code == 1 and "not a regular file" in err
+
+
+def test_a_plan_file_over_the_size_limit_is_refused_unread(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           write_manifest: Callable[[str, str], Path]) -> None:
+    monkeypatch.setattr("reconciler.cli.apply.SAVED_PLAN_MAX_BYTES", 1 << 20)  # 256 MiB is slow to write in a test
+    folder = write_manifest("db.yaml", DB)
+    saved = tmp_path / "plan.json"
+    saved.write_text('{"pad": "' + "x" * (2 << 20) + '"}')
+    code, _, err = cli("apply", str(folder), "--plan", str(saved))
+    assert code == 1 and err == (f"reconciler: error: --plan {saved}: over 1 MiB, not a saved plan; "
+                                 "write it with plan --format json --out FILE\n")
