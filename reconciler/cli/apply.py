@@ -92,10 +92,10 @@ def check_manifests(saved: dict[str, Any], desired: DesiredState) -> None:
 
 def check_saved(saved: dict[str, Any], plan: Plan) -> None:
     """Refuse (UsageError) unless `plan` is the saved plan: same host state, same actions."""
-    from reconciler.plan.render_json import plan_to_data
+    from reconciler.plan.render_json import actions_data
 
-    now = json.loads(json.dumps(plan_to_data(plan), sort_keys=True, default=str))
-    if saved.get("observed_fingerprint") != now["observed_fingerprint"] or saved.get("actions") != now["actions"]:
+    actions = json.loads(json.dumps(actions_data(plan), sort_keys=True, default=str))
+    if saved.get("observed_fingerprint") != plan.fingerprint or saved.get("actions") != actions:
         raise UsageError(STALE)
 
 

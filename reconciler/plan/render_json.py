@@ -67,6 +67,14 @@ def _change(change: ResourceChange) -> dict[str, Any]:
     }
 
 
+def actions_data(plan: Plan) -> list[dict[str, Any]]:
+    """The plan's `actions`, as `plan_to_data` has them (what `apply --plan` compares)."""
+    return [
+        {"id": s.id, "op": s.op, "kind": s.kind, "name": s.name, "vm": s.vm, "args": dict(s.args), "trigger": s.trigger}
+        for s in plan.steps
+    ]
+
+
 def plan_to_data(plan: Plan) -> dict[str, Any]:
     """The plan as plain JSON-compatible data, in the documented format."""
     digest = desired_digest(plan.desired)
@@ -77,10 +85,7 @@ def plan_to_data(plan: Plan) -> dict[str, Any]:
         "desired_vms": digest_rows(digest),
         "summary": summary_counts(plan),
         "changes": [_change(c) for c in plan.diff.changes],
-        "actions": [
-            {"id": s.id, "op": s.op, "kind": s.kind, "name": s.name, "vm": s.vm, "args": dict(s.args), "trigger": s.trigger}
-            for s in plan.steps
-        ],
+        "actions": actions_data(plan),
         "dependencies": [{"before": d.before, "after": d.after, "rule": d.rule} for d in plan.dependencies],
         "generations": [list(g) for g in plan.generations],
         "unmanaged": list(plan.diff.unmanaged),
