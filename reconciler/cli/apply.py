@@ -65,8 +65,8 @@ def _saved_plan(path: str) -> dict[str, Any]:
         data = json.loads(raw.decode("utf-8"))
     except RecursionError:  # json's C scanner recurses per level; a plan nests 6 deep
         raise UsageError(f"--plan {path}: JSON nested too deep to be a saved plan; {hint}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(f"--plan {path}: cannot read the saved plan ({exc}); {hint}") from exc
+    except (OSError, ValueError) as exc:  # ValueError: not UTF-8, not JSON, an integer of > 4300 digits
+        raise UsageError(f"--plan {path}: cannot read the saved plan ({str(exc)[:200]}); {hint}") from exc
     if not isinstance(data, dict) or "observed_fingerprint" not in data or "actions" not in data:
         raise UsageError(f"--plan {path}: not a plan written by plan --format json (no observed_fingerprint/actions)")
     if data.get("format_version") != FORMAT_VERSION:

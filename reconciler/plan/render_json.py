@@ -31,14 +31,17 @@ holds the two equal.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from reconciler.model.common import NAME_PATTERN
 from reconciler.model.digest import StateDigest, desired_digest
 from reconciler.plan.build import Dependency, Plan
 from reconciler.plan.changes import FieldChange, ResourceChange
 from reconciler.plan.render_text import SENSITIVE, Remembered, action_text, compact, is_sensitive, string, summary_counts
 from reconciler.plan.steps import Step
 
+_NAME = re.compile(NAME_PATTERN)
 FORMAT_VERSION = 2  # 2: desired_digest and desired_vms, which `apply --plan` requires
 
 
@@ -105,8 +108,8 @@ def digest_from_data(data: dict[str, Any]) -> StateDigest:
         raise ValueError("no desired_digest/desired_vms")
     vms: dict[str, str] = {}
     for row in rows:
-        if not isinstance(row, dict) or not isinstance(row.get("vm"), str) or not isinstance(row.get("digest"), str):
-            raise ValueError("a desired_vms row is not {vm, digest}")
+        if not isinstance(row, dict) or not isinstance(row.get("digest"), str) or not _NAME.fullmatch(str(row.get("vm"))):
+            raise ValueError("a desired_vms row is not {vm: <VM name>, digest}")
         vms[row["vm"]] = row["digest"]
     return StateDigest(total, vms)
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,6 @@ from typing import Any
 import pytest
 
 from reconciler.loader import load_or_raise
-from reconciler.model.digest import desired_digest
 
 Cli = Callable[..., tuple[int, str, str]]
 
@@ -96,6 +97,8 @@ def test_unchanged_manifests_in_another_order_and_file_layout_apply(served: Call
 
 
 def test_the_digest_covers_secrets_and_is_order_independent(tmp_path: Path) -> None:
+    from reconciler.model.digest import desired_digest
+
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "db.yaml").write_text(DB)
     (tmp_path / "a" / "web.yaml").write_text(WEB)
@@ -124,7 +127,7 @@ def test_a_plan_of_another_format_version_is_refused(served: Callable[..., Any],
 
 
 @pytest.mark.parametrize("content", ["[" * 100_000 + "]" * 100_000, '{"a":' * 50_000 + "1" + "}" * 50_000,
-                                     "\x00\xff not json", ""])
+                                     '{"format_version": ' + "9" * 5000 + "}", "\x00\xff not json", ""])
 def test_bad_plan_files_are_one_line(cli: Cli, tmp_path: Path, write_manifest: Callable[[str, str], Path],
                                      content: str) -> None:
     folder = write_manifest("db.yaml", DB)
@@ -135,13 +138,18 @@ def test_bad_plan_files_are_one_line(cli: Cli, tmp_path: Path, write_manifest: C
     assert err.startswith(f"reconciler: error: --plan {saved}: ")
 
 
-def test_a_fifo_as_plan_file_is_refused_without_blocking(cli: Cli, tmp_path: Path,
+def test_a_fifo_as_plan_file_is_refused_without_blocking(state_dir: Path, tmp_path: Path,
                                                          write_manifest: Callable[[str, str], Path]) -> None:
+    """A real process: the code before the fix blocked in open() for ever (the timeout
+    only keeps that from stalling the suite)."""
     folder = write_manifest("db.yaml", DB)
     fifo = tmp_path / "plan.json"
     os.mkfifo(fifo)
-    code, _, err = cli("apply", str(folder), "--plan", str(fifo))
-    assert code == 1 and "not a regular file" in err
+    done = subprocess.run([sys.executable, "-m", "reconciler", "apply", str(folder), "--plan", str(fifo),
+                           "--host", f"sim:{state_dir}"], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (f"reconciler: error: --plan {fifo}: not a regular file; "
+                           "write it with plan --format json --out FILE\n")
 
 
 def test_a_plan_file_over_the_size_limit_is_refused_unread(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
