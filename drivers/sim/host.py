@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import json
 import logging
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +56,7 @@ class DirectoryBusy(TransientHostError):
 def lock(state_dir: Path, *, shared: bool = False) -> int:
     """Take DIR/host.lock: exclusive for the process that runs the host, shared for
     read-only views (which only wait while a host is starting, running or saving)."""
-    fd = os.open(state_dir / names.LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = _open_lock(state_dir / names.LOCK_FILE)
     try:
         fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -65,6 +67,31 @@ def lock(state_dir: Path, *, shared: bool = False) -> int:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
     return fd
+
+
+def _open_lock(path: Path) -> int:
+    """DIR/host.lock, never through a symlink (O_NOFOLLOW): a link planted there would
+    make whoever runs the host truncate and write the file it points to."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UsageError(f"{path} is a symlink; refusing to follow it (remove it: the host makes its own)") from None
+        raise UsageError(f"{path}: cannot open the simulated host's lock ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UsageError(f"{path} is not a regular file; remove it")
+    return fd
+
+
+def _make_directory(state_dir: Path) -> None:
+    """DIR, made if missing; a file there (`--state /etc/passwd`) is one line, not a traceback."""
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        why = "not a directory" if state_dir.exists() else exc.strerror or str(exc)
+        raise UsageError(f"{state_dir}: cannot use it as the simulated host's state directory "
+                         f"({why}); name a directory, e.g. .reconciler/sim") from None
 
 
 class SimHost:
@@ -108,7 +135,7 @@ class SimHost:
         longest = state_dir / names.XENSTORE_SOCKET
         if len(str(longest)) > names.SUN_PATH_MAX:
             raise UsageError(f"socket path {longest} is longer than {names.SUN_PATH_MAX} bytes; use a shorter state directory")
-        state_dir.mkdir(parents=True, exist_ok=True)
+        _make_directory(state_dir)
         fd = lock(state_dir)
         try:
             base = settings or HostSettings()

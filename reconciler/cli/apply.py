@@ -5,7 +5,10 @@ Composes the pipeline (this is the CLI layer): load the manifests (errors print 
 plan, print the plan text (the `plan` renderer), execute it printing one line per step
 as it ends, the root causes again and one outcome per resource, then `Apply: N done, M
 failed, K skipped.` Exit 0 when every step is done, 1 otherwise. `--plan FILE` (from
-`plan --format json`) makes apply refuse unless the plan made now is the reviewed one.
+`plan --format json`) makes apply refuse unless the manifests are the ones the plan
+was made from (its desired-state digest, checked before the host is opened) and the
+plan made now is the reviewed one (host fingerprint and actions). Apply holds the
+host's agent lock (`reconciler.cli.hostlock`) while it opens and changes the host.
 SIGINT/SIGTERM: no new step starts, the running ones finish and are reported, the steps
 left undone are listed, exit 1.
 """
@@ -15,7 +18,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
+import stat
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -44,23 +49,56 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(run=run)
 
 
+SAVED_PLAN_MAX_BYTES = 256 << 20  # 256 MiB: a 1,000-VM plan is a few MiB; more is not a plan
+
+
 def _saved_plan(path: str) -> dict[str, Any]:
+    """The saved plan of `--plan FILE`, refused in one line unless it is a plan of this format."""
+    from reconciler.plan.render_json import FORMAT_VERSION
+
+    hint = "write it with plan --format json --out FILE"
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(f"--plan {path}: cannot read the saved plan ({exc}); write it with plan --format json --out FILE") from exc
+        # O_NONBLOCK: a FIFO named here must not block the open; it is then refused.
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise UsageError(f"--plan {path}: not a regular file; {hint}")
+            raw = handle.read(SAVED_PLAN_MAX_BYTES + 1)
+        if len(raw) > SAVED_PLAN_MAX_BYTES:
+            raise UsageError(f"--plan {path}: over {SAVED_PLAN_MAX_BYTES >> 20} MiB, not a saved plan; {hint}")
+        data = json.loads(raw.decode("utf-8"))
+    except RecursionError:  # json's C scanner recurses per level; a plan nests 6 deep
+        raise UsageError(f"--plan {path}: JSON nested too deep to be a saved plan; {hint}") from None
+    except (OSError, ValueError) as exc:  # ValueError: not UTF-8, not JSON, an integer of > 4300 digits
+        raise UsageError(f"--plan {path}: cannot read the saved plan ({str(exc)[:200]}); {hint}") from exc
     if not isinstance(data, dict) or "observed_fingerprint" not in data or "actions" not in data:
         raise UsageError(f"--plan {path}: not a plan written by plan --format json (no observed_fingerprint/actions)")
+    if data.get("format_version") != FORMAT_VERSION:
+        raise UsageError(f"--plan {path}: plan format version {str(data.get('format_version'))[:20]!r}, this reconciler "
+                         f"applies version {FORMAT_VERSION}; run plan again")
     return data
+
+
+def check_manifests(saved: dict[str, Any], desired: DesiredState) -> None:
+    """Refuse (UsageError, before the host is opened) unless the manifests are the ones
+    the saved plan was made from: the desired-state digest names what changed."""
+    from reconciler.model.digest import desired_digest
+    from reconciler.plan.render_json import digest_from_data
+
+    try:
+        then = digest_from_data(saved)
+    except ValueError as exc:
+        raise UsageError(f"--plan: not a plan written by plan --format json ({exc}); run plan again") from None
+    changed = desired_digest(desired).changed(then)
+    if changed:
+        raise UsageError(f"the manifests changed since the plan was made ({changed}); run plan again")
 
 
 def check_saved(saved: dict[str, Any], plan: Plan) -> None:
     """Refuse (UsageError) unless `plan` is the saved plan: same host state, same actions."""
-    from reconciler.plan.render_json import plan_to_data
+    from reconciler.plan.render_json import actions_data
 
-    now = json.loads(json.dumps(plan_to_data(plan), sort_keys=True, default=str))
-    if saved.get("observed_fingerprint") != now["observed_fingerprint"] or saved.get("actions") != now["actions"]:
+    actions = json.loads(json.dumps(actions_data(plan), sort_keys=True, default=str))
+    if saved.get("observed_fingerprint") != plan.fingerprint or saved.get("actions") != actions:
         raise UsageError(STALE)
 
 
@@ -135,6 +173,7 @@ async def _apply(spec: HostSpec, desired: DesiredState, settings: ExecuteSetting
 
 
 def run(args: argparse.Namespace) -> int:
+    from reconciler.cli.hostlock import agent_lock
     from reconciler.cli.hosts import select_host
     from reconciler.cli.plan import load_desired, print_diagnostics
     from reconciler.execute.settings import resolve_settings
@@ -144,8 +183,12 @@ def run(args: argparse.Namespace) -> int:
     if desired is None:
         return 1
     saved = _saved_plan(args.plan) if args.plan is not None else None
+    if saved is not None:
+        check_manifests(saved, desired)
+    spec = select_host(args.host)
     try:
-        return asyncio.run(_apply(select_host(args.host), desired, settings, saved))
+        with agent_lock(spec):  # one agent per host: a second apply fails here, naming the holder
+            return asyncio.run(_apply(spec, desired, settings, saved))
     except ManifestError as exc:  # a dependency cycle, at the manifest line of a resource in it
         print_diagnostics(exc.diagnostics)
         return 1

@@ -81,6 +81,8 @@ async def open_host(spec: HostSpec, *, read_only: bool = False) -> AsyncIterator
         from drivers.sim import open_sim
 
         assert spec.state_dir is not None
+        if spec.state_dir.exists() and not spec.state_dir.is_dir():
+            raise UsageError(f"--host {spec}: {spec.state_dir} is not a directory; sim:DIR names the simulated host's state directory")
         async with open_sim(spec.state_dir, read_only=read_only) as ports:
             yield ports
 

@@ -12,6 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+from typing import NoReturn
 
 from reconciler import __version__
 from reconciler.errors import ReconcilerError
@@ -25,8 +26,16 @@ def _load(verb: str) -> ModuleType:
     return importlib.import_module(f"reconciler.cli.{verb}")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit 1 (DESIGN 6: 2 means only
+    "changes" under --detailed-exitcode). Sub-parsers are made of the same class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(1, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="reconciler",
         description="Declarative reconciler for Xen hosts.",
     )

@@ -82,10 +82,29 @@ def print_diagnostics(diagnostics: Iterable[Diagnostic]) -> None:
         print(diagnostic, file=sys.stderr)
 
 
+def check_out(path: str) -> None:
+    """Refuse an `--out FILE` that cannot be written atomically, before anything is read:
+    its directory must exist, and the path must not be a directory or a special file
+    (the atomic rename would replace `/dev/null` itself)."""
+    from reconciler.errors import UsageError
+
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise UsageError(f"--out {path}: no directory {parent}; make it first, or name a file in an existing directory")
+    if os.path.isdir(path):
+        raise UsageError(f"--out {path}: is a directory; name the file to write, e.g. {os.path.join(path, 'plan.json')}")
+    if os.path.lexists(path) and not os.path.islink(path) and not os.path.isfile(path):
+        raise UsageError(f"--out {path}: exists and is not a regular file; leave out --out to print the plan")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"--out {path}: cannot write in {parent}")
+
+
 def run(args: argparse.Namespace) -> int:
     from reconciler.atomic import write_text_atomic
     from reconciler.plan.build import plan_for
 
+    if args.out is not None:
+        check_out(args.out)
     desired = load_desired(args.paths)
     if desired is None:
         return 1
@@ -97,7 +116,12 @@ def run(args: argparse.Namespace) -> int:
         return 1
     text = render(plan, args.format, colour=_colour(args))
     if args.out is not None:
-        write_text_atomic(args.out, text)
+        try:
+            write_text_atomic(args.out, text)
+        except OSError as exc:  # what check_out cannot foresee: a full disk, /proc, a read-only mount
+            from reconciler.errors import UsageError
+
+            raise UsageError(f"--out {args.out}: cannot write the plan ({exc.strerror or exc})") from None
     else:
         sys.stdout.write(text)
     return 2 if args.detailed_exitcode and plan.has_changes else 0

@@ -1,6 +1,7 @@
 """`reconciler schema [--out DIR] [--check]`: write or verify the JSON Schemas.
 
-Writes each file atomically; with --check writes nothing and exits 1 naming every file
+Writes each file atomically into DIR (made if missing; a path that exists and is not a
+directory is refused, so `--out /etc/passwd` replaces nothing); with --check writes nothing and exits 1 naming every file
 that differs from the models (drift), 0 when all match.
 """
 
@@ -12,6 +13,7 @@ import sys
 from typing import Any
 
 from reconciler.atomic import write_text_atomic
+from reconciler.errors import UsageError
 
 
 def register(sub: Any) -> None:
@@ -27,19 +29,36 @@ def _current(path: str) -> str | None:
             return handle.read()
     except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError):  # unreadable or not text: differs, and is replaced
+        return ""
+
+
+def _directory(out: str, *, make: bool) -> None:
+    """`--out` names the schema directory (DESIGN 6): a path that exists and is not a
+    directory (`--out /etc/passwd`) is refused, never written into or replaced."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {out}: exists and is not a directory; --out names the schema directory, e.g. schemas")
+    if make:
+        try:
+            os.makedirs(out, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"--out {out}: cannot make the schema directory ({exc.strerror or exc})") from None
 
 
 def run(args: argparse.Namespace) -> int:
     from reconciler.schema import all_schemas  # imports the models: only when the verb runs
 
+    _directory(args.out, make=not args.check)
     wanted = all_schemas()
     drift = [name for name, text in sorted(wanted.items()) if _current(os.path.join(args.out, name)) != text]
     if args.check:
         for name in drift:
             print(f"{os.path.join(args.out, name)}: differs from the models; run 'reconciler schema'", file=sys.stderr)
         return 1 if drift else 0
-    os.makedirs(args.out, exist_ok=True)
     for name in drift:
-        write_text_atomic(os.path.join(args.out, name), wanted[name])
+        try:
+            write_text_atomic(os.path.join(args.out, name), wanted[name])
+        except OSError as exc:
+            raise UsageError(f"--out {args.out}: cannot write {name} ({exc.strerror or exc})") from None
     print(f"{len(drift)} of {len(wanted)} schema file(s) written to {args.out}", file=sys.stderr)
     return 0

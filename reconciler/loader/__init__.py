@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.errors import Diagnostic, Location, ManifestError
-from reconciler.loader import checks, normalize, origins
+from reconciler.loader import checks, normalize, origins, textchecks
 from reconciler.loader.documents import to_resource
 from reconciler.loader.normalize import Entry
 from reconciler.loader.locate import Path
@@ -51,7 +51,7 @@ def expand_paths(paths: Iterable[str]) -> tuple[list[str], list[Diagnostic]]:
             for root, dirs, names in os.walk(path):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 files.extend(os.path.join(root, n) for n in sorted(names) if n.endswith(YAML_SUFFIXES))
-        elif os.path.isfile(path):
+        elif os.path.exists(path):  # a regular file, or a FIFO/socket/device read_source refuses
             files.append(path)
         else:
             problems.append(Diagnostic(Location(path), "error", "no such file or directory"))
@@ -74,6 +74,7 @@ def load(paths: Sequence[str], limits: Limits = Limits()) -> LoadResult:
     entries, naming = normalize.normalize(entries)
     diagnostics.extend(checks.diag(e, checks.name_path(e), message) for e, message in naming)
     diagnostics.extend(checks.run_all(entries, frozenset(broken)))
+    diagnostics.extend(textchecks.run_all(entries))
     diagnostics = sorted(set(diagnostics))
     if any(d.severity == "error" for d in diagnostics):
         return LoadResult(None, diagnostics, len(files))

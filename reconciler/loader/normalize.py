@@ -156,9 +156,15 @@ def _disk_changes(access: str | None, devtype: str, script: str | None) -> dict[
     changes: dict[str, Any] = {}
     if access is None:
         changes["access"] = "ro" if devtype == "cdrom" else "rw"
-    if script and script != xenfmt.script_path(script):
-        changes["script"] = xenfmt.script_path(script)
+    if relative := _relative(script):
+        changes["script"] = xenfmt.script_path(relative)
     return changes
+
+
+def _relative(script: str | None) -> str:
+    """A script named relative to /etc/xen/scripts ('' otherwise). One that is not a line
+    of printable text stays as written, for validate to point into the text the user wrote."""
+    return script if script and script.isprintable() and script != xenfmt.script_path(script) else ""
 
 
 def _nic_changes(index: int | None, mac: str, position: int, vm_uuid: str | None, script: str | None) -> dict[str, Any]:
@@ -168,6 +174,6 @@ def _nic_changes(index: int | None, mac: str, position: int, vm_uuid: str | None
     changes: dict[str, Any] = {"index": final}
     if mac == "auto" and vm_uuid is not None:
         changes["mac"] = xenfmt.auto_mac(vm_uuid, final)
-    if script:
-        changes["script"] = xenfmt.script_path(script)
+    if relative := _relative(script):
+        changes["script"] = xenfmt.script_path(relative)
     return changes

@@ -21,6 +21,7 @@ CACHE_MAX = 100_000  # distinct scalars remembered (by the resolver and by `_sca
 _PLAIN_TAGS: dict[str, str] = {}  # plain scalar text -> tag, as SafeLoader resolves it
 _TYPED: dict[tuple[str, str], Any] = {}  # (tag, text) -> value, for non-string scalars
 _ScalarNode = yaml.ScalarNode
+MAX_INT_DIGITS = 100  # longer plain integers are refused where they are written
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,9 @@ def _typed(node: yaml.ScalarNode) -> Any:
     if tag == "tag:yaml.org,2002:int" and node.value.lstrip("+-")[:2].lower() == "0x":
         return node.value  # hex is how PCI ids and slots are written: keep the spelling
     if tag == "tag:yaml.org,2002:int":
+        if len(node.value) > MAX_INT_DIGITS:  # Python refuses > 4300 digits with a ValueError
+            raise YamlProblem(f"an integer of {len(node.value)} characters; no manifest field takes a number "
+                              f"over {MAX_INT_DIGITS} digits (Xen's largest values fit in 64 bits: 20 digits)", node.start_mark)
         return _SCALARS.construct_yaml_int(node)
     if tag == "tag:yaml.org,2002:float":
         return _SCALARS.construct_yaml_float(node)

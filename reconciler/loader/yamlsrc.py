@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -75,14 +76,39 @@ def location(file: str, mark: Any) -> Location:
     return Location(file, mark.line + 1, mark.column + 1)
 
 
+def special_file(mode: int) -> str:
+    """What a file that is not a regular file is, in words ('' for a regular file)."""
+    if stat.S_ISREG(mode):
+        return ""
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+
+
+def _not_regular(path: str, what: str) -> Diagnostic:
+    # Refused, not skipped: apply without the file's VMs would destroy the ones it defined.
+    return _error(path, None, f"{what}, not a regular file; manifests are read from regular files only (remove it or rename it from .yaml)")
+
+
 def read_source(path: str, limits: Limits) -> tuple[str | None, list[Diagnostic]]:
-    """Read and decode one file; the text, or diagnostics saying why not."""
+    """Read and decode one file; the text, or diagnostics saying why not. A FIFO, socket
+    or device is refused without being read: opened non-blocking, checked with fstat."""
     try:
-        size = os.path.getsize(path)
-        if size > limits.max_file_bytes:
-            mib = limits.max_file_bytes / (1024 * 1024)
-            return None, [_error(path, None, f"file is {size / (1024 * 1024):.1f} MiB, over the {mib:g} MiB limit for one manifest file; split it")]
-        with open(path, "rb") as handle:
+        what = special_file(os.stat(path).st_mode)
+        if what:
+            return None, [_not_regular(path, what)]
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as handle:
+            status = os.fstat(handle.fileno())
+            what, size = special_file(status.st_mode), status.st_size
+            if what:  # replaced between the stat and the open
+                return None, [_not_regular(path, what)]
+            if size > limits.max_file_bytes:
+                mib = limits.max_file_bytes / (1024 * 1024)
+                return None, [_error(path, None, f"file is {size / (1024 * 1024):.1f} MiB, over the {mib:g} MiB limit for one manifest file; split it")]
             data = handle.read(limits.max_file_bytes + 1)
     except OSError as exc:
         return None, [_error(path, None, f"cannot read file: {exc.strerror or exc}")]

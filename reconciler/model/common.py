@@ -75,6 +75,8 @@ def _parse_mib(value: Any) -> Any:
         return value
     if isinstance(value, str):
         match = re.fullmatch(MEMORY_PATTERN, value.strip())
+        if match and len(value.strip()) > 20:  # int() of > 4300 digits raises; anything > 20 is over the maximum
+            raise ValueError(f"expected at most {MAX_MEMORY_MIB} MiB, found a number of {len(value.strip())} characters")
         if not match:
             raise ValueError(f"expected an integer MiB or a string like '512Mi' or '2Gi', found {value!r}")
         number = int(value.strip().removesuffix("Mi").removesuffix("Gi"))

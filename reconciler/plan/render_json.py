@@ -6,8 +6,10 @@ the same Plan. Called by `reconciler plan --format json`. Secrets print as
 The format, also in docs/plan-format.md:
 
     {
-      "format_version": 1,                  # bumped on any incompatible change
+      "format_version": 2,                  # bumped on any incompatible change
       "observed_fingerprint": "<sha256 hex>",  # of the observed state planned against
+      "desired_digest": "<sha256 hex>",     # of the manifests planned from (secrets scrypt'ed)
+      "desired_vms": [{"vm", "digest"}],    # per VM: names what changed
       "summary": {"create": n, "change_live": n, "needs_restart": n, "destroy": n},
       "changes": [{"kind", "name", "vm", "action": "create|update|restart|delete",
                    "symbol": "+|~|-/+|-", "impact": "live|restart|destructive",
@@ -29,14 +31,18 @@ holds the two equal.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from reconciler.model.common import NAME_PATTERN
+from reconciler.model.digest import StateDigest, desired_digest
 from reconciler.plan.build import Dependency, Plan
 from reconciler.plan.changes import FieldChange, ResourceChange
 from reconciler.plan.render_text import SENSITIVE, Remembered, action_text, compact, is_sensitive, string, summary_counts
 from reconciler.plan.steps import Step
 
-FORMAT_VERSION = 1
+_NAME = re.compile(NAME_PATTERN)
+FORMAT_VERSION = 2  # 2: desired_digest and desired_vms, which `apply --plan` requires
 
 
 def _field(field: FieldChange) -> dict[str, Any]:
@@ -64,22 +70,48 @@ def _change(change: ResourceChange) -> dict[str, Any]:
     }
 
 
+def actions_data(plan: Plan) -> list[dict[str, Any]]:
+    """The plan's `actions`, as `plan_to_data` has them (what `apply --plan` compares)."""
+    return [
+        {"id": s.id, "op": s.op, "kind": s.kind, "name": s.name, "vm": s.vm, "args": dict(s.args), "trigger": s.trigger}
+        for s in plan.steps
+    ]
+
+
 def plan_to_data(plan: Plan) -> dict[str, Any]:
     """The plan as plain JSON-compatible data, in the documented format."""
+    digest = desired_digest(plan.desired)
     return {
         "format_version": FORMAT_VERSION,
         "observed_fingerprint": plan.fingerprint,
+        "desired_digest": digest.total,
+        "desired_vms": digest_rows(digest),
         "summary": summary_counts(plan),
         "changes": [_change(c) for c in plan.diff.changes],
-        "actions": [
-            {"id": s.id, "op": s.op, "kind": s.kind, "name": s.name, "vm": s.vm, "args": dict(s.args), "trigger": s.trigger}
-            for s in plan.steps
-        ],
+        "actions": actions_data(plan),
         "dependencies": [{"before": d.before, "after": d.after, "rule": d.rule, "kind": d.kind} for d in plan.dependencies],
         "generations": [list(g) for g in plan.generations],
         "unmanaged": list(plan.diff.unmanaged),
         "notes": list(plan.diff.notes),
     }
+
+
+def digest_rows(digest: StateDigest) -> list[dict[str, str]]:
+    """`desired_vms`: one row per VM, sorted by name."""
+    return [{"digest": value, "vm": vm} for vm, value in sorted(digest.vms.items())]
+
+
+def digest_from_data(data: dict[str, Any]) -> StateDigest:
+    """The StateDigest a saved plan carries (ValueError if malformed)."""
+    total, rows = data.get("desired_digest"), data.get("desired_vms")
+    if not isinstance(total, str) or not isinstance(rows, list):
+        raise ValueError("no desired_digest/desired_vms")
+    vms: dict[str, str] = {}
+    for row in rows:
+        if not isinstance(row, dict) or not isinstance(row.get("digest"), str) or not _NAME.fullmatch(str(row.get("vm"))):
+            raise ValueError("a desired_vms row is not {vm: <VM name>, digest}")
+        vms[row["vm"]] = row["digest"]
+    return StateDigest(total, vms)
 
 
 # Each element is written from the plan's values with its keys in sorted order; str
@@ -122,9 +154,12 @@ def render_json(plan: Plan) -> str:
     from the plan's values (keys in sorted order), so the encoder is set up only for
     nested values, not 30k times for a 1,000-VM plan."""
     seen = Remembered()
+    digest = desired_digest(plan.desired)
     data: dict[str, str | list[str]] = {
         "format_version": compact(FORMAT_VERSION),
         "observed_fingerprint": compact(plan.fingerprint),
+        "desired_digest": compact(digest.total),
+        "desired_vms": [compact(row) for row in digest_rows(digest)],
         "summary": compact(summary_counts(plan)),
         "changes": [_change_json(c, seen) for c in plan.diff.changes],
         "actions": [_action_json(s) for s in plan.steps],

@@ -36,7 +36,7 @@ def test_out_writes_the_json_plan_atomically_and_prints_nothing(tmp_path: Path, 
     assert main(["plan", "examples/openxt-desktop", "--observed", DUMP, "--format", "json", "--out", str(target)]) == 0
     assert capsys.readouterr().out == ""
     data = json.loads(target.read_text())
-    assert data["format_version"] == 1 and len(data["observed_fingerprint"]) == 64
+    assert data["format_version"] == 2 and len(data["observed_fingerprint"]) == 64
     assert data["unmanaged"] == ["guest_centos7"]
     assert [p.name for p in tmp_path.iterdir()] == ["plan.json"]  # no temp file left behind
 

@@ -62,7 +62,7 @@ def test_converged_then_drifted(example: str, sim_dir: Path, repo: Path, capsys:
     text = capsys.readouterr().out
     assert main(["plan", example, *host, "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["format_version"] == 1 and data["observed_fingerprint"]
+    assert data["format_version"] == 2 and data["observed_fingerprint"]
     assert {"converged": converged, "drift": done, "text": text, "json": data} == snapshot
     assert main(["apply", example, *host]) == 0  # and the drift is repaired
     capsys.readouterr()

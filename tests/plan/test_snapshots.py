@@ -49,7 +49,7 @@ def test_text_plan(manifests: str, host: str, repo: Path, snapshot: SnapshotAsse
 def test_json_plan(manifests: str, host: str, repo: Path, snapshot: SnapshotAssertion) -> None:
     text = render_json(plan_of(manifests, host))
     data = json.loads(text)
-    assert data["format_version"] == 1
+    assert data["format_version"] == 2
     ids = {a["id"] for a in data["actions"]}
     assert {i for g in data["generations"] for i in g} == ids
     assert text == snapshot
