@@ -67,11 +67,3 @@ def test_apply_then_plan_has_no_changes(mset: ManifestSet) -> None:
 @given(manifest_sets(Defects(scripts=True)))
 def test_device_scripts_reach_a_fixed_point(mset: ManifestSet) -> None:
     check_fixed_point(mset)
-
-
-@pytest.mark.xfail(strict=True, reason="issue 10 point 1, part h1: 30 xenstoreData values of 120 characters make "
-                                       "the last-applied record exceed xenstore's 4096-byte value, record fails")
-@examples(10, shrink=False)
-@given(manifest_sets(Defects(big_record=True)))
-def test_large_xenstore_data_reaches_a_fixed_point(mset: ManifestSet) -> None:
-    check_fixed_point(mset)
