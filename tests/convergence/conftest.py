@@ -9,13 +9,15 @@ The fixed-point test runs the CLI entry point in this process on the embedded ho
 the simulated guests write their bootSentinel themselves. Delays run 50x faster, retries
 never sleep, a sentinel times out after 5 s (environment, below).
 
-How long: the default profile keeps the folder under ~2 minutes. For a soak, raise the
-number of examples of every test here and let hypothesis pick fresh ones:
+How long: the default profile (derandomized: every run tries the same sets) keeps the
+folder under ~2 minutes. For a soak, raise the number of examples of every test here and
+let hypothesis pick fresh sets on each run:
 
-    RECONCILER_SOAK_EXAMPLES=500 .venv/bin/pytest tests/convergence -p no:randomly
+    RECONCILER_SOAK_EXAMPLES=500 .venv/bin/pytest tests/convergence -m "not xfail"
 
-(`RECONCILER_SOAK_EXAMPLES` switches to the `soak` profile: that many examples per test,
-not derandomized, so each run tries new sets.)
+`RECONCILER_SOAK_EXAMPLES=N` switches to the `soak` profile: N examples per test, not
+derandomized. A failure prints the set's YAML (hypothesis `note`), to replay by hand with
+`reconciler apply FILE --host sim:DIR`.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ duplicates and exactly the devices the rules need on pciback.
 Runs the CLI entry point in this process (embedded host, no `serve`), so it can try
 more sets than the process-based tests beside it. The generator branches that reach a
 defect another part of issue 10 fixes run in the xfail tests at the bottom.
+
+Longer (a soak): `RECONCILER_SOAK_EXAMPLES=500 .venv/bin/pytest tests/convergence -m "not xfail"`
+(conftest.py says more).
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ def check_fixed_point(mset: ManifestSet) -> None:
         shutil.rmtree(state, ignore_errors=True)
 
 
-@examples(30)
+@examples(50)
 @given(manifest_sets())
 def test_apply_then_plan_has_no_changes(mset: ManifestSet) -> None:
     check_fixed_point(mset)
