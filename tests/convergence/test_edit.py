@@ -1,6 +1,6 @@
 """Fixed point after an edit: apply a generated set, then the same set with one drawn
-manifest edit (a VM's memory, state or xenstoreData, a v4v rule or a device dropped,
-a NIC's rate, a VM removed), apply again: `plan --detailed-exitcode` exits 0 and the
+manifest edit (a VM's memory, state or xenstoreData, a device or v4v rule dropped, a
+VM removed, a PCI rule's permissive/guestSlot on a running VM), apply again: `plan --detailed-exitcode` exits 0 and the
 host holds what the edited set says, nothing leaked. Embedded host, CLI in process.
 
 Longer (a soak): `RECONCILER_SOAK_EXAMPLES=500 .venv/bin/pytest tests/convergence -m "not xfail"`
@@ -58,8 +58,23 @@ def _selects(fields: dict[str, Any], bdf: str) -> bool:
                                         and match.get("vendor", row[2]) == row[2] and match.get("device", row[3]) == row[3])
 
 
+def _running_pci(mset: ManifestSet) -> list[str]:
+    return sorted(n for n, (kind, vm, _f) in mset.devices.items()
+                  if kind == "PCIPassthrough" and mset.vms[vm]["state"] == "running")
+
+
+def _toggle_pci_options(mset: ManifestSet, data: st.DataObject) -> str:
+    name = data.draw(st.sampled_from(_running_pci(mset)), label="pci rule")
+    fields = mset.devices[name][2]
+    fields["permissive"] = not fields.get("permissive", False)
+    fields["guestSlot"] = "0x1e" if fields.get("guestSlot") != "0x1e" else "0x1d"
+    return f"{name}: permissive {fields['permissive']}, guestSlot {fields['guestSlot']}"
+
+
 def edits(mset: ManifestSet, data: st.DataObject) -> str:
     """Apply one drawn edit to `mset` in place; -> what it did."""
+    if _running_pci(mset) and data.draw(st.integers(0, 4), label="pci options?") == 0:
+        return _toggle_pci_options(mset, data)  # issue 10 point 3 (converges on this code)
     vm = data.draw(st.sampled_from(sorted(mset.vms)), label="vm")
     spec = _vm_doc(mset, vm)["spec"]
     dependents = [n for n, s in mset.vms.items() if vm in s.get("dependsOn", [])
@@ -129,3 +144,4 @@ def check_edit(mset: ManifestSet, data: st.DataObject) -> None:
 @given(manifest_sets(max_vms=4), st.data())
 def test_apply_edit_apply_then_plan_has_no_changes(mset: ManifestSet, data: st.DataObject) -> None:
     check_edit(mset, data)
+
