@@ -1,7 +1,8 @@
 """Fixed point after an edit: apply a generated set, then the same set with one drawn
 manifest edit (a VM's memory, state or xenstoreData, a device or v4v rule dropped, a
-VM removed, a PCI rule's permissive/guestSlot on a running VM), apply again: `plan --detailed-exitcode` exits 0 and the
-host holds what the edited set says, nothing leaked. Embedded host, CLI in process.
+VM removed, a PCI rule's permissive/guestSlot on a running VM), apply again: `plan
+--detailed-exitcode` exits 0 and the host holds what the edited set says, nothing
+leaked. Embedded host, CLI in process.
 
 Longer (a soak): `RECONCILER_SOAK_EXAMPLES=500 .venv/bin/pytest tests/convergence -m "not xfail"`
 (conftest.py says more).
