@@ -16,6 +16,7 @@ import shutil
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import given, note
 from hypothesis import strategies as st
@@ -64,6 +65,10 @@ def _running_pci(mset: ManifestSet) -> list[str]:
                   if kind == "PCIPassthrough" and mset.vms[vm]["state"] == "running")
 
 
+def _paused_with_pcis(mset: ManifestSet, vm: str) -> bool:
+    return mset.vms[vm]["state"] == "paused" and sum(c[0] == vm for c in mset.pci.values()) >= 2
+
+
 def _toggle_pci_options(mset: ManifestSet, data: st.DataObject) -> str:
     name = data.draw(st.sampled_from(_running_pci(mset)), label="pci rule")
     fields = mset.devices[name][2]
@@ -82,7 +87,9 @@ def edits(mset: ManifestSet, data: st.DataObject) -> str:
                   or any(f.get("backendVM") == vm for f in s.get("nics", []) if isinstance(f, dict))]
     choices = ["xenstoreData", "device"]
     if not dependents:  # restarting a NIC's backend VM: see test_drift's xfail (no owner)
-        choices += ["memory", "state", "remove"]
+        choices += ["memory"]
+        if not _paused_with_pcis(mset, vm):  # see the xfail at the bottom (no owner)
+            choices += ["state", "remove"]
     what = data.draw(st.sampled_from(choices), label="edit")
     if what == "memory":  # maxMemory follows memory, a restart-only field: restart to apply it
         spec["memory"] = mset.vms[vm]["memory"] = {64: 128, 128: 64, 256: 128}[spec["memory"]]
@@ -99,8 +106,8 @@ def edits(mset: ManifestSet, data: st.DataObject) -> str:
     if what == "device":
         names = sorted(n for n, (_, owner, _f) in mset.devices.items() if owner == vm)
         if not names:
-            spec["memory"] = mset.vms[vm]["memory"] = 192
-            return f"{vm}: no device, memory 192"
+            spec["xenstoreData"] = {"vm-data/new": "1"}
+            return f"{vm}: no device; xenstoreData is now vm-data/new alone"
         name = data.draw(st.sampled_from(names), label="device")
         _drop_device(mset, name)
         return f"{vm}: device {name} dropped"
@@ -146,3 +153,40 @@ def check_edit(mset: ManifestSet, data: st.DataObject) -> None:
 def test_apply_edit_apply_then_plan_has_no_changes(mset: ManifestSet, data: st.DataObject) -> None:
     check_edit(mset, data)
 
+
+
+PAUSED_WITH_TWO_PCIS = """\
+apiVersion: xen.reconciler/v1
+kind: VM
+metadata: {name: keep}
+spec: {virt: pv, kernel: /boot/vmlinuz, memory: 64}
+---
+apiVersion: xen.reconciler/v1
+kind: VM
+metadata: {name: vm1}
+spec:
+  virt: hvm
+  memory: 64
+  state: paused
+  pci: [{bdf: "0000:00:02.0"}, {bdf: "0000:00:14.0"}]
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="not in issue 10's list (found by h6, no owner): removing a paused VM with two "
+                                       "PCI devices: the guest cannot ack the shutdown, the first detach times out, "
+                                       "the second fails 'not attached to domain N', so destroy is skipped")
+def test_removing_a_paused_vm_with_two_pci_devices_converges() -> None:
+    folder, state = short_dir("ed-m-"), short_dir("ed-")
+    try:
+        manifests, host = folder / "set.yaml", f"sim:{state}"
+        manifests.write_text(PAUSED_WITH_TWO_PCIS)
+        code, out, err = _cli("apply", str(manifests), "--host", host)
+        assert code == 0, out + err
+        manifests.write_text(PAUSED_WITH_TWO_PCIS.split("---")[0])
+        code, out, err = _cli("apply", str(manifests), "--host", host)
+        assert code == 0, out + err
+        code, out, err = _cli("plan", str(manifests), "--host", host, "--detailed-exitcode")
+        assert (code, "No changes." in out) == (0, True), out + err
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(state, ignore_errors=True)
