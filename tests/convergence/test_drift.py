@@ -142,7 +142,7 @@ def check_drift(mset: ManifestSet, data: st.DataObject) -> None:
         site.close()
 
 
-@examples(10)
+@examples(8)
 @given(manifest_sets(max_vms=4), st.data())
 def test_drift_is_planned_by_name_and_undone(mset: ManifestSet, data: st.DataObject) -> None:
     check_drift(mset, data)

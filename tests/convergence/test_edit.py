@@ -148,7 +148,7 @@ def check_edit(mset: ManifestSet, data: st.DataObject) -> None:
         shutil.rmtree(state, ignore_errors=True)
 
 
-@examples(15)
+@examples(12)
 @given(manifest_sets(max_vms=4), st.data())
 def test_apply_edit_apply_then_plan_has_no_changes(mset: ManifestSet, data: st.DataObject) -> None:
     check_edit(mset, data)
