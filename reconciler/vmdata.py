@@ -42,11 +42,30 @@ def alike(have: Mapping[str, str], want: Mapping[str, str]) -> bool:
 
 
 def sync(have: Mapping[str, str], want: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
-    """(keys to remove, keys to write) that turn `have` into `want`; matching values are
+    """(nodes to remove, keys to write) that turn `have` into `want`; matching values are
     kept. A key with desired keys below it is emptied instead of removed (xenstore-rm
-    takes the whole subtree)."""
+    takes the whole subtree). A removed key's parents that would be left holding
+    nothing go with it: an empty node without children reads back as a key."""
     dirs = _directories(want)
-    removes = sorted(k for k in have if k not in want and k not in dirs)
+    gone = [k for k in have if k not in want and k not in dirs]
+    kept = set(want) | (set(have) - set(gone))
+    removes = _outermost({_emptied(k, kept) for k in gone})
     writes = {k: v for k, v in sorted(want.items()) if have.get(k) != v}
     writes.update({k: "" for k in have if k not in want and k in dirs and have[k]})
     return removes, dict(sorted(writes.items()))
+
+
+def _emptied(path: str, kept: set[str]) -> str:
+    """The outermost ancestor of `path` below `vm-data` that no kept key is or sits in
+    (removing it removes `path`), or `path` itself."""
+    parts = path.split("/")
+    for n in range(2, len(parts)):
+        ancestor = "/".join(parts[:n])
+        if ancestor not in kept and not any(k.startswith(ancestor + "/") for k in kept):
+            return ancestor
+    return path
+
+
+def _outermost(paths: set[str]) -> list[str]:
+    """`paths` without those inside another one (gone with it), sorted."""
+    return sorted(p for p in paths if not any(p.startswith(q + "/") for q in paths))

@@ -37,6 +37,9 @@ class Devices:
             cdrom = spec.devtype == "cdrom"
             access = spec.access or ("ro" if cdrom else "rw")
             qdisk = spec.format != "raw" or not spec.target
+            if qdisk and spec.script:  # libxl__device_disk_set_backend: qdisk takes no script, phy no qcow2
+                raise TerminalHostError(f"block-attach to domain {domid}: disk {spec.vdev}: no suitable backend "
+                                        f"(script= needs phy, which takes raw images, not {spec.format})")
             play(core.store, vbd_add(domid, devid, target=spec.target, vdev=spec.vdev, virt=domain.virt,
                                      disk_format=spec.format, backend_domid=backend_domid, readwrite=access == "rw",
                                      cdrom=cdrom, script=spec.script, discard=spec.discard))

@@ -61,6 +61,13 @@ class Guests:
         if domain.boot_sentinel and not self.core.faults.never_boots(domain.name):
             self._spawn(self._boot(domain, domain.boot_sentinel))
 
+    def resume_running(self, domain: Domain) -> None:
+        """A running guest of a host loaded from disk: a real guest kept booting while the
+        process that embedded this host was gone (killed between unpause and the sentinel),
+        so it still writes its sentinel if it has not yet."""
+        if domain.boot_sentinel and not self.core.faults.never_boots(domain.name):
+            self._spawn(self._boot(domain, domain.boot_sentinel))
+
     async def _boot(self, domain: Domain, node: str) -> None:
         await asyncio.sleep(self.core.settings.ms(self.core.settings.guest_boot_ms))
         path = f"{dom_path(domain.domid)}/{node}"

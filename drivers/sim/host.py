@@ -162,6 +162,8 @@ class SimHost:
         for domain in list(self.core.domains.domains.values()):
             if domain.power in ("running", "paused"):
                 self.guests.boot(domain)
+            if domain.power == "running":  # a guest runs on while no process holds the host
+                self.guests.resume_running(domain)
             self.guests.reap(domain)
         log.info("simulated host in %s: %d domains, %d devices resumed", self.dir, len(self.core.domains.domains), resumed)
 

@@ -64,6 +64,7 @@ def run_all(entries: list[Entry], broken_vms: frozenset[str] = frozenset()) -> l
         *check_cycles(linked, vms),
         *check_device_keys(of["Disk"], of["NIC"]),
         *check_pci_conflicts(of["PCIPassthrough"], vms),
+        *check_guest_slots(of["PCIPassthrough"]),
         *check_v4v_targets(of["V4VRule"], of["VM"]),
     ]
 
@@ -75,6 +76,10 @@ def check_resources(entries: list[Entry]) -> Iterator[Diagnostic]:
             yield from _check_vm(entry, r)
         elif isinstance(r, Disk) and not r.spec.target and r.spec.devtype != "cdrom":
             yield diag(entry, spec_path(entry, "target"), "target: a disk needs a target path; only a cdrom may be empty", at_key=True)
+        elif isinstance(r, Disk) and r.spec.script and r.spec.format != "raw":
+            yield diag(entry, spec_path(entry, "script"), f"script: a disk with a script is attached by the phy backend, "
+                       f"which takes raw images only; this one is {r.spec.format} (xl refuses it: no suitable backend)",
+                       at_key=True)
         elif isinstance(r, PCIPassthrough) and (r.spec.bdf is None) == (r.spec.match is None):
             found = "both" if r.spec.bdf else "neither"
             yield diag(entry, spec_path(entry, "bdf"), f"give exactly one of 'bdf' or 'match', found {found}", at_key=True)
@@ -265,6 +270,21 @@ def check_pci_conflicts(entries: list[Entry], vms: dict[str, Entry]) -> Iterator
                 f"host device {r.spec.bdf} is claimed by VMs '{other_vm}' and '{r.spec.vm}', which may run at the same time "
                 f"(other claim at {where(other, *spec_path(other, 'bdf'))}); set state: stopped on one of them or pass another device",
             )
+
+
+def check_guest_slots(entries: list[Entry]) -> Iterator[Diagnostic]:
+    """Per VM: one device per guest PCI slot (`xl pci-attach` refuses a taken vslot)."""
+    slots: dict[tuple[str, int], Entry] = {}
+    for entry in entries:
+        r = entry.resource
+        if not isinstance(r, PCIPassthrough) or r.spec.guest_slot is None:
+            continue
+        key = (r.spec.vm, r.spec.guest_slot)
+        other = slots.setdefault(key, entry)
+        if other is not entry:
+            yield diag(entry, spec_path(entry, "guestSlot"),
+                       f"guest slot 0x{key[1]:02x} is used twice in VM '{key[0]}': by PCIPassthrough '{entry.name}' and "
+                       f"'{other.name}' at {where(other, *spec_path(other, 'guestSlot'))}; give each device its own guestSlot")
 
 
 def check_v4v_targets(rules: list[Entry], vms: list[Entry]) -> Iterator[Diagnostic]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import total_ordering
 from typing import Literal
 
 PCIBACK_RECORDS = "/reconciler/pciback"
@@ -86,12 +87,15 @@ class NetDevice:
 _OPTIONS = {"--dom-in": "dom_in", "--dom-out": "dom_out", "--port-in": "port_in", "--port-out": "port_out"}
 
 
-@dataclass(frozen=True, order=True)
+@total_ordering
+@dataclass(frozen=True)
 class FirewallEntry:
     """One viptables rule: `--dom-in/--dom-out/--port-in/--port-out ... -j TARGET`.
 
     None means the option is left out, i.e. any (openxt.md 4.2): `dom_in` is the
-    client (source) domid, `dom_out` the server's, ports likewise.
+    client (source) domid, `dom_out` the server's, ports likewise. Entries sort with
+    "any" before every number, so a table mixing both sorts (a dataclass `order=True`
+    would compare None with int).
     """
 
     dom_in: int | None = None
@@ -99,6 +103,15 @@ class FirewallEntry:
     port_in: int | None = None
     port_out: int | None = None
     target: FirewallTarget = "ACCEPT"
+
+    def _key(self) -> tuple[tuple[bool, int], ...]:
+        fields = (self.dom_in, self.dom_out, self.port_in, self.port_out)
+        return (*((v is not None, v or 0) for v in fields), (self.target == "REJECT", 0))
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, FirewallEntry):
+            return NotImplemented
+        return self._key() < other._key()
 
     def argv(self) -> list[str]:
         """The viptables options for this entry, e.g. `--dom-in 3 --dom-out 0 -j ACCEPT`."""

@@ -50,6 +50,9 @@ def test_qcow2_disk_goes_to_qdisk_and_nic_keys_are_libxls(sim: Any, vm: Any, dis
     async def body(ports: HostPorts, host: SimHost) -> dict[str, bytes]:
         domid = await ports.toolstack.create(vm(), paused=False)
         await ports.toolstack.attach_disk(domid, disk(vdev="xvdb", target="/srv/d.qcow2", format="qcow2"))
+        with pytest.raises(TerminalHostError, match="disk xvdc: no suitable backend"):  # qdisk runs no script
+            await ports.toolstack.attach_disk(domid, disk(vdev="xvdc", target="/srv/e.qcow2", format="qcow2",
+                                                          script="block-iscsi"))
         await ports.toolstack.attach_nic(domid, nic(mac="auto", mtu=9000, rate="10Mb/s"))
         with pytest.raises(TerminalHostError, match="already attached"):
             await ports.toolstack.attach_nic(domid, nic())

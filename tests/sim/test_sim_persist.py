@@ -93,3 +93,27 @@ def test_one_owner_per_directory_and_clients_connect_to_it(state_dir: Path, vm: 
             await host.close()
 
     asyncio.run(body())
+
+
+def test_a_running_guest_writes_its_sentinel_after_the_host_is_reloaded(state_dir: Path, vm: Any) -> None:
+    """The process embedding the host died between unpause and the guest's sentinel: the
+    guest ran on (it is not the reconciler's), so the reloaded host sees it come up."""
+
+    async def unpause_and_leave() -> int:
+        host = await SimHost.open(state_dir, delay_scale=1.0)  # guest_boot_ms: 500 ms, far past the close
+        async with open_sim(state_dir) as ports:
+            domid = await ports.toolstack.create(vm(name="ndvm", bootSentinel="booted"), paused=False)
+        await host.close()
+        assert b"booted" not in (state_dir / "xenstore.json").read_bytes()  # saved before the guest came up
+        return domid
+
+    async def reload(domid: int) -> bytes | None:
+        async with open_sim(state_dir, delay_scale=FAST) as ports:
+            for _ in range(100):
+                if "booted" in await ports.xenstore.directory(f"/local/domain/{domid}"):
+                    return await ports.xenstore.read(f"/local/domain/{domid}/booted")
+                await asyncio.sleep(0.01)
+        return None
+
+    domid = asyncio.run(unpause_and_leave())
+    assert asyncio.run(reload(domid)) == b"1"

@@ -1,0 +1,41 @@
+"""What "converged, with nothing duplicated or leaked" means, checked on what the host
+shows: `reconciler sim list` (the hypervisor's domain list, duplicates included) and
+`reconciler observe --format json` (managed markers, firewall table, pciback drivers).
+
+Pure: texts and parsed JSON in, a list of problems out (empty when all holds).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from tests.convergence.manifests import ManifestSet
+
+DOM0 = "Domain-0"
+
+
+def listed_names(sim_list: str) -> list[str]:
+    """Domain names from `reconciler sim list` (header line first), dom0 left out."""
+    return [line.split()[0] for line in sim_list.splitlines()[1:] if line.strip() and line.split()[0] != DOM0]
+
+
+def problems(mset: ManifestSet, observed: dict[str, Any], sim_list: str | None = None) -> list[str]:
+    """Without `sim_list` the names come from `observe`, which cannot show a duplicate."""
+    found: list[str] = []
+    names = sorted(observed["domains"]) if sim_list is None else listed_names(sim_list)
+    found += [f"domain {n!r} exists {c} times" for n, c in sorted(Counter(names).items()) if c > 1]
+    if sorted(set(names)) != sorted(mset.live()):
+        found.append(f"domains {sorted(set(names))}, expected the live VMs {sorted(mset.live())}")
+    domains: dict[str, dict[str, Any]] = observed["domains"]
+    found += [f"domain {n!r} is not managed (no record of the reconciler)" for n, d in sorted(domains.items())
+              if not d.get("managed")]
+    table: list[str] = observed["firewall"]
+    found += [f"firewall entry {e!r} is there {c} times" for e, c in sorted(Counter(table).items()) if c > 1]
+    if not table or table[-1] != "-j REJECT" or table.count("-j REJECT") != 1:
+        found.append(f"the default REJECT is not last and alone: {table}")
+    on_pciback = {d["bdf"] for d in observed["hostPci"] if d.get("driver") == "pciback"}
+    if on_pciback != mset.bound():
+        found.append(f"on pciback: {sorted(on_pciback)}, expected {sorted(mset.bound())} "
+                     "(a live VM's devices and greedy rules')")
+    return found
