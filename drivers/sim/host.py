@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import fcntl
 import json
 import logging
 import os
-import stat
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +41,7 @@ from drivers.xenstore.server import XenstoreServer
 from drivers.xenstore.store import CallbackWatcher, Store
 from reconciler.atomic import write_text_atomic
 from reconciler.errors import StateFileError, TransientHostError, UsageError
+from reconciler.lockfile import open_lock_file
 
 log = logging.getLogger(__name__)
 FORMAT, VERSION = "xen-reconciler/sim-host", 1
@@ -70,18 +69,8 @@ def lock(state_dir: Path, *, shared: bool = False) -> int:
 
 
 def _open_lock(path: Path) -> int:
-    """DIR/host.lock, never through a symlink (O_NOFOLLOW): a link planted there would
-    make whoever runs the host truncate and write the file it points to."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o600)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise UsageError(f"{path} is a symlink; refusing to follow it (remove it: the host makes its own)") from None
-        raise UsageError(f"{path}: cannot open the simulated host's lock ({exc.strerror or exc})") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise UsageError(f"{path} is not a regular file; remove it")
-    return fd
+    """DIR/host.lock (see `reconciler.lockfile`: never through a symlink)."""
+    return open_lock_file(path, "the simulated host's lock", "the host")
 
 
 def _make_directory(state_dir: Path) -> None:

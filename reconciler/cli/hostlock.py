@@ -13,16 +13,15 @@ Where the lock lives:
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
-import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from reconciler.cli.hosts import HostSpec
 from reconciler.errors import UsageError
+from reconciler.lockfile import open_lock_file
 
 LOCK_FILE = "agent.lock"
 XEN_LOCK_DIR = Path("/run/xen-reconciler")
@@ -47,18 +46,6 @@ def _directory(path: Path, spec: HostSpec) -> None:
         raise UsageError(f"--host {spec}: {path.parent} is not a directory")
 
 
-def _open(path: Path, spec: HostSpec) -> int:
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o600)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise UsageError(f"{path}: the lock file of host {spec} is a symlink; refusing to follow it "
-                             "(remove it: apply makes its own)") from None
-        raise UsageError(f"{path}: cannot open the lock file of host {spec} ({exc.strerror or exc})") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise UsageError(f"{path}: the lock file of host {spec} is not a regular file; remove it")
-    return fd
 
 
 def _holder(fd: int) -> str:
@@ -74,7 +61,7 @@ def agent_lock(spec: HostSpec) -> Iterator[Path]:
     """Hold the host's agent lock for the block; UsageError at once if another holds it."""
     path = lock_path(spec)
     _directory(path, spec)
-    fd = _open(path, spec)
+    fd = open_lock_file(path, f"the lock file of host {spec}", "apply")
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
