@@ -94,9 +94,12 @@ class PciDevices:
             job = core.backends.start(DeviceRef(domid, "pci", 0), "add", _reconfigure(domid, self._shift(back, index, count)))
             try:
                 await asyncio.wait_for(job.finished_wait(), core.settings.scaled(core.settings.destroy_timeout_s))
-            except TimeoutError:
+            except TimeoutError:  # a guest that cannot answer (paused): libxl gives up on the frontend
                 core.backends.cancel(back)
-                play(core.store, self._shift(back, index, count) + [Op("write", f"{back}/state", "4")])
+                now = int(core.value(f"{back}/num_devs") or "0")
+                left = next((i for i in range(now) if core.value(f"{back}/dev-{i}") == canonical), None)
+                shift = [] if left is None else self._shift(back, left, now)  # pciback may have dropped it already
+                play(core.store, shift + [Op("write", f"{back}/state", "4")])
 
     def _slots(self, back: str, count: int) -> set[int]:
         """Guest slots the domain's passed-through devices hold (`vdevfn-i` = slot << 3 | function)."""
