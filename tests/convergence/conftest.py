@@ -35,6 +35,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 
+from tests.convergence.checks import problems
+from tests.convergence.manifests import ManifestSet
+
 REPO = Path(__file__).resolve().parents[2]
 ENV = {
     "RECONCILER_SIM_DELAY_SCALE": "0.02",
@@ -149,6 +152,15 @@ class Site:
 
     def plan(self) -> subprocess.CompletedProcess[str]:
         return reconciler("plan", str(self.manifests), "--host", self.served.host, "--detailed-exitcode")
+
+    def apply_converges(self, mset: ManifestSet) -> None:
+        """apply exits 0, then plan says "No changes", and the host holds nothing leaked."""
+        after = self.apply()
+        assert after.returncode == 0, after.stdout + after.stderr
+        plan = self.plan()
+        assert (plan.returncode, "No changes." in plan.stdout) == (0, True), plan.stdout + plan.stderr
+        found = problems(mset, self.served.observe(), self.served.sim("list"))
+        assert found == [], found
 
     def close(self) -> None:
         self.served.stop()

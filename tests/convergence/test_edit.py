@@ -152,7 +152,6 @@ def test_apply_edit_apply_then_plan_has_no_changes(mset: ManifestSet, data: st.D
     check_edit(mset, data)
 
 
-
 PAUSED_WITH_TWO_PCIS = """\
 apiVersion: xen.reconciler/v1
 kind: VM
