@@ -96,7 +96,7 @@ class SimHost:
         faults = Faults(plan)
         self.core = Core(self.store, domains, Backends(self.store, domains, settings, lambda: self.core.faults),
                          PciTable(load_inventory(state_dir / names.PCI_FILE)), FirewallTable(), settings, faults)
-        self._load_state(state_dir / names.HOST_STATE)
+        dropped = self._load_state(state_dir / names.HOST_STATE)
         self.libxl = Libxl(self.core)
         self.devices = Devices(self.core)
         self.guests = Guests(self.core, self.libxl)
@@ -109,7 +109,9 @@ class SimHost:
         # while a mutating call runs (`_host_busy`: its table changes land mid-call, between
         # the xenstore writes that wake the saver); xenstore only when its change count moved.
         self._dirty = asyncio.Event()
-        self._host_dirty = True  # compare once after loading (a domain dropped, a first run)
+        # Saved at start only if loading changed the tables (a domain dropped) or there
+        # is no file yet: what was loaded re-encodes to what is on disk.
+        self._host_dirty = dropped or not self._host_on_disk
         self._host_busy = 0
         self._saver: asyncio.Task[None] | None = None
         # What is on disk: the store's change count at the last save (-1: nothing saved
@@ -230,13 +232,16 @@ class SimHost:
 
     # -- persistence --------------------------------------------------------------
 
-    def _load_state(self, file: Path) -> None:
+    def _load_state(self, file: Path) -> bool:
+        """Load host.json; whether a domain had to be dropped (xenstore does not show it)."""
         self.core.firewall, self.core.faults.counters, self._host_on_disk = read_host_state(
             file, self.core.domains, self.core.pci, self.core.netdevs)
-        for domid in [d for d in self.core.domains.domains if self.store.peek(f"/local/domain/{d}") is None]:
+        dropped = [d for d in self.core.domains.domains if self.store.peek(f"/local/domain/{d}") is None]
+        for domid in dropped:
             log.warning("domain %d is in %s but not in xenstore; dropped", domid, file)
             self.core.domains.remove(domid)
             self.core.netdevs.forget_domain(domid)
+        return bool(dropped)
 
     def save(self) -> None:
         """Write whatever differs from the files (host tables compared even if not marked)."""
