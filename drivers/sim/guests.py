@@ -98,6 +98,7 @@ class Guests:
             if self.core.domains.domains.get(domid) is not domain or domain.power != "running":
                 return
             domain.set_power("shutdown")
+            self.core.on_change()
             log.info("domain %d (%s) powered off after %s", domid, domain.name, request)
             if domain.on_poweroff != "preserve":
                 await self._destroy(domid)
@@ -110,6 +111,7 @@ class Guests:
         if self.core.domains.domains.get(domain.domid) is not domain or domain.power != "running":
             return
         domain.set_power("crashed")
+        self.core.on_change()
         log.info("domain %d (%s) crashed (fault injected)", domain.domid, domain.name)
         if domain.on_crash != "preserve":
             await self._destroy(domain.domid)
@@ -117,4 +119,5 @@ class Guests:
     async def _destroy(self, domid: int) -> None:
         if domid in self.core.domains.domains:
             await self.libxl.destroy(domid)
+            self.core.on_change()
         self.forget(domid)

@@ -4,17 +4,19 @@ Stage: simulated host. `SimHost.open(dir)` takes DIR/host.lock (so two processes
 both own a directory), loads DIR/xenstore.json and DIR/host.json (refusing corrupt
 files), reads DIR/pci.yaml and DIR/faults.yaml, serves the xenstored on
 DIR/xenstored.sock and the toolstack/PCI/firewall RPC on DIR/host.sock, and resumes
-devices and guests a previous run left half-way. It persists as it goes: after any
-change (a xenstore node, a toolstack/PCI/firewall call) both files are saved atomically
-at the event loop's next turn, so a SIGKILL of the process that embeds it (an `apply`
-without `sim serve`) loses at most the step in flight. `close()` lets backend moves
-settle (bounded), stops serving and saves. Used by `open_sim` and `reconciler sim serve`.
+devices and guests a previous run left half-way. It persists on change, never by
+polling: every change marks it dirty (the store calls back on each node, permission or
+domain change; a toolstack/PCI/firewall/netdev call, a guest powering off on its own or a
+fault counter marks the host tables) and wakes one saver task, which writes what changed
+at the event loop's next turn; a burst of changes is coalesced into a few saves. Idle, it
+neither wakes nor encodes. A SIGKILL of the process that embeds it (an `apply` without
+`sim serve`) loses at most the step in flight. `close()` lets backend moves settle
+(bounded), stops serving and saves. Used by `open_sim` and `reconciler sim serve`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import json
 import logging
@@ -38,7 +40,7 @@ from drivers.sim.settings import HostSettings, resolve_delay_scale
 from drivers.sim.toolstack import Core, Libxl
 from drivers.xenstore import persist
 from drivers.xenstore.server import XenstoreServer
-from drivers.xenstore.store import CallbackWatcher, Store
+from drivers.xenstore.store import Store
 from reconciler.atomic import write_text_atomic
 from reconciler.errors import StateFileError, TransientHostError, UsageError
 from reconciler.lockfile import open_lock_file
@@ -46,6 +48,7 @@ from reconciler.lockfile import open_lock_file
 log = logging.getLogger(__name__)
 FORMAT, VERSION = "xen-reconciler/sim-host", 1
 SAVE_GAP = 4.0  # rest between saves, in multiples of the last save's duration (see _save_as_it_goes)
+STATUS_OP = "host_status"  # a read answered by the host itself: its save counters (tests, benchmarks)
 
 
 class DirectoryBusy(TransientHostError):
@@ -93,7 +96,7 @@ class SimHost:
         faults = Faults(plan)
         self.core = Core(self.store, domains, Backends(self.store, domains, settings, lambda: self.core.faults),
                          PciTable(load_inventory(state_dir / names.PCI_FILE)), FirewallTable(), settings, faults)
-        self._load_state(state_dir / names.HOST_STATE)
+        dropped = self._load_state(state_dir / names.HOST_STATE)
         self.libxl = Libxl(self.core)
         self.devices = Devices(self.core)
         self.guests = Guests(self.core, self.libxl)
@@ -101,20 +104,41 @@ class SimHost:
                                    self.refresh_faults)
         self.xenstored = XenstoreServer(self.store, state_dir / names.XENSTORE_SOCKET)
         self.rpc = RpcServer(state_dir / names.HOST_SOCKET, self._call)
+        # Save on change: `_dirty` wakes the saver. The host tables (domains, PCI, firewall,
+        # netdevs, fault counters) are encoded only when marked changed (`_host_dirty`) or
+        # while a mutating call runs (`_host_busy`: its table changes land mid-call, between
+        # the xenstore writes that wake the saver); xenstore only when its change count moved.
         self._dirty = asyncio.Event()
+        # Saved at start only if loading changed the tables (a domain dropped) or there
+        # is no file yet: what was loaded re-encodes to what is on disk.
+        self._host_dirty = dropped or not self._host_on_disk
+        self._host_busy = 0
         self._saver: asyncio.Task[None] | None = None
-        self._watcher = CallbackWatcher(lambda _event: self._dirty.set())
         # What is on disk: the store's change count at the last save (-1: nothing saved
-        # yet) and host.json's content (compact), so a run that changed nothing writes nothing.
+        # yet) and host.json's content, so a run that changed nothing writes nothing.
         self._saved_changes = self.store.changes if (state_dir / persist.STATE_FILE).exists() else -1
         self._saved_host = self._host_on_disk
+        # Counters of the saver's work, answered by the `host_status` call: `encodes` = files
+        # encoded to compare or write, `writes` = files written.
+        self.encodes = self.writes = 0
         self.store.commit_fault = self._commit_fault
+        self.store.on_change = self._dirty.set
+        self.core.on_change = self.host_changed
 
     def _commit_fault(self) -> bool:
         """faults.yaml's `xenstore_transaction_end`: whether this client commit conflicts."""
-        fails = self.refresh_faults().decide("xenstore_transaction_end").fail
-        self._dirty.set()  # the fault counters are saved with host.json
+        faults = self.refresh_faults()
+        before = faults.counters.get("xenstore_transaction_end")
+        fails = faults.decide("xenstore_transaction_end").fail
+        if faults.counters.get("xenstore_transaction_end") != before:
+            self.host_changed()  # the fault counters are saved with host.json
         return fails
+
+    def host_changed(self) -> None:
+        """The host tables changed outside a toolstack call (a guest powered off or
+        crashed on its own, a fault counter moved): compare and save them soon."""
+        self._host_dirty = True
+        self._dirty.set()
 
     @classmethod
     async def open(cls, state_dir: Path, *, delay_scale: float | None = None,
@@ -144,8 +168,8 @@ class SimHost:
         except BaseException:
             await self.xenstored.stop()
             raise
-        # Every node change fires this watch; the saver writes at the loop's next turn.
-        self.store.add_watch(self._watcher, "/", "sim-host-saver")
+        # Every change sets `_dirty`; the saver writes at the loop's next turn.
+        self._dirty.set()
         self._saver = asyncio.get_running_loop().create_task(self._save_as_it_goes(), name="sim-host-saver")
         resumed = self.core.backends.resume()
         for domain in list(self.core.domains.domains.values()):
@@ -157,26 +181,44 @@ class SimHost:
         log.info("simulated host in %s: %d domains, %d devices resumed", self.dir, len(self.core.domains.domains), resumed)
 
     async def _call(self, op: str, args: dict[str, Any]) -> Any:
+        if op == STATUS_OP:
+            return self.status()
+        if op in READS:  # changes nothing, unless faults.yaml counts it
+            before = self.core.faults.counters.get(op)
+            try:
+                return await self.dispatch.call(op, args)
+            finally:
+                if self.core.faults.counters.get(op) != before:
+                    self.host_changed()
+        self._host_busy += 1  # power, PCI, firewall and netdev tables live outside xenstore
         try:
             return await self.dispatch.call(op, args)
         finally:
-            if op not in READS:  # power, PCI and firewall tables live outside xenstore
-                self._dirty.set()
+            self._host_busy -= 1
+            self.host_changed()
+
+    def status(self) -> dict[str, int]:
+        """The saver's counters: what `host_status` answers."""
+        return {"encodes": self.encodes, "writes": self.writes, "store_changes": self.store.changes}
 
     async def _save_as_it_goes(self) -> None:
-        """Save whenever something changed: what one loop turn changed is saved together.
-        A save blocks the loop (a 50-guest store: ~20 ms), so after one that took d the
-        next waits SAVE_GAP * d: saving costs at most 1/(1 + SAVE_GAP) of the host's time,
-        and a kill loses at most the last (1 + SAVE_GAP) * d of work."""
+        """Save whenever something changed, and only then: it sleeps on `_dirty` (no timer),
+        so an idle host costs nothing. What one loop turn changed is saved together. A save
+        blocks the loop (a 50-guest store: ~20 ms), so after one that took d the next waits
+        SAVE_GAP * d: a burst of changes becomes a few saves, saving costs at most
+        1/(1 + SAVE_GAP) of the host's time, and a kill loses at most the last
+        (1 + SAVE_GAP) * d of work. As before, a call is answered before the save that
+        holds it (the reply is written in the call's own turn, the save at a later one)."""
         loop = asyncio.get_running_loop()
         while True:
             await self._dirty.wait()
             self._dirty.clear()
             started = loop.time()
             try:
-                self.save()
+                self._save_changed()
             except OSError as exc:  # a full disk must not stop the host; the next change retries
                 log.error("simulated host: cannot save %s: %s", self.dir, exc)
+                self._host_dirty = True
             await asyncio.sleep(SAVE_GAP * (loop.time() - started))
 
     def refresh_faults(self) -> Faults:
@@ -190,41 +232,55 @@ class SimHost:
 
     # -- persistence --------------------------------------------------------------
 
-    def _load_state(self, file: Path) -> None:
+    def _load_state(self, file: Path) -> bool:
+        """Load host.json; whether a domain had to be dropped (xenstore does not show it)."""
         self.core.firewall, self.core.faults.counters, self._host_on_disk = read_host_state(
             file, self.core.domains, self.core.pci, self.core.netdevs)
-        for domid in [d for d in self.core.domains.domains if self.store.peek(f"/local/domain/{d}") is None]:
+        dropped = [d for d in self.core.domains.domains if self.store.peek(f"/local/domain/{d}") is None]
+        for domid in dropped:
             log.warning("domain %d is in %s but not in xenstore; dropped", domid, file)
             self.core.domains.remove(domid)
             self.core.netdevs.forget_domain(domid)
+        return bool(dropped)
 
     def save(self) -> None:
+        """Write whatever differs from the files (host tables compared even if not marked)."""
+        self._host_dirty = True
+        self._save_changed()
+
+    def _save_changed(self) -> None:
         """Write what changed since the last save: an observe-only run writes nothing
-        (saving a 1,000-guest store takes ~0.5 s). host.json is compared in compact
-        form (C-encoded) and only indented, for people reading it, when it changed.
-        host.json goes first: a kill between the two files then leaves a domain that
-        xenstore does not show, which loading drops (the create in flight is lost),
-        rather than xenstore nodes of a domain the hypervisor never had."""
-        self._save_host()
+        (saving a 1,000-guest store takes ~0.5 s). host.json is encoded only when its
+        tables may have changed, and written only when its text changed. Two files,
+        two renames, host.json first:
+        a kill between the two then leaves a domain that xenstore does not show, which
+        loading drops (the create in flight is lost), rather than xenstore nodes of a
+        domain the hypervisor never had. (One file would make the pair atomic, but would
+        re-encode both parts on every save and break the format readers of either file.)"""
+        if self._host_dirty or self._host_busy:
+            self._host_dirty = False
+            self._save_host()
         if self.store.changes != self._saved_changes:
+            changes = self.store.changes
+            self.encodes += 1
             persist.save(self.store, self.dir / persist.STATE_FILE)
-            self._saved_changes = self.store.changes
+            self.writes += 1
+            self._saved_changes = changes
 
     def _save_host(self) -> None:
         doc = {"format": FORMAT, "version": VERSION, "hypervisor": self.core.domains.dump(), "pci": self.core.pci.dump(),
                "firewall": self.core.firewall.dump(), "netdevs": self.core.netdevs.dump(),
                "fault_counters": dict(sorted(self.core.faults.counters.items()))}
-        compact = _compact(doc)
-        if compact != self._saved_host:
-            write_text_atomic(str(self.dir / names.HOST_STATE), json.dumps(doc, indent=1, sort_keys=True) + "\n", mode=0o600)
-            self._saved_host = compact
+        self.encodes += 1
+        text = host_text(doc)
+        if text != self._saved_host:
+            write_text_atomic(str(self.dir / names.HOST_STATE), text, mode=0o600)
+            self.writes += 1
+            self._saved_host = text
 
-    async def autosave(self, stop: asyncio.Event) -> None:
-        """Save every `autosave_s` while things change, until `stop` is set."""
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.core.settings.autosave_s)
-            self.save()
+    async def run_until(self, stop: asyncio.Event) -> None:
+        """Serve until `stop` is set. Saving needs no timer: the saver wakes on changes."""
+        await stop.wait()
 
     async def close(self) -> None:
         """Let pending moves settle (bounded), stop serving, save, release the directory."""
@@ -238,7 +294,7 @@ class SimHost:
             if self._saver is not None:
                 self._saver.cancel()
                 await asyncio.gather(self._saver, return_exceptions=True)
-            self.store.remove_watches(self._watcher)
+            self.store.on_change = None
             self.save()
         finally:
             os.close(self._lock_fd)
@@ -254,8 +310,8 @@ def ensure_dom0(store: Store) -> None:
 def read_host_state(file: Path, domains: DomainTable, pci: PciTable,
                     netdevs: NetDevTable | None = None) -> tuple[FirewallTable, dict[str, int], str]:
     """DIR/host.json into the domain, PCI and vif-interface tables: (the firewall table,
-    the fault counters, the file's content in compact form); empty ones when there is
-    no file yet."""
+    the fault counters, the file's content as `host_text` writes it); empty ones when
+    there is no file yet."""
     if not file.exists():
         return FirewallTable(), {}, ""
     try:
@@ -271,11 +327,25 @@ def read_host_state(file: Path, domains: DomainTable, pci: PciTable,
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise StateFileError(f"{file}: refusing a bad simulated host state ({exc}); move it away (with "
                              f"{persist.STATE_FILE}) to start an empty host") from exc
-    return firewall, counters, _compact(doc)
+    return firewall, counters, host_text(doc)
 
 
-def _compact(doc: object) -> str:
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"))
+def host_text(doc: dict[str, Any]) -> str:
+    """host.json as written: one top-level key per line; the small tables indented for
+    people reading them; the firewall, which can hold 100,000s of entries, one compact
+    entry per line, all in the C encoder (indenting it in pure Python took 1.2 s for
+    180,000 entries, the loop blocked meanwhile)."""
+    parts = []
+    for key in sorted(doc):
+        value = doc[key]
+        if key == "firewall" and isinstance(value, list):
+            # Its entries hold numbers, null and ACCEPT/REJECT: no string can contain "},{".
+            entries = json.dumps(value, sort_keys=True, separators=(",", ":"))[1:-1].replace("},{", "},\n {")
+            body = f"[\n {entries}\n]" if entries else "[]"
+        else:
+            body = json.dumps(value, indent=1, sort_keys=True)
+        parts.append(f"{json.dumps(key)}: {body}")
+    return "{\n" + ",\n".join(parts) + "\n}\n"
 
 
 def _mtime(file: Path) -> float | None:

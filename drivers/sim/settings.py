@@ -36,7 +36,6 @@ class HostSettings:
     guest_boot_ms: int = 500  # from unpause until the guest's services write its bootSentinel
     crash_after_ms: int = 100  # a crash fault fires this long after unpause (faults.yaml may override)
     settle_s: float = 2.0  # on exit, how long pending backend steps may still run (not scaled)
-    autosave_s: float = 1.0  # host.json / xenstore.json saved this often while changing (not scaled)
     rpc_timeout_s: float = 120.0  # client side: longest wait for one host reply (not scaled)
 
     def scaled(self, seconds: float) -> float:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from drivers.sim.backends import Backends, DeviceRef
@@ -44,6 +45,9 @@ class Core:
     faults: Faults
     netdevs: NetDevTable = field(default_factory=NetDevTable)  # vif interfaces in their backend domains
     locks: dict[int, asyncio.Lock] = field(default_factory=dict)
+    # Called when the host tables change outside a toolstack call (a guest powering off
+    # or crashing on its own): the simulated host then saves them. No-op by default.
+    on_change: Callable[[], None] = field(default=lambda: None)
 
     def lock(self, domid: int) -> asyncio.Lock:
         """Serializes device changes of one domain, as libxl's per-domain userdata lock."""

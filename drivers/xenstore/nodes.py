@@ -102,6 +102,9 @@ class NodeOps:
     def _emit(self, change: Change) -> None:
         raise NotImplementedError
 
+    def _note_special(self) -> None:
+        """A special path's permissions changed (they live in the store, not in a node)."""
+
     # -- lookups -------------------------------------------------------------------
 
     def _node(self, path: str, caller: Caller, *, write: bool = False) -> Node:
@@ -234,6 +237,7 @@ class NodeOps:
                 raise errors.AccessDenied(f"domain {caller.domid} may not change {path}", path=path)
             self._special(path)
             self.special_perms[path] = new
+            self._note_special()
             return
         node = self._node(path, caller, write=True)
         if not caller.privileged:

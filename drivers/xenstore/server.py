@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import stat
+from collections import deque
 from pathlib import Path
 from types import TracebackType
 
@@ -23,11 +24,15 @@ from drivers.xenstore.txn import Transaction
 from drivers.xenstore.wire import ERROR_NAMES, PAYLOAD_MAX, Frame, FrameReader, Op, OversizeFrame, encode, strings
 
 log = logging.getLogger(__name__)
+SLICE = 64  # requests of one connection handled per event-loop turn; then other clients get theirs
 
 
 class Connection(asyncio.Protocol):
     """One client. Replies and events queue in `out` and are written once per batch of
-    requests; identical watch events still queued (not yet written) are coalesced."""
+    requests; identical watch events still queued (not yet written) are coalesced.
+    A client that pipelines thousands of requests has them handled SLICE at a time, its
+    socket not read meanwhile, so another client's request waits one slice, not the lot
+    (as the C daemon serves its connections in turn)."""
 
     def __init__(self, server: XenstoreServer) -> None:
         self.server = server
@@ -37,6 +42,8 @@ class Connection(asyncio.Protocol):
         self.transactions: dict[int, Transaction] = {}
         self.after_reply: list[tuple[str, str]] = []
         self._reader = FrameReader()
+        self._backlog: deque[Frame] = deque()
+        self._draining = False
         self._out: list[bytes] = []
         self._queued_events: set[tuple[str, str]] = set()
         self._transport: asyncio.Transport | None = None
@@ -62,9 +69,32 @@ class Connection(asyncio.Protocol):
             log.warning("dropping xenstore client: %s", exc)
             self.abort()
             return
-        for frame in frames:
-            self.handle(frame)
+        self._backlog.extend(frames)
+        if not self._draining:
+            self._drain()
+
+    def _drain(self) -> None:
+        """Handle up to SLICE queued requests; the rest at the loop's next turn (or, if
+        the client stopped reading its replies, once it reads again: resume_writing)."""
+        backlog = self._backlog
+        handled = 0
+        while backlog and handled < SLICE and self._transport is not None and not self._paused:
+            self.handle(backlog.popleft())
+            handled += 1
         self.flush()
+        if self._transport is None:
+            backlog.clear()
+        if backlog:
+            if not self._draining:
+                self._draining = True
+                assert self._transport is not None
+                self._transport.pause_reading()
+            if not self._paused:
+                self._loop.call_soon(self._drain)
+        elif self._draining:
+            self._draining = False
+            if self._transport is not None and not self._paused:
+                self._transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.store.remove_watches(self)
@@ -80,9 +110,11 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._paused = False
-        if self._transport is not None:
+        if self._transport is not None and not self._draining:
             self._transport.resume_reading()
         self.flush()
+        if self._backlog:
+            self._loop.call_soon(self._drain)
 
     # -- requests and events ----------------------------------------------------
 

@@ -69,8 +69,14 @@ class Store(NodeOps):
         self.special_perms = {p: ROOT_PERMS for p in SPECIAL_PATHS}
         self.introduced: set[int] = set()
         self.changes = 0
-        self._watches: dict[str, list[Watch]] = {}
-        self._by_owner: dict[Watcher, list[Watch]] = {}
+        # Called after each change (a node, a permission, a domain introduced or
+        # released): the simulated host schedules a save from it instead of polling.
+        self.on_change: Callable[[], None] | None = None
+        # Watches indexed by path (firing walks the changed path's ancestors) and by
+        # owner and (path, token) (add/remove/duplicate checks): no step scans them all.
+        # Dicts as ordered sets: events go out in registration order, removal is O(1).
+        self._watches: dict[str, dict[Watch, None]] = {}
+        self._by_owner: dict[Watcher, dict[tuple[str, str], Watch]] = {}
         # Fault injection (the simulated host sets it from faults.yaml): asked at each
         # client's commit whether another writer got in first; True answers EAGAIN.
         self.commit_fault: Callable[[], bool] | None = None
@@ -91,12 +97,20 @@ class Store(NodeOps):
     def _put(self, path: str, value: bytes, perms: tuple[Perm, ...], children: tuple[str, ...]) -> Node:
         self._gen += 1
         node = self._nodes[path] = Node(value, perms, children, self._gen)
-        self.changes += 1
+        self._changed()
         return node
 
     def _drop(self, path: str) -> None:
         del self._nodes[path]
+        self._changed()
+
+    def _changed(self) -> None:
         self.changes += 1
+        if self.on_change is not None:
+            self.on_change()
+
+    def _note_special(self) -> None:
+        self._changed()
 
     def _emit(self, change: Change) -> None:
         if not self._watches:
@@ -158,7 +172,7 @@ class Store(NodeOps):
             node = tx.overlay[path]
             if node is None:
                 if nodes.pop(path, None) is not None:
-                    self.changes += 1
+                    self._changed()
             else:
                 self._put(path, node.value, node.perms, node.children)
         for change in tx.changes:
@@ -168,32 +182,33 @@ class Store(NodeOps):
 
     def add_watch(self, owner: Watcher, path: str, token: str, prefix: str | None = None) -> Watch:
         """Register a watch (no initial event: the caller sends it after its reply)."""
-        mine = self._by_owner.setdefault(owner, [])
-        if any(w.path == path and w.token == token for w in mine):
+        mine = self._by_owner.setdefault(owner, {})
+        if (path, token) in mine:
             raise errors.AlreadyExists(f"a watch on {path} with token {token!r} exists", path=path)
         if not owner.caller.privileged and len(mine) >= WATCH_QUOTA:
             raise errors.TooBig(f"domain {owner.caller.domid} has {WATCH_QUOTA} watches already")
         watch = Watch(owner, path, token, prefix)
-        mine.append(watch)
-        self._watches.setdefault(path, []).append(watch)
+        mine[(path, token)] = watch
+        self._watches.setdefault(path, {})[watch] = None
         return watch
 
     def remove_watch(self, owner: Watcher, path: str, token: str) -> None:
-        mine = self._by_owner.get(owner, [])
-        for watch in mine:
-            if watch.path == path and watch.token == token:
-                mine.remove(watch)
-                self._unindex(watch)
-                return
-        raise errors.NoEntry(f"no watch on {path} with token {token!r}", path=path)
+        watch = self._by_owner.get(owner, {}).pop((path, token), None)
+        if watch is None:
+            raise errors.NoEntry(f"no watch on {path} with token {token!r}", path=path)
+        self._unindex(watch)
 
     def remove_watches(self, owner: Watcher) -> None:
-        for watch in self._by_owner.pop(owner, []):
+        for watch in self._by_owner.pop(owner, {}).values():
             self._unindex(watch)
+
+    def watch_count(self) -> int:
+        """Watches registered, all owners (for stats and tests)."""
+        return sum(len(mine) for mine in self._by_owner.values())
 
     def _unindex(self, watch: Watch) -> None:
         same = self._watches[watch.path]
-        same.remove(watch)
+        del same[watch]
         if not same:
             del self._watches[watch.path]
 
@@ -205,7 +220,7 @@ class Store(NodeOps):
     def introduce_domain(self, domid: int) -> None:
         """A domain appeared: fire @introduceDomain (as after XS_INTRODUCE)."""
         self.introduced.add(domid)
-        self.changes += 1
+        self._changed()
         self._emit(Change("@introduceDomain", self.special_perms["@introduceDomain"]))
 
     def release_domain(self, domid: int) -> None:
@@ -214,6 +229,7 @@ class Store(NodeOps):
         if domid == 0 or domid not in self.introduced:
             raise errors.NoEntry(f"domain {domid} is not introduced")
         self.introduced.discard(domid)
+        self._changed()
         owned = sorted((p for p, n in self._nodes.items() if n.perms[0].domid == domid), key=len)
         for path in owned:
             if path in self._nodes and path != "/":

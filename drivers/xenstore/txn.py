@@ -57,6 +57,9 @@ class Transaction(NodeOps):
     def _emit(self, change: Change) -> None:
         self.changes.append(change)
 
+    def _note_special(self) -> None:
+        self.store._note_special()  # special perms are shared with the store, even in a transaction
+
     def commit(self) -> None:
         """Apply the transaction; raises `Again` (EAGAIN) if it conflicted."""
         self.closed = True

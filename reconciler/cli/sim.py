@@ -1,8 +1,8 @@
 """`reconciler sim ...`: run the simulated host, and drive its toolstack by hand.
 
 Composes drivers (this is the CLI layer). `serve` owns DIR in the foreground: the
-xenstored on DIR/xenstored.sock, the host RPC on DIR/host.sock, saved every second
-while it changes and on SIGTERM/SIGINT (exit 0). The other sub-commands (`create`,
+xenstored on DIR/xenstored.sock, the host RPC on DIR/host.sock, saved on each change
+(idle, it does nothing) and on SIGTERM/SIGINT (exit 0). The other sub-commands (`create`,
 `list`, `destroy`, `shutdown`, `pause`, `unpause`, `pci`, `fw`, `link`; the last three
 also make drift by hand: a device rebound, a v4v entry inserted, appended or deleted, a
 vif interface's MTU, promiscuous mode or offloads changed) go through
@@ -134,7 +134,7 @@ async def _serve(state_dir: Path) -> None:
         print(f"xenstored: listening on {sock}", flush=True)
         print(f"host: listening on {host.dir / names.HOST_SOCKET}", flush=True)
         print(f"export XENSTORED_PATH={sock}", flush=True)
-        await host.autosave(stop)
+        await host.run_until(stop)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

@@ -264,3 +264,27 @@ def test_random_payloads_for_every_type_get_an_answer_each(run: Runner) -> None:
         await raw.close()
 
     run(scenario)
+
+
+def test_a_pipelined_burst_does_not_hold_up_another_client(run: Runner) -> None:
+    """One client sends 5,000 WATCH requests in one write; another asks for `stats` once the
+    first reply of the burst is back. It is answered while most of the burst still waits
+    (the server takes a slice of each client in turn), and the burst is answered whole,
+    in order, each reply followed by its registration event."""
+
+    async def scenario(env: Env) -> None:
+        burst, other = await Raw.open(env.path), await Raw.open(env.path)
+        count = 5000
+        burst.writer.write(b"".join(encode(Op.WATCH, i, 0, strings(f"/b/w{i}", f"t{i}")) for i in range(count)))
+        first = await burst.recv()
+        assert (first.op, first.req_id) == (Op.WATCH, 0)
+        stats = (await other.call(Op.CONTROL, strings("stats"))).payload.decode()
+        served = int(stats.split()[0].split("=")[1])
+        assert served < count, stats
+        frames = [first] + [await burst.recv() for _ in range(2 * count - 1)]
+        assert [(f.op, f.req_id) for f in frames[::2]] == [(Op.WATCH, i) for i in range(count)]
+        assert [f.payload for f in frames[1::2]] == [strings(f"/b/w{i}", f"t{i}") for i in range(count)]
+        await burst.close()
+        await other.close()
+
+    run(scenario)

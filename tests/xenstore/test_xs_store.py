@@ -161,3 +161,92 @@ def test_domains_introduce_release_and_owned_nodes_go() -> None:
     assert [e.path for e in release] == ["@releaseDomain"]
     with pytest.raises(errors.NoEntry):
         store.release_domain(5)
+
+
+class Owner:
+    """One watch owner (like one socket connection): records (path, token) it is sent."""
+
+    def __init__(self, caller: Caller = Caller(0)) -> None:
+        self.caller = caller
+        self.got: list[tuple[str, str]] = []
+
+    def deliver(self, path: str, token: str) -> None:
+        self.got.append((path, token))
+
+
+def test_among_thousands_of_watches_exactly_the_covering_ones_fire() -> None:
+    """Ancestors of a write fire (not siblings, not descendants of the written node);
+    a removed subtree fires every watch on a node in it; special paths fire only exactly."""
+    store = Store()
+    owner = Owner()
+    for i in range(3000):
+        store.add_watch(owner, f"/many/n{i}", f"t{i}")
+        store.add_watch(owner, f"/many/n{i}/deep/leaf", f"leaf{i}")
+    for path in ("/", "/many", "/many/n7/deep", "/many/n70", "/other"):
+        store.add_watch(owner, path, f"at{path}")
+    store.add_watch(owner, "@introduceDomain", "intro")
+    store.write("/many/n7/deep/leaf", "1")
+    assert owner.got == [("/many/n7/deep/leaf", "leaf7"), ("/many/n7/deep/leaf", "at/many/n7/deep"),
+                         ("/many/n7/deep/leaf", "t7"), ("/many/n7/deep/leaf", "at/many"), ("/many/n7/deep/leaf", "at/")]
+    owner.got.clear()
+    store.write("/many/n7", "x")  # the watches below n7 stay silent
+    assert owner.got == [("/many/n7", "t7"), ("/many/n7", "at/many"), ("/many/n7", "at/")]
+    owner.got.clear()
+    store.rm("/many/n7")  # its subtree's watches fire with their own paths
+    assert sorted(owner.got) == sorted([
+        ("/many/n7", "t7"), ("/many/n7", "at/many"), ("/many/n7", "at/"),
+        ("/many/n7/deep", "at/many/n7/deep"), ("/many/n7/deep/leaf", "leaf7")])
+    owner.got.clear()
+    store.introduce_domain(9)
+    assert owner.got == [("@introduceDomain", "intro")]
+
+
+def test_one_of_many_watches_on_one_path_is_removed_by_its_token() -> None:
+    store = Store()
+    first, second = Owner(), Owner()
+    for i in range(2000):
+        store.add_watch(first, "/same", f"t{i}")
+    store.add_watch(second, "/same", "t5")  # another owner may reuse a (path, token)
+    with pytest.raises(errors.AlreadyExists):
+        store.add_watch(first, "/same", "t5")
+    store.add_watch(first, "/same/child", "t5")  # the same token on another path is another watch
+    store.remove_watch(first, "/same", "t5")
+    with pytest.raises(errors.NoEntry):
+        store.remove_watch(first, "/same", "t5")
+    store.write("/same", "1")
+    assert [t for _, t in first.got] == [f"t{i}" for i in range(2000) if i != 5]  # in registration order
+    assert second.got == [("/same", "t5")]
+    store.add_watch(first, "/same", "t5")  # registered again: fires again, now last
+    first.got.clear()
+    store.remove_watches(second)
+    store.write("/same", "2")
+    assert [t for _, t in first.got][-1] == "t5" and len(first.got) == 2000 and second.got == [("/same", "t5")]
+    store.remove_watches(first)
+    assert store.watch_count() == 0
+    store.write("/same/child", "3")
+    assert len(first.got) == 2000
+
+
+def test_a_guest_still_has_a_watch_quota() -> None:
+    store = Store()
+    guest = Owner(GUEST)
+    for i in range(128):
+        store.add_watch(guest, f"/g/{i}", "t")
+    with pytest.raises(errors.TooBig):
+        store.add_watch(guest, "/g/more", "t")
+    store.remove_watch(guest, "/g/0", "t")
+    store.add_watch(guest, "/g/more", "t")
+
+
+def test_every_persisted_change_is_counted_and_reported() -> None:
+    """Special-path permissions and the introduced set are saved with the tree, so a change
+    to them is a change for the saver as much as a node write is."""
+    store = Store()
+    seen: list[int] = []
+    store.on_change = lambda: seen.append(store.changes)
+    store.set_perms("@introduceDomain", [Perm(0, "r")])
+    store.introduce_domain(4)
+    store.release_domain(4)  # owns no node: only the introduced set changes
+    tx = store.transaction()
+    tx.set_perms("@releaseDomain", [Perm(0, "r")])
+    assert seen == [1, 2, 3, 4]
