@@ -69,7 +69,8 @@ class Dispatcher:
             "attach_pci": self._attach_pci, "detach_pci": lambda a: pci.detach(_int(a, "domid"), _str(a, "bdf")),
             "inventory": self._inventory, "assignable_add": lambda a: pci.assignable_add(_str(a, "bdf")),
             "assignable_remove": lambda a: pci.assignable_remove(_str(a, "bdf"), rebind=bool(a.get("rebind", True))),
-            "fw_list": self._fw_list, "fw_insert": self._fw_insert, "fw_append": self._fw_append,
+            "fw_list": self._fw_list, "fw_insert": self._fw_insert, "fw_insert_many": self._fw_insert_many,
+            "fw_append": self._fw_append,
             "fw_delete": self._fw_delete, "netdev_list": self._netdev_list, "netdev_set": self._netdev_set,
         }
 
@@ -149,6 +150,18 @@ class Dispatcher:
 
     async def _fw_insert(self, args: Args) -> None:
         self.core.firewall.insert(_entry(args), _int(args, "position"))
+
+    async def _fw_insert_many(self, args: Args) -> None:
+        rows = args.get("entries")
+        if not isinstance(rows, list):
+            raise TerminalHostError(f"bad request: entries must be a list, found {rows!r}")
+        entries = []
+        for row in rows:
+            try:
+                entries.append(entry_from_json(row))
+            except ValueError as exc:
+                raise TerminalHostError(f"bad firewall entry: {exc}") from exc
+        self.core.firewall.insert_many(entries)
 
     async def _fw_append(self, args: Args) -> None:
         self.core.firewall.append(_entry(args))

@@ -2,7 +2,7 @@
 
 Stage: simulated host. A list of `FirewallEntry` in match order; it starts as xenmgr's
 `reworkRules` leaves it (dom0<->dom0 ACCEPT, then REJECT: default deny). Insert at a
-1-based position, append, delete the first equal entry (an absent entry is an error,
+1-based position, insert many at the top (one call: a VM start's batch), append, delete the first equal entry (an absent entry is an error,
 as `viptables -D` reports), list. Like viptables it holds any list: copies of an entry,
 entries below the REJECT, no REJECT at all; keeping its shape is the reconciler's job. Used by `drivers.sim.host`.
 """
@@ -38,6 +38,10 @@ class FirewallTable:
                 f"entries, so insert at 1..{len(self.entries) + 1}"
             )
         self.entries.insert(position - 1, entry)
+
+    def insert_many(self, entries: Iterable[FirewallEntry]) -> None:
+        """`viptables -I 1 ...` of each entry in order, at once: the last ends on top."""
+        self.entries[0:0] = reversed(list(entries))
 
     def append(self, entry: FirewallEntry) -> None:
         """`viptables -A ...`: below every entry."""

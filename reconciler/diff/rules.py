@@ -12,7 +12,7 @@ change (`HOST`/`TABLE_NAME`, with the default REJECT: `reconciler.diff.table`).
 from __future__ import annotations
 
 from reconciler.diff.context import LIVE_POWER, Context
-from reconciler.diff.firewall import EntryKey, RunningIndex, RunningVM, entry_key, entry_text, references, rule_keys
+from reconciler.diff.firewall import EntryKey, RuleIndex, RunningIndex, RunningVM, entry_key, entry_text, rule_keys
 from reconciler.diff.table import DEFAULT_AFTER, table_drift
 from reconciler.model.host import FirewallEntry
 from reconciler.plan.changes import HOST, TABLE_NAME, Action, FieldChange, ResourceChange
@@ -41,16 +41,26 @@ def _owned_domids(ctx: Context) -> dict[int, str]:
     return out
 
 
-def _rule_change(ctx: Context, name: str, expected: frozenset[EntryKey],
-                 present: frozenset[EntryKey] | None) -> ResourceChange | None:
+SHOWN = 3  # the starting VMs a waiting rule's reason names; more are counted
+
+
+def waiting_reason(count: int, names: list[str]) -> str:
+    """`applied when a, b starts`, or for many VMs one line with a count:
+    `applied when 999 VMs start: vm001, vm002, vm003 and 996 more`."""
+    if count <= SHOWN:
+        return f"applied when {', '.join(names)} starts"
+    return f"applied when {count} VMs start: {', '.join(names[:SHOWN])} and {count - SHOWN} more"
+
+
+def _rule_change(ctx: Context, name: str, expected: frozenset[EntryKey], present: frozenset[EntryKey] | None,
+                 rules: RuleIndex, starting_by_type: dict[str, list[str]]) -> ResourceChange | None:
     rule = ctx.desired.v4v_rules[name]
     owner = rule.spec.vm
-    waiting = sorted(({owner} | references(rule, ctx.desired)) & ctx.starting)
-    if waiting:
+    count, names = rules.waiting(rule, ctx.starting, starting_by_type, SHOWN)
+    if count:
         still = None if present is None else entry_text(expected & present)
         field = FieldChange("entries", still, None, "live")
-        return ResourceChange("V4VRule", name, owner, Action.UPDATE, "live", (field,),
-                              f"applied when {', '.join(waiting)} starts")
+        return ResourceChange("V4VRule", name, owner, Action.UPDATE, "live", (field,), waiting_reason(count, names))
     if present is None or expected <= present:
         return None
     field = FieldChange("entries", entry_text(expected & present), entry_text(expected), "live")
@@ -112,7 +122,12 @@ def rule_changes(ctx: Context) -> list[ResourceChange]:
         owner = rule.spec.vm
         if owner in ctx.kept or (owner in ctx.starting and owner in ctx.observed.domains):
             expected[name] = rule_keys(rule, after_running)
-    out = [c for name in sorted(expected) if (c := _rule_change(ctx, name, expected[name], present)) is not None]
+    rules = RuleIndex(ctx.desired)
+    starting_by_type: dict[str, list[str]] = {}
+    for vm in sorted(ctx.starting):
+        starting_by_type.setdefault(ctx.desired.vms[vm].spec.type, []).append(vm)
+    out = [c for name in sorted(expected)
+           if (c := _rule_change(ctx, name, expected[name], present, rules, starting_by_type)) is not None]
     if present is not None:
         kept = [entries for name, entries in expected.items() if ctx.desired.v4v_rules[name].spec.vm in ctx.kept]
         out += _stale(ctx, frozenset().union(*kept), firewall or ())

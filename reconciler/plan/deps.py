@@ -24,6 +24,7 @@ class Index:
         self.observed = observed
         self._needs = _needs(desired, observed)
         self._references: dict[str, frozenset[str]] = {}
+        self._rules: firewall.RuleIndex | None = None
 
     def needs(self, vm: str) -> frozenset[str]:
         """The VMs that must run before `vm` starts (and stop after it)."""
@@ -35,6 +36,13 @@ class Index:
             rule = self.desired.v4v_rules.get(rule_name)
             self._references[rule_name] = frozenset() if rule is None else firewall.references(rule, self.desired)
         return self._references[rule_name]
+
+    def fw_touched(self, vm: str) -> bool:
+        """Does desired VM `vm`'s start resolve firewall entries (it owns a rule, or a
+        rule names it)? By index: the rules are not walked per VM."""
+        if self._rules is None:
+            self._rules = firewall.RuleIndex(self.desired)
+        return self._rules.touches(vm)
 
 
 def _needs(desired: DesiredState, observed: ObservedState) -> Mapping[str, frozenset[str]]:
