@@ -208,6 +208,12 @@ class FirewallPort(Protocol):
         """Delete the first equal entry; deleting an absent entry is an error."""
         ...
 
+    async def delete_many(self, entries: Sequence[FirewallEntry]) -> None:
+        """`delete` of each entry, in order, as one call where the host can batch them
+        (a stopped VM's entries). An absent entry is an error, and nothing is deleted
+        where the host can check first; on an error, list the table again."""
+        ...
+
 
 class NetDevicePort(Protocol):
     """The vif interfaces in their backend domains: MTU, promiscuous mode and ethtool

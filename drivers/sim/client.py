@@ -127,6 +127,9 @@ class SimFirewall:
     async def delete(self, entry: FirewallEntry) -> None:
         await self.rpc.call("fw_delete", entry=entry_to_json(entry))
 
+    async def delete_many(self, entries: Sequence[FirewallEntry]) -> None:
+        await self.rpc.call("fw_delete_many", entries=[entry_to_json(e) for e in entries])
+
 
 class SimNetDevices:
     def __init__(self, rpc: RpcCaller) -> None:

@@ -28,6 +28,7 @@ from drivers.sim.pcidev import PciDevices
 from drivers.sim.toolstack import Core, Libxl
 from reconciler.errors import TerminalHostError, TransientHostError
 from reconciler.model import NIC, VM, Disk
+from reconciler.model.host import FirewallEntry
 
 Args = dict[str, Any]
 READS = frozenset({"list_domains", "inventory", "fw_list", "netdev_list"})  # the ops that change nothing
@@ -70,7 +71,7 @@ class Dispatcher:
             "inventory": self._inventory, "assignable_add": lambda a: pci.assignable_add(_str(a, "bdf")),
             "assignable_remove": lambda a: pci.assignable_remove(_str(a, "bdf"), rebind=bool(a.get("rebind", True))),
             "fw_list": self._fw_list, "fw_insert": self._fw_insert, "fw_insert_many": self._fw_insert_many,
-            "fw_append": self._fw_append,
+            "fw_append": self._fw_append, "fw_delete_many": self._fw_delete_many,
             "fw_delete": self._fw_delete, "netdev_list": self._netdev_list, "netdev_set": self._netdev_set,
         }
 
@@ -152,16 +153,10 @@ class Dispatcher:
         self.core.firewall.insert(_entry(args), _int(args, "position"))
 
     async def _fw_insert_many(self, args: Args) -> None:
-        rows = args.get("entries")
-        if not isinstance(rows, list):
-            raise TerminalHostError(f"bad request: entries must be a list, found {rows!r}")
-        entries = []
-        for row in rows:
-            try:
-                entries.append(entry_from_json(row))
-            except ValueError as exc:
-                raise TerminalHostError(f"bad firewall entry: {exc}") from exc
-        self.core.firewall.insert_many(entries)
+        self.core.firewall.insert_many(_entries(args))
+
+    async def _fw_delete_many(self, args: Args) -> None:
+        self.core.firewall.delete_many(_entries(args))
 
     async def _fw_append(self, args: Args) -> None:
         self.core.firewall.append(_entry(args))
@@ -191,6 +186,16 @@ def _model(cls: type[pydantic.BaseModel], args: Args, key: str) -> Any:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise TerminalHostError(f"bad {cls.__name__} for the simulated host: {where}: {first['msg']}") from None
+
+
+def _entries(args: Args) -> list[FirewallEntry]:
+    rows = args.get("entries")
+    if not isinstance(rows, list):
+        raise TerminalHostError(f"bad request: entries must be a list, found {rows!r}")
+    try:
+        return [entry_from_json(row) for row in rows]
+    except ValueError as exc:
+        raise TerminalHostError(f"bad firewall entry: {exc}") from exc
 
 
 def _entry(args: Args) -> Any:

@@ -117,7 +117,7 @@ async def fw_apply(rt: Runtime, step: Step, retry: bool) -> str | None:
 async def fw_remove(rt: Runtime, step: Step, retry: bool) -> str | None:
     # xenmgr unapplies entries when a VM stops; deleting an absent entry is an error in
     # viptables, so only what the table still holds is deleted. Decided under the lock,
-    # deleted outside it.
+    # deleted outside it, in one batch (`FirewallPort.delete_many`).
     texts = arg(step, "entries")
     entries = [parse_entry(str(t)) for t in texts] if isinstance(texts, list) else []
     async with rt.firewall_lock:
@@ -127,8 +127,8 @@ async def fw_remove(rt: Runtime, step: Step, retry: bool) -> str | None:
             table.remove(entry)
     rt.fw_leaving.update(going)
     try:
-        for entry in going:
-            await rt.ports.firewall.delete(entry)
+        if going:
+            await rt.ports.firewall.delete_many(going)
     except BaseException:
         rt.fw_table = None
         raise

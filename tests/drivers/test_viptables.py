@@ -112,3 +112,13 @@ def test_insert_many_runs_one_insert_at_the_top_per_entry_in_order(fake_viptable
         ["-I", "1", "--dom-in", "3", "--dom-out", "0", "-j", "ACCEPT"],
         ["-I", "1", "--dom-in", "4", "-j", "ACCEPT"],
     ]
+
+
+def test_delete_many_lists_once_then_deletes_each_and_checks_first(fake_viptables: FakeTool) -> None:
+    fake_viptables.update(listing=UIVM_TABLE)
+    present = FirewallEntry(dom_in=0, dom_out=3, port_in=5555)
+    asyncio.run(firewall(fake_viptables).delete_many([present]))
+    assert fake_viptables.calls() == [["-L"], ["-D", "--dom-in", "0", "--dom-out", "3", "--port-in", "5555", "-j", "ACCEPT"]]
+    with pytest.raises(TerminalHostError, match=r"no v4v firewall rule `--dom-in 9 -j ACCEPT` to delete"):
+        asyncio.run(firewall(fake_viptables).delete_many([present, FirewallEntry(dom_in=9)]))
+    assert fake_viptables.calls()[-1] == ["-L"]  # nothing deleted: every entry is checked first
