@@ -2,8 +2,9 @@
 
 Pure. Compares the entries the desired rules resolve to (`reconciler.diff.firewall`)
 against the observed viptables table. `entries` before/after are sorted
-`str(FirewallEntry)` lists; after is None when it cannot be resolved at plan time (a
-VM the rule names is not running yet: execute resolves it when that VM starts).
+`str(FirewallEntry)` lists. A rule that names a VM this plan starts waits for it (its
+reason counts them; execute resolves the entries when each starts) and shows entries
+only if some that resolve now are missing.
 Rules of VMs being created are CREATEd by `reconciler.diff.vm`. What the table holds
 that no kept rule derives is stale: under a managed VM it names, else the table's own
 change (`HOST`/`TABLE_NAME`, with the default REJECT: `reconciler.diff.table`).
@@ -58,15 +59,22 @@ def _rule_change(ctx: Context, name: str, expected: frozenset[EntryKey], present
     owner = rule.spec.vm
     count, names = rules.waiting(rule, ctx.starting, starting_by_type, SHOWN)
     if count:
-        still = None if present is None else entry_text(expected & present)
-        field = FieldChange("entries", still, None, "live")
-        return ResourceChange("V4VRule", name, owner, Action.UPDATE, "live", (field,), waiting_reason(count, names))
+        # What it resolves to once they run is known at apply time only. The entries it
+        # keeps are not shown (a rule of a type holds one per VM: the plan would grow
+        # with the square of the host); those missing now are, as below.
+        reason = waiting_reason(count, names)
+        if present is None or expected <= present:
+            return ResourceChange("V4VRule", name, owner, Action.UPDATE, "live", (), reason)
+        field = FieldChange("entries", entry_text(expected & present), entry_text(expected), "live")
+        return ResourceChange("V4VRule", name, owner, Action.UPDATE, "live", (field,), f"{reason}; {_missing(expected - present)}")
     if present is None or expected <= present:
         return None
     field = FieldChange("entries", entry_text(expected & present), entry_text(expected), "live")
-    missing = len(expected - present)
-    return ResourceChange("V4VRule", name, owner, Action.UPDATE, "live", (field,),
-                          f"{missing} firewall entr{'y is' if missing == 1 else 'ies are'} missing from viptables")
+    return ResourceChange("V4VRule", name, owner, Action.UPDATE, "live", (field,), _missing(expected - present))
+
+
+def _missing(keys: frozenset[EntryKey]) -> str:
+    return f"{len(keys)} firewall entr{'y is' if len(keys) == 1 else 'ies are'} missing from viptables"
 
 
 def _stale(ctx: Context, explained: frozenset[EntryKey], table: tuple[FirewallEntry, ...]) -> list[ResourceChange]:
