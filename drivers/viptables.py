@@ -3,6 +3,9 @@
 Stage: driver (v4v firewall). Called by observe/execute through `reconciler.ports.FirewallPort`.
 Commands (openxt.md 4.2-4.3): `viptables -L`, `viptables -I <pos> <rule>`, `viptables -A <rule>`,
 `viptables -D <rule>` with rule = `[--dom-in N] [--dom-out N] [--port-in N] [--port-out N] -j T`.
+viptables has no batch syntax (openxt.md names none): `insert_many` runs one `-I 1` per
+entry, in order, and stops at the first that fails (those before it are in);
+`delete_many` lists once, then runs one `-D` per entry.
 
 Assumed `-L` output (openxt.md gives argument shapes only; this is the format of
 libv4v's `v4v_viptables_list` in OpenXT's v4v tree): one rule per line,
@@ -19,6 +22,8 @@ from __future__ import annotations
 import builtins
 import logging
 import re
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from drivers.xl.command import run_tool
@@ -103,6 +108,12 @@ class ViptablesFirewall:
             raise TerminalHostError(f"viptables positions start at 1, got {position}")
         await self._run("-I", str(position), *entry.argv())
 
+    async def insert_many(self, entries: Sequence[FirewallEntry]) -> None:
+        """One `viptables -I 1 <rule>` per entry, in order: the tool takes one rule per
+        call, so a batch here saves the caller's round trips, not the host's."""
+        for entry in entries:
+            await self._run("-I", "1", *entry.argv())
+
     async def append(self, entry: FirewallEntry) -> None:
         await self._run("-A", *entry.argv())
 
@@ -112,3 +123,13 @@ class ViptablesFirewall:
         if entry not in await self.list():
             raise TerminalHostError(f"no v4v firewall rule `{entry}` to delete (viptables -L does not list it)")
         await self._run("-D", *entry.argv())
+
+    async def delete_many(self, entries: Sequence[FirewallEntry]) -> None:
+        """One `-L` to check every entry is there (as `delete` does for one), then one
+        `viptables -D <rule>` per entry, in order: no batch syntax here either."""
+        listed = Counter(await self.list())
+        for entry, count in Counter(entries).items():
+            if listed[entry] < count:
+                raise TerminalHostError(f"no v4v firewall rule `{entry}` to delete (viptables -L does not list it)")
+        for entry in entries:
+            await self._run("-D", *entry.argv())

@@ -194,12 +194,24 @@ class FirewallPort(Protocol):
 
     async def insert(self, entry: FirewallEntry, position: int = 1) -> None: ...
 
+    async def insert_many(self, entries: Sequence[FirewallEntry]) -> None:
+        """`viptables -I 1` of each entry, in order (the last ends on top), as one call
+        where the host can batch them: one VM's start is one batch (openxt.md 4.3).
+        On an error some may be in: list the table again before relying on it."""
+        ...
+
     async def append(self, entry: FirewallEntry) -> None:
         """Add below every entry (`viptables -A`), as xenmgr adds the default REJECT."""
         ...
 
     async def delete(self, entry: FirewallEntry) -> None:
         """Delete the first equal entry; deleting an absent entry is an error."""
+        ...
+
+    async def delete_many(self, entries: Sequence[FirewallEntry]) -> None:
+        """`delete` of each entry, in order, as one call where the host can batch them
+        (a stopped VM's entries). An absent entry is an error, and nothing is deleted
+        where the host can check first; on an error, list the table again."""
         ...
 
 

@@ -28,6 +28,7 @@ from drivers.sim.pcidev import PciDevices
 from drivers.sim.toolstack import Core, Libxl
 from reconciler.errors import TerminalHostError, TransientHostError
 from reconciler.model import NIC, VM, Disk
+from reconciler.model.host import FirewallEntry
 
 Args = dict[str, Any]
 READS = frozenset({"list_domains", "inventory", "fw_list", "netdev_list"})  # the ops that change nothing
@@ -69,7 +70,8 @@ class Dispatcher:
             "attach_pci": self._attach_pci, "detach_pci": lambda a: pci.detach(_int(a, "domid"), _str(a, "bdf")),
             "inventory": self._inventory, "assignable_add": lambda a: pci.assignable_add(_str(a, "bdf")),
             "assignable_remove": lambda a: pci.assignable_remove(_str(a, "bdf"), rebind=bool(a.get("rebind", True))),
-            "fw_list": self._fw_list, "fw_insert": self._fw_insert, "fw_append": self._fw_append,
+            "fw_list": self._fw_list, "fw_insert": self._fw_insert, "fw_insert_many": self._fw_insert_many,
+            "fw_append": self._fw_append, "fw_delete_many": self._fw_delete_many,
             "fw_delete": self._fw_delete, "netdev_list": self._netdev_list, "netdev_set": self._netdev_set,
         }
 
@@ -150,6 +152,12 @@ class Dispatcher:
     async def _fw_insert(self, args: Args) -> None:
         self.core.firewall.insert(_entry(args), _int(args, "position"))
 
+    async def _fw_insert_many(self, args: Args) -> None:
+        self.core.firewall.insert_many(_entries(args))
+
+    async def _fw_delete_many(self, args: Args) -> None:
+        self.core.firewall.delete_many(_entries(args))
+
     async def _fw_append(self, args: Args) -> None:
         self.core.firewall.append(_entry(args))
 
@@ -178,6 +186,16 @@ def _model(cls: type[pydantic.BaseModel], args: Args, key: str) -> Any:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise TerminalHostError(f"bad {cls.__name__} for the simulated host: {where}: {first['msg']}") from None
+
+
+def _entries(args: Args) -> list[FirewallEntry]:
+    rows = args.get("entries")
+    if not isinstance(rows, list):
+        raise TerminalHostError(f"bad request: entries must be a list, found {rows!r}")
+    try:
+        return [entry_from_json(row) for row in rows]
+    except ValueError as exc:
+        raise TerminalHostError(f"bad firewall entry: {exc}") from exc
 
 
 def _entry(args: Args) -> Any:

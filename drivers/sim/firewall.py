@@ -2,7 +2,8 @@
 
 Stage: simulated host. A list of `FirewallEntry` in match order; it starts as xenmgr's
 `reworkRules` leaves it (dom0<->dom0 ACCEPT, then REJECT: default deny). Insert at a
-1-based position, append, delete the first equal entry (an absent entry is an error,
+1-based position, insert many at the top (one call: a VM start's batch), append,
+delete many (a stopped VM's entries), delete the first equal entry (an absent entry is an error,
 as `viptables -D` reports), list. Like viptables it holds any list: copies of an entry,
 entries below the REJECT, no REJECT at all; keeping its shape is the reconciler's job. Used by `drivers.sim.host`.
 """
@@ -10,6 +11,7 @@ entries below the REJECT, no REJECT at all; keeping its shape is the reconciler'
 from __future__ import annotations
 
 import builtins
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -39,6 +41,10 @@ class FirewallTable:
             )
         self.entries.insert(position - 1, entry)
 
+    def insert_many(self, entries: Iterable[FirewallEntry]) -> None:
+        """`viptables -I 1 ...` of each entry in order, at once: the last ends on top."""
+        self.entries[0:0] = reversed(list(entries))
+
     def append(self, entry: FirewallEntry) -> None:
         """`viptables -A ...`: below every entry."""
         self.entries.append(entry)
@@ -49,6 +55,22 @@ class FirewallTable:
             self.entries.remove(entry)
         except ValueError:
             raise TerminalHostError(f"viptables: no entry `{entry}` in the table to delete; list it with `sim fw`") from None
+
+    def delete_many(self, entries: Iterable[FirewallEntry]) -> None:
+        """`delete` of each entry at once (the first equal copy each), in one pass; an
+        entry the table does not hold (as many times as asked) fails the whole call."""
+        going = Counter(entries)
+        held = Counter(e for e in self.entries if e in going)
+        for entry, count in going.items():
+            if held[entry] < count:
+                raise TerminalHostError(f"viptables: no entry `{entry}` in the table to delete; list it with `sim fw`")
+        kept: list[FirewallEntry] = []
+        for entry in self.entries:
+            if going[entry] > 0:
+                going[entry] -= 1
+            else:
+                kept.append(entry)
+        self.entries = kept
 
     def dump(self) -> "builtins.list[dict[str, Any]]":
         return [entry_to_json(e) for e in self.entries]

@@ -2,8 +2,9 @@
 
 Pure. Compares the entries the desired rules resolve to (`reconciler.diff.firewall`)
 against the observed viptables table. `entries` before/after are sorted
-`str(FirewallEntry)` lists; after is None when it cannot be resolved at plan time (a
-VM the rule names is not running yet: execute resolves it when that VM starts).
+`str(FirewallEntry)` lists. A rule that names a VM this plan starts waits for it (its
+reason counts them; execute resolves the entries when each starts) and shows entries
+only if some that resolve now are missing.
 Rules of VMs being created are CREATEd by `reconciler.diff.vm`. What the table holds
 that no kept rule derives is stale: under a managed VM it names, else the table's own
 change (`HOST`/`TABLE_NAME`, with the default REJECT: `reconciler.diff.table`).
@@ -12,7 +13,7 @@ change (`HOST`/`TABLE_NAME`, with the default REJECT: `reconciler.diff.table`).
 from __future__ import annotations
 
 from reconciler.diff.context import LIVE_POWER, Context
-from reconciler.diff.firewall import EntryKey, RunningIndex, RunningVM, entry_key, entry_text, references, rule_keys
+from reconciler.diff.firewall import EntryKey, RuleIndex, RunningIndex, RunningVM, entry_key, entry_text, rule_keys
 from reconciler.diff.table import DEFAULT_AFTER, table_drift
 from reconciler.model.host import FirewallEntry
 from reconciler.plan.changes import HOST, TABLE_NAME, Action, FieldChange, ResourceChange
@@ -41,22 +42,39 @@ def _owned_domids(ctx: Context) -> dict[int, str]:
     return out
 
 
-def _rule_change(ctx: Context, name: str, expected: frozenset[EntryKey],
-                 present: frozenset[EntryKey] | None) -> ResourceChange | None:
+SHOWN = 3  # the starting VMs a waiting rule's reason names; more are counted
+
+
+def waiting_reason(count: int, names: list[str]) -> str:
+    """`applied when a, b starts`, or for many VMs one line with a count:
+    `applied when 999 VMs start: vm001, vm002, vm003 and 996 more`."""
+    if count <= SHOWN:
+        return f"applied when {', '.join(names)} starts"
+    return f"applied when {count} VMs start: {', '.join(names[:SHOWN])} and {count - SHOWN} more"
+
+
+def _rule_change(ctx: Context, name: str, expected: frozenset[EntryKey], present: frozenset[EntryKey] | None,
+                 rules: RuleIndex, starting_by_type: dict[str, list[str]]) -> ResourceChange | None:
     rule = ctx.desired.v4v_rules[name]
     owner = rule.spec.vm
-    waiting = sorted(({owner} | references(rule, ctx.desired)) & ctx.starting)
-    if waiting:
-        still = None if present is None else entry_text(expected & present)
-        field = FieldChange("entries", still, None, "live")
-        return ResourceChange("V4VRule", name, owner, Action.UPDATE, "live", (field,),
-                              f"applied when {', '.join(waiting)} starts")
+    count, names = rules.waiting(rule, ctx.starting, starting_by_type, SHOWN)
+    if count:
+        # What it resolves to once they run is known at apply time only. The entries it
+        # keeps are not shown (a rule of a type holds one per VM: the plan would grow
+        # with the square of the host); those missing now are, as below.
+        reason = waiting_reason(count, names)
+        if present is None or expected <= present:
+            return ResourceChange("V4VRule", name, owner, Action.UPDATE, "live", (), reason)
+        field = FieldChange("entries", entry_text(expected & present), entry_text(expected), "live")
+        return ResourceChange("V4VRule", name, owner, Action.UPDATE, "live", (field,), f"{reason}; {_missing(expected - present)}")
     if present is None or expected <= present:
         return None
     field = FieldChange("entries", entry_text(expected & present), entry_text(expected), "live")
-    missing = len(expected - present)
-    return ResourceChange("V4VRule", name, owner, Action.UPDATE, "live", (field,),
-                          f"{missing} firewall entr{'y is' if missing == 1 else 'ies are'} missing from viptables")
+    return ResourceChange("V4VRule", name, owner, Action.UPDATE, "live", (field,), _missing(expected - present))
+
+
+def _missing(keys: frozenset[EntryKey]) -> str:
+    return f"{len(keys)} firewall entr{'y is' if len(keys) == 1 else 'ies are'} missing from viptables"
 
 
 def _stale(ctx: Context, explained: frozenset[EntryKey], table: tuple[FirewallEntry, ...]) -> list[ResourceChange]:
@@ -112,7 +130,12 @@ def rule_changes(ctx: Context) -> list[ResourceChange]:
         owner = rule.spec.vm
         if owner in ctx.kept or (owner in ctx.starting and owner in ctx.observed.domains):
             expected[name] = rule_keys(rule, after_running)
-    out = [c for name in sorted(expected) if (c := _rule_change(ctx, name, expected[name], present)) is not None]
+    rules = RuleIndex(ctx.desired)
+    starting_by_type: dict[str, list[str]] = {}
+    for vm in sorted(ctx.starting):
+        starting_by_type.setdefault(ctx.desired.vms[vm].spec.type, []).append(vm)
+    out = [c for name in sorted(expected)
+           if (c := _rule_change(ctx, name, expected[name], present, rules, starting_by_type)) is not None]
     if present is not None:
         kept = [entries for name, entries in expected.items() if ctx.desired.v4v_rules[name].spec.vm in ctx.kept]
         out += _stale(ctx, frozenset().union(*kept), firewall or ())

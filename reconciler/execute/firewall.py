@@ -1,21 +1,36 @@
-"""Firewall ops of the op table: insert what a v4v rule resolves to now, delete stale entries,
-and keep the table's own shape (foreign entries out, the default REJECT last).
+"""Firewall ops of the op table: insert what a VM's start or a v4v rule resolves to now,
+delete stale entries, and keep the table's own shape (foreign entries out, the default
+REJECT last).
 
 Touches the host through the ports in `Runtime` only. Called through
-`reconciler.execute.ops.OPS`. A rule is resolved when its step runs, against the
-domains running at that moment (`Runtime.running`), with the same pure resolver the
-diff uses (`reconciler.diff.firewall.rule_entries`): the domids of VMs this run built
-exist only now. The table is listed once per run and kept current with this run's
-changes (`Runtime.firewall`, in order, copies counted), under one lock, so two rules never
-insert the same entry twice; a change that fails drops the copy, so the next step lists
-the table again. `fw-table` removes what no rule derives and keeps the default REJECT last.
+`reconciler.execute.ops.OPS`. Entries are resolved when their step runs, against the
+domains running at that moment (`Runtime.running`), with the pure resolver the diff
+uses (`reconciler.diff.firewall`): the domids of VMs this run built exist only now.
+`fw-start` is one VM's start, as xenmgr's applyVmFirewallRules (openxt.md 4.3): its own
+rules and the entries of other running VMs' rules with it on one side, found through
+an index of the rules by what they name (`RuleIndex`, built once per run), inserted in
+one batch (`FirewallPort.insert_many`).
+
+The table is listed once per run and kept current with this run's changes
+(`Runtime.firewall`, in order, copies counted). Only the decision is atomic: under
+`firewall_lock` a step resolves, picks the entries the copy lacks and reserves them in
+the copy (so two steps never insert one entry twice); the port call runs outside the
+lock, so the batches of concurrent starts overlap. A change that fails drops the copy,
+and the next step lists the table again (counting in what other steps have in flight).
+Two VMs starting at once each see the other: a batch is decided after its own VM's
+build, against a running set that holds every VM this run has built (listed again if
+not), so of two batches the later one sees both VMs. `fw-table` removes what no rule
+derives and keeps the default REJECT last, all under the lock (its order matters).
 """
 
 from __future__ import annotations
 
-from reconciler.diff.firewall import rule_entries
+from collections import Counter
+from collections.abc import Iterable
+
+from reconciler.diff.firewall import EntryKey, RuleIndex, RunningIndex, rule_keys
 from reconciler.errors import TerminalHostError
-from reconciler.execute.runtime import Runtime, arg
+from reconciler.execute.runtime import Runtime, TableCopy, arg
 from reconciler.model.host import FirewallEntry
 from reconciler.plan.steps import Step
 
@@ -31,20 +46,69 @@ def parse_entry(text: str) -> FirewallEntry:
                                 "run plan again") from exc
 
 
+async def _view(rt: Runtime) -> RunningIndex:
+    """The running set (indexed), holding every domain this run has built: a listing
+    read while a build was still under way lacks it, and is read again. Call under
+    `firewall_lock`."""
+    running = await rt.running()
+    if any(name not in running for name in rt.built):
+        rt.listing = None  # read before a build of this run ended: list again
+        running = await rt.running()
+    if rt.fw_index is None or rt.fw_index[0] is not running:
+        rt.fw_index = (running, RunningIndex(running))
+    return rt.fw_index[1]
+
+
+def _order(key: EntryKey) -> tuple[int, ...]:
+    return tuple(-1 if v is None else v for v in key[:4])  # None ("any") sorts first
+
+
+def _reserve(table: TableCopy, keys: Iterable[EntryKey]) -> list[FirewallEntry]:
+    """The entries of `keys` the table lacks, in a stable order, added to the copy now."""
+    batch = [entry for entry in (FirewallEntry(*key) for key in sorted(keys, key=_order)) if entry not in table]
+    for entry in batch:
+        table.add(entry)
+    return batch
+
+
+async def _insert(rt: Runtime, batch: list[FirewallEntry]) -> None:
+    """Insert a reserved batch, outside the lock; on failure the copy is listed again."""
+    if not batch:
+        return
+    rt.fw_inflight.update(batch)
+    try:
+        await rt.ports.firewall.insert_many(batch)  # position 1 each: above the trailing REJECT
+    except BaseException:
+        rt.fw_table = None  # some may be in (a lost answer): list again
+        raise
+    finally:
+        rt.fw_inflight.subtract(batch)
+        rt.fw_inflight += Counter()  # drop the zeros
+
+
+async def fw_start(rt: Runtime, step: Step, retry: bool) -> str | None:
+    # One VM's start: everything it resolves, in one batch (v4v is default-deny; entries
+    # already present are left alone, stale ones go through fw-remove steps of their own).
+    vm = step.vm
+    async with rt.firewall_lock:
+        running = await _view(rt)
+        if vm not in running.running:
+            return f"{vm} is not running: nothing to insert"
+        if rt.fw_rules is None:
+            rt.fw_rules = RuleIndex(rt.desired)
+        wanted = rt.fw_rules.start_keys(vm, running)
+        batch = _reserve(await rt.firewall(), wanted)
+    await _insert(rt, batch)
+    return None if wanted else "resolves to no entry yet (a VM its rules name is not running)"
+
+
 async def fw_apply(rt: Runtime, step: Step, retry: bool) -> str | None:
-    # v4v is default-deny: insert the rule's entries that resolve now. Entries already
-    # present are left alone; stale ones go through fw-remove steps of their own.
+    # A kept VM's rule: insert the entries it resolves to now that the table lacks.
     rule = rt.desired.v4v_rules[step.name]
     async with rt.firewall_lock:
-        wanted = rule_entries(rule, await rt.running())
-        table = await rt.firewall()
-        try:
-            for entry in sorted(e for e in wanted if e not in table):
-                await rt.ports.firewall.insert(entry)  # position 1: above the trailing REJECT
-                table.add(entry)
-        except BaseException:
-            rt.fw_table = None  # the insert may have happened (a lost answer): list again
-            raise
+        wanted = rule_keys(rule, await _view(rt))
+        batch = _reserve(await rt.firewall(), wanted)
+    await _insert(rt, batch)
     if not wanted:
         return "resolves to no entry yet (a VM it names is not running)"
     return None
@@ -52,19 +116,25 @@ async def fw_apply(rt: Runtime, step: Step, retry: bool) -> str | None:
 
 async def fw_remove(rt: Runtime, step: Step, retry: bool) -> str | None:
     # xenmgr unapplies entries when a VM stops; deleting an absent entry is an error in
-    # viptables, so only what the table still holds is deleted.
+    # viptables, so only what the table still holds is deleted. Decided under the lock,
+    # deleted outside it, in one batch (`FirewallPort.delete_many`).
     texts = arg(step, "entries")
     entries = [parse_entry(str(t)) for t in texts] if isinstance(texts, list) else []
     async with rt.firewall_lock:
         table = await rt.firewall()
-        try:
-            for entry in entries:
-                if entry in table:
-                    await rt.ports.firewall.delete(entry)
-                    table.remove(entry)
-        except BaseException:
-            rt.fw_table = None
-            raise
+        going = [entry for entry in entries if entry in table]
+        for entry in going:
+            table.remove(entry)
+    rt.fw_leaving.update(going)
+    try:
+        if going:
+            await rt.ports.firewall.delete_many(going)
+    except BaseException:
+        rt.fw_table = None
+        raise
+    finally:
+        rt.fw_leaving.subtract(going)
+        rt.fw_leaving += Counter()  # drop the zeros
     return None
 
 

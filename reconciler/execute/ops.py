@@ -17,7 +17,7 @@ from reconciler import vmdata
 from reconciler.diff.applied import applied_record, record_chunks
 from reconciler.errors import HostError, TerminalHostError
 from reconciler.execute.devices import attach, detach, pci_assignable_add, pci_assignable_remove, set_netdev
-from reconciler.execute.firewall import fw_apply, fw_remove, fw_table
+from reconciler.execute.firewall import fw_apply, fw_remove, fw_start, fw_table
 from reconciler.execute.runtime import RECORD, Runtime, arg, int_arg, missing, read_or_empty
 from reconciler.model.host import BUILDING
 from reconciler.plan.steps import Op, Step
@@ -225,7 +225,8 @@ OPS: dict[Op, Handler] = {
     "create": create,  # `xl create -p`: built paused, so nothing runs before its devices
     "record": record,  # managed marker + last-applied record, before anything else can fail
     "attach": attach,  # block/network/pci-attach onto the paused (or running) domain
-    "fw-apply": fw_apply,  # v4v entries resolved now, before the guest may talk
+    "fw-start": fw_start,  # what a VM's start resolves, one batch, before the guest may talk
+    "fw-apply": fw_apply,  # a kept VM's rule: v4v entries resolved now
     "unpause": unpause,  # the guest runs: devices and rules are in place
     "wait-sentinel": wait_sentinel,  # dependents wait for the services, not for "running"
     "pause": pause,  # desired state: paused

@@ -110,9 +110,13 @@ def make_report(plan: Plan, results: Iterable[StepResult]) -> Report:
     for result in by_id.values():
         key = owner.get((result.step.kind, result.step.name), (result.step.kind, result.step.name))
         seen.setdefault(key, set()).add(result.outcome)
+    # A starting VM's rules go in with its start's one firewall step (`fw-start`).
+    starts = {r.step.vm: r.outcome for r in by_id.values() if r.step.op == "fw-start"}
     resources = []
     for change in plan.diff.changes:
         outcomes = seen.get((change.kind, change.name), set())
+        if change.kind == "V4VRule" and change.vm in starts:
+            outcomes = outcomes | {starts[change.vm]}
         word: ResourceOutcome
         if "failed" in outcomes:
             word = "failed"

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from reconciler.diff.firewall import RunningVM
+from reconciler.diff.firewall import RuleIndex, RunningIndex, RunningVM
 from reconciler.errors import HostError, TerminalHostError
 from reconciler.execute.settings import ExecuteSettings
 from reconciler.model.host import BUILDING, DomainStatus, FirewallEntry
@@ -79,6 +79,13 @@ class Runtime:
     managed_marks: dict[str, tuple[int, bool]] = field(default_factory=dict)  # uuid -> (domid, marker) as read
     # The v4v table as last listed plus this run's own changes; None after a failed change.
     fw_table: TableCopy | None = None
+    # Firewall: entries decided under `firewall_lock` and being inserted (deleted) outside
+    # it, which a new listing counts in (out); the desired rules by what they name; the
+    # index of the running set last resolved against.
+    fw_inflight: Counter[FirewallEntry] = field(default_factory=Counter)
+    fw_leaving: Counter[FirewallEntry] = field(default_factory=Counter)  # likewise, being deleted
+    fw_rules: RuleIndex | None = None
+    fw_index: tuple[dict[str, RunningVM], RunningIndex] | None = None
     _running: tuple[list[DomainStatus], dict[str, RunningVM]] | None = None  # `running()` of one listing
 
     async def read(self, call: Callable[[], Awaitable[T]]) -> T:
@@ -95,7 +102,14 @@ class Runtime:
     async def firewall(self) -> TableCopy:
         """The v4v table (call under `firewall_lock`; keep it current with your changes)."""
         if self.fw_table is None:
-            self.fw_table = TableCopy(await self.read(self.ports.firewall.list))
+            table = TableCopy(await self.read(self.ports.firewall.list))
+            for entry in self.fw_inflight:  # on their way in: another step holds them
+                if entry not in table:
+                    table.add(entry)
+            for entry in self.fw_leaving:  # on their way out
+                if entry in table:
+                    table.remove(entry)
+            self.fw_table = table
         return self.fw_table
 
     async def domid(self, vm: str) -> int:

@@ -85,7 +85,6 @@ def _expand(diff: Diff, inputs: Inputs) -> tuple[dict[str, Step], list[tuple[str
         last: Step | None = None
         for step in steps_for(change, inputs):
             steps.setdefault(step.id, step)
-            # fw-apply@<vm> steps wait for that VM, not for the rule's own application.
             if (last is not None and last.trigger is None and step.trigger is None
                     and last.kind == step.kind and last.name == step.name):
                 chain.append((last.id, step.id))
@@ -97,7 +96,7 @@ def build_plan(diff: Diff, desired: DesiredState, observed: ObservedState, *, fi
     index = Index(desired, observed)
     starting = _vms(diff, (Action.CREATE, Action.RESTART))
     stopping = _vms(diff, (Action.DELETE, Action.RESTART))
-    steps, chain = _expand(diff, Inputs(desired, observed, starting, index.references))
+    steps, chain = _expand(diff, Inputs(desired, observed, starting, index.fw_touched))
     ids = sorted(steps)
     ordered = tuple(map(steps.__getitem__, ids))
     # Edges in the order they are found; the first rule to link a pair names it.

@@ -1,4 +1,4 @@
-"""Who needs whom: VM start dependencies and the VMs a v4v rule names, indexed once.
+"""Who needs whom: VM start dependencies and which VMs v4v rules name, indexed once.
 
 Pure. `Index(desired, observed)` is built once per plan by `reconciler.plan.build` so the
 edge rules look things up in constant time (a plan for 5,000 VMs must not scan every
@@ -23,18 +23,18 @@ class Index:
         self.desired = desired
         self.observed = observed
         self._needs = _needs(desired, observed)
-        self._references: dict[str, frozenset[str]] = {}
+        self._rules: firewall.RuleIndex | None = None
 
     def needs(self, vm: str) -> frozenset[str]:
         """The VMs that must run before `vm` starts (and stop after it)."""
         return self._needs.get(vm, frozenset())
 
-    def references(self, rule_name: str) -> frozenset[str]:
-        """The VMs whose start or stop changes the entries of a desired rule."""
-        if rule_name not in self._references:
-            rule = self.desired.v4v_rules.get(rule_name)
-            self._references[rule_name] = frozenset() if rule is None else firewall.references(rule, self.desired)
-        return self._references[rule_name]
+    def fw_touched(self, vm: str) -> bool:
+        """Does desired VM `vm`'s start resolve firewall entries (it owns a rule, or a
+        rule names it)? By index: the rules are not walked per VM."""
+        if self._rules is None:
+            self._rules = firewall.RuleIndex(self.desired)
+        return self._rules.touches(vm)
 
 
 def _needs(desired: DesiredState, observed: ObservedState) -> Mapping[str, frozenset[str]]:

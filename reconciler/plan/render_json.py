@@ -15,13 +15,17 @@ The format, also in docs/plan-format.md:
                    "symbol": "+|~|-/+|-", "impact": "live|restart|destructive",
                    "pending": bool, "reason": str,
                    "fields": [{"path", "before", "after", "impact", "sensitive"}]}],
-      "actions": [{"id", "op", "kind", "name", "vm", "args": {...}, "trigger": vm|null}],
+      "actions": [{"id", "op", "kind", "name", "vm", "args": {...}, "trigger": null}],
       "dependencies": [{"before": id, "after": id, "rule": name, "kind": "requires|orders"}],
       "generations": [[id, ...], ...],      # the parallel schedule, in order
       "unmanaged": [domain name, ...],
       "notes": [sentence, ...]
     }
 
+`trigger` is always null (a starting VM's firewall is one `fw-start` step, not one
+`fw-apply@<vm>` per rule naming it); it stays so the format does not change. A rule that
+waits for more than 3 starting VMs names 3 and counts the rest in its `reason`
+(`applied when 999 VMs start: a, b, c and 996 more`), as the text plan does.
 `changes` keep the Diff's order (vm, kind, name); `actions` are sorted by id,
 `dependencies` by (before, after), each generation by id. `render_json` writes the
 data of `plan_to_data` (which `apply --plan` compares) straight from the Plan, one

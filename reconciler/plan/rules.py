@@ -117,26 +117,26 @@ def devices_before_unpause(scene: Scene) -> Iterator[Pair]:
         yield from _pairs([s.id for s in scene.device_steps(vm, "attach")], [scene.vm_step(vm, "unpause")])
 
 
+def _firewall(scene: Scene, vm: str) -> list[str]:
+    """A VM's firewall steps: its start's batch (fw-start) and its own rules' fw-apply."""
+    return [s.id for op in _FIREWALL_OPS for s in scene.device_steps(vm, op)]
+
+
+_FIREWALL_OPS: tuple[Op, ...] = ("fw-start", "fw-apply")
+
+
 def firewall_after_build(scene: Scene) -> Iterator[Pair]:
-    """A rule's `myself` resolves to the new domain's domid, which exists once it is built."""
+    """A rule's `myself`, and every rule naming the new VM, resolve to its domid once it is
+    built: xenmgr applies them between build and unpause. One step per starting VM,
+    so two edges per VM however many rules name it (openxt.md 4.3)."""
     for vm in sorted(scene.starting):
-        own = [s.id for s in scene.device_steps(vm, "fw-apply") if s.trigger is None]
-        yield from _pairs([scene.vm_step(vm, "create")], own)
+        yield from _pairs([scene.vm_step(vm, "create")], _firewall(scene, vm))
 
 
 def firewall_before_unpause(scene: Scene) -> Iterator[Pair]:
     """v4v is default-deny: xenmgr applies a VM's rules before it unpauses it (v4v-firewall-ready)."""
     for vm in sorted(scene.unpausing):
-        own = [s.id for s in scene.device_steps(vm, "fw-apply") if s.trigger is None]
-        yield from _pairs(own, [scene.vm_step(vm, "unpause")])
-
-
-def rules_naming_a_vm_applied_when_it_starts(scene: Scene) -> Iterator[Pair]:
-    """xenmgr applies other VMs' rules that name a starting VM between its build and unpause."""
-    for step in scene.steps_doing("fw-apply"):
-        if step.trigger:
-            yield from _pairs([scene.vm_step(step.trigger, "create")], [step.id])
-            yield from _pairs([step.id], [scene.vm_step(step.trigger, "unpause")])
+        yield from _pairs(_firewall(scene, vm), [scene.vm_step(vm, "unpause")])
 
 
 def backends_up_before_dependents(scene: Scene) -> Iterator[Pair]:
@@ -233,7 +233,6 @@ RULES: tuple[Rule, ...] = (
     devices_before_unpause,
     firewall_after_build,
     firewall_before_unpause,
-    rules_naming_a_vm_applied_when_it_starts,
     backends_up_before_dependents,
     dependents_stop_first,
     shutdown_before_detach,

@@ -3,8 +3,11 @@
 Pure. `steps_for(change, inputs)` is called by `reconciler.plan.build` for every change
 of the Diff; execute later runs the steps through the ports, one op per port call
 (xenopsd's `atomics_of_operation`, as a table). Step ids are stable and readable:
-`<kind prefix>/<resource name>/<op>` (`vm/uivm/create`, `disk/uivm-disks-0/attach`),
-with `@<vm>` for a firewall rule applied again when another VM starts.
+`<kind prefix>/<resource name>/<op>` (`vm/uivm/create`, `disk/uivm-disks-0/attach`).
+A starting VM's firewall is one step, `v4v/<vm>-firewall/fw-start`: everything its start
+resolves (its own rules, and the entries of other VMs' rules that name it), in one batch,
+as xenmgr's applyVmFirewallRules does (openxt.md 4.3); so a plan holds one firewall step
+per starting VM however many rules name it, never one per (rule, VM named).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from reconciler.plan.changes import HOST, Action, FieldChange, ResourceChange
 Op = Literal[
     "pci-assignable-add", "create", "record", "attach", "fw-apply", "unpause", "wait-sentinel",
     "pause", "mem-set", "vcpu-set", "xenstore-write", "shutdown", "detach", "destroy", "fw-remove",
-    "fw-table", "pci-assignable-remove", "set", "forget",
+    "fw-table", "pci-assignable-remove", "set", "forget", "fw-start",
 ]
 PREFIX: Mapping[Kind, str] = {"VM": "vm", "Disk": "disk", "NIC": "nic", "PCIPassthrough": "pci", "V4VRule": "v4v"}
 
@@ -40,7 +43,7 @@ class Step:
     name: str
     vm: str
     args: tuple[tuple[str, object], ...] = ()
-    trigger: str | None = None  # fw-apply@<vm>: the starting VM this application waits for
+    trigger: str | None = None  # no step has one any more (was fw-apply@<vm>); kept in the JSON format
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,7 @@ class Inputs:
     desired: DesiredState
     observed: ObservedState
     starting: frozenset[str]
-    references: Callable[[str], frozenset[str]]  # rule name -> VMs whose start changes it
+    fw_touched: Callable[[str], bool]  # desired VM -> does its start resolve firewall entries
 
 
 def step_id(kind: Kind, name: str, op: Op, trigger: str | None = None) -> str:
@@ -68,18 +71,25 @@ def make(kind: Kind, name: str, vm: str, op: Op, args: Mapping[str, object] | No
 # ---- VM ----------------------------------------------------------------------------------
 
 
+def fw_start(vm: str) -> Step:
+    """The one firewall step of a starting VM (a V4VRule step, so it is not chained to
+    the VM's own steps: the edge rules place it between build and unpause)."""
+    return make("V4VRule", f"{vm}-firewall", vm, "fw-start")
+
+
 def start_steps(inputs: Inputs, vm: str) -> list[Step]:
     spec = inputs.desired.vms[vm].spec
     # Build paused (`xl create -p`): devices and firewall rules go in before the guest runs.
     steps = [make("VM", vm, vm, "create")]
     # Mark it managed at once, so a crash mid-plan never leaves a domain we would not adopt.
     steps.append(make("VM", vm, vm, "record"))
-    if spec.state == "paused":
-        return steps  # desired paused: built, never unpaused
-    steps.append(make("VM", vm, vm, "unpause"))
-    if spec.boot_sentinel:
-        # "running" is long before the services are up: dependents wait for the sentinel node.
-        steps.append(make("VM", vm, vm, "wait-sentinel", {"node": spec.boot_sentinel}))
+    if spec.state != "paused":  # desired paused: built, never unpaused
+        steps.append(make("VM", vm, vm, "unpause"))
+        if spec.boot_sentinel:
+            # "running" is long before the services are up: dependents wait for the sentinel node.
+            steps.append(make("VM", vm, vm, "wait-sentinel", {"node": spec.boot_sentinel}))
+    if inputs.fw_touched(vm):
+        steps.append(fw_start(vm))  # last: the VM's own steps stay one chain
     return steps
 
 
@@ -254,13 +264,12 @@ def _pci_update(change: ResourceChange, inputs: Inputs) -> list[Step]:
 
 
 def _fw_apply(change: ResourceChange, inputs: Inputs) -> list[Step]:
-    # Insert the rule's entries that resolve now; the owner's domid exists once it is built.
-    steps = [make("V4VRule", change.name, change.vm, "fw-apply")]
-    # xenmgr re-applies every rule that names a VM when that VM starts (openxt.md 4.3):
-    # `dom-type=ndvm` resolves to the new NDVM's domid only once it is built.
-    for other in sorted((inputs.references(change.name) & inputs.starting) - {change.vm}):
-        steps.append(make("V4VRule", change.name, change.vm, "fw-apply", None, other))
-    return steps
+    if change.vm in inputs.starting:
+        # The owner is built by this plan: its start's one batch carries the rule.
+        return [fw_start(change.vm)]
+    # A kept VM's rule: insert what resolves now. What it resolves to once a VM this plan
+    # starts runs (`dom-type=ndvm` and the new NDVM) goes in with that VM's fw-start.
+    return [make("V4VRule", change.name, change.vm, "fw-apply")]
 
 
 def _fw_update(change: ResourceChange, inputs: Inputs) -> list[Step]:

@@ -41,7 +41,7 @@ def test_rule_mixing_any_domain_and_dom0_applies_and_converges(tmp_path: Path) -
         host = f"sim:{state}"
         code, out, err = _cli("apply", str(manifests), "--host", host)
         assert code == 0 and "Traceback" not in err, out + err
-        assert "v4v/web-v4vrules-0/fw-apply: done" in out
+        assert "v4v/web-firewall/fw-start: done" in out
         code, out, err = _cli("plan", str(manifests), "--host", host, "--detailed-exitcode")
         assert (code, "No changes." in out) == (0, True), out + err
     finally:

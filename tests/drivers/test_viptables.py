@@ -102,3 +102,23 @@ def test_positions_start_at_one(fake_viptables: FakeTool) -> None:
     with pytest.raises(TerminalHostError, match="start at 1"):
         asyncio.run(firewall(fake_viptables).insert(FirewallEntry(), position=0))
     assert fake_viptables.calls() == []
+
+
+def test_insert_many_runs_one_insert_at_the_top_per_entry_in_order(fake_viptables: FakeTool) -> None:
+    """viptables has no batch syntax: a batch is its `-I 1` commands, in order (the last on top)."""
+    fake_viptables.update(listing=UIVM_TABLE)
+    asyncio.run(firewall(fake_viptables).insert_many([FirewallEntry(dom_in=3, dom_out=0), FirewallEntry(dom_in=4)]))
+    assert fake_viptables.calls() == [
+        ["-I", "1", "--dom-in", "3", "--dom-out", "0", "-j", "ACCEPT"],
+        ["-I", "1", "--dom-in", "4", "-j", "ACCEPT"],
+    ]
+
+
+def test_delete_many_lists_once_then_deletes_each_and_checks_first(fake_viptables: FakeTool) -> None:
+    fake_viptables.update(listing=UIVM_TABLE)
+    present = FirewallEntry(dom_in=0, dom_out=3, port_in=5555)
+    asyncio.run(firewall(fake_viptables).delete_many([present]))
+    assert fake_viptables.calls() == [["-L"], ["-D", "--dom-in", "0", "--dom-out", "3", "--port-in", "5555", "-j", "ACCEPT"]]
+    with pytest.raises(TerminalHostError, match=r"no v4v firewall rule `--dom-in 9 -j ACCEPT` to delete"):
+        asyncio.run(firewall(fake_viptables).delete_many([present, FirewallEntry(dom_in=9)]))
+    assert fake_viptables.calls()[-1] == ["-L"]  # nothing deleted: every entry is checked first

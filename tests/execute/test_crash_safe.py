@@ -133,7 +133,7 @@ POINTS = [
     ("create", 1),  # the first domain built, its record not written: the case that said "No changes"
     ("create", 2),  # both built
     ("attach_disk", 1),  # half the devices in place
-    ("fw_insert", 1),  # firewall half done
+    ("fw_insert_many", 1),  # one VM's firewall in, the other's not
     ("unpause", 1),  # one guest running, the other paused
 ]
 

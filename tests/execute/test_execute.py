@@ -200,7 +200,7 @@ def test_retry_policy_stops_after_attempts() -> None:
 
 
 class FlakyFirewall:
-    """The firewall port, counting `list` calls; the first `insert` fails after it took effect
+    """The firewall port, counting `list` calls; the first batch insert fails after it took effect
     (an answer lost on the way back), as a timeout against viptables can."""
 
     def __init__(self, inner: Any) -> None:
@@ -211,8 +211,8 @@ class FlakyFirewall:
         listed: list[FirewallEntry] = await self.inner.list()
         return listed
 
-    async def insert(self, entry: FirewallEntry, position: int = 1) -> None:
-        await self.inner.insert(entry, position)
+    async def insert_many(self, entries: list[FirewallEntry]) -> None:
+        await self.inner.insert_many(entries)
         self.inserts += 1
         if self.inserts == 1:
             raise TransientHostError("viptables: no answer (simulated lost reply)")
@@ -235,8 +235,8 @@ def test_firewall_is_listed_once_per_run_and_again_after_a_failed_change(
         return report, flaky, await ports.firewall.list(), await plan_for(ports, folder)
 
     report, flaky, table, again = host.run(body)
-    assert report.ok and report.count("done") == 3 * 8  # create, record, 2 attaches, 3 fw-apply, unpause
-    # 9 rule steps: one listing for the run, one more after the insert whose answer was lost
+    assert report.ok and report.count("done") == 3 * 6  # create, record, 2 attaches, fw-start, unpause
+    # 3 batches (one per VM's start): one listing for the run, one more after the batch whose answer was lost
     assert flaky.lists == 2
     assert len(table) == len(set(table))  # the insert whose answer was lost was not repeated
     assert not again.steps  # and nothing is missing

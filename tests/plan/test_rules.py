@@ -44,9 +44,11 @@ def test_disks_nics_and_rules_go_in_between_build_and_unpause(build: Builder) ->
     for device in ("disk/web-root/attach", "nic/web-eth/attach"):
         assert edge(plan, "vm/web/create", device) == "build_before_attach"
         assert edge(plan, device, "vm/web/unpause") == "devices_before_unpause"
-    assert edge(plan, "vm/web/create", "v4v/web-rpc/fw-apply") == "firewall_after_build"
-    assert edge(plan, "v4v/web-rpc/fw-apply", "vm/web/unpause") == "firewall_before_unpause"
-    assert stage(plan, "vm/web/create") < stage(plan, "v4v/web-rpc/fw-apply") < stage(plan, "vm/web/unpause")
+    # The new VM's rules go in with its start's one batch.
+    assert edge(plan, "vm/web/create", "v4v/web-firewall/fw-start") == "firewall_after_build"
+    assert edge(plan, "v4v/web-firewall/fw-start", "vm/web/unpause") == "firewall_before_unpause"
+    assert stage(plan, "vm/web/create") < stage(plan, "v4v/web-firewall/fw-start") < stage(plan, "vm/web/unpause")
+    assert not [s for s in plan.steps if s.op == "fw-apply"]
 
 
 def test_other_vms_rules_naming_a_starting_vm_are_applied_when_it_starts(build: Builder) -> None:
@@ -57,9 +59,11 @@ def test_other_vms_rules_naming_a_starting_vm_are_applied_when_it_starts(build: 
     build.change("VM", "net", "net", Action.CREATE)
     build.change("V4VRule", "ui-to-net", "ui", Action.UPDATE, FieldChange("entries", [], None, "live"))
     plan = build.plan()
-    assert edge(plan, "vm/net/create", "v4v/ui-to-net/fw-apply@net") == "rules_naming_a_vm_applied_when_it_starts"
-    assert edge(plan, "v4v/ui-to-net/fw-apply@net", "vm/net/unpause") == "rules_naming_a_vm_applied_when_it_starts"
-    assert next(s for s in plan.steps if s.id == "v4v/ui-to-net/fw-apply@net").trigger == "net"
+    # net owns no rule, but ui's names it: net's start has a firewall step, between its
+    # build and its unpause, which inserts ui's entries naming net (xenmgr's delta).
+    assert edge(plan, "vm/net/create", "v4v/net-firewall/fw-start") == "firewall_after_build"
+    assert edge(plan, "v4v/net-firewall/fw-start", "vm/net/unpause") == "firewall_before_unpause"
+    assert {s.id for s in plan.steps if s.kind == "V4VRule"} == {"v4v/net-firewall/fw-start", "v4v/ui-to-net/fw-apply"}
 
 
 def test_rule_of_a_backend_naming_its_dependents_makes_no_cycle(build: Builder) -> None:
@@ -69,7 +73,7 @@ def test_rule_of_a_backend_naming_its_dependents_makes_no_cycle(build: Builder) 
     build.rule("net-guests", "net", "myself -> dom-type=svm")
     build.create_all()
     plan = build.plan()  # net's rule names guest, which waits for net: no cycle
-    assert stage(plan, "vm/net/wait-sentinel") < stage(plan, "vm/guest/create") < stage(plan, "v4v/net-guests/fw-apply@guest")
+    assert stage(plan, "vm/net/wait-sentinel") < stage(plan, "vm/guest/create") < stage(plan, "v4v/guest-firewall/fw-start")
 
 
 def test_backend_up_and_its_sentinel_written_before_dependents_start(build: Builder) -> None:

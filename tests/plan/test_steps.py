@@ -57,7 +57,7 @@ def test_vm_restart_rebuilds_and_reattaches_every_device(build: Builder) -> None
     build.change("VM", "web", "web", Action.RESTART, FieldChange("spec.kernel", "/a", "/k", "restart"))
     plan = build.plan()
     assert ops(plan, "vm/web/") == ["shutdown", "destroy", "create", "record", "unpause"]
-    assert {s.id for s in plan.steps if s.kind != "VM"} == {"disk/web-root/attach", "nic/web-eth/attach", "v4v/web-rpc/fw-apply"}
+    assert {s.id for s in plan.steps if s.kind != "VM"} == {"disk/web-root/attach", "nic/web-eth/attach", "v4v/web-firewall/fw-start"}
 
 
 def test_vm_update_maps_live_fields_to_their_xl_steps(build: Builder) -> None:

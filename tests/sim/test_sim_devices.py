@@ -225,3 +225,26 @@ def test_firewall_holds_any_list_as_viptables_does(sim: Any) -> None:
         return [str(e) for e in await fw.list()]
 
     assert sim(body) == ["-j ACCEPT", "-j ACCEPT", "--dom-in 0 --dom-out 0 -j ACCEPT", "--dom-in 7 -j ACCEPT"]
+
+
+def test_firewall_batches_insert_on_top_in_order_and_delete_first_copies_or_nothing(sim: Any) -> None:
+    """`insert_many` is `-I 1` of each entry in order (the last ends on top), one call;
+    `delete_many` deletes the first copy of each, or, with one entry absent, nothing."""
+    a, b, c = FirewallEntry(dom_in=1), FirewallEntry(dom_in=2), FirewallEntry(dom_in=3)
+
+    async def body(ports: HostPorts, host: SimHost) -> list[list[str]]:
+        fw, seen = ports.firewall, []
+        await fw.insert_many([a, b, a])
+        seen.append([str(e) for e in await fw.list()])
+        with pytest.raises(TerminalHostError, match="no entry `--dom-in 3 -j ACCEPT`"):
+            await fw.delete_many([a, c])
+        with pytest.raises(TerminalHostError, match="no entry `--dom-in 2 -j ACCEPT`"):
+            await fw.delete_many([b, b])  # one copy held, two asked
+        await fw.delete_many([a, b])
+        seen.append([str(e) for e in await fw.list()])
+        return seen
+
+    before, after = sim(body)
+    assert before == ["--dom-in 1 -j ACCEPT", "--dom-in 2 -j ACCEPT", "--dom-in 1 -j ACCEPT",
+                      "--dom-in 0 --dom-out 0 -j ACCEPT", "-j REJECT"]
+    assert after == ["--dom-in 1 -j ACCEPT", "--dom-in 0 --dom-out 0 -j ACCEPT", "-j REJECT"]
