@@ -57,7 +57,6 @@ class Dispatcher:
                  faults: Callable[[], Faults]) -> None:
         self.core, self.libxl, self.devices, self.pci, self.guests = core, libxl, devices, pci, guests
         self._faults = faults
-        self.changes = 0  # counts calls that may have changed host state, for the saver
         self.ops: dict[str, Callable[[Args], Awaitable[Any]]] = {
             "list_domains": self._list, "create": self._create, "unpause": self._unpause,
             "pause": lambda a: libxl.pause(_int(a, "domid")), "shutdown": self._shutdown, "destroy": self._destroy,
@@ -87,14 +86,10 @@ class Dispatcher:
             raise TransientHostError(f"{op} timed out after {decision.hang_s:g} s (simulated hang, faults.yaml)")
         if decision.fail:
             raise TransientHostError(f"{op} failed: simulated transient error (faults.yaml error_rate); retry")
-        if op not in READS:
-            self.changes += 1
         try:
             return await handler(args)
         except ValueError as exc:  # a layout function refused its parameters
             raise TerminalHostError(f"{op}: {exc}") from exc
-        finally:
-            self.changes += 1
 
     async def _list(self, args: Args) -> Any:
         return domain_rows(self.core.domains)
