@@ -3,7 +3,7 @@
 Not a test. `python bench/plan_stages.py MANIFESTS STATE_DIR` times the imports a
 plan run needs, then load+validate, observe (the embedded simulated host in STATE_DIR,
 opened as the CLI opens it), diff+plan and render (text and JSON), and prints one JSON
-line of seconds plus the plan's step count. It imports the project from sys.path, so `PYTHONPATH=<worktree>`
+line of seconds plus the plan's step and edge counts. It imports the project from sys.path, so `PYTHONPATH=<worktree>`
 times another revision (`plan_scale.py --baseline`); revisions from `plan_for` on work.
 """
 
@@ -39,7 +39,7 @@ def main(manifests: str, state_dir: str) -> None:
     times["diff+plan"], start = time.perf_counter() - start, time.perf_counter()
     render_text(plan), render_json(plan)
     times["render"] = time.perf_counter() - start
-    print(json.dumps({**times, "steps": len(plan.steps)}))
+    print(json.dumps({**times, "steps": len(plan.steps), "edges": len(plan.dependencies)}))
 
 
 if __name__ == "__main__":
