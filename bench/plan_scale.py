@@ -58,6 +58,7 @@ SETUP_DELAY_SCALE = 0.05  # backends 20x faster while building the host; timeout
 GOAL_1000_S, GOAL_CLOAD, GOAL_EXPONENT, GOAL_RSS_MIB = 2.0, 8.0, 1.15, 1024
 BUILT = "bench-built"  # in a half host's directory once it is built and drifted
 STAGES = ("load+validate", "observe", "diff+plan", "render")
+CPU_STAGES = tuple(f"{stage} cpu" for stage in STAGES)
 COLUMNS = (*STAGES, "total", "cli", "cli cpu", "cload", "cload cpu", "cli/cload", "cpu/cpu", "rss MiB")
 CLOAD = ("import sys, yaml\n"
          "for path in sys.argv[1:]:\n"
@@ -153,9 +154,10 @@ def worktree(rev: str, root: Path) -> Path:
 
 
 def medians(rounds: list[dict[str, float]]) -> dict[str, float]:
-    keys = (*STAGES, "imports", "cli", "cli cpu", "cload", "cload cpu", "rss MiB", "steps", "edges")
+    keys = (*STAGES, *CPU_STAGES, "imports", "cli", "cli cpu", "cload", "cload cpu", "rss MiB", "steps", "edges")
     result = {key: statistics.median(r.get(key, math.nan) for r in rounds) for key in keys}
     result["total"] = sum(result[s] for s in STAGES)
+    result["total cpu"] = sum(result[s] for s in CPU_STAGES)
     result["cli/cload"] = result["cli"] / result["cload"]
     result["cpu/cpu"] = result["cli cpu"] / result["cload cpu"]
     return result
@@ -238,6 +240,14 @@ def report(title: str, sizes: list[int], new: dict[int, dict[str, float]], base:
                   + f" {row['steps']:>9.0f} {row['edges']:>9.0f}")
         if base:
             print(f"{n:>6} {'ratio':>5} " + " ".join(f"{new[n][c] / base[n][c]:>13.2f}" for c in COLUMNS))
+    print("the stages in CPU seconds of the stage process:")
+    print(f"{'VMs':>6} {'':>5} " + " ".join(f"{c:>17}" for c in (*CPU_STAGES, "total cpu")))
+    for n in sizes:
+        rows = [("new", new[n])] + ([("base", base[n])] if base else [])
+        for label, row in rows:
+            print(f"{n:>6} {label:>5} " + " ".join(f"{row[c]:>17.3f}" for c in (*CPU_STAGES, "total cpu")))
+        if base:
+            print(f"{n:>6} {'ratio':>5} " + " ".join(f"{new[n][c] / base[n][c]:>17.2f}" for c in (*CPU_STAGES, "total cpu")))
     print("total = the four stages in one process (wall); cli = the whole `reconciler plan DIR --host sim:HOST` "
           "from outside (interpreter start included), wall and CPU (user + system); cload = a fresh interpreter "
           "parsing the same files with yaml.CSafeLoader; cpu/cpu = cli cpu / cload cpu (the ratio a busy machine "
@@ -250,7 +260,8 @@ def report(title: str, sizes: list[int], new: dict[int, dict[str, float]], base:
             if table is None:
                 continue
             growth = " ".join(f"{c} {exponent(small, big, table[small][c], table[big][c]):.2f}"
-                              for c in (*STAGES, "total", "cli", "cli cpu", "rss MiB", "steps", "edges"))
+                              for c in (*STAGES, "total", *CPU_STAGES, "total cpu", "cli", "cli cpu", "cload cpu",
+                                        "rss MiB", "steps", "edges"))
             print(f"  {small:>5} -> {big:<5} {label:>4}: {growth}")
     goals = []
     if 1000 in new:
@@ -260,7 +271,8 @@ def report(title: str, sizes: list[int], new: dict[int, dict[str, float]], base:
     if 1000 in new and 5000 in new:
         goals.append("exponent 1,000 -> 5,000 (goal <= 1.15): " + ", ".join(
             f"{c} {exponent(1000, 5000, new[1000][c], new[5000][c]):.2f}"
-            for c in ("cli", "cli cpu", "total", "load+validate", "observe", "diff+plan")))
+            for c in ("cli", "cli cpu", "total", "load+validate", "observe", "diff+plan", "total cpu", "load+validate cpu",
+                      "observe cpu", "diff+plan cpu", "cload cpu")))
     if 5000 in new:
         goals.append(f"5,000 VMs: peak RSS {new[5000]['rss MiB']:.0f} MiB (goal < {GOAL_RSS_MIB} MiB)")
     for line in goals:
