@@ -14,6 +14,7 @@ from reconciler.diff.applied import Record, holds_bare_hash, read_record, unsalt
 from reconciler.diff.compare import Leaf, shared_leaves
 from reconciler.diff.fields import plain
 from reconciler.model.devices import NIC, Disk, PCIPassthrough, V4VRule
+from reconciler.model.host import HostPciDevice
 from reconciler.model.observed import DomainInfo, ObservedState
 from reconciler.model.state import DesiredState
 from reconciler.secrets import SALTED
@@ -40,6 +41,9 @@ class Context:
     wanted: dict[str, list[Owned]] = field(default_factory=dict)
     found: dict[str, list[Disk | NIC | PCIPassthrough]] = field(default_factory=dict)
     drivers: dict[str, str | None] = field(default_factory=dict)  # host PCI address -> driver
+    # The host PCI inventory by (id field, value), so a match rule looks at its candidates
+    # only (`reconciler.diff.pci.resolve_rule`); filled on first use.
+    pci_index: dict[tuple[str, int], list[HostPciDevice]] | None = None
     leaf: Leaf = field(default_factory=shared_leaves)  # makes this diff's FieldChanges, sharing equal ones
 
     def managed(self, name: str) -> DomainInfo | None:

@@ -15,6 +15,8 @@ are given back (`release_changes`): `PCIPassthrough pciback-<DDDD-BB-SS-F>` of `
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from reconciler import xenfmt
 from reconciler.diff.compare import compare, created
 from reconciler.diff.context import LIVE_POWER, Context
@@ -45,7 +47,26 @@ def resolve_rule(rule: PCIPassthrough, ctx: Context) -> list[str] | None:
     inventory = ctx.observed.host_pci
     if inventory is None or rule.spec.match is None:
         return None
-    return sorted(dev.bdf for dev in inventory if matches(rule.spec.match, dev))
+    return sorted(dev.bdf for dev in _candidates(rule.spec.match, inventory, ctx) if matches(rule.spec.match, dev))
+
+
+def _candidates(match: PciMatch, inventory: Sequence[HostPciDevice], ctx: Context) -> Sequence[HostPciDevice]:
+    """The inventory devices that may satisfy `match`: those with its device id, else its
+    vendor, else its class's upper byte (0x03 for the display rule), else all of them.
+    A host with a thousand match rules and devices would otherwise test every pair."""
+    if ctx.pci_index is None:
+        ctx.pci_index = {}
+        for dev in inventory:
+            for key in (("device", int(dev.device, 16)), ("vendor", int(dev.vendor, 16)),
+                        ("class", int(dev.pci_class, 16) >> 8)):
+                ctx.pci_index.setdefault(key, []).append(dev)
+    if match.device != "any":
+        return ctx.pci_index.get(("device", int(match.device, 16)), [])
+    if match.vendor != "any":
+        return ctx.pci_index.get(("vendor", int(match.vendor, 16)), [])
+    if match.class_ != "any":
+        return ctx.pci_index.get(("class", int(match.class_, 16) >> 8), [])
+    return inventory
 
 
 def _canonical(bdf: str | None) -> str | None:

@@ -13,9 +13,7 @@ import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import NamedTuple
-
-import networkx as nx
+from typing import TYPE_CHECKING, NamedTuple
 
 from reconciler.diff import diff as diff_states
 from reconciler.errors import Diagnostic, Location, ManifestError
@@ -25,9 +23,12 @@ from reconciler.model.state import DesiredState
 from reconciler.observe import observed_to_data
 from reconciler.plan.changes import Action, Diff
 from reconciler.plan.deps import Index
-from reconciler.plan.graph import adjacency, digraph, generations, ranks, sorted_edges
+from reconciler.plan.graph import Adjacency, Edges, digraph, generations, ranks, sorted_edges
 from reconciler.plan.rules import RULES, EdgeKind, Scene, edge_kind
 from reconciler.plan.steps import Inputs, Step, steps_for
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 STEP_ORDER = "step_order"  # the rule name of edges between the steps of one resource
 
@@ -48,7 +49,9 @@ class Plan:
     """What `plan` prints and `apply` does: the changes, the steps (sorted by id), their
     dependencies (sorted), the generations (steps that may run in parallel, each sorted)
     and the fingerprint of the observed state it was made against. `graph` is the same
-    DAG as a frozen networkx DiGraph (nodes: step ids, edge attributes `rule` and `kind`)."""
+    DAG as a frozen networkx DiGraph (nodes: step ids, edge attributes `rule` and `kind`),
+    made from `adjacency` when first asked for: `plan` never needs it, and importing
+    networkx is a tenth of a 1,000-VM plan command."""
 
     diff: Diff
     steps: tuple[Step, ...]
@@ -56,7 +59,11 @@ class Plan:
     generations: tuple[tuple[str, ...], ...]
     fingerprint: str
     desired: DesiredState = field(repr=False, compare=False)
-    graph: nx.DiGraph[str] = field(repr=False, compare=False)
+    adjacency: tuple[Adjacency, Adjacency] = field(repr=False, compare=False)
+
+    @functools.cached_property
+    def graph(self) -> nx.DiGraph[str]:
+        return digraph(*self.adjacency)
 
     @property
     def has_changes(self) -> bool:
@@ -100,25 +107,24 @@ def build_plan(diff: Diff, desired: DesiredState, observed: ObservedState, *, fi
     ids = sorted(steps)
     ordered = tuple(map(steps.__getitem__, ids))
     # Edges in the order they are found; the first rule to link a pair names it.
-    edges: dict[tuple[str, str], str] = {}
-    for pair in chain:
-        _add(edges, pair, STEP_ORDER)
+    edges = Edges(ids, edge_kind)
+    add = edges.add
+    for before, after in chain:
+        add(before, after, STEP_ORDER)
     scene = Scene(steps, index, starting, stopping, ordered)
     for rule in RULES:
         name = rule.__name__
-        for pair in rule(scene):
-            _add(edges, pair, name)
-    succ, pred = adjacency(ids, edges, edge_kind)
+        for before, after in rule(scene):
+            add(before, after, name)
+    succ, pred = edges.succ, edges.pred
     rank = ranks(ids, succ)
     schedule = generations(succ, pred, rank)
-    graph = digraph(succ, pred)
     if schedule is None:
-        raise _cycle(graph, steps, desired)
+        raise _cycle(digraph(succ, pred), steps, desired)
     # tuple.__new__ is what the named tuple's own constructor calls, without a Python frame per edge.
-    kinds = {rule: edge_kind(rule) for rule in set(edges.values())}
-    quads = [(before, after, rule, kinds[rule]) for before, after, rule in sorted_edges(edges, rank)]
+    quads = [(before, after, data["rule"], data["kind"]) for before, after, data in sorted_edges(succ, rank)]
     dependencies = tuple(map(functools.partial(tuple.__new__, Dependency), quads))
-    return Plan(diff, ordered, dependencies, schedule, fingerprint, desired, graph)
+    return Plan(diff, ordered, dependencies, schedule, fingerprint, desired, (succ, pred))
 
 
 def plan_for(desired: DesiredState, observed: ObservedState) -> Plan:
@@ -126,14 +132,11 @@ def plan_for(desired: DesiredState, observed: ObservedState) -> Plan:
     return build_plan(diff_states(desired, observed), desired, observed, fingerprint=fingerprint(observed))
 
 
-def _add(edges: dict[tuple[str, str], str], pair: tuple[str, str], rule: str) -> None:
-    if pair[0] != pair[1] and pair not in edges:
-        edges[pair] = rule
-
-
 def _cycle(graph: nx.DiGraph[str], steps: dict[str, Step], desired: DesiredState) -> ManifestError:
     """The same cycle in the same words every run: the strongly connected component with
     the smallest step id, walked from that id along the smallest successors."""
+    import networkx as nx
+
     loops = sorted(sorted(c) for c in nx.strongly_connected_components(graph) if len(c) > 1)
     start, inside = loops[0][0], graph.subgraph(loops[0])
     back = [nx.shortest_path(inside, succ, start) for succ in sorted(inside.successors(start))]

@@ -14,32 +14,59 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
-import networkx as nx
+if TYPE_CHECKING:
+    import networkx as nx
 
 Adjacency = dict[str, dict[str, Mapping[str, str]]]  # node -> neighbour -> edge data {"rule": name, "kind": ...}
 _NO_DATA: Mapping[str, str] = MappingProxyType({})
 
 
+class Edges:
+    """The adjacency, built as the edge rules find the edges: `succ` and `pred` of every
+    node, `ids` first, then any node only an edge names, in the order the edges name
+    them; the first rule to link a pair names the edge, a self-loop is no edge. Both
+    sides share each edge's data (`{"rule": name}`, plus `kind` when `kind_of` is given).
+    Building it straight away keeps no dict of (before, after) pairs besides it: a
+    5,000-VM plan has 250k edges."""
+
+    __slots__ = ("succ", "pred", "_shared", "_kind_of")
+
+    def __init__(self, ids: Sequence[str], kind_of: Callable[[str], str] | None = None) -> None:
+        self.succ: Adjacency = {sid: {} for sid in ids}
+        self.pred: Adjacency = {sid: {} for sid in self.succ}
+        self._shared: dict[str, Mapping[str, str]] = {}
+        self._kind_of = kind_of
+
+    def add(self, before: str, after: str, rule: str) -> None:
+        if before == after:
+            return
+        row = self.succ.get(before)
+        if row is None:  # an edge that names a node with no step
+            row = self.succ[before] = {}
+            self.pred[before] = {}
+        elif after in row:
+            return
+        column = self.pred.get(after)
+        if column is None:
+            self.succ[after] = {}
+            column = self.pred[after] = {}
+        data = self._shared.get(rule)
+        if data is None:
+            kind_of = self._kind_of
+            data = self._shared[rule] = MappingProxyType({"rule": rule} if kind_of is None else {"rule": rule, "kind": kind_of(rule)})
+        row[after] = data
+        column[before] = data
+
+
 def adjacency(ids: Sequence[str], edges: Mapping[tuple[str, str], str],
               kind_of: Callable[[str], str] | None = None) -> tuple[Adjacency, Adjacency]:
-    """(successors, predecessors) of every node: `ids` first, then any node only an edge
-    names, in the order the edges name them; both sides share each edge's data, which
-    holds the edge's `kind` too when `kind_of` (rule name -> kind) is given."""
-    succ: Adjacency = {sid: {} for sid in ids}
-    pred: Adjacency = {sid: {} for sid in succ}
-    shared: dict[str, Mapping[str, str]] = {}
+    """(successors, predecessors) of every node of `edges` (see `Edges`)."""
+    built = Edges(ids, kind_of)
     for (before, after), rule in edges.items():
-        if before not in succ or after not in succ:  # an edge that names a node with no step
-            for node in (before, after):
-                if node not in succ:
-                    succ[node], pred[node] = {}, {}
-        data = shared.get(rule)
-        if data is None:
-            data = shared[rule] = MappingProxyType({"rule": rule} if kind_of is None else {"rule": rule, "kind": kind_of(rule)})
-        succ[before][after] = data
-        pred[after][before] = data
-    return succ, pred
+        built.add(before, after, rule)
+    return built.succ, built.pred
 
 
 def ranks(ids: Sequence[str], succ: Adjacency) -> dict[str, int]:
@@ -51,11 +78,26 @@ def ranks(ids: Sequence[str], succ: Adjacency) -> dict[str, int]:
     return {node: number for number, node in enumerate(sorted(succ))}  # an edge named a node with no step
 
 
-def sorted_edges(edges: Mapping[tuple[str, str], str], rank: Mapping[str, int]) -> list[tuple[str, str, str]]:
-    """(before, after, rule) of every edge, sorted by (before, after)."""
-    size = len(rank)
-    keyed = sorted([(rank[before] * size + rank[after], before, after, rule) for (before, after), rule in edges.items()])
-    return [(before, after, rule) for _, before, after, rule in keyed]
+def sorted_edges(succ: Adjacency, rank: Mapping[str, int]) -> list[tuple[str, str, Mapping[str, str]]]:
+    """(before, after, data) of every edge, sorted by (before, after): the nodes in rank
+    order, each one's successors sorted by rank. No sort of the whole edge list (a
+    5,000-VM plan has 250k edges; its nodes have a few successors each)."""
+    by_rank = rank.__getitem__
+    nodes = succ if _in_rank_order(succ, rank) else sorted(succ, key=by_rank)
+    out: list[tuple[str, str, Mapping[str, str]]] = []
+    for before in nodes:
+        after = succ[before]
+        if len(after) == 1:
+            for node, data in after.items():
+                out.append((before, node, data))
+        elif after:
+            out.extend((before, node, after[node]) for node in sorted(after, key=by_rank))
+    return out
+
+
+def _in_rank_order(succ: Adjacency, rank: Mapping[str, int]) -> bool:
+    """Are the adjacency's nodes already in rank order (every node has a step: the ids)?"""
+    return len(succ) == len(rank) and all(number == rank[node] for number, node in enumerate(succ))
 
 
 def generations(succ: Adjacency, pred: Adjacency, rank: Mapping[str, int]) -> tuple[tuple[str, ...], ...] | None:
@@ -80,7 +122,10 @@ def generations(succ: Adjacency, pred: Adjacency, rank: Mapping[str, int]) -> tu
 
 def digraph(succ: Adjacency, pred: Adjacency) -> nx.DiGraph[str]:
     """A frozen DiGraph over the adjacency (which it then owns). networkx keeps a graph
-    as these dicts and resets its cached views when `_adj`/`_pred` are assigned."""
+    as these dicts and resets its cached views when `_adj`/`_pred` are assigned.
+    networkx is imported here, when a graph is first made (apply, a cycle), not by `plan`."""
+    import networkx as nx
+
     graph: nx.DiGraph[str] = nx.DiGraph()
     graph._node = dict.fromkeys(succ, _NO_DATA)  # type: ignore[attr-defined]
     graph._adj = succ  # type: ignore[attr-defined]  # also sets _succ

@@ -185,3 +185,30 @@ def test_unset_nic_type_accepts_the_type_libxl_chose(load_yaml, make_mirror, sho
     explicit = box(load_yaml)
     (change,) = diff(explicit, with_device(make_mirror(explicit), "nics", "box-nic-0", type="vif")).changes
     assert [(f.path, f.before, f.after, f.impact) for f in change.fields] == [("spec.type", "vif", "ioemu", "restart")]
+
+
+INVENTORY = (
+    HostPciDevice("0000:00:02.0", "0x8086", "0x9b41", "0x0300"),
+    HostPciDevice("0000:01:00.0", "0x10de", "0x1c82", "0x0302"),
+    HostPciDevice("0000:01:00.1", "0x10de", "0x0fb9", "0x0403"),
+    HostPciDevice("0000:02:00.0", "0x8086", "0x10d3", "0x0200"),
+    HostPciDevice("0000:03:00.0", "0x8086", "0x24fd", "0x0280"),
+    HostPciDevice("0000:04:00.0", "0x1b21", "0x1242", "0x0c03"),
+)
+
+
+@pytest.mark.parametrize("rule", [
+    {}, {"class": "0x0300"}, {"class": "0x0302"}, {"class": "0x0200"}, {"class": "0x0280"}, {"class": "0x0c03"},
+    {"vendor": "0x8086"}, {"vendor": "0x10de", "class": "0x0300"}, {"device": "0x10d3"},
+    {"device": "0x1c82", "class": "0x0300"}, {"device": "0x1c82", "vendor": "0x8086"}, {"class": "0x0100"},
+])
+def test_match_resolves_to_every_inventory_device_it_matches(load_yaml, make_mirror, rule) -> None:  # type: ignore[no-untyped-def]
+    """The diff looks at a match rule's candidates only (by device id, vendor or class):
+    it must find what testing every device finds."""
+    match = ", ".join(f'{key}: "{value}"' for key, value in rule.items())
+    desired = load_yaml(VM.replace("STATE", "running").replace("GREEDY", "greedy: false")
+                        .replace('match: {class: "0x0300"}', f"match: {{{match}}}"))
+    observed = dataclasses.replace(make_mirror(desired), host_pci=INVENTORY, pci={})
+    expected = sorted(d.bdf for d in INVENTORY if matches(PciMatch.model_validate(rule), d))
+    gpu = [c for c in diff(desired, observed).changes if c.name == "gpu"]
+    assert [f.after for c in gpu for f in c.fields if f.path == "devices"] == ([expected] if expected else [])

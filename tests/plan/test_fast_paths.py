@@ -107,7 +107,7 @@ def test_graph_is_the_one_networkx_would_build_node_by_node() -> None:
     rank = ranks(ids, succ)  # x and y have no step: ranked among the ids all the same
     assert sorted(rank, key=rank.__getitem__) == sorted(graph)
     assert generations(succ, pred, rank) == tuple(tuple(sorted(g)) for g in nx.topological_generations(public))
-    assert sorted_edges(edges, rank) == sorted((a, b, r) for (a, b), r in edges.items())
+    assert [(a, b, d["rule"]) for a, b, d in sorted_edges(succ, rank)] == sorted((a, b, r) for (a, b), r in edges.items())
     plain_ranks = ranks(ids, adjacency(ids, {("a", "d"): "one"})[0])  # every node a step: ranks are the id order
     assert plain_ranks == {"a": 0, "b": 1, "c": 2, "d": 3}
     with pytest.raises(nx.NetworkXError, match="Frozen"):
