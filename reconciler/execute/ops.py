@@ -147,6 +147,12 @@ async def destroy(rt: Runtime, step: Step, retry: bool) -> str | None:
     return None
 
 
+async def gate(rt: Runtime, step: Step, retry: bool) -> str | None:
+    # Nothing on the host: the point between two priority levels that the VMs of the
+    # lower one wait for (`reconciler.plan.rules.priority_gates`).
+    return None
+
+
 async def forget(rt: Runtime, step: Step, retry: bool) -> str | None:
     uuids = arg(step, "uuids")
     if not isinstance(uuids, list):
@@ -240,5 +246,6 @@ OPS: dict[Op, Handler] = {
     "fw-remove": fw_remove,  # entries of stopped domains, after they stopped
     "fw-table": fw_table,  # entries no rule derives out, the default REJECT last
     "pci-assignable-remove": pci_assignable_remove,  # a binding it made, once no rule needs it
+    "gate": gate,  # nothing: orders the VMs of two priority levels
     "forget": forget,  # build intents of VMs an interrupted apply never built
 }

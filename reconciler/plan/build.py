@@ -24,7 +24,7 @@ from reconciler.observe import observed_to_data
 from reconciler.plan.changes import Action, Diff
 from reconciler.plan.deps import Index
 from reconciler.plan.graph import Adjacency, Edges, digraph, generations, ranks, sorted_edges
-from reconciler.plan.rules import RULES, EdgeKind, Scene, edge_kind
+from reconciler.plan.rules import RULES, EdgeKind, Scene, edge_kind, priority_gates
 from reconciler.plan.steps import Inputs, Step, steps_for
 
 if TYPE_CHECKING:
@@ -104,6 +104,8 @@ def build_plan(diff: Diff, desired: DesiredState, observed: ObservedState, *, fi
     starting = _vms(diff, (Action.CREATE, Action.RESTART))
     stopping = _vms(diff, (Action.DELETE, Action.RESTART))
     steps, chain = _expand(diff, Inputs(desired, observed, starting, index.fw_touched))
+    for gate in priority_gates(index, starting, stopping):
+        steps[gate.id] = gate
     ids = sorted(steps)
     ordered = tuple(map(steps.__getitem__, ids))
     # Edges in the order they are found; the first rule to link a pair names it.

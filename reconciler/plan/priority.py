@@ -76,3 +76,26 @@ def order_edges(vms: list[str], preds: Mapping[str, Collection[str]], priority: 
         ancestors[vm] = mask
         placed_at[priority[vm]] = placed_at.get(priority[vm], 0) | (1 << position[vm])
     return edges
+
+
+def levels(vms: list[str], preds: Mapping[str, Collection[str]], priority: Mapping[str, int]) -> list[tuple[int, list[str]]]:
+    """The VMs by effective priority, highest first: (priority, VMs sorted by name)."""
+    by: dict[int, list[str]] = {}
+    for vm, level in effective(vms, preds, priority).items():
+        by.setdefault(level, []).append(vm)
+    return [(level, sorted(by[level])) for level in sorted(by, reverse=True)]
+
+
+def tiebreak(vms: list[str], preds: Mapping[str, Collection[str]],
+             priority: Mapping[str, int]) -> tuple[list[tuple[str, str]], list[tuple[int, list[str]]]]:
+    """How the priority order is kept, in the fewer edges: (first, then) pairs from
+    `order_edges` and no levels, or no pairs and the levels to join through one gate
+    each (every VM of a level, then the gate, then every VM of the next level: P + Q
+    edges where the pairs may be P x Q; Terraform's graph does the same with its
+    expand/close nodes). A level waits for every higher one through the gates between."""
+    pairs = order_edges(vms, preds, priority)
+    layered = levels(vms, preds, priority)
+    gated = sum(len(high) + len(low) for (_, high), (_, low) in zip(layered, layered[1:]))
+    if gated < len(pairs):
+        return [], layered
+    return pairs, []

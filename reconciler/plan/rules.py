@@ -20,15 +20,17 @@ failure). The execution skips along `requires` edges only.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from reconciler.model.common import Kind
+from reconciler.plan.changes import HOST
 from reconciler.plan.deps import Index
-from reconciler.plan.priority import order_edges
-from reconciler.plan.steps import Op, Step, step_id
+from reconciler.plan.priority import tiebreak
+from reconciler.plan.steps import Op, Step, make, step_id
 
 Pair = tuple[str, str]
 EdgeKind = Literal["requires", "orders"]
@@ -196,32 +198,67 @@ def pci_released_before_reuse(scene: Scene) -> Iterator[Pair]:
                 yield released[bdf], step.id
 
 
-def _start_priority(scene: Scene, vm: str) -> int:
-    return scene.index.desired.vms[vm].spec.start_priority
+def _start_priority(index: Index, vm: str) -> int:
+    return index.desired.vms[vm].spec.start_priority
 
 
-def _shutdown_priority(scene: Scene, vm: str) -> int:
-    model = scene.index.desired.vms.get(vm) or scene.index.observed.vms.get(vm)
+def _shutdown_priority(index: Index, vm: str) -> int:
+    model = index.desired.vms.get(vm) or index.observed.vms.get(vm)
     return model.spec.shutdown_priority if model else 0
+
+
+def _start_order(index: Index, starting: frozenset[str]) -> tuple[list[Pair], list[tuple[int, list[str]]]]:
+    vms = sorted(starting)
+    preds = {vm: index.needs(vm) & starting for vm in vms}
+    return tiebreak(vms, preds, {vm: _start_priority(index, vm) for vm in vms})
+
+
+def _stop_order(index: Index, stopping: frozenset[str]) -> tuple[list[Pair], list[tuple[int, list[str]]]]:
+    vms = sorted(stopping)
+    preds: dict[str, set[str]] = {vm: set() for vm in vms}
+    for dependent in vms:  # a dependent stops before what it needs: the edges reversed
+        for needed in index.needs(dependent) & stopping:
+            preds[needed].add(dependent)
+    return tiebreak(vms, preds, {vm: _shutdown_priority(index, vm) for vm in vms})
+
+
+def _gate(phase: str, level: int) -> Step:
+    return make("VM", f"({phase}-priority-{level})", HOST, "gate")
+
+
+def priority_gates(index: Index, starting: frozenset[str], stopping: frozenset[str]) -> list[Step]:
+    """The gate steps the tie-breaks join priority levels through, when that takes fewer
+    edges than pairs (a level of many VMs after a level of many): one per level but the
+    last, of starts and of stops. `reconciler.plan.build` adds them to the plan's steps."""
+    gates = [_gate("start", level) for level, _ in _start_order(index, starting)[1][:-1]]
+    return gates + [_gate("stop", level) for level, _ in _stop_order(index, stopping)[1][:-1]]
+
+
+def _gated(layered: list[tuple[int, list[str]]], phase: str, done: Callable[[str], str | None],
+           begin: Callable[[str], str | None]) -> Iterator[Pair]:
+    for (level, high), (_, low) in zip(layered, layered[1:]):
+        gate = _gate(phase, level).id
+        yield from _pairs([done(vm) for vm in high], [gate])
+        yield from _pairs([gate], [begin(vm) for vm in low])
 
 
 def start_priority_tiebreak(scene: Scene) -> Iterator[Pair]:
     """OpenXT starts by start_on_boot_priority, highest first, where no dependency decides."""
-    vms = sorted(scene.starting)
-    preds = {vm: scene.index.needs(vm) & scene.starting for vm in vms}
-    for first, then in order_edges(vms, preds, {vm: _start_priority(scene, vm) for vm in vms}):
-        yield from _pairs([scene.ready(first)], [scene.vm_step(then, "create")])
+    pairs, layered = _start_order(scene.index, scene.starting)
+    create = functools.partial(scene.vm_step, op="create")
+    for first, then in pairs:
+        yield from _pairs([scene.ready(first)], [create(then)])
+    yield from _gated(layered, "start", scene.ready, create)
 
 
 def shutdown_priority_tiebreak(scene: Scene) -> Iterator[Pair]:
     """OpenXT stops by shutdown-priority groups, highest first, where no dependency decides."""
-    vms = sorted(scene.stopping)
-    preds: dict[str, set[str]] = {vm: set() for vm in vms}
-    for dependent in vms:  # a dependent stops before what it needs: the edges reversed
-        for needed in scene.index.needs(dependent) & scene.stopping:
-            preds[needed].add(dependent)
-    for first, then in order_edges(vms, preds, {vm: _shutdown_priority(scene, vm) for vm in vms}):
-        yield from _pairs([scene.vm_step(first, "destroy")], [scene.vm_step(then, "shutdown")])
+    pairs, layered = _stop_order(scene.index, scene.stopping)
+    destroy = functools.partial(scene.vm_step, op="destroy")
+    shutdown = functools.partial(scene.vm_step, op="shutdown")
+    for first, then in pairs:
+        yield from _pairs([destroy(first)], [shutdown(then)])
+    yield from _gated(layered, "stop", destroy, shutdown)
 
 
 Rule = Callable[[Scene], Iterator[Pair]]

@@ -26,7 +26,7 @@ from reconciler.plan.changes import HOST, Action, FieldChange, ResourceChange
 Op = Literal[
     "pci-assignable-add", "create", "record", "attach", "fw-apply", "unpause", "wait-sentinel",
     "pause", "mem-set", "vcpu-set", "xenstore-write", "shutdown", "detach", "destroy", "fw-remove",
-    "fw-table", "pci-assignable-remove", "set", "forget", "fw-start",
+    "fw-table", "pci-assignable-remove", "set", "forget", "fw-start", "gate",
 ]
 PREFIX: Mapping[Kind, str] = {"VM": "vm", "Disk": "disk", "NIC": "nic", "PCIPassthrough": "pci", "V4VRule": "v4v"}
 
