@@ -22,6 +22,7 @@ from typing import TypeVar
 
 from reconciler.diff.firewall import RunningVM
 from reconciler.errors import HostError, TerminalHostError
+from reconciler.execute.pcicopy import PciCopy
 from reconciler.execute.settings import ExecuteSettings
 from reconciler.model.host import BUILDING, DomainStatus, FirewallEntry
 from reconciler.model.state import DesiredState
@@ -73,7 +74,7 @@ class Runtime:
     domids: dict[str, int] = field(default_factory=dict)  # VM name -> domid, as last seen
     built: set[str] = field(default_factory=set)  # VMs this run created: ours before `record` ran
     firewall_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # list-then-insert is one unit
-    pci_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # inventory-then-bind likewise
+    pci: PciCopy = field(default_factory=PciCopy)  # the PCI inventory, read once, with this run's binds
     # `xl list` as last read; None once a step may have started or stopped a domain.
     listing: list[DomainStatus] | None = None
     managed_marks: dict[str, tuple[int, bool]] = field(default_factory=dict)  # uuid -> (domid, marker) as read
