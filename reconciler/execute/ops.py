@@ -33,7 +33,7 @@ Handler = Callable[[Runtime, Step, bool], Awaitable[str | None]]
 
 async def create(rt: Runtime, step: Step, retry: bool) -> str | None:
     vm = rt.desired.vms[step.name]
-    existing = await rt.live_domid(step.name) if retry else None
+    existing = await rt.live_domid(step.name, fresh=True) if retry else None
     if existing is None:
         # Intent before effect: once `xl create` runs, a kill at any point leaves a domain
         # that the next plan knows is ours, with its record (and the rest) still to do.
@@ -41,7 +41,10 @@ async def create(rt: Runtime, step: Step, retry: bool) -> str | None:
     # A try whose answer was lost may have built it: adopt that domain instead of failing on the name.
     domid = existing if existing is not None else await rt.ports.toolstack.create(vm, paused=True)
     rt.domids[step.name] = domid
+    if vm.spec.uuid:
+        rt.uuids[domid] = vm.spec.uuid
     rt.built.add(step.name)
+    rt.domains_changed()  # a listing read meanwhile must not drop this domid
     # Neither xl nor the simulated toolstack writes vm-data/: the guest reads it at boot,
     # so it goes in while the domain is still paused.
     await _write_data(rt, domid, dict(vm.spec.xenstore_data))
@@ -135,13 +138,14 @@ async def shutdown(rt: Runtime, step: Step, retry: bool) -> str | None:
 
 
 async def destroy(rt: Runtime, step: Step, retry: bool) -> str | None:
-    status = next((d for d in await rt.domains() if d.name == step.name), None)
-    if status is not None:  # else a cooperative guest powered off and the toolstack reaped it already
-        await rt.ports.toolstack.destroy(status.domid)
+    domid = await rt.live_domid(step.name)
+    if domid is not None:  # else a cooperative guest powered off and the toolstack reaped it already
+        await rt.ports.toolstack.destroy(domid)
     rt.domids.pop(step.name, None)
+    rt.domains_changed()
     # A domain an interrupted apply built still has its build intent: it goes with the domain.
     vm = rt.desired.vms.get(step.name)
-    uuid = status.uuid if status is not None else vm.spec.uuid if vm is not None else None
+    uuid = (rt.uuids.get(domid) if domid is not None else None) or (vm.spec.uuid if vm is not None else None)
     if uuid:
         await rt.ports.xenstore.transaction(lambda tx: _rm_quiet(tx, f"{BUILDING}/{uuid}"))
     return None

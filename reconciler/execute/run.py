@@ -43,7 +43,7 @@ async def run_step(rt: Runtime, step: Step) -> StepResult:
         return StepResult(step, "failed", time.monotonic() - started, tries, error=str(exc) or type(exc).__name__)
     finally:
         if step.op in CHANGES_DOMAINS:
-            rt.listing = None
+            rt.domains_changed()
     return StepResult(step, "done", time.monotonic() - started, tries, note=note)
 
 

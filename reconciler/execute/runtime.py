@@ -3,8 +3,9 @@ state, the domids known so far, and the locks that keep concurrent steps consist
 
 Touches the host through `reconciler.ports.HostPorts` only. Built by
 `reconciler.execute.run.execute`; read by the op table in `reconciler.execute.ops`.
-Domids come from the host (`list_domains` at start, refreshed on a miss) and from
-`create` for the domains this run builds, never from the plan (STYLE 4). What v4v
+Domids come from the host (`list_domains` at start, refreshed on a miss once a step
+changed the domains) and from `create` for the domains this run builds, never from the
+plan (STYLE 4); a listing read while a step changed the domains is not kept. What v4v
 rules resolve against (the running set, the table) is read once and kept until a
 step may have changed it, so a run stays linear in the number of rules. Reads of the
 host (`read`) are retried where they are made, under the run's retry policy: a read
@@ -77,6 +78,8 @@ class Runtime:
     pci: PciCopy = field(default_factory=PciCopy)  # the PCI inventory, read once, with this run's binds
     # `xl list` as last read; None once a step may have started or stopped a domain.
     listing: list[DomainStatus] | None = None
+    uuids: dict[int, str] = field(default_factory=dict)  # domid -> uuid of every domain seen this run
+    _generation: int = 0  # bumped by `domains_changed`: a listing read across it is not kept
     managed_marks: dict[str, tuple[int, bool]] = field(default_factory=dict)  # uuid -> (domid, marker) as read
     # The v4v table as last listed plus this run's own changes; None after a failed change.
     fw_table: TableCopy | None = None
@@ -87,11 +90,22 @@ class Runtime:
         return await retried(self.settings.retry, call)
 
     async def domains(self) -> list[DomainStatus]:
-        """`xl list` now, also refreshing the name -> domid table."""
+        """`xl list` now. Kept as the run's listing (and its name -> domid table) only if
+        no step started or stopped a domain while it was read: a listing taken while a
+        create was in flight may lack that domain, and must not stand for the host after it."""
+        generation = self._generation
         listed = await self.read(self.ports.toolstack.list_domains)
-        self.domids = {d.name: d.domid for d in listed}
-        self.listing = listed
+        self.uuids.update((d.domid, d.uuid) for d in listed)  # a domain's uuid never changes
+        if generation == self._generation:
+            self.domids = {d.name: d.domid for d in listed}
+            self.listing = listed
         return listed
+
+    def domains_changed(self) -> None:
+        """A step started, stopped or built a domain (or may have): the listing is stale,
+        and so is any listing being read right now."""
+        self._generation += 1
+        self.listing = None
 
     async def firewall(self) -> TableCopy:
         """The v4v table (call under `firewall_lock`; keep it current with your changes)."""
@@ -100,20 +114,29 @@ class Runtime:
         return self.fw_table
 
     async def domid(self, vm: str) -> int:
-        """The domid of VM `vm`'s domain; TerminalHostError when the host has none."""
-        if vm not in self.domids:
+        """The domid of VM `vm`'s domain; TerminalHostError when the host has none. A miss
+        lists the domains again only if a step changed them since the last listing."""
+        if vm not in self.domids and self.listing is None:
             await self.domains()
         if vm not in self.domids:
             raise TerminalHostError(f"VM {vm!r} has no domain on {self.ports.name}; it was stopped or destroyed "
                                     "outside the reconciler since the plan was made: run apply again")
         return self.domids[vm]
 
-    async def live_domid(self, vm: str) -> int | None:
-        """The domid of `vm` if its domain exists right now (fresh listing), else None."""
-        for status in await self.domains():
-            if status.name == vm:
-                return status.domid
-        return None
+    async def live_domid(self, vm: str, *, fresh: bool = False) -> int | None:
+        """The domid of `vm` if its domain exists right now, else None. The domain this run
+        knows is confirmed by its xenstore name (libxl removes /local/domain/<domid> with
+        the domain), so no step lists every domain to ask about one; a VM the run knows
+        no domain of is looked up in the listing (`fresh`: a new one, for a create whose
+        answer was lost)."""
+        if fresh:
+            return next((d.domid for d in await self.domains() if d.name == vm), None)
+        domid = self.domids.get(vm)
+        if domid is not None:
+            name = await read_or_empty(self, f"/local/domain/{domid}/name")
+            return domid if name.decode("utf-8", "replace") == vm else None
+        listing = self.listing if self.listing is not None else await self.domains()
+        return next((d.domid for d in listing if d.name == vm), None)
 
     async def running(self) -> dict[str, RunningVM]:
         """The running set the v4v resolver needs, as the host shows it at this moment:

@@ -18,7 +18,9 @@ import pytest
 
 from reconciler.execute import ExecuteSettings, execute
 from reconciler.execute.devices import pci_assignable_add
+from reconciler.execute.run import run_step
 from reconciler.execute.runtime import Runtime
+from reconciler.model.host import DomainStatus
 from reconciler.plan.steps import Step
 from reconciler.ports import HostPorts
 
@@ -107,3 +109,92 @@ def test_two_steps_binding_one_device_bind_it_once(served: Callable[..., Any], s
     assert drivers == ["pciback", "pciback"]
     assert pciback.count["assignable_add"] == 2  # bdf(0) once, though three steps name it
     assert notes == [None, None, "already on pciback"]  # `both` waited for `one`'s bind, then bound bdf(1)
+
+
+@pytest.mark.parametrize("n", [2, 5])
+def test_removing_vms_does_not_list_domains_per_step(
+        n: int, served: Callable[..., Any], state_dir: Path, write_manifest: Callable[[str, str], Path]) -> None:
+    (state_dir / "faults.yaml").write_text(LATENCY)
+    for i in range(n):
+        folder = write_manifest(f"v{i}.yaml", vm(f"v{i}", "  nics: [{bridge: xenbr0}]\n"))
+    host = served()
+
+    async def body(ports: HostPorts) -> tuple[bool, int, Calls, list[DomainStatus]]:
+        first = await execute(await plan_for(ports, folder), ports, settings=SETTINGS)
+        for i in range(n):
+            (folder / f"v{i}.yaml").unlink()
+        (folder / "keep.yaml").write_text(vm("keep"))
+        plan = await plan_for(ports, folder)
+        wrapped, toolstack, _ = counted(ports)
+        report = await execute(plan, wrapped, settings=SETTINGS)
+        return first.ok and report.ok, len(plan.steps), toolstack, await ports.toolstack.list_domains()
+
+    ok, steps, toolstack, left = host.run(body)
+    assert ok and steps > 3 * n  # shutdown, destroy and device steps per VM, plus keep's build
+    assert [d.name for d in left] == ["keep"]
+    assert toolstack.count["list_domains"] <= 2  # the run's first listing (+ one a firewall lookup may need)
+
+
+class HeldListing:
+    """The toolstack port; while `hold` is set a `list_domains` answer, once the host gave
+    it, waits for `release` before it reaches the caller (a slow reply on the way back)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.hold = inner, False
+        self.answered, self.release = asyncio.Event(), asyncio.Event()
+
+    async def list_domains(self) -> list[DomainStatus]:
+        listed: list[DomainStatus] = await self.inner.list_domains()
+        if self.hold:
+            self.answered.set()
+            await self.release.wait()
+        return listed
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_a_listing_read_across_a_create_is_not_kept(served: Callable[..., Any],
+                                                    write_manifest: Callable[[str, str], Path]) -> None:
+    folder = write_manifest("a.yaml", vm("a"))
+    host = served()
+
+    async def body(ports: HostPorts) -> tuple[str, set[str], int]:
+        held = HeldListing(ports.toolstack)
+        wrapped = HostPorts(ports.name, ports.xenstore, held, ports.pciback, ports.firewall)  # type: ignore[arg-type]
+        plan = await plan_for(ports, folder)
+        rt = Runtime(wrapped, plan.desired, SETTINGS)
+        await rt.domains()
+        held.hold = True
+        listing = asyncio.create_task(rt.domains())  # answered before `a` exists, delivered after
+        await held.answered.wait()
+        create = next(s for s in plan.steps if s.op == "create")
+        result = await run_step(rt, create)
+        held.release.set()
+        await listing
+        held.hold = False
+        return result.outcome, set(await rt.running()), await rt.domid("a")
+
+    outcome, running, domid = host.run(body)
+    assert outcome == "done"
+    assert "a" in running and domid > 0  # the stale listing did not replace the host's state
+
+
+def test_a_domain_stopped_by_a_step_is_not_running_for_the_next_one(
+        served: Callable[..., Any], write_manifest: Callable[[str, str], Path]) -> None:
+    folder = write_manifest("a.yaml", vm("a"))
+    host = served()
+
+    async def body(ports: HostPorts) -> tuple[set[str], str, set[str]]:
+        plan = await plan_for(ports, folder)
+        assert (await execute(plan, ports, settings=SETTINGS)).ok
+        rt = Runtime(ports, plan.desired, SETTINGS)
+        await rt.domains()
+        before = set(await rt.running())
+        shutdown = Step("VM/a:shutdown", "shutdown", "VM", "a", "a")
+        outcome = (await run_step(rt, shutdown)).outcome
+        return before, outcome, set(await rt.running())
+
+    before, outcome, after = host.run(body)
+    assert "a" in before and outcome == "done"
+    assert "a" not in after  # the shutdown step made the run list the domains again
