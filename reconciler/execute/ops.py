@@ -19,7 +19,7 @@ from reconciler.errors import HostError, TerminalHostError
 from reconciler.execute.devices import attach, detach, pci_assignable_add, pci_assignable_remove, set_netdev
 from reconciler.execute.firewall import fw_apply, fw_remove, fw_table
 from reconciler.execute.runtime import RECORD, Runtime, arg, int_arg, missing, read_or_empty
-from reconciler.model.host import BUILDING
+from reconciler.model.host import BUILDING, DomainStatus
 from reconciler.plan.steps import Op, Step
 from reconciler.ports import Perm, XenstoreOps
 
@@ -40,11 +40,8 @@ async def create(rt: Runtime, step: Step, retry: bool) -> str | None:
         await _write_intent(rt, vm.spec.uuid, step.name)
     # A try whose answer was lost may have built it: adopt that domain instead of failing on the name.
     domid = existing if existing is not None else await rt.ports.toolstack.create(vm, paused=True)
-    rt.domids[step.name] = domid
-    if vm.spec.uuid:
-        rt.uuids[domid] = vm.spec.uuid
     rt.built.add(step.name)
-    rt.domains_changed()  # a listing read meanwhile must not drop this domid
+    rt.built_domain(DomainStatus(domid, step.name, vm.spec.uuid or "", "paused", vm.spec.memory, vm.spec.vcpus))
     # Neither xl nor the simulated toolstack writes vm-data/: the guest reads it at boot,
     # so it goes in while the domain is still paused.
     await _write_data(rt, domid, dict(vm.spec.xenstore_data))
@@ -92,12 +89,16 @@ async def record(rt: Runtime, step: Step, retry: bool) -> str | None:
 
 
 async def unpause(rt: Runtime, step: Step, retry: bool) -> str | None:
-    await rt.ports.toolstack.unpause(await rt.domid(step.name))
+    domid = await rt.domid(step.name)
+    await rt.ports.toolstack.unpause(domid)
+    rt.powered(domid, "running")
     return None
 
 
 async def pause(rt: Runtime, step: Step, retry: bool) -> str | None:
-    await rt.ports.toolstack.pause(await rt.domid(step.name))
+    domid = await rt.domid(step.name)
+    await rt.ports.toolstack.pause(domid)
+    rt.powered(domid, "paused")
     return None
 
 
@@ -134,6 +135,8 @@ async def shutdown(rt: Runtime, step: Step, retry: bool) -> str | None:
         if await rt.live_domid(step.name) is None:
             return "gone while shutting down"
         return f"not shut down gracefully ({exc}); destroyed next"
+    finally:
+        rt.domains_changed()  # shut down and kept (onPoweroff: preserve), or reaped: a listing says which
     return None
 
 
@@ -141,8 +144,7 @@ async def destroy(rt: Runtime, step: Step, retry: bool) -> str | None:
     domid = await rt.live_domid(step.name)
     if domid is not None:  # else a cooperative guest powered off and the toolstack reaped it already
         await rt.ports.toolstack.destroy(domid)
-    rt.domids.pop(step.name, None)
-    rt.domains_changed()
+    rt.gone(step.name, domid)
     # A domain an interrupted apply built still has its build intent: it goes with the domain.
     vm = rt.desired.vms.get(step.name)
     uuid = (rt.uuids.get(domid) if domid is not None else None) or (vm.spec.uuid if vm is not None else None)
@@ -219,7 +221,8 @@ async def _write_data(rt: Runtime, domid: int, data: Mapping[str, str]) -> None:
     await rt.ports.xenstore.transaction(body)
 
 
-# Ops that may start or stop a domain: after one, the next v4v resolution lists domains again.
+# Ops that may start or stop a domain. Each tells the run's listing what it did (`Runtime.built_domain`,
+# `powered`, `gone`, `domains_changed`); after one that failed, the next lookup lists domains again.
 CHANGES_DOMAINS: frozenset[Op] = frozenset({"create", "unpause", "pause", "shutdown", "destroy"})
 
 # Every op of `reconciler.plan.steps.Op`, in the order a VM's life uses them; the

@@ -33,16 +33,17 @@ OnStep = Callable[[StepResult], None]
 async def run_step(rt: Runtime, step: Step) -> StepResult:
     """One step under the retry policy: done, or failed with the host's last sentence.
     Only HostErrors fail a step; anything else is a bug and propagates."""
-    started, tries = time.monotonic(), 0
+    started, tries, done = time.monotonic(), 0, False
     try:
         async for attempt in retrying(rt.settings.retry):
             with attempt:
                 tries = attempt.retry_state.attempt_number
                 note = await OPS[step.op](rt, step, tries > 1)
+        done = True
     except HostError as exc:
         return StepResult(step, "failed", time.monotonic() - started, tries, error=str(exc) or type(exc).__name__)
     finally:
-        if step.op in CHANGES_DOMAINS:
+        if step.op in CHANGES_DOMAINS and not done:  # failed or cancelled: what it did is unknown
             rt.domains_changed()
     return StepResult(step, "done", time.monotonic() - started, tries, note=note)
 

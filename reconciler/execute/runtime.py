@@ -16,6 +16,7 @@ through when transient errors are frequent; the step's own retry covers its writ
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from reconciler.diff.firewall import RunningVM
 from reconciler.errors import HostError, TerminalHostError
 from reconciler.execute.pcicopy import PciCopy
 from reconciler.execute.settings import ExecuteSettings
-from reconciler.model.host import BUILDING, DomainStatus, FirewallEntry
+from reconciler.model.host import BUILDING, DomainPower, DomainStatus, FirewallEntry
 from reconciler.model.state import DesiredState
 from reconciler.plan.steps import Step
 from reconciler.ports import HostPorts
@@ -76,10 +77,12 @@ class Runtime:
     built: set[str] = field(default_factory=set)  # VMs this run created: ours before `record` ran
     firewall_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # list-then-insert is one unit
     pci: PciCopy = field(default_factory=PciCopy)  # the PCI inventory, read once, with this run's binds
-    # `xl list` as last read; None once a step may have started or stopped a domain.
+    # `xl list` as last read plus this run's own changes; None once a step may have
+    # changed the domains in a way the run does not know.
     listing: list[DomainStatus] | None = None
     uuids: dict[int, str] = field(default_factory=dict)  # domid -> uuid of every domain seen this run
     _generation: int = 0  # bumped by `domains_changed`: a listing read across it is not kept
+    _edits: list[Callable[[list[DomainStatus]], list[DomainStatus]]] = field(default_factory=list)  # this run's changes
     managed_marks: dict[str, tuple[int, bool]] = field(default_factory=dict)  # uuid -> (domid, marker) as read
     # The v4v table as last listed plus this run's own changes; None after a failed change.
     fw_table: TableCopy | None = None
@@ -90,22 +93,48 @@ class Runtime:
         return await retried(self.settings.retry, call)
 
     async def domains(self) -> list[DomainStatus]:
-        """`xl list` now. Kept as the run's listing (and its name -> domid table) only if
-        no step started or stopped a domain while it was read: a listing taken while a
-        create was in flight may lack that domain, and must not stand for the host after it."""
-        generation = self._generation
+        """`xl list` now, with the changes this run's steps made while it was read. Kept
+        as the run's listing (and its name -> domid table) unless a step changed the
+        domains in a way the run cannot replay (`domains_changed`) while it was read: a
+        listing taken then may miss that change, and must not stand for the host after it."""
+        generation, seen = self._generation, len(self._edits)
         listed = await self.read(self.ports.toolstack.list_domains)
         self.uuids.update((d.domid, d.uuid) for d in listed)  # a domain's uuid never changes
+        for edit in self._edits[seen:]:
+            listed = edit(listed)
         if generation == self._generation:
             self.domids = {d.name: d.domid for d in listed}
             self.listing = listed
         return listed
 
     def domains_changed(self) -> None:
-        """A step started, stopped or built a domain (or may have): the listing is stale,
-        and so is any listing being read right now."""
+        """A step changed the domains, or may have, in a way the run cannot know (a shutdown
+        whose guest may stay or go, a step that failed): list them again when needed,
+        and do not keep a listing being read right now."""
         self._generation += 1
         self.listing = None
+
+    def built_domain(self, status: DomainStatus) -> None:
+        """This run built the domain `status` (so the listing need not be read for it)."""
+        self.domids[status.name] = status.domid
+        self.uuids[status.domid] = status.uuid
+        self._edit(lambda listed: [d for d in listed if d.domid != status.domid] + [status])
+
+    def powered(self, domid: int, power: DomainPower) -> None:
+        """This run paused or unpaused domain `domid`."""
+        self._edit(lambda listed: [dataclasses.replace(d, power=power) if d.domid == domid else d for d in listed])
+
+    def gone(self, name: str, domid: int | None) -> None:
+        """This run destroyed VM `name`'s domain `domid` (None: it was gone already)."""
+        self.domids.pop(name, None)
+        self._edit(lambda listed: [d for d in listed if d.domid != domid and d.name != name])
+
+    def _edit(self, edit: Callable[[list[DomainStatus]], list[DomainStatus]]) -> None:
+        """Apply a change of this run to the listing, and to any listing being read now.
+        A new list each time: `running()` is computed once per listing object."""
+        self._edits.append(edit)
+        if self.listing is not None:
+            self.listing = edit(self.listing)
 
     async def firewall(self) -> TableCopy:
         """The v4v table (call under `firewall_lock`; keep it current with your changes)."""

@@ -198,3 +198,25 @@ def test_a_domain_stopped_by_a_step_is_not_running_for_the_next_one(
     before, outcome, after = host.run(body)
     assert "a" in before and outcome == "done"
     assert "a" not in after  # the shutdown step made the run list the domains again
+
+
+def test_a_failed_domain_change_makes_the_run_list_domains_again(
+        served: Callable[..., Any], state_dir: Path, write_manifest: Callable[[str, str], Path]) -> None:
+    folder = write_manifest("a.yaml", vm("a"))
+    host = served()
+
+    async def body(ports: HostPorts) -> tuple[int, str, int]:
+        plan = await plan_for(ports, folder)
+        assert (await execute(plan, ports, settings=SETTINGS)).ok
+        wrapped, toolstack, _ = counted(ports)
+        rt = Runtime(wrapped, plan.desired, SETTINGS)
+        await rt.running()
+        before = toolstack.count["list_domains"]
+        (state_dir / "faults.yaml").write_text("operations:\n  pause: {error_rate: 1.0}\n")
+        outcome = (await run_step(rt, Step("VM/a:pause", "pause", "VM", "a", "a"))).outcome
+        await rt.running()
+        return before, outcome, toolstack.count["list_domains"]
+
+    before, outcome, after = host.run(body)
+    assert outcome == "failed"
+    assert after == before + 1  # the pause may have happened (a lost answer): the listing is not trusted
