@@ -220,3 +220,22 @@ def test_a_failed_domain_change_makes_the_run_list_domains_again(
     before, outcome, after = host.run(body)
     assert outcome == "failed"
     assert after == before + 1  # the pause may have happened (a lost answer): the listing is not trusted
+
+
+def test_a_vm_that_started_goes_on_before_the_next_vm_starts(
+        served: Callable[..., Any], write_manifest: Callable[[str, str], Path]) -> None:
+    # Step by step (parallelism 1) the order shows the schedule's preference: the steps of
+    # VMs already under way first, so what runs one at a time (firewall changes) is spread
+    # over the run instead of left for its end.
+    for name in ("a", "b", "c"):
+        folder = write_manifest(f"{name}.yaml", vm(name, "  v4vRules: ['myself -> 0:80']\n"))
+    host = served()
+    seen: list[str] = []
+
+    async def body(ports: HostPorts) -> bool:
+        report = await execute(await plan_for(ports, folder), ports, on_step=lambda r: seen.append(r.step.vm),
+                               settings=ExecuteSettings(parallelism=1, initial_backoff_s=0))
+        return report.ok
+
+    assert host.run(body)
+    assert seen == sorted(seen) and len(seen) == 3 * 6  # create, record, 2 attaches, fw-apply, unpause
