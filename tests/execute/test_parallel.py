@@ -239,3 +239,83 @@ def test_a_vm_that_started_goes_on_before_the_next_vm_starts(
 
     assert host.run(body)
     assert seen == sorted(seen) and len(seen) == 3 * 6  # create, record, 2 attaches, fw-apply, unpause
+
+
+class CreateWatch:
+    """The toolstack port, noting when a `create` starts and whether it returned or was cancelled."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.started = inner, asyncio.Event()
+        self.ends: list[str] = []
+
+    async def create(self, *args: Any, **kwargs: Any) -> int:
+        self.started.set()
+        try:
+            domid: int = await self.inner.create(*args, **kwargs)
+        except asyncio.CancelledError:
+            self.ends.append("cancelled")
+            raise
+        self.ends.append("returned")
+        return domid
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_cancelling_execute_cancels_the_steps_it_started(
+        served: Callable[..., Any], state_dir: Path, write_manifest: Callable[[str, str], Path]) -> None:
+    (state_dir / "faults.yaml").write_text("operations:\n  create: {latency_ms: 10000}\n")  # 0.2 s at the tests' scale
+    folder = write_manifest("a.yaml", vm("a"))
+    host = served()
+
+    async def body(ports: HostPorts) -> list[str]:
+        watch = CreateWatch(ports.toolstack)
+        wrapped = HostPorts(ports.name, ports.xenstore, watch, ports.pciback, ports.firewall)  # type: ignore[arg-type]
+        run = asyncio.create_task(execute(await plan_for(ports, folder), wrapped, settings=SETTINGS))
+        await watch.started.wait()
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        return watch.ends
+
+    assert host.run(body) == ["cancelled"]  # not left to run on (a watch loop that stops must not wait for it)
+
+
+class HeldCreate:
+    """The toolstack port; the `create` of VM `held` waits for `release` before it runs."""
+
+    def __init__(self, inner: Any, held: str, release: asyncio.Event) -> None:
+        self.inner, self.held, self.release = inner, held, release
+
+    async def create(self, vm: Any, **kwargs: Any) -> int:
+        if vm.metadata.name == self.held:
+            await self.release.wait()
+        domid: int = await self.inner.create(vm, **kwargs)
+        return domid
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_once_stopped_no_step_starts_while_running_ones_finish(
+        served: Callable[..., Any], write_manifest: Callable[[str, str], Path]) -> None:
+    write_manifest("a.yaml", vm("a"))
+    folder = write_manifest("b.yaml", vm("b"))
+    host = served()
+
+    async def body(ports: HostPorts) -> dict[str, str]:
+        stop = asyncio.Event()
+        wrapped = HostPorts(ports.name, ports.xenstore, HeldCreate(ports.toolstack, "b", stop),  # type: ignore[arg-type]
+                            ports.pciback, ports.firewall)
+
+        def on_step(result: Any) -> None:
+            if result.step.id.endswith("a/create"):
+                stop.set()  # as SIGINT would, while b's create still runs
+
+        report = await execute(await plan_for(ports, folder), wrapped, on_step=on_step, stop=stop,
+                               settings=ExecuteSettings(parallelism=2, initial_backoff_s=0))
+        return {r.step.id: r.outcome for r in report.steps}
+
+    outcomes = host.run(body)
+    assert sorted(sid for sid, outcome in outcomes.items() if outcome == "done") == ["vm/a/create", "vm/b/create"]
+    assert set(outcomes.values()) == {"done", "skipped"}
