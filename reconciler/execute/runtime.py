@@ -5,7 +5,10 @@ Touches the host through `reconciler.ports.HostPorts` only. Built by
 `reconciler.execute.run.execute`; read by the op table in `reconciler.execute.ops`.
 Domids come from the host (`list_domains` at start, refreshed on a miss once a step
 changed the domains) and from `create` for the domains this run builds, never from the
-plan (STYLE 4); a listing read while a step changed the domains is not kept. What v4v
+plan (STYLE 4). The listing is kept current with the run's own creates, pauses and
+destroys (replayed onto a listing read meanwhile); a change the run cannot know (a
+shutdown, a failed step) drops it, and a listing read across such a change is not kept;
+the PCI inventory likewise (`reconciler.execute.pcicopy`). What v4v
 rules resolve against (the running set, the table) is read once and kept until a
 step may have changed it, so a run stays linear in the number of rules. Reads of the
 host (`read`) are retried where they are made, under the run's retry policy: a read
