@@ -1,7 +1,7 @@
 """What lets `execute` run many VMs' steps at once without extra host reads: one PCI
 inventory read per run and binds that overlap (never one device bound twice), domain
-lookups that do not list every domain per step, and a listing read while a domain is
-being built that is not kept as the host's state after the build.
+lookups that do not list every domain per step, a listing read while a domain is being
+built that still shows it once built, and the scheduler's stop, cancel and start order.
 
 Real: the simulated host served on its sockets (conftest), with a latency on every
 toolstack/PCI/firewall call (faults.yaml) so calls of concurrent steps overlap. Ports
@@ -154,7 +154,7 @@ class HeldListing:
         return getattr(self.inner, name)
 
 
-def test_a_listing_read_across_a_create_is_not_kept(served: Callable[..., Any],
+def test_a_listing_read_across_a_create_still_shows_the_new_domain(served: Callable[..., Any],
                                                     write_manifest: Callable[[str, str], Path]) -> None:
     folder = write_manifest("a.yaml", vm("a"))
     host = served()
