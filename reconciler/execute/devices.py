@@ -11,12 +11,16 @@ reads what an earlier try already did (libxl's frontend and pciback nodes).
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 from reconciler import xenfmt
 from reconciler.diff.pci import PCIBACK, matches
 from reconciler.errors import HostError, TerminalHostError
+from reconciler.execute.pcicopy import canonical
 from reconciler.execute.runtime import Runtime, arg, int_arg, missing, read_or_empty
 from reconciler.model.devices import NIC, PCIPassthrough
-from reconciler.model.host import PCIBACK_RECORDS
+from reconciler.model.host import PCIBACK_RECORDS, HostPciDevice
 from reconciler.plan.steps import Step
 
 
@@ -97,32 +101,66 @@ async def pci_assignable_add(rt: Runtime, step: Step, retry: bool) -> str | None
     # a device already there is left alone (xl would refuse it as already assignable).
     # What it binds it records first, with the driver it came from: it owns that binding
     # and gives it back when no rule needs it (an interrupted bind leaves a record the
-    # next plan sees).
+    # next plan sees). The inventory is the run's copy (`Runtime.pci`): read once, and
+    # an address is reserved before its bind, so other steps bind theirs meanwhile and
+    # a device two rules name is bound once.
     rule = rt.desired.pci.get(step.name)
-    async with rt.pci_lock:
-        drivers = {d.bdf: d.driver for d in await rt.read(rt.ports.pciback.inventory)}
-        wanted = await _pci_addresses(rt, step, rule) if rule is not None else _listed(step)
-        bound = [bdf for bdf in wanted if drivers.get(_canonical(bdf)) != PCIBACK]
-        for bdf in bound:
-            await rt.ports.xenstore.write(_record(bdf), drivers.get(_canonical(bdf)) or "")
+    wanted = await _pci_addresses(rt, step, rule) if rule is not None else _listed(step)
+    mine, n = await _claim(rt, wanted, lambda dev: dev is None or dev.driver != PCIBACK), 0
+    try:
+        for n, bdf in enumerate(mine):
+            driver = _driver(await _inventory(rt), bdf)
+            await rt.ports.xenstore.write(_record(bdf), driver or "")
             await rt.ports.pciback.assignable_add(bdf)
-    return None if bound else "already on pciback"
+            rt.pci.settled(bdf, PCIBACK)
+    except BaseException:
+        rt.pci.failed(mine[n:])
+        raise
+    return None if mine else "already on pciback"
 
 
 async def pci_assignable_remove(rt: Runtime, step: Step, retry: bool) -> str | None:
     # Only devices the reconciler bound (the plan lists its records): unbind from pciback,
-    # the kernel gives the device back to its own driver; then the record goes.
-    async with rt.pci_lock:
-        drivers = {d.bdf: d.driver for d in await rt.read(rt.ports.pciback.inventory)}
-        for bdf in _listed(step):
-            if drivers.get(_canonical(bdf)) == PCIBACK:
-                await rt.ports.pciback.assignable_remove(bdf, rebind=True)
-            try:
-                await rt.ports.xenstore.rm(_record(bdf))
-            except HostError as exc:
-                if not missing(exc):
-                    raise
+    # the kernel gives the device back to its own driver (the one the record names); then
+    # the record goes.
+    listed = _listed(step)
+    mine, n = await _claim(rt, listed, lambda dev: dev is not None and dev.driver == PCIBACK), 0
+    try:
+        for n, bdf in enumerate(mine):
+            back = (await read_or_empty(rt, _record(bdf))).decode("utf-8", "replace") or None
+            await rt.ports.pciback.assignable_remove(bdf, rebind=True)
+            rt.pci.settled(bdf, back)
+    except BaseException:
+        rt.pci.failed(mine[n:])
+        raise
+    for bdf in listed:
+        try:
+            await rt.ports.xenstore.rm(_record(bdf))
+        except HostError as exc:
+            if not missing(exc):
+                raise
     return None
+
+
+async def _inventory(rt: Runtime) -> dict[str, HostPciDevice]:
+    """The run's copy of the PCI inventory, by canonical address (listed on first use)."""
+    return await rt.pci.devices(lambda: rt.read(rt.ports.pciback.inventory))
+
+
+async def _claim(rt: Runtime, bdfs: list[str], wanted: Callable[[HostPciDevice | None], bool]) -> list[str]:
+    """Reserve the addresses of `bdfs` this step must change, once no other step is
+    changing any of them (a change that failed makes the copy be listed again)."""
+    while True:
+        await _inventory(rt)
+        mine, waits = rt.pci.claim(bdfs, wanted)
+        if not waits:
+            return mine
+        await asyncio.gather(*waits)
+
+
+def _driver(devices: dict[str, HostPciDevice], bdf: str) -> str | None:
+    dev = devices.get(canonical(bdf))
+    return dev.driver if dev is not None else None
 
 
 def _record(bdf: str) -> str:
@@ -131,9 +169,9 @@ def _record(bdf: str) -> str:
 
 async def _unseized(rt: Runtime, rule: PCIPassthrough, bdfs: list[str]) -> None:
     """`seize: false`: the device must be on pciback already; say which is not, and the fix."""
-    drivers = {d.bdf: d.driver for d in await rt.read(rt.ports.pciback.inventory)}
+    devices = await _inventory(rt)
     for bdf in bdfs:
-        driver = drivers.get(_canonical(bdf), PCIBACK)
+        driver = devices[canonical(bdf)].driver if canonical(bdf) in devices else PCIBACK
         if driver != PCIBACK:
             raise TerminalHostError(
                 f"PCI device {bdf} is bound to {driver or 'no driver'}, not pciback, and PCIPassthrough "
@@ -146,13 +184,6 @@ def _listed(step: Step) -> list[str]:
     return [str(b) for b in devices] if isinstance(devices, list) else []
 
 
-def _canonical(bdf: str) -> str:
-    try:
-        return str(xenfmt.parse_bdf(bdf))
-    except ValueError:
-        return bdf
-
-
 async def _pci_addresses(rt: Runtime, step: Step, rule: PCIPassthrough) -> list[str]:
     """The step's resolved host addresses, else the rule's bdf, else its match against
     the inventory now (a plan made from a dump could not resolve it)."""
@@ -163,7 +194,7 @@ async def _pci_addresses(rt: Runtime, step: Step, rule: PCIPassthrough) -> list[
     match = rule.spec.match
     if match is None:
         raise TerminalHostError(f"PCIPassthrough {step.name!r} names neither bdf nor match; fix the manifest")
-    return sorted(d.bdf for d in await rt.read(rt.ports.pciback.inventory) if matches(match, d))
+    return sorted(d.bdf for d in (await _inventory(rt)).values() if matches(match, d))
 
 
 async def _frontend(rt: Runtime, domid: int, kind: str, devid: int) -> bool:
@@ -187,4 +218,4 @@ async def _assigned(rt: Runtime, domid: int) -> set[str]:
             return set()
         raise
     values = [(await read_or_empty(rt, f"{base}/{k}")).decode() for k in keys]
-    return {_canonical(v) for v in values if v}
+    return {canonical(v) for v in values if v}

@@ -19,7 +19,7 @@ from reconciler.errors import HostError, TerminalHostError
 from reconciler.execute.devices import attach, detach, pci_assignable_add, pci_assignable_remove, set_netdev
 from reconciler.execute.firewall import fw_apply, fw_remove, fw_start, fw_table
 from reconciler.execute.runtime import RECORD, Runtime, arg, int_arg, missing, read_or_empty
-from reconciler.model.host import BUILDING
+from reconciler.model.host import BUILDING, DomainStatus
 from reconciler.plan.steps import Op, Step
 from reconciler.ports import Perm, XenstoreOps
 
@@ -33,15 +33,15 @@ Handler = Callable[[Runtime, Step, bool], Awaitable[str | None]]
 
 async def create(rt: Runtime, step: Step, retry: bool) -> str | None:
     vm = rt.desired.vms[step.name]
-    existing = await rt.live_domid(step.name) if retry else None
+    existing = await rt.live_domid(step.name, fresh=True) if retry else None
     if existing is None:
         # Intent before effect: once `xl create` runs, a kill at any point leaves a domain
         # that the next plan knows is ours, with its record (and the rest) still to do.
         await _write_intent(rt, vm.spec.uuid, step.name)
     # A try whose answer was lost may have built it: adopt that domain instead of failing on the name.
     domid = existing if existing is not None else await rt.ports.toolstack.create(vm, paused=True)
-    rt.domids[step.name] = domid
     rt.built.add(step.name)
+    rt.built_domain(DomainStatus(domid, step.name, vm.spec.uuid or "", "paused", vm.spec.memory, vm.spec.vcpus))
     # Neither xl nor the simulated toolstack writes vm-data/: the guest reads it at boot,
     # so it goes in while the domain is still paused.
     await _write_data(rt, domid, dict(vm.spec.xenstore_data))
@@ -89,12 +89,16 @@ async def record(rt: Runtime, step: Step, retry: bool) -> str | None:
 
 
 async def unpause(rt: Runtime, step: Step, retry: bool) -> str | None:
-    await rt.ports.toolstack.unpause(await rt.domid(step.name))
+    domid = await rt.domid(step.name)
+    await rt.ports.toolstack.unpause(domid)
+    rt.powered(domid, "running")
     return None
 
 
 async def pause(rt: Runtime, step: Step, retry: bool) -> str | None:
-    await rt.ports.toolstack.pause(await rt.domid(step.name))
+    domid = await rt.domid(step.name)
+    await rt.ports.toolstack.pause(domid)
+    rt.powered(domid, "paused")
     return None
 
 
@@ -131,17 +135,19 @@ async def shutdown(rt: Runtime, step: Step, retry: bool) -> str | None:
         if await rt.live_domid(step.name) is None:
             return "gone while shutting down"
         return f"not shut down gracefully ({exc}); destroyed next"
+    finally:
+        rt.domains_changed()  # shut down and kept (onPoweroff: preserve), or reaped: a listing says which
     return None
 
 
 async def destroy(rt: Runtime, step: Step, retry: bool) -> str | None:
-    status = next((d for d in await rt.domains() if d.name == step.name), None)
-    if status is not None:  # else a cooperative guest powered off and the toolstack reaped it already
-        await rt.ports.toolstack.destroy(status.domid)
-    rt.domids.pop(step.name, None)
+    domid = await rt.live_domid(step.name)
+    if domid is not None:  # else a cooperative guest powered off and the toolstack reaped it already
+        await rt.ports.toolstack.destroy(domid)
+    rt.gone(step.name, domid)
     # A domain an interrupted apply built still has its build intent: it goes with the domain.
     vm = rt.desired.vms.get(step.name)
-    uuid = status.uuid if status is not None else vm.spec.uuid if vm is not None else None
+    uuid = (rt.uuids.get(domid) if domid is not None else None) or (vm.spec.uuid if vm is not None else None)
     if uuid:
         await rt.ports.xenstore.transaction(lambda tx: _rm_quiet(tx, f"{BUILDING}/{uuid}"))
     return None
@@ -221,7 +227,8 @@ async def _write_data(rt: Runtime, domid: int, data: Mapping[str, str]) -> None:
     await rt.ports.xenstore.transaction(body)
 
 
-# Ops that may start or stop a domain: after one, the next v4v resolution lists domains again.
+# Ops that may start or stop a domain. Each tells the run's listing what it did (`Runtime.built_domain`,
+# `powered`, `gone`, `domains_changed`); after one that failed, the next lookup lists domains again.
 CHANGES_DOMAINS: frozenset[Op] = frozenset({"create", "unpause", "pause", "shutdown", "destroy"})
 
 # Every op of `reconciler.plan.steps.Op`, in the order a VM's life uses them; the

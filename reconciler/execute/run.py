@@ -33,29 +33,40 @@ OnStep = Callable[[StepResult], None]
 async def run_step(rt: Runtime, step: Step) -> StepResult:
     """One step under the retry policy: done, or failed with the host's last sentence.
     Only HostErrors fail a step; anything else is a bug and propagates."""
-    started, tries = time.monotonic(), 0
+    started, tries, done = time.monotonic(), 0, False
     try:
         async for attempt in retrying(rt.settings.retry):
             with attempt:
                 tries = attempt.retry_state.attempt_number
                 note = await OPS[step.op](rt, step, tries > 1)
+        done = True
     except HostError as exc:
         return StepResult(step, "failed", time.monotonic() - started, tries, error=str(exc) or type(exc).__name__)
     finally:
-        if step.op in CHANGES_DOMAINS:
-            rt.listing = None
+        if step.op in CHANGES_DOMAINS and not done:  # failed or cancelled: what it did is unknown
+            rt.domains_changed()
     return StepResult(step, "done", time.monotonic() - started, tries, note=note)
 
 
 class _Schedule:
-    """The bookkeeping of one run: what waits for how many steps, what may start next
-    (ordered by the plan's generation, then id, so equal runs start steps alike)."""
+    """The bookkeeping of one run: what waits for how many steps, what may start next.
+    Ready steps start VM by VM (the VMs in the order their first step's generation
+    places them, then by name), within a VM by generation, then id: so equal runs
+    start steps alike, and a VM that started goes on before the next one starts. Taking
+    every VM's steps generation by generation instead would leave the work that must
+    run one at a time (firewall changes) for the end of the run, with nothing beside it."""
 
     def __init__(self, plan: Plan) -> None:
         self.graph = plan.graph
-        self.rank = {sid: n for n, generation in enumerate(plan.generations) for sid in generation}
+        generation = {sid: n for n, sids in enumerate(plan.generations) for sid in sids}
+        vm_of = {step.id: step.vm for step in plan.steps}
+        first: dict[str, int] = {}
+        for sid, n in generation.items():  # in generation order: the first seen is the earliest
+            first.setdefault(vm_of.get(sid, ""), n)
+        order = {vm: n for n, vm in enumerate(sorted(first, key=lambda vm: (first[vm], vm)))}
+        self.rank = {sid: (order[vm_of.get(sid, "")], n) for sid, n in generation.items()}
         self.waiting = {sid: self.graph.in_degree(sid) for sid in self.graph.nodes}
-        self.ready: list[tuple[int, str]] = [(self.rank[s], s) for s, n in self.waiting.items() if n == 0]
+        self.ready: list[tuple[tuple[int, int], str]] = [(self.rank[s], s) for s, n in self.waiting.items() if n == 0]
         heapq.heapify(self.ready)
         self.settled: set[str] = set()
 

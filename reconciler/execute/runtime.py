@@ -3,8 +3,12 @@ state, the domids known so far, and the locks that keep concurrent steps consist
 
 Touches the host through `reconciler.ports.HostPorts` only. Built by
 `reconciler.execute.run.execute`; read by the op table in `reconciler.execute.ops`.
-Domids come from the host (`list_domains` at start, refreshed on a miss) and from
-`create` for the domains this run builds, never from the plan (STYLE 4). What v4v
+Domids come from the host (`list_domains` at start, refreshed on a miss once a step
+changed the domains) and from `create` for the domains this run builds, never from the
+plan (STYLE 4). The listing is kept current with the run's own creates, pauses and
+destroys (replayed onto a listing read meanwhile); a change the run cannot know (a
+shutdown, a failed step) drops it, and a listing read across such a change is not kept;
+the PCI inventory likewise (`reconciler.execute.pcicopy`). What v4v
 rules resolve against (the running set, the table) is read once and kept until a
 step may have changed it, so a run stays linear in the number of rules. Reads of the
 host (`read`) are retried where they are made, under the run's retry policy: a read
@@ -15,6 +19,7 @@ through when transient errors are frequent; the step's own retry covers its writ
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -22,8 +27,9 @@ from typing import TypeVar
 
 from reconciler.diff.firewall import RuleIndex, RunningIndex, RunningVM
 from reconciler.errors import HostError, TerminalHostError
+from reconciler.execute.pcicopy import PciCopy
 from reconciler.execute.settings import ExecuteSettings
-from reconciler.model.host import BUILDING, DomainStatus, FirewallEntry
+from reconciler.model.host import BUILDING, DomainPower, DomainStatus, FirewallEntry
 from reconciler.model.state import DesiredState
 from reconciler.plan.steps import Step
 from reconciler.ports import HostPorts
@@ -73,9 +79,13 @@ class Runtime:
     domids: dict[str, int] = field(default_factory=dict)  # VM name -> domid, as last seen
     built: set[str] = field(default_factory=set)  # VMs this run created: ours before `record` ran
     firewall_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # list-then-insert is one unit
-    pci_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # inventory-then-bind likewise
-    # `xl list` as last read; None once a step may have started or stopped a domain.
+    pci: PciCopy = field(default_factory=PciCopy)  # the PCI inventory, read once, with this run's binds
+    # `xl list` as last read plus this run's own changes; None once a step may have
+    # changed the domains in a way the run does not know.
     listing: list[DomainStatus] | None = None
+    uuids: dict[int, str] = field(default_factory=dict)  # domid -> uuid of every domain seen this run
+    _generation: int = 0  # bumped by `domains_changed`: a listing read across it is not kept
+    _edits: list[Callable[[list[DomainStatus]], list[DomainStatus]]] = field(default_factory=list)  # this run's changes
     managed_marks: dict[str, tuple[int, bool]] = field(default_factory=dict)  # uuid -> (domid, marker) as read
     # The v4v table as last listed plus this run's own changes; None after a failed change.
     fw_table: TableCopy | None = None
@@ -93,11 +103,48 @@ class Runtime:
         return await retried(self.settings.retry, call)
 
     async def domains(self) -> list[DomainStatus]:
-        """`xl list` now, also refreshing the name -> domid table."""
+        """`xl list` now, with the changes this run's steps made while it was read. Kept
+        as the run's listing (and its name -> domid table) unless a step changed the
+        domains in a way the run cannot replay (`domains_changed`) while it was read: a
+        listing taken then may miss that change, and must not stand for the host after it."""
+        generation, seen = self._generation, len(self._edits)
         listed = await self.read(self.ports.toolstack.list_domains)
-        self.domids = {d.name: d.domid for d in listed}
-        self.listing = listed
+        self.uuids.update((d.domid, d.uuid) for d in listed)  # a domain's uuid never changes
+        for edit in self._edits[seen:]:
+            listed = edit(listed)
+        if generation == self._generation:
+            self.domids = {d.name: d.domid for d in listed}
+            self.listing = listed
         return listed
+
+    def domains_changed(self) -> None:
+        """A step changed the domains, or may have, in a way the run cannot know (a shutdown
+        whose guest may stay or go, a step that failed): list them again when needed,
+        and do not keep a listing being read right now."""
+        self._generation += 1
+        self.listing = None
+
+    def built_domain(self, status: DomainStatus) -> None:
+        """This run built the domain `status` (so the listing need not be read for it)."""
+        self.domids[status.name] = status.domid
+        self.uuids[status.domid] = status.uuid
+        self._edit(lambda listed: [d for d in listed if d.domid != status.domid] + [status])
+
+    def powered(self, domid: int, power: DomainPower) -> None:
+        """This run paused or unpaused domain `domid`."""
+        self._edit(lambda listed: [dataclasses.replace(d, power=power) if d.domid == domid else d for d in listed])
+
+    def gone(self, name: str, domid: int | None) -> None:
+        """This run destroyed VM `name`'s domain `domid` (None: it was gone already)."""
+        self.domids.pop(name, None)
+        self._edit(lambda listed: [d for d in listed if d.domid != domid and d.name != name])
+
+    def _edit(self, edit: Callable[[list[DomainStatus]], list[DomainStatus]]) -> None:
+        """Apply a change of this run to the listing, and to any listing being read now.
+        A new list each time: `running()` is computed once per listing object."""
+        self._edits.append(edit)
+        if self.listing is not None:
+            self.listing = edit(self.listing)
 
     async def firewall(self) -> TableCopy:
         """The v4v table (call under `firewall_lock`; keep it current with your changes)."""
@@ -113,20 +160,29 @@ class Runtime:
         return self.fw_table
 
     async def domid(self, vm: str) -> int:
-        """The domid of VM `vm`'s domain; TerminalHostError when the host has none."""
-        if vm not in self.domids:
+        """The domid of VM `vm`'s domain; TerminalHostError when the host has none. A miss
+        lists the domains again only if a step changed them since the last listing."""
+        if vm not in self.domids and self.listing is None:
             await self.domains()
         if vm not in self.domids:
             raise TerminalHostError(f"VM {vm!r} has no domain on {self.ports.name}; it was stopped or destroyed "
                                     "outside the reconciler since the plan was made: run apply again")
         return self.domids[vm]
 
-    async def live_domid(self, vm: str) -> int | None:
-        """The domid of `vm` if its domain exists right now (fresh listing), else None."""
-        for status in await self.domains():
-            if status.name == vm:
-                return status.domid
-        return None
+    async def live_domid(self, vm: str, *, fresh: bool = False) -> int | None:
+        """The domid of `vm` if its domain exists right now, else None. The domain this run
+        knows is confirmed by its xenstore name (libxl removes /local/domain/<domid> with
+        the domain), so no step lists every domain to ask about one; a VM the run knows
+        no domain of is looked up in the listing (`fresh`: a new one, for a create whose
+        answer was lost)."""
+        if fresh:
+            return next((d.domid for d in await self.domains() if d.name == vm), None)
+        domid = self.domids.get(vm)
+        if domid is not None:
+            name = await read_or_empty(self, f"/local/domain/{domid}/name")
+            return domid if name.decode("utf-8", "replace") == vm else None
+        listing = self.listing if self.listing is not None else await self.domains()
+        return next((d.domid for d in listing if d.name == vm), None)
 
     async def running(self) -> dict[str, RunningVM]:
         """The running set the v4v resolver needs, as the host shows it at this moment:
