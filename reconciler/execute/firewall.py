@@ -18,8 +18,8 @@ the copy (so two steps never insert one entry twice); the port call runs outside
 lock, so the batches of concurrent starts overlap. A change that fails drops the copy,
 and the next step lists the table again (counting in what other steps have in flight).
 Two VMs starting at once each see the other: a batch is decided after its own VM's
-build, against a running set that holds every VM this run has built (listed again if
-not), so of two batches the later one sees both VMs. `fw-table` removes what no rule
+build, against a running set that holds every VM this run has built (the listing
+replays the run's own creates), so of two batches the later one sees both VMs. `fw-table` removes what no rule
 derives and keeps the default REJECT last, all under the lock (its order matters).
 """
 
@@ -47,13 +47,10 @@ def parse_entry(text: str) -> FirewallEntry:
 
 
 async def _view(rt: Runtime) -> RunningIndex:
-    """The running set (indexed), holding every domain this run has built: a listing
-    read while a build was still under way lacks it, and is read again. Call under
-    `firewall_lock`."""
+    """The running set, indexed once per listing. It holds every domain this run has
+    built: the run's listing replays its own creates, also onto a listing read while a
+    build was still under way (`Runtime.domains`). Call under `firewall_lock`."""
     running = await rt.running()
-    if any(name not in running for name in rt.built):
-        rt.listing = None  # read before a build of this run ended: list again
-        running = await rt.running()
     if rt.fw_index is None or rt.fw_index[0] is not running:
         rt.fw_index = (running, RunningIndex(running))
     return rt.fw_index[1]

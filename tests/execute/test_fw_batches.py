@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from reconciler.errors import TransientHostError
 from reconciler.execute import ExecuteSettings, execute
 from reconciler.loader import load
 from reconciler.model.host import DomainStatus, FirewallEntry
@@ -87,15 +88,16 @@ def test_a_rule_waiting_for_many_starts_is_one_line_and_they_converge(
 
 
 class StaleListing:
-    """The toolstack port, arranging the race a listing cache invites: the first listing
-    that shows `a` but not `b` is read, then held until `b`'s build (and its step) has
-    ended, and only then answered; `b` is built only once that listing is under way.
-    A run that trusted the listing it kept would resolve `b`'s start without `b`."""
+    """The toolstack port, arranging the race a listing cache invites. `a`'s build
+    answers with a transient error after building (a lost answer), so its retry lists
+    the domains; that listing shows `a` but not `b`, is held until `b`'s build (and its
+    step) has ended, and only then answered; `b` is built only once it is under way.
+    A run that trusted that listing would resolve `a`'s start without `b`."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.listing_read, self.b_built = asyncio.Event(), asyncio.Event()
-        self.held = False
+        self.lost = self.held = False
 
     async def list_domains(self) -> list[DomainStatus]:
         listed: list[DomainStatus] = await self.inner.list_domains()
@@ -113,6 +115,9 @@ class StaleListing:
         domid: int = await self.inner.create(vm, paused=paused)
         if vm.metadata.name == "b":
             self.b_built.set()
+        if vm.metadata.name == "a" and not self.lost:
+            self.lost = True
+            raise TransientHostError("create: the answer was lost (the domain was built)")
         return domid
 
     def __getattr__(self, name: str) -> Any:
