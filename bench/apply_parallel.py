@@ -35,7 +35,7 @@ REPO = BENCH.parent
 # faster: libxl's 10 s attach timeout scales with it, and at 0.05 (0.5 s) a 500-VM run's
 # busy event loop (the embedded host saves its state as it goes) made attaches time out.
 DELAY_SCALE = 0.2
-COUNTED = ("inventory", "list_domains", "fw_list", "fw_insert", "assignable_add")
+COUNTED = ("inventory", "list_domains", "fw_list", "fw_insert", "fw_insert_many", "assignable_add")
 
 
 def write_host(state_dir: Path, n: int, latency_ms: float, fast: list[str]) -> None:
