@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import worktree  # noqa: E402
 from manifests import SHAPES, bdf, generate, vm_name, write_inventory  # noqa: E402
 
 from drivers.sim import open_sim  # noqa: E402
@@ -145,12 +146,6 @@ def _run(argv: list[str], env: dict[str, str], cwd: Path | None = None,
         out.seek(0)
         return out.read().decode(), wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
 
-
-def worktree(rev: str, root: Path) -> Path:
-    """A detached checkout of `rev` under `root` (removed by the caller)."""
-    path = root / "baseline"
-    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "--quiet", str(path), rev], check=True)
-    return path
 
 
 def medians(rounds: list[dict[str, float]]) -> dict[str, float]:

@@ -17,13 +17,14 @@ import argparse
 import asyncio
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import stop, worktree
 
 REPO = Path(__file__).resolve().parent.parent
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -119,19 +120,9 @@ def idle_cpu(tree: Path, template: Path, window: float) -> tuple[float, float, f
         time.sleep(max(0.0, window - (time.monotonic() - started)))
         return idle, start, cpu_seconds(proc.pid) - before
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
+        stop(proc)
         shutil.rmtree(scratch, ignore_errors=True)
 
-
-def worktree(rev: str, root: Path) -> Path:
-    path = root / "baseline"
-    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "--quiet", str(path), rev], check=True)
-    return path
 
 
 def main() -> int:

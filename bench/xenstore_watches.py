@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import socket
 import statistics
 import struct
@@ -29,6 +28,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from common import stop, worktree
 
 REPO = Path(__file__).resolve().parent.parent
 HEADER = struct.Struct("<IIII")  # type, req_id, tx_id, len
@@ -140,19 +141,9 @@ def serve_and_measure(tree: Path, count: int) -> dict[str, float]:
             raise SystemExit(f"sim serve from {tree} did not start: {lines!r}")
         return measure(lines[-1].split("=", 1)[1].strip(), count)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
+        stop(proc)
         shutil.rmtree(scratch, ignore_errors=True)
 
-
-def worktree(rev: str, root: Path) -> Path:
-    path = root / "baseline"
-    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "--quiet", str(path), rev], check=True)
-    return path
 
 
 def main() -> int:
