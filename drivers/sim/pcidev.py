@@ -13,14 +13,15 @@ from __future__ import annotations
 import asyncio
 
 from drivers.sim.attach import Devices
-from drivers.sim.backends import DeviceRef
+from drivers.sim.backends import DeviceJob, DeviceRef
 from drivers.sim.devices import PciOpts, device_paths, pci_backend
+from drivers.sim.domains import Domain
 from drivers.sim.layout import Step
 from drivers.sim.ops import Op
 from drivers.sim.pci import PCIBACK
 from drivers.sim.player import play
 from drivers.sim.toolstack import Core
-from reconciler.errors import TerminalHostError
+from reconciler.errors import TerminalHostError, TransientHostError
 from reconciler.xenfmt import parse_bdf
 
 
@@ -61,7 +62,7 @@ class PciDevices:
             ref = DeviceRef(domid, "pci", 0)
             if not core.exists(back):
                 play(core.store, pci_backend(domid, domain.name, [(parse_bdf(device.bdf), opts)]))
-                await self.devices._wait_attached(core.backends.start(ref, "add"), domain, f"PCI device {device.bdf}")
+                await self._attached(core.backends.start(ref, "add"), domain, device.bdf, key)
                 return
             index = int(core.value(f"{back}/num_devs") or "0")
             if opts.vslot is not None and opts.vslot in self._slots(back, index):
@@ -72,7 +73,16 @@ class PciDevices:
                               Op("write", f"{back}/num_devs", str(index + 1)), Op("write", f"{back}/state", "7"),
                               Op("write", f"/libxl/pci/{key}/domid", str(domid))])
             job = core.backends.start(ref, "add", _reconfigure(domid, []))
-            await self.devices._wait_attached(job, domain, f"PCI device {device.bdf}")
+            await self._attached(job, domain, device.bdf, key)
+
+    async def _attached(self, job: DeviceJob, domain: Domain, bdf: str, key: str) -> None:
+        """Wait for the backend; on a timeout (the device removed) libxl also unassigns
+        it, so a retry or another domain may take it."""
+        try:
+            await self.devices._wait_attached(job, domain, f"PCI device {bdf}")
+        except TransientHostError:
+            play(self.core.store, [Op("rm", f"/libxl/pci/{key}/domid")])
+            raise
 
     async def detach(self, domid: int, bdf: str) -> None:
         core = self.core

@@ -88,6 +88,26 @@ def test_backend_that_never_connects_times_out_and_is_removed(sim: Any, vm: Any,
     sim(body)
 
 
+def test_a_pci_attach_that_times_out_leaves_the_device_unassigned(sim: Any, vm: Any, state_dir: Path) -> None:
+    # libxl unassigns a device whose attach failed; a left `/libxl/pci/<bdf>/domid` made
+    # the retry (and any other domain) fail with "already assigned" for good.
+    _faults(state_dir, "never_connect: {domains: [stuck]}\n")
+
+    async def body(ports: HostPorts, host: SimHost) -> None:
+        ts = ports.toolstack
+        await ports.pciback.assignable_add("0000:02:00.0")
+        stuck = await ts.create(vm("stuck"), paused=False)
+        with pytest.raises(TransientHostError, match="did not connect"):
+            await ts.attach_pci(stuck, "0000:02:00.0")
+        assert "0000-02-00-0" not in await ports.xenstore.directory("/libxl/pci") or \
+            "domid" not in await ports.xenstore.directory("/libxl/pci/0000-02-00-0")
+        other = await ts.create(vm("other"), paused=False)
+        await ts.attach_pci(other, "0000:02:00.0")  # free again
+        assert await ports.xenstore.read("/libxl/pci/0000-02-00-0/domid") == str(other).encode()
+
+    sim(body)
+
+
 def test_domain_crashes_after_unpause(sim: Any, vm: Any, state_dir: Path) -> None:
     _faults(state_dir, "crash_after_unpause: {domains: [flaky, keeper], after_ms: 100}\n")
 
