@@ -92,8 +92,7 @@ def _expand(diff: Diff, inputs: Inputs) -> tuple[dict[str, Step], list[tuple[str
         last: Step | None = None
         for step in steps_for(change, inputs):
             steps.setdefault(step.id, step)
-            if (last is not None and last.trigger is None and step.trigger is None
-                    and last.kind == step.kind and last.name == step.name):
+            if last is not None and last.kind == step.kind and last.name == step.name:
                 chain.append((last.id, step.id))
             last = step
     return steps, chain

@@ -77,7 +77,7 @@ def _change(change: ResourceChange) -> dict[str, Any]:
 def actions_data(plan: Plan) -> list[dict[str, Any]]:
     """The plan's `actions`, as `plan_to_data` has them (what `apply --plan` compares)."""
     return [
-        {"id": s.id, "op": s.op, "kind": s.kind, "name": s.name, "vm": s.vm, "args": dict(s.args), "trigger": s.trigger}
+        {"id": s.id, "op": s.op, "kind": s.kind, "name": s.name, "vm": s.vm, "args": dict(s.args), "trigger": None}
         for s in plan.steps
     ]
 
@@ -144,7 +144,7 @@ def _change_json(change: ResourceChange, seen: Remembered) -> str:
 def _action_json(step: Step) -> str:
     return (f'{{"args": {compact(dict(step.args)) if step.args else "{}"}, "id": {string(step.id)}, '
             f'"kind": {string(step.kind)}, "name": {string(step.name)}, "op": {string(step.op)}, '
-            f'"trigger": {compact(step.trigger)}, "vm": {string(step.vm)}}}')
+            f'"trigger": null, "vm": {string(step.vm)}}}')
 
 
 def _dependency_json(dependency: Dependency) -> str:

@@ -43,7 +43,6 @@ class Step:
     name: str
     vm: str
     args: tuple[tuple[str, object], ...] = ()
-    trigger: str | None = None  # no step has one any more (was fw-apply@<vm>); kept in the JSON format
 
 
 @dataclass(frozen=True)
@@ -57,15 +56,14 @@ class Inputs:
     fw_touched: Callable[[str], bool]  # desired VM -> does its start resolve firewall entries
 
 
-def step_id(kind: Kind, name: str, op: Op, trigger: str | None = None) -> str:
-    base = f"{PREFIX[kind]}/{name}/{op}"
-    return f"{base}@{trigger}" if trigger else base
+def step_id(kind: Kind, name: str, op: Op) -> str:
+    return f"{PREFIX[kind]}/{name}/{op}"
 
 
-def make(kind: Kind, name: str, vm: str, op: Op, args: Mapping[str, object] | None = None, trigger: str | None = None) -> Step:
+def make(kind: Kind, name: str, vm: str, op: Op, args: Mapping[str, object] | None = None) -> Step:
     pairs = tuple(sorted([item for item in args.items() if item[1] is not None])) if args else ()
     sid = f"{PREFIX[kind]}/{name}/{op}"  # step_id, inline: made for every step of a plan
-    return Step(f"{sid}@{trigger}" if trigger else sid, op, kind, name, vm, pairs, trigger)
+    return Step(sid, op, kind, name, vm, pairs)
 
 
 # ---- VM ----------------------------------------------------------------------------------
