@@ -26,7 +26,7 @@ derives and keeps the default REJECT last, all under the lock (its order matters
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from reconciler.diff.firewall import EntryKey, RuleIndex, RunningIndex, rule_keys
 from reconciler.errors import TerminalHostError
@@ -68,19 +68,27 @@ def _reserve(table: TableCopy, keys: Iterable[EntryKey]) -> list[FirewallEntry]:
     return batch
 
 
-async def _insert(rt: Runtime, batch: list[FirewallEntry]) -> None:
-    """Insert a reserved batch, outside the lock; on failure the copy is listed again."""
+async def _outside_lock(rt: Runtime, pending: Counter[FirewallEntry], batch: list[FirewallEntry],
+                        call: Callable[[list[FirewallEntry]], Awaitable[None]]) -> None:
+    """Send a batch the copy already shows, outside the lock, counted in `pending` (the
+    run's in-flight inserts or deletes, which a new listing counts in) meanwhile; on
+    failure some may have happened (a lost answer): the copy is listed again."""
     if not batch:
         return
-    rt.fw_inflight.update(batch)
+    pending.update(batch)
     try:
-        await rt.ports.firewall.insert_many(batch)  # position 1 each: above the trailing REJECT
+        await call(batch)
     except BaseException:
-        rt.fw_table = None  # some may be in (a lost answer): list again
+        rt.fw_table = None
         raise
     finally:
-        rt.fw_inflight.subtract(batch)
-        rt.fw_inflight += Counter()  # drop the zeros
+        pending.subtract(batch)
+        pending += Counter()  # drop the zeros
+
+
+async def _insert(rt: Runtime, batch: list[FirewallEntry]) -> None:
+    """Insert a reserved batch (position 1 each: above the trailing REJECT)."""
+    await _outside_lock(rt, rt.fw_inflight, batch, rt.ports.firewall.insert_many)
 
 
 async def fw_start(rt: Runtime, step: Step, retry: bool) -> str | None:
@@ -122,16 +130,7 @@ async def fw_remove(rt: Runtime, step: Step, retry: bool) -> str | None:
         going = [entry for entry in entries if entry in table]
         for entry in going:
             table.remove(entry)
-    rt.fw_leaving.update(going)
-    try:
-        if going:
-            await rt.ports.firewall.delete_many(going)
-    except BaseException:
-        rt.fw_table = None
-        raise
-    finally:
-        rt.fw_leaving.subtract(going)
-        rt.fw_leaving += Counter()  # drop the zeros
+    await _outside_lock(rt, rt.fw_leaving, going, rt.ports.firewall.delete_many)
     return None
 
 
