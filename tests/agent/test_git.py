@@ -1,6 +1,6 @@
 """GitOps of the agent (reconciler/agent/git.py) against real git repositories.
 
-Real: the `git` program, repositories, a bare "remote" and clones made in tmp dirs,
+Real: the `git` program (scripts/test installs it), repositories, a bare "remote" and clones made in tmp dirs,
 force-pushes, file ownership (the safe.directory case needs root). Nothing is faked; the
 user's git config is kept out (an empty global config, no system config), as on a host.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -19,9 +18,6 @@ import pytest
 from reconciler.agent import git as gitmod
 from reconciler.agent.git import GitError, GitPull, GitState, describe, redact
 from reconciler.errors import ReconcilerError
-
-pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
-
 
 @pytest.fixture(autouse=True)
 def hermetic_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
