@@ -225,6 +225,12 @@ def test_clone_then_fast_forward(remote: tuple[Path, Path], tmp_path: Path) -> N
     assert asyncio.run(pull.sync()) == new
     assert (dest / "db.yaml").read_text() == "memory: 1\n"
     assert asyncio.run(pull.sync()) is None
+    for i in range(3):  # several commits in one fetch: the history still joins the shallow HEAD
+        (work / "vm.yaml").write_text(f"memory: {10 + i}\n")
+        new = commit_all(work, f"batch {i}")
+    git(work, "push", "-q", "origin", "main")
+    assert asyncio.run(pull.sync()) == new
+    assert (dest / "vm.yaml").read_text() == "memory: 12\n"
 
 
 @pytest.mark.parametrize("rewrite", ["amend", "reset-deeper"])
