@@ -1,1 +1,1 @@
-"""The agent behind `reconciler watch`: one level-triggered pass per trigger, and its status."""
+"""The agent: `reconciler watch` keeps a host converged (issue 12)."""
