@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from reconciler.agent.git import GitError, GitPull, describe
 from reconciler.agent.status import rfc3339, write_status
 from reconciler.agent.triggers import FULL, Triggers, primary
 from reconciler.errors import Diagnostic, HostError, ManifestError
@@ -50,6 +51,7 @@ class AgentSettings:
     debounce_s: float = 0.5  # quiet time after a manifest change before the pass
     max_destroy: int | None = None  # None: refuse a pass stopping more than half the managed VMs
     drift: Literal["correct", "warn"] = "correct"
+    git_pull: GitPull | None = None  # --git URL --branch B --interval S: fetched by the agent itself
 
 
 # --- stand-ins for the parts built beside this one (policy, live observer) -------------
@@ -192,6 +194,8 @@ class Agent:
         try:
             await self.observer.start()
             tasks.append(asyncio.create_task(self._xenstore_events(triggers), name="xenstore"))
+            if self.settings.git_pull is not None:
+                tasks.append(asyncio.create_task(self._pull(self.settings.git_pull, triggers), name="git"))
             while (pending := await triggers.wait(self.stop)) is not None:
                 await self.one_pass(primary(pending), full=bool(pending & FULL))
                 if pending & FULL:
@@ -211,6 +215,23 @@ class Agent:
         """SIGHUP: a pass now, manifests reloaded and the host observed whole."""
         if self.triggers is not None:
             self.triggers.fire("signal")
+
+    async def _pull(self, pull: GitPull, triggers: Triggers) -> None:
+        """Fetch every `interval` seconds; a fast-forward makes a pass (trigger `git`).
+        A refused or failed fetch is logged once per message and retried next time."""
+        said = ""
+        while True:
+            await asyncio.sleep(pull.interval)
+            try:
+                moved = await pull.sync()
+            except GitError as exc:
+                if str(exc) != said:
+                    log.error("%s", exc)
+                said = str(exc)
+                continue
+            said = ""
+            if moved is not None:
+                triggers.fire("git")
 
     async def _xenstore_events(self, triggers: Triggers) -> None:
         while True:
@@ -246,6 +267,7 @@ class Agent:
         """Load, observe, plan, decide, execute, record; the outcome word."""
         self.passes += 1
         started, clock = time.time(), time.monotonic()
+        git = await asyncio.to_thread(describe, self.settings.paths)  # the commit this pass applies
         try:
             result = await self._act(self.load(), full)
         except HostError as exc:  # the host could not be read even after retries
@@ -253,11 +275,14 @@ class Agent:
         duration = time.monotonic() - clock
         self.last_pass = {"number": self.passes, "started": rfc3339(started), "trigger": trigger,
                           "outcome": result.outcome, "durationSeconds": round(duration, 6), "counts": result.counts,
-                          "error": result.error, "git": None}
+                          "error": result.error,
+                          "git": None if git is None else {"root": git.root, "commit": git.commit, "dirty": git.dirty}}
         self.write_status()
         c = result.counts
         line = (f"pass {self.passes} ({trigger}): {result.outcome} in {duration:.2f} s: {c['changes']} changes, "
                 f"{c['done']} steps done, {c['failed']} failed, {c['skipped']} skipped, {c['held']} held")
+        if git is not None:
+            line += f", commit {git.commit[:12]}{' (dirty)' if git.dirty else ''}"
         (log.warning if result.outcome in ("failed", "refused") else log.info)(
             "%s%s", line, f"; {result.error}" if result.error else "")
         return result.outcome

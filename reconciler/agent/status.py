@@ -20,7 +20,7 @@ from reconciler.atomic import write_text_atomic
 
 FORMAT_VERSION = 1
 FILENAME = "status.schema.json"
-TRIGGERS = ("start", "signal", "manifest", "git", "xenstore", "retry", "resync")
+TRIGGERS = ("start", "signal", "git", "manifest", "xenstore", "retry", "resync")  # naming priority
 OUTCOMES = ("converged", "changed", "failed", "invalid", "refused", "suspended", "interrupted")
 CONDITIONS = ("Ready", "Progressing", "Drifted", "Failed", "RestartRequired")
 READ_MAX_BYTES = 64 << 20  # a 2,000-VM host's status is a few MiB

@@ -46,6 +46,18 @@ def status_path(spec: HostSpec) -> Path:
     return spec.state_dir / SIM_STATUS_FILE
 
 
+XEN_GIT_DIR = Path("/var/lib/xen-reconciler/git")
+
+
+def git_dir(spec: HostSpec) -> Path:
+    """Where `watch --git` keeps its clone: under the host's state directory (sim), or
+    under /var/lib on a real host (it outlives a reboot, unlike /run)."""
+    if spec.kind == "xen":
+        return XEN_GIT_DIR
+    assert spec.state_dir is not None
+    return spec.state_dir / "git"
+
+
 def _directory(path: Path, spec: HostSpec) -> None:
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -22,8 +22,10 @@ from typing import TYPE_CHECKING, Any
 from reconciler.errors import UsageError
 
 if TYPE_CHECKING:
+    from reconciler.agent.git import GitPull
     from reconciler.agent.loop import AgentSettings, FileWatch
     from reconciler.cli.hosts import HostSpec
+    from reconciler.execute.settings import ExecuteSettings
 
 YAML_SUFFIXES = (".yaml", ".yml")
 WATCH_STEP_MS = 50  # how often watchfiles' thread looks for a settled batch (or the stop event)
@@ -55,7 +57,8 @@ def register(subparsers: Any) -> None:
         "changes, the host drifts, or the resync timer fires. Invalid manifests are reported once and "
         "never acted on; the last good ones stay in force. `reconciler status` shows where it stands.",
     )
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="manifest files or directories")
+    parser.add_argument("paths", nargs="*", metavar="PATH",
+                        help="manifest files or directories (with --git: inside the repository, default all of it)")
     parser.add_argument("--host", metavar="H", help="sim[:DIR] or xen (default: $RECONCILER_HOST, else detected)")
     parser.add_argument("--resync", type=_seconds("--resync", 1), default=300.0, metavar="SECONDS",
                         help="observe the whole host at least this often (default 300)")
@@ -67,6 +70,10 @@ def register(subparsers: Any) -> None:
                         help="refuse a pass that would stop or destroy more than N VMs (default: half the managed ones)")
     parser.add_argument("--drift", choices=("correct", "warn"), default="correct",
                         help="what to do about drift: correct it (default) or only report it")
+    parser.add_argument("--git", metavar="URL", help="fetch the manifests from this repository (fast-forwards only)")
+    parser.add_argument("--branch", metavar="B", default="main", help="with --git: the branch to follow (default main)")
+    parser.add_argument("--interval", type=_seconds("--interval", 1), default=60.0, metavar="SECONDS",
+                        help="with --git: fetch this often (default 60)")
     parser.add_argument("--parallelism", type=int, metavar="N", help="steps run at once (default: $RECONCILER_PARALLELISM, else 4)")
     parser.set_defaults(run=run)
 
@@ -160,22 +167,53 @@ def _setup_logging(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reconciler.agent.loop import AgentSettings
-    from reconciler.cli.hostlock import agent_lock, status_path
+    from reconciler.cli.hostlock import agent_lock
     from reconciler.cli.hosts import select_host
     from reconciler.execute.settings import resolve_settings
 
     execute = resolve_settings(args.parallelism)
     spec = select_host(args.host)
-    for path in args.paths:
+    if args.git is None and not args.paths:
+        raise UsageError("watch needs the manifests: name files or directories, or a repository with --git URL")
+    print(f"host: {spec}", file=sys.stderr, flush=True)
+    _setup_logging(args)
+    with agent_lock(spec, "watch"):
+        pull, paths = _git(args, spec)
+        _run_agent(args, spec, execute, pull, paths)
+    return 0
+
+
+def _git(args: argparse.Namespace, spec: HostSpec) -> tuple[GitPull | None, tuple[str, ...]]:
+    """With --git: the clone, made or fast-forwarded now (a failure stops here, exit 1),
+    and the manifest paths inside it; else the paths as given."""
+    if args.git is None:
+        return None, tuple(args.paths)
+    from reconciler.agent.git import GitError, GitPull
+    from reconciler.cli.hostlock import git_dir
+
+    try:
+        pull = GitPull(args.git, args.branch, git_dir(spec), args.interval)
+        asyncio.run(pull.sync())
+    except GitError as exc:
+        raise UsageError(str(exc)) from None
+    inside = []
+    for path in args.paths or ["."]:
+        if os.path.isabs(path) or ".." in path.split(os.sep):
+            raise UsageError(f"{path}: with --git, name paths inside the repository (relative, no ..)")
+        inside.append(str(pull.dest / path))
+    return pull, tuple(inside)
+
+
+def _run_agent(args: argparse.Namespace, spec: HostSpec, execute: ExecuteSettings, pull: GitPull | None,
+               paths: tuple[str, ...]) -> None:
+    from reconciler.agent.loop import AgentSettings
+    from reconciler.cli.hostlock import status_path
+
+    for path in paths:
         if not os.path.exists(path):
             raise UsageError(f"{path}: no such file or directory; watch needs the manifests (or their directory) "
                              "to exist when it starts")
-    _setup_logging(args)
-    settings = AgentSettings(paths=tuple(args.paths), host=str(spec), status_path=status_path(spec), execute=execute,
+    settings = AgentSettings(paths=paths, host=str(spec), status_path=status_path(spec), execute=execute,
                              resync_s=args.resync, debounce_s=args.debounce, max_destroy=args.max_destroy,
-                             drift=args.drift)
-    print(f"host: {spec}", file=sys.stderr, flush=True)
-    with agent_lock(spec, "watch"):
-        asyncio.run(_watch(spec, settings))
-    return 0
+                             drift=args.drift, git_pull=pull)
+    asyncio.run(_watch(spec, settings))
