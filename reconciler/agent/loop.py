@@ -351,7 +351,8 @@ class Agent:
             if key in backoff:
                 resources[key]["backoff"] = backoff[key]
         return {"formatVersion": 1, "agent": agent, "lastPass": self.last_pass, "desiredDigest": self.digest,
-                "invalid": self.invalid, "suspended": self.suspended, "resources": resources}
+                "invalid": self.invalid, "suspended": self.suspended,
+                "xenstoreRequests": self.observer.xenstore_requests(), "resources": resources}
 
     def write_status(self, state: str = "running") -> None:
         try:

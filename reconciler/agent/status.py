@@ -77,7 +77,8 @@ SCHEMA: dict[str, Any] = {
     "title": "reconciler watch: the agent's status file (reconciler status --format json)",
     "type": "object",
     "additionalProperties": False,
-    "required": ["formatVersion", "agent", "lastPass", "desiredDigest", "invalid", "suspended", "resources"],
+    "required": ["formatVersion", "agent", "lastPass", "desiredDigest", "invalid", "suspended", "xenstoreRequests",
+                 "resources"],
     "properties": {
         "formatVersion": {"const": FORMAT_VERSION},
         "agent": {
@@ -98,6 +99,8 @@ SCHEMA: dict[str, Any] = {
         "invalid": {"type": "array", "items": {"type": "string"},
                     "description": "the problems of the manifests as last read (file:line:col: ...); empty when valid"},
         "suspended": {**_TEXT_OR_NULL, "description": "why actions are paused (reconciler suspend); null when not"},
+        "xenstoreRequests": {"type": "integer", "minimum": 0,
+                             "description": "xenstore requests the agent sent since it started, as of its last pass"},
         "resources": {
             "type": "object",
             "propertyNames": {"pattern": "^[^/]+/.+$"},
