@@ -1,0 +1,1 @@
+"""The desired-state agent: `reconciler watch` and what it decides, records and reports."""
