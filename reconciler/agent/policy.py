@@ -96,6 +96,16 @@ class Decision:
 
 
 @dataclass
+class _Pass:
+    """What `decide` found on a plan, for `record` of the same plan."""
+
+    plan: Plan
+    drifted: dict[str, str]  # key -> the drifted fields as a phrase
+    suspended: bool
+    backing_off: set[str] = field(default_factory=set)  # keys held for their backoff
+
+
+@dataclass
 class _Backoff:
     failures: int
     retry_at: float
@@ -137,13 +147,13 @@ class Policy:
         self._conditions: dict[str, dict[str, dict[str, str]]] = {}
         self._applied: dict[str, str] = {}  # owner (VM name or HOST) -> desired digest last seen applied
         self._digest: tuple[DesiredState, dict[str, str]] | None = None
-        self._drifted: tuple[Plan, dict[str, str]] | None = None  # the last decided plan's drift: key -> fields
+        self._last: _Pass | None = None  # what the last decide found, for record
 
     # ---- decide ------------------------------------------------------------------------
 
     def decide(self, plan: Plan, observed: ObservedState, *, suspended: str | None) -> Decision:
         drifted = self._find_drift(plan, observed)
-        self._drifted = (plan, drifted)
+        self._last = found = _Pass(plan, drifted, suspended is not None)
         if suspended is not None:
             return Decision(False, f"not acting: {suspended}")
         stopping = stopping_vms(plan, observed)
@@ -160,6 +170,7 @@ class Policy:
             key = change_key(change)
             backoff = self._backoff.get(key)
             if backoff is not None and backoff.retry_at > now:
+                found.backing_off.add(key)
                 hold[key] = (f"backing off until {rfc3339(backoff.retry_at)} after {backoff.failures} "
                              f"failure{'s' if backoff.failures != 1 else ''}")
             elif self.drift == "warn" and key in drifted:
@@ -205,7 +216,7 @@ class Policy:
 
     def record(self, plan: Plan, decision: Decision, report: Report | None) -> None:
         now = self.clock()
-        drifted = self._drifted[1] if self._drifted is not None and self._drifted[0] is plan else {}
+        found = self._last if self._last is not None and self._last.plan is plan else _Pass(plan, {}, False)
         outcomes = {resource_key(r.kind, r.name): r.outcome for r in report.resources} if report else {}
         errors: dict[str, str] = {}
         ran: set[str] = set()
@@ -222,8 +233,8 @@ class Policy:
             changes.setdefault(change_key(change), change)
         applied_ok: dict[str, bool] = {}
         for key, change in changes.items():
-            ok = self._record_change(key, change, now, decision, outcomes.get(key), errors.get(key),
-                                     key in ran, drifted.get(key))
+            ok = self._record_change(key, change, now, decision, found, outcomes.get(key), errors.get(key),
+                                     key in ran)
             applied_ok[change.vm] = applied_ok.get(change.vm, True) and ok
         desired_keys = {resource_key(kind, name) for kind in KINDS for name in plan.desired.by_kind(kind)}
         for key in sorted(desired_keys - set(changes)):
@@ -242,11 +253,11 @@ class Policy:
             if owner not in digests:
                 del self._applied[owner]
 
-    def _record_change(self, key: str, change: ResourceChange, now: float, decision: Decision,
-                       outcome: str | None, error: str | None, ran: bool, drift: str | None) -> bool:
+    def _record_change(self, key: str, change: ResourceChange, now: float, decision: Decision, found: _Pass,
+                       outcome: str | None, error: str | None, ran: bool) -> bool:
         """Move one changed resource's conditions and backoff; whether it is now as applied
         as the manifests ask (done, or only restart-only fields left pending)."""
-        held = decision.hold.get(key)
+        held, drift = decision.hold.get(key), found.drifted.get(key)
         pending = change.pending
         self._set(key, "Drifted", drift is not None, "Drift" if drift else "NoDrift",
                   f"changed on the host: {drift}" if drift else "", now)
@@ -256,8 +267,7 @@ class Policy:
                   f"{outcome} this pass" if ran and outcome else "", now)
         if not decision.act:
             why = decision.reason or "not acting"
-            self._set(key, "Ready", False, "Suspended" if why.startswith("not acting: suspended") else "Refused",
-                      why, now)
+            self._set(key, "Ready", False, "Suspended" if found.suspended else "Refused", why, now)
             return False
         if outcome == "failed":
             backoff = self._fail(key, error or "failed", now)
@@ -266,7 +276,7 @@ class Policy:
             return False
         if held is not None:
             backoff_now = self._backoff.get(key)
-            if held.startswith("backing off") and backoff_now is not None:
+            if key in found.backing_off and backoff_now is not None:
                 self._set(key, "Failed", True, "BackingOff", f"{held}: {backoff_now.error}", now)
                 self._set(key, "Ready", False, "BackingOff", held, now)
             else:
@@ -318,7 +328,8 @@ class Policy:
                 for key, table in sorted(self._conditions.items())}
 
     def backoff(self) -> dict[str, dict[str, object]]:
-        return {key: {"failures": b.failures, "retryAt": rfc3339(b.retry_at)} for key, b in sorted(self._backoff.items())}
+        return {key: {"failures": b.failures, "retryAt": rfc3339(b.retry_at)}
+                for key, b in sorted(self._backoff.items())}
 
     def next_retry(self) -> float | None:
         """The earliest backoff end still ahead (None when none is): when a retry pass is due."""

@@ -70,5 +70,6 @@ def run_resume(args: argparse.Namespace) -> int:
     if lifted is None:
         print(f"Host {spec} is not suspended: nothing to resume.")
     else:
-        print(f"Resumed host {spec}: it was {lifted.removesuffix('; ' + record.LIFT)}; the agent acts from its next pass.")
+        was = lifted.removesuffix(f"; {record.LIFT}")
+        print(f"Resumed host {spec}: it was {was}; the agent acts from its next pass.")
     return 0

@@ -196,7 +196,8 @@ def test_success_clears_the_backoff_and_the_failure(two: DesiredState) -> None:
     # held while backing off: Failed stays True, reason BackingOff
     clock.now += 0.1
     held = policy.decide(plan, ObservedState(), suspended=None)
-    policy.record(plan, held, make_report(plan, [StepResult(s, "skipped", note="held") for s in plan.steps if s.vm == "a"]))
+    skipped = [StepResult(s, "skipped", note="held") for s in plan.steps if s.vm == "a"]
+    policy.record(plan, held, make_report(plan, skipped))
     assert conditions(policy, "VM/a")["Failed"]["reason"] == "BackingOff"
     assert conditions(policy, "VM/a")["Failed"]["lastTransitionTime"] == failed["lastTransitionTime"]
     clock.now += 1000
@@ -347,7 +348,8 @@ def test_held_vm_is_skipped_and_an_independent_one_created(site: tuple[Any, Path
 
     async def body(ports: HostPorts) -> Report:
         plan = plan_for(desired_of(folder), await observe_host(ports))
-        return await execute(plan, ports, settings=NO_WAIT, hold={"VM/a": "backing off until 12:00:03 after 3 failures"})
+        held = {"VM/a": "backing off until 12:00:03 after 3 failures"}
+        return await execute(plan, ports, settings=NO_WAIT, hold=held)
 
     report = host.run(body)
     lines = {r.step.id: r.line() for r in report.steps}
