@@ -7,7 +7,9 @@ seeded `random.Random`, so every number is exact."""
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -373,3 +375,21 @@ def test_without_hold_execute_is_unchanged(site: tuple[Any, Path]) -> None:
     first, second = host.run(body)
     assert first.ok and all(r.note is None for r in first.steps)
     assert second.steps == ()  # converged: the empty hold ran everything
+
+
+def test_warn_holds_a_vm_data_key_rewritten_with_xenstore_write(served: Callable[..., Any], state_dir: Path,
+                                                                 write_manifest: Callable[[str, str], Path]) -> None:
+    """Drift made with Xen's own `xenstore-write` on the served host's socket."""
+    host = served()
+    folder = write_manifest("a.yaml", vm("a", "  xenstoreData: {vm-data/role: web}\n"))
+    write_manifest("b.yaml", vm("b"))
+    warn = Policy(drift="warn", clock=Clock())
+    assert host.run(lambda p: pass_(p, folder, warn))[2] is not None
+    domid = next(d.domid for d in host.run(lambda p: p.toolstack.list_domains()) if d.name == "a")
+    env = {**os.environ, "XENSTORED_PATH": str(state_dir / "xenstored.sock")}
+    subprocess.run(["xenstore-write", f"/local/domain/{domid}/vm-data/role", "db"], env=env, check=True, timeout=30)
+    plan, decision, report = host.run(lambda p: pass_(p, folder, warn))
+    assert [c.name for c in plan.diff.changes] == ["a"] and list(decision.hold) == ["VM/a"]
+    assert "vm-data/role" in decision.hold["VM/a"] and "db on the host, web in the manifest" in decision.hold["VM/a"]
+    assert report is not None and all(r.outcome == "skipped" for r in report.steps)
+    assert host.run(lambda p: p.xenstore.read(f"/local/domain/{domid}/vm-data/role")) == b"db"  # left as found
