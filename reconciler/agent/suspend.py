@@ -21,12 +21,13 @@ import socket
 import time
 from collections.abc import Callable
 
-from reconciler.errors import HostError
+from reconciler.errors import HostError, UsageError
 from reconciler.ports import Perm, XenstoreOps, XenstorePort
 
 SUSPEND_DIR = "/local/domain/0/reconciler"
 SUSPEND_PATH = f"{SUSPEND_DIR}/suspended"
 DOM0_ONLY = (Perm(0, "n"),)  # owner dom0, every other domain: no access
+MAX_REASON = 1000  # characters: the record must fit one xenstore value (4,096 bytes) in any script
 LIFT = "run `reconciler resume` to lift it"
 
 
@@ -79,7 +80,10 @@ async def read_suspension(xs: XenstorePort) -> str | None:
 
 async def suspend(xs: XenstorePort, reason: str, *, by: str | None = None,
                   clock: Callable[[], float] = time.time) -> str:
-    """Record the suspension (replacing one that is there); its sentence."""
+    """Record the suspension (replacing one that is there); its sentence. A reason longer
+    than MAX_REASON characters is a UsageError (a xenstore value holds 4,096 bytes)."""
+    if len(reason) > MAX_REASON:
+        raise UsageError(f"--reason: {len(reason)} characters; keep it to {MAX_REASON} (it is stored in xenstore)")
     value = json.dumps({"by": by or who(), "at": rfc3339(clock()), "reason": " ".join(reason.split())},
                        ensure_ascii=False, separators=(",", ":"))
 

@@ -96,3 +96,11 @@ def test_a_bad_host_is_one_line_and_exit_1(verb: str) -> None:
     done = reconciler(verb, "--host", "nowhere")
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and "unknown host 'nowhere'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_reason_too_long_for_xenstore_is_refused_before_writing(tmp_path: Path) -> None:
+    host = f"sim:{tmp_path / 'host'}"
+    done = reconciler("suspend", "--host", host, "--reason", "x" * 1001)
+    assert done.returncode == 1 and "--reason: 1001 characters; keep it to 1000" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert reconciler("resume", "--host", host).stdout == f"Host {host} is not suspended: nothing to resume.\n"
