@@ -42,7 +42,8 @@ This covers fields changed behind the reconciler's back (`xl mem-set`, a detache
 an edited vm-data key, a stopped domain) and resources that were applied and then
 vanished from the host (a destroyed domain: its record goes with it, so 1. alone
 decides). A new resource, an edited spec, a removed one is a manifest change and is
-never held by warn. With no evidence (the first pass of an agent: nothing seen
+never held by warn; so is a change carrying restart-only fields left pending (only an
+edit of the manifest makes one). With no evidence (the first pass of an agent: nothing seen
 converged yet) a change counts as a manifest change and acts: warn only ever holds
 what the agent itself saw applied. Changes to secrets outside the last-applied record
 do not show in the per-VM digest; they can look like drift (a documented limit).
@@ -193,7 +194,7 @@ class Policy:
             owner = change.vm
             if owner not in same:
                 same[owner] = self._unchanged_since_applied(owner, digests, plan.desired, observed)
-            if same[owner]:
+            if same[owner] and not change.pending:  # restart-only fields pending: the manifest's edit
                 out[change_key(change)] = _what(change)
         return out
 
@@ -265,6 +266,8 @@ class Policy:
                   change.reason if pending else "", now)
         self._set(key, "Progressing", ran, "StepsRan" if ran else "Idle",
                   f"{outcome} this pass" if ran and outcome else "", now)
+        if "Failed" not in self._conditions[key]:
+            self._set(key, "Failed", False, "NoFailure", "", now)
         if not decision.act:
             why = decision.reason or "not acting"
             self._set(key, "Ready", False, "Suspended" if found.suspended else "Refused", why, now)
@@ -283,7 +286,8 @@ class Policy:
                 self._set(key, "Ready", False, "Drift" if drift else "Held", held, now)
             return False
         if outcome == "skipped":
-            self._set(key, "Ready", False, "DependencyNotReady", "skipped: a step it requires failed or was held", now)
+            self._set(key, "Ready", False, "DependencyNotReady",
+                      "skipped: a step it requires failed or was held, or the pass was interrupted", now)
             return False
         # done, or unchanged (restart-only fields pending: nothing to run): its failures are over.
         self._backoff.pop(key, None)

@@ -332,7 +332,7 @@ def test_conditions_move_only_on_a_flip(site: tuple[Any, Path]) -> None:
 
 def test_restart_required_while_restart_only_changes_are_pending(site: tuple[Any, Path]) -> None:
     host, folder = site
-    policy = Policy(clock=Clock())
+    policy = Policy(drift="warn", clock=Clock())
     host.run(lambda p: pass_(p, folder, policy))
     (folder / "a.yaml").write_text(vm("a").replace("maxMemory: 512", "maxMemory: 1024"))  # updatePolicy live
     plan, decision, report = host.run(lambda p: pass_(p, folder, policy))
@@ -341,6 +341,11 @@ def test_restart_required_while_restart_only_changes_are_pending(site: tuple[Any
     assert restart["status"] == "True" and "maxMemory" in restart["message"]
     assert conditions(policy, "VM/a")["Ready"]["status"] == "False"
     assert conditions(policy, "VM/b")["RestartRequired"]["status"] == "False"
+    # the next pass shows it again: still the manifest's edit, never drift, even in warn mode
+    plan, decision, _ = host.run(lambda p: pass_(p, folder, policy))
+    assert [(c.name, c.pending) for c in plan.diff.changes] == [("a", True)] and decision.hold == {}
+    assert conditions(policy, "VM/a")["Drifted"]["status"] == "False"
+    assert conditions(policy, "VM/a")["RestartRequired"]["status"] == "True"
 
 
 # ---- execute(hold=...) ----------------------------------------------------------------
@@ -393,3 +398,15 @@ def test_warn_holds_a_vm_data_key_rewritten_with_xenstore_write(served: Callable
     assert "vm-data/role" in decision.hold["VM/a"] and "db on the host, web in the manifest" in decision.hold["VM/a"]
     assert report is not None and all(r.outcome == "skipped" for r in report.steps)
     assert host.run(lambda p: p.xenstore.read(f"/local/domain/{domid}/vm-data/role")) == b"db"  # left as found
+
+
+def test_every_changed_resource_has_all_five_conditions_even_when_refused(keep: DesiredState) -> None:
+    policy = Policy(max_destroy=0, clock=Clock())
+    plan, observed = removing(keep, 1)
+    decision = policy.decide(plan, observed, suspended=None)
+    policy.record(plan, decision, None)
+    gone = conditions(policy, "VM/gone0")
+    assert list(gone) == ["Ready", "Progressing", "Drifted", "Failed", "RestartRequired"]
+    assert (gone["Ready"]["status"], gone["Ready"]["reason"]) == ("False", "Refused")
+    assert gone["Ready"]["message"] == decision.reason and gone["Failed"]["status"] == "False"
+    assert all(c["lastTransitionTime"] == "2027-01-15T08:00:00Z" for c in gone.values())
