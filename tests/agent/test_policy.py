@@ -410,3 +410,20 @@ def test_every_changed_resource_has_all_five_conditions_even_when_refused(keep: 
     assert (gone["Ready"]["status"], gone["Ready"]["reason"]) == ("False", "Refused")
     assert gone["Ready"]["message"] == decision.reason and gone["Failed"]["status"] == "False"
     assert all(c["lastTransitionTime"] == "2027-01-15T08:00:00Z" for c in gone.values())
+
+
+def test_a_held_device_skips_its_steps_and_what_requires_them(site: tuple[Any, Path]) -> None:
+    """b's disk is held: b is built and recorded, but not unpaused (a VM starts with its
+    devices: `devices_before_unpause` requires the attach); a is untouched by it."""
+    host, folder = site
+
+    async def body(ports: HostPorts) -> Report:
+        plan = plan_for(desired_of(folder), await observe_host(ports))
+        return await execute(plan, ports, settings=NO_WAIT, hold={"Disk/b-disks-0": "drift: warn (test)"})
+
+    report = host.run(body)
+    outcomes = {r.name: r.outcome for r in report.resources}
+    assert outcomes == {"a": "created", "a-disks-0": "created", "b": "skipped", "b-disks-0": "skipped"}
+    lines = {r.step.id: r.line() for r in report.steps if r.outcome != "done"}
+    assert lines == {"disk/b-disks-0/attach": "disk/b-disks-0/attach: skipped (held: drift: warn (test))",
+                     "vm/b/unpause": "vm/b/unpause: skipped (held: requires disk/b-disks-0/attach (drift: warn (test)))"}
