@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -104,3 +105,38 @@ def test_a_reason_too_long_for_xenstore_is_refused_before_writing(tmp_path: Path
     assert done.returncode == 1 and "--reason: 1001 characters; keep it to 1000" in done.stderr
     assert "Traceback" not in done.stderr
     assert reconciler("resume", "--host", host).stdout == f"Host {host} is not suspended: nothing to resume.\n"
+
+
+def _serve(state: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "RECONCILER_SIM_DELAY_SCALE": "0.02"}
+    proc = subprocess.Popen([sys.executable, "-m", "reconciler", "sim", "serve", "--state", str(state)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    assert proc.stdout is not None
+    lines = [proc.stdout.readline() for _ in range(3)]  # printed once both sockets listen
+    assert lines[-1] == f"export XENSTORED_PATH={state / 'xenstored.sock'}\n", lines
+    return proc
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+
+
+def test_a_suspension_on_a_sim_serve_host_outlives_the_server(tmp_path: Path) -> None:
+    state = tmp_path / "h"
+    serve = _serve(state)
+    try:
+        done = reconciler("suspend", "--host", f"sim:{state}", "--reason", "maintenance")
+        assert done.returncode == 0, done.stderr
+        assert xen_tool(state, "xenstore-ls", "-fp", "/local/domain/0/reconciler").splitlines()[-1].startswith(
+            f'{SUSPEND_PATH} = "{{"by":')
+    finally:
+        _stop(serve)
+    serve = _serve(state)  # the host's xenstore was saved with the record in it
+    try:
+        assert "maintenance" in xen_tool(state, "xenstore-read", SUSPEND_PATH)
+        done = reconciler("resume", "--host", f"sim:{state}")
+        assert done.returncode == 0 and ": maintenance; the agent acts from its next pass." in done.stdout
+    finally:
+        _stop(serve)
