@@ -19,7 +19,7 @@ from reconciler.errors import ReconcilerError
 
 # Verb modules under reconciler.cli, in the order `--help` lists them. Each is imported to
 # build the parser, so a verb module imports its heavy dependencies inside `run`.
-VERBS: tuple[str, ...] = ("validate", "schema", "sim", "observe", "plan", "apply")
+VERBS: tuple[str, ...] = ("validate", "schema", "sim", "observe", "plan", "apply", "suspend", "resume")
 
 
 def _load(verb: str) -> ModuleType:
