@@ -1,0 +1,1 @@
+"""The agent: `reconciler watch` keeps a host converged (issue 12)."""
