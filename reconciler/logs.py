@@ -125,13 +125,34 @@ class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
         super().emit(record)
 
 
+_level_before: int | None = None  # the root level before the first setup, for `reset`
+
+
 def setup(verbosity: int = 0, fmt: LogFormat = "text") -> None:
     """Log to stderr at the level `verbosity` selects, in `fmt`; replaces an earlier setup."""
+    global _level_before
     root = logging.getLogger()
-    for handler in [h for h in root.handlers if isinstance(h, _Handler)]:
-        root.removeHandler(handler)
-        handler.close()
+    if _level_before is None:
+        _level_before = root.level
+    _remove(root)
     handler = _Handler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root.addHandler(handler)
     root.setLevel(level_for(verbosity))
+
+
+def reset() -> None:
+    """Undo `setup`: `main` calls it when a verb returns, so a caller that runs verbs in
+    its own process (tests, an embedding tool) finds logging as it left it."""
+    global _level_before
+    root = logging.getLogger()
+    _remove(root)
+    if _level_before is not None:
+        root.setLevel(_level_before)
+        _level_before = None
+
+
+def _remove(root: logging.Logger) -> None:
+    for handler in [h for h in root.handlers if isinstance(h, _Handler)]:
+        root.removeHandler(handler)
+        handler.close()

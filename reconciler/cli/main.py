@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 from reconciler import __version__
 from reconciler.errors import ReconcilerError
-from reconciler.logs import FORMATS, setup
+from reconciler.logs import FORMATS, reset, setup
 
 # Verb modules under reconciler.cli, in the order `--help` lists them. Each is imported to
 # build the parser, so a verb module imports its heavy dependencies inside `run`.
@@ -113,3 +113,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         # `reconciler plan ... | head`: the reader went away; that is not our failure.
         return 0
+    finally:
+        reset()
