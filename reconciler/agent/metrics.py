@@ -23,6 +23,7 @@ explicit `0.0.0.0:PORT` or `[::]:PORT`. Port 0 picks a free port (see `address`)
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -35,6 +36,7 @@ from prometheus_client.registry import Collector
 from reconciler import __version__
 from reconciler.errors import UsageError
 
+log = logging.getLogger(__name__)
 DEFAULT_ADDR = "127.0.0.1:9150"
 TRIGGERS = ("manifest", "xenstore", "resync", "signal", "retry", "git", "start")
 OUTCOMES = ("converged", "changed", "failed", "invalid", "refused", "suspended", "interrupted")
@@ -121,6 +123,8 @@ class Metrics:
                              f"choose another HOST:PORT") from None
         bound = server.server_address
         self.address = str(bound[0]), int(bound[1])
+        shown = f"[{self.address[0]}]" if ":" in self.address[0] else self.address[0]
+        log.info("metrics on http://%s:%d/metrics", shown, self.address[1])
         lock = threading.Lock()
         stopped = False
 
