@@ -64,7 +64,7 @@ def test_the_agent_is_notify_with_a_watchdog_and_keeps_guests_on_stop() -> None:
     assert keys["KillMode"] == ["process"]  # the per-domain xl and device models survive a restart
     assert keys["RuntimeDirectory"] == ["xen-reconciler"]  # where the lock and status file live
     paths = " ".join(keys["ReadWritePaths"]).split()
-    assert "/run/xenstored" in paths and "-/var/lib/xen" in paths
+    assert "-/run/xenstored" in paths and "-/var/lib/xen" in paths
     assert keys["ProtectSystem"] == ["strict"] and keys["ProtectKernelTunables"] == ["no"]  # pciback in sysfs
 
 
