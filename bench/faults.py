@@ -40,7 +40,7 @@ from drivers.sim.settings import FAULTS_FILE, HOST_STATE  # noqa: E402
 MAX_APPLIES = 3
 XS_COMMIT = "xenstore_transaction_end"
 ENV = {"RECONCILER_RETRY_BACKOFF_S": "0.01", "RECONCILER_RETRY_MAX_BACKOFF_S": "0.1", "RECONCILER_HOST": ""}
-STEP = re.compile(r"^(\S+): (done|failed|skipped) \((?:[\d.]+ s)?(?:, (\d+) attempts)?", re.M)
+STEP = re.compile(r"^(?:\[\d+/\d+\] )?(\S+): (done|failed|skipped) \((?:[\d.]+ s)?(?:, (\d+) attempts)?", re.M)
 
 
 @dataclass

@@ -1,1 +1,1 @@
-"""The agent: `reconciler watch` keeps a host converged (issue 12)."""
+"""The desired-state agent: `reconciler watch` and what it decides, records and reports."""

@@ -3,7 +3,8 @@
 Composes the pipeline (this is the CLI layer): load the manifests (errors print like
 `validate` on stderr, exit 1, the host is never opened), open the host, observe, diff,
 plan, print the plan text (the `plan` renderer), execute it printing one line per step
-as it ends, the root causes again and one outcome per resource, then `Apply: N done, M
+as it ends (`[n/N] vm/web/create: done (0.12 s)`; a live counter on a terminal:
+`reconciler.cli.progress`), the root causes again and one outcome per resource, then `Apply: N done, M
 failed, K skipped.` Exit 0 when every step is done, 1 otherwise. `--plan FILE` (from
 `plan --format json`) makes apply refuse unless the manifests are the ones the plan
 was made from (its desired-state digest, checked before the host is opened) and the
@@ -102,10 +103,6 @@ def check_saved(saved: dict[str, Any], plan: Plan) -> None:
         raise UsageError(STALE)
 
 
-def _print_step(line: str) -> None:
-    print(line, flush=True)
-
-
 def _print_report(report: Report) -> None:
     if report.failures:
         print("\nFailed:")
@@ -144,6 +141,7 @@ class _Stop:
 async def _apply(spec: HostSpec, desired: DesiredState, settings: ExecuteSettings, saved: dict[str, Any] | None) -> int:
     from reconciler.cli.hosts import open_host
     from reconciler.cli.plan import render
+    from reconciler.cli.progress import Progress, live_terminal
     from reconciler.execute import execute
     from reconciler.observe.host import observe_host
     from reconciler.plan.build import plan_for
@@ -159,8 +157,9 @@ async def _apply(spec: HostSpec, desired: DesiredState, settings: ExecuteSetting
                 print("Apply: 0 done, 0 failed, 0 skipped.")
                 return 1 if stop.signal else 0
             print()
-            report = await execute(plan, ports, settings=settings, on_step=lambda r: _print_step(r.line()),
-                                   stop=stop.event)
+            progress = Progress([step.id for step in plan.steps], live=live_terminal())
+            async with progress.shown():
+                report = await execute(plan, ports, settings=settings, on_step=progress.step, stop=stop.event)
     finally:
         stop.close()
     _print_report(report)

@@ -12,14 +12,15 @@ import importlib
 import sys
 from collections.abc import Sequence
 from types import ModuleType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from reconciler import __version__
 from reconciler.errors import ReconcilerError
+from reconciler.logs import FORMATS, reset, setup
 
 # Verb modules under reconciler.cli, in the order `--help` lists them. Each is imported to
 # build the parser, so a verb module imports its heavy dependencies inside `run`.
-VERBS: tuple[str, ...] = ("validate", "schema", "sim", "observe", "plan", "apply", "watch", "status")
+VERBS: tuple[str, ...] = ("validate", "schema", "sim", "observe", "plan", "apply", "watch", "status", "suspend", "resume")
 
 
 def _load(verb: str) -> ModuleType:
@@ -40,10 +41,49 @@ def build_parser() -> argparse.ArgumentParser:
         description="Declarative reconciler for Xen hosts.",
     )
     parser.add_argument("--version", action="version", version=f"reconciler {__version__}")
+    _log_options(parser, "")
+    parser.add_argument("--log-format", choices=FORMATS, default="text",
+                        help="log lines as text (default) or one JSON object per line (journald, Loki)")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     for verb in VERBS:
         _load(verb).register(sub)
+    for verb_parser, depth in _parsers(sub, 1):
+        _log_options(verb_parser, f"verb{depth}_")
     return parser
+
+
+def _log_options(parser: argparse.ArgumentParser, prefix: str) -> None:
+    """-v/-q on the top parser and on every verb's parser (so `reconciler -v plan` and
+    `reconciler plan -v`, `reconciler sim -v list -v` all work). One destination per
+    nesting depth, summed by `verbosity`: a verb parser fills a namespace of its own that
+    is copied over its parent's, which would overwrite a shared count."""
+    options = parser.add_argument_group("logging") if prefix else parser
+    options.add_argument("-v", "--verbose", action="count", default=0, dest=f"{prefix}verbose",
+                         help="log more: -v actions (INFO), -vv everything (DEBUG)")
+    options.add_argument("-q", "--quiet", action="count", default=0, dest=f"{prefix}quiet",
+                         help="log errors only")
+
+
+def _parsers(sub: Any, depth: int) -> list[tuple[argparse.ArgumentParser, int]]:
+    """Every verb's parser with its depth (1: `sim`), nested ones (2: `sim serve`) included."""
+    found: list[tuple[argparse.ArgumentParser, int]] = []
+    for parser in dict.fromkeys(sub.choices.values()):  # aliases map to the same parser
+        found.append((parser, depth))
+        for action in parser._actions:  # argparse keeps sub-parsers nowhere public
+            if isinstance(action, argparse._SubParsersAction):
+                found.extend(_parsers(action, depth + 1))
+    return found
+
+
+def verbosity(args: argparse.Namespace) -> int:
+    """-v count minus -q count, wherever on the command line they were given."""
+    count = 0
+    for name, value in vars(args).items():
+        if name == "verbose" or (name.startswith("verb") and name.endswith("_verbose")):
+            count += value
+        elif name == "quiet" or (name.startswith("verb") and name.endswith("_quiet")):
+            count -= value
+    return count
 
 
 # A pass over 1,000 VMs allocates millions of short-lived objects with no cycles among
@@ -58,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
     args = parser.parse_args(argv)
+    setup(verbosity(args), args.log_format)
     try:
         code: int = args.run(args)
         return code
@@ -72,3 +113,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         # `reconciler plan ... | head`: the reader went away; that is not our failure.
         return 0
+    finally:
+        reset()

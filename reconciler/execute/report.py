@@ -14,7 +14,7 @@ from typing import Literal
 
 from reconciler.model.common import Kind
 from reconciler.plan.build import Plan
-from reconciler.plan.changes import Action
+from reconciler.plan.changes import HOST, TABLE_NAME, Action
 from reconciler.plan.steps import Step
 
 StepOutcome = Literal["done", "failed", "skipped"]
@@ -46,6 +46,8 @@ interrupted before the step could start); `note` says
     def line(self) -> str:
         """`vm/web/create: done (0.12 s)`, as `apply` prints it when the step ends."""
         if self.outcome == "skipped":
+            if self.note:  # held by the agent's policy
+                return f"{self.step.id}: skipped ({self.note})"
             return f"{self.step.id}: skipped ({self.cause} failed)" if self.cause else f"{self.step.id}: not started"
         tries = f", {self.attempts} attempts" if self.attempts > 1 else ""
         text = f"{self.step.id}: {self.outcome} ({self.seconds:.2f} s{tries})"
@@ -100,6 +102,26 @@ def _owner(plan: Plan) -> dict[tuple[Kind, str], tuple[Kind, str]]:
     for step in plan.steps:
         key = (step.kind, step.name)
         out[key] = key if key in changed else ("VM", step.vm)
+    return out
+
+
+def resource_key(kind: Kind, name: str) -> str:
+    """`VM/web`, `Disk/web-disks-0`: the key of a resource in the agent's status, backoff
+    and holds; the v4v table as a whole (no manifest's) is `(host)/firewall-table`."""
+    return f"{HOST}/{name}" if kind == "V4VRule" and name == TABLE_NAME else f"{kind}/{name}"
+
+
+def step_keys(plan: Plan) -> list[tuple[Step, tuple[str, ...]]]:
+    """Each step with the resource keys it reports under: its own, and (for a device a
+    VM restart re-attaches without a change of its own) its VM's after it."""
+    owner = _owner(plan)
+    out = []
+    for step in plan.steps:
+        own = (step.kind, step.name)
+        keys = [resource_key(*own)]
+        if owner.get(own, own) != own:
+            keys.append(resource_key(*owner[own]))
+        out.append((step, tuple(keys)))
     return out
 
 

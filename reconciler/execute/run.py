@@ -15,11 +15,11 @@ from __future__ import annotations
 import asyncio
 import heapq
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from reconciler.errors import HostError
 from reconciler.execute.ops import CHANGES_DOMAINS, OPS
-from reconciler.execute.report import Report, StepResult, make_report
+from reconciler.execute.report import Report, StepResult, make_report, step_keys
 from reconciler.execute.runtime import Runtime
 from reconciler.execute.settings import ExecuteSettings
 from reconciler.plan.build import Plan
@@ -100,12 +100,35 @@ class _Schedule:
             self._release(gone)
         return sorted(skipped)
 
+    def hold(self, sid: str) -> list[str]:
+        """Settle held `sid` before it starts and what requires it, as `failed` does; the
+        newly skipped. The ready queue keeps only steps that are still to run."""
+        skipped = self.failed(sid)
+        self.ready = [item for item in self.ready if item[1] not in self.settled]
+        heapq.heapify(self.ready)
+        return skipped
+
+
+def _held(plan: Plan, hold: Mapping[str, str]) -> dict[str, str]:
+    """Step id -> why it is held: its own resource's key or (for a device a VM restart
+    re-attaches) its VM's is in `hold`."""
+    out: dict[str, str] = {}
+    for step, keys in step_keys(plan):
+        why = next((hold[key] for key in keys if key in hold), None)
+        if why is not None:
+            out[step.id] = why
+    return out
+
 
 async def execute(plan: Plan, ports: HostPorts, *, settings: ExecuteSettings,
-                  on_step: OnStep | None = None, stop: asyncio.Event | None = None) -> Report:
+                  on_step: OnStep | None = None, stop: asyncio.Event | None = None,
+                  hold: Mapping[str, str] | None = None) -> Report:
     """Carry out `plan` on the host behind `ports`; `on_step` sees each result as it ends.
     Once `stop` is set (SIGINT/SIGTERM) no step starts: the running ones finish and are
-    reported, every step not started is reported skipped with no cause."""
+    reported, every step not started is reported skipped with no cause. The steps of the
+    resources `hold` names (resource key -> why, from the agent's Policy) never start:
+    each is reported skipped with the note `held: <why>`, and every step that `requires`
+    it skipped with it as the cause; independent steps run."""
     rt = Runtime(ports, plan.desired, settings)
     steps = {s.id: s for s in plan.steps}
     schedule, results = _Schedule(plan), []
@@ -116,6 +139,12 @@ async def execute(plan: Plan, ports: HostPorts, *, settings: ExecuteSettings,
         if on_step is not None:
             on_step(result)
 
+    for sid, why in sorted(_held(plan, hold).items()) if hold else ():
+        if sid in schedule.settled:
+            continue  # already skipped: it requires a held step
+        emit(StepResult(steps[sid], "skipped", note=f"held: {why}"))
+        for skipped in schedule.hold(sid):
+            emit(StepResult(steps[skipped], "skipped", cause=sid, note=f"held: requires {sid} ({why})"))
     if steps:
         await rt.domains()  # the domids of the VMs that already run (a read: retried)
     try:

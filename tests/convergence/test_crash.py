@@ -28,11 +28,11 @@ from tests.convergence.conftest import ENV, REPO, Site, examples
 from tests.convergence.manifests import ManifestSet, manifest_sets
 
 STAGE = re.compile(r"^\s+\d+\. (.+)$")  # "  3. disk/a/attach, vm/a/record" in the printed plan
-STEP_DONE = re.compile(r"^\S+: (done|failed|skipped)\b")  # "vm/a/create: done (0.00 s)"
+STEP_DONE = re.compile(r"^\[\d+/\d+\] \S+: (done|failed|skipped)\b")  # "[1/9] vm/a/create: done (0.00 s)"
 
 
 AFTER_CREATE = -1.0  # a kill point: right after the first "vm/<name>/create: done"
-CREATE_DONE = re.compile(r"^vm/[^/]+/create: done\b")
+CREATE_DONE = re.compile(r"^\[\d+/\d+\] vm/[^/]+/create: done\b")
 
 
 def kill_apply(site: Site, share: float) -> tuple[int, int, list[str]]:

@@ -12,6 +12,7 @@ Delays run at `FAST` scale; retries never sleep (env, below).
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import tempfile
 import threading
@@ -33,8 +34,19 @@ class ServedHost:
     """A simulated host served from its own thread and event loop. `run(coro_fn)` runs
     `await coro_fn(ports)` on that loop (ports over the real sockets) and returns its result."""
 
+    # The served host's own log records (e.g. "dropping host client" after a SIGKILLed
+    # apply) stay out of the in-process CLI's stderr, as they would in a separate `sim serve`
+    # process; pytest's log capture sees them all the same (its handler is added here).
+    QUIET = ("drivers.sim", "drivers.xenstore.server")
+
     def __init__(self, state_dir: Path) -> None:
         self.dir = state_dir
+        self._capture = [h for h in logging.getLogger().handlers if type(h).__name__ == "LogCaptureHandler"]
+        for name in self.QUIET:
+            logger = logging.getLogger(name)
+            logger.propagate = False
+            for handler in self._capture:
+                logger.addHandler(handler)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="sim-host", daemon=True)
         self.thread.start()
@@ -59,6 +71,11 @@ class ServedHost:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(timeout=10)
             self.loop.close()
+            for name in self.QUIET:
+                logger = logging.getLogger(name)
+                logger.propagate = True
+                for handler in self._capture:
+                    logger.removeHandler(handler)
 
 
 @pytest.fixture(autouse=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -194,12 +195,12 @@ def test_signal_stops_new_steps_lets_the_running_one_finish_and_lists_the_rest(
     trap.restore()
     assert proc.returncode == 1, out + err
     assert "Traceback" not in err and f"{sig.name}: no new step starts" in err
-    created = [line for line in out.splitlines() if line.endswith("/create: done") or "/create: done (" in line]
+    created = re.findall(r"^\[\d+/\d+\] vm/([^/]+)/create: done \(", out, re.M)
     assert len(created) == 1, out  # the running create finished and was reported ...
     assert trap.calls == 1  # ... and nothing else was started
     last = out.strip().splitlines()[-1]
     assert last.startswith(f"Interrupted by {sig.name}: ") and "steps left undone" in last and "/record" in last, out
-    assert [d.name for d in host.run(lambda p: p.toolstack.list_domains())] == [created[0].split("/")[1]]
+    assert [d.name for d in host.run(lambda p: p.toolstack.list_domains())] == created
 
     code, plan, _ = cli("plan", str(two_vms), "--detailed-exitcode")
     assert code == 2 and "interrupted before recording it" in plan
@@ -226,7 +227,7 @@ def test_sigkill_of_an_apply_that_embeds_the_host_loses_at_most_the_step_in_flig
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
-            if line.startswith("vm/web/record: done"):
+            if re.match(r"\[\d+/\d+\] vm/web/record: done", line):
                 break
         uuid = default_vm_uuid("web")
         state = state_dir / "xenstore.json"

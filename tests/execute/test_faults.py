@@ -44,8 +44,8 @@ def vm(name: str, extra: str = "") -> str:
 
 
 def outcomes(out: str) -> dict[str, str]:
-    """step id -> done|failed|skipped, from the lines apply prints as steps end."""
-    return dict(re.findall(r"^([a-z0-9]+/[a-z0-9@-]+/[a-z-]+(?:@[a-z0-9-]+)?): (done|failed|skipped)", out, re.M))
+    """step id -> done|failed|skipped, from the lines apply prints as steps end (`[3/9] vm/web/create: done`)."""
+    return dict(re.findall(r"^\[\d+/\d+\] ([a-z0-9]+/[a-z0-9@-]+/[a-z-]+(?:@[a-z0-9-]+)?): (done|failed|skipped)", out, re.M))
 
 
 def failed_section(out: str) -> list[str]:
@@ -118,7 +118,7 @@ def test_transient_errors_are_retried_until_they_pass(served: Callable[..., Any]
     served()
     code, out, _ = cli("apply", str(two_vms))
     assert code == 0, out
-    assert re.search(r"^(disk|nic)/\S+/attach: done \(\d+\.\d+ s, [2-5] attempts\)$", out, re.M), out
+    assert re.search(r"^\[\d+/\d+\] (disk|nic)/\S+/attach: done \(\d+\.\d+ s, [2-5] attempts\)$", out, re.M), out
     assert cli("plan", str(two_vms), "--detailed-exitcode")[0] == 0
 
 

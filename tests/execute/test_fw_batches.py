@@ -59,7 +59,7 @@ def test_all_pairs_rules_started_at_parallelism_8_cover_every_pair(
     site = Site(served(), _write(write_manifest, names, "paused"), cli, state_dir)
     code, out, err = cli("apply", str(site.folder), "--parallelism", "8")
     assert code == 0, out + err
-    assert len(re.findall(r"^v4v/vm\d\d-firewall/fw-start: done", out, re.M)) == 16  # one batch per VM
+    assert len(re.findall(r"^\[\d+/\d+\] v4v/vm\d\d-firewall/fw-start: done", out, re.M)) == 16  # one batch per VM
     table = site.firewall()
     assert len(table) == len(set(table))  # no entry twice
     assert set(table) == _pairs(site) | INITIAL  # every pair, and nothing else

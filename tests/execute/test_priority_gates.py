@@ -37,7 +37,7 @@ def test_gated_starts_and_stops_apply_in_priority_order_and_converge(
         served: Callable[..., Any], cli: Cli, write_manifest: Callable[[str, str], Path], state_dir: Path) -> None:
     site = Site(served(), _write(write_manifest, "running"), cli, state_dir)
     out = site.apply()
-    done = re.findall(r"^(\S+): done", out, re.M)  # the steps in the order they finished
+    done = re.findall(r"^\[\d+/\d+\] (\S+): done", out, re.M)  # the steps in the order they finished
     assert "vm/(start-priority-10)/gate" in done, out
     gate = done.index("vm/(start-priority-10)/gate")
     assert {f"vm/vm{i}/unpause" for i in range(3)} <= set(done[:gate])
@@ -46,7 +46,7 @@ def test_gated_starts_and_stops_apply_in_priority_order_and_converge(
 
     _write(write_manifest, "stopped")
     out = site.apply()
-    done = re.findall(r"^(\S+): done", out, re.M)
+    done = re.findall(r"^\[\d+/\d+\] (\S+): done", out, re.M)
     gate = done.index("vm/(stop-priority-5)/gate")
     assert {f"vm/vm{i}/destroy" for i in range(3, 6)} <= set(done[:gate])  # shutdownPriority 5 first
     assert {f"vm/vm{i}/shutdown" for i in range(3)} <= set(done[gate + 1:])
