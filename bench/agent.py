@@ -94,15 +94,16 @@ def _finished(status: dict) -> float:  # type: ignore[type-arg]
 
 
 def _first_call(stderr: Path, name: str, after: float) -> float | None:
-    """When the edited VM's mem-set step began: its log line's time minus its duration."""
+    """When the edited VM's mem-set step began: its log record's time minus its duration
+    (the agent logs JSON lines: `ts` to the millisecond)."""
+    mark = f"vm/{name}/mem-set: done ("
     for line in reversed(stderr.read_text().splitlines()):
-        if f"vm/{name}/mem-set: done (" not in line:
+        if mark not in line or not line.startswith("{"):
             continue
-        stamp = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
-        seconds = float(line.split(f"vm/{name}/mem-set: done (")[1].split(" s")[0])
-        if stamp - seconds >= after - 0.01:
-            return stamp - seconds
-        return None
+        record = json.loads(line)
+        stamp = datetime.fromisoformat(record["ts"].replace("Z", "+00:00")).timestamp()
+        seconds = float(record["msg"].split(mark)[1].split(" s")[0])
+        return stamp - seconds if stamp - seconds >= after - 0.01 else None
     return None
 
 
@@ -136,7 +137,7 @@ def measure(n: int, edits: int, idle: float, debounce: float, root: Path, baseli
     stderr = root / f"agent{n}.stderr"
     with open(stderr, "w") as err:
         proc = subprocess.Popen([*cli, "watch", str(folder), "--host", f"sim:{state}", "--debounce", str(debounce),
-                                 "--resync", "3600"], cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=err)
+                                 "--resync", "3600", "--log-format", "json"], cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=err)
     out: dict[str, float] = {}
     try:
         _wait(state, lambda s: s["lastPass"]["outcome"] == "converged")

@@ -17,13 +17,17 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from reconciler.agent import sdnotify
 from reconciler.agent.git import GitError, GitPull, describe
+from reconciler.agent.metrics import Metrics
+from reconciler.agent.policy import Decision, Policy
 from reconciler.agent.status import rfc3339, write_status
+from reconciler.agent.suspend import SUSPEND_PATH, read_suspension
 from reconciler.agent.triggers import FULL, Triggers, primary
 from reconciler.errors import Diagnostic, HostError, ManifestError
 from reconciler.execute.report import Report
@@ -31,7 +35,7 @@ from reconciler.execute.settings import ExecuteSettings
 from reconciler.model.observed import ObservedState
 from reconciler.model.state import DesiredState
 from reconciler.plan.build import Plan
-from reconciler.ports import HostPorts
+from reconciler.ports import HostPorts, WatchStream
 
 log = logging.getLogger("reconciler.agent")
 
@@ -54,63 +58,7 @@ class AgentSettings:
     git_pull: GitPull | None = None  # --git URL --branch B --interval S: fetched by the agent itself
 
 
-# --- stand-ins for the parts built beside this one (policy, live observer) -------------
-
-@dataclass(frozen=True)
-class Decision:
-    act: bool
-    reason: str | None
-    hold: Mapping[str, str]
-
-
-def _keys(desired: DesiredState) -> list[str]:
-    tables = (("VM", desired.vms), ("Disk", desired.disks), ("NIC", desired.nics),
-              ("PCIPassthrough", desired.pci), ("V4VRule", desired.v4v_rules))
-    return [f"{kind}/{name}" for kind, table in tables for name in table]
-
-
-class StandInPolicy:
-    """Acts on every plan; Ready/Failed conditions only; no backoff (part B replaces it)."""
-
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self._clock = clock
-        self._conditions: dict[str, list[dict[str, str]]] = {}
-
-    def decide(self, plan: Plan, observed: ObservedState, *, suspended: str | None) -> Decision:
-        if suspended:
-            return Decision(False, f"suspended: {suspended}", {})
-        return Decision(True, None, {})
-
-    def record(self, plan: Plan, decision: Decision, report: Report | None) -> None:
-        outcome = {f"{r.kind}/{r.name}": r.outcome for r in report.resources} if report else {}
-        changed = {f"{c.kind}/{c.name}" for c in plan.diff.changes}
-        now = rfc3339(self._clock())
-        table: dict[str, list[dict[str, str]]] = {}
-        for key in dict.fromkeys([*_keys(plan.desired), *sorted(changed)]):
-            word = outcome.get(key)
-            if key not in changed or word in ("created", "updated", "restarted", "deleted"):
-                status, reason, message = "True", "Converged", ""
-            elif word == "failed":
-                status, reason, message = "False", "Failed", "a step failed"
-            else:
-                status, reason, message = "False", "Pending", decision.reason or "changes not applied"
-            if word == "deleted":
-                continue
-            old = {c["type"]: c for c in self._conditions.get(key, [])}.get("Ready")
-            since = old["lastTransitionTime"] if old and old["status"] == status else now
-            table[key] = [{"type": "Ready", "status": status, "reason": reason, "message": message,
-                           "lastTransitionTime": since}]
-        self._conditions = table
-
-    def conditions(self) -> dict[str, list[dict[str, str]]]:
-        return self._conditions
-
-    def backoff(self) -> dict[str, dict[str, object]]:
-        return {}
-
-    def next_retry(self) -> float | None:
-        return None
-
+# --- stand-in for the part built beside this one (live observation) ----------------------
 
 class StandInObserver:
     """A full `observe_host` per pass; `changed` on @introduceDomain/@releaseDomain
@@ -153,10 +101,6 @@ class StandInObserver:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-async def _read_suspension(ports: HostPorts) -> str | None:
-    return None  # stand-in: part B reads /local/domain/0/reconciler/suspended
-
-
 # --- the agent --------------------------------------------------------------------------
 
 @dataclass
@@ -171,10 +115,12 @@ class Agent:
     the final status is written, and it returns."""
 
     def __init__(self, settings: AgentSettings, ports: HostPorts, stop: asyncio.Event,
-                 file_watch: FileWatch | None = None) -> None:
+                 file_watch: FileWatch | None = None, metrics: Metrics | None = None) -> None:
         self.settings, self.ports, self.stop = settings, ports, stop
         self._file_watch = file_watch
-        self.policy = StandInPolicy()
+        self.metrics = metrics
+        self.policy = Policy(max_destroy=settings.max_destroy, drift=settings.drift)
+        self._drifted: set[str] = set()
         self.observer = StandInObserver(ports, settings.execute.retry)
         self.desired: DesiredState | None = None
         self.digest: str | None = None
@@ -194,8 +140,11 @@ class Agent:
         try:
             await self.observer.start()
             tasks.append(asyncio.create_task(self._xenstore_events(triggers), name="xenstore"))
+            suspension = await self.ports.xenstore.watch(SUSPEND_PATH, "agent-suspension")
+            tasks.append(asyncio.create_task(self._suspension(suspension, triggers), name="suspension"))
             if self.settings.git_pull is not None:
                 tasks.append(asyncio.create_task(self._pull(self.settings.git_pull, triggers), name="git"))
+            tasks.append(asyncio.create_task(self._systemd(), name="systemd"))
             while (pending := await triggers.wait(self.stop)) is not None:
                 await self.one_pass(primary(pending), full=bool(pending & FULL))
                 if pending & FULL:
@@ -232,6 +181,32 @@ class Agent:
             said = ""
             if moved is not None:
                 triggers.fire("git")
+
+    async def _systemd(self) -> None:
+        """WATCHDOG=1 every `watchdog_interval()` while the loop runs (only when the unit
+        sets WatchdogSec=: otherwise no timer at all), STOPPING=1 once `stop` is set."""
+        interval = sdnotify.watchdog_interval()
+        stopping = asyncio.ensure_future(self.stop.wait())
+        try:
+            while not stopping.done():
+                await asyncio.wait((stopping,), timeout=interval)
+                if not stopping.done():
+                    sdnotify.notify("WATCHDOG=1")
+            sdnotify.notify("STOPPING=1")
+        finally:
+            stopping.cancel()
+
+    async def _suspension(self, stream: WatchStream, triggers: Triggers) -> None:
+        """`reconciler suspend`/`resume` on the host: a pass at once, so a resume acts now
+        (the first event is xenstored's own, on registration)."""
+        first = True
+        try:
+            async for _ in stream:
+                if not first:
+                    triggers.fire("xenstore")
+                first = False
+        finally:
+            await stream.close()
 
     async def _xenstore_events(self, triggers: Triggers) -> None:
         while True:
@@ -278,6 +253,7 @@ class Agent:
                           "error": result.error,
                           "git": None if git is None else {"root": git.root, "commit": git.commit, "dirty": git.dirty}}
         self.write_status()
+        self._publish(trigger, result.outcome, duration)
         c = result.counts
         line = (f"pass {self.passes} ({trigger}): {result.outcome} in {duration:.2f} s: {c['changes']} changes, "
                 f"{c['done']} steps done, {c['failed']} failed, {c['skipped']} skipped, {c['held']} held")
@@ -307,7 +283,7 @@ class Agent:
 
     async def _act(self, candidate: DesiredState | None, full: bool) -> _PassResult:
         observed = await self.observer.observe(full=full)
-        self.suspended = await _read_suspension(self.ports)
+        self.suspended = await read_suspension(self.ports.xenstore)
         plan = self._plan(candidate, observed)
         if plan is None:
             return _PassResult("invalid", _counts(), "no valid manifests loaded yet: observing only")
@@ -322,12 +298,25 @@ class Agent:
                                "invalid manifests: the last good desired state is in force" if self.invalid else None)
         report = await self._execute(plan, decision)
         self.policy.record(plan, decision, report)
+        return self._outcome(report, decision, counts)
+
+    def _outcome(self, report: Report, decision: Decision, counts: dict[str, int]) -> _PassResult:
+        """failed (a step failed, or a resource still backs off), interrupted (stopped with
+        steps not started), changed (steps done), refused (only held steps: drift warn)."""
         counts.update(done=report.count("done"), failed=report.count("failed"), skipped=report.count("skipped"))
-        if self.stop.is_set() and any(r.outcome == "skipped" and r.cause is None for r in report.steps):
-            return _PassResult("interrupted", counts, "stopped: the steps not started are left to the next agent")
-        if not report.ok:
+        held = sorted(set(decision.hold.values()))
+        if report.failures:
             return _PassResult("failed", counts, "; ".join(f"{r.step.id}: {r.error}" for r in report.failures[:3]))
-        return _PassResult("invalid" if self.invalid else "changed", counts, None)
+        if self.stop.is_set() and any(r.outcome == "skipped" and r.cause is None and not r.note for r in report.steps):
+            return _PassResult("interrupted", counts, "stopped: the steps not started are left to the next agent")
+        backing_off = [why for why in held if why.startswith("backing off")]
+        if backing_off:
+            return _PassResult("failed", counts, f"{len(backing_off)} resource(s) {backing_off[0]}")
+        if self.invalid:
+            return _PassResult("invalid", counts, "invalid manifests: the last good desired state is in force")
+        if counts["done"] == 0 and held:
+            return _PassResult("refused", counts, f"{len(decision.hold)} resource(s) held: {held[0]}")
+        return _PassResult("changed", counts, None)
 
     async def _execute(self, plan: Plan, decision: Decision) -> Report:
         from reconciler.execute import execute
@@ -335,9 +324,31 @@ class Agent:
         def step_done(result: Any) -> None:
             (log.info if result.outcome == "done" else log.warning)("%s", result.line())
 
-        return await execute(plan, self.ports, settings=self.settings.execute, on_step=step_done, stop=self.stop)
+        return await execute(plan, self.ports, settings=self.settings.execute, on_step=step_done, stop=self.stop,
+                             hold=decision.hold)
 
     # --- status ---
+
+    def _publish(self, trigger: str, outcome: str, seconds: float) -> None:
+        """Metrics and systemd after a pass: READY=1 after the first one."""
+        conditions = self.policy.conditions()
+        drifted = {key for key, table in conditions.items()
+                   if any(c["type"] == "Drifted" and c["status"] == "True" for c in table)}
+        if self.metrics is not None:
+            self.metrics.pass_done(trigger, outcome, seconds)
+            by: dict[str, int] = {}
+            for table in conditions.values():
+                for condition in table:
+                    if condition["status"] == "True":
+                        by[condition["type"]] = by.get(condition["type"], 0) + 1
+            self.metrics.set_resources(by)
+            self.metrics.drift_detected(len(drifted - self._drifted))
+            self.metrics.set_xenstore_requests(self.observer.xenstore_requests())
+        self._drifted = drifted
+        ready = sum(1 for table in conditions.values() if any(c["type"] == "Ready" and c["status"] == "True"
+                                                              for c in table))
+        sdnotify.notify(*(["READY=1"] if self.passes == 1 else []),
+                        f"STATUS=pass {self.passes} ({trigger}): {outcome}; {ready} of {len(conditions)} resources Ready")
 
     def status(self, state: str = "running") -> dict[str, Any]:
         agent: dict[str, Any] = {"pid": os.getpid(), "started": rfc3339(self.started), "host": self.settings.host,

@@ -24,6 +24,7 @@ from reconciler.errors import UsageError
 if TYPE_CHECKING:
     from reconciler.agent.git import GitPull
     from reconciler.agent.loop import AgentSettings, FileWatch
+    from reconciler.agent.metrics import Metrics
     from reconciler.cli.hosts import HostSpec
     from reconciler.execute.settings import ExecuteSettings
 
@@ -64,7 +65,8 @@ def register(subparsers: Any) -> None:
                         help="observe the whole host at least this often (default 300)")
     parser.add_argument("--debounce", type=_seconds("--debounce", 0), default=0.5, metavar="SECONDS",
                         help="quiet time after a manifest change before the pass (default 0.5)")
-    parser.add_argument("--log-format", choices=("text", "json"), default="text", help="stderr log lines (default text)")
+    parser.add_argument("--log-format", choices=("text", "json"), dest="watch_log_format",
+                        help="log lines as text (default) or one JSON object per line (journald, Loki)")
     parser.add_argument("--metrics", metavar="ADDR", help="serve Prometheus metrics, e.g. 127.0.0.1:9150")
     parser.add_argument("--max-destroy", type=_count, metavar="N",
                         help="refuse a pass that would stop or destroy more than N VMs (default: half the managed ones)")
@@ -141,7 +143,7 @@ class _Signals:
             self._loop.remove_signal_handler(sig)
 
 
-async def _watch(spec: HostSpec, settings: AgentSettings) -> None:
+async def _watch(spec: HostSpec, settings: AgentSettings, metrics: Metrics) -> None:
     from reconciler.agent.loop import Agent
     from reconciler.cli.hosts import open_host
 
@@ -149,7 +151,7 @@ async def _watch(spec: HostSpec, settings: AgentSettings) -> None:
     signals = _Signals(stop)
     try:
         async with open_host(spec) as ports:
-            agent = Agent(settings, ports, stop, file_watch(settings.paths))
+            agent = Agent(settings, ports, stop, file_watch(settings.paths), metrics)
             signals.hup = agent.reload
             await agent.run()
     finally:
@@ -157,13 +159,12 @@ async def _watch(spec: HostSpec, settings: AgentSettings) -> None:
 
 
 def _setup_logging(args: argparse.Namespace) -> None:
-    """Stand-in until `reconciler.logs.setup` lands: one line per record on stderr."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("reconciler")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    root.propagate = False
+    """The agent logs each pass and step (INFO) by default, one level more than other
+    verbs (-q: warnings only, -v: DEBUG); `watch --log-format` as `reconciler --log-format`."""
+    from reconciler.cli.main import verbosity
+    from reconciler.logs import setup
+
+    setup(verbosity(args) + 1, args.watch_log_format or args.log_format)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -207,6 +208,7 @@ def _git(args: argparse.Namespace, spec: HostSpec) -> tuple[GitPull | None, tupl
 def _run_agent(args: argparse.Namespace, spec: HostSpec, execute: ExecuteSettings, pull: GitPull | None,
                paths: tuple[str, ...]) -> None:
     from reconciler.agent.loop import AgentSettings
+    from reconciler.agent.metrics import Metrics
     from reconciler.cli.hostlock import status_path
 
     for path in paths:
@@ -216,4 +218,10 @@ def _run_agent(args: argparse.Namespace, spec: HostSpec, execute: ExecuteSetting
     settings = AgentSettings(paths=paths, host=str(spec), status_path=status_path(spec), execute=execute,
                              resync_s=args.resync, debounce_s=args.debounce, max_destroy=args.max_destroy,
                              drift=args.drift, git_pull=pull)
-    asyncio.run(_watch(spec, settings))
+    metrics = Metrics()
+    stop_serving = metrics.serve(args.metrics) if args.metrics is not None else None
+    try:
+        asyncio.run(_watch(spec, settings, metrics))
+    finally:
+        if stop_serving is not None:
+            stop_serving()

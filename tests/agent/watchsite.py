@@ -62,7 +62,8 @@ class Agent:
     """One `reconciler watch` process and the files it watches (`folder`), on host `state`."""
 
     def __init__(self, manifests: dict[str, str], *flags: str, state: Path | None = None,
-                 folder: Path | None = None) -> None:
+                 folder: Path | None = None, env: dict[str, str] | None = None) -> None:
+        self.env = env or {}
         self.folder = folder or Path(tempfile.mkdtemp(prefix="ag-m-"))
         self.state = state or Path(tempfile.mkdtemp(prefix="ag-"))  # short: Unix socket paths
         for name, text in manifests.items():
@@ -79,7 +80,7 @@ class Agent:
         argv = [sys.executable, "-m", "reconciler", "watch", *(paths or [str(self.folder)]), "--host", self.host,
                 "--debounce", "0.2", *self.flags]
         with open(self.stderr_path, "a") as err:
-            self.proc = subprocess.Popen(argv, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=err, text=True)
+            self.proc = subprocess.Popen(argv, cwd=REPO, env={**_env(), **self.env}, stdout=subprocess.DEVNULL, stderr=err, text=True)
         return self.proc
 
     @property
