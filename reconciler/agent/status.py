@@ -186,7 +186,7 @@ def _resource_line(key: str, entry: dict[str, Any]) -> str | None:
              for c in shown]
     text = f"{key}: {'; '.join(parts) or 'no conditions yet'}"
     backoff = entry.get("backoff")
-    if backoff:
+    if backoff and "backing off" not in text:
         text += f"; backing off ({backoff['failures']} failures), retry at {backoff['retryAt']}"
     return text
 

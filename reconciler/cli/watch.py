@@ -109,6 +109,8 @@ def file_watch(paths: tuple[str, ...]) -> FileWatch:
     async def follow(roots: list[str], recursive: bool, changed: Callable[[], None], stop: asyncio.Event) -> None:
         from watchfiles import awatch
 
+        logging.getLogger("watchfiles").setLevel(logging.WARNING)  # "1 change detected": the pass line says it
+
         async for _ in awatch(*roots, watch_filter=_interesting(dirs, files), stop_event=stop, recursive=recursive,
                               debounce=100, step=WATCH_STEP_MS, rust_timeout=0):
             changed()
