@@ -12,6 +12,7 @@ name or uuid an unmanaged domain holds raises `Conflict` (DESIGN 7: never adopte
 from __future__ import annotations
 
 from reconciler.diff.context import Context, build_context
+from reconciler.diff.devices import replug_changes
 from reconciler.diff.pci import greedy_changes, release_changes, unseized_notes
 from reconciler.diff.rules import rule_changes
 from reconciler.diff.vm import vm_changes
@@ -42,6 +43,7 @@ def diff(desired: DesiredState, observed: ObservedState) -> Diff:
     """Every change that takes `observed` to `desired`, deterministic for equal inputs."""
     ctx = build_context(desired, observed)
     changes, unmanaged = vm_changes(ctx)
+    changes += replug_changes(ctx, changes)
     changes += greedy_changes(ctx)
     changes += release_changes(ctx, changes)
     ctx.notes += unseized_notes(ctx)
