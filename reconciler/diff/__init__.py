@@ -50,4 +50,5 @@ def diff(desired: DesiredState, observed: ObservedState) -> Diff:
     changes += rule_changes(ctx)
     if ctx.conflicts:
         raise _conflict(ctx)
-    return Diff(tuple(sorted(changes, key=_order)), tuple(unmanaged), tuple(sorted(set(ctx.notes))))
+    return Diff(tuple(sorted(changes, key=_order)), tuple(unmanaged), tuple(sorted(set(ctx.notes))),
+                tuple(sorted(ctx.preserved)))

@@ -36,6 +36,7 @@ class Context:
     starting: set[str] = field(default_factory=set)  # built by this plan (create, restart)
     stopping: set[str] = field(default_factory=set)  # domains this plan stops or rebuilds
     kept: set[str] = field(default_factory=set)  # managed, running, not rebuilt: devices diffed
+    preserved: list[str] = field(default_factory=list)  # crashed, onCrash preserve: left for inspection
     # Devices by owning VM (desired: kind then name order), built once so the diff
     # stays linear in the number of VMs.
     wanted: dict[str, list[Owned]] = field(default_factory=dict)
