@@ -7,6 +7,9 @@ and what changing each costs (live / restart / destructive), is the one table in
 `pci`, v4v firewall entries in `rules` (resolver: `firewall`), the last-applied record
 in `applied`. Changes are sorted by (vm, kind in KINDS order, name). A desired VM whose
 name or uuid an unmanaged domain holds raises `Conflict` (DESIGN 7: never adopted silently).
+A crashed domain follows its VM's `lifecycle.onCrash` (`vm`; `preserve` lands in
+`Diff.preserved`); the disks and NICs a gone or restarting backend VM served are
+re-plugged (`devices.replug_changes`, OXT-1011).
 """
 
 from __future__ import annotations
