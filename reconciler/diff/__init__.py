@@ -46,7 +46,7 @@ def diff(desired: DesiredState, observed: ObservedState) -> Diff:
     """Every change that takes `observed` to `desired`, deterministic for equal inputs."""
     ctx = build_context(desired, observed)
     changes, unmanaged = vm_changes(ctx)
-    changes += replug_changes(ctx, changes)
+    changes = replug_changes(ctx, changes)
     changes += greedy_changes(ctx)
     changes += release_changes(ctx, changes)
     ctx.notes += unseized_notes(ctx)

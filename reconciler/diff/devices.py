@@ -173,25 +173,33 @@ def device_changes(ctx: Context, vm: str) -> list[ResourceChange]:
 
 
 def replug_changes(ctx: Context, changes: list[ResourceChange]) -> list[ResourceChange]:
-    """Disks and NICs of running guests (kept, not rebuilt) whose backend VM this plan
-    restarts: the old backend domain takes the device's backend with it, so the device is
-    re-plugged (OXT-1011). A device that already changes (re-plugged, hotplugged) is left
-    to that change. Unplugging a disk from a running guest is destructive."""
+    """`changes` with the disks and NICs of running guests (kept, not rebuilt) whose backend
+    VM this plan restarts re-plugged: the old backend domain takes the device's backend
+    with it (OXT-1011). A device that already re-plugs or is hotplugged keeps its change; a
+    NIC whose change only sets its interface (MTU, offloads) is re-plugged instead, with
+    those values (the interface goes with the old backend). Unplugging a disk from a
+    running guest is destructive."""
     restarted = ctx.starting & ctx.stopping
     if not restarted:
-        return []
-    changing = {(c.kind, c.name) for c in changes}
-    out: list[ResourceChange] = []
+        return changes
+    by_key = {(c.kind, c.name): c for c in changes}
+    replaced: set[tuple[str, str]] = set()
+    added: list[ResourceChange] = []
     for vm in sorted(ctx.kept):
         for device in ctx.wanted.get(vm, []):
-            if not isinstance(device, (Disk, NIC)) or (device.kind, device.metadata.name) in changing:
+            backend = device.spec.backend_vm if isinstance(device, (Disk, NIC)) else None
+            if backend not in restarted:
                 continue
-            backend = device.spec.backend_vm
-            if backend in restarted:
-                impact: Impact = "destructive" if isinstance(device, Disk) else "live"
-                out.append(replug(device.kind, device.metadata.name, vm, backend, impact, f"{backend} (restarting)",
-                                  f"backend VM {backend} restarted: {REPLUGGED}"))
-    return out
+            key = (device.kind, device.metadata.name)
+            change = by_key.get(key)
+            if change is not None and not (change.fields and all(netdev_field(f.path) for f in change.fields)):
+                continue
+            if change is not None:
+                replaced.add(key)
+            impact: Impact = "destructive" if isinstance(device, Disk) else "live"
+            added.append(replug(device.kind, device.metadata.name, vm, backend, impact, f"{backend} (restarting)",
+                                f"backend VM {backend} restarted: {REPLUGGED}"))
+    return [c for c in changes if (c.kind, c.name) not in replaced] + added
 
 
 def netdev_field(path: str) -> bool:

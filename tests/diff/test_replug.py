@@ -103,3 +103,13 @@ def test_planned_backend_restart_replugs_what_it_serves_around_its_stop(load_yam
 def test_no_backend_restart_no_replug(load_yaml, make_mirror) -> None:  # type: ignore[no-untyped-def]
     desired = load_yaml(SET.replace(", NETSPEC", ""))
     assert diff(desired, make_mirror(desired)).changes == ()
+
+
+def test_interface_settings_of_a_nic_whose_backend_restarts_go_with_its_replug(load_yaml, make_mirror) -> None:  # type: ignore[no-untyped-def]
+    before = load_yaml(SET.replace(", NETSPEC", ""))
+    desired = load_yaml(SET.replace("NETSPEC", "maxMemory: 128, updatePolicy: restart").replace("{backendVM: net}", "{backendVM: net, mtu: 9000}"))
+    result = diff(desired, make_mirror(before))
+    (nic,) = [c for c in result.changes if c.name == "guest-nics-0"]
+    assert (nic.action, nic.reason) == (Action.UPDATE, "backend VM net restarted: re-plugged")
+    plan = build_plan(result, desired, make_mirror(before), fingerprint="")
+    assert [s.op for s in plan.steps if s.name == "guest-nics-0"] == ["attach", "detach"]  # no `set` on the old interface
