@@ -29,8 +29,8 @@ How:
   domains that came or went; their subtrees are re-read (a gone one reads as absent).
   Power states are not in xenstore (xen.md 2.9), see below.
 - `observe()` re-reads only the dirty units (one pipelined snapshot each), then
-  rebuilds the ObservedState through the pure `reconciler.observe.host.fold` that
-  `observe_host` uses, so both are equal whenever the events have been applied
+  rebuilds the ObservedState through the pure `observe_tree` and
+  `reconciler.observe.host.fold_tree` that `observe_host` uses, so both are equal whenever the events have been applied
   (tests/agent/test_observer.py checks this after random changes). `full=True` walks
   everything again and replaces the mirror (the resync).
 - The toolstack listing, PCI inventory, firewall table and vif interfaces are not in
@@ -50,7 +50,8 @@ import logging
 from reconciler.errors import TerminalHostError
 from reconciler.model.observed import ObservedState
 from reconciler.observe.domains import _recorded_sentinel
-from reconciler.observe.host import decode, fold
+from reconciler.observe import observe_tree
+from reconciler.observe.host import decode, fold_tree
 from reconciler.ports import HostPorts, WatchStream
 from reconciler.retry import RetryPolicy, retried
 
@@ -81,6 +82,7 @@ class LiveObserver:
         self._streams: list[WatchStream] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
+        self._tree: ObservedState | None = None  # observe_tree(mirror), while the mirror is unchanged
 
     # -- the contract -------------------------------------------------------------
 
@@ -123,14 +125,15 @@ class LiveObserver:
                 await others
             raise
         domains, pci, firewall, netdevs = await others
-        state = fold(self._mirror, domains, pci, firewall, netdevs)
-        moved = self._track_sentinels(state)
-        if moved and not full:
-            # A record now names a sentinel under a child not followed so far: its
-            # events were dropped, so read it now (rare: a record changed).
-            await self._reread(moved)
-            state = fold(self._mirror, domains, pci, firewall, netdevs)
-        return state
+        if full or dirty or self._tree is None:
+            self._tree = observe_tree(self._mirror)
+            moved = self._track_sentinels(self._tree)
+            if moved and not full:
+                # A record now names a sentinel under a child not followed so far: its
+                # events were dropped, so read it now (rare: a record changed).
+                await self._reread(moved)
+                self._tree = observe_tree(self._mirror)
+        return fold_tree(self._tree, domains, pci, firewall, netdevs)
 
     def xenstore_requests(self) -> int:
         """Requests sent on the host's xenstore port so far (by anyone using it)."""

@@ -105,5 +105,11 @@ def fold(nodes: Mapping[str, str], domains: list[DomainStatus], pci: list[HostPc
     """The ObservedState of a decoded xenstore tree and the host's other reads (pure):
     what `observe_host` returns, shared with the agent's live observer, which keeps
     the tree current from watch events instead of walking it each pass."""
-    state = with_netdevs(with_power(observe_tree(nodes), domains), netdevs)
+    return fold_tree(observe_tree(nodes), domains, pci, firewall, netdevs)
+
+
+def fold_tree(tree: ObservedState, domains: list[DomainStatus], pci: list[HostPciDevice],
+              firewall: list[FirewallEntry], netdevs: list[NetDevice]) -> ObservedState:
+    """`fold` of a tree already observed (`observe_tree`): what is not xenstore added."""
+    state = with_netdevs(with_power(tree, domains), netdevs)
     return dataclasses.replace(state, host_pci=tuple(pci), firewall=tuple(firewall))
