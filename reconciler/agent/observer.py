@@ -75,6 +75,7 @@ class LiveObserver:
         self._ports = ports
         self._retry = retry
         self._mirror: dict[str, str] = {}
+        self._kids: dict[str, set[str]] = {}  # child names by parent path, so a unit costs its size
         self._dirty: set[str] = set()
         self._relist = False  # a domain came or went: list /local/domain
         self._full = False  # events may have been lost: walk everything
@@ -114,7 +115,7 @@ class LiveObserver:
         )
         try:
             if full:
-                self._mirror = decode(await retried(self._retry, lambda: xs.snapshot("/")))
+                self._load(decode(await retried(self._retry, lambda: xs.snapshot("/"))))
             else:
                 if relist:
                     dirty |= await self._domains_changed()
@@ -160,6 +161,11 @@ class LiveObserver:
                 continue
             if self._note(event.path, stream.path):
                 self.changed.set()
+        # The client ended the stream (closed, or gave up reconnecting): events are
+        # lost from here, so say so and let the next observation read everything.
+        log.warning("xenstore watch on %s ended; the next observation re-reads everything", stream.path)
+        self._full = True
+        self.changed.set()
 
     def _note(self, path: str, root: str) -> bool:
         """Mark what the event at `path` names; True if the state may have changed."""
@@ -200,15 +206,13 @@ class LiveObserver:
         """One DIRECTORY of /local/domain: the subtrees of domains that came or went."""
         xs = self._ports.xenstore
         listed = set(await retried(self._retry, lambda: xs.directory(_DOMAINS)))
-        prefix = _DOMAINS + "/"
-        known = {p[len(prefix):] for p in self._mirror if p.startswith(prefix) and "/" not in p[len(prefix):]}
-        return {f"{_DOMAINS}/{d}" for d in listed ^ known} | {f"/libxl/{d}" for d in listed ^ known if d.isdigit()}
+        moved = listed ^ self._kids.get(_DOMAINS, set())
+        return {f"{_DOMAINS}/{d}" for d in moved} | {f"/libxl/{d}" for d in moved if d.isdigit()}
 
     async def _reread(self, units: set[str]) -> None:
-        """Snapshot each unit (an ancestor of another is read once) into the mirror."""
+        """Snapshot each unit (one inside another is read with it) into the mirror."""
         xs = self._ports.xenstore
-        ordered = sorted(units)
-        kept = [u for i, u in enumerate(ordered) if not any(u.startswith(a + "/") for a in ordered[:i])]
+        kept = [u for u in units if not any(a in units for a in _ancestors(u))]
 
         async def one(unit: str) -> dict[str, bytes]:
             try:
@@ -220,16 +224,38 @@ class LiveObserver:
 
         results = await asyncio.gather(*(one(u) for u in kept))
         for unit, nodes in zip(kept, results, strict=True):
-            prefix = unit + "/"
-            for path in [p for p in self._mirror if p == unit or p.startswith(prefix)]:
-                del self._mirror[path]
-            self._mirror.update(decode(nodes))
+            self._drop(unit)
+            for path, value in decode(nodes).items():
+                self._put(path, value)
             if nodes:
                 # xenstore creates a written node's missing parents with empty values
-                parent = unit.rpartition("/")[0]
-                while parent and parent not in self._mirror:
-                    self._mirror[parent] = ""
-                    parent = parent.rpartition("/")[0]
+                for parent in _ancestors(unit):
+                    if parent in self._mirror:
+                        break
+                    self._put(parent, "")
+
+    # -- the mirror -----------------------------------------------------------------
+
+    def _load(self, nodes: dict[str, str]) -> None:
+        self._mirror, self._kids = {}, {}
+        for path, value in nodes.items():
+            self._put(path, value)
+
+    def _put(self, path: str, value: str) -> None:
+        if path not in self._mirror and path != "/":
+            parent, _, name = path.rpartition("/")
+            self._kids.setdefault(parent or "/", set()).add(name)
+        self._mirror[path] = value
+
+    def _drop(self, unit: str) -> None:
+        """Forget `unit` and everything below it (walking the index: its size, not the host's)."""
+        pending = [unit]
+        while pending:
+            path = pending.pop()
+            self._mirror.pop(path, None)
+            pending += [f"{path}/{name}" for name in self._kids.pop(path, ())]
+        parent, _, name = unit.rpartition("/")
+        self._kids.get(parent or "/", set()).discard(name)
 
     def _track_sentinels(self, state: ObservedState) -> set[str]:
         """Follow each managed domain's boot sentinel; the units newly followed."""
@@ -242,3 +268,13 @@ class LiveObserver:
                  if top not in _READ and self._sentinels.get(d) != top}
         self._sentinels = tops
         return moved
+
+
+def _ancestors(path: str) -> list[str]:
+    """`/a/b/c` -> [`/a/b`, `/a`] (the root left out: no unit is `/`)."""
+    out: list[str] = []
+    while True:
+        path = path.rpartition("/")[0]
+        if not path:
+            return out
+        out.append(path)

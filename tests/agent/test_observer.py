@@ -461,3 +461,51 @@ def test_request_counters_count_what_a_wire_client_sends(state: Path) -> None:
     assert served == asyncio.run(embedded())
     assert served["snapshot"] == 2 * served["nodes"]
     assert (served["read"], served["directory"], served["write"]) == (1, 1, 1)
+
+
+class _Current:
+    """Forwards to the port it currently holds: the simulated host's RPC client does not
+    reconnect after a restart of `sim serve` (the xenstore client does), so the
+    non-xenstore ports are opened again and swapped in here."""
+
+    def __init__(self, port: Any) -> None:
+        self.port = port
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.port, name)
+
+
+def test_a_restarted_xenstored_makes_the_next_observation_read_everything(state: Path) -> None:
+    """Changes made while the daemon was down sent no event: the client re-registers
+    its watches once back, each fires again, and that alone says "re-read all"."""
+    asyncio.run(build(state, 3))
+    proc = _serve(state)
+    try:
+        async def body() -> None:
+            nonlocal proc
+            async with open_sim(state) as first:
+                others = {k: _Current(getattr(first, k)) for k in ("toolstack", "pciback", "firewall", "netdev")}
+                ports = HostPorts(first.name, first.xenstore, **others)
+                async with watching(ports) as observer:
+                    data = await settled(ports)
+                    await delivered(ports)
+                    observer.changed.clear()
+                    _stop(proc)
+                    gone = sorted(_domids(data))[0]
+                    await asyncio.to_thread(_sim, state, "destroy", gone)  # on the embedded host meanwhile
+                    proc = await asyncio.to_thread(_serve, state)
+                    async with open_sim(state) as again:
+                        for key, port in others.items():
+                            port.port = getattr(again, key)
+                        await delivered(ports)  # reconnects: the watches are registered again
+                        await delivered(ports)
+                        assert observer.changed.is_set()
+                        before = observer.xenstore_requests()
+                        got = observed_to_data(await observer.observe())
+                        assert observer.xenstore_requests() - before > 100  # a whole walk
+                        assert gone not in got["domains"]
+                        assert got == await settled(ports)
+
+        asyncio.run(body())
+    finally:
+        _stop(proc)
