@@ -72,7 +72,7 @@ async def build(state: Path, vms: int) -> None:
     from drivers.sim.host import SimHost
     from reconciler.model import NIC, VM, Disk
 
-    host = await SimHost.open(state, delay_scale=0.02)
+    host = await SimHost.open(state, delay_scale=0.2)  # building: backend timeouts not too tight under load
     try:
         async with open_sim(state) as ports:
             async def one(i: int) -> None:
@@ -176,8 +176,8 @@ def main() -> int:
             print(f"\n{vms} VMs (built in {time.perf_counter() - started:.1f} s)", flush=True)
             proc = serve(state)
             try:
+                base = baseline_full(base_tree, state, args.rounds) if base_tree else None  # before the noise writes
                 got = asyncio.run(measure(state, proc.pid, args.rounds, args.idle, args.noise))
-                base = baseline_full(base_tree, state, args.rounds) if base_tree else None
             finally:
                 stop(proc)
             full_req, full_cpu = med(got["full_req"]), med(got["full_cpu"])

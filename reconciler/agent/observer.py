@@ -129,9 +129,10 @@ class LiveObserver:
         if full or dirty or self._tree is None:
             self._tree = observe_tree(self._mirror)
             moved = self._track_sentinels(self._tree)
-            if moved and not full:
+            if moved:
                 # A record now names a sentinel under a child not followed so far: its
-                # events were dropped, so read it now (rare: a record changed).
+                # events were dropped and its nodes not kept, so read it now (once per
+                # record change, and once per such domain after the first walk).
                 await self._reread(moved)
                 self._tree = observe_tree(self._mirror)
         return fold_tree(self._tree, domains, pci, firewall, netdevs)
@@ -242,6 +243,12 @@ class LiveObserver:
             self._put(path, value)
 
     def _put(self, path: str, value: str) -> None:
+        """Keep the node, unless it lies where no observation reads (a guest's own
+        `data/`, `attr/`, frontend dirs...): the rebuild then walks fewer nodes."""
+        if path.startswith(_DOMAINS + "/"):
+            parts = path.split("/", 5)
+            if len(parts) > 4 and parts[4] not in _READ and parts[4] != self._sentinels.get(parts[3]):
+                return
         if path not in self._mirror and path != "/":
             parent, _, name = path.rpartition("/")
             self._kids.setdefault(parent or "/", set()).add(name)

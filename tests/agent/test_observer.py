@@ -65,7 +65,7 @@ async def add_vm(ports: HostPorts, name: str) -> int:
 
 async def build(state: Path, count: int) -> None:
     """`count` running VMs saved in `state` (the host closed again)."""
-    host = await SimHost.open(state, delay_scale=0.02)
+    host = await SimHost.open(state, delay_scale=0.05)  # building: backend timeouts not too tight under load
     try:
         async with open_sim(state) as ports:
             for start in range(0, count, 10):
@@ -197,7 +197,18 @@ async def _rm_domain_node(ports: HostPorts, other: DirectXenstore, data: dict[st
         await other.rm(f"/local/domain/{_pick(data, seed)[1]}/name")
 
 
-CHANGES = [_destroy, _create, _mem_set, _detach_disk, _pause, _write_target, _rm_vif, _vm_data, _managed,
+async def _frontend_error(ports: HostPorts, other: DirectXenstore, data: dict[str, Any], seed: int) -> None:
+    await other.write(f"/local/domain/{_pick(data, seed)[1]}/error/device/vbd/51712/error", "bad sector")
+
+
+async def _hvmloader(ports: HostPorts, other: DirectXenstore, data: dict[str, Any], seed: int) -> None:
+    domid = _pick(data, seed)[1]
+    with contextlib.suppress(NoEntry):
+        await other.rm(f"/libxl/{domid}/type")
+    await other.write(f"/local/domain/{domid}/hvmloader/bios", "seabios")
+
+
+CHANGES = [_frontend_error, _hvmloader, _destroy, _create, _mem_set, _detach_disk, _pause, _write_target, _rm_vif, _vm_data, _managed,
            _libxl_type, _building, _guest_noise, _rm_domain_node]
 
 
