@@ -7,6 +7,8 @@ process, and this process observes it over the wire as the agent does:
   vifs), the cost of every pass without a live observer;
 - one-VM change: `xl mem-set` of one VM through the toolstack port, then the
   `LiveObserver.observe()` after its watch events arrived;
+- no change: `LiveObserver.observe()` when no xenstore node changed (the pass after a
+  manifest edit or a retry);
 - idle: the observer's requests and CPU seconds over `--idle` seconds with nothing
   changing, and over `--noise` writes a guest makes to its own `data/` (Xen's
   `xenstore-write` in a process of its own): the events the broad watches receive
@@ -132,6 +134,12 @@ async def measure(state: Path, server: int, rounds: int, idle: float, noise: int
                 out["one_cpu"].append(time.process_time() - start)
                 out["one_req"].append(observer.xenstore_requests() - before)
             await asyncio.sleep(0.5)
+            out["none_req"], out["none_cpu"] = [], []
+            for _ in range(rounds):  # a pass with no xenstore change (a manifest edit, a retry)
+                before, start = observer.xenstore_requests(), time.process_time()
+                await observer.observe()
+                out["none_cpu"].append(time.process_time() - start)
+                out["none_req"].append(observer.xenstore_requests() - before)
             observer.changed.clear()
             before, start, server_start = observer.xenstore_requests(), time.process_time(), cpu_seconds(server)
             await asyncio.sleep(idle)
@@ -186,7 +194,9 @@ def main() -> int:
             print(f"  {'':34} {'requests':>9} {'CPU s':>8}")
             print(f"  {'full observe_host':34} {full_req:>9} {full_cpu:>8.4f}")
             print(f"  {'LiveObserver.observe(), 1 mem-set':34} {one_req:>9} {one_cpu:>8.4f}")
-            print(f"  one-VM/full: requests {one_req / full_req:.4f}, CPU {one_cpu / full_cpu:.3f}")
+            print(f"  {'LiveObserver.observe(), no change':34} {med(got['none_req']):>9} {med(got['none_cpu']):>8.4f}")
+            print(f"  one-VM/full: requests {one_req / full_req:.4f}, CPU {one_cpu / full_cpu:.3f}; "
+                  f"no change/full: CPU {med(got['none_cpu']) / full_cpu:.3f}")
             if base is not None:
                 b_req, b_cpu = 2 * base["nodes"], med(base["cpu"])
                 print(f"  {args.baseline} observe_host: {b_req} requests (2/node), {b_cpu:.4f} CPU s")
