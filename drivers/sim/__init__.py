@@ -14,7 +14,9 @@ What it does NOT model: no guest OS runs (a guest only answers `control/shutdown
 connects its frontends); no event channels, grant tables or rings (ring-ref/port
 values are placeholders); no QEMU (no device-model nodes, no emulated devices, no
 stubdoms); no ballooning (`memory/target` is obeyed at once), no CPU time or
-scheduling; reboot and the restart lifecycle actions power the domain off instead;
+scheduling; reboot powers the domain off instead, and xl's rebuild of a domain whose
+onCrash is a restart kind is not done (it is destroyed, or kept renamed for
+rename-restart; the reconciler builds it again), nor a core dump (`sim crash` crashes one);
 `xenstoreData`, hooks and v4v rules are not applied by the toolstack (the reconciler
 does that through the ports); PCI per-device pciback keys (`vdev-i`, `root-i`) and
 resuming a PCI hot-plug interrupted by a restart; pciback's sticky `permissive` flag

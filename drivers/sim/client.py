@@ -63,6 +63,10 @@ class SimToolstack:
     async def destroy(self, domid: int) -> None:
         await self.rpc.call("destroy", domid=domid)
 
+    async def crash(self, domid: int, *, handled: bool = True) -> None:
+        """Not a port method: fault injection (`reconciler sim crash`), see `Guests.crash`."""
+        await self.rpc.call("crash", domid=domid, handled=handled)
+
     async def mem_set(self, domid: int, mib: int) -> None:
         await self.rpc.call("mem_set", domid=domid, mib=mib)
 

@@ -6,21 +6,25 @@ it acknowledges a request after `guest_ack_ms` (writes "" back), powers off afte
 `guest_poweroff_ms`, and the toolstack reaps it per `on_poweroff`. A guest with a
 `bootSentinel` writes that node ("1") `guest_boot_ms` after it first runs, as OpenXT's
 network-slave writes `booted`. `uncooperative` guests ignore requests, `silent` ones
-never write their sentinel; `crash_after_unpause` domains crash (faults.yaml).
+never write their sentinel; `crash_after_unpause` domains crash (faults.yaml), and
+`crash` crashes one on demand (`reconciler sim crash NAME`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+import uuid as uuid_mod
 from collections.abc import Coroutine
 from typing import Any
 
 from drivers.sim.domains import Domain
-from drivers.sim.ops import Op, dom_path
+from drivers.sim.ops import Op, dom_path, vm_path
 from drivers.sim.player import play
 from drivers.sim.toolstack import Core, Libxl
 from drivers.xenstore.store import CallbackWatcher
+from reconciler.errors import TerminalHostError
 from reconciler.ports import WatchEvent
 
 log = logging.getLogger(__name__)
@@ -110,11 +114,39 @@ class Guests:
         await asyncio.sleep(self.core.settings.ms(self.core.settings.crash_after_ms if after is None else after))
         if self.core.domains.domains.get(domain.domid) is not domain or domain.power != "running":
             return
+        await self.crash(domain, why="fault injected")
+
+    async def crash(self, domain: Domain, *, why: str, handled: bool = True) -> None:
+        """The guest crashes now. With `handled`, the toolstack applies `onCrash` as xl's
+        domain-death handling does (xl_vmcontrol.c, handle_domain_death): `preserve` keeps
+        the crashed domain; `rename-restart` keeps it under a new name and uuid;
+        `destroy`, `restart` and their `coredump-` forms destroy it. xl then builds the restart kinds again from the config it created the
+        domain with; the sim keeps no such config (as for reboot), so that rebuild is the
+        reconciler's next pass, and no core file is written. Without `handled` the domain
+        stays crashed whatever `onCrash` says: what a pass sees before the toolstack acts,
+        or on a host where no xl process watches the domain (`xl create -e`, xl killed)."""
+        if domain.power not in ("running", "paused"):
+            raise TerminalHostError(f"domain {domain.domid} ({domain.name}) is {domain.power}: only a live domain can crash")
         domain.set_power("crashed")
         self.core.on_change()
-        log.info("domain %d (%s) crashed (fault injected)", domain.domid, domain.name)
-        if domain.on_crash != "preserve":
+        log.info("domain %d (%s) crashed (%s)", domain.domid, domain.name, why)
+        if handled and domain.on_crash == "rename-restart":
+            self._preserve_renamed(domain)
+        elif handled and domain.on_crash != "preserve":
             await self._destroy(domain.domid)
+
+    def _preserve_renamed(self, domain: Domain) -> None:
+        """xl's `rename-restart` (`libxl_domain_preserve`): the crashed domain is kept under
+        `<name>-<YYYYmmddTHHMM>Z` with a new uuid (`/local/domain/<d>/vm` names a new
+        `/vm/<uuid>`; the old one is left), so the name is free for the rebuild."""
+        old_vm = vm_path(domain.uuid)
+        domain.name = f"{domain.name}{time.strftime('-%Y%m%dT%H%MZ', time.gmtime())}"
+        domain.uuid = str(uuid_mod.uuid4())
+        vm, dom = vm_path(domain.uuid), dom_path(domain.domid)
+        play(self.core.store, [Op("write", f"{dom}/vm", vm), Op("write", f"{dom}/name", domain.name),
+                               Op("write", f"{vm}/uuid", domain.uuid), Op("write", f"{vm}/name", domain.name)])
+        self.core.on_change()
+        log.info("domain %d preserved as %s (was under %s)", domain.domid, domain.name, old_vm)
 
     async def _destroy(self, domid: int) -> None:
         if domid in self.core.domains.domains:

@@ -150,6 +150,8 @@ class Libxl:
             await asyncio.sleep(min(0.01, timeout / 10) + self.core.settings.ms(5))
         if domid in self.core.domains.domains and domain.power == "shutdown" and domain.on_poweroff != "destroy":
             return  # `preserve`: stays in the shutdown state, as xl leaves it
+        if domid in self.core.domains.domains and domain.power == "crashed":
+            return  # already dead (a crash the toolstack left: xl shutdown -w reports it at once)
         while domid in self.core.domains.domains:  # the toolstack is reaping it
             await asyncio.sleep(self.core.settings.ms(5) + 0.001)
 

@@ -56,6 +56,10 @@ class XenstoreClient(NodeCalls):
         self._reconnect_task: asyncio.Task[None] | None = None
         self._reconnect_error: errors.XenstoreError | None = None
         self.reconnects = 0
+        # Every request frame sent on the wire (watch events are not requests): the
+        # agent's "xenstore requests sent" metric. A snapshot's pipelined READ and
+        # DIRECTORY frames count too (walk.py adds them).
+        self.requests = 0
 
     @classmethod
     async def connect(cls, settings: ClientSettings | None = None) -> XenstoreClient:
@@ -159,6 +163,7 @@ class XenstoreClient(NodeCalls):
             elif not conn.alive:
                 raise errors.ConnectionLost("the transaction's connection was lost; redo it", path=path)
             fut: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
+            self.requests += 1
             req_id = conn.send(op, payload, tx_id, resolver(fut))
             try:
                 async with asyncio.timeout(self.settings.timeout):

@@ -47,6 +47,7 @@ class _Walk:
             conn.send(Op.READ, payload, 0, partial(self.on_read, path))
             conn.send(Op.DIRECTORY, payload, 0, partial(self.on_dir, path))
             self.in_flight += 2
+            self.client.requests += 2
         if not self.in_flight and not todo and not self.side_tasks:
             self.done.set_result(None)
 

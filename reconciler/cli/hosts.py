@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -68,11 +69,34 @@ def select_host(flag: str | None, env: dict[str, str] | None = None) -> HostSpec
     return parse_host(default_host(), "default host")
 
 
+def describe(spec: HostSpec, *, read_only: bool = False) -> str:
+    """`sim:DIR (embedded simulated host)`: the host and how this process reaches it."""
+    if spec.kind == "xen":
+        return "xen (this machine's Xen toolstack: xenstored, xl)"
+    from drivers.sim.settings import HOST_SOCKET
+    from drivers.xenstore.server import socket_answers
+
+    assert spec.state_dir is not None
+    if socket_answers(spec.state_dir / HOST_SOCKET):
+        how = "simulated host served by reconciler sim serve"
+    else:
+        how = "saved simulated host, read only" if read_only else "embedded simulated host"
+    return f"{spec} ({how})"
+
+
+def announce(spec: HostSpec | str, *, read_only: bool = False) -> None:
+    """`host: ...` on stderr, the first line of every verb that reads or touches a host."""
+    text = spec if isinstance(spec, str) else describe(spec, read_only=read_only)
+    print(f"host: {text}", file=sys.stderr, flush=True)
+
+
 @asynccontextmanager
 async def open_host(spec: HostSpec, *, read_only: bool = False) -> AsyncIterator[HostPorts]:
     """The ports of the selected host, open for the duration of the block; `read_only`
-    for verbs that only look (a simulated host is then not run, only read)."""
+    for verbs that only look (a simulated host is then not run, only read). The host is
+    named on stderr first (DESIGN 6), with how it is reached."""
     if spec.kind == "xen":
+        announce(spec)
         from drivers.xen import open_xen
 
         async with open_xen() as ports:
@@ -83,6 +107,7 @@ async def open_host(spec: HostSpec, *, read_only: bool = False) -> AsyncIterator
         assert spec.state_dir is not None
         if spec.state_dir.exists() and not spec.state_dir.is_dir():
             raise UsageError(f"--host {spec}: {spec.state_dir} is not a directory; sim:DIR names the simulated host's state directory")
+        announce(spec, read_only=read_only)
         async with open_sim(spec.state_dir, read_only=read_only) as ports:
             yield ports
 

@@ -46,9 +46,11 @@ def render(data: dict[str, Any], fmt: str) -> str:
 def observe_dump(file: str) -> ObservedState:
     """Observe a captured dump; lines the importer could not read go to stderr."""
     from drivers.dump import load_dump  # heavy imports only when the verb runs
+    from reconciler.cli.hosts import announce
     from reconciler.observe import observe_tree
 
     dump = load_dump(file)
+    announce(f"{file} (captured xenstore dump)")
     for line in dump.problem_lines():
         print(line, file=sys.stderr)
     return observe_tree(dump.nodes, truncated=frozenset(dump.truncated))

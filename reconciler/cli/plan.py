@@ -124,4 +124,4 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--out {args.out}: cannot write the plan ({exc.strerror or exc})") from None
     else:
         sys.stdout.write(text)
-    return 2 if args.detailed_exitcode and plan.has_changes else 0
+    return 2 if args.detailed_exitcode and plan.differs else 0  # differs: changes, or a crashed VM preserved

@@ -3,7 +3,7 @@
 Composes drivers (this is the CLI layer). `serve` owns DIR in the foreground: the
 xenstored on DIR/xenstored.sock, the host RPC on DIR/host.sock, saved on each change
 (idle, it does nothing) and on SIGTERM/SIGINT (exit 0). The other sub-commands (`create`,
-`list`, `destroy`, `shutdown`, `pause`, `unpause`, `pci`, `fw`, `link`; the last three
+`list`, `destroy`, `shutdown`, `pause`, `unpause`, `crash`, `pci`, `fw`, `link`; the last three
 also make drift by hand: a device rebound, a v4v entry inserted, appended or deleted, a
 vif interface's MTU, promiscuous mode or offloads changed) go through
 `drivers.sim.open_sim`, so they work whether or not a `serve` runs. Output is sorted.
@@ -32,6 +32,7 @@ _BY_NAME = {
     "shutdown": "ask the guest to power off and wait until it is gone",
     "pause": "pause the domain",
     "unpause": "unpause the domain",
+    "crash": "crash the guest now; the toolstack applies its onCrash as xl does",
 }
 
 
@@ -50,6 +51,10 @@ def register(subparsers: Any) -> None:
     for verb, text in _BY_NAME.items():
         sub = _state(sim_sub.add_parser(verb, help=text))
         sub.add_argument("name", metavar="NAME", help="domain name")
+        if verb == "crash":
+            sub.add_argument("--unhandled", action="store_true",
+                             help="leave the domain crashed whatever its onCrash says, as a host where no xl "
+                                  "process watches it (xl create -e) shows it")
         if verb == "shutdown":
             sub.add_argument("--timeout", type=float, default=SHUTDOWN_TIMEOUT_S, metavar="SECONDS",
                              help=f"how long to wait for the guest (default {SHUTDOWN_TIMEOUT_S:g})")
@@ -180,6 +185,12 @@ async def _by_name(host: HostPorts, args: argparse.Namespace) -> None:
     toolstack = host.toolstack
     if args.sim_command == "shutdown":
         await toolstack.shutdown(domid, timeout=args.timeout)
+    elif args.sim_command == "crash":
+        from drivers.sim.client import SimToolstack
+
+        if not isinstance(toolstack, SimToolstack):
+            raise UsageError(f"sim crash: {host.name} cannot crash a domain on demand (only a served or embedded simulated host can)")
+        await toolstack.crash(domid, handled=not args.unhandled)
     else:
         await {"destroy": toolstack.destroy, "pause": toolstack.pause, "unpause": toolstack.unpause}[args.sim_command](domid)
     print(f"{args.name}: {args.sim_command} done")

@@ -45,7 +45,6 @@ def run_suspend(args: argparse.Namespace) -> int:
     from reconciler.cli.hosts import open_host, select_host
 
     spec = select_host(args.host)
-    print(f"host {spec}", file=sys.stderr, flush=True)
 
     async def body() -> str:
         async with open_host(spec) as ports:  # not read_only: an embedded sim saves the record
@@ -60,7 +59,6 @@ def run_resume(args: argparse.Namespace) -> int:
     from reconciler.cli.hosts import open_host, select_host
 
     spec = select_host(args.host)
-    print(f"host {spec}", file=sys.stderr, flush=True)
 
     async def body() -> str | None:
         async with open_host(spec) as ports:

@@ -7,11 +7,15 @@ and what changing each costs (live / restart / destructive), is the one table in
 `pci`, v4v firewall entries in `rules` (resolver: `firewall`), the last-applied record
 in `applied`. Changes are sorted by (vm, kind in KINDS order, name). A desired VM whose
 name or uuid an unmanaged domain holds raises `Conflict` (DESIGN 7: never adopted silently).
+A crashed domain follows its VM's `lifecycle.onCrash` (`vm`; `preserve` lands in
+`Diff.preserved`); the disks and NICs a gone or restarting backend VM served are
+re-plugged (`devices.replug_changes`, OXT-1011).
 """
 
 from __future__ import annotations
 
 from reconciler.diff.context import Context, build_context
+from reconciler.diff.devices import replug_changes
 from reconciler.diff.pci import greedy_changes, release_changes, unseized_notes
 from reconciler.diff.rules import rule_changes
 from reconciler.diff.vm import vm_changes
@@ -42,10 +46,12 @@ def diff(desired: DesiredState, observed: ObservedState) -> Diff:
     """Every change that takes `observed` to `desired`, deterministic for equal inputs."""
     ctx = build_context(desired, observed)
     changes, unmanaged = vm_changes(ctx)
+    changes = replug_changes(ctx, changes)
     changes += greedy_changes(ctx)
     changes += release_changes(ctx, changes)
     ctx.notes += unseized_notes(ctx)
     changes += rule_changes(ctx)
     if ctx.conflicts:
         raise _conflict(ctx)
-    return Diff(tuple(sorted(changes, key=_order)), tuple(unmanaged), tuple(sorted(set(ctx.notes))))
+    return Diff(tuple(sorted(changes, key=_order)), tuple(unmanaged), tuple(sorted(set(ctx.notes))),
+                tuple(sorted(ctx.preserved)))

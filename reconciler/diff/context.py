@@ -15,7 +15,7 @@ from reconciler.diff.compare import Leaf, shared_leaves
 from reconciler.diff.fields import plain
 from reconciler.model.devices import NIC, Disk, PCIPassthrough, V4VRule
 from reconciler.model.host import HostPciDevice
-from reconciler.model.observed import DomainInfo, ObservedState
+from reconciler.model.observed import DomainInfo, ObservedState, StrandedDevice
 from reconciler.model.state import DesiredState
 from reconciler.secrets import SALTED
 
@@ -36,10 +36,13 @@ class Context:
     starting: set[str] = field(default_factory=set)  # built by this plan (create, restart)
     stopping: set[str] = field(default_factory=set)  # domains this plan stops or rebuilds
     kept: set[str] = field(default_factory=set)  # managed, running, not rebuilt: devices diffed
+    preserved: list[str] = field(default_factory=list)  # crashed, onCrash preserve: left for inspection
     # Devices by owning VM (desired: kind then name order), built once so the diff
     # stays linear in the number of VMs.
     wanted: dict[str, list[Owned]] = field(default_factory=dict)
     found: dict[str, list[Disk | NIC | PCIPassthrough]] = field(default_factory=dict)
+    # Devices a gone backend domain left stranded: VM -> kind -> devid -> device.
+    stranded: dict[str, dict[str, dict[int, StrandedDevice]]] = field(default_factory=dict)
     drivers: dict[str, str | None] = field(default_factory=dict)  # host PCI address -> driver
     # The host PCI inventory by (id field, value), so a match rule looks at its candidates
     # only (`reconciler.diff.pci.resolve_rule`); filled on first use.
@@ -61,6 +64,8 @@ def build_context(desired: DesiredState, observed: ObservedState) -> Context:
     for table in (desired.disks, desired.nics, desired.pci, desired.v4v_rules):
         for device in table.values():
             ctx.wanted.setdefault(device.spec.vm, []).append(device)
+    for stale in observed.stranded.values():
+        ctx.stranded.setdefault(stale.vm, {}).setdefault(stale.kind, {})[stale.devid] = stale
     ctx.drivers = {dev.bdf: dev.driver for dev in observed.host_pci or ()}
     for seen in (observed.disks, observed.nics, observed.pci):
         for dev in seen.values():

@@ -7,6 +7,15 @@ Disk detach is destructive, NIC and PCI unplug live); different -> UPDATE with t
 fields' impacts from `reconciler.diff.fields` (a NIC whose only changes are the
 interface's MTU, promiscuous mode or ethtool settings is set in place). Called by
 `reconciler.diff.vm`.
+
+Re-plug (OpenXT OXT-1011, "Reconnect vifs on ndvm reboot"): a disk or NIC served by a
+backend VM (`backendVM`) does not survive that VM's domain. When the backend domain is
+gone behind our back, the guest keeps a stale frontend and /libxl copy (observed as
+`stranded`): a plain attach fails ERROR_DEVICE_EXISTS, so the device is re-plugged, an
+UPDATE whose steps detach (libxl finds no backend and only cleans up) and attach again
+once the backend runs. When this plan restarts the backend VM, `replug_changes` re-plugs
+the devices it serves in running guests: unplugged before it stops, plugged after it
+is up (the edge rules in `reconciler.plan.rules` order them).
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from reconciler.diff.fields import NETDEV_FIELDS, plain, shown
 from reconciler.diff.pci import observed_pci, resolve_rule, rule_change
 from reconciler.model.common import Kind
 from reconciler.model.devices import NIC, Disk, PCIPassthrough
+from reconciler.model.observed import StrandedDevice
 from reconciler.plan.changes import IMPACT_ORDER, Action, FieldChange, Impact, ResourceChange
 
 D = TypeVar("D", Disk, NIC)
@@ -82,12 +92,38 @@ def _pair(kind: Kind, want: Disk | NIC, have: Disk | NIC, record: Record | None,
     return ResourceChange(kind, name, vm, Action.UPDATE, impact, fields, reason, pending=impact == "restart")
 
 
+REPLUGGED = "re-plugged"
+
+
+def replug(kind: Kind, name: str, vm: str, backend: str | None, impact: Impact, before: str, reason: str) -> ResourceChange:
+    """An UPDATE whose steps unplug the device and plug it again (the step table re-plugs
+    an update that is not a network-device setting); `backend` shows where it goes."""
+    field = FieldChange("backend", before, backend or "dom0", impact)
+    return ResourceChange(kind, name, vm, Action.UPDATE, impact, (field,), reason)
+
+
+def _stranded_replug(kind: Kind, want: Disk | NIC, stale: StrandedDevice) -> ResourceChange:
+    backend = want.spec.backend_vm
+    why = f"backend VM {backend} restarted: {REPLUGGED}" if backend else f"its backend domain is gone: {REPLUGGED}"
+    reason = f"{why} (the guest still holds a frontend for backend domain {stale.backend_domid}, which is gone: cleaned up first)"
+    return replug(kind, want.metadata.name, want.spec.vm, backend, "live", f"domain {stale.backend_domid} (gone)", reason)
+
+
+def _stranded_delete(stale: StrandedDevice) -> ResourceChange:
+    """A stranded device no manifest wants: its stale nodes are cleaned up (a detach)."""
+    ident = FieldChange("spec.vdev", stale.vdev, None, "live") if stale.kind == "Disk" else FieldChange("spec.index", stale.devid, None, "live")
+    reason = f"not in the manifests, and its backend domain {stale.backend_domid} is gone: its stale frontend is cleaned up"
+    return ResourceChange(stale.kind, stale.name, stale.vm, Action.DELETE, "live", (ident,), reason)
+
+
 def _matched(kind: Kind, desired: dict[int, D], observed: dict[int, D], record: Record | None,
-             leaf: Leaf) -> list[ResourceChange]:
+             leaf: Leaf, stranded: dict[int, StrandedDevice]) -> list[ResourceChange]:
     out: list[ResourceChange] = []
     for ident, want in sorted(desired.items()):
         have = observed.get(ident)
-        if have is None:
+        if have is None and ident in stranded:
+            out.append(_stranded_replug(kind, want, stranded[ident]))
+        elif have is None:
             out.append(ResourceChange(kind, want.metadata.name, want.spec.vm, Action.CREATE, "live",
                                       created(kind, want.spec, leaf), "hotplugged into the running domain"))
         elif (change := _pair(kind, want, have, record, leaf)) is not None:
@@ -95,6 +131,9 @@ def _matched(kind: Kind, desired: dict[int, D], observed: dict[int, D], record: 
     for ident, have in sorted(observed.items()):
         if ident not in desired:
             out.append(deleted(have, *_EXTRA[kind]))
+    for ident, stale in sorted(stranded.items()):
+        if ident not in desired and ident not in observed:
+            out.append(_stranded_delete(stale))
     return out
 
 
@@ -127,9 +166,40 @@ def device_changes(ctx: Context, vm: str) -> list[ResourceChange]:
     record = ctx.records.get(vm)
     want_disks, want_nics = _by_identity(ctx.wanted.get(vm, []), lambda d: _vdev_devid(d.spec.vdev), lambda n: n.spec.index)
     have_disks, have_nics = _by_identity(ctx.found.get(vm, []), lambda d: _devid(d.metadata.name), lambda n: _devid(n.metadata.name))
-    out = _matched("Disk", want_disks, have_disks, record, ctx.leaf)
-    out += _matched("NIC", want_nics, have_nics, record, ctx.leaf)
+    stranded = ctx.stranded.get(vm, {})
+    out = _matched("Disk", want_disks, have_disks, record, ctx.leaf, stranded.get("Disk", {}))
+    out += _matched("NIC", want_nics, have_nics, record, ctx.leaf, stranded.get("NIC", {}))
     return out + _pci(ctx, vm)
+
+
+def replug_changes(ctx: Context, changes: list[ResourceChange]) -> list[ResourceChange]:
+    """`changes` with the disks and NICs of running guests (kept, not rebuilt) whose backend
+    VM this plan restarts re-plugged: the old backend domain takes the device's backend
+    with it (OXT-1011). A device that already re-plugs or is hotplugged keeps its change; a
+    NIC whose change only sets its interface (MTU, offloads) is re-plugged instead, with
+    those values (the interface goes with the old backend). Unplugging a disk from a
+    running guest is destructive."""
+    restarted = ctx.starting & ctx.stopping
+    if not restarted:
+        return changes
+    by_key = {(c.kind, c.name): c for c in changes}
+    replaced: set[tuple[str, str]] = set()
+    added: list[ResourceChange] = []
+    for vm in sorted(ctx.kept):
+        for device in ctx.wanted.get(vm, []):
+            backend = device.spec.backend_vm if isinstance(device, (Disk, NIC)) else None
+            if backend not in restarted:
+                continue
+            key = (device.kind, device.metadata.name)
+            change = by_key.get(key)
+            if change is not None and not (change.fields and all(netdev_field(f.path) for f in change.fields)):
+                continue
+            if change is not None:
+                replaced.add(key)
+            impact: Impact = "destructive" if isinstance(device, Disk) else "live"
+            added.append(replug(device.kind, device.metadata.name, vm, backend, impact, f"{backend} (restarting)",
+                                f"backend VM {backend} restarted: {REPLUGGED}"))
+    return [c for c in changes if (c.kind, c.name) not in replaced] + added
 
 
 def netdev_field(path: str) -> bool:

@@ -7,6 +7,17 @@ context which VMs start, stop or stay, for the device and firewall parts, and wh
 desired VMs an unmanaged domain holds (conflicts, raised by the caller). A domain an
 interrupted apply built (`DomainInfo.unfinished`) is updated like any managed one and
 gets its record; build intents of VMs never built are dropped (a host change).
+
+A crashed domain (`xl list` state `c`, kept by the toolstack: onCrash `preserve`, or
+seen before xl handled it) of a VM with state running or paused follows the VM's
+`lifecycle.onCrash`: `restart`, `coredump-restart` and `rename-restart` rebuild it
+(destroy + create, reason "crashed; lifecycle.onCrash restart: ..."), as xl would; `destroy`
+and `coredump-destroy` destroy it and, since a declarative manager keeps a running VM
+running, build it again; `preserve` leaves it for inspection: no change, the VM is listed
+in `Diff.preserved` (the plan says so, and `plan --detailed-exitcode` exits 2: the host
+does not match) until someone destroys the domain. No core is dumped (no port for it);
+rename-restart does not keep a renamed copy. A VM with state stopped loses its crashed
+domain unless onCrash is preserve.
 """
 
 from __future__ import annotations
@@ -133,11 +144,15 @@ def _desired_vm(ctx: Context, vm: VM, uuids: dict[str, DomainInfo]) -> list[Reso
         ctx.conflicts.append((name, conflict(vm, info, "name")))
         return []
     if not wanted:
+        if info.power == "crashed" and vm.spec.lifecycle.on_crash != "preserve":
+            return [_crashed_stop(ctx, vm)]
         if info.power not in LIVE_POWER:
             return []
         ctx.stopping.add(name)
         field = FieldChange("spec.state", info.power, "stopped", "destructive")
         return [ResourceChange("VM", name, name, Action.DELETE, "destructive", (field,), "state: stopped: stop the running domain")]
+    if info.power == "crashed":
+        return _crashed(ctx, vm, info)
     if info.power not in LIVE_POWER:
         ctx.starting.add(name)
         ctx.stopping.add(name)
@@ -145,6 +160,39 @@ def _desired_vm(ctx: Context, vm: VM, uuids: dict[str, DomainInfo]) -> list[Reso
         return [ResourceChange("VM", name, name, Action.RESTART, "restart", (field,),
                                f"the domain is {info.power}: destroyed and built again")]
     return _update(ctx, vm, info)
+
+
+RESTART_ON_CRASH = ("restart", "coredump-restart", "rename-restart")
+
+
+def _crashed(ctx: Context, vm: VM, info: DomainInfo) -> list[ResourceChange]:
+    """A managed domain that crashed, of a VM that should run (or be paused): see the
+    module docstring. `preserve` leaves it for inspection (listed, not changed); every
+    other onCrash rebuilds it: the restart kinds as xl would, the destroy kinds because a
+    declarative manager keeps a `state: running` VM running."""
+    name, action, state = vm.metadata.name, vm.spec.lifecycle.on_crash, vm.spec.state
+    if action == "preserve":
+        ctx.preserved.append(name)
+        return []
+    ctx.starting.add(name)
+    ctx.stopping.add(name)
+    if action in RESTART_ON_CRASH:
+        reason = f"crashed; lifecycle.onCrash {action}: destroyed and built again"
+    else:
+        reason = f"crashed; lifecycle.onCrash {action}: the crashed domain is destroyed, and built again as state is {state}"
+    if action.startswith("coredump-"):
+        reason += " (no core is dumped: that is xl's, when it handles the crash)"
+    field = FieldChange("spec.state", info.power, state, "restart")
+    return [ResourceChange("VM", name, name, Action.RESTART, "restart", (field,), reason)]
+
+
+def _crashed_stop(ctx: Context, vm: VM) -> ResourceChange:
+    """A crashed domain of a VM that should be stopped: destroyed, as its onCrash says."""
+    name, action = vm.metadata.name, vm.spec.lifecycle.on_crash
+    ctx.stopping.add(name)
+    field = FieldChange("spec.state", "crashed", "stopped", "destructive")
+    return ResourceChange("VM", name, name, Action.DELETE, "destructive", (field,),
+                          f"crashed; lifecycle.onCrash {action}: the crashed domain is destroyed (state: stopped)")
 
 
 def _removed(ctx: Context, info: DomainInfo) -> list[ResourceChange]:

@@ -65,6 +65,25 @@ class DeviceHealth:
 
 
 @dataclass(frozen=True)
+class StrandedDevice:
+    """A guest's disk or NIC whose frontend and `/libxl/<d>/device` copy are still there
+    but whose backend directory is gone: its backend domain died or was destroyed
+    (domain death removes its nodes, xen.md 1.10) and nothing unplugged the guest's
+    side. libxl refuses to add the device again while the copy exists
+    (ERROR_DEVICE_EXISTS); a detach finds no backend state and only cleans up (2.3).
+    `name` is the observed device name (`<vm>-disk-<devid>`, `<vm>-nic-<devid>`);
+    `vdev` is a disk's virtual device (None for a NIC); `backend_domid` the domain the
+    stale copy still names."""
+
+    kind: Literal["Disk", "NIC"]
+    name: str
+    vm: str
+    devid: int
+    backend_domid: int
+    vdev: str | None = None
+
+
+@dataclass(frozen=True)
 class ObservedState:
     """Everything observed, each mapping sorted by name; `problems` are sentences
     about nodes that were missing, malformed, unknown or truncated (never raised).
@@ -88,3 +107,5 @@ class ObservedState:
     pciback_bound: Mapping[str, str | None] = field(default_factory=dict)
     # Build intents an interrupted apply left (`reconciler.model.host.BUILDING`): uuid -> VM name.
     building: Mapping[str, str] = field(default_factory=dict)
+    # Devices left stranded by a backend domain that is gone, by observed device name.
+    stranded: Mapping[str, StrandedDevice] = field(default_factory=dict)

@@ -42,6 +42,9 @@ Mapping rules, each with its Xen reason (numbers are sections of reference/xen.m
   function) gives guestSlot. Assignable host devices: `/libxl/pci/<DDDD-BB-SS-F>`
   and the older `/libxl/pciback/<...>` without `domid`. Devices the reconciler itself
   bound: `/reconciler/pciback/<DDDD-BB-SS-F>` (its own record, DESIGN 7).
+- Stranded devices: a disk's or NIC's `/libxl/<d>/device/<vbd|vif>/<devid>` copy whose
+  `backend` directory is gone (its backend domain died: 1.10 item 9) is listed apart,
+  not as a device: libxl cannot add it again until a detach cleans it up (2.3).
 - Health: reference 2.8, see `reconciler.observe.health`. Boot sentinel of a managed
   domain: the node its last-applied record's `bootSentinel` names under
   `/local/domain/<d>/`, `booted` when non-empty (openxt.md 1.5: what xenmgr waits for).
@@ -116,6 +119,7 @@ def observe_tree(nodes: Mapping[str, str], *, truncated: frozenset[str] = frozen
         health=_sorted(devices.health),
         pci_assignable=assignable,
         pciback_bound=_pciback_bound(tree),
+        stranded=_sorted(devices.stranded),
         building={uuid: tree.get(f"{BUILDING}/{uuid}") or "" for uuid in sorted(tree.children(BUILDING))},
         problems=tuple(tree.problems),
     )

@@ -11,11 +11,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Literal
 
 from reconciler import xenfmt
 from reconciler.model.common import API_VERSION
 from reconciler.model.devices import NIC, Disk, PCIPassthrough
-from reconciler.model.observed import DeviceHealth
+from reconciler.model.observed import DeviceHealth, StrandedDevice
 from reconciler.observe.domains import Domain
 from reconciler.observe.health import device_health
 from reconciler.observe.tree import Tree, build_model
@@ -30,6 +31,7 @@ class Devices:
     nics: dict[str, NIC] = field(default_factory=dict)
     pci: dict[str, PCIPassthrough] = field(default_factory=dict)
     health: dict[str, DeviceHealth] = field(default_factory=dict)
+    stranded: dict[str, StrandedDevice] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,30 @@ def _pci(tree: Tree, be: Backend) -> Iterator[tuple[int, dict[str, object]]]:
         yield i, spec
 
 
+# (frontend kind, model kind, name part)
+_STRANDABLE: tuple[tuple[str, Literal["Disk", "NIC"], str], ...] = (("vbd", "Disk", "disk"), ("vif", "NIC", "nic"))
+
+
+def _stranded(tree: Tree, doms: dict[int, Domain], found: Devices) -> Iterator[StrandedDevice]:
+    """The `/libxl/<d>/device` copies of disks and NICs whose backend directory is gone
+    (their backend domain died): the device is not observed, yet libxl cannot add it again."""
+    for dom in doms.values():
+        for kind, model, part in _STRANDABLE:
+            base = f"/libxl/{dom.domid}/device/{kind}"
+            for devid, key in tree.numeric_children(base, "devid"):
+                name = f"{dom.name}-{part}-{devid}"
+                back = tree.get(f"{base}/{key}/backend") or ""
+                if name in found.disks or name in found.nics or not back or tree.exists(back):
+                    continue
+                parts = back.split("/")  # /local/domain/<B>/backend/<kind>/<D>/<devid>
+                if len(parts) != 8 or not parts[3].isdigit():
+                    tree.problem(f"{base}/{key}/backend = {back!r} is not a backend path; skipped")
+                    continue
+                vdev = (tree.get(f"{base}/{key}/dev") or _vdev_of(tree, Backend(back, kind, int(parts[3]), dom, devid))) \
+                    if model == "Disk" else None
+                yield StrandedDevice(model, name, dom.name, devid, int(parts[3]), vdev)
+
+
 def scan_devices(tree: Tree, doms: dict[int, Domain]) -> Devices:
     found = Devices()
     for be in _backends(tree, doms):
@@ -162,4 +188,5 @@ def scan_devices(tree: Tree, doms: dict[int, Domain]) -> Devices:
                 name = f"{vm}-pci-{i}"
                 found.pci[name] = build_model(PCIPassthrough, _resource("PCIPassthrough", name, spec), tree, f"PCIPassthrough {name!r}")
                 found.health[name] = device_health(tree, be.path, be.dom.domid, f"pci/{be.devid}")
+    found.stranded = {device.name: device for device in _stranded(tree, doms, found)}
     return found

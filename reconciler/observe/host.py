@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Mapping
 
 import pydantic
 
 from reconciler.model.devices import NIC, Ethtool
-from reconciler.model.host import DomainStatus, NetDevice
+from reconciler.model.host import DomainStatus, FirewallEntry, HostPciDevice, NetDevice
 from reconciler.model.observed import DomainInfo, ObservedPower, ObservedState
 from reconciler.observe import observe_tree
 from reconciler.ports import HostPorts
@@ -33,7 +34,7 @@ _POWER: dict[str, ObservedPower] = {
 }
 
 
-def _decode(nodes: dict[str, bytes]) -> dict[str, str]:
+def decode(nodes: dict[str, bytes]) -> dict[str, str]:
     """xenstore values are bytes; what is not UTF-8 keeps its bytes visible as escapes."""
     return {path: value.decode("utf-8", "backslashreplace") for path, value in nodes.items()}
 
@@ -96,5 +97,19 @@ async def observe_host(ports: HostPorts, retry: RetryPolicy = RetryPolicy()) -> 
         retried(retry, ports.firewall.list),
         retried(retry, ports.netdev.list),
     )
-    state = with_netdevs(with_power(observe_tree(_decode(nodes)), domains), netdevs)
+    return fold(decode(nodes), domains, pci, firewall, netdevs)
+
+
+def fold(nodes: Mapping[str, str], domains: list[DomainStatus], pci: list[HostPciDevice],
+         firewall: list[FirewallEntry], netdevs: list[NetDevice]) -> ObservedState:
+    """The ObservedState of a decoded xenstore tree and the host's other reads (pure):
+    what `observe_host` returns, shared with the agent's live observer, which keeps
+    the tree current from watch events instead of walking it each pass."""
+    return fold_tree(observe_tree(nodes), domains, pci, firewall, netdevs)
+
+
+def fold_tree(tree: ObservedState, domains: list[DomainStatus], pci: list[HostPciDevice],
+              firewall: list[FirewallEntry], netdevs: list[NetDevice]) -> ObservedState:
+    """`fold` of a tree already observed (`observe_tree`): what is not xenstore added."""
+    state = with_netdevs(with_power(tree, domains), netdevs)
     return dataclasses.replace(state, host_pci=tuple(pci), firewall=tuple(firewall))

@@ -89,4 +89,7 @@ def observed_to_data(state: ObservedState) -> dict[str, Any]:
         data["pcibackBound"] = dict(state.pciback_bound)
     if state.building:
         data["building"] = dict(state.building)
+    if state.stranded:
+        data["stranded"] = {name: {"kind": d.kind, "vm": d.vm, "devid": d.devid, "backendDomid": d.backend_domid,
+                                   **({"vdev": d.vdev} if d.vdev else {})} for name, d in state.stranded.items()}
     return data

@@ -69,6 +69,13 @@ class Plan:
     def has_changes(self) -> bool:
         return bool(self.diff.changes)
 
+    @property
+    def differs(self) -> bool:
+        """Does the host differ from the manifests? Changes to make, or crashed domains
+        left for inspection (`Diff.preserved`), which no step changes: what
+        `plan --detailed-exitcode` exits 2 for."""
+        return self.has_changes or bool(self.diff.preserved)
+
 
 def fingerprint(observed: ObservedState) -> str:
     """sha256 hex of the observed state as canonical JSON: `apply --plan` compares it to

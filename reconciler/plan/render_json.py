@@ -19,7 +19,8 @@ The format, also in docs/plan-format.md:
       "dependencies": [{"before": id, "after": id, "rule": name, "kind": "requires|orders"}],
       "generations": [[id, ...], ...],      # the parallel schedule, in order
       "unmanaged": [domain name, ...],
-      "notes": [sentence, ...]
+      "notes": [sentence, ...],
+      "preserved": [vm name, ...]           # only when some: crashed, left for inspection
     }
 
 `trigger` is always null (a starting VM's firewall is one `fw-start` step, not one
@@ -97,6 +98,7 @@ def plan_to_data(plan: Plan) -> dict[str, Any]:
         "generations": [list(g) for g in plan.generations],
         "unmanaged": list(plan.diff.unmanaged),
         "notes": list(plan.diff.notes),
+        **({"preserved": list(plan.diff.preserved)} if plan.diff.preserved else {}),
     }
 
 
@@ -172,6 +174,8 @@ def render_json(plan: Plan) -> str:
         "unmanaged": [compact(name) for name in plan.diff.unmanaged],
         "notes": [compact(note) for note in plan.diff.notes],
     }
+    if plan.diff.preserved:
+        data["preserved"] = [compact(name) for name in plan.diff.preserved]
     lines = ["{"]
     for number, key in enumerate(sorted(data)):
         comma = "," if number < len(data) - 1 else ""

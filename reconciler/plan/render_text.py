@@ -6,6 +6,8 @@ place, `-/+` restart, `-` destroy. Each resource line carries its impact and rea
 field lines show `before -> after`; secrets always print as `(sensitive)`. ANSI colour
 only when the caller asks (the CLI: stdout is a terminal and NO_COLOR is unset).
 
+A VM whose crashed domain is preserved for inspection gets a line of its own and no
+change; with nothing else to do the summary says so instead of "No changes".
 Summary counts resources: create = CREATE, change live = UPDATE with something applied
 now, needs restart = RESTART plus UPDATEs with restart-only fields left pending,
 destroy = DELETE (a VM stopped or removed, a device detached).
@@ -43,7 +45,15 @@ def summary_counts(plan: Plan) -> dict[str, int]:
     return counts
 
 
+def _preserved(plan: Plan) -> str:
+    names = plan.diff.preserved
+    vms = f"VM {names[0]} crashed and is" if len(names) == 1 else f"VMs {', '.join(names)} crashed and are"
+    return f"{vms} preserved for inspection (lifecycle.onCrash: preserve)"
+
+
 def summary_line(plan: Plan) -> str:
+    if not plan.has_changes and plan.diff.preserved:
+        return f"Nothing to apply, but the host does not match: {_preserved(plan)}."
     if not plan.has_changes:
         return "No changes. The host matches the manifests."
     c = summary_counts(plan)
@@ -203,5 +213,8 @@ def render_text(plan: Plan, *, colour: bool = False) -> str:
         lines += [f"Unmanaged domains (listed once, never touched): {', '.join(plan.diff.unmanaged)}", ""]
     if plan.diff.notes:
         lines += ["Notes:", *(f"  - {note}" for note in plan.diff.notes), ""]
+    if plan.diff.preserved:
+        lines += [f"Left as it is: {_preserved(plan)}. Inspect it (xl dump-core), then destroy it (xl destroy): "
+                  "the next plan builds it again.", ""]
     lines.append(_paint(summary_line(plan), "1", colour))
     return "\n".join(lines) + "\n"

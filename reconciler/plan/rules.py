@@ -11,11 +11,13 @@ destroy-edge idea:
 
     start:  ndvm create -> ndvm unpause -> ndvm wait-sentinel -> work-linux create
     stop:   work-linux shutdown -> work-linux destroy -> ndvm shutdown -> ndvm destroy
+    ndvm restarted, work-linux kept (its NIC re-plugged, OXT-1011):
+            work-linux-nic0 detach -> ndvm shutdown -> ... -> ndvm wait-sentinel -> work-linux-nic0 attach
 
 Every edge `requires` its `before` step (a failure skips what comes after) except the
 edges of `ORDERING_ONLY` rules, which only `orders` two steps: a priority says which
 VM goes first, not that one needs the other (STYLE 21, Terraform's soft upstream
-failure). The execution skips along `requires` edges only.
+failure); a guest's unplug before its backend VM stops is a courtesy, not a need. The execution skips along `requires` edges only.
 """
 
 from __future__ import annotations
@@ -90,6 +92,13 @@ class Scene:
         """Every step with this op, sorted by id."""
         return self._by_op.get(op, [])
 
+    def backends_of(self, kind: Kind, name: str) -> list[str]:
+        """The backend VMs a disk or NIC has: in the manifests, and on the host now."""
+        observed = self.index.observed
+        seen = observed.disks.get(name) if kind == "Disk" else observed.nics.get(name) if kind == "NIC" else None
+        found = [self.backend_of(kind, name), seen.spec.backend_vm if seen else None]
+        return sorted({b for b in found if b})
+
     def backend_of(self, kind: Kind, name: str) -> str | None:
         desired = self.index.desired
         device = desired.disks.get(name) if kind == "Disk" else desired.nics.get(name) if kind == "NIC" else None
@@ -161,6 +170,19 @@ def dependents_stop_first(scene: Scene) -> Iterator[Pair]:
     for vm in sorted(scene.stopping):
         for needed in sorted(scene.index.needs(vm) & scene.stopping):
             yield from _pairs([scene.vm_step(vm, "destroy")], [scene.vm_step(needed, "shutdown")])
+
+
+def frontends_unplugged_before_backend_stops(scene: Scene) -> Iterator[Pair]:
+    """A guest's disk or NIC served by a backend VM that stops is unplugged first, while its
+    backend can still answer Closing with Closed (xenmgr disconnects the vifs a stopping
+    VM serves). Only an order: if the unplug fails, the backend still stops, and the next
+    plan re-plugs what it left stranded."""
+    for step in scene.steps_doing("detach"):
+        if step.vm in scene.stopping:
+            continue  # the guest itself stops: dependents_stop_first orders that
+        for backend in scene.backends_of(step.kind, step.name):
+            if backend in scene.stopping:
+                yield from _pairs([step.id], [scene.vm_step(backend, "shutdown")])
 
 
 def shutdown_before_detach(scene: Scene) -> Iterator[Pair]:
@@ -272,6 +294,7 @@ RULES: tuple[Rule, ...] = (
     firewall_before_unpause,
     backends_up_before_dependents,
     dependents_stop_first,
+    frontends_unplugged_before_backend_stops,
     shutdown_before_detach,
     detach_before_destroy,
     firewall_removed_after_stop,
@@ -281,7 +304,8 @@ RULES: tuple[Rule, ...] = (
 )
 
 # Rules whose edges only order: the later step still runs when the earlier one failed.
-ORDERING_ONLY: frozenset[str] = frozenset({start_priority_tiebreak.__name__, shutdown_priority_tiebreak.__name__})
+ORDERING_ONLY: frozenset[str] = frozenset({start_priority_tiebreak.__name__, shutdown_priority_tiebreak.__name__,
+                                          frontends_unplugged_before_backend_stops.__name__})
 
 
 def edge_kind(rule: str) -> EdgeKind:

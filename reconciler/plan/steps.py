@@ -185,7 +185,7 @@ def _identity(change: ResourceChange, inputs: Inputs) -> dict[str, object]:
         return {"vdev": _field(change, "spec.vdev", "before") or (disk.spec.vdev if disk else None)}
     if kind == "NIC":
         nic = inputs.observed.nics.get(name) or inputs.desired.nics.get(name)
-        return {"index": nic.spec.index if nic else None}
+        return {"index": nic.spec.index if nic else _field(change, "spec.index", "before")}
     before = _field(change, "devices", "before")
     if change.action is not Action.DELETE and name in inputs.desired.pci:
         # A rule's devices, by address: an observed device's name (`<vm>-pci-<i>`, its

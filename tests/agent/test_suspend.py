@@ -42,7 +42,7 @@ def test_suspend_and_resume_on_a_served_host_while_an_agent_holds_the_lock(
     with agent_lock(HostSpec("sim", state_dir)):  # as a running agent would: the verbs must not need it
         done = reconciler("suspend", "--host", f"sim:{state_dir}", "--reason", "kernel  upgrade,\nback at 9")
         assert done.returncode == 0, done.stderr
-        assert done.stderr == f"host sim:{state_dir}\n"
+        assert done.stderr == f"host: sim:{state_dir} (simulated host served by reconciler sim serve)\n"
         assert done.stdout.count("\n") == 1 and done.stdout.startswith(f"Host sim:{state_dir} suspended by ")
         assert ": kernel upgrade, back at 9; run `reconciler resume` to lift it." in done.stdout
 

@@ -19,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
 from hypothesis import given, note
 from hypothesis import strategies as st
 
@@ -75,12 +74,12 @@ def _backs_a_live_nic(mset: ManifestSet, vm: str) -> bool:
                for kind, owner, fields in mset.devices.values())
 
 
-def _domains(mset: ManifestSet, observed: dict[str, Any], *, backends: bool = False) -> list[Drift]:
-    """`backends`: also destroy a network backend VM other live VMs' NICs use (xfail below)."""
+def _domains(mset: ManifestSet, observed: dict[str, Any]) -> list[Drift]:
+    """Destroying a network backend VM strands its guests' NICs: they are re-plugged (issue 12)."""
     out = []
     for vm in mset.live():
-        if backends or not _backs_a_live_nic(mset, vm):
-            out.append(Drift(f"xl destroy {vm}", lambda s, v=vm: s.sim("destroy", v), (f"VM {vm}",)))
+        texts = (f"VM {vm}", "re-plugged") if _backs_a_live_nic(mset, vm) else (f"VM {vm}",)
+        out.append(Drift(f"xl destroy {vm}", lambda s, v=vm: s.sim("destroy", v), texts))
         target = f"/local/domain/{_domid(observed, vm)}/memory/target"
         out.append(Drift(f"xl mem-set {vm} 32m", lambda s, t=target: s.xs("xenstore-write", t, "32768"),
                          (f"VM {vm}", "spec.memory")))
@@ -159,10 +158,6 @@ spec:
 """
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 (frontends re-plugged when their backend VM restarts; found by the drift property): once the network backend VM "
-                                       "is destroyed, plan recreates it and plans a plain attach of the guest's NIC, "
-                                       "whose frontend and /libxl nodes are still there; the attach fails "
-                                       "ERROR_DEVICE_EXISTS on every apply")
 def test_destroyed_network_backend_vm_is_recreated_and_its_guests_nics_replugged() -> None:
     site = Site(NDVM_AND_GUEST)
     try:
@@ -170,6 +165,7 @@ def test_destroyed_network_backend_vm_is_recreated_and_its_guests_nics_replugged
         site.served.sim("destroy", "net")
         plan = site.plan()
         assert plan.returncode == 2 and "VM net" in plan.stdout, plan.stdout + plan.stderr
+        assert "NIC guest-nics-0 [live]: backend VM net restarted: re-plugged" in plan.stdout, plan.stdout
         again = site.apply()
         assert again.returncode == 0, again.stdout + again.stderr
         plan = site.plan()
@@ -178,10 +174,6 @@ def test_destroyed_network_backend_vm_is_recreated_and_its_guests_nics_replugged
         site.close()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 (frontends re-plugged when their backend VM restarts; found by the drift property): a planned restart of the "
-                                       "network backend VM (memory edit, updatePolicy restart) leaves the guest's vif "
-                                       "behind; the next plan wants to hotplug it and every apply fails "
-                                       "ERROR_DEVICE_EXISTS")
 def test_restarted_network_backend_vm_gets_its_guests_nics_back() -> None:
     site = Site(NDVM_AND_GUEST)
     try:

@@ -124,3 +124,25 @@ def test_apply_on_a_converged_host_does_nothing_and_exits_0(served: Callable[...
     assert (code, err) == (0, "")
     assert out == "No changes. The host matches the manifests.\nApply: 0 done, 0 failed, 0 skipped.\n"
     assert host.run(lambda p: p.toolstack.list_domains()) == before
+
+
+def test_every_verb_that_reads_the_host_names_it_first_on_stderr(served: Callable[..., Any], state_dir: Path,
+                                                                  capsys: Any, write_manifest: Callable[[str, str], Path]) -> None:
+    """DESIGN 6: `host: sim:DIR (how)` is the first stderr line, and says how the host is reached."""
+    from reconciler.cli.main import main
+
+    folder = write_manifest("web.yaml", WEB)
+
+    def first_err_line(*argv: str) -> str:
+        capsys.readouterr()
+        main([*argv, "--host", f"sim:{state_dir}"])
+        return str(capsys.readouterr().err).split("\n")[0]
+
+    embedded = f"host: sim:{state_dir} (embedded simulated host)"
+    assert first_err_line("apply", str(folder)) == embedded
+    assert first_err_line("suspend") == embedded
+    assert first_err_line("resume") == embedded
+    assert first_err_line("plan", str(folder)) == f"host: sim:{state_dir} (saved simulated host, read only)"
+    assert first_err_line("observe") == f"host: sim:{state_dir} (saved simulated host, read only)"
+    served()
+    assert first_err_line("plan", str(folder)) == f"host: sim:{state_dir} (simulated host served by reconciler sim serve)"

@@ -134,7 +134,7 @@ def test_drivers_log_lines_show_with_v_before_or_after_the_verb(reconciler: Run,
         shown = reconciler(*argv, "--host", f"sim:{state}")
         assert shown.returncode == 0 and DRIVER_LINE.search(shown.stderr), shown.stderr
     hushed = reconciler("apply", str(manifests), "-q", "--host", f"sim:{state}")
-    assert hushed.returncode == 0 and hushed.stderr == ""
+    assert hushed.returncode == 0 and hushed.stderr == f"host: sim:{state} (embedded simulated host)\n"  # DESIGN 6: always named
 
 
 def test_json_log_lines_from_a_real_apply(reconciler: Run, manifests: Path, state: Path) -> None:

@@ -25,7 +25,7 @@ def test_observe_yaml_snapshot(
 ) -> None:
     assert main(["observe", "--observed", f"{DUMP_DIR}/{dump}", "--format", "yaml"]) == 0
     captured = capsys.readouterr()
-    assert captured.err == ""  # the three dumps read without line problems
+    assert captured.err == f"host: {DUMP_DIR}/{dump} (captured xenstore dump)\n"  # named, and read without line problems
     assert captured.out == snapshot
 
 
@@ -51,6 +51,7 @@ def test_dump_problems_go_to_stderr_with_file_and_line(
     assert main(["observe", "--observed", "d.txt", "--format", "json"]) == 0
     captured = capsys.readouterr()
     assert captured.err.splitlines() == [
+        "host: d.txt (captured xenstore dump)",
         "d.txt:5: not a xenstore-ls line: 'this is not xenstore-ls'",
         "d.txt:7: value has no closing quote; kept what the line shows",
     ]
