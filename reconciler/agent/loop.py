@@ -5,8 +5,10 @@ passes the ports, the file watcher and the stop event in). A pass loads the mani
 (the last good desired state stays in force when they are invalid, and nothing is ever
 applied from an invalid one), observes, plans, decides (policy: suspension, the
 max-destroy rail, holds), executes (the step in flight finishes when `stop` is set)
-and records (status file, conditions, logs). Every pass reloads and re-observes;
-triggers (`reconciler.agent.triggers`) only say when.
+and records (status file, conditions, metrics, systemd, logs). Every pass reloads the
+manifests and observes through part F's `LiveObserver` (re-reading only what xenstore
+events named; the resync and SIGHUP re-read everything); triggers
+(`reconciler.agent.triggers`) only say when.
 
 Logs go to the logger "reconciler.agent", one line per pass and per step.
 """
@@ -25,6 +27,7 @@ from typing import Any, Literal
 from reconciler.agent import sdnotify
 from reconciler.agent.git import GitError, GitPull, describe
 from reconciler.agent.metrics import Metrics
+from reconciler.agent.observer import LiveObserver
 from reconciler.agent.policy import Decision, Policy
 from reconciler.agent.status import rfc3339, write_status
 from reconciler.agent.suspend import SUSPEND_PATH, read_suspension
@@ -58,49 +61,6 @@ class AgentSettings:
     git_pull: GitPull | None = None  # --git URL --branch B --interval S: fetched by the agent itself
 
 
-# --- stand-in for the part built beside this one (live observation) ----------------------
-
-class StandInObserver:
-    """A full `observe_host` per pass; `changed` on @introduceDomain/@releaseDomain
-    (part F's LiveObserver replaces it, with the managed domains' nodes watched too)."""
-
-    WATCHED = ("@introduceDomain", "@releaseDomain")
-
-    def __init__(self, ports: HostPorts, retry: Any) -> None:
-        self._ports, self._retry = ports, retry
-        self.changed = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-
-    async def start(self) -> ObservedState:
-        for path in self.WATCHED:
-            stream = await self._ports.xenstore.watch(path, f"agent{path}")
-            self._tasks.append(asyncio.create_task(self._follow(stream), name=f"watch {path}"))
-        return await self.observe(full=True)
-
-    async def _follow(self, stream: Any) -> None:
-        first = True
-        try:
-            async for _ in stream:
-                if not first:  # xenstored fires every watch once when it is registered
-                    self.changed.set()
-                first = False
-        finally:
-            await stream.close()
-
-    async def observe(self, *, full: bool = False) -> ObservedState:
-        from reconciler.observe.host import observe_host
-
-        return await observe_host(self._ports, self._retry)
-
-    def xenstore_requests(self) -> int:
-        return 0
-
-    async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
 # --- the agent --------------------------------------------------------------------------
 
 @dataclass
@@ -121,7 +81,7 @@ class Agent:
         self.metrics = metrics
         self.policy = Policy(max_destroy=settings.max_destroy, drift=settings.drift)
         self._drifted: set[str] = set()
-        self.observer = StandInObserver(ports, settings.execute.retry)
+        self.observer = LiveObserver(ports, settings.execute.retry)
         self.desired: DesiredState | None = None
         self.digest: str | None = None
         self._reported: tuple[str, ...] | None = None  # the problems last logged, so each is said once

@@ -15,7 +15,6 @@ import asyncio
 import logging
 import os
 import signal
-import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -178,7 +177,6 @@ def run(args: argparse.Namespace) -> int:
     spec = select_host(args.host)
     if args.git is None and not args.paths:
         raise UsageError("watch needs the manifests: name files or directories, or a repository with --git URL")
-    print(f"host: {spec}", file=sys.stderr, flush=True)
     _setup_logging(args)
     with agent_lock(spec, "watch"):
         pull, paths = _git(args, spec)

@@ -8,6 +8,7 @@ schemas/status.schema.json. Real processes and files: see `watchsite`.
 from __future__ import annotations
 
 import json
+import re
 import signal
 from collections.abc import Iterator
 from typing import Any
@@ -67,7 +68,7 @@ def test_an_edit_is_applied_and_status_tells(agent: Agent) -> None:
 
 
 def test_a_destroyed_domain_and_an_unplugged_disk_come_back() -> None:
-    site = Agent({"web.yaml": vm("web"), "disk.yaml": DISK}, "--resync", "2")
+    site = Agent({"web.yaml": vm("web"), "disk.yaml": DISK})  # resync 300 s: xenstore events drive it
     try:
         site.start()
         number = site.converged()["lastPass"]["number"]
@@ -78,11 +79,16 @@ def test_a_destroyed_domain_and_an_unplugged_disk_come_back() -> None:
         domid, devid = observed["domains"]["web"]["domid"], vdev_to_devid("xvdb")
         libxl = f"/libxl/{domid}/device/vbd/{devid}"
         backend = site.xs("xenstore-read", f"{libxl}/backend").strip()
-        for path in (backend, f"/local/domain/{domid}/device/vbd/{devid}", libxl):  # what xl block-detach leaves
-            site.xs("xenstore-rm", path)
+        # what xl block-detach leaves, in one transaction (Xen's client makes one per call)
+        site.xs("xenstore-rm", backend, f"/local/domain/{domid}/device/vbd/{devid}", libxl)
         plugged = site.stderr.count("disk/web-data/attach: done")
-        site.wait_pass(number, "the disk re-plugged", lambda s: site.stderr.count("disk/web-data/attach: done") > plugged
-                       and settled(s))
+
+        def replugged(status: dict[str, Any]) -> bool:  # by a pass the unplug's xenstore events made
+            err = site.stderr
+            return (err.count("disk/web-data/attach: done") > plugged and settled(status)
+                    and re.search(r"pass \d+ \(xenstore\): changed", err.split("disk/web-data/attach: done")[-1]) is not None)
+
+        site.wait_pass(number, "the disk re-plugged", replugged)
         _plan_is_clean(site)
         assert site.stop() == 0
     finally:
