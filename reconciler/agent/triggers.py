@@ -23,8 +23,9 @@ from reconciler.agent.status import TRIGGERS
 
 MAX_DEBOUNCE_FACTOR = 10
 # Triggers that ask for a full observation: the resync is the safety net of the
-# incremental observer, and SIGHUP means "reload everything now".
-FULL = frozenset({"start", "resync", "signal"})
+# incremental observer, and SIGHUP means "reload everything now". (The first pass needs
+# none: the observer's start() has just walked the whole host.)
+FULL = frozenset({"resync", "signal"})
 
 
 def primary(pending: set[str] | frozenset[str]) -> str:

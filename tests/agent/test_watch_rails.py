@@ -112,3 +112,20 @@ def test_systemd_hears_ready_after_the_first_pass_the_watchdog_and_stopping() ->
             site.close()
             (folder / "notify").unlink(missing_ok=True)
             folder.rmdir()
+
+
+def test_drift_warn_reports_a_destroyed_vm_instead_of_restarting_it_until_the_manifest_changes() -> None:
+    site = Agent({"web.yaml": vm("web"), "db.yaml": vm("db")}, "--drift", "warn")
+    try:
+        site.start()
+        number = site.converged()["lastPass"]["number"]
+        site.sim("destroy", "web")
+        held = site.wait_pass(number, "the drift reported", lambda s: s["lastPass"]["outcome"] == "refused")
+        drifted = {c["type"]: c for c in held["resources"]["VM/web"]["conditions"]}["Drifted"]
+        assert drifted["status"] == "True" and site.names() == ["db"]  # seen, said, not corrected
+        assert "VM/web: Drifted" in reconciler("status", "--host", site.host).stdout
+        site.edit("web.yaml", vm("web", 640))  # an edit of the manifest is not drift: it acts
+        site.wait_pass(held["lastPass"]["number"], "the edit applied", lambda s: settled(s) and site.names() == ["db", "web"])
+        assert site.stop() == 0
+    finally:
+        site.close()
