@@ -128,8 +128,10 @@ def schema_text() -> str:
 
 
 def write_status(path: Path, document: dict[str, Any]) -> None:
-    """Replace the status file atomically (0644: operators and monitoring read it)."""
-    write_text_atomic(str(path), json.dumps(document, indent=1, sort_keys=True) + "\n")
+    """Replace the status file atomically (0644: operators and monitoring read it). Compact:
+    json's C encoder serves only indent=None, and an indented 200-VM status took 0.25 s
+    of every pass (`reconciler status --format json` prints it indented)."""
+    write_text_atomic(str(path), json.dumps(document, sort_keys=True, separators=(",", ":")) + "\n")
 
 
 def read_status(path: Path) -> dict[str, Any] | None:
