@@ -28,7 +28,10 @@ if TYPE_CHECKING:
     from reconciler.execute.settings import ExecuteSettings
 
 YAML_SUFFIXES = (".yaml", ".yml")
-WATCH_STEP_MS = 50  # how often watchfiles' thread looks for a settled batch (or the stop event)
+# watchfiles' thread wakes this often to look for a settled batch (and the stop event):
+# a change reaches the agent 1-2 steps after it is made, and an idle agent wakes 5 times a
+# second, its only cost when nothing changes (measured: 50 ms steps cost 0.04 CPU s a minute).
+WATCH_STEP_MS = 200
 
 
 def _seconds(flag: str, minimum: float) -> Callable[[str], float]:
@@ -62,8 +65,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--host", metavar="H", help="sim[:DIR] or xen (default: $RECONCILER_HOST, else detected)")
     parser.add_argument("--resync", type=_seconds("--resync", 1), default=300.0, metavar="SECONDS",
                         help="observe the whole host at least this often (default 300)")
-    parser.add_argument("--debounce", type=_seconds("--debounce", 0), default=0.5, metavar="SECONDS",
-                        help="quiet time after a manifest change before the pass (default 0.5)")
+    parser.add_argument("--debounce", type=_seconds("--debounce", 0), default=0.3, metavar="SECONDS",
+                        help="quiet time after a manifest change before the pass (default 0.3)")
     parser.add_argument("--log-format", choices=("text", "json"), dest="watch_log_format",
                         help="log lines as text (default) or one JSON object per line (journald, Loki)")
     parser.add_argument("--metrics", metavar="ADDR", help="serve Prometheus metrics, e.g. 127.0.0.1:9150")
