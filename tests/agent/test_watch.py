@@ -140,3 +140,41 @@ def test_status_without_an_agent_says_so(tmp_path: Any) -> None:
     assert (text.returncode, text.stdout) == (0, f"host: sim:{tmp_path}: no agent has run on this host "
                                                 f"(no {tmp_path / 'agent-status.json'})\n")
     assert reconciler("status", "--host", f"sim:{tmp_path}", "--format", "json").stdout == "null\n"
+
+
+NDVM = """\
+apiVersion: xen.reconciler/v1
+kind: VM
+metadata: {name: net}
+spec: {virt: pv, kernel: /boot/vmlinuz, memory: 64, providesNetworkBackend: true, lifecycle: {onCrash: restart}}
+---
+apiVersion: xen.reconciler/v1
+kind: VM
+metadata: {name: guest}
+spec:
+  virt: pv
+  kernel: /boot/vmlinuz
+  memory: 64
+  nics: [{backendVM: net}]
+"""
+
+
+@pytest.mark.parametrize("how", [(), ("--unhandled", "--resync", "1")])
+def test_a_crashed_backend_vm_is_restarted_and_its_frontends_replugged_by_the_agent(how: tuple[str, ...]) -> None:
+    """OpenXT's "Reconnect vifs on ndvm reboot" (OXT-1011), with no one running apply.
+    Handled: xl destroys the crashed domain (@releaseDomain wakes the agent). Unhandled:
+    the crashed domain stays, and the simulated xenstored fires no @releaseDomain for a
+    crash (C xenstored does, on VIRQ_DOM_EXC): the resync is what finds it here."""
+    site = Agent({"set.yaml": NDVM}, *how[1:])
+    try:
+        site.start()
+        number = site.converged()["lastPass"]["number"]
+        plugged = site.stderr.count("nic/guest-nics-0/attach: done")
+        site.sim("crash", "net", *how[:1])
+        site.wait_pass(number, "net back and the vif re-plugged", lambda s: settled(s) and "crashed" not in site.sim("list")
+                       and site.stderr.count("nic/guest-nics-0/attach: done") > plugged)
+        _plan_is_clean(site)
+        assert site.names() == ["guest", "net"]
+        assert site.stop() == 0
+    finally:
+        site.close()
