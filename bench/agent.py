@@ -191,7 +191,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[50, 200])
     parser.add_argument("--edits", type=int, default=20)
     parser.add_argument("--idle", type=float, default=60.0, help="idle window in seconds (default 60)")
-    parser.add_argument("--debounce", type=float, default=0.3, help="the agent's --debounce (default 0.3, its own)")
+    parser.add_argument("--debounce", type=float, default=0.2, help="the agent's --debounce (default 0.2, its own)")
     parser.add_argument("--baseline", metavar="REV", help="also time `reconciler apply` of each edit with REV")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bag-"))

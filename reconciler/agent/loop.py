@@ -55,7 +55,7 @@ class AgentSettings:
     status_path: Path
     execute: ExecuteSettings = field(default_factory=ExecuteSettings)
     resync_s: float = 300.0  # the safety net: a full observation at least this often
-    debounce_s: float = 0.3  # quiet time after a manifest change before the pass (git pulls, editors: ms)
+    debounce_s: float = 0.2  # quiet time after a manifest change before the pass (git pulls, editors: ms)
     max_destroy: int | None = None  # None: refuse a pass stopping more than half the managed VMs
     drift: Literal["correct", "warn"] = "correct"
     git_pull: GitPull | None = None  # --git URL --branch B --interval S: fetched by the agent itself

@@ -65,8 +65,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--host", metavar="H", help="sim[:DIR] or xen (default: $RECONCILER_HOST, else detected)")
     parser.add_argument("--resync", type=_seconds("--resync", 1), default=300.0, metavar="SECONDS",
                         help="observe the whole host at least this often (default 300)")
-    parser.add_argument("--debounce", type=_seconds("--debounce", 0), default=0.3, metavar="SECONDS",
-                        help="quiet time after a manifest change before the pass (default 0.3)")
+    parser.add_argument("--debounce", type=_seconds("--debounce", 0), default=0.2, metavar="SECONDS",
+                        help="quiet time after a manifest change before the pass (default 0.2; watchfiles adds its own 0.2)")
     parser.add_argument("--log-format", choices=("text", "json"), dest="watch_log_format",
                         help="log lines as text (default) or one JSON object per line (journald, Loki)")
     parser.add_argument("--metrics", metavar="ADDR", help="serve Prometheus metrics, e.g. 127.0.0.1:9150")
