@@ -178,3 +178,15 @@ def test_a_crashed_backend_vm_is_restarted_and_its_frontends_replugged_by_the_ag
         assert site.stop() == 0
     finally:
         site.close()
+
+
+def test_bad_input_to_watch_and_status_is_one_line_and_exit_1(tmp_path: Any) -> None:
+    missing = reconciler("watch", str(tmp_path / "nowhere"), "--host", f"sim:{tmp_path / 'h'}")
+    assert missing.returncode == 1 and missing.stderr.count("\n") == 1, missing.stderr
+    assert "nowhere: no such file or directory" in missing.stderr
+    bad = reconciler("watch", str(tmp_path), "--host", f"sim:{tmp_path / 'h'}", "--debounce", "-1")
+    assert bad.returncode == 1 and "--debounce: -1 is out of range" in bad.stderr, bad.stderr
+    (tmp_path / "agent-status.json").write_text("{not json")
+    garbled = reconciler("status", "--host", f"sim:{tmp_path}")
+    assert garbled.returncode == 1 and garbled.stderr.count("\n") == 1, garbled.stderr
+    assert "cannot read the agent's status" in garbled.stderr and "Traceback" not in garbled.stderr

@@ -79,3 +79,20 @@ def test_a_second_agent_and_an_apply_are_refused_naming_the_agent() -> None:
         assert reconciler("apply", str(site.folder), "--host", site.host).returncode == 0  # released on exit
     finally:
         site.close()
+
+
+def test_status_says_so_when_the_agent_was_killed() -> None:
+    site = Agent({"web.yaml": vm("web")})
+    try:
+        proc = site.start()
+        site.converged()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=WAIT_S)
+        text = reconciler("status", "--host", site.host).stdout
+        assert f"(agent pid {proc.pid}, gone (started " in text and "it did not stop cleanly" in text, text
+        again = Agent({}, state=site.state, folder=site.folder)  # the kernel dropped the lock with the process
+        second = again.start()
+        again.wait(lambda s: s["agent"]["pid"] == second.pid and settled(s), "the next agent's pass")
+        assert again.stop() == 0
+    finally:
+        site.close()
