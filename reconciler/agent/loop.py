@@ -85,6 +85,7 @@ class Agent:
         self.desired: DesiredState | None = None
         self.digest: str | None = None
         self._reported: tuple[str, ...] | None = None  # the problems last logged, so each is said once
+        self._said: list[Diagnostic] = []  # this pass's problems: loading's, then planning's
         self.invalid: list[str] = []
         self.suspended: str | None = None
         self.passes = 0
@@ -183,11 +184,12 @@ class Agent:
         from reconciler.loader import load
 
         loaded = load(list(self.settings.paths))
-        self._report(loaded.diagnostics)
+        self._said = list(loaded.diagnostics)  # reported with planning's, once the pass has planned
         self.invalid = [str(d) for d in loaded.errors]
         return loaded.state
 
     def _report(self, diagnostics: list[Diagnostic]) -> None:
+        diagnostics = list(dict.fromkeys(diagnostics))  # the fallback plan may find the candidate's again
         said = tuple(str(d) for d in diagnostics)
         if said == self._reported:
             return
@@ -225,28 +227,40 @@ class Agent:
 
     def _plan(self, candidate: DesiredState | None, observed: ObservedState) -> Plan | None:
         """The plan for the manifests just loaded, or (when they are invalid) for the last
-        good desired state; None before any good load."""
+        good desired state; None before any good load, or when neither plans. Planning
+        refuses a dependency cycle, and a desired VM whose name an unmanaged domain holds
+        (a conflict, which the host can bring about by itself): said once, never acted on."""
         from reconciler.model.digest import desired_digest
         from reconciler.plan.build import plan_for
 
         if candidate is not None:
             try:
                 plan = plan_for(candidate, observed)
-            except ManifestError as exc:  # a dependency cycle: invalid input, never acted on
-                self._report(exc.diagnostics)
+            except ManifestError as exc:
+                self._said.extend(exc.diagnostics)
                 self.invalid = [str(d) for d in exc.diagnostics if d.severity == "error"]
             else:
                 if candidate != self.desired:
                     self.desired, self.digest = candidate, desired_digest(candidate).total
                 return plan
-        return None if self.desired is None else plan_for(self.desired, observed)
+        if self.desired is None or self.desired is candidate:
+            return None
+        try:
+            return plan_for(self.desired, observed)
+        except ManifestError as exc:
+            self._said.extend(exc.diagnostics)
+            self.invalid = self.invalid or [str(d) for d in exc.diagnostics if d.severity == "error"]
+            return None
 
     async def _act(self, candidate: DesiredState | None, full: bool) -> _PassResult:
         observed = await self.observer.observe(full=full)
         self.suspended = await read_suspension(self.ports.xenstore)
         plan = self._plan(candidate, observed)
+        self._report(self._said)
         if plan is None:
-            return _PassResult("invalid", _counts(), "no valid manifests loaded yet: observing only")
+            why = ("no valid manifests loaded yet: observing only" if self.desired is None
+                   else "neither the manifests nor the last good desired state plan: nothing is applied")
+            return _PassResult("invalid", _counts(), why)
         decision = self.policy.decide(plan, observed, suspended=self.suspended)
         counts = _counts(changes=len(plan.diff.changes), steps=len(plan.steps), held=len(decision.hold))
         if not decision.act:
@@ -269,9 +283,9 @@ class Agent:
             return _PassResult("failed", counts, "; ".join(f"{r.step.id}: {r.error}" for r in report.failures[:3]))
         if self.stop.is_set() and any(r.outcome == "skipped" and r.cause is None and not r.note for r in report.steps):
             return _PassResult("interrupted", counts, "stopped: the steps not started are left to the next agent")
-        backing_off = [why for why in held if why.startswith("backing off")]
+        backing_off = [why for why in decision.hold.values() if why.startswith("backing off")]
         if backing_off:
-            return _PassResult("failed", counts, f"{len(backing_off)} resource(s) {backing_off[0]}")
+            return _PassResult("failed", counts, f"{len(backing_off)} resource(s) {min(backing_off)}")
         if self.invalid:
             return _PassResult("invalid", counts, "invalid manifests: the last good desired state is in force")
         if counts["done"] == 0 and held:

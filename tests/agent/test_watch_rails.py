@@ -129,3 +129,23 @@ def test_drift_warn_reports_a_destroyed_vm_instead_of_restarting_it_until_the_ma
         assert site.stop() == 0
     finally:
         site.close()
+
+
+def test_a_conflict_the_host_brings_about_is_said_once_and_the_agent_goes_on() -> None:
+    site = Agent({"web.yaml": vm("web"), "db.yaml": vm("db")})
+    try:
+        site.start()
+        number = site.converged()["lastPass"]["number"]
+        assert reconciler("suspend", "--host", site.host, "--reason", "swap db by hand").returncode == 0
+        site.sim("destroy", "db")
+        site.sim("create", "db", "--virt", "pvh", "--memory", "256", "--kernel", "/srv/other")  # not ours
+        seen = site.wait_pass(number, "the conflict", lambda s: any("'db'" in p for p in s["invalid"]))
+        assert seen["lastPass"]["outcome"] == "invalid"
+        problem = seen["invalid"][0]
+        assert reconciler("resume", "--host", site.host).returncode == 0
+        site.wait_pass(seen["lastPass"]["number"], "a pass after resume", lambda s: s["suspended"] is None)
+        assert site.proc is not None and site.proc.poll() is None  # alive, not acting on db
+        assert site.stderr.count(problem) == 1, site.stderr
+        assert site.stop() == 0
+    finally:
+        site.close()
