@@ -221,8 +221,9 @@ class Agent:
                 f"{c['done']} steps done, {c['failed']} failed, {c['skipped']} skipped, {c['held']} held")
         if git is not None:
             line += f", commit {git.commit[:12]}{' (dirty)' if git.dirty else ''}"
+        fields = {"pass": self.passes, "trigger": trigger, "outcome": result.outcome, "seconds": round(duration, 3), **c}
         (log.warning if result.outcome in ("failed", "refused") else log.info)(
-            "%s%s", line, f"; {result.error}" if result.error else "")
+            "%s%s", line, f"; {result.error}" if result.error else "", extra={"fields": fields})
         return result.outcome
 
     def _plan(self, candidate: DesiredState | None, observed: ObservedState) -> Plan | None:
@@ -296,7 +297,8 @@ class Agent:
         from reconciler.execute import execute
 
         def step_done(result: Any) -> None:
-            (log.info if result.outcome == "done" else log.warning)("%s", result.line())
+            (log.info if result.outcome == "done" else log.warning)(
+                "%s", result.line(), extra={"fields": {"step": result.step.id, "outcome": result.outcome}})
 
         return await execute(plan, self.ports, settings=self.settings.execute, on_step=step_done, stop=self.stop,
                              hold=decision.hold)
