@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from tests.agent.watchsite import Agent, settled, vm
@@ -64,6 +65,31 @@ def test_watch_git_applies_what_a_fast_forward_brings() -> None:
         assert site.names() == ["db", "web"]
         assert after["lastPass"]["git"]["dirty"] is False
         assert "(git)" in site.stderr  # a pass answered the fetch
+        assert site.stop() == 0
+    finally:
+        site.close()
+        subprocess.run(["rm", "-rf", str(upstream)], check=False)
+
+
+def test_watch_git_refuses_a_rewritten_branch_once_and_keeps_what_it_applied() -> None:
+    upstream = _repo({"web.yaml": vm("web")})
+    site = Agent({}, "--git", f"file://{upstream}", "--branch", "main", "--interval", "1")
+    try:
+        site.start(".")
+        first = site.converged()
+        applied = first["lastPass"]["git"]["commit"]
+        (upstream / "db.yaml").write_text(vm("db"))
+        _git(upstream, "add", "-A")
+        _git(upstream, "commit", "-q", "--amend", "-m", "first, rewritten")  # a force-push
+        deadline = time.monotonic() + 120
+        while site.stderr.count("does not descend from it") < 1:
+            assert time.monotonic() < deadline, site.stderr
+            time.sleep(0.1)
+        time.sleep(2.5)  # two more fetches of the same rewrite: said once (not a timing assertion on the agent)
+        assert site.stderr.count("does not descend from it") == 1, site.stderr
+        assert site.names() == ["web"]
+        status = site.status()
+        assert status is not None and status["lastPass"]["git"]["commit"] == applied
         assert site.stop() == 0
     finally:
         site.close()
