@@ -1,4 +1,5 @@
-"""JSON Schemas generated from the manifest models: one per kind plus one for any document.
+"""JSON Schemas generated from the manifest models: one per kind plus one for any document,
+and the schema of the agent's status file (`reconciler.agent.status`).
 
 Pure: models -> {filename: text}. The text is deterministic (sorted keys, fixed indent),
 so `reconciler schema --check` and a test can detect drift byte for byte. Editors use
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from reconciler.agent import status as agent_status
 from reconciler.model import KINDS, MODELS
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
@@ -53,4 +55,5 @@ def render(schema: dict[str, Any]) -> str:
 def all_schemas() -> dict[str, str]:
     files = {filename(kind): render(kind_schema(kind)) for kind in KINDS}
     files["document.schema.json"] = render(document_schema())
+    files[agent_status.FILENAME] = agent_status.schema_text()
     return files

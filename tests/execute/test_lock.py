@@ -42,7 +42,7 @@ def _holding(proc: subprocess.Popen[str], lock: Path) -> None:
     """Wait until `proc` has taken the lock (its pid is in the file); not an assertion on time."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
-        if lock.exists() and lock.read_text() == f"{proc.pid}\n":
+        if lock.exists() and lock.read_text() == f"{proc.pid} reconciler apply\n":
             return
         time.sleep(0.02)
     raise AssertionError(f"apply never took {lock}: exit {proc.poll()}")
@@ -69,7 +69,7 @@ def test_a_second_apply_fails_at_once_naming_the_holder(held: tuple[Path, subpro
     second = _apply(folder, state_dir)
     out, err = second.communicate(timeout=60)
     assert (second.returncode, out) == (1, "")
-    assert err == (f"reconciler: error: host sim:{state_dir} is busy: another apply (pid {first.pid}) holds "
+    assert err == (f"reconciler: error: host sim:{state_dir} is busy: pid {first.pid} (reconciler apply) holds "
                    f"{state_dir / 'agent.lock'}; wait for it to finish\n")
     assert first.poll() is None  # the first one is still at work
 
@@ -80,7 +80,7 @@ def test_a_killed_holder_leaves_no_stale_lock(held: tuple[Path, subprocess.Popen
     first.send_signal(signal.SIGKILL)
     first.communicate(timeout=30)
     (state_dir / "faults.yaml").unlink()
-    assert (state_dir / "agent.lock").read_text() == f"{first.pid}\n"  # the dead holder's pid is still written
+    assert (state_dir / "agent.lock").read_text() == f"{first.pid} reconciler apply\n"  # the dead holder's pid is still written
     capsys.readouterr()
     code = main(["apply", str(folder), "--host", f"sim:{state_dir}"])
     out, err = capsys.readouterr()
