@@ -17,7 +17,7 @@ import logging
 import time
 import uuid as uuid_mod
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, Literal
 
 from drivers.sim.domains import Domain
 from drivers.sim.ops import Op, dom_path, vm_path
@@ -101,8 +101,7 @@ class Guests:
             await asyncio.sleep(settings.ms(settings.guest_poweroff_ms))
             if self.core.domains.domains.get(domid) is not domain or domain.power != "running":
                 return
-            domain.set_power("shutdown")
-            self.core.on_change()
+            self._power_down(domain, "shutdown")
             log.info("domain %d (%s) powered off after %s", domid, domain.name, request)
             if domain.on_poweroff != "preserve":
                 await self._destroy(domid)
@@ -127,13 +126,20 @@ class Guests:
         or on a host where no xl process watches the domain (`xl create -e`, xl killed)."""
         if domain.power not in ("running", "paused"):
             raise TerminalHostError(f"domain {domain.domid} ({domain.name}) is {domain.power}: only a live domain can crash")
-        domain.set_power("crashed")
-        self.core.on_change()
+        self._power_down(domain, "crashed")
         log.info("domain %d (%s) crashed (%s)", domain.domid, domain.name, why)
         if handled and domain.on_crash == "rename-restart":
             self._preserve_renamed(domain)
         elif handled and domain.on_crash != "preserve":
             await self._destroy(domain.domid)
+
+    def _power_down(self, domain: Domain, power: Literal["shutdown", "crashed"]) -> None:
+        """The guest stopped on its own (powered off or crashed): Xen sets the domain's
+        shutdown flag and raises VIRQ_DOM_EXC, on which xenstored fires @releaseDomain
+        (`Store.shutdown_domain`) before any toolstack acts on `onPoweroff`/`onCrash`."""
+        domain.set_power(power)
+        self.core.store.shutdown_domain(domain.domid)
+        self.core.on_change()
 
     def _preserve_renamed(self, domain: Domain) -> None:
         """xl's `rename-restart` (`libxl_domain_preserve`): the crashed domain is kept under

@@ -68,6 +68,9 @@ class Store(NodeOps):
         self._next_tx = 1
         self.special_perms = {p: ROOT_PERMS for p in SPECIAL_PATHS}
         self.introduced: set[int] = set()
+        # Introduced domains already reported shut down or crashed (C xenstored's
+        # `domain->shutdown`): @releaseDomain fires once on the shutdown, once on release.
+        self._shut_down: set[int] = set()
         self.changes = 0
         # Called after each change (a node, a permission, a domain introduced or
         # released): the simulated host schedules a save from it instead of polling.
@@ -142,6 +145,7 @@ class Store(NodeOps):
         self._gen = max(n.gen for n in self._nodes.values())
         self.special_perms.update(special)
         self.introduced = set(introduced)
+        self._shut_down = set()
 
     def __len__(self) -> int:
         return len(self._nodes)
@@ -223,12 +227,24 @@ class Store(NodeOps):
         self._changed()
         self._emit(Change("@introduceDomain", self.special_perms["@introduceDomain"]))
 
+    def shutdown_domain(self, domid: int) -> None:
+        """The hypervisor reports the domain shut down or crashed (VIRQ_DOM_EXC, the
+        dominfo shutdown flag set): fire @releaseDomain, once per domain, as C
+        xenstored's check_domains does the first time it sees the flag. The domain and
+        its nodes stay; `release_domain` fires the watch again when it is destroyed.
+        A domain never introduced (or dom0) fires nothing, as in the C daemon."""
+        if domid == 0 or domid not in self.introduced or domid in self._shut_down:
+            return
+        self._shut_down.add(domid)
+        self._emit(Change("@releaseDomain", self.special_perms["@releaseDomain"]))
+
     def release_domain(self, domid: int) -> None:
         """A domain died: remove the nodes it owns, drop perm entries naming it,
         fire @releaseDomain (as the C daemon without --keep-orphans)."""
         if domid == 0 or domid not in self.introduced:
             raise errors.NoEntry(f"domain {domid} is not introduced")
         self.introduced.discard(domid)
+        self._shut_down.discard(domid)
         self._changed()
         owned = sorted((p for p, n in self._nodes.items() if n.perms[0].domid == domid), key=len)
         for path in owned:

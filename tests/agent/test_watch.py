@@ -159,12 +159,13 @@ spec:
 """
 
 
-@pytest.mark.parametrize("how", [(), ("--unhandled", "--resync", "1")])
+@pytest.mark.parametrize("how", [(), ("--unhandled", "--resync", "3600")])
 def test_a_crashed_backend_vm_is_restarted_and_its_frontends_replugged_by_the_agent(how: tuple[str, ...]) -> None:
     """OpenXT's "Reconnect vifs on ndvm reboot" (OXT-1011), with no one running apply.
     Handled: xl destroys the crashed domain (@releaseDomain wakes the agent). Unhandled:
-    the crashed domain stays, and the simulated xenstored fires no @releaseDomain for a
-    crash (C xenstored does, on VIRQ_DOM_EXC): the resync is what finds it here."""
+    the crashed domain stays, and xenstored fires @releaseDomain for the crash itself
+    (check_domains on VIRQ_DOM_EXC): with an hour's resync, that event is what wakes the
+    agent to restart it."""
     site = Agent({"set.yaml": NDVM}, *how[1:])
     try:
         site.start()
@@ -175,6 +176,29 @@ def test_a_crashed_backend_vm_is_restarted_and_its_frontends_replugged_by_the_ag
                        and site.stderr.count("nic/guest-nics-0/attach: done") > plugged)
         _plan_is_clean(site)
         assert site.names() == ["guest", "net"]
+        assert site.stop() == 0
+    finally:
+        site.close()
+
+
+def test_a_preserved_poweroff_behind_the_agents_back_wakes_it() -> None:
+    """A guest powered off through Xen's own `xenstore-write control/shutdown` with
+    `onPoweroff: preserve`: the domain stays, shut down, and nothing but xenstored's
+    @releaseDomain for the shutdown (the resync is an hour away) tells the agent, which
+    starts the VM again as its manifest says. The guest takes its real time (0.5 s to
+    acknowledge, 1.5 s more to power off) so that the pass its acknowledgement wakes has
+    come and gone before it stops."""
+    site = Agent({"web.yaml": vm("web", extra="  lifecycle: {onPoweroff: preserve}\n")}, "--resync", "3600",
+                 env={"RECONCILER_SIM_DELAY_SCALE": "10"})
+    try:
+        site.start()
+        number = site.converged()["lastPass"]["number"]
+        domid = json.loads(reconciler("observe", "--host", site.host, "--format", "json").stdout)["domains"]["web"]["domid"]
+        site.xs("xenstore-write", f"/local/domain/{domid}/control/shutdown", "poweroff")
+        site.wait_pass(number, "web started again", lambda s: settled(s) and site.stderr.count("vm/web/create: done") == 2
+                       and "shutdown" not in site.sim("list"))
+        assert site.names() == ["web"]
+        _plan_is_clean(site)
         assert site.stop() == 0
     finally:
         site.close()

@@ -163,6 +163,27 @@ def test_domains_introduce_release_and_owned_nodes_go() -> None:
         store.release_domain(5)
 
 
+def test_a_shutdown_fires_release_once_and_the_destroy_again() -> None:
+    """C xenstored's check_domains: the first time a domain's shutdown flag is seen
+    (a poweroff or a crash, VIRQ_DOM_EXC) @releaseDomain fires and the nodes stay; the
+    destroy fires it again. Never for dom0 or a domain never introduced."""
+    store = Store()
+    release = watched(store, "@releaseDomain")
+    store.introduce_domain(5)
+    store.write("/local/domain/5/name", "web")
+    store.shutdown_domain(5)
+    store.shutdown_domain(5)
+    store.shutdown_domain(0)
+    store.shutdown_domain(9)
+    assert [e.path for e in release] == ["@releaseDomain"]
+    assert store.is_introduced(5) and store.exists("/local/domain/5/name")
+    store.release_domain(5)
+    assert [e.path for e in release] == ["@releaseDomain", "@releaseDomain"]
+    store.introduce_domain(5)  # the domid reused by a new domain: its shutdown fires again
+    store.shutdown_domain(5)
+    assert len(release) == 3
+
+
 class Owner:
     """One watch owner (like one socket connection): records (path, token) it is sent."""
 
