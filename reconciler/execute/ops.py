@@ -129,6 +129,8 @@ async def shutdown(rt: Runtime, step: Step, retry: bool) -> str | None:
     domid = await rt.live_domid(step.name)
     if domid is None:
         return "already gone"
+    if domid in rt.treeless:  # no control/shutdown node the guest watches: nothing to ask it
+        return "its xenstore nodes are gone, so the guest cannot be asked to shut down; destroyed next"
     try:
         await rt.ports.toolstack.shutdown(domid, timeout=rt.settings.shutdown_timeout_s)
     except HostError as exc:
