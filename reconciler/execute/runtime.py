@@ -84,7 +84,6 @@ class Runtime:
     # changed the domains in a way the run does not know.
     listing: list[DomainStatus] | None = None
     uuids: dict[int, str] = field(default_factory=dict)  # domid -> uuid of every domain seen this run
-    treeless: set[int] = field(default_factory=set)  # listed domains whose xenstore tree is gone (live_domid)
     _generation: int = 0  # bumped by `domains_changed`: a listing read across it is not kept
     _edits: list[Callable[[list[DomainStatus]], list[DomainStatus]]] = field(default_factory=list)  # this run's changes
     managed_marks: dict[str, tuple[int, bool]] = field(default_factory=dict)  # uuid -> (domid, marker) as read
@@ -181,14 +180,7 @@ class Runtime:
         domid = self.domids.get(vm)
         if domid is not None:
             name = await read_or_empty(self, f"/local/domain/{domid}/name")
-            if name:
-                return domid if name.decode("utf-8", "replace") == vm else None
-            # No name node: the domain is gone, or someone removed its xenstore tree and
-            # the hypervisor still lists it (`xenstore-rm /local/domain/<domid>`): ask it.
-            if any(d.domid == domid and d.name == vm for d in await self.domains()):
-                self.treeless.add(domid)
-                return domid
-            return None
+            return domid if name.decode("utf-8", "replace") == vm else None
         listing = self.listing if self.listing is not None else await self.domains()
         return next((d.domid for d in listing if d.name == vm), None)
 

@@ -241,7 +241,7 @@ def test_embedded_observer_equals_a_full_observation_after_random_changes(
 
 def test_embedded_observer_sees_a_listed_domain_whose_tree_was_removed(state: Path) -> None:
     """`xenstore-rm /local/domain/<domid>`, then `/vm/<uuid>` too: the domain the
-    hypervisor still lists is reported (`xenstoreGone`) by both, equally."""
+    hypervisor still lists is reported (`xenstore_gone`) by both, equally."""
     asyncio.run(build(state, 3))
 
     async def body() -> None:
@@ -255,7 +255,7 @@ def test_embedded_observer_sees_a_listed_domain_whose_tree_was_removed(state: Pa
                 await other.rm(f"/local/domain/{domid}")
                 await check_equal(ports, observer)
                 seen = await settled(ports)
-                assert seen["domains"][name]["xenstoreGone"] is True and seen["domains"][name]["managed"] is True
+                assert seen["domains"][name]["xenstore_gone"] is True and seen["domains"][name]["managed"] is True
                 await other.rm(f"/vm/{uuid}")
                 await check_equal(ports, observer)
                 assert (await settled(ports))["domains"][name]["managed"] is False
