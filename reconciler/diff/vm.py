@@ -18,6 +18,15 @@ in `Diff.preserved` (the plan says so, and `plan --detailed-exitcode` exits 2: t
 does not match) until someone destroys the domain. No core is dumped (no port for it);
 rename-restart does not keep a renamed copy. A VM with state stopped loses its crashed
 domain unless onCrash is preserve.
+
+A domain the hypervisor lists whose xenstore tree was removed (`xenstore-rm
+/local/domain/<domid>`; `DomainInfo.xenstore_gone`) cannot be repaired in place: its
+devices, name and control node are gone. If its managed marker under
+`/vm/<uuid>/reconciler` survived, it is destroyed and built again (state stopped:
+destroyed only); the reason says "its xenstore nodes are gone (domain N is still listed
+by the hypervisor)". If the marker went too (`/vm/<uuid>` removed as well), nothing
+proves the reconciler made it: a domain holding a desired VM's name is then a conflict
+(DESIGN 7: plan and apply exit 1 and name it), never destroyed on a guess.
 """
 
 from __future__ import annotations
@@ -140,6 +149,8 @@ def _desired_vm(ctx: Context, vm: VM, uuids: dict[str, DomainInfo]) -> list[Reso
         ctx.conflicts.append((name, conflict(vm, held, f"uuid {vm.spec.uuid}")))
     if info is None:
         return _create(ctx, vm) if wanted else []
+    if info.xenstore_gone:
+        return _treeless(ctx, vm, info, wanted)
     if not info.managed:
         ctx.conflicts.append((name, conflict(vm, info, "name")))
         return []
@@ -160,6 +171,28 @@ def _desired_vm(ctx: Context, vm: VM, uuids: dict[str, DomainInfo]) -> list[Reso
         return [ResourceChange("VM", name, name, Action.RESTART, "restart", (field,),
                                f"the domain is {info.power}: destroyed and built again")]
     return _update(ctx, vm, info)
+
+
+def _treeless(ctx: Context, vm: VM, info: DomainInfo, wanted: bool) -> list[ResourceChange]:
+    """A domain the hypervisor lists whose `/local/domain/<domid>` was removed (see the
+    module docstring): without its tree it has no devices, name or control node anyone
+    can use, so a managed one is destroyed and, if the VM should run, built again. One
+    whose marker went too is not provably ours: a conflict, nothing is destroyed."""
+    name = vm.metadata.name
+    gone = f"its xenstore nodes are gone (domain {info.domid} is still listed by the hypervisor)"
+    if not info.managed:
+        ctx.conflicts.append((name, (
+            f"VM {name!r}: domain {info.domid} ({info.name!r}) holds its name; {gone}, and no managed marker under "
+            f"/vm/<uuid>/reconciler survives, so nothing shows the reconciler made it and it is not destroyed: "
+            f"if it is this VM's, destroy it (xl destroy {info.domid}) and apply again")))
+        return []
+    ctx.stopping.add(name)
+    if not wanted:
+        field = FieldChange("spec.state", info.power, "stopped", "destructive")
+        return [ResourceChange("VM", name, name, Action.DELETE, "destructive", (field,), f"{gone}: destroyed (state: stopped)")]
+    ctx.starting.add(name)
+    field = FieldChange("spec.state", "xenstore gone", vm.spec.state, "restart")
+    return [ResourceChange("VM", name, name, Action.RESTART, "restart", (field,), f"{gone}: destroyed and built again")]
 
 
 RESTART_ON_CRASH = ("restart", "coredump-restart", "rename-restart")

@@ -126,6 +126,8 @@ async def wait_sentinel(rt: Runtime, step: Step, retry: bool) -> str | None:
 async def shutdown(rt: Runtime, step: Step, retry: bool) -> str | None:
     # Graceful first (`xl shutdown -w`): the guest flushes its disks. A guest that does not
     # cooperate is no reason to stop here: the destroy step after this one ends it.
+    if arg(step, "xenstoreGone"):  # no control/shutdown node the guest could see: nothing to ask
+        return "its xenstore nodes are gone, so the guest cannot be asked to shut down; destroyed next"
     domid = await rt.live_domid(step.name)
     if domid is None:
         return "already gone"
@@ -141,7 +143,8 @@ async def shutdown(rt: Runtime, step: Step, retry: bool) -> str | None:
 
 
 async def destroy(rt: Runtime, step: Step, retry: bool) -> str | None:
-    domid = await rt.live_domid(step.name)
+    # A domain whose xenstore tree was removed has no name node to confirm it by: `xl list` does.
+    domid = await rt.live_domid(step.name, fresh=bool(arg(step, "xenstoreGone")))
     if domid is not None:  # else a cooperative guest powered off and the toolstack reaped it already
         await rt.ports.toolstack.destroy(domid)
     rt.gone(step.name, domid)

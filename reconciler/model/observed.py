@@ -39,6 +39,10 @@ class DomainInfo:
     before recording it (`unfinished`), and it is ours, with work left.
     `booted`: whether the guest wrote the `bootSentinel` node its record names under
     `/local/domain/<domid>/` (non-empty: its services are up); None without one.
+    `xenstore_gone`: the hypervisor lists the domain but xenstore has no
+    `/local/domain/<domid>` for it (someone ran `xenstore-rm` on it): name, uuid and
+    power come from `xl list`, the marker and record from `/vm/<uuid>/reconciler` if
+    that survived (`ObservedState.vm_records`); no VM model or devices are observed.
     """
 
     name: str
@@ -50,6 +54,21 @@ class DomainInfo:
     applied: str | None = None
     unfinished: bool = False
     booted: bool | None = None
+    xenstore_gone: bool = False
+
+
+@dataclass(frozen=True)
+class VmRecord:
+    """The reconciler's marker and last-applied record under `/vm/<uuid>/reconciler`
+    of a uuid no `/local/domain/<domid>` names: kept so a domain the hypervisor still
+    lists after its xenstore tree was removed can be matched to it (see DomainInfo).
+    `name`: `/vm/<uuid>/name` (libxl writes it), for a hypervisor listing that cannot
+    name the domain (real `xl list` reads names from xenstore and prints `(null)`)."""
+
+    managed: bool
+    digest: str | None
+    applied: str | None
+    name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -109,3 +128,5 @@ class ObservedState:
     building: Mapping[str, str] = field(default_factory=dict)
     # Devices left stranded by a backend domain that is gone, by observed device name.
     stranded: Mapping[str, StrandedDevice] = field(default_factory=dict)
+    # `/vm/<uuid>/reconciler` records whose uuid no listed domain holds, by uuid (VmRecord).
+    vm_records: Mapping[str, VmRecord] = field(default_factory=dict)

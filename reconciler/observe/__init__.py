@@ -7,7 +7,9 @@ it finds, every oddity becomes a sentence in `ObservedState.problems`.
 Mapping rules, each with its Xen reason (numbers are sections of reference/xen.md):
 - Domains are the numeric children of `/local/domain` with their `name` (2.1); domid
   0 is dom0, the host itself, and is skipped. A `/vm/<uuid>` without a
-  `/local/domain/<d>` is a dead domain's leftover and is not listed. Non-numeric
+  `/local/domain/<d>` is a dead domain's leftover and is not listed (its
+  `reconciler/` record is kept in `vm_records`: a domain the hypervisor still lists
+  whose tree was removed is matched to it by `reconciler.observe.host`). Non-numeric
   domids are reported and skipped.
 - uuid: `/local/domain/<d>/vm` is `/vm/<uuid>` (2.1). managed/digest:
   `/vm/<uuid>/reconciler/{managed,digest,applied/<i>}`, which the reconciler writes
@@ -61,7 +63,7 @@ from typing import TypeVar
 from reconciler.model.host import BUILDING, PCIBACK_RECORDS
 from reconciler.model.observed import ObservedState
 from reconciler.observe.devices import scan_devices
-from reconciler.observe.domains import build_vm, domain_info, scan_domains
+from reconciler.observe.domains import build_vm, domain_info, orphan_records, scan_domains
 from reconciler.observe.render import observed_to_data
 from reconciler.observe.tree import Tree
 from reconciler.xenfmt import parse_bdf
@@ -121,5 +123,6 @@ def observe_tree(nodes: Mapping[str, str], *, truncated: frozenset[str] = frozen
         pciback_bound=_pciback_bound(tree),
         stranded=_sorted(devices.stranded),
         building={uuid: tree.get(f"{BUILDING}/{uuid}") or "" for uuid in sorted(tree.children(BUILDING))},
+        vm_records=orphan_records(tree, doms),
         problems=tuple(tree.problems),
     )

@@ -7,6 +7,7 @@ are listed in that package's docstring.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from reconciler import vmdata
 from reconciler.model.common import API_VERSION, NAME_PATTERN, PATTERN_WORDS
 from reconciler.model.host import BUILDING
-from reconciler.model.observed import DomainInfo
+from reconciler.model.observed import DomainInfo, VmRecord
 from reconciler.model.vm import VM
 from reconciler.observe.tree import Tree, build_model
 
@@ -73,14 +74,28 @@ def _uuid(tree: Tree, base: str) -> str | None:
     return m.group(1).lower()
 
 
+def vm_record(tree: Tree, uuid: str) -> VmRecord:
+    """The reconciler's marker, digest and last-applied record of `/vm/<uuid>`."""
+    base = f"/vm/{uuid}/reconciler"
+    marker = tree.get(f"{base}/managed")
+    managed = marker is not None and marker.strip().lower() in ("1", "true")
+    return VmRecord(managed, tree.get(f"{base}/digest") or None, _applied(tree, f"{base}/applied"))
+
+
+def orphan_records(tree: Tree, doms: dict[int, Domain]) -> dict[str, VmRecord]:
+    """Records under `/vm/<uuid>/reconciler` whose uuid no listed domain holds, by uuid:
+    a dead domain's leftover, or a live one whose `/local/domain/<domid>` was removed
+    (`reconciler.observe.host.with_power` tells them apart with the hypervisor's list)."""
+    held = {d.uuid for d in doms.values()}
+    return {key.lower(): dataclasses.replace(vm_record(tree, key), name=tree.get(f"/vm/{key}/name") or None)
+            for key in tree.children("/vm") if key.lower() not in held and tree.exists(f"/vm/{key}/reconciler")}
+
+
 def domain_info(tree: Tree, dom: Domain) -> DomainInfo:
     managed, digest, applied, unfinished = False, None, None, False
     if dom.uuid is not None:
-        base = f"/vm/{dom.uuid}/reconciler"
-        marker = tree.get(f"{base}/managed")
-        managed = marker is not None and marker.strip().lower() in ("1", "true")
-        digest = tree.get(f"{base}/digest") or None
-        applied = _applied(tree, f"{base}/applied")
+        record = vm_record(tree, dom.uuid)
+        managed, digest, applied = record.managed, record.digest, record.applied
         # Written before `xl create`: an apply built this domain and stopped before its record.
         unfinished = tree.get(f"{BUILDING}/{dom.uuid}") == dom.name
         managed = managed or unfinished

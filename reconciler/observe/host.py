@@ -43,7 +43,12 @@ def with_power(state: ObservedState, domains: list[DomainStatus]) -> ObservedSta
     """Fold `xl list` power states into the domains xenstore showed (pure).
 
     A domain xenstore shows but the hypervisor does not list is reported: its nodes
-    outlived it (a toolstack that died mid-destroy). Matching is by domid.
+    outlived it (a toolstack that died mid-destroy). A guest domain the hypervisor lists
+    but xenstore does not show (`xenstore-rm /local/domain/<domid>`) is added, named as
+    `xl list` names it (else as `/vm/<uuid>/name` does), `xenstore_gone`, and matched by
+    uuid to the reconciler's record under `/vm/<uuid>/reconciler` if that survived (else
+    it is not known to be managed).
+    Matching is by domid.
     """
     by_domid = {d.domid: d for d in domains}
     infos: dict[str, DomainInfo] = {}
@@ -55,6 +60,29 @@ def with_power(state: ObservedState, domains: list[DomainStatus]) -> ObservedSta
             infos[name] = dataclasses.replace(info, power="stopped")
         else:
             infos[name] = dataclasses.replace(info, power=_POWER[status.power])
+    shown = {info.domid for info in state.domains.values()}
+    for status in domains:
+        if status.domid == 0 or status.domid in shown:
+            continue
+        uuid = status.uuid.lower() or None
+        record = state.vm_records.get(uuid or "")
+        # Real `xl list` reads names from xenstore: without the tree it prints "(null)".
+        listed = status.name if status.name not in ("", "(null)") else None
+        name = listed or (record.name if record else None) or f"domain-{status.domid}"
+        if name in infos:
+            problems.append(f"domain {status.domid} ({name}) is listed by the hypervisor but not in xenstore, and "
+                            f"domain {infos[name].domid} has that name in xenstore; domain {status.domid} left out")
+            continue
+        unfinished = uuid is not None and state.building.get(uuid) == name
+        kept = "its /vm/<uuid>/reconciler record is kept" if record is not None else "no record of the reconciler names it"
+        problems.append(f"domain {status.domid} ({name}) is listed by the hypervisor but its xenstore nodes "
+                        f"(/local/domain/{status.domid}) are gone; {kept}")
+        infos[name] = DomainInfo(
+            name, status.domid, uuid, _POWER[status.power],
+            managed=(record is not None and record.managed) or unfinished,
+            digest=record.digest if record else None, applied=record.applied if record else None,
+            unfinished=unfinished, xenstore_gone=True)
+    infos = dict(sorted(infos.items())) if len(infos) != len(state.domains) else infos
     return dataclasses.replace(state, domains=infos, problems=tuple(problems))
 
 

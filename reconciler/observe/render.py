@@ -59,10 +59,13 @@ def _specs(table: Mapping[str, BaseModel]) -> dict[str, Any]:
 
 
 def _domain(info: DomainInfo) -> dict[str, Any]:
-    """A domain's facts; `unfinished` only when set, the record with its secrets redacted."""
+    """A domain's facts; `unfinished` and `xenstore_gone` only when set, the record with
+    its secrets redacted."""
     data = _asdict(info)
     if not info.unfinished:
         del data["unfinished"]
+    if not info.xenstore_gone:
+        del data["xenstore_gone"]
     if info.applied is not None and holds_secret(info.applied):
         data["applied"] = redact_record(info.applied)
     return data

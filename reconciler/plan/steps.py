@@ -91,15 +91,19 @@ def start_steps(inputs: Inputs, vm: str) -> list[Step]:
     return steps
 
 
-def _stop_steps(change: ResourceChange) -> list[Step]:
+def _stop_steps(change: ResourceChange, inputs: Inputs) -> list[Step]:
     # Graceful first (`xl shutdown -w`: the guest flushes its disks), then destroy what is left.
-    return [make("VM", change.name, change.vm, "shutdown"), make("VM", change.name, change.vm, "destroy")]
+    # A domain whose xenstore tree was removed cannot be asked (no control/shutdown node)
+    # nor found by its xenstore name: the steps say so, and look it up in `xl list`.
+    info = inputs.observed.domains.get(change.name)
+    args = {"xenstoreGone": True} if info is not None and info.xenstore_gone else None
+    return [make("VM", change.name, change.vm, "shutdown", args), make("VM", change.name, change.vm, "destroy", args)]
 
 
 def _restart(change: ResourceChange, inputs: Inputs) -> list[Step]:
     # A restart-only field takes effect only in a new domain: stop, rebuild, and give the
     # new domain every device and rule of the manifests (the old domain's went with it).
-    steps = _stop_steps(change) + start_steps(inputs, change.name)
+    steps = _stop_steps(change, inputs) + start_steps(inputs, change.name)
     for device in inputs.desired.devices_of(change.name):
         change_like = ResourceChange(device.kind, device.metadata.name, change.name, Action.CREATE, "live")
         steps += TABLE[(device.kind, Action.CREATE)](change_like, inputs)
@@ -291,7 +295,7 @@ TABLE: dict[tuple[Kind, Action], Row] = {
     ("VM", Action.CREATE): lambda c, i: start_steps(i, c.name),
     ("VM", Action.UPDATE): _vm_update,
     ("VM", Action.RESTART): _restart,
-    ("VM", Action.DELETE): lambda c, i: _stop_steps(c),
+    ("VM", Action.DELETE): _stop_steps,
     ("Disk", Action.CREATE): _attach,
     ("Disk", Action.UPDATE): _reattach,
     ("Disk", Action.RESTART): _reattach,

@@ -197,6 +197,12 @@ async def _rm_domain_node(ports: HostPorts, other: DirectXenstore, data: dict[st
         await other.rm(f"/local/domain/{_pick(data, seed)[1]}/name")
 
 
+async def _rm_domain_tree(ports: HostPorts, other: DirectXenstore, data: dict[str, Any], seed: int) -> None:
+    # `xenstore-rm /local/domain/<domid>`: the hypervisor still lists the domain.
+    with contextlib.suppress(NoEntry):
+        await other.rm(f"/local/domain/{_pick(data, seed)[1]}")
+
+
 async def _frontend_error(ports: HostPorts, other: DirectXenstore, data: dict[str, Any], seed: int) -> None:
     await other.write(f"/local/domain/{_pick(data, seed)[1]}/error/device/vbd/51712/error", "bad sector")
 
@@ -209,7 +215,7 @@ async def _hvmloader(ports: HostPorts, other: DirectXenstore, data: dict[str, An
 
 
 CHANGES = [_frontend_error, _hvmloader, _destroy, _create, _mem_set, _detach_disk, _pause, _write_target, _rm_vif, _vm_data, _managed,
-           _libxl_type, _building, _guest_noise, _rm_domain_node]
+           _libxl_type, _building, _guest_noise, _rm_domain_node, _rm_domain_tree]
 
 
 @settings(max_examples=12, deadline=None, derandomize=True, database=None,
@@ -229,6 +235,30 @@ def test_embedded_observer_equals_a_full_observation_after_random_changes(
                     await change(ports, other, await settled(ports), seed)
                     await check_equal(ports, observer)
                 await check_equal(ports, observer)
+
+    asyncio.run(body())
+
+
+def test_embedded_observer_sees_a_listed_domain_whose_tree_was_removed(state: Path) -> None:
+    """`xenstore-rm /local/domain/<domid>`, then `/vm/<uuid>` too: the domain the
+    hypervisor still lists is reported (`xenstore_gone`) by both, equally."""
+    asyncio.run(build(state, 3))
+
+    async def body() -> None:
+        async with open_sim(state, delay_scale=0.02) as ports:
+            assert isinstance(ports.xenstore, DirectXenstore)
+            other = DirectXenstore(ports.xenstore._store)
+            async with watching(ports) as observer:
+                name, domid, uuid = _pick(await settled(ports), 1)
+                await other.write(f"/vm/{uuid}/reconciler/managed", "1")
+                await check_equal(ports, observer)
+                await other.rm(f"/local/domain/{domid}")
+                await check_equal(ports, observer)
+                seen = await settled(ports)
+                assert seen["domains"][name]["xenstore_gone"] is True and seen["domains"][name]["managed"] is True
+                await other.rm(f"/vm/{uuid}")
+                await check_equal(ports, observer)
+                assert (await settled(ports))["domains"][name]["managed"] is False
 
     asyncio.run(body())
 

@@ -75,11 +75,15 @@ def _backs_a_live_nic(mset: ManifestSet, vm: str) -> bool:
 
 
 def _domains(mset: ManifestSet, observed: dict[str, Any]) -> list[Drift]:
-    """Destroying a network backend VM strands its guests' NICs: they are re-plugged (issue 12)."""
+    """Destroying a network backend VM strands its guests' NICs: they are re-plugged (issue 12).
+    Removing a domain's xenstore tree leaves a domain the hypervisor lists: rebuilt."""
     out = []
     for vm in mset.live():
         texts = (f"VM {vm}", "re-plugged") if _backs_a_live_nic(mset, vm) else (f"VM {vm}",)
         out.append(Drift(f"xl destroy {vm}", lambda s, v=vm: s.sim("destroy", v), texts))
+        tree = f"/local/domain/{_domid(observed, vm)}"  # the hypervisor still lists the domain
+        out.append(Drift(f"xenstore-rm {tree}", lambda s, t=tree: s.xs("xenstore-rm", t),
+                         (f"VM {vm} [restart]: its xenstore nodes are gone",)))
         target = f"/local/domain/{_domid(observed, vm)}/memory/target"
         out.append(Drift(f"xl mem-set {vm} 32m", lambda s, t=target: s.xs("xenstore-write", t, "32768"),
                          (f"VM {vm}", "spec.memory")))
@@ -183,5 +187,59 @@ def test_restarted_network_backend_vm_gets_its_guests_nics_back() -> None:
             site.apply()
         plan = site.plan()
         assert (plan.returncode, "No changes." in plan.stdout) == (0, True), plan.stdout + plan.stderr
+    finally:
+        site.close()
+
+
+DB = """\
+apiVersion: xen.reconciler/v1
+kind: VM
+metadata: {name: db}
+spec:
+  virt: pv
+  kernel: /boot/vmlinuz
+  memory: 64
+  disks: [{target: /srv/db.img, vdev: xvda}]
+  nics: [{}]
+"""
+
+
+def test_domain_whose_xenstore_tree_was_removed_is_rebuilt() -> None:
+    """`xenstore-rm /local/domain/<domid>` leaves a domain the hypervisor still lists
+    (its /vm and /libxl nodes kept): plan names it as a restart, apply rebuilds it."""
+    site = Site(DB)
+    try:
+        assert site.apply().returncode == 0
+        domid = _domid(site.served.observe(), "db")
+        site.served.xs("xenstore-rm", f"/local/domain/{domid}")
+        plan = site.plan()
+        assert plan.returncode == 2, plan.stdout + plan.stderr
+        assert (f"VM db [restart]: its xenstore nodes are gone (domain {domid} is still listed by the hypervisor): "
+                "destroyed and built again") in plan.stdout, plan.stdout
+        again = site.apply()
+        assert again.returncode == 0, again.stdout + again.stderr
+        plan = site.plan()
+        assert (plan.returncode, "No changes." in plan.stdout) == (0, True), plan.stdout + plan.stderr
+        listed = [line.split()[0] for line in site.served.sim("list").splitlines()[1:] if line.strip()]
+        assert listed.count("db") == 1, listed
+    finally:
+        site.close()
+
+
+def test_domain_whose_xenstore_tree_and_marker_were_removed_is_a_conflict() -> None:
+    """With /vm/<uuid> removed too, nothing on the host proves the domain is ours: plan
+    and apply refuse (exit 1) and name it, and nothing is destroyed."""
+    site = Site(DB)
+    try:
+        assert site.apply().returncode == 0
+        observed = site.served.observe()
+        domid, uuid = _domid(observed, "db"), observed["domains"]["db"]["uuid"]
+        site.served.xs("xenstore-rm", f"/local/domain/{domid}")
+        site.served.xs("xenstore-rm", f"/vm/{uuid}")
+        for done in (site.plan(), site.apply()):
+            assert done.returncode == 1, done.stdout + done.stderr
+            assert f"domain {domid} ('db')" in done.stdout + done.stderr, done.stdout + done.stderr
+        listed = [line.split()[:2] for line in site.served.sim("list").splitlines()[1:] if line.strip()]
+        assert ["db", str(domid)] in listed, listed
     finally:
         site.close()
