@@ -77,7 +77,13 @@ def _sentinel_change(ctx: Context, vm: VM, info: DomainInfo) -> FieldChange | No
     """A running (or to be unpaused) VM whose guest never wrote its boot sentinel: its
     services are not up, so what depends on it must wait for them (xenmgr waits too)."""
     node, record = vm.spec.boot_sentinel, ctx.records.get(vm.metadata.name)
-    if vm.spec.state != "running" or not node or info.booted is not False:
+    if vm.spec.state != "running" or not node:
+        return None
+    if info.unfinished and info.booted is None:
+        # Built by an interrupted apply: no record names the node yet, so the host cannot
+        # say; the apply that finishes the VM waits for it as its start would have.
+        return FieldChange(SENTINEL, "not checked", "written", "live")
+    if info.booted is not False:
         return None
     if record is None or record.vm.get("bootSentinel") != node:
         return None  # a new sentinel: the record step writes it, the next plan checks it

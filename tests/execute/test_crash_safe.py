@@ -388,3 +388,31 @@ def test_device_bound_by_a_killed_apply_goes_back_once_no_vm_needs_it(
     inventory = host.run(lambda p: p.pciback.inventory())
     assert next(d.driver for d in inventory if d.bdf == NIC_BDF) == "e1000e"  # not left on pciback for nothing
     assert cli("plan", str(two_vms), "--detailed-exitcode")[0] == 0
+
+
+def test_a_vm_built_by_a_killed_apply_is_finished_with_its_sentinel_wait(
+        served: Callable[..., Any], cli: Cli, write_manifest: Callable[[str, str], Path], repo: Path,
+        state_dir: Path) -> None:
+    """Killed between create and record, a VM with a bootSentinel has no record naming the
+    node, so the host cannot say whether its guest booted: the apply that finishes it waits
+    for the sentinel as its start would have (it used to unpause, record and exit at once,
+    leaving a plan that wanted the sentinel on an embedded host where no guest ran on)."""
+    folder = write_manifest("db.yaml", DB.replace("  type: db\n", "  type: db\n  bootSentinel: booted\n"))
+    host = served()
+    trap = SignalAt(host, "create", 1, signal.SIGKILL)
+    proc = _apply_process(repo, folder, state_dir, "--parallelism", "1")
+    trap.pid = proc.pid
+    out, err = proc.communicate(timeout=120)
+    trap.restore()
+    assert proc.returncode == -signal.SIGKILL, out + err
+    code, plan, err = cli("plan", str(folder), "--detailed-exitcode")
+    assert code == 2 and "vm/db/wait-sentinel" in plan and '~ sentinel: "not checked" -> "written"' in plan, plan + err
+    code, out, err = cli("apply", str(folder))
+    assert code == 0 and "vm/db/wait-sentinel: done" in out, out + err
+    _converged_without_leftovers_of(host, cli, folder, ["db"])
+
+
+def _converged_without_leftovers_of(host: Any, cli: Cli, folder: Path, names: list[str]) -> None:
+    code, out, err = cli("plan", str(folder), "--detailed-exitcode")
+    assert code == 0 and out.startswith("No changes."), out + err
+    assert sorted(d.name for d in host.run(lambda p: p.toolstack.list_domains())) == names
