@@ -95,6 +95,27 @@ def test_a_destroyed_domain_and_an_unplugged_disk_come_back() -> None:
         site.close()
 
 
+def test_a_domain_whose_xenstore_tree_is_removed_with_xens_tools_is_rebuilt(agent: Agent) -> None:
+    """`xenstore-rm /local/domain/<domid>` (Xen's own client) behind the agent's back: the
+    @releaseDomain-less removal reaches it through its /local/domain watch, and the pass
+    rebuilds the domain (the hypervisor still lists it, its record survives)."""
+    agent.start()
+    number = agent.converged()["lastPass"]["number"]
+    observed = json.loads(reconciler("observe", "--host", agent.host, "--format", "json").stdout)
+    domid = observed["domains"]["db"]["domid"]
+    agent.xs("xenstore-rm", f"/local/domain/{domid}")
+
+    def rebuilt(status: dict[str, Any]) -> bool:
+        return settled(status) and agent.stderr.count("vm/db/create: done") == 2
+
+    agent.wait_pass(number, "db rebuilt", rebuilt)
+    assert agent.names() == ["db", "web"]  # one db: the old domain was destroyed, not left beside it
+    after = json.loads(reconciler("observe", "--host", agent.host, "--format", "json").stdout)
+    assert after["domains"]["db"]["domid"] != domid and not after["domains"]["db"].get("xenstore_gone")
+    _plan_is_clean(agent)
+    assert agent.stop() == 0
+
+
 def test_invalid_manifest_never_acts_is_said_once_and_its_fix_converges(agent: Agent) -> None:
     agent.start()
     number = agent.converged()["lastPass"]["number"]
