@@ -1,0 +1,58 @@
+"""The xl driver and the executor without xl's background monitor: `xl create -e`, a
+rebooted guest as `xl list -v` shows it, and the destroy of a domain whose xenstore tree
+is gone, which real `xl list` names "(null)" (names come from xenstore), found by uuid.
+Real: the executor's ops, the XlToolstack, an embedded simulated host's xenstore.
+Faked: `xl` (tests/drivers/conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from drivers.sim import open_sim
+from drivers.xl import XlSettings, XlToolstack
+from reconciler.execute import ops
+from reconciler.execute.runtime import Runtime
+from reconciler.execute.settings import ExecuteSettings
+from reconciler.model.common import default_vm_uuid
+from reconciler.plan.steps import make
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from reconciler.model import DesiredState
+    from tests.drivers.conftest import FakeTool
+
+WEB = """
+apiVersion: xen.reconciler/v1
+kind: VM
+metadata: {name: web}
+spec: {virt: pv, kernel: /boot/vmlinuz, memory: 64}
+"""
+OTHER = "33333333-4444-5555-6666-777777777777"
+
+
+def _destroy(tmp_path: Path, desired: DesiredState, args: dict[str, object]) -> None:
+    async def body() -> None:
+        async with open_sim(tmp_path / "sim", delay_scale=0.02) as ports:
+            xl = XlToolstack(XlSettings(cfg_dir=tmp_path))
+            rt = Runtime(dataclasses.replace(ports, toolstack=xl), desired, ExecuteSettings())
+            await ops.destroy(rt, make("VM", "web", "web", "destroy", args), False)
+    asyncio.run(body())
+
+
+@pytest.mark.parametrize("with_uuid", [True, False], ids=["uuid-in-plan", "vm-uuid"])
+def test_treeless_domain_listed_as_null_is_destroyed_by_uuid(
+        tmp_path: Path, fake_xl: FakeTool, load_state: Callable[[str], DesiredState], with_uuid: bool) -> None:
+    uuid = default_vm_uuid("web")
+    other = {"domid": 4, "name": "(null)", "uuid": OTHER, "mem": 64, "vcpus": 1, "state": "-b----"}
+    ours = {"domid": 7, "name": "(null)", "uuid": uuid, "mem": 64, "vcpus": 1, "state": "-b----"}
+    fake_xl.update(domains=[other, ours])
+    args: dict[str, object] = {"xenstoreGone": True, **({"uuid": uuid} if with_uuid else {})}
+    _destroy(tmp_path, load_state(WEB), args)
+    assert ["destroy", "7"] in fake_xl.calls()
+    assert [d["domid"] for d in fake_xl.state["domains"]] == [4]  # the other treeless domain is left alone
