@@ -31,6 +31,7 @@ _POWER: dict[str, ObservedPower] = {
     "shutdown": "stopped",  # the guest stopped; the toolstack has not destroyed it yet
     "dying": "stopped",
     "crashed": "crashed",
+    "rebooted": "rebooted",  # shut down with reason reboot; nobody rebuilt it (`xl create -e`)
 }
 
 

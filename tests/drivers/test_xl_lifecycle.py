@@ -56,3 +56,18 @@ def test_treeless_domain_listed_as_null_is_destroyed_by_uuid(
     _destroy(tmp_path, load_state(WEB), args)
     assert ["destroy", "7"] in fake_xl.calls()
     assert [d["domid"] for d in fake_xl.state["domains"]] == [4]  # the other treeless domain is left alone
+
+
+def test_create_leaves_no_monitor_and_a_reboot_is_seen_as_such(
+        tmp_path: Path, fake_xl: FakeTool, load_state: Callable[[str], DesiredState]) -> None:
+    """`xl create -e`: no xl process waits for the domain's death, so none destroys and
+    rebuilds it on a guest reboot (taking /vm/<uuid>, the reconciler's marker, with it).
+    The domain then stays shut down with reason reboot (`---sr-`, code 1), listed as
+    `rebooted` for the reconciler to act on."""
+    xl = XlToolstack(XlSettings(cfg_dir=tmp_path))
+    asyncio.run(xl.create(load_state(WEB).vms["web"]))
+    asyncio.run(xl.create(load_state(WEB.replace("web", "db")).vms["db"], paused=False))
+    creates = [c for c in fake_xl.calls() if c[0] == "create"]
+    assert [c[:-1] for c in creates] == [["create", "-e", "-p"], ["create", "-e"]]
+    fake_xl.update(domains=[{**d, "state": "---sr-" if d["name"] == "web" else "---s--"} for d in fake_xl.state["domains"]])
+    assert [(d.name, d.power) for d in asyncio.run(xl.list_domains())] == [("web", "rebooted"), ("db", "shutdown")]
