@@ -28,11 +28,15 @@ does. A domain shut down with reason reboot (`xl list` state `---sr-`, power `re
 follows `lifecycle.onReboot` like a crash follows onCrash: rebuilt (reason "rebooted;
 lifecycle.onReboot restart: ..."), or with `preserve` left shut down and listed in
 `Diff.preserved` (and `Diff.rebooted`); a VM with state stopped loses it unless preserve.
-A guest that powered off (power `stopped`) while its manifest says running is built
-again whatever `onPoweroff` says ("the domain is stopped: destroyed and built again"):
-the manifest declares the state, a guest powering itself off is drift from it, and
-onPoweroff only says what becomes of the shut-down domain until the reconciler acts
-(destroy: gone, preserve: kept until then). To keep a VM off, set `state: stopped`.
+A guest that powered off (`xl list` `---s--`, power `shutdown`) while its manifest says
+running is built again whatever `onPoweroff` says ("powered off; lifecycle.onPoweroff
+destroy: the domain is destroyed, and built again as state is running"): the manifest
+declares the state, a guest powering itself off is drift from it, and onPoweroff only
+says what becomes of the shut-down domain until the reconciler acts (preserve: kept
+until then; unlike a crash or a reboot, a power-off leaves nothing to inspect). To keep
+a VM off, set `state: stopped`: its powered-off domain is then destroyed (the toolstack
+would have, without `-e`) unless onPoweroff is preserve. A dying domain, or one xenstore
+shows but the hypervisor does not list, is `stopped` and rebuilt as before.
 
 A domain the hypervisor lists whose xenstore tree was removed (`xenstore-rm
 /local/domain/<domid>`; `DomainInfo.xenstore_gone`) cannot be repaired in place: its
@@ -180,6 +184,8 @@ def _desired_vm(ctx: Context, vm: VM, uuids: dict[str, DomainInfo]) -> list[Reso
             return [_crashed_stop(ctx, vm)]
         if info.power == "rebooted" and vm.spec.lifecycle.on_reboot != "preserve":
             return [_rebooted_stop(ctx, vm)]
+        if info.power == "shutdown" and vm.spec.lifecycle.on_poweroff != "preserve":
+            return [_powered_off_stop(ctx, vm)]
         if info.power not in LIVE_POWER:
             return []
         ctx.stopping.add(name)
@@ -189,6 +195,8 @@ def _desired_vm(ctx: Context, vm: VM, uuids: dict[str, DomainInfo]) -> list[Reso
         return _crashed(ctx, vm, info)
     if info.power == "rebooted":
         return _rebooted(ctx, vm, info)
+    if info.power == "shutdown":
+        return _powered_off(ctx, vm, info)
     if info.power not in LIVE_POWER:
         ctx.starting.add(name)
         ctx.stopping.add(name)
@@ -286,6 +294,30 @@ def _rebooted_stop(ctx: Context, vm: VM) -> ResourceChange:
     field = FieldChange("spec.state", "rebooted", "stopped", "destructive")
     return ResourceChange("VM", name, name, Action.DELETE, "destructive", (field,),
                           f"rebooted; lifecycle.onReboot {action}: the domain is destroyed (state: stopped)")
+
+
+def _powered_off(ctx: Context, vm: VM, info: DomainInfo) -> list[ResourceChange]:
+    """A managed domain whose guest powered off, of a VM that should run (or be paused):
+    built again whatever onPoweroff says (see the module docstring)."""
+    name, action, state = vm.metadata.name, vm.spec.lifecycle.on_poweroff, vm.spec.state
+    ctx.starting.add(name)
+    ctx.stopping.add(name)
+    if action in RESTART_ON_CRASH:
+        reason = f"powered off; lifecycle.onPoweroff {action}: destroyed and built again"
+    else:
+        reason = f"powered off; lifecycle.onPoweroff {action}: the domain is destroyed, and built again as state is {state}"
+    field = FieldChange("spec.state", info.power, state, "restart")
+    return [ResourceChange("VM", name, name, Action.RESTART, "restart", (field,), reason)]
+
+
+def _powered_off_stop(ctx: Context, vm: VM) -> ResourceChange:
+    """A powered-off domain of a VM that should be stopped: destroyed, as onPoweroff says
+    (no xl monitor did it: `xl create -e`); `preserve` keeps it."""
+    name, action = vm.metadata.name, vm.spec.lifecycle.on_poweroff
+    ctx.stopping.add(name)
+    field = FieldChange("spec.state", "shutdown", "stopped", "destructive")
+    return ResourceChange("VM", name, name, Action.DELETE, "destructive", (field,),
+                          f"powered off; lifecycle.onPoweroff {action}: the domain is destroyed (state: stopped)")
 
 
 def _removed(ctx: Context, info: DomainInfo) -> list[ResourceChange]:

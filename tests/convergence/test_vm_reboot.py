@@ -94,3 +94,27 @@ def test_reboot_of_a_guest_that_is_not_running_is_refused() -> None:
         assert again.stderr.count("\n") == 1 and "Traceback" not in again.stderr
     finally:
         site.close()
+
+
+def test_powered_off_guest_is_built_again_whatever_on_poweroff_says() -> None:
+    """A guest powered off through Xen's own `xenstore-write control/shutdown poweroff`
+    with `onPoweroff: preserve`: the domain stays shut down; the manifest says running,
+    so the plan names the power-off and apply builds the VM again."""
+    site = Site(SET.replace("onReboot: ACTION", "onPoweroff: preserve"))
+    try:
+        assert site.apply().returncode == 0
+        before = site.served.observe()["domains"]["web"]
+        site.served.xs("xenstore-write", f"/local/domain/{before['domid']}/control/shutdown", "poweroff")
+        for _ in range(600):
+            if site.served.observe()["domains"]["web"]["power"] == "shutdown":
+                break
+        assert site.served.observe()["domains"]["web"]["power"] == "shutdown"
+        plan = site.plan()
+        assert plan.returncode == 2, plan.stdout + plan.stderr
+        assert ("-/+ VM web [restart]: powered off; lifecycle.onPoweroff preserve: the domain is destroyed, and built "
+                "again as state is running") in plan.stdout, plan.stdout
+        assert site.apply().returncode == 0
+        assert site.served.observe()["domains"]["web"]["domid"] != before["domid"]
+        _clean(site)
+    finally:
+        site.close()

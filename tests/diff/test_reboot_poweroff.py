@@ -1,8 +1,9 @@
-"""A rebooted VM per its `lifecycle.onReboot` (issue 13): domains are built with `xl
-create -e`, so no xl monitor rebuilds a guest that rebooted; its domain stays shut down
-with reason reboot (`xl list` `---sr-`, observed power `rebooted`) and the reconciler
-carries out onReboot. Built here: a mirror of a converged host whose VM's domain shows
-`rebooted`; real: the loader, the diff, the planner and the text and JSON renderers."""
+"""A rebooted or powered-off VM (issue 13): domains are built with `xl create -e`, so no
+xl monitor acts on a guest's reboot or power-off; its domain stays shut down with reason
+reboot (`xl list` `---sr-`, observed power `rebooted`) or poweroff (`---s--`, `shutdown`)
+and the reconciler carries out `lifecycle.onReboot` / `onPoweroff`. Built here: a mirror
+of a converged host whose VM's domain shows that power; real: the loader, the diff, the
+planner and the text and JSON renderers."""
 
 from __future__ import annotations
 
@@ -80,3 +81,47 @@ def test_rebooted_domain_of_a_stopped_vm_is_destroyed(load_yaml, make_mirror, ac
                                                              "destroyed (state: stopped)")
     preserved = _load(load_yaml, "preserve", "stopped")
     assert diff(preserved, _rebooted(make_mirror, _load(load_yaml, "preserve"))).changes == ()
+
+
+POWEROFF = """
+apiVersion: xen.reconciler/v1
+kind: VM
+metadata: {name: web}
+spec: {virt: pv, kernel: /boot/vmlinuz, memory: 64, state: STATE, lifecycle: {onPoweroff: ACTION}}
+"""
+
+
+def _off(load_yaml: Any, action: str, state: str = "running") -> Any:
+    return load_yaml(POWEROFF.replace("ACTION", action).replace("STATE", state))
+
+
+def _powered_off(make_mirror: Any, running: Any) -> Any:
+    observed = make_mirror(running)
+    info = dataclasses.replace(observed.domains["web"], power="shutdown")
+    return dataclasses.replace(observed, domains={**observed.domains, "web": info})
+
+
+@pytest.mark.parametrize(("action", "says"), [
+    ("destroy", "powered off; lifecycle.onPoweroff destroy: the domain is destroyed, and built again as state is running"),
+    ("preserve", "powered off; lifecycle.onPoweroff preserve: the domain is destroyed, and built again as state is running"),
+    ("restart", "powered off; lifecycle.onPoweroff restart: destroyed and built again"),
+])
+def test_powered_off_vm_that_should_run_is_built_again(load_yaml, make_mirror, action, says) -> None:  # type: ignore[no-untyped-def]
+    """The manifest declares the state: a guest powering itself off is drift, whatever
+    onPoweroff says (it only decides what becomes of the domain until the reconciler acts)."""
+    desired = _off(load_yaml, action)
+    observed = _powered_off(make_mirror, desired)
+    result = diff(desired, observed)
+    (change,) = result.changes
+    assert (change.action, change.reason, result.preserved) == (Action.RESTART, says, ())
+    ids = {s.id for s in build_plan(result, desired, observed, fingerprint="").steps}
+    assert {"vm/web/destroy", "vm/web/create", "vm/web/record", "vm/web/unpause"} <= ids
+
+
+def test_powered_off_domain_of_a_stopped_vm_is_destroyed_unless_preserved(load_yaml, make_mirror) -> None:  # type: ignore[no-untyped-def]
+    """No xl monitor destroys it (`xl create -e`): the reconciler does, as onPoweroff says."""
+    result = diff(_off(load_yaml, "destroy", "stopped"), _powered_off(make_mirror, _off(load_yaml, "destroy")))
+    (change,) = result.changes
+    assert (change.action, change.reason) == (Action.DELETE, "powered off; lifecycle.onPoweroff destroy: the domain is "
+                                                             "destroyed (state: stopped)")
+    assert diff(_off(load_yaml, "preserve", "stopped"), _powered_off(make_mirror, _off(load_yaml, "preserve"))).changes == ()
