@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from drivers.sim import open_sim
-from drivers.xl import XlSettings, XlToolstack
+from drivers.xl import XlSettings, XlToolstack, parse_list_verbose
 from reconciler.execute import ops
 from reconciler.execute.runtime import Runtime
 from reconciler.execute.settings import ExecuteSettings
@@ -34,6 +34,24 @@ metadata: {name: web}
 spec: {virt: pv, kernel: /boot/vmlinuz, memory: 64}
 """
 OTHER = "33333333-4444-5555-6666-777777777777"
+
+
+NULL_ROW = """\
+Name                                        ID   Mem VCPUs\tState\tTime(s)   UUID                            Reason-Code\tSecurity Label
+Domain-0                                     0  2048     4     r-----     812.3 00000000-0000-0000-0000-000000000000        -                -
+(null)                                       7    64     1     -b----       1.5 22222222-3333-4444-5555-666666666666        -                -
+web                                          9    64     1     ---sr-       0.4 33333333-4444-5555-6666-777777777777        1                -
+"""
+
+
+def test_list_reads_a_treeless_domain_and_a_reboot() -> None:
+    """`xl list -v` prints "(null)" for a domain whose xenstore name is gone (libxl reads
+    names from xenstore), and reason code 1 with state `---sr-` for a reboot."""
+    rows = parse_list_verbose(NULL_ROW)
+    assert [(d.domid, d.name, d.uuid, d.power) for d in rows] == [
+        (7, "(null)", "22222222-3333-4444-5555-666666666666", "running"),
+        (9, "web", "33333333-4444-5555-6666-777777777777", "rebooted"),
+    ]
 
 
 def _destroy(tmp_path: Path, desired: DesiredState, args: dict[str, object]) -> None:
