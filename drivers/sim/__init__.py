@@ -14,7 +14,8 @@ What it does NOT model: no guest OS runs (a guest only answers `control/shutdown
 connects its frontends); no event channels, grant tables or rings (ring-ref/port
 values are placeholders); no QEMU (no device-model nodes, no emulated devices, no
 stubdoms); no ballooning (`memory/target` is obeyed at once), no CPU time or
-scheduling; reboot powers the domain off instead, and xl's rebuild of a domain whose
+scheduling; no xl monitor rebuilds a rebooted guest (it stays shut down with reason
+reboot, as under `xl create -e`; the reconciler rebuilds it), and xl's rebuild of a domain whose
 onCrash is a restart kind is not done (it is destroyed, or kept renamed for
 rename-restart; the reconciler builds it again), nor a core dump (`sim crash` crashes one);
 `xenstoreData`, hooks and v4v rules are not applied by the toolstack (the reconciler

@@ -67,6 +67,10 @@ class SimToolstack:
         """Not a port method: fault injection (`reconciler sim crash`), see `Guests.crash`."""
         await self.rpc.call("crash", domid=domid, handled=handled)
 
+    async def reboot(self, domid: int) -> None:
+        """Not a port method: the guest reboots itself (`reconciler sim reboot`), see `Guests.reboot`."""
+        await self.rpc.call("reboot", domid=domid)
+
     async def mem_set(self, domid: int, mib: int) -> None:
         await self.rpc.call("mem_set", domid=domid, mib=mib)
 

@@ -60,7 +60,7 @@ class Dispatcher:
         self.ops: dict[str, Callable[[Args], Awaitable[Any]]] = {
             "list_domains": self._list, "create": self._create, "unpause": self._unpause,
             "pause": lambda a: libxl.pause(_int(a, "domid")), "shutdown": self._shutdown, "destroy": self._destroy,
-            "crash": self._crash,
+            "crash": self._crash, "reboot": self._reboot,
             "mem_set": lambda a: libxl.mem_set(_int(a, "domid"), _int(a, "mib")),
             "vcpu_set": lambda a: libxl.vcpu_set(_int(a, "domid"), _int(a, "count")),
             "attach_disk": lambda a: devices.attach_disk(_int(a, "domid"), _model(Disk, a, "disk")),
@@ -124,6 +124,9 @@ class Dispatcher:
     async def _crash(self, args: Args) -> None:
         domain = self.core.domains.get(_int(args, "domid"))
         await self.guests.crash(domain, why="sim crash", handled=bool(args.get("handled", True)))
+
+    async def _reboot(self, args: Args) -> None:
+        self.guests.reboot(self.core.domains.get(_int(args, "domid")))
 
     async def _attach_pci(self, args: Args) -> None:
         slot = args.get("guest_slot")

@@ -8,6 +8,13 @@ it acknowledges a request after `guest_ack_ms` (writes "" back), powers off afte
 network-slave writes `booted`. `uncooperative` guests ignore requests, `silent` ones
 never write their sentinel; `crash_after_unpause` domains crash (faults.yaml), and
 `crash` crashes one on demand (`reconciler sim crash NAME`).
+
+A reboot (a `reboot` request, or `reboot` on demand: `reconciler sim reboot NAME`, the
+guest rebooting itself) is modelled as a host without xl's background monitor sees it
+(the reconciler builds domains with `xl create -e`): the guest shuts down with reason
+reboot (`xl list` state `---sr-`, power `rebooted`), @releaseDomain fires, and the domain
+stays until someone destroys it; nothing builds it again (the reconciler does, per
+`lifecycle.onReboot`).
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from reconciler.errors import TerminalHostError
 from reconciler.ports import WatchEvent
 
 log = logging.getLogger(__name__)
-REQUESTS = ("poweroff", "reboot", "halt")  # reboot is not modelled: the guest powers off
+REQUESTS = ("poweroff", "reboot", "halt")  # reboot: shut down with reason reboot, kept (no xl monitor)
 
 
 class Guests:
@@ -101,6 +108,10 @@ class Guests:
             await asyncio.sleep(settings.ms(settings.guest_poweroff_ms))
             if self.core.domains.domains.get(domid) is not domain or domain.power != "running":
                 return
+            if request == "reboot":
+                self._power_down(domain, "rebooted")
+                log.info("domain %d (%s) shut down to reboot; kept for the toolstack", domid, domain.name)
+                return
             self._power_down(domain, "shutdown")
             log.info("domain %d (%s) powered off after %s", domid, domain.name, request)
             if domain.on_poweroff != "preserve":
@@ -133,8 +144,16 @@ class Guests:
         elif handled and domain.on_crash != "preserve":
             await self._destroy(domain.domid)
 
-    def _power_down(self, domain: Domain, power: Literal["shutdown", "crashed"]) -> None:
-        """The guest stopped on its own (powered off or crashed): Xen sets the domain's
+    def reboot(self, domain: Domain) -> None:
+        """The guest reboots now (`reboot` inside it): the domain shuts down with reason
+        reboot and stays, as no xl monitor waits for it (see the module docstring)."""
+        if domain.power != "running":
+            raise TerminalHostError(f"domain {domain.domid} ({domain.name}) is {domain.power}: only a running guest can reboot itself")
+        self._power_down(domain, "rebooted")
+        log.info("domain %d (%s) rebooted; kept shut down (reason reboot) for the toolstack", domain.domid, domain.name)
+
+    def _power_down(self, domain: Domain, power: Literal["shutdown", "crashed", "rebooted"]) -> None:
+        """The guest stopped on its own (powered off, crashed or rebooted): Xen sets the domain's
         shutdown flag and raises VIRQ_DOM_EXC, on which xenstored fires @releaseDomain
         (`Store.shutdown_domain`) before any toolstack acts on `onPoweroff`/`onCrash`."""
         domain.set_power(power)

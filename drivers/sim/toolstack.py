@@ -142,7 +142,7 @@ class Libxl:
         if domain.power in ("running", "paused"):
             play(self.core.store, [Op("write", f"{dom_path(domid)}/control/shutdown", "poweroff")])
         deadline = asyncio.get_running_loop().time() + timeout
-        while domid in self.core.domains.domains and domain.power not in ("shutdown", "crashed"):
+        while domid in self.core.domains.domains and domain.power not in ("shutdown", "crashed", "rebooted"):
             if asyncio.get_running_loop().time() >= deadline:
                 raise TransientHostError(
                     f"domain {domid} ({domain.name}) did not shut down within {timeout:g} s: the guest did not "
@@ -150,8 +150,8 @@ class Libxl:
             await asyncio.sleep(min(0.01, timeout / 10) + self.core.settings.ms(5))
         if domid in self.core.domains.domains and domain.power == "shutdown" and domain.on_poweroff != "destroy":
             return  # `preserve`: stays in the shutdown state, as xl leaves it
-        if domid in self.core.domains.domains and domain.power == "crashed":
-            return  # already dead (a crash the toolstack left: xl shutdown -w reports it at once)
+        if domid in self.core.domains.domains and domain.power in ("crashed", "rebooted"):
+            return  # already dead (a crash the toolstack left, a reboot: xl shutdown -w reports it at once)
         while domid in self.core.domains.domains:  # the toolstack is reaping it
             await asyncio.sleep(self.core.settings.ms(5) + 0.001)
 

@@ -28,11 +28,13 @@ _ROW = re.compile(
 
 def power_from_state(state: str) -> DomainPower:
     """Six state characters -> power. Dying wins (the domain is going away); a shutdown
-    domain whose reason letter is `c` crashed; `------` is runnable, i.e. running."""
+    domain whose reason letter is `c` crashed, `r` rebooted (the guest asked for a
+    reboot; xl's monitor would rebuild it, but domains are made with `xl create -e`, so
+    none runs); `------` is runnable, i.e. running."""
     if state[5] == "d":
         return "dying"
     if state[3] == "s":
-        return "crashed" if state[4] == "c" else "shutdown"
+        return "crashed" if state[4] == "c" else "rebooted" if state[4] == "r" else "shutdown"
     if state[2] == "p":
         return "paused"
     return "running"

@@ -3,9 +3,10 @@
 Stage: driver (toolstack). Called by observe/execute through `reconciler.ports.ToolstackPort`.
 Every call is one `xl` subprocess (argv list, never a shell; `command.run_tool`) with a
 per-command timeout; cfg text and spec strings come from the pure `cfg` and `specs`
-modules. `create` writes the xl.cfg (it may hold the VNC password) 0600 into a private
-temp directory that is removed once `xl create` returns; secrets never reach argv or
-error messages.
+modules. `create` runs `xl create -e` (no background monitor acting on the domain's
+lifecycle behind the reconciler, which carries out onReboot/onPoweroff/onCrash) and
+writes the xl.cfg (it may hold the VNC password) 0600 into a private temp directory
+that is removed once `xl create` returns; secrets never reach argv or error messages.
 """
 
 from __future__ import annotations
@@ -57,7 +58,11 @@ class XlToolstack:
         try:
             path = str(Path(directory) / f"{name}.cfg")
             write_text_atomic(path, text, mode=0o600)
-            flags = ["-p"] if paused else []
+            # -e: no xl monitor waits in the background for the domain's death. Its rebuild on a
+            # guest reboot or crash-restart (libxl destroys the domain, and /vm/<uuid> with it:
+            # the reconciler's marker and record) would make our own VM look unmanaged; the
+            # reconciler carries out onReboot/onPoweroff/onCrash itself (reconciler.diff.vm).
+            flags = ["-e", "-p"] if paused else ["-e"]
             await self._xl("create", *flags, path, timeout=self.settings.create_timeout, secrets=sorted(secrets))
         finally:
             shutil.rmtree(directory, ignore_errors=True)

@@ -3,7 +3,7 @@
 Composes drivers (this is the CLI layer). `serve` owns DIR in the foreground: the
 xenstored on DIR/xenstored.sock, the host RPC on DIR/host.sock, saved on each change
 (idle, it does nothing) and on SIGTERM/SIGINT (exit 0). The other sub-commands (`create`,
-`list`, `destroy`, `shutdown`, `pause`, `unpause`, `crash`, `pci`, `fw`, `link`; the last three
+`list`, `destroy`, `shutdown`, `pause`, `unpause`, `crash`, `reboot`, `pci`, `fw`, `link`; the last three
 also make drift by hand: a device rebound, a v4v entry inserted, appended or deleted, a
 vif interface's MTU, promiscuous mode or offloads changed) go through
 `drivers.sim.open_sim`, so they work whether or not a `serve` runs. Output is sorted.
@@ -33,6 +33,7 @@ _BY_NAME = {
     "pause": "pause the domain",
     "unpause": "unpause the domain",
     "crash": "crash the guest now; the toolstack applies its onCrash as xl does",
+    "reboot": "the guest reboots itself now; the domain stays shut down (reason reboot), as without xl's monitor",
 }
 
 
@@ -185,12 +186,16 @@ async def _by_name(host: HostPorts, args: argparse.Namespace) -> None:
     toolstack = host.toolstack
     if args.sim_command == "shutdown":
         await toolstack.shutdown(domid, timeout=args.timeout)
-    elif args.sim_command == "crash":
+    elif args.sim_command in ("crash", "reboot"):
         from drivers.sim.client import SimToolstack
 
         if not isinstance(toolstack, SimToolstack):
-            raise UsageError(f"sim crash: {host.name} cannot crash a domain on demand (only a served or embedded simulated host can)")
-        await toolstack.crash(domid, handled=not args.unhandled)
+            raise UsageError(f"sim {args.sim_command}: {host.name} cannot {args.sim_command} a domain on demand "
+                             "(only a served or embedded simulated host can)")
+        if args.sim_command == "crash":
+            await toolstack.crash(domid, handled=not args.unhandled)
+        else:
+            await toolstack.reboot(domid)
     else:
         await {"destroy": toolstack.destroy, "pause": toolstack.pause, "unpause": toolstack.unpause}[args.sim_command](domid)
     print(f"{args.name}: {args.sim_command} done")

@@ -54,4 +54,4 @@ def diff(desired: DesiredState, observed: ObservedState) -> Diff:
     if ctx.conflicts:
         raise _conflict(ctx)
     return Diff(tuple(sorted(changes, key=_order)), tuple(unmanaged), tuple(sorted(set(ctx.notes))),
-                tuple(sorted(ctx.preserved)))
+                tuple(sorted(ctx.preserved)), tuple(sorted(ctx.preserved_reboots)))

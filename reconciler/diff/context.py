@@ -37,6 +37,7 @@ class Context:
     stopping: set[str] = field(default_factory=set)  # domains this plan stops or rebuilds
     kept: set[str] = field(default_factory=set)  # managed, running, not rebuilt: devices diffed
     preserved: list[str] = field(default_factory=list)  # crashed, onCrash preserve: left for inspection
+    preserved_reboots: list[str] = field(default_factory=list)  # of those, rebooted with onReboot preserve
     # Devices by owning VM (desired: kind then name order), built once so the diff
     # stays linear in the number of VMs.
     wanted: dict[str, list[Owned]] = field(default_factory=dict)

@@ -72,7 +72,6 @@ VM_FIELDS: dict[str, FieldRule] = {
     "bootSentinel": _r("record", "live", "read by the reconciler when dependents start"),
     "xenstoreData": _r("host", "live", "the reconciler owns the domain's whole vm-data/ subtree: keys are written and removed live"),
     "hooks": _r("record", "live", "run by the reconciler on the next lifecycle event"),
-    "install": _r("record", "restart", "PV install keys are read by the installer when the guest boots"),
     "updatePolicy": _r("record", "live", "the reconciler's own policy; nothing on the host holds it"),
 }
 

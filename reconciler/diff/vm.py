@@ -19,6 +19,25 @@ does not match) until someone destroys the domain. No core is dumped (no port fo
 rename-restart does not keep a renamed copy. A VM with state stopped loses its crashed
 domain unless onCrash is preserve.
 
+Domains are built with `xl create -e`: no xl process waits for their death, so nothing
+acts on a guest's reboot or power-off behind the reconciler (xl's monitor would destroy
+a rebooting domain and build it again by itself, and libxl's destroy removes /vm/<uuid>
+with the reconciler's marker and record: the next plan would call our own VM an
+unmanaged conflict). The reconciler carries the lifecycle out itself, as OpenXT's xenmgr
+does. A domain shut down with reason reboot (`xl list` state `---sr-`, power `rebooted`)
+follows `lifecycle.onReboot` like a crash follows onCrash: rebuilt (reason "rebooted;
+lifecycle.onReboot restart: ..."), or with `preserve` left shut down and listed in
+`Diff.preserved` (and `Diff.rebooted`); a VM with state stopped loses it unless preserve.
+A guest that powered off (`xl list` `---s--`, power `shutdown`) while its manifest says
+running is built again whatever `onPoweroff` says ("powered off; lifecycle.onPoweroff
+destroy: the domain is destroyed, and built again as state is running"): the manifest
+declares the state, a guest powering itself off is drift from it, and onPoweroff only
+says what becomes of the shut-down domain until the reconciler acts (preserve: kept
+until then; unlike a crash or a reboot, a power-off leaves nothing to inspect). To keep
+a VM off, set `state: stopped`: its powered-off domain is then destroyed (the toolstack
+would have, without `-e`) unless onPoweroff is preserve. A dying domain, or one xenstore
+shows but the hypervisor does not list, is `stopped` and rebuilt as before.
+
 A domain the hypervisor lists whose xenstore tree was removed (`xenstore-rm
 /local/domain/<domid>`; `DomainInfo.xenstore_gone`) cannot be repaired in place: its
 devices, name and control node are gone. If its managed marker under
@@ -163,6 +182,10 @@ def _desired_vm(ctx: Context, vm: VM, uuids: dict[str, DomainInfo]) -> list[Reso
     if not wanted:
         if info.power == "crashed" and vm.spec.lifecycle.on_crash != "preserve":
             return [_crashed_stop(ctx, vm)]
+        if info.power == "rebooted" and vm.spec.lifecycle.on_reboot != "preserve":
+            return [_rebooted_stop(ctx, vm)]
+        if info.power == "shutdown" and vm.spec.lifecycle.on_poweroff != "preserve":
+            return [_powered_off_stop(ctx, vm)]
         if info.power not in LIVE_POWER:
             return []
         ctx.stopping.add(name)
@@ -170,6 +193,10 @@ def _desired_vm(ctx: Context, vm: VM, uuids: dict[str, DomainInfo]) -> list[Reso
         return [ResourceChange("VM", name, name, Action.DELETE, "destructive", (field,), "state: stopped: stop the running domain")]
     if info.power == "crashed":
         return _crashed(ctx, vm, info)
+    if info.power == "rebooted":
+        return _rebooted(ctx, vm, info)
+    if info.power == "shutdown":
+        return _powered_off(ctx, vm, info)
     if info.power not in LIVE_POWER:
         ctx.starting.add(name)
         ctx.stopping.add(name)
@@ -232,6 +259,65 @@ def _crashed_stop(ctx: Context, vm: VM) -> ResourceChange:
     field = FieldChange("spec.state", "crashed", "stopped", "destructive")
     return ResourceChange("VM", name, name, Action.DELETE, "destructive", (field,),
                           f"crashed; lifecycle.onCrash {action}: the crashed domain is destroyed (state: stopped)")
+
+
+def _rebooted(ctx: Context, vm: VM, info: DomainInfo) -> list[ResourceChange]:
+    """A managed domain whose guest rebooted, of a VM that should run (or be paused): no
+    xl monitor rebuilt it (`xl create -e`), so the reconciler carries out onReboot, as
+    OpenXT's xenmgr does (destroy, then a full start). `preserve` leaves it shut down for
+    inspection (OpenXT's preserve-on-reboot), listed like a preserved crash; every other
+    onReboot rebuilds it: the restart kinds as xl would, the destroy kinds because a
+    declarative manager keeps a `state: running` VM running. The rebuild is the restart
+    path: the new domain is made and recorded by this apply, so /vm/<uuid>/reconciler
+    (marker and last-applied record) is written afresh with it."""
+    name, action, state = vm.metadata.name, vm.spec.lifecycle.on_reboot, vm.spec.state
+    if action == "preserve":
+        ctx.preserved.append(name)
+        ctx.preserved_reboots.append(name)
+        return []
+    ctx.starting.add(name)
+    ctx.stopping.add(name)
+    if action in RESTART_ON_CRASH:
+        reason = f"rebooted; lifecycle.onReboot {action}: destroyed and built again"
+    else:
+        reason = f"rebooted; lifecycle.onReboot {action}: the domain is destroyed, and built again as state is {state}"
+    if action.startswith("coredump-"):
+        reason += " (no core is dumped: that is xl's, when it handles the reboot)"
+    field = FieldChange("spec.state", info.power, state, "restart")
+    return [ResourceChange("VM", name, name, Action.RESTART, "restart", (field,), reason)]
+
+
+def _rebooted_stop(ctx: Context, vm: VM) -> ResourceChange:
+    """A rebooted domain of a VM that should be stopped: destroyed, not built again."""
+    name, action = vm.metadata.name, vm.spec.lifecycle.on_reboot
+    ctx.stopping.add(name)
+    field = FieldChange("spec.state", "rebooted", "stopped", "destructive")
+    return ResourceChange("VM", name, name, Action.DELETE, "destructive", (field,),
+                          f"rebooted; lifecycle.onReboot {action}: the domain is destroyed (state: stopped)")
+
+
+def _powered_off(ctx: Context, vm: VM, info: DomainInfo) -> list[ResourceChange]:
+    """A managed domain whose guest powered off, of a VM that should run (or be paused):
+    built again whatever onPoweroff says (see the module docstring)."""
+    name, action, state = vm.metadata.name, vm.spec.lifecycle.on_poweroff, vm.spec.state
+    ctx.starting.add(name)
+    ctx.stopping.add(name)
+    if action in RESTART_ON_CRASH:
+        reason = f"powered off; lifecycle.onPoweroff {action}: destroyed and built again"
+    else:
+        reason = f"powered off; lifecycle.onPoweroff {action}: the domain is destroyed, and built again as state is {state}"
+    field = FieldChange("spec.state", info.power, state, "restart")
+    return [ResourceChange("VM", name, name, Action.RESTART, "restart", (field,), reason)]
+
+
+def _powered_off_stop(ctx: Context, vm: VM) -> ResourceChange:
+    """A powered-off domain of a VM that should be stopped: destroyed, as onPoweroff says
+    (no xl monitor did it: `xl create -e`); `preserve` keeps it."""
+    name, action = vm.metadata.name, vm.spec.lifecycle.on_poweroff
+    ctx.stopping.add(name)
+    field = FieldChange("spec.state", "shutdown", "stopped", "destructive")
+    return ResourceChange("VM", name, name, Action.DELETE, "destructive", (field,),
+                          f"powered off; lifecycle.onPoweroff {action}: the domain is destroyed (state: stopped)")
 
 
 def _removed(ctx: Context, info: DomainInfo) -> list[ResourceChange]:

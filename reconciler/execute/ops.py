@@ -19,6 +19,7 @@ from reconciler.errors import HostError, TerminalHostError
 from reconciler.execute.devices import attach, detach, pci_assignable_add, pci_assignable_remove, set_netdev
 from reconciler.execute.firewall import fw_apply, fw_remove, fw_start, fw_table
 from reconciler.execute.runtime import RECORD, Runtime, arg, int_arg, missing, read_or_empty
+from reconciler.model.common import default_vm_uuid
 from reconciler.model.host import BUILDING, DomainStatus
 from reconciler.plan.steps import Op, Step
 from reconciler.ports import Perm, XenstoreOps
@@ -142,9 +143,25 @@ async def shutdown(rt: Runtime, step: Step, retry: bool) -> str | None:
     return None
 
 
+async def _treeless_domid(rt: Runtime, step: Step) -> int | None:
+    """The domain of a step whose xenstore tree was removed, from a fresh `xl list`. Real
+    xl reads names from xenstore and prints "(null)" for such a domain, so it is found by
+    uuid: the one the plan observed, else the VM's own; by name only where the listing
+    still has one (the simulated host's)."""
+    vm = rt.desired.vms.get(step.name)
+    own = (vm.spec.uuid or default_vm_uuid(step.name)) if vm is not None else None
+    uuids = {str(u).lower() for u in (arg(step, "uuid"), own) if u}
+    listed = await rt.domains()
+    by_uuid = next((d.domid for d in listed if d.uuid.lower() in uuids), None)
+    return by_uuid if by_uuid is not None else next((d.domid for d in listed if d.name == step.name), None)
+
+
 async def destroy(rt: Runtime, step: Step, retry: bool) -> str | None:
     # A domain whose xenstore tree was removed has no name node to confirm it by: `xl list` does.
-    domid = await rt.live_domid(step.name, fresh=bool(arg(step, "xenstoreGone")))
+    if arg(step, "xenstoreGone"):
+        domid = await _treeless_domid(rt, step)
+    else:
+        domid = await rt.live_domid(step.name)
     if domid is not None:  # else a cooperative guest powered off and the toolstack reaped it already
         await rt.ports.toolstack.destroy(domid)
     rt.gone(step.name, domid)

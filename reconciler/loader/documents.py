@@ -19,6 +19,7 @@ from reconciler.loader.locate import Path, mark_for
 from reconciler.loader.yamlsrc import Document, location
 from reconciler.model import KINDS, MODELS, Resource
 from reconciler.model.common import API_VERSION, PATTERN_WORDS, SECRET_FIELDS
+from reconciler.model.vm import VM, WITHDRAWN
 
 _TYPE_WORDS = {
     "int_type": "an integer",
@@ -103,6 +104,8 @@ def _from_pydantic(doc: Document, model: type[BaseModel], err: Any) -> Diagnosti
         parent, name = loc[:-1], loc[-1]
         where = f"{dotted(parent)}: " if parent else ""
         return _diag(doc, parent, f"{where}missing required field '{name}'", at_key=True)
+    if kind == "extra_forbidden" and model is VM and loc in WITHDRAWN:
+        return _diag(doc, loc, f"{dotted(loc)}: {WITHDRAWN[loc]}", at_key=True)
     if kind == "extra_forbidden":
         valid = ", ".join(fields_at(model, loc[:-1]))
         where = f"{dotted(loc[:-1])}: " if loc[:-1] else ""

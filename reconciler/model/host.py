@@ -30,7 +30,7 @@ RECORD_CHUNK = 1024
 xenstore value travels in one 4096-byte message with its path, and unprivileged
 quotas count 2048 bytes per node; any record fits as enough chunks."""
 
-DomainPower = Literal["running", "paused", "shutdown", "crashed", "dying"]
+DomainPower = Literal["running", "paused", "shutdown", "crashed", "dying", "rebooted"]
 FirewallTarget = Literal["ACCEPT", "REJECT"]
 
 
@@ -39,7 +39,9 @@ class DomainStatus:
     """One domain as the hypervisor lists it (`xl list`): the power state xenstore cannot show.
 
     `shutdown`: the guest stopped and the domain waits to be destroyed; `crashed`: it
-    crashed and `onCrash` is `preserve`; `dying`: being torn down.
+    crashed and `onCrash` is `preserve`; `dying`: being torn down; `rebooted`: the guest
+    asked for a reboot (shut down with reason reboot) and no toolstack rebuilt it: domains
+    are made with `xl create -e`, so the reconciler carries out `onReboot` itself.
     """
 
     domid: int

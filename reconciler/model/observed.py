@@ -21,7 +21,7 @@ from reconciler.model.host import FirewallEntry, HostPciDevice
 from reconciler.model.vm import VM
 
 HealthState = Literal["connected", "initialising", "closing", "closed", "failed"]
-ObservedPower = Literal["running", "paused", "stopped", "crashed"]
+ObservedPower = Literal["running", "paused", "stopped", "crashed", "rebooted", "shutdown"]
 
 
 @dataclass(frozen=True)

@@ -105,14 +105,6 @@ class Hooks(Model):
     on_state_change: AbsPath | None = None
 
 
-class Install(Model):
-    """PV network install keys."""
-
-    repository: str
-    vnc: bool = False
-    vnc_password: Secret | None = None
-
-
 def _v4v_shorthand(value: Any) -> Any:
     """A plain string in `v4vRules` is shorthand for `{rule: <string>}`."""
     return {"rule": value} if isinstance(value, str) else value
@@ -151,13 +143,24 @@ class VMSpec(Model):
     boot_sentinel: Annotated[str, StringConstraints(pattern=XS_RELATIVE, max_length=256)] | None = None
     xenstore_data: dict[XenstoreDataKey, Annotated[str, StringConstraints(max_length=4096)]] = {}
     hooks: Hooks = Hooks()
-    install: Install | None = None
     update_policy: Literal["live", "restart"] = "live"
     # Nested devices: normalized into standalone resources by the loader.
     disks: list[NestedDisk] = []
     nics: list[NestedNIC] = []
     pci: list[NestedPCI] = []
     v4v_rules: list[NestedRuleItem] = Field([], alias="v4vRules")
+
+
+# Fields a manifest may not hold any more, with the one-line message the loader gives
+# (path inside the document -> what to do instead). `install` (XenServer's PV network
+# install keys) was accepted but reached no host: nothing fetched the installer from
+# `repository` nor ran it, so the first boot ignored it silently.
+WITHDRAWN: dict[tuple[str | int, ...], str] = {
+    ("spec", "install"): (
+        "not supported (it reached no host); for a PV network install, fetch the installer's kernel and "
+        "ramdisk from the repository yourself, set kernel, ramdisk and cmdline to them and apply, then "
+        "replace them with bootloader: pygrub in the next commit (a restart)"),
+}
 
 
 class VM(ResourceBase):

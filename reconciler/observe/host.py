@@ -28,9 +28,10 @@ from reconciler.xenfmt import vif_ifname
 _POWER: dict[str, ObservedPower] = {
     "running": "running",
     "paused": "paused",
-    "shutdown": "stopped",  # the guest stopped; the toolstack has not destroyed it yet
+    "shutdown": "shutdown",  # the guest powered off; nobody destroyed it yet (`xl create -e`: no xl monitor)
     "dying": "stopped",
     "crashed": "crashed",
+    "rebooted": "rebooted",  # shut down with reason reboot; nobody rebuilt it (`xl create -e`)
 }
 
 

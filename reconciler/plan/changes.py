@@ -81,9 +81,11 @@ class Diff:
     """Every change, sorted by (vm, kind order, name); `unmanaged` domains are listed once
     and never touched; `notes` are sentences about what could not be compared (e.g. the
     firewall of a captured dump); `preserved` are the VMs whose domain crashed and is left
-    for inspection (lifecycle.onCrash preserve): not a change, yet the host does not match."""
+    for inspection (lifecycle.onCrash preserve, or onReboot preserve for the names also in
+    `rebooted`): not a change, yet the host does not match."""
 
     changes: tuple[ResourceChange, ...] = ()
     unmanaged: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     preserved: tuple[str, ...] = ()
+    rebooted: tuple[str, ...] = ()

@@ -20,7 +20,7 @@ The format, also in docs/plan-format.md:
       "generations": [[id, ...], ...],      # the parallel schedule, in order
       "unmanaged": [domain name, ...],
       "notes": [sentence, ...],
-      "preserved": [vm name, ...]           # only when some: crashed, left for inspection
+      "preserved": [vm name, ...]           # only when some: crashed or rebooted, left for inspection
     }
 
 `trigger` is always null (a starting VM's firewall is one `fw-start` step, not one

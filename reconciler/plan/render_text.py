@@ -46,9 +46,13 @@ def summary_counts(plan: Plan) -> dict[str, int]:
 
 
 def _preserved(plan: Plan) -> str:
-    names = plan.diff.preserved
-    vms = f"VM {names[0]} crashed and is" if len(names) == 1 else f"VMs {', '.join(names)} crashed and are"
-    return f"{vms} preserved for inspection (lifecycle.onCrash: preserve)"
+    crashed = [n for n in plan.diff.preserved if n not in plan.diff.rebooted]
+    parts = []
+    for names, verb, field in ((crashed, "crashed", "onCrash"), (list(plan.diff.rebooted), "rebooted", "onReboot")):
+        if names:
+            vms = f"VM {names[0]} {verb} and is" if len(names) == 1 else f"VMs {', '.join(names)} {verb} and are"
+            parts.append(f"{vms} preserved for inspection (lifecycle.{field}: preserve)")
+    return "; ".join(parts)
 
 
 def summary_line(plan: Plan) -> str:

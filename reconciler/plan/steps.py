@@ -94,9 +94,10 @@ def start_steps(inputs: Inputs, vm: str) -> list[Step]:
 def _stop_steps(change: ResourceChange, inputs: Inputs) -> list[Step]:
     # Graceful first (`xl shutdown -w`: the guest flushes its disks), then destroy what is left.
     # A domain whose xenstore tree was removed cannot be asked (no control/shutdown node)
-    # nor found by its xenstore name: the steps say so, and look it up in `xl list`.
+    # nor found by its xenstore name: the steps say so, and look it up in `xl list` by
+    # uuid (real xl prints such a domain's name as "(null)").
     info = inputs.observed.domains.get(change.name)
-    args = {"xenstoreGone": True} if info is not None and info.xenstore_gone else None
+    args = {"xenstoreGone": True, "uuid": info.uuid} if info is not None and info.xenstore_gone else None
     return [make("VM", change.name, change.vm, "shutdown", args), make("VM", change.name, change.vm, "destroy", args)]
 
 

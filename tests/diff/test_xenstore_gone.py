@@ -43,7 +43,7 @@ def test_managed_domain_without_tree_is_destroyed_and_built_again(load_yaml, mak
     steps = {s.id: dict(s.args) for s in build_plan(result, desired, observed, fingerprint="").steps}
     assert {"vm/web/destroy", "vm/web/create"} <= set(steps)
     # No graceful shutdown to ask for, and the domain is found in `xl list`, not by its xenstore name.
-    assert steps["vm/web/shutdown"] == steps["vm/web/destroy"] == {"xenstoreGone": True}
+    assert steps["vm/web/shutdown"] == steps["vm/web/destroy"] == {"xenstoreGone": True, "uuid": observed.domains["web"].uuid}
 
 
 def test_managed_domain_without_tree_of_a_stopped_vm_is_destroyed(load_yaml, make_mirror) -> None:  # type: ignore[no-untyped-def]

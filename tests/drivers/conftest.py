@@ -82,7 +82,7 @@ if cmd == "list":
     print("Name                                        ID   Mem VCPUs\tState\tTime(s)   UUID                            Reason-Code\tSecurity Label")
     rows = [{"domid": 0, "name": "Domain-0", "uuid": "00000000-0000-0000-0000-000000000000", "mem": 2048, "vcpus": 4, "state": "r-----"}]
     for d in sorted(rows + state["domains"], key=lambda d: d["domid"]):
-        reason = " %8x" % 3 if d["state"][3] == "s" else " %8s" % "-"
+        reason = " %8x" % "-rscwS".index(d["state"][4]) if d["state"][3] == "s" else " %8s" % "-"
         print("%-40s %5d %5lu %5d     %s  %8.1f" % (d["name"], d["domid"], d["mem"], d["vcpus"], d["state"], 12.5)
               + " " + d["uuid"] + reason + " %16s" % "-")
 elif cmd == "domid":

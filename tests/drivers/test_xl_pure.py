@@ -189,7 +189,7 @@ def test_list_verbose_rows() -> None:
 
 @pytest.mark.parametrize(("state", "power"), [
     ("r-----", "running"), ("-b----", "running"), ("------", "running"), ("--p---", "paused"),
-    ("---s--", "shutdown"), ("---sr-", "shutdown"), ("---sc-", "crashed"), ("--psc-", "crashed"),
+    ("---s--", "shutdown"), ("---sr-", "rebooted"), ("---ss-", "shutdown"), ("---sc-", "crashed"), ("--psc-", "crashed"),
     ("-b---d", "dying"), ("---scd", "dying"),
 ])
 def test_power_from_state(state: str, power: str) -> None:

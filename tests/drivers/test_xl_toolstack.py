@@ -54,10 +54,10 @@ def test_create_writes_a_private_cfg_runs_xl_and_removes_it(
     domid = asyncio.run(xl.create(vm))
     assert domid == 1
     calls = fake_xl.calls()
-    assert calls[0][:2] == ["create", "-p"] and len(calls[0]) == 3
+    assert calls[0][:3] == ["create", "-e", "-p"] and len(calls[0]) == 4
     assert calls[1] == ["domid", "uivm"]
     assert SECRET not in " ".join(" ".join(c) for c in calls)  # never in argv
-    cfg = Path(calls[0][2])
+    cfg = Path(calls[0][3])
     assert cfg.parent.parent == tmp_path / "cfgs" and cfg.name == "uivm.cfg"
     assert not cfg.parent.exists()  # removed after xl create
     assert fake_xl.state["cfg_mode"] == 0o600 and fake_xl.state["cfg_dir_mode"] == 0o700
@@ -70,7 +70,7 @@ def test_create_unpaused_and_list(tmp_path: Path, fake_xl: FakeTool,
                                   load_state: Callable[[str], DesiredState]) -> None:
     xl = toolstack(tmp_path)
     asyncio.run(xl.create(load_state(VMS).vms["uivm"], paused=False))
-    assert fake_xl.calls()[0][:1] == ["create"] and "-p" not in fake_xl.calls()[0]
+    assert fake_xl.calls()[0][:2] == ["create", "-e"] and "-p" not in fake_xl.calls()[0]
     domains = asyncio.run(xl.list_domains())
     assert fake_xl.calls()[-1] == ["list", "-v"]
     assert [(d.domid, d.name, d.power, d.memory_mib) for d in domains] == [(1, "uivm", "running", 1024)]
