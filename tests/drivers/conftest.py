@@ -12,6 +12,7 @@ moving symlinks, and records each write in order. xenstored is the simulated one
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -25,6 +26,7 @@ import pytest
 from drivers.pciback import SysfsPciBack
 from reconciler.loader import load_or_raise
 from reconciler.model import DesiredState
+from reconciler.ports import XenstoreOps
 
 
 # The fake xl: state in STATE (domains, scripted failures, delays), argv log in LOG.
@@ -183,34 +185,84 @@ DEVICES = {  # bdf: (vendor, device, class, driver)
     "0000:00:1f.6": ("0x8086", "0x15bb", "0x020000", "e1000e"),
     "0000:03:00.0": ("0x10ec", "0x8168", "0x020000", None),
 }
+RESETTABLE = {"0000:00:1f.6", "0000:03:00.0"}  # devices with a `reset` file (the GPU has no reset method here)
+UNSET = "(null)\n"  # what driver_override reads when no override is set
 
 
 class KernelSysfsPciBack(SysfsPciBack):
-    """SysfsPciBack whose attribute writes a tiny fake kernel applies: unbind removes the
-    `driver` symlink, bind/drivers_probe create it, new_slot/remove_slot edit `slots`.
-    `writes` records (path relative to the root, text) in order."""
+    """SysfsPciBack whose attribute writes a tiny fake kernel applies as Linux's PCI core
+    and xen-pciback do (drivers/pci/pci-driver.c, pci-sysfs.c, xen/xen-pciback/pci_stub.c):
+    - `<driver>/unbind` ENODEV unless the device is bound to that driver; else it is unbound.
+    - `<driver>/bind` EBUSY if the device has a driver; ENODEV if its `driver_override`
+      names another driver; pciback also ENODEV unless the BDF is in its `slots` (new_slot)
+      or the override says pciback; the driver's own id match is `original`.
+    - `drivers_probe`: the override's driver if set (nothing if it does not exist), else
+      the driver the device was found with (`original`), which pciback beats if it seizes it.
+    - `driver_override`: a name sets it, an empty line clears it (reads `(null)`).
+    - `pciback/new_slot` appends (NOT idempotent: duplicates appear), `remove_slot` drops
+      every copy. `<device>/reset` takes `1` and counts a reset.
+    `writes` records (path relative to the root, text) in order, refused writes included."""
 
-    def __init__(self, root: Path, original: dict[str, str] | None = None) -> None:
-        super().__init__(root)
+    def __init__(self, root: Path, original: dict[str, str] | None = None,
+                 xenstore: XenstoreOps | None = None) -> None:
+        super().__init__(root, xenstore)
         self.writes: list[tuple[str, str]] = []
-        self.original = original or {}  # drivers_probe gives a device back to this driver
+        self.original = original or {}  # each device's own driver (what its ids match)
+        self.resets: list[str] = []
+
+    def _link(self, bdf: str, name: str) -> None:
+        (self.devices / bdf / "driver").symlink_to(f"../../../bus/pci/drivers/{name}")
+        (self.root / "bus/pci/drivers" / name / bdf).symlink_to(f"../../../../devices/pci0000:00/{bdf}")
+
+    def _override(self, bdf: str) -> str | None:
+        text = (self.devices / bdf / "driver_override").read_text().strip()
+        return None if text == "(null)" else text
+
+    def _claims(self, name: str, bdf: str) -> bool:
+        override = self._override(bdf)
+        if override is not None:
+            return override == name
+        if name == "pciback":
+            return bdf in (self.pciback / "slots").read_text().split()
+        return self.original.get(bdf) == name
 
     def _write_attr(self, path: Path, value: str) -> None:
-        super()._write_attr(path, value)  # the real write: file must exist and be writable
         self.writes.append((str(path.relative_to(self.root)), value))
+        if path.name == "driver_override":  # the kernel stores it; reading shows (null) when cleared
+            super()._write_attr(path, value.strip() + "\n" if value.strip() else UNSET)
+            return
+        super()._write_attr(path, value)  # the real write: the file must exist and be writable
         drivers = self.root / "bus/pci/drivers"
-        link = self.devices / value / "driver"
-        if path.name == "unbind":
-            (path.parent / value).unlink()  # the driver's link to the device, then the device's
-            link.unlink()
-        elif path.name in ("bind", "drivers_probe"):
-            name = path.parent.name if path.name == "bind" else self.original[value]
-            link.symlink_to(f"../../../bus/pci/drivers/{name}")
-            (drivers / name / value).symlink_to(f"../../../../devices/pci0000:00/{value}")
-        elif path.name in ("new_slot", "remove_slot"):
+        driver = os.path.basename(os.path.realpath(path.parent))  # <device>/driver/unbind names the bound driver
+        if path.name == "reset":
+            self.resets.append(path.parent.name)
+        elif path.name == "unbind":
+            if self.driver_of(value) != driver:
+                raise OSError(errno.ENODEV, "No such device")
+            (drivers / driver / value).unlink()  # the driver's link to the device, then the device's
+            (self.devices / value / "driver").unlink()
+        elif path.name == "bind":
+            if self.driver_of(value) is not None:
+                raise OSError(errno.EBUSY, "Device or resource busy")
+            if not self._claims(driver, value):
+                raise OSError(errno.ENODEV, "No such device")
+            self._link(value, driver)
+        elif path.name == "drivers_probe":
+            override = self._override(value)
+            if self.driver_of(value) is None:
+                if override is not None:
+                    if (drivers / override).is_dir():
+                        self._link(value, override)
+                elif self._claims("pciback", value):
+                    self._link(value, "pciback")
+                elif value in self.original:
+                    self._link(value, self.original[value])
+        elif path.name == "new_slot":
             slots = drivers / "pciback/slots"
-            lines = [line for line in slots.read_text().split() if line != value]
-            slots.write_text("".join(f"{line}\n" for line in lines + ([value] if path.name == "new_slot" else [])))
+            slots.write_text(slots.read_text() + value + "\n")
+        elif path.name == "remove_slot":
+            slots = drivers / "pciback/slots"
+            slots.write_text("".join(f"{line}\n" for line in slots.read_text().split() if line != value))
 
 
 def build_sysfs(root: Path, *, pciback: bool = True) -> Path:
@@ -231,6 +283,9 @@ def build_sysfs(root: Path, *, pciback: bool = True) -> Path:
         (real / bdf).mkdir(parents=True)
         for attr, value in (("vendor", vendor), ("device", device), ("class", klass)):
             (real / bdf / attr).write_text(value + "\n")
+        (real / bdf / "driver_override").write_text(UNSET)
+        if bdf in RESETTABLE:
+            (real / bdf / "reset").write_text("")
         (bus / "devices" / bdf).symlink_to(f"../../../devices/pci0000:00/{bdf}")
         if driver:
             (real / bdf / "driver").symlink_to(f"../../../bus/pci/drivers/{driver}")
@@ -242,8 +297,6 @@ def build_sysfs(root: Path, *, pciback: bool = True) -> Path:
 def sysfs(tmp_path: Path) -> KernelSysfsPciBack:
     root = build_sysfs(tmp_path / "sys")
     return KernelSysfsPciBack(root, {bdf: d for bdf, (*_, d) in DEVICES.items() if d})
-
-
 
 
 @pytest.fixture
