@@ -26,6 +26,7 @@ import pytest
 from drivers.pciback import SysfsPciBack
 from reconciler.loader import load_or_raise
 from reconciler.model import DesiredState
+from reconciler.model.host import FirewallEntry
 from reconciler.ports import XenstoreOps
 
 
@@ -119,11 +120,129 @@ if flag in state.get("fail", {}):
     sys.exit(255)
 if flag == "-L":
     sys.stdout.write(state["listing"])
-elif flag in ("-I", "-A", "-D"):
+elif flag in ("-I", "-A", "-D") or (flag.startswith("-D") and flag[2:].isdigit()):
     pass
 else:
     sys.stderr.write("Usage: viptables command [rule]\n")
     sys.exit(1)
+'''
+
+
+# A fake viptables that behaves like OpenXT's (libv4v/app/viptables.c over the hypervisor's
+# v4v.c viptables code): the table (the hypervisor's list) in TABLE as JSON, argv parsed as
+# its getopt_long does (first option with "AI:LD::Fd:e:p:q:j:h", later ones with
+# "AI:LD:d:e:p:q:j:h": -D takes its number only attached, -D3 / --delete=3), -L printing
+# `<n> : ACCEPT|REJECT <dom>:<port> -> <dom>:<port>` with `*` for any, -I n inserting before
+# rule n (past the end, or 0: appended), -A appending, -D<n> deleting rule n, -D <rule>
+# deleting the first rule with the same endpoints WHATEVER ITS TARGET (v4v_viptables_del
+# compares src and dst only), -F flushing. An empty table lets everything through (the
+# hypervisor's default is ACCEPT). Every argv is logged to LOG.
+FAKE_VIPTABLES_V4V = r'''#!__PYTHON__
+import json, os, re, sys
+HERE = __HERE__
+TABLE, LOG = os.path.join(HERE, "v4v-table.json"), os.path.join(HERE, "v4v-calls.jsonl")
+ANY = 0x7FF4  # DOMID_INVALID
+argv = sys.argv[1:]
+with open(LOG, "a") as log:
+    log.write(json.dumps(argv) + "\n")
+def usage(code):
+    sys.stderr.write("Usage: viptables command [rule]\n")
+    sys.exit(code)
+def atoi(text):
+    m = re.match(r"\s*([+-]?\d+)", text)
+    return int(m.group(1)) if m else 0
+LONG = {"append": ("A", 0), "insert": ("I", 1), "list": ("L", 0), "delete": ("D", 2), "flush": ("F", 0),
+        "dom-in": ("d", 1), "dom-out": ("e", 1), "port-in": ("p", 1), "port-out": ("q", 1), "jump": ("j", 1),
+        "help": ("h", 0)}
+def shorts(first):  # option letter -> 0 none, 1 required, 2 optional (attached only)
+    table = {"A": 0, "I": 1, "L": 0, "D": 2 if first else 1, "d": 1, "e": 1, "p": 1, "q": 1, "j": 1, "h": 0}
+    if first:
+        table["F"] = 0
+    return table
+options, i = [], 0
+while i < len(argv):
+    arg = argv[i]
+    i += 1
+    if arg.startswith("--") and len(arg) > 2:
+        name, eq, value = arg[2:].partition("=")
+        if name not in LONG:
+            usage(1)
+        letter, kind = LONG[name]
+        if kind == 1 and not eq:
+            if i >= len(argv):
+                usage(1)
+            value, i = argv[i], i + 1
+        options.append((letter, value if (eq or kind == 1) else None))
+    elif arg.startswith("-") and len(arg) > 1:
+        k = 1
+        while k < len(arg):
+            letter, k = arg[k], k + 1
+            table = shorts(not options)
+            if letter not in table:
+                usage(1)
+            if table[letter] == 0:
+                options.append((letter, None))
+                continue
+            value = arg[k:]
+            if not value and table[letter] == 1:
+                if i >= len(argv):
+                    usage(1)
+                value, i = argv[i], i + 1
+            options.append((letter, value or None))
+            break
+    # a non-option argument: GNU getopt moves it to the end, viptables never reads it
+if not options:
+    usage(1)
+rule = {"src": [ANY, -1], "dst": [ANY, -1], "accept": -1}
+action, position = None, -1
+for letter, value in options:
+    if letter in "ALF":
+        action = letter
+    elif letter == "I":
+        action, position = "I", atoi(value)
+    elif letter == "D":
+        action = "D"
+        if value:
+            position = atoi(value)
+    elif letter == "d": rule["src"][0] = atoi(value)
+    elif letter == "e": rule["dst"][0] = atoi(value)
+    elif letter == "p": rule["src"][1] = atoi(value)
+    elif letter == "q": rule["dst"][1] = atoi(value)
+    elif letter == "j":
+        if value not in ("ACCEPT", "REJECT"):
+            usage(1)
+        rule["accept"] = 1 if value == "ACCEPT" else 0
+    elif letter == "h":
+        usage(0)
+table = json.load(open(TABLE)) if os.path.exists(TABLE) else []
+if action in ("A", "I"):
+    if rule["accept"] == -1:
+        usage(1)
+    walk, at = (-1 if action == "A" else position) - 1, 0
+    while walk != 0 and at < len(table):
+        at, walk = at + 1, walk - 1
+    table.insert(at, rule)
+elif action == "D" and position != -1:
+    if 1 <= position <= len(table):
+        del table[position - 1]
+elif action == "D":
+    for at, held in enumerate(table):
+        if held["src"] == rule["src"] and held["dst"] == rule["dst"]:  # the target is not compared
+            del table[at]
+            break
+elif action == "F":
+    table = []
+elif action == "L":
+    def side(dom, port):
+        return ("*" if dom == ANY else str(dom)) + ":" + ("*" if port == -1 else str(port))
+    for n, held in enumerate(table, start=1):
+        print(f"{n} : {'ACCEPT' if held['accept'] == 1 else 'REJECT'} {side(*held['src'])} -> {side(*held['dst'])}")
+else:
+    usage(1)
+if action != "L":
+    with open(TABLE + ".tmp", "w") as out:
+        json.dump(table, out)
+    os.replace(TABLE + ".tmp", TABLE)
 '''
 
 
@@ -176,6 +295,44 @@ def fake_viptables(tmp_path: Path) -> FakeTool:
     tool = FakeTool(_script(bin_dir, "viptables", FAKE_VIPTABLES), bin_dir / "vip-state.json", bin_dir / "vip-calls.jsonl")
     tool.state_file.write_text(json.dumps({"listing": "1 : ACCEPT 0:* -> 0:*\n2 : REJECT *:* -> *:*\n"}))
     return tool
+
+
+@dataclass
+class V4VTable:
+    """The fake v4v viptables: `path` to run, `table()` as entries, `load(...)` to set it."""
+
+    path: Path
+    table_file: Path
+    log_file: Path
+
+    def load(self, *entries: FirewallEntry) -> None:
+        def side(dom: int | None, port: int | None) -> list[int]:
+            return [0x7FF4 if dom is None else dom, -1 if port is None else port]
+        rows = [{"src": side(e.dom_in, e.port_in), "dst": side(e.dom_out, e.port_out),
+                 "accept": 1 if e.target == "ACCEPT" else 0} for e in entries]
+        self.table_file.write_text(json.dumps(rows))
+
+    def table(self) -> list[FirewallEntry]:
+        if not self.table_file.exists():
+            return []
+        def value(number: int, any_: int) -> int | None:
+            return None if number == any_ else number
+        return [FirewallEntry(value(r["src"][0], 0x7FF4), value(r["dst"][0], 0x7FF4), value(r["src"][1], -1),
+                              value(r["dst"][1], -1), "ACCEPT" if r["accept"] == 1 else "REJECT")
+                for r in json.loads(self.table_file.read_text())]
+
+    def calls(self) -> list[list[str]]:
+        if not self.log_file.exists():
+            return []
+        return [json.loads(line) for line in self.log_file.read_text().splitlines()]
+
+
+@pytest.fixture
+def v4v(tmp_path: Path) -> V4VTable:
+    """A fake `viptables` over a v4v table that starts empty: a host without xenmgr."""
+    bin_dir = tmp_path / "v4v"
+    bin_dir.mkdir(exist_ok=True)
+    return V4VTable(_script(bin_dir, "viptables", FAKE_VIPTABLES_V4V), bin_dir / "v4v-table.json", bin_dir / "v4v-calls.jsonl")
 
 
 # ---- sysfs ---------------------------------------------------------------------------------
