@@ -61,6 +61,16 @@ def apply_twice(v4v: V4VTable, sock_dir: Path, tmp_path: Path) -> list[list[str]
     return shown
 
 
+def test_a_host_without_xenmgr_gets_the_baseline_and_the_default_reject(
+        fake_xl: FakeTool, v4v: V4VTable, sock_dir: Path, tmp_path: Path) -> None:
+    shown = apply_twice(v4v, sock_dir, tmp_path)
+    assert shown == [["firewall-table: the default REJECT is missing: v4v is open; a bare table: "
+                      "xenmgr's dom0<->dom0 ACCEPT goes in before it"], []]
+    assert v4v.table() == [DOM0, REJECT]
+    assert [call for call in v4v.calls() if call[0] != "-L"] == [
+        ["-A", "--dom-in", "0", "--dom-out", "0", "-j", "ACCEPT"], ["-A", "-j", "REJECT"]]
+
+
 @pytest.mark.parametrize("table", [
     pytest.param([DOM0, REJECT, ACCEPT_ALL], id="open-all-below-reject"),
     pytest.param([FirewallEntry(dom_in=9), ACCEPT_ALL, DOM0, REJECT], id="open-all-above-reject"),
