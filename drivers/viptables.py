@@ -4,8 +4,18 @@ Stage: driver (v4v firewall). Called by observe/execute through `reconciler.port
 Commands (openxt.md 4.2-4.3): `viptables -L`, `viptables -I <pos> <rule>`, `viptables -A <rule>`,
 `viptables -D <rule>` with rule = `[--dom-in N] [--dom-out N] [--port-in N] [--port-out N] -j T`.
 viptables has no batch syntax (openxt.md names none): `insert_many` runs one `-I 1` per
-entry, in order, and stops at the first that fails (those before it are in);
-`delete_many` lists once, then runs one `-D` per entry.
+entry, in order, and stops at the first that fails (those before it are in).
+
+Deletes go by position (`viptables -D<n>`, the attached form: `-D <n>` would leave the
+number as a stray argument and delete by rule), never by rule: the hypervisor's
+`v4v_viptables_del` compares a rule's endpoints only, not its target, so
+`viptables -D -j ACCEPT` (a foreign `* -> *` ACCEPT) deletes the first `* -> *` entry,
+which may be the default REJECT, and `-D -j REJECT` may delete a wildcard ACCEPT above
+it: v4v is then open (its default, with no entry matching, is ACCEPT). `delete` and
+`delete_many` list the table, find each entry's own position (target included: the
+port's "first equal entry") and delete from the bottom up so positions do not shift.
+Every change runs under one lock, so this process's own inserts cannot move an entry
+between the listing and its delete (another writer, xenmgr, could: own the table).
 
 Assumed `-L` output (openxt.md gives argument shapes only; this is the format of
 libv4v's `v4v_viptables_list` in OpenXT's v4v tree): one rule per line,
@@ -19,6 +29,7 @@ table would make the diff re-insert or miss rules), or, with `strict=False`, log
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import logging
 import re
@@ -87,6 +98,7 @@ class ViptablesFirewall:
     def __init__(self, executable: str | None = None, settings: ViptablesSettings | None = None) -> None:
         base = settings or ViptablesSettings()
         self.settings = base if executable is None else replace(base, executable=executable)
+        self._changing = asyncio.Lock()  # one change at a time: positions stay true from -L to -D<n>
 
     async def _run(self, *args: str) -> str:
         return await run_tool([self.settings.executable, *args], timeout=self.settings.timeout)
@@ -106,30 +118,36 @@ class ViptablesFirewall:
     async def insert(self, entry: FirewallEntry, position: int = 1) -> None:
         if position < 1:
             raise TerminalHostError(f"viptables positions start at 1, got {position}")
-        await self._run("-I", str(position), *entry.argv())
+        async with self._changing:
+            await self._run("-I", str(position), *entry.argv())
 
     async def insert_many(self, entries: Sequence[FirewallEntry]) -> None:
         """One `viptables -I 1 <rule>` per entry, in order: the tool takes one rule per
         call, so a batch here saves the caller's round trips, not the host's."""
-        for entry in entries:
-            await self._run("-I", "1", *entry.argv())
+        async with self._changing:
+            for entry in entries:
+                await self._run("-I", "1", *entry.argv())
 
     async def append(self, entry: FirewallEntry) -> None:
-        await self._run("-A", *entry.argv())
+        async with self._changing:
+            await self._run("-A", *entry.argv())
 
     async def delete(self, entry: FirewallEntry) -> None:
-        """`viptables -D <rule>`, after checking the rule is there: libv4v's delete
-        reports nothing useful for an absent rule, and the port promises an error."""
-        if entry not in await self.list():
-            raise TerminalHostError(f"no v4v firewall rule `{entry}` to delete (viptables -L does not list it)")
-        await self._run("-D", *entry.argv())
+        """The first equal entry, by its position (see the module docstring); an absent
+        entry is an error (libv4v's delete reports nothing for one)."""
+        await self.delete_many([entry])
 
     async def delete_many(self, entries: Sequence[FirewallEntry]) -> None:
-        """One `-L` to check every entry is there (as `delete` does for one), then one
-        `viptables -D <rule>` per entry, in order: no batch syntax here either."""
-        listed = Counter(await self.list())
-        for entry, count in Counter(entries).items():
-            if listed[entry] < count:
-                raise TerminalHostError(f"no v4v firewall rule `{entry}` to delete (viptables -L does not list it)")
-        for entry in entries:
-            await self._run("-D", *entry.argv())
+        """One `-L` to find every entry (the first copies, in table order; all must be
+        there or nothing is deleted), then one `viptables -D<n>` per entry, the lowest
+        in the table first, so the positions still to delete do not move."""
+        async with self._changing:
+            table = await self.list()
+            positions: list[int] = []
+            for entry, count in Counter(entries).items():
+                found = [n for n, held in enumerate(table, start=1) if held == entry][:count]
+                if len(found) < count:
+                    raise TerminalHostError(f"no v4v firewall rule `{entry}` to delete (viptables -L does not list it)")
+                positions += found
+            for position in sorted(positions, reverse=True):
+                await self._run(f"-D{position}")

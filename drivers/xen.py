@@ -8,7 +8,8 @@ and fails, naming what is missing, any step that would set one.
 Stage: driver composition. Called only by `reconciler.cli` for `--host xen`, as
 `async with open_xen() as ports: ...`. Connects one xenstore client (socket found as
 libxenstore finds it: $XENSTORED_PATH, else $XENSTORED_RUNDIR/socket, else
-/run/xenstored/socket; `drivers.xenstore.connection.socket_path`), builds the other
+/run/xenstored/socket; `drivers.xenstore.connection.socket_path`; pciback shares it for
+libxl's `/libxl/pci/<bdf>/driver_path`), builds the other
 drivers (which hold no connection) and closes the client on exit.
 """
 
@@ -47,7 +48,7 @@ async def open_xen(settings: XenSettings | None = None) -> AsyncIterator[HostPor
             name="xen",
             xenstore=client,
             toolstack=XlToolstack(settings.xl),
-            pciback=SysfsPciBack(settings.sysfs_root),
+            pciback=SysfsPciBack(settings.sysfs_root, client),  # client: libxl's /libxl/pci driver_path
             firewall=ViptablesFirewall(settings=settings.viptables),
             netdev=NoNetDevices(),
         )

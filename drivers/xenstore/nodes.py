@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from drivers.xenstore import errors
-from drivers.xenstore.wire import SPECIAL_PATHS, path_problem
+from drivers.xenstore.wire import PAYLOAD_MAX, SPECIAL_PATHS, path_problem
 from reconciler.ports import Perm
 
 
@@ -83,6 +83,17 @@ def check_path(path: str, *, special_ok: bool = False) -> None:
         problem = "is not absolute"
     if problem is not None:
         raise errors.InvalidPath(f"xenstore path {path!r} {problem}", path=path)
+
+
+def check_payload(path: str, data: bytes) -> None:
+    """A WRITE's payload (path, NUL, value) over XENSTORE_PAYLOAD_MAX is refused as the
+    wire client refuses it before sending (EINVAL, `PayloadTooLarge`, same message): no
+    xenstored takes it (the C daemon drops the connection, oxenstored answers E2BIG),
+    so an in-process caller (the embedded host, the sim's own writes) must not either."""
+    size = len(path.encode()) + 1 + len(data)
+    if size > PAYLOAD_MAX:
+        raise errors.PayloadTooLarge(
+            f"WRITE {path} needs {size} payload bytes, over xenstore's {PAYLOAD_MAX}-byte limit", path=path)
 
 
 class NodeOps:
@@ -160,6 +171,7 @@ class NodeOps:
     def write(self, path: str, value: bytes | str, caller: Caller = DOM0) -> None:
         check_path(path)
         data = value.encode() if isinstance(value, str) else value
+        check_payload(path, data)
         node = self._get(path)
         if node is None:
             node = self._create(path, data, caller)

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from reconciler.diff.context import Context, build_context
 from reconciler.diff.devices import replug_changes
-from reconciler.diff.pci import greedy_changes, release_changes, unseized_notes
+from reconciler.diff.pci import greedy_changes, missing_devices, release_changes, unseized_notes
 from reconciler.diff.rules import rule_changes
 from reconciler.diff.vm import vm_changes
-from reconciler.errors import Conflict, Diagnostic, Location
+from reconciler.errors import Conflict, Diagnostic, Location, ManifestError
 from reconciler.model.common import KINDS
 from reconciler.model.observed import ObservedState
 from reconciler.model.state import DesiredState
@@ -45,6 +45,8 @@ def _conflict(ctx: Context) -> Conflict:
 def diff(desired: DesiredState, observed: ObservedState) -> Diff:
     """Every change that takes `observed` to `desired`, deterministic for equal inputs."""
     ctx = build_context(desired, observed)
+    if missing := missing_devices(ctx):  # a PCI address the host lacks: refused before anything is planned
+        raise ManifestError(missing)
     changes, unmanaged = vm_changes(ctx)
     changes = replug_changes(ctx, changes)
     changes += greedy_changes(ctx)

@@ -11,6 +11,9 @@ rule has attached (before) and should have (after); `driver[<bdf>]` is the host 
 a device is bound to, where it must be `pciback` (the VM runs, or the rule is greedy).
 Devices the reconciler bound (`ObservedState.pciback_bound`) that no rule needs any more
 are given back (`release_changes`): `PCIPassthrough pciback-<DDDD-BB-SS-F>` of `HOST`.
+Every address a `bdf` rule names must be a function the host has (`missing_devices`):
+the plan refuses the manifests otherwise, at the rule's line, as apply would fail every
+VM it touches (xl pci-assignable-add refuses an unknown address).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Sequence
 from reconciler import xenfmt
 from reconciler.diff.compare import compare, created
 from reconciler.diff.context import LIVE_POWER, Context
+from reconciler.errors import Diagnostic, Location
 from reconciler.model.devices import PCIPassthrough, PciMatch
 from reconciler.model.host import HostPciDevice
 from reconciler.plan.changes import HOST, Action, FieldChange, ResourceChange
@@ -74,6 +78,49 @@ def _canonical(bdf: str | None) -> str | None:
         return str(xenfmt.parse_bdf(bdf or ""))
     except ValueError:
         return None
+
+
+SHOWN_ADDRESSES = 4  # host addresses a missing-device error names, the nearest first
+
+
+def _position(bdf: str) -> int:
+    parsed = xenfmt.parse_bdf(bdf)
+    return parsed.domain << 16 | parsed.bus << 8 | parsed.slot << 3 | parsed.func
+
+
+def _nearest(bdf: str, have: Sequence[str]) -> str:
+    """The host addresses closest to `bdf` (a mistyped bus or function is found first),
+    in address order, and how many more the host has."""
+    target = _position(bdf)
+    shown = sorted(sorted(have, key=lambda other: (abs(_position(other) - target), other))[:SHOWN_ADDRESSES])
+    more = f" and {len(have) - len(shown)} more" if len(have) > len(shown) else ""
+    return f"{', '.join(shown)}{more}" if shown else "no PCI devices at all"
+
+
+def missing_devices(ctx: Context) -> list[Diagnostic]:
+    """An error for each `bdf` rule whose address the host inventory lacks, at the
+    rule's manifest line, naming the nearest addresses the host has. A source without
+    an inventory (a captured dump) cannot say: a note, nothing refused."""
+    named = [(rule, bdf) for rule in ctx.desired.pci.values() if (bdf := _canonical(rule.spec.bdf)) is not None]
+    if not named:
+        return []
+    inventory = ctx.observed.host_pci
+    if inventory is None:
+        ctx.notes.append("the host PCI inventory is not in this source (a captured dump?): the addresses "
+                         "PCIPassthrough rules name are not checked against the host")
+        return []
+    have = sorted(dev.bdf for dev in inventory)
+    known = set(have)
+    out: list[Diagnostic] = []
+    for rule, bdf in named:
+        if bdf in known:
+            continue
+        name = rule.metadata.name
+        where = ctx.desired.origins.get(("PCIPassthrough", name)) or Location("<manifests>")
+        out.append(Diagnostic(where, "error", (
+            f"PCIPassthrough {name!r} (VM {rule.spec.vm!r}): the host has no PCI device {bdf}; "
+            f"it has {_nearest(bdf, have)} (lspci -D lists them)")))
+    return out
 
 
 def observed_pci(ctx: Context, vm: str) -> dict[str, PCIPassthrough]:

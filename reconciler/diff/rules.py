@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from reconciler.diff.context import LIVE_POWER, Context
 from reconciler.diff.firewall import EntryKey, RuleIndex, RunningIndex, RunningVM, entry_key, entry_text, rule_keys
-from reconciler.diff.table import DEFAULT_AFTER, table_drift
+from reconciler.diff.table import DEFAULT_AFTER, DOM0, table_drift
 from reconciler.model.host import FirewallEntry
 from reconciler.plan.changes import HOST, TABLE_NAME, Action, FieldChange, ResourceChange
 
@@ -98,20 +98,31 @@ def _stale(ctx: Context, explained: frozenset[EntryKey], table: tuple[FirewallEn
                   else "no desired v4v rule explains these firewall entries")
         out.append(ResourceChange("V4VRule", f"{vm}-firewall-stale", vm, Action.DELETE, "live", (field,), reason))
     if loose or drift.default is not None:
-        out.append(_table_change(loose, drift.default))
+        bare = drift.default == "" and all(entry_key(entry) != DOM0 for entry in table)
+        out.append(_table_change(loose, drift.default, bare))
     return out
 
 
-def _table_change(loose: list[EntryKey], default: str | None) -> ResourceChange:
+DOM0_TEXT = str(FirewallEntry(0, 0))
+
+
+def _table_change(loose: list[EntryKey], default: str | None, bare: bool = False) -> ResourceChange:
+    """`bare`: neither the default REJECT nor the dom0<->dom0 ACCEPT is there, as on a
+    host where xenmgr never ran (v4v starts empty and lets everything through): the
+    whole baseline of xenmgr's reworkRules is laid, dom0<->dom0 first, then the REJECT
+    (a REJECT alone would cut dom0's own v4v, the rpc proxy's)."""
     fields: list[FieldChange] = []
     reasons: list[str] = []
     if loose:
         fields.append(FieldChange("entries", entry_text(loose), None, "live"))
         reasons.append(f"{len(loose)} entr{'y' if len(loose) == 1 else 'ies'} no desired v4v rule derives")
+    if bare:
+        fields.append(FieldChange("baseline", None, DOM0_TEXT, "live"))
     if default is not None:
         fields.append(FieldChange("default", default or None, DEFAULT_AFTER, "live"))
-        reasons.append("the default REJECT is missing: v4v is open" if not default
-                       else "the default REJECT must be there once, and last")
+        reasons.append(("the default REJECT is missing: v4v is open" if not default
+                        else "the default REJECT must be there once, and last")
+                       + ("; a bare table: xenmgr's dom0<->dom0 ACCEPT goes in before it" if bare else ""))
     return ResourceChange("V4VRule", TABLE_NAME, HOST, Action.UPDATE, "live", tuple(fields), "; ".join(reasons))
 
 

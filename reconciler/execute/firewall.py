@@ -35,6 +35,7 @@ from reconciler.model.host import FirewallEntry
 from reconciler.plan.steps import Step
 
 DEFAULT = FirewallEntry(target="REJECT")  # xenmgr's default deny, the table's last entry
+DOM0 = FirewallEntry(dom_in=0, dom_out=0)  # xenmgr's dom0<->dom0 ACCEPT, laid on a bare table
 
 
 def parse_entry(text: str) -> FirewallEntry:
@@ -143,6 +144,9 @@ async def fw_table(rt: Runtime, step: Step, retry: bool) -> str | None:
     async with rt.firewall_lock:
         table = await rt.firewall()
         try:
+            if arg(step, "baseline") is True and DOM0 not in table:
+                await rt.ports.firewall.append(DOM0)  # a bare table: xenmgr's baseline, then its REJECT
+                table.add(DOM0, top=False)
             if arg(step, "default") is True and table.last() != DEFAULT:
                 await rt.ports.firewall.append(DEFAULT)
                 table.add(DEFAULT, top=False)

@@ -282,7 +282,10 @@ def _fw_update(change: ResourceChange, inputs: Inputs) -> list[Step]:
     # made the one last entry (appended before an old one goes, so v4v is never open).
     entries = next((f.before for f in change.fields if f.path == "entries"), None)
     default = any(f.path == "default" for f in change.fields)
-    return [make("V4VRule", change.name, change.vm, "fw-table", {"entries": entries, "default": default})]
+    args: dict[str, object] = {"entries": entries, "default": default}
+    if any(f.path == "baseline" for f in change.fields):
+        args["baseline"] = True  # a bare table: xenmgr's dom0<->dom0 ACCEPT before the REJECT
+    return [make("V4VRule", change.name, change.vm, "fw-table", args)]
 
 
 def _fw_remove(change: ResourceChange, inputs: Inputs) -> list[Step]:

@@ -12,6 +12,7 @@ moving symlinks, and records each write in order. xenstored is the simulated one
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -25,6 +26,8 @@ import pytest
 from drivers.pciback import SysfsPciBack
 from reconciler.loader import load_or_raise
 from reconciler.model import DesiredState
+from reconciler.model.host import FirewallEntry
+from reconciler.ports import XenstoreOps
 
 
 # The fake xl: state in STATE (domains, scripted failures, delays), argv log in LOG.
@@ -117,11 +120,129 @@ if flag in state.get("fail", {}):
     sys.exit(255)
 if flag == "-L":
     sys.stdout.write(state["listing"])
-elif flag in ("-I", "-A", "-D"):
+elif flag in ("-I", "-A", "-D") or (flag.startswith("-D") and flag[2:].isdigit()):
     pass
 else:
     sys.stderr.write("Usage: viptables command [rule]\n")
     sys.exit(1)
+'''
+
+
+# A fake viptables that behaves like OpenXT's (libv4v/app/viptables.c over the hypervisor's
+# v4v.c viptables code): the table (the hypervisor's list) in TABLE as JSON, argv parsed as
+# its getopt_long does (first option with "AI:LD::Fd:e:p:q:j:h", later ones with
+# "AI:LD:d:e:p:q:j:h": -D takes its number only attached, -D3 / --delete=3), -L printing
+# `<n> : ACCEPT|REJECT <dom>:<port> -> <dom>:<port>` with `*` for any, -I n inserting before
+# rule n (past the end, or 0: appended), -A appending, -D<n> deleting rule n, -D <rule>
+# deleting the first rule with the same endpoints WHATEVER ITS TARGET (v4v_viptables_del
+# compares src and dst only), -F flushing. An empty table lets everything through (the
+# hypervisor's default is ACCEPT). Every argv is logged to LOG.
+FAKE_VIPTABLES_V4V = r'''#!__PYTHON__
+import json, os, re, sys
+HERE = __HERE__
+TABLE, LOG = os.path.join(HERE, "v4v-table.json"), os.path.join(HERE, "v4v-calls.jsonl")
+ANY = 0x7FF4  # DOMID_INVALID
+argv = sys.argv[1:]
+with open(LOG, "a") as log:
+    log.write(json.dumps(argv) + "\n")
+def usage(code):
+    sys.stderr.write("Usage: viptables command [rule]\n")
+    sys.exit(code)
+def atoi(text):
+    m = re.match(r"\s*([+-]?\d+)", text)
+    return int(m.group(1)) if m else 0
+LONG = {"append": ("A", 0), "insert": ("I", 1), "list": ("L", 0), "delete": ("D", 2), "flush": ("F", 0),
+        "dom-in": ("d", 1), "dom-out": ("e", 1), "port-in": ("p", 1), "port-out": ("q", 1), "jump": ("j", 1),
+        "help": ("h", 0)}
+def shorts(first):  # option letter -> 0 none, 1 required, 2 optional (attached only)
+    table = {"A": 0, "I": 1, "L": 0, "D": 2 if first else 1, "d": 1, "e": 1, "p": 1, "q": 1, "j": 1, "h": 0}
+    if first:
+        table["F"] = 0
+    return table
+options, i = [], 0
+while i < len(argv):
+    arg = argv[i]
+    i += 1
+    if arg.startswith("--") and len(arg) > 2:
+        name, eq, value = arg[2:].partition("=")
+        if name not in LONG:
+            usage(1)
+        letter, kind = LONG[name]
+        if kind == 1 and not eq:
+            if i >= len(argv):
+                usage(1)
+            value, i = argv[i], i + 1
+        options.append((letter, value if (eq or kind == 1) else None))
+    elif arg.startswith("-") and len(arg) > 1:
+        k = 1
+        while k < len(arg):
+            letter, k = arg[k], k + 1
+            table = shorts(not options)
+            if letter not in table:
+                usage(1)
+            if table[letter] == 0:
+                options.append((letter, None))
+                continue
+            value = arg[k:]
+            if not value and table[letter] == 1:
+                if i >= len(argv):
+                    usage(1)
+                value, i = argv[i], i + 1
+            options.append((letter, value or None))
+            break
+    # a non-option argument: GNU getopt moves it to the end, viptables never reads it
+if not options:
+    usage(1)
+rule = {"src": [ANY, -1], "dst": [ANY, -1], "accept": -1}
+action, position = None, -1
+for letter, value in options:
+    if letter in "ALF":
+        action = letter
+    elif letter == "I":
+        action, position = "I", atoi(value)
+    elif letter == "D":
+        action = "D"
+        if value:
+            position = atoi(value)
+    elif letter == "d": rule["src"][0] = atoi(value)
+    elif letter == "e": rule["dst"][0] = atoi(value)
+    elif letter == "p": rule["src"][1] = atoi(value)
+    elif letter == "q": rule["dst"][1] = atoi(value)
+    elif letter == "j":
+        if value not in ("ACCEPT", "REJECT"):
+            usage(1)
+        rule["accept"] = 1 if value == "ACCEPT" else 0
+    elif letter == "h":
+        usage(0)
+table = json.load(open(TABLE)) if os.path.exists(TABLE) else []
+if action in ("A", "I"):
+    if rule["accept"] == -1:
+        usage(1)
+    walk, at = (-1 if action == "A" else position) - 1, 0
+    while walk != 0 and at < len(table):
+        at, walk = at + 1, walk - 1
+    table.insert(at, rule)
+elif action == "D" and position != -1:
+    if 1 <= position <= len(table):
+        del table[position - 1]
+elif action == "D":
+    for at, held in enumerate(table):
+        if held["src"] == rule["src"] and held["dst"] == rule["dst"]:  # the target is not compared
+            del table[at]
+            break
+elif action == "F":
+    table = []
+elif action == "L":
+    def side(dom, port):
+        return ("*" if dom == ANY else str(dom)) + ":" + ("*" if port == -1 else str(port))
+    for n, held in enumerate(table, start=1):
+        print(f"{n} : {'ACCEPT' if held['accept'] == 1 else 'REJECT'} {side(*held['src'])} -> {side(*held['dst'])}")
+else:
+    usage(1)
+if action != "L":
+    with open(TABLE + ".tmp", "w") as out:
+        json.dump(table, out)
+    os.replace(TABLE + ".tmp", TABLE)
 '''
 
 
@@ -176,6 +297,44 @@ def fake_viptables(tmp_path: Path) -> FakeTool:
     return tool
 
 
+@dataclass
+class V4VTable:
+    """The fake v4v viptables: `path` to run, `table()` as entries, `load(...)` to set it."""
+
+    path: Path
+    table_file: Path
+    log_file: Path
+
+    def load(self, *entries: FirewallEntry) -> None:
+        def side(dom: int | None, port: int | None) -> list[int]:
+            return [0x7FF4 if dom is None else dom, -1 if port is None else port]
+        rows = [{"src": side(e.dom_in, e.port_in), "dst": side(e.dom_out, e.port_out),
+                 "accept": 1 if e.target == "ACCEPT" else 0} for e in entries]
+        self.table_file.write_text(json.dumps(rows))
+
+    def table(self) -> list[FirewallEntry]:
+        if not self.table_file.exists():
+            return []
+        def value(number: int, any_: int) -> int | None:
+            return None if number == any_ else number
+        return [FirewallEntry(value(r["src"][0], 0x7FF4), value(r["dst"][0], 0x7FF4), value(r["src"][1], -1),
+                              value(r["dst"][1], -1), "ACCEPT" if r["accept"] == 1 else "REJECT")
+                for r in json.loads(self.table_file.read_text())]
+
+    def calls(self) -> list[list[str]]:
+        if not self.log_file.exists():
+            return []
+        return [json.loads(line) for line in self.log_file.read_text().splitlines()]
+
+
+@pytest.fixture
+def v4v(tmp_path: Path) -> V4VTable:
+    """A fake `viptables` over a v4v table that starts empty: a host without xenmgr."""
+    bin_dir = tmp_path / "v4v"
+    bin_dir.mkdir(exist_ok=True)
+    return V4VTable(_script(bin_dir, "viptables", FAKE_VIPTABLES_V4V), bin_dir / "v4v-table.json", bin_dir / "v4v-calls.jsonl")
+
+
 # ---- sysfs ---------------------------------------------------------------------------------
 
 DEVICES = {  # bdf: (vendor, device, class, driver)
@@ -183,34 +342,84 @@ DEVICES = {  # bdf: (vendor, device, class, driver)
     "0000:00:1f.6": ("0x8086", "0x15bb", "0x020000", "e1000e"),
     "0000:03:00.0": ("0x10ec", "0x8168", "0x020000", None),
 }
+RESETTABLE = {"0000:00:1f.6", "0000:03:00.0"}  # devices with a `reset` file (the GPU has no reset method here)
+UNSET = "(null)\n"  # what driver_override reads when no override is set
 
 
 class KernelSysfsPciBack(SysfsPciBack):
-    """SysfsPciBack whose attribute writes a tiny fake kernel applies: unbind removes the
-    `driver` symlink, bind/drivers_probe create it, new_slot/remove_slot edit `slots`.
-    `writes` records (path relative to the root, text) in order."""
+    """SysfsPciBack whose attribute writes a tiny fake kernel applies as Linux's PCI core
+    and xen-pciback do (drivers/pci/pci-driver.c, pci-sysfs.c, xen/xen-pciback/pci_stub.c):
+    - `<driver>/unbind` ENODEV unless the device is bound to that driver; else it is unbound.
+    - `<driver>/bind` EBUSY if the device has a driver; ENODEV if its `driver_override`
+      names another driver; pciback also ENODEV unless the BDF is in its `slots` (new_slot)
+      or the override says pciback; the driver's own id match is `original`.
+    - `drivers_probe`: the override's driver if set (nothing if it does not exist), else
+      the driver the device was found with (`original`), which pciback beats if it seizes it.
+    - `driver_override`: a name sets it, an empty line clears it (reads `(null)`).
+    - `pciback/new_slot` appends (NOT idempotent: duplicates appear), `remove_slot` drops
+      every copy. `<device>/reset` takes `1` and counts a reset.
+    `writes` records (path relative to the root, text) in order, refused writes included."""
 
-    def __init__(self, root: Path, original: dict[str, str] | None = None) -> None:
-        super().__init__(root)
+    def __init__(self, root: Path, original: dict[str, str] | None = None,
+                 xenstore: XenstoreOps | None = None) -> None:
+        super().__init__(root, xenstore)
         self.writes: list[tuple[str, str]] = []
-        self.original = original or {}  # drivers_probe gives a device back to this driver
+        self.original = original or {}  # each device's own driver (what its ids match)
+        self.resets: list[str] = []
+
+    def _link(self, bdf: str, name: str) -> None:
+        (self.devices / bdf / "driver").symlink_to(f"../../../bus/pci/drivers/{name}")
+        (self.root / "bus/pci/drivers" / name / bdf).symlink_to(f"../../../../devices/pci0000:00/{bdf}")
+
+    def _override(self, bdf: str) -> str | None:
+        text = (self.devices / bdf / "driver_override").read_text().strip()
+        return None if text == "(null)" else text
+
+    def _claims(self, name: str, bdf: str) -> bool:
+        override = self._override(bdf)
+        if override is not None:
+            return override == name
+        if name == "pciback":
+            return bdf in (self.pciback / "slots").read_text().split()
+        return self.original.get(bdf) == name
 
     def _write_attr(self, path: Path, value: str) -> None:
-        super()._write_attr(path, value)  # the real write: file must exist and be writable
         self.writes.append((str(path.relative_to(self.root)), value))
+        if path.name == "driver_override":  # the kernel stores it; reading shows (null) when cleared
+            super()._write_attr(path, value.strip() + "\n" if value.strip() else UNSET)
+            return
+        super()._write_attr(path, value)  # the real write: the file must exist and be writable
         drivers = self.root / "bus/pci/drivers"
-        link = self.devices / value / "driver"
-        if path.name == "unbind":
-            (path.parent / value).unlink()  # the driver's link to the device, then the device's
-            link.unlink()
-        elif path.name in ("bind", "drivers_probe"):
-            name = path.parent.name if path.name == "bind" else self.original[value]
-            link.symlink_to(f"../../../bus/pci/drivers/{name}")
-            (drivers / name / value).symlink_to(f"../../../../devices/pci0000:00/{value}")
-        elif path.name in ("new_slot", "remove_slot"):
+        driver = os.path.basename(os.path.realpath(path.parent))  # <device>/driver/unbind names the bound driver
+        if path.name == "reset":
+            self.resets.append(path.parent.name)
+        elif path.name == "unbind":
+            if self.driver_of(value) != driver:
+                raise OSError(errno.ENODEV, "No such device")
+            (drivers / driver / value).unlink()  # the driver's link to the device, then the device's
+            (self.devices / value / "driver").unlink()
+        elif path.name == "bind":
+            if self.driver_of(value) is not None:
+                raise OSError(errno.EBUSY, "Device or resource busy")
+            if not self._claims(driver, value):
+                raise OSError(errno.ENODEV, "No such device")
+            self._link(value, driver)
+        elif path.name == "drivers_probe":
+            override = self._override(value)
+            if self.driver_of(value) is None:
+                if override is not None:
+                    if (drivers / override).is_dir():
+                        self._link(value, override)
+                elif self._claims("pciback", value):
+                    self._link(value, "pciback")
+                elif value in self.original:
+                    self._link(value, self.original[value])
+        elif path.name == "new_slot":
             slots = drivers / "pciback/slots"
-            lines = [line for line in slots.read_text().split() if line != value]
-            slots.write_text("".join(f"{line}\n" for line in lines + ([value] if path.name == "new_slot" else [])))
+            slots.write_text(slots.read_text() + value + "\n")
+        elif path.name == "remove_slot":
+            slots = drivers / "pciback/slots"
+            slots.write_text("".join(f"{line}\n" for line in slots.read_text().split() if line != value))
 
 
 def build_sysfs(root: Path, *, pciback: bool = True) -> Path:
@@ -231,6 +440,9 @@ def build_sysfs(root: Path, *, pciback: bool = True) -> Path:
         (real / bdf).mkdir(parents=True)
         for attr, value in (("vendor", vendor), ("device", device), ("class", klass)):
             (real / bdf / attr).write_text(value + "\n")
+        (real / bdf / "driver_override").write_text(UNSET)
+        if bdf in RESETTABLE:
+            (real / bdf / "reset").write_text("")
         (bus / "devices" / bdf).symlink_to(f"../../../devices/pci0000:00/{bdf}")
         if driver:
             (real / bdf / "driver").symlink_to(f"../../../bus/pci/drivers/{driver}")
@@ -242,8 +454,6 @@ def build_sysfs(root: Path, *, pciback: bool = True) -> Path:
 def sysfs(tmp_path: Path) -> KernelSysfsPciBack:
     root = build_sysfs(tmp_path / "sys")
     return KernelSysfsPciBack(root, {bdf: d for bdf, (*_, d) in DEVICES.items() if d})
-
-
 
 
 @pytest.fixture

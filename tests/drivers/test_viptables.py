@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
 from typing import TYPE_CHECKING
 
 import pytest
@@ -14,7 +15,7 @@ from reconciler.model.host import FirewallEntry
 from reconciler.ports import FirewallPort
 
 if TYPE_CHECKING:
-    from tests.drivers.conftest import FakeTool
+    from tests.drivers.conftest import FakeTool, V4VTable
 
 UIVM_TABLE = """\
 1 : ACCEPT 3:* -> 0:5555
@@ -78,7 +79,7 @@ def test_insert_and_delete_argv(fake_viptables: FakeTool) -> None:
         ["-I", "3", "--dom-in", "5", "-j", "REJECT"],
         ["-A", "-j", "REJECT"],
         ["-L"],
-        ["-D", "--dom-in", "0", "--dom-out", "3", "--port-in", "5555", "-j", "ACCEPT"],
+        ["-D2"],  # by position: viptables' -D <rule> would ignore the target
     ]
 
 
@@ -118,7 +119,41 @@ def test_delete_many_lists_once_then_deletes_each_and_checks_first(fake_viptable
     fake_viptables.update(listing=UIVM_TABLE)
     present = FirewallEntry(dom_in=0, dom_out=3, port_in=5555)
     asyncio.run(firewall(fake_viptables).delete_many([present]))
-    assert fake_viptables.calls() == [["-L"], ["-D", "--dom-in", "0", "--dom-out", "3", "--port-in", "5555", "-j", "ACCEPT"]]
+    assert fake_viptables.calls() == [["-L"], ["-D2"]]
     with pytest.raises(TerminalHostError, match=r"no v4v firewall rule `--dom-in 9 -j ACCEPT` to delete"):
         asyncio.run(firewall(fake_viptables).delete_many([present, FirewallEntry(dom_in=9)]))
     assert fake_viptables.calls()[-1] == ["-L"]  # nothing deleted: every entry is checked first
+
+
+# ---- against a fake viptables that keeps a table as OpenXT's v4v does -------------------
+
+ACCEPT_ALL, REJECT_ALL = FirewallEntry(), FirewallEntry(target="REJECT")
+DOM0 = FirewallEntry(dom_in=0, dom_out=0)
+
+
+def test_the_v4v_fake_deletes_by_endpoints_whatever_the_target(v4v: V4VTable) -> None:
+    """What the driver must never rely on: `viptables -D -j ACCEPT` removes the first
+    `* -> *` entry, here the default REJECT, leaving the foreign ACCEPT (v4v open)."""
+    v4v.load(DOM0, REJECT_ALL, ACCEPT_ALL)
+    subprocess.run([str(v4v.path), "-D", "-j", "ACCEPT"], check=True)
+    assert v4v.table() == [DOM0, ACCEPT_ALL]
+    subprocess.run([str(v4v.path), "-D", "1"], check=True)  # a separate number is not a position: by rule again
+    assert v4v.table() == [DOM0]
+    listing = subprocess.run([str(v4v.path), "-L"], check=True, capture_output=True, text=True).stdout
+    assert listing == "1 : ACCEPT 0:* -> 0:*\n"
+
+
+def test_deleting_a_foreign_accept_below_the_reject_keeps_the_reject(v4v: V4VTable) -> None:
+    v4v.load(FirewallEntry(dom_in=3, dom_out=0, port_out=5555), DOM0, REJECT_ALL, ACCEPT_ALL)
+    fw = ViptablesFirewall(str(v4v.path))
+    asyncio.run(fw.delete(ACCEPT_ALL))
+    assert v4v.table() == [FirewallEntry(dom_in=3, dom_out=0, port_out=5555), DOM0, REJECT_ALL]
+    assert v4v.calls()[-1] == ["-D4"]
+
+
+def test_delete_many_removes_the_first_copies_from_the_bottom_up(v4v: V4VTable) -> None:
+    a, b = FirewallEntry(dom_in=1), FirewallEntry(dom_in=1, target="REJECT")  # same endpoints, other targets
+    v4v.load(a, b, a, REJECT_ALL, a)
+    asyncio.run(ViptablesFirewall(str(v4v.path)).delete_many([a, a, b]))
+    assert v4v.table() == [REJECT_ALL, a]
+    assert v4v.calls()[1:] == [["-D3"], ["-D2"], ["-D1"]]

@@ -41,6 +41,7 @@ def test_open_xen_finds_the_socket_like_libxenstore_and_closes_it(
                 assert await ports.xenstore.read("/vm/x/name") == b"web"
                 assert isinstance(ports.toolstack, XlToolstack)
                 assert isinstance(ports.pciback, SysfsPciBack) and ports.pciback.root == sock_dir / "sys"
+                assert ports.pciback.xenstore is ports.xenstore  # libxl's driver_path goes through it
                 assert isinstance(ports.firewall, ViptablesFirewall)
                 # No ip link/ethtool driver yet: no interface is shown, and setting one fails naming why.
                 assert isinstance(ports.netdev, NoNetDevices) and await ports.netdev.list() == []

@@ -110,6 +110,19 @@ def test_foreign_accept_on_top_and_removed_default_reject_are_undone(site: Site)
     site.assert_converged()
 
 
+def test_a_bare_table_gets_the_baseline_and_a_foreign_open_all_goes(site: Site) -> None:
+    """v4v without xenmgr: no REJECT, no dom0<->dom0 ACCEPT, and an open-all entry."""
+    site.sim("fw", "--delete", "-j REJECT")
+    site.sim("fw", "--delete", "--dom-in 0 --dom-out 0 -j ACCEPT")
+    site.sim("fw", "--append", "-j ACCEPT")
+    out = site.drifted("+ baseline = \"--dom-in 0 --dom-out 0 -j ACCEPT\"", "xenmgr's dom0<->dom0 ACCEPT goes in before it")
+    assert "the default REJECT is missing: v4v is open" in out
+    site.apply()
+    table = site.firewall()
+    assert FirewallEntry() not in table and table[-2:] == [DOM0, REJECT] and table.count(REJECT) == 1
+    site.assert_converged()
+
+
 def test_entry_appended_after_the_default_reject_is_drift(site: Site) -> None:
     web = site.domid("web")
     entry = FirewallEntry(web, 0, None, 80)  # derived (myself -> 0:80), but shadowed below REJECT

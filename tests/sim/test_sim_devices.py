@@ -115,6 +115,9 @@ def test_pci_assignable_and_attach_detach(sim: Any, vm: Any) -> None:
         assert await xs.directory("/libxl/pci") == []  # no longer assignable: its node went
         with pytest.raises(TerminalHostError, match="no PCI device 0000:09:00.0"):
             await pci.assignable_add("0000:09:00.0")
+        with pytest.raises(TerminalHostError, match="no PCI device 0000:09:00.0"):  # xl pci-attach refuses it too
+            await ts.attach_pci(domid, "09:00.0")
+        assert "pci" not in await xs.directory("/local/domain/0/backend")
 
     sim(body)
 

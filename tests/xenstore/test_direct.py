@@ -102,3 +102,35 @@ def test_eagain_at_commit_is_redone_under_the_retry_policy(run: Any) -> None:
         assert runs == 1
 
     run(body)
+
+
+def test_a_value_over_the_payload_limit_is_refused_embedded_as_served(run: Any) -> None:
+    """XENSTORE_PAYLOAD_MAX (4096 bytes: path, NUL, value) holds on every path: the wire
+    client refuses an oversize WRITE before sending (no xenstored takes it), and the
+    embedded host, its transactions and the store itself refuse it the same way."""
+    async def body(env: Any) -> None:
+        direct = DirectXenstore(env.store)
+        client = await env.client()
+        path = "/local/domain/3/data/blob"
+        room = 4096 - len(path) - 1
+        refusals: list[str] = []
+        for port in (client, direct):
+            with pytest.raises(errors.PayloadTooLarge) as caught:
+                await port.write(path, b"x" * (room + 1))
+            assert caught.value.errno_name == "EINVAL"
+            refusals.append(str(caught.value))
+
+            async def oversize(tx: XenstoreOps) -> None:
+                await tx.write(path, b"x" * (room + 1))
+
+            with pytest.raises(errors.PayloadTooLarge):
+                await port.transaction(oversize)
+        assert refusals[0] == refusals[1] == f"WRITE {path} needs 4097 payload bytes, over xenstore's 4096-byte limit"
+        with pytest.raises(errors.PayloadTooLarge):
+            env.store.write(path, "é" * (room // 2 + 1))  # bytes count, not characters
+        assert not env.store.exists(path)
+        await direct.write(path, b"x" * room)  # exactly the limit fits, on both
+        await client.write(path, b"y" * room)
+        assert await direct.read(path) == b"y" * room
+
+    run(body)
