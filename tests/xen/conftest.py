@@ -3,7 +3,8 @@
 Real: libxlutil (xl's cfg and device-spec parser, through ctypes: `xlutil.py`), the real
 `xl` binary with libxenlight running `xl create -n` (dry run: parse the cfg, build
 libxl's domain configuration, print it as JSON), libxenstore connecting to the
-project's simulated xenstored on a Unix socket (XENSTORED_PATH), the C compiler.
+project's simulated host (`reconciler sim serve`: its xenstored on a Unix socket,
+XENSTORED_PATH), the C compiler.
 Faked: the hypervisor. `xcshim.c`, compiled here with `cc -shared -fPIC` and loaded
 with LD_PRELOAD, answers the libxenctrl calls xl makes before and while it parses
 (xc_interface_open/close, xc_version, xc_physinfo, xc_sharing_*); its header comment
@@ -13,22 +14,21 @@ proof, and CI must never pass by skipping them (scripts/test installs the packag
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from drivers.xenstore import Store, XenstoreServer
-
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
 XL = "/usr/lib/xen-4.17/bin/xl"  # /usr/sbin/xl is a wrapper that needs a running hypervisor
 SHIM_SOURCE = HERE / "xcshim.c"
 
@@ -56,48 +56,24 @@ def xcshim(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-class Xenstored:
-    """The simulated xenstored (`drivers.xenstore`) on a Unix socket, in a thread."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=asyncio.run, args=(self._main(),), daemon=True)
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        server = XenstoreServer(Store(), self.path)
-        await server.start()
-        self._ready.set()
-        try:
-            await self._stop.wait()
-        finally:
-            await server.stop()
-
-    def __enter__(self) -> Xenstored:
-        self._thread.start()
-        assert self._ready.wait(10), "simulated xenstored did not start"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._loop is not None and self._stop is not None
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-
-
 @pytest.fixture(scope="session")
 def xenstored() -> Iterator[Path]:
-    """The socket path of a simulated xenstored for libxl_ctx_alloc's xs_open (short
-    temp dir: AF_UNIX paths are limited to 107 bytes)."""
-    sock_dir = Path(tempfile.mkdtemp(prefix="xsxl", dir="/tmp"))
+    """The socket of the project's simulated host, served by `reconciler sim serve` in its
+    own process (a short temp dir: AF_UNIX paths are limited to 107 bytes), for the
+    xs_open(0) of libxl_ctx_alloc. Stopped with SIGTERM at the end of the session."""
+    state = Path(tempfile.mkdtemp(prefix="xsxl", dir="/tmp"))
+    proc = subprocess.Popen([sys.executable, "-m", "reconciler", "sim", "serve", "--state", str(state)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        with Xenstored(sock_dir / "socket") as daemon:
-            yield daemon.path
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(3)]  # the last once both sockets listen
+        sock = state / "xenstored.sock"
+        assert lines[-1] == f"export XENSTORED_PATH={sock}\n", (lines, proc.stderr and proc.stderr.read())
+        yield sock
     finally:
-        shutil.rmtree(sock_dir, ignore_errors=True)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+        shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
