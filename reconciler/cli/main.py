@@ -20,7 +20,7 @@ from reconciler.logs import FORMATS, reset, setup
 
 # Verb modules under reconciler.cli, in the order `--help` lists them. Each is imported to
 # build the parser, so a verb module imports its heavy dependencies inside `run`.
-VERBS: tuple[str, ...] = ("validate", "schema", "sim", "observe", "plan", "apply", "watch", "status", "suspend", "resume")
+VERBS: tuple[str, ...] = ("validate", "schema", "sim", "observe", "plan", "apply", "watch", "status", "suspend", "resume", "xlconfig")
 
 
 def _load(verb: str) -> ModuleType:
