@@ -16,17 +16,17 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import BaseModel, SecretStr
-
 from reconciler.errors import ReconcilerError, UsageError
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from reconciler.model.devices import PCIPassthrough
     from reconciler.model.state import DesiredState
     from reconciler.model.vm import VM
 
 REDACTED = "<redacted>"
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M", bound="BaseModel")
 
 
 class _Once(argparse.Action):
@@ -56,15 +56,24 @@ def _redacted(model: M) -> M:
     """`model` with every secret (any SecretStr, however deep) replaced by `<redacted>`:
     rendered again, the cfg keeps its shape (and still parses) without the secret."""
     updates: dict[str, Any] = {}
-    for name in type(model).model_fields:
-        value = getattr(model, name)
-        if isinstance(value, SecretStr):
-            updates[name] = SecretStr(REDACTED)
-        elif isinstance(value, BaseModel):
-            redacted = _redacted(value)
-            if redacted is not value:
-                updates[name] = redacted
+    for name, value in model:
+        redacted = _redacted_value(value)
+        if redacted is not value:
+            updates[name] = redacted
     return model.model_copy(update=updates) if updates else model
+
+
+def _redacted_value(value: Any) -> Any:
+    from pydantic import BaseModel, SecretStr  # heavy: only when the verb runs
+
+    if isinstance(value, SecretStr):
+        return SecretStr(REDACTED)
+    if isinstance(value, BaseModel):
+        return _redacted(value)
+    if isinstance(value, (list, tuple)):
+        items = [_redacted_value(item) for item in value]
+        return type(value)(items) if any(a is not b for a, b in zip(items, value)) else value
+    return value
 
 
 def _unresolved(desired: DesiredState, vm: str) -> list[PCIPassthrough]:
