@@ -18,13 +18,15 @@ from reconciler import __version__
 from reconciler.errors import ReconcilerError
 from reconciler.logs import FORMATS, reset, setup
 
-# Verb modules under reconciler.cli, in the order `--help` lists them. Each is imported to
-# build the parser, so a verb module imports its heavy dependencies inside `run`.
-VERBS: tuple[str, ...] = ("validate", "schema", "sim", "observe", "plan", "apply", "watch", "status", "suspend", "resume")
+# Verbs, in the order `--help` lists them; each is the module reconciler.cli.<verb without
+# dashes>. Each is imported to build the parser, so a verb module imports its heavy
+# dependencies inside `run`.
+VERBS: tuple[str, ...] = ("validate", "schema", "sim", "observe", "plan", "apply", "watch", "status", "suspend", "resume",
+                          "xl-config")
 
 
 def _load(verb: str) -> ModuleType:
-    return importlib.import_module(f"reconciler.cli.{verb}")
+    return importlib.import_module(f"reconciler.cli.{verb.replace('-', '')}")
 
 
 class Parser(argparse.ArgumentParser):
