@@ -6,8 +6,8 @@ Stage: simulated host. `build` is called by `Libxl.create` once the guest's doma
 built, `destroy` by `Libxl.destroy` before the guest's devices go, as
 `libxl__destroy_domid` destroys the device model first; a guest that powers off or
 crashes and is reaped takes its stub domain with it the same way (a preserved guest
-keeps it, as its QEMU would run on). The stub domain is a PV domain named `<guest>-dm`
-(`libxl__stub_dm_name`) with a fresh uuid, one vCPU, the manifest's stub domain memory,
+keeps it, as its QEMU would run on; `renamed` follows xl's rename-restart, called by
+`guests`). The stub domain is a PV domain named `<guest>-dm` (`libxl__stub_dm_name`) with a fresh uuid, one vCPU, the manifest's stub domain memory,
 the MiniOS ioemu kernel and cmdline ` -d <guest domid>`, running at once (the device
 model must run before the guest is unpaused), listed by `xl list` like any domain.
 Written as libxl writes them: the stub domain's skeleton, build and console nodes,
@@ -31,14 +31,14 @@ from typing import TYPE_CHECKING
 from drivers.sim.backends import DeviceRef
 from drivers.sim.domains import Domain
 from drivers.sim.layout import build_post, console_add, domain_skeleton
-from drivers.sim.ops import Op, dom_path, mkdir
+from drivers.sim.ops import Op, dom_path, mkdir, vm_path
 from drivers.sim.player import play
 from reconciler.errors import TerminalHostError
 from reconciler.model import VM
 from reconciler.xenfmt import kib_from_mib
 
 if TYPE_CHECKING:
-    from drivers.sim.toolstack import Libxl
+    from drivers.sim.toolstack import Core, Libxl
 
 KERNEL = "/usr/lib/xen/boot/ioemu-stubdom.gz"  # libxl's MiniOS stub domain image (xenfirmwaredir)
 CONSOLE_PORT, CONSOLE_RING = 2, 0xFEFFF  # placeholders, as the guest's console
@@ -54,9 +54,9 @@ def wanted(vm: VM) -> bool:
     return vm.spec.virt == "hvm" and vm.spec.stubdom is not None and vm.spec.stubdom.enabled
 
 
-def stub_of(libxl: Libxl, guest_domid: int) -> int | None:
+def stub_of(core: Core, guest_domid: int) -> int | None:
     """The guest's stub domain domid, as libxl_get_stubdom_id reads it (None: no stub domain)."""
-    text = libxl.core.value(f"{dom_path(guest_domid)}/image/device-model-domid")
+    text = core.value(f"{dom_path(guest_domid)}/image/device-model-domid")
     return int(text) if text is not None and text.isdigit() and int(text) != 0 else None
 
 
@@ -90,8 +90,21 @@ async def build(libxl: Libxl, vm: VM, guest_domid: int) -> None:
 
 async def destroy(libxl: Libxl, guest_domid: int) -> None:
     """The guest is being destroyed: its stub domain goes first, then the device-model node."""
-    stub, node = stub_of(libxl, guest_domid), f"{dom_path(0)}/device-model/{guest_domid}"
+    stub, node = stub_of(libxl.core, guest_domid), f"{dom_path(0)}/device-model/{guest_domid}"
     if stub is not None and stub in libxl.core.domains.domains and stub != guest_domid:
         await libxl.destroy(stub)
     if libxl.core.exists(node):
         play(libxl.core.store, [Op("rm", node)])
+
+
+def renamed(core: Core, guest_domid: int, guest_name: str) -> None:
+    """The guest was renamed (xl's rename-restart, `libxl_domain_preserve`): as
+    `libxl__domain_rename` does, its stub domain becomes `<new name>-dm`, which frees
+    `<old name>-dm` for the guest built again under the old name."""
+    stub = stub_of(core, guest_domid)
+    domain = core.domains.domains.get(stub) if stub is not None else None
+    if domain is None:
+        return
+    domain.name = stub_name(guest_name)
+    play(core.store, [Op("write", f"{dom_path(domain.domid)}/name", domain.name),
+                      Op("write", f"{vm_path(domain.uuid)}/name", domain.name)])

@@ -186,7 +186,8 @@ def test_real_ip_and_ethtool_on_vif_named_interfaces(tmp_path: Path) -> None:
     assert after["vif5.0"]["mtu"] == 1400
     errors = out["errors"]
     assert 'Cannot find device "vif99.0"' in errors["missing"] and errors["missing"].startswith("`ip link` failed")
-    assert errors["no-link-settings"].startswith("`ethtool -s` failed") and "not supported" in errors["no-link-settings"]
+    unsupported = errors["no-link-settings"]
+    assert unsupported.startswith("`ethtool -s` failed") and "not supported" in unsupported
     assert "backend is domain 3 (a driver domain)" in errors["driver-domain"]
     assert "re-plugging the NIC" in errors["driver-domain"]
     assert "bad setting tso 'maybe'" in errors["bad-value"]

@@ -94,3 +94,40 @@ def test_a_guest_that_powers_off_or_crashes_takes_its_stub_domain(
     host.run(lambda ports: toolstack.crash(guest))  # onCrash destroy (the default): xl destroys it
     domains = _domains(host)
     assert "win10" not in domains and "win10-dm" not in domains, domains
+
+
+DESKTOP = """\
+apiVersion: xen.reconciler/v1
+kind: VM
+metadata: {name: desk}
+spec:
+  virt: hvm
+  memory: 512
+  stubdom: {enabled: true, memory: 32Mi}
+  lifecycle: {onCrash: rename-restart}
+  v4vRules: ["my-stubdom -> 0:4001"]
+"""
+
+
+def test_rename_restart_renames_the_stub_domain_and_the_guest_is_built_again(
+        served: Callable[..., Any], cli: Callable[..., tuple[int, str, str]], tmp_path: Path) -> None:
+    (tmp_path / "desk.yaml").write_text(DESKTOP)
+    host = served()
+    code, out, err = cli("apply", str(tmp_path))
+    assert (code, err) == (0, ""), out
+    guest, stub = _domains(host)["desk"], _domains(host)["desk-dm"]
+    toolstack = host.ports.toolstack
+    assert isinstance(toolstack, SimToolstack)
+    host.run(lambda ports: toolstack.crash(guest))  # xl keeps it as desk-<time>, its stub as desk-<time>-dm
+    by_domid = {domid: name for name, domid in _domains(host).items()}
+    assert by_domid[stub] == f"{by_domid[guest]}-dm" and by_domid[guest].startswith("desk-"), by_domid
+    assert _read(host, f"/local/domain/{stub}/name") == by_domid[stub]
+    code, out, err = cli("apply", str(tmp_path))  # desk-dm is free again: desk is built with a new one
+    assert (code, err) == (0, ""), out
+    new = _domains(host)["desk-dm"]
+    assert new not in (guest, stub)
+    table = set(_table(host))
+    assert {FirewallEntry(dom_in=new, dom_out=0, port_out=4001),
+            FirewallEntry(dom_in=0, dom_out=new, port_in=4001)} <= table
+    code, out, _ = cli("plan", str(tmp_path), "--detailed-exitcode")
+    assert code == 0 and "No changes. The host matches the manifests." in out, out
