@@ -7,14 +7,15 @@ built, `destroy` by `Libxl.destroy` before the guest's devices go, as
 `libxl__destroy_domid` destroys the device model first; a guest that powers off or
 crashes and is reaped takes its stub domain with it the same way (a preserved guest
 keeps it, as its QEMU would run on; `renamed` follows xl's rename-restart, called by
-`guests`). The stub domain is a PV domain named `<guest>-dm` (`libxl__stub_dm_name`) with a fresh uuid, one vCPU, the manifest's stub domain memory,
-the MiniOS ioemu kernel and cmdline ` -d <guest domid>`, running at once (the device
-model must run before the guest is unpaused), listed by `xl list` like any domain.
-Written as libxl writes them: the stub domain's skeleton, build and console nodes,
-`/local/domain/<stub>/target` = guest domid, the guest's
-`/local/domain/<guest>/image/device-model-domid` = stub domid (what
-`libxl_get_stubdom_id` and OpenXT's xenmgr read, and what makes `my-stubdom` v4v
-rules resolve), and `/local/domain/0/device-model/<guest>` (owned by the stub domain,
+`guests`). The stub domain is a PV domain named `<guest>-dm` (`libxl__stub_dm_name`)
+with a uuid of its own (derived from the guest's, where libxl draws a random one), one
+vCPU, the manifest's stub domain memory, the MiniOS ioemu kernel and cmdline
+` -d <guest domid>`, running at once (the device model must run before the guest is
+unpaused), listed by `xl list` like any domain. Written as libxl writes them: the stub
+domain's skeleton, build and console nodes, `/local/domain/<stub>/target` = guest
+domid, the guest's `/local/domain/<guest>/image/device-model-domid` = stub domid (what
+`libxl_get_stubdom_id` and OpenXT's xenmgr read, and what makes `my-stubdom` v4v rules
+resolve), and `/local/domain/0/device-model/<guest>` (owned by the stub domain,
 readable by the guest).
 
 Not modelled: the stub domain's copies of the guest's disks and NICs and its save/restore
@@ -71,7 +72,11 @@ async def build(libxl: Libxl, vm: VM, guest_domid: int) -> None:
         await libxl.destroy(guest_domid)
         raise TerminalHostError(f"cannot build the stub domain of {vm.metadata.name}: a domain named {name} already "
                                 f"exists (domid {other.domid}); destroy it first")
-    domid, uuid, memkb = core.domains.allocate(), str(uuid_mod.uuid4()), kib_from_mib(vm.spec.stubdom.memory)
+    guest = core.domains.get(guest_domid)
+    # libxl draws a random uuid; derived from the guest's here, so a simulated host's
+    # state (and the plans that fingerprint it) comes out the same on every run.
+    uuid = str(uuid_mod.uuid5(uuid_mod.UUID(guest.uuid), "device-model stub domain"))
+    domid, memkb = core.domains.allocate(), kib_from_mib(vm.spec.stubdom.memory)
     domain = Domain(domid, name, uuid, "pv", "running", memkb, memkb, 0, 1, 1)
     core.domains.add(domain)
     play(core.store, domain_skeleton(domid, name, uuid, "pv"))
