@@ -1,9 +1,8 @@
-"""open_xen: the real-host HostPorts, composed from the xenstore, xl, pciback and viptables drivers.
+"""open_xen: the real-host HostPorts, composed from the xenstore, xl, pciback, viptables and netdev drivers.
 
-The network-device port (`ip link`/`ethtool` in the vif's backend domain) has no real
-driver yet: `reconciler.ports.NoNetDevices` shows no interface (so MTU is read from the
-vif's xenstore node, promiscuous and ethtool from the last-applied record, as before)
-and fails, naming what is missing, any step that would set one.
+The network-device port is `drivers.netdev.IpNetDevices` (`ip link`/`ethtool` on dom0's
+vif interfaces, told apart by the vif backend nodes this xenstore client reads); a vif
+served by a driver domain is out of its reach (see that module).
 
 Stage: driver composition. Called only by `reconciler.cli` for `--host xen`, as
 `async with open_xen() as ports: ...`. Connects one xenstore client (socket found as
@@ -20,11 +19,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from drivers.netdev import IpNetDevices, NetDevSettings
 from drivers.pciback import SysfsPciBack
 from drivers.viptables import ViptablesFirewall, ViptablesSettings
 from drivers.xenstore import ClientSettings, XenstoreClient
 from drivers.xl import XlSettings, XlToolstack
-from reconciler.ports import HostPorts, NoNetDevices
+from reconciler.ports import HostPorts
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class XenSettings:
     xl: XlSettings = field(default_factory=XlSettings)
     sysfs_root: Path = Path("/sys")  # where sysfs is mounted; tests point it at a fake tree
     viptables: ViptablesSettings = field(default_factory=ViptablesSettings)
+    netdev: NetDevSettings = field(default_factory=NetDevSettings)
 
 
 @contextlib.asynccontextmanager
@@ -50,7 +51,7 @@ async def open_xen(settings: XenSettings | None = None) -> AsyncIterator[HostPor
             toolstack=XlToolstack(settings.xl),
             pciback=SysfsPciBack(settings.sysfs_root, client),  # client: libxl's /libxl/pci driver_path
             firewall=ViptablesFirewall(settings=settings.viptables),
-            netdev=NoNetDevices(),
+            netdev=IpNetDevices(settings.netdev, xenstore=client),
         )
     finally:
         await client.close()

@@ -4,8 +4,8 @@ Stage: boundary. `observe`, `execute` and the watch loop depend on these Protoco
 `drivers/` implements them (`drivers.xenstore.client.XenstoreClient` for a real or
 simulated xenstored), `drivers.sim` the simulated toolstack, PCI back-end,
 firewall and network devices, `drivers.xl`/`drivers.pciback`/`drivers.viptables` the
-real ones (the real network-device driver, `ip link`/`ethtool`, is not built yet:
-`NoNetDevices` stands in). The small value types the ports exchange live here and in
+real ones, `drivers.netdev` the network devices (`ip link`/`ethtool`; `NoNetDevices`
+stands in where a host has no such driver). The small value types the ports exchange live here and in
 `reconciler.model.host`.
 """
 
@@ -236,9 +236,9 @@ class NetDevicePort(Protocol):
 
 
 class NoNetDevices:
-    """A host whose vif interfaces the reconciler cannot reach yet (a real host until
-    the `ip link`/`ethtool` driver exists): it shows none, so the observer falls back to
-    the vif's xenstore MTU and the last-applied record, and refuses every change."""
+    """A host whose vif interfaces the reconciler cannot reach (ports composed without a
+    network-device driver): it shows none, so the observer falls back to the vif's
+    xenstore MTU and the last-applied record, and refuses every change."""
 
     async def list(self) -> list[NetDevice]:
         return []

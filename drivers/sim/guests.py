@@ -26,6 +26,7 @@ import uuid as uuid_mod
 from collections.abc import Coroutine
 from typing import Any, Literal
 
+from drivers.sim import stubdom
 from drivers.sim.domains import Domain
 from drivers.sim.ops import Op, dom_path, vm_path
 from drivers.sim.player import play
@@ -170,6 +171,7 @@ class Guests:
         vm, dom = vm_path(domain.uuid), dom_path(domain.domid)
         play(self.core.store, [Op("write", f"{dom}/vm", vm), Op("write", f"{dom}/name", domain.name),
                                Op("write", f"{vm}/uuid", domain.uuid), Op("write", f"{vm}/name", domain.name)])
+        stubdom.renamed(self.core, domain.domid, domain.name)  # libxl__domain_rename renames `<name>-dm` too
         self.core.on_change()
         log.info("domain %d preserved as %s (was under %s)", domain.domid, domain.name, old_vm)
 

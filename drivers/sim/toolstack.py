@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from drivers.sim import stubdom
 from drivers.sim.backends import Backends, DeviceRef
 from drivers.sim.domains import Domain, DomainTable
 from drivers.sim.faults import Faults
@@ -106,6 +107,7 @@ class Libxl:
                                      console_type="ioemu" if spec.virt == "hvm" else "xenconsoled", vnc=vnc))
         core.backends.start(DeviceRef(domid, "console", 0), "add")
         core.store.introduce_domain(domid)
+        await stubdom.build(self, vm, domid)  # `<vm>-dm` for an HVM guest with stubdom.enabled, as libxl builds it
         if not paused:
             domain.set_power("running")
         return domid
@@ -166,6 +168,7 @@ class Libxl:
                 await asyncio.sleep(core.settings.ms(5) + 0.001)
             return
         domain.set_power("dying")
+        await stubdom.destroy(self, domid)  # libxl__destroy_domid: the device model (its stub domain) goes first
         refs = self._devices(domid)
         jobs = []
         for ref in refs:

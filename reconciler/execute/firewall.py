@@ -98,6 +98,11 @@ async def fw_start(rt: Runtime, step: Step, retry: bool) -> str | None:
     vm = step.vm
     async with rt.firewall_lock:
         running = await _view(rt)
+        if _stub_unseen(rt, vm, running):
+            # libxl built `<vm>-dm` with the domain; the run's listing replays the create
+            # of the guest only, so `my-stubdom` would resolve to nothing: list again.
+            rt.domains_changed()
+            running = await _view(rt)
         if vm not in running.running:
             return f"{vm} is not running: nothing to insert"
         if rt.fw_rules is None:
@@ -106,6 +111,14 @@ async def fw_start(rt: Runtime, step: Step, retry: bool) -> str | None:
         batch = _reserve(await rt.firewall(), wanted)
     await _insert(rt, batch)
     return None if wanted else "resolves to no entry yet (a VM its rules name is not running)"
+
+
+def _stub_unseen(rt: Runtime, vm: str, running: RunningIndex) -> bool:
+    """`vm` runs, wants a device-model stub domain, and the running set shows none."""
+    desired, now = rt.desired.vms.get(vm), running.running.get(vm)
+    stubdom = desired.spec.stubdom if desired is not None else None
+    return (now is not None and now.stubdom is None and desired is not None and desired.spec.virt == "hvm"
+            and stubdom is not None and stubdom.enabled)
 
 
 async def fw_apply(rt: Runtime, step: Step, retry: bool) -> str | None:

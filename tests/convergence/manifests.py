@@ -58,6 +58,11 @@ class ManifestSet:
         """VMs whose domain exists after apply (running or paused)."""
         return [name for name, spec in self.vms.items() if spec.get("state", "running") != "stopped"]
 
+    def stub_domains(self) -> list[str]:
+        """The `<vm>-dm` device-model domains libxl builds with the live HVM VMs that ask for one."""
+        return [f"{name}-dm" for name in self.live() if self.vms[name].get("virt") == "hvm"
+                and self.vms[name].get("stubdom", {}).get("enabled")]
+
     def bound(self) -> set[str]:
         """Host devices that must be on pciback once converged: a live VM's, or greedy."""
         live = set(self.live())
