@@ -11,9 +11,11 @@ PCI is in `drivers.sim.pcidev`. Called by `drivers.sim.host`.
 from __future__ import annotations
 
 import asyncio
+from typing import get_args
 
 from drivers.sim.backends import DeviceJob, DeviceRef
 from drivers.sim.domains import Domain
+from drivers.sim.devices import DiskFormat, media_params
 from drivers.sim.layout import device_destroy, device_remove, vbd_add, vif_add
 from drivers.sim.ops import Op, libxl_path
 from drivers.sim.player import play
@@ -65,6 +67,32 @@ class Devices:
             core.netdevs.plug(backend_domid, vif_ifname(domid, devid, spec.vifname), domid=domid, devid=devid, mtu=spec.mtu)
             ref = DeviceRef(domid, "vif", devid, backend_domid)
             await self._wait_attached(core.backends.start(ref, "add"), domain, f"NIC {devid}")
+
+    async def cd_insert(self, domid: int, vdev: str, target: str, disk_format: str) -> None:
+        """`xl cd-insert` (`xl cd-eject`: an empty target), as `libxl_cdrom_insert` does it:
+        only into an existing CD drive of an HVM guest; the drive is emptied (backend and
+        /libxl copy `params` ""), then given the new media (`params`, `<fmt>:<path>` on
+        qdisk). QEMU changes the media; the backend stays connected."""
+        core = self.core
+        if disk_format not in get_args(DiskFormat):
+            raise TerminalHostError(f"cd-insert {vdev} of domain {domid}: unknown disk format {disk_format!r}")
+        try:
+            devid = vdev_to_devid(vdev)
+        except ValueError as exc:
+            raise TerminalHostError(f"cd-insert: {exc}") from exc
+        async with core.lock(domid):
+            domain = core.live(domid)
+            if domain.virt != "hvm":  # libxl_cdrom_insert
+                raise TerminalHostError(f"libxl: error: Domain {domid}:cdrom-insert requires an HVM domain")
+            copy = f"{libxl_path(domid)}/device/vbd/{devid}"
+            back = core.value(f"{copy}/backend")
+            if back is None or core.value(f"{back}/device-type") != "cdrom":
+                raise TerminalHostError(f"libxl: error: Domain {domid}:Virtual device not found ({vdev} is no CD drive "
+                                        f"of domain {domid})")
+            kind = core.value(f"{back}/type") or "phy"
+            params = media_params(kind, target, disk_format)  # type: ignore[arg-type]
+            for value in ("", params):  # ejected first, then inserted: two transactions, as libxl writes them
+                play(core.store, [Op("write", f"{path}/params", value) for path in (back, copy)])
 
     async def detach_disk(self, domid: int, vdev: str) -> None:
         try:
