@@ -17,7 +17,7 @@ from typing import Literal, Protocol, TypeVar
 
 from reconciler.model.devices import NIC, Disk
 from reconciler.errors import TerminalHostError
-from reconciler.model.host import DomainStatus, FirewallEntry, HostPciDevice, NetDevice
+from reconciler.model.host import Build, DomainStatus, FirewallEntry, HostPciDevice, NetDevice
 from reconciler.model.vm import VM
 
 T = TypeVar("T")
@@ -125,8 +125,10 @@ class ToolstackPort(Protocol):
         """Every domain but dom0, sorted by domid (`xl list`)."""
         ...
 
-    async def create(self, vm: VM, *, paused: bool = True) -> int:
-        """Build the domain (`xl create -p`) with its console and no other device; its domid."""
+    async def create(self, vm: VM, build: Build = Build(), *, paused: bool = True) -> int:
+        """Build the domain (`xl create -p`) WITH the devices of `build`, as xl builds the
+        devices of its cfg (emulated disks and NICs, passthrough set up at build); its
+        domid. Returns once the devices' backends are up, as `attach_disk` does."""
         ...
 
     async def unpause(self, domid: int) -> None: ...

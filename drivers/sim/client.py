@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from drivers.sim.firewall import entry_from_json, entry_to_json
 from reconciler.errors import TerminalHostError
 from reconciler.model import NIC, VM, Disk
-from reconciler.model.host import DomainStatus, FirewallEntry, HostPciDevice, NetDevice
+from reconciler.model.host import Build, DomainStatus, FirewallEntry, HostPciDevice, NetDevice
 
 if TYPE_CHECKING:
     from reconciler.ports import FirewallPort, NetDevicePort, PciBackPort, ToolstackPort
@@ -24,6 +24,12 @@ if TYPE_CHECKING:
 
 def _dump(model: VM | Disk | NIC) -> Any:
     return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def build_to_json(build: Build) -> dict[str, Any]:
+    """A Build as the create request carries it (`dispatch.build_from_json` reads it back)."""
+    return {"disks": [_dump(d) for d in build.disks], "nics": [_dump(n) for n in build.nics],
+            "pci": [vars(p).copy() for p in build.pci]}
 
 
 def _rows(value: Any, what: str) -> list[dict[str, Any]]:
@@ -45,8 +51,8 @@ class SimToolstack:
     async def list_domains(self) -> list[DomainStatus]:
         return [DomainStatus(**row) for row in _rows(await self.rpc.call("list_domains"), "domain")]
 
-    async def create(self, vm: VM, *, paused: bool = True) -> int:
-        domid = await self.rpc.call("create", vm=_dump(vm), paused=paused)
+    async def create(self, vm: VM, build: Build = Build(), *, paused: bool = True) -> int:
+        domid = await self.rpc.call("create", vm=_dump(vm), build=build_to_json(build), paused=paused)
         if not isinstance(domid, int):
             raise TerminalHostError(f"the simulated host answered create with {domid!r}, not a domid")
         return domid

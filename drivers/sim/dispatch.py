@@ -28,7 +28,7 @@ from drivers.sim.pcidev import PciDevices
 from drivers.sim.toolstack import Core, Libxl
 from reconciler.errors import TerminalHostError, TransientHostError
 from reconciler.model import NIC, VM, Disk
-from reconciler.model.host import FirewallEntry
+from reconciler.model.host import Build, FirewallEntry, PciAssignment
 
 Args = dict[str, Any]
 READS = frozenset({"list_domains", "inventory", "fw_list", "netdev_list"})  # the ops that change nothing
@@ -98,7 +98,8 @@ class Dispatcher:
         return domain_rows(self.core.domains)
 
     async def _create(self, args: Args) -> int:
-        domid = await self.libxl.create(_model(VM, args, "vm"), paused=bool(args.get("paused", True)))
+        domid = await self.libxl.create(_model(VM, args, "vm"), build_from_json(args.get("build")),
+                                        paused=bool(args.get("paused", True)))
         domain = self.core.domains.get(domid)
         self.guests.boot(domain)
         if domain.power == "running":
@@ -188,6 +189,27 @@ def _model(cls: type[pydantic.BaseModel], args: Args, key: str) -> Any:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise TerminalHostError(f"bad {cls.__name__} for the simulated host: {where}: {first['msg']}") from None
+
+
+def build_from_json(doc: Any) -> Build:
+    """The create request's `build` (`client.build_to_json`); absent: no devices."""
+    if doc is None:
+        return Build()
+    if not isinstance(doc, dict) or not set(doc) <= {"disks", "nics", "pci"} or \
+            not all(isinstance(doc.get(k, []), list) for k in ("disks", "nics", "pci")):
+        raise TerminalHostError(f"bad request: build must be an object of disks, nics and pci lists, found {doc!r}")
+    disks = tuple(_model(Disk, {"d": d}, "d") for d in doc.get("disks", []))
+    nics = tuple(_model(NIC, {"n": n}, "n") for n in doc.get("nics", []))
+    pci = []
+    for row in doc.get("pci", []):
+        slot = row.get("guest_slot") if isinstance(row, dict) else None
+        if not isinstance(row, dict) or not isinstance(row.get("bdf"), str) or \
+                not (slot is None or (isinstance(slot, int) and not isinstance(slot, bool))):
+            raise TerminalHostError(f"bad request: a build's PCI device needs a bdf and an integer guest_slot, found {row!r}")
+        pci.append(PciAssignment(row["bdf"], permissive=bool(row.get("permissive")),
+                                 msitranslate=bool(row.get("msitranslate")),
+                                 power_mgmt=bool(row.get("power_mgmt")), guest_slot=slot))
+    return Build(disks, nics, tuple(pci))
 
 
 def _entries(args: Args) -> list[FirewallEntry]:

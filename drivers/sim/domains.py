@@ -36,6 +36,7 @@ class Domain:
     on_poweroff: str = "destroy"
     on_crash: str = "destroy"
     boot_sentinel: str | None = None  # node under /local/domain/<domid> the guest fills once up
+    passthrough: bool = False  # built with a PCI device (libxl enables passthrough then); old state: False
     # Set while the domain runs: guest frontends and the guest's shutdown handler wait on it.
     awake: asyncio.Event = field(default_factory=asyncio.Event, compare=False, repr=False)
 

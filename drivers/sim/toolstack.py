@@ -28,6 +28,7 @@ from drivers.sim.settings import HostSettings
 from drivers.xenstore.store import Store
 from reconciler.errors import TerminalHostError, TransientHostError
 from reconciler.model import VM, default_vm_uuid
+from reconciler.model.host import Build
 from reconciler.xenfmt import kib_from_mib
 
 HVM_VIDEORAM_MIB = 16  # libxl's default for qemu-xen stdvga; the 2019 dump shows 16384 KiB
@@ -80,7 +81,7 @@ class Libxl:
     def __init__(self, core: Core) -> None:
         self.core = core
 
-    async def create(self, vm: VM, *, paused: bool) -> int:
+    async def create(self, vm: VM, build: Build = Build(), *, paused: bool) -> int:
         core, spec, name = self.core, vm.spec, vm.metadata.name
         uuid = spec.uuid or default_vm_uuid(name)
         if (other := core.domains.by_name(name)) is not None:
@@ -92,7 +93,8 @@ class Libxl:
         max_vcpus = spec.max_vcpus or spec.vcpus
         domain = Domain(domid, name, uuid, spec.virt, "paused", kib_from_mib(spec.max_memory or spec.memory),
                         kib_from_mib(spec.memory), kib_from_mib(video_mib), spec.vcpus, max_vcpus,
-                        spec.lifecycle.on_poweroff, spec.lifecycle.on_crash, spec.boot_sentinel)
+                        spec.lifecycle.on_poweroff, spec.lifecycle.on_crash, spec.boot_sentinel,
+                        passthrough=bool(build.pci))
         core.domains.add(domain)
         play(core.store, domain_skeleton(domid, name, uuid, spec.virt))
         play(core.store, build_post(

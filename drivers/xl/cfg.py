@@ -1,8 +1,13 @@
 """Render a VM manifest as an xl.cfg file (reference xen.md 3.1-3.2): pure.
 
-In: a `VM` model. Out: the file text, one `key = value` per line, and the secrets it
-holds (for scrubbing messages). Only the domain itself is described: disks, NICs and
-PCI devices are attached afterwards by their own plan steps. Called by
+In: a `VM` model and the `Build` (its disks, NICs, PCI devices: `reconciler.build.build_of`).
+Out: the file text, one `key = value` per line, and the secrets it holds (for scrubbing
+messages). The domain is built as xl builds one (DESIGN section 5): its devices are in
+the cfg, `disk = [...]` (xl-disk-configuration(5), each option a `key=value`, `target=`
+last as it swallows commas), `vif = [...]` (xl-network-configuration(5)), `pci = [...]`
+(BDF[@slot] with options, xl.cfg(5)) and `passthrough = "enabled"` when there is a PCI
+device (what libxl picks then; written so the cfg says it). The spec strings are the
+ones `xl block-attach`/`network-attach`/`pci-attach` take (`drivers.xl.specs`). Called by
 `drivers.xl.toolstack.XlToolstack.create`, which writes the text to a private 0600 file.
 
 Mapping (manifest -> xl.cfg): name, uuid (default: the project uuid5 of the name),
@@ -19,8 +24,10 @@ bootSentinel, install, priorities, dependsOn.
 
 from __future__ import annotations
 
+from drivers.xl.specs import disk_spec, pci_spec, vif_spec
 from reconciler.errors import TerminalHostError
 from reconciler.model.common import default_vm_uuid
+from reconciler.model.host import Build
 from reconciler.model.vm import VM, VMSpec
 
 Value = str | int | bool | list[str]
@@ -126,14 +133,28 @@ def _pv_display(spec: VMSpec) -> Entries:
     return [("vfb", [",".join(parts)])]
 
 
-def render_cfg(vm: VM) -> tuple[str, frozenset[str]]:
-    """The xl.cfg text for `vm` and the secrets in it (to scrub from xl's messages)."""
+def _devices(build: Build) -> Entries:
+    entries: Entries = []
+    if build.disks:
+        entries.append(("disk", [", ".join(disk_spec(disk)) for disk in build.disks]))
+    if build.nics:
+        entries.append(("vif", [", ".join(vif_spec(nic)) for nic in build.nics]))
+    if build.pci:
+        entries.append(("pci", [pci_spec(p.bdf, permissive=p.permissive, msitranslate=p.msitranslate,
+                                         power_mgmt=p.power_mgmt, guest_slot=p.guest_slot) for p in build.pci]))
+        entries.append(("passthrough", "enabled"))
+    return entries
+
+
+def render_cfg(vm: VM, build: Build = Build()) -> tuple[str, frozenset[str]]:
+    """The xl.cfg text for `vm` built with `build`, and the secrets in it (to scrub from xl's messages)."""
     spec = vm.spec
     entries = _domain(vm)
     if spec.virt == "hvm":
         entries += _hvm(spec) + _hvm_display(spec)
     else:
         entries += _pv_display(spec)
+    entries += _devices(build)
     password = _password(spec)
     secrets = frozenset([password] if password else [])
     lines = [f"{key} = {_format(key, value, secrets)}" for key, value in entries]

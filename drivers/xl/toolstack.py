@@ -3,9 +3,10 @@
 Stage: driver (toolstack). Called by observe/execute through `reconciler.ports.ToolstackPort`.
 Every call is one `xl` subprocess (argv list, never a shell; `command.run_tool`) with a
 per-command timeout; cfg text and spec strings come from the pure `cfg` and `specs`
-modules. `create` writes the xl.cfg (it may hold the VNC password) 0600 into a private
-temp directory that is removed once `xl create` returns; secrets never reach argv or
-error messages.
+modules. `create` builds the domain as xl builds one, with its disks, NICs and PCI
+devices in the cfg (`Build`); it writes the xl.cfg (it may hold the VNC password) 0600
+into a private temp directory that is removed once `xl create` returns; secrets never
+reach argv or error messages.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from drivers.xl.specs import disk_spec, pci_spec, vif_spec
 from reconciler.atomic import write_text_atomic
 from reconciler.errors import TerminalHostError
 from reconciler.model.devices import NIC, Disk
-from reconciler.model.host import DomainStatus
+from reconciler.model.host import Build, DomainStatus
 from reconciler.model.vm import VM
 
 
@@ -51,8 +52,8 @@ class XlToolstack:
     async def list_domains(self) -> list[DomainStatus]:
         return parse_list_verbose(await self._xl("list", "-v"))
 
-    async def create(self, vm: VM, *, paused: bool = True) -> int:
-        text, secrets = render_cfg(vm)
+    async def create(self, vm: VM, build: Build = Build(), *, paused: bool = True) -> int:
+        text, secrets = render_cfg(vm, build)
         name = vm.metadata.name
         directory = tempfile.mkdtemp(prefix="reconciler-xl-", dir=self.settings.cfg_dir)  # mode 0700
         try:

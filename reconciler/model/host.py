@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from functools import total_ordering
 from typing import Literal
 
+from reconciler.model.devices import NIC, Disk
+
 PCIBACK_RECORDS = "/reconciler/pciback"
 """xenstore directory (dom0's alone) of the host PCI devices the reconciler bound to
 pciback: one node per device, named `DDDD-BB-SS-F` as libxl names them, whose value is
@@ -48,6 +50,30 @@ class DomainStatus:
     power: DomainPower
     memory_mib: int
     vcpus: int
+    passthrough: bool | None = None  # built with PCI passthrough on; None: the toolstack cannot say
+
+
+@dataclass(frozen=True)
+class PciAssignment:
+    """One host PCI function given to a domain, with xl's per-device options."""
+
+    bdf: str  # canonical 0000:03:00.0
+    permissive: bool = False
+    msitranslate: bool = False
+    power_mgmt: bool = False
+    guest_slot: int | None = None
+
+
+@dataclass(frozen=True)
+class Build:
+    """The devices a domain is built with: xl.cfg `disk=`, `vif=`, `pci=`.
+
+    Made by `reconciler.build.build_of`; given to `ToolstackPort.create`, which builds
+    the domain with them as xl does for the devices of its cfg."""
+
+    disks: tuple[Disk, ...] = ()  # sorted by vdev devid
+    nics: tuple[NIC, ...] = ()  # sorted by index; MAC resolved (never "auto")
+    pci: tuple[PciAssignment, ...] = ()  # sorted by bdf
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,10 @@ from typing import TYPE_CHECKING
 import pytest
 
 from drivers.xl import disk_spec, parse_list_verbose, pci_spec, power_from_state, render_cfg, vif_spec
+from reconciler.build import build_of
 from reconciler.errors import TerminalHostError
 from reconciler.model.common import default_vm_uuid
+from reconciler.model.host import Build, PciAssignment
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -199,3 +201,73 @@ def test_power_from_state(state: str, power: str) -> None:
 def test_unreadable_list_line_names_itself() -> None:
     with pytest.raises(TerminalHostError, match=r"line 2 of `xl list -v`: 'ndvm 1 256'"):
         parse_list_verbose("Name   ID\nndvm 1 256\n")
+
+
+# ---- devices in the cfg: the domain is built as xl builds it (DESIGN section 5) --------
+
+HVM_DEVICES = HVM.replace("  lifecycle:", """  disks:
+    - {target: /dev/vg0/win10, vdev: hda}
+    - {target: /srv/iso/win10.iso, vdev: hdc, devtype: cdrom}
+    - {target: "/srv/img/d,1.qcow2", vdev: xvdb, format: qcow2, access: ro, discard: false}
+  nics:
+    - {type: ioemu, model: e1000, mac: "00:16:3e:01:02:03", bridge: xenbr1}
+    - {mac: "00:16:3e:01:02:04", backendVM: ndvm, rate: 10Mb/s, ip: 10.0.0.5 10.0.0.6, script: vif-route, mtu: 9000}
+  pci:
+    - {bdf: "0000:00:1f.6", guestSlot: 5, permissive: true}
+    - {bdf: "0000:00:02.0", msitranslate: true, power_mgmt: true}
+  lifecycle:""") + """---
+apiVersion: xen.reconciler/v1
+kind: VM
+metadata: {name: ndvm}
+spec: {virt: pv, memory: 256, kernel: /boot/vmlinuz, providesNetworkBackend: true}
+"""
+
+
+def test_hvm_cfg_holds_its_disks_nics_and_pci_devices(load_state: Callable[[str], DesiredState]) -> None:
+    state = load_state(HVM_DEVICES)
+    text, secrets = render_cfg(state.vms["win10"], build_of(state, "win10"))
+    assert text.splitlines()[-4:] == [
+        'disk = [ "format=raw, vdev=hda, access=rw, discard, target=/dev/vg0/win10", '
+        '"format=raw, vdev=hdc, access=ro, devtype=cdrom, discard, target=/srv/iso/win10.iso", '
+        '"format=qcow2, vdev=xvdb, access=ro, no-discard, target=/srv/img/d,1.qcow2" ]',
+        'vif = [ "devid=0, mac=00:16:3e:01:02:03, bridge=xenbr1, type=ioemu, model=e1000, mtu=1500", '
+        '"devid=1, mac=00:16:3e:01:02:04, bridge=xenbr0, backend=ndvm, rate=10Mb/s, ip=10.0.0.5 10.0.0.6, '
+        'script=/etc/xen/scripts/vif-route, mtu=9000" ]',
+        'pci = [ "0000:00:02.0,msitranslate=1,power_mgmt=1", "0000:00:1f.6@05,permissive=1" ]',
+        'passthrough = "enabled"',
+    ]
+    assert secrets == {'s3"cr\\et'}
+
+
+def test_pv_cfg_disks_keep_target_last_and_nics_resolved(load_state: Callable[[str], DesiredState]) -> None:
+    state = load_state(PV)
+    text, _ = render_cfg(state.vms["mail"], build_of(state, "mail"))
+    lines = text.splitlines()
+    mac = vif_spec(state.nics["mail-nics-0"])[1]
+    assert lines[-2:] == [
+        'disk = [ "format=raw, vdev=xvda, access=rw, discard, target=/dev/vg0/mail", '
+        '"format=raw, vdev=xvdc, access=ro, devtype=cdrom, backend=stor, script=/etc/xen/scripts/block-iscsi, '
+        'no-discard, target=/srv/iso/a,b.iso" ]',
+        f'vif = [ "devid=0, {mac}, bridge=xenbr1, vifname=vif-mail, rate=10Mb/s, ip=10.0.0.5 10.0.0.6, mtu=9000", '
+        '"devid=1, mac=00:16:3e:aa:bb:cc, bridge=xenbr0, backend=ndvm, type=vif, mtu=1500" ]',
+    ]
+    assert not any(line.startswith(("pci =", "passthrough =")) for line in lines)
+
+
+def test_cfg_without_a_build_has_no_device_lines(load_state: Callable[[str], DesiredState]) -> None:
+    text, _ = render_cfg(load_state(PV).vms["mail"])
+    assert not any(line.startswith(("disk =", "vif =", "pci =")) for line in text.splitlines())
+
+
+def test_build_of_takes_match_rules_from_the_resolved_addresses(load_state: Callable[[str], DesiredState]) -> None:
+    state = load_state(HVM_DEVICES.replace('{bdf: "0000:00:02.0", msitranslate: true, power_mgmt: true}',
+                                           "{name: gpu, match: {class: 0x0300}, msitranslate: true}"))
+    rules = {name: rule for name, rule in state.pci.items() if rule.spec.match is not None}
+    assert list(rules) == ["gpu"]
+    assert [p.bdf for p in build_of(state, "win10").pci] == ["0000:00:1f.6"]  # unresolved match: left out
+    build = build_of(state, "win10", {"gpu": ["0000:01:00.0", "00:02.0"]})
+    assert build.pci == (PciAssignment("0000:00:02.0", msitranslate=True),
+                         PciAssignment("0000:00:1f.6", permissive=True, guest_slot=5),
+                         PciAssignment("0000:01:00.0", msitranslate=True))
+    assert [d.spec.vdev for d in build.disks] == ["hda", "hdc", "xvdb"]  # by devid: 768, 5632, 51728
+    assert build_of(state, "ndvm") == Build()

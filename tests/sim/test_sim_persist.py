@@ -117,3 +117,12 @@ def test_a_running_guest_writes_its_sentinel_after_the_host_is_reloaded(state_di
 
     domid = asyncio.run(unpause_and_leave())
     assert asyncio.run(reload(domid)) == b"1"
+
+
+def test_passthrough_is_saved_and_old_state_loads_without_it() -> None:
+    from drivers.sim.domains import Domain
+
+    domain = Domain(3, "gpu", "u", "hvm", "paused", 1024, 1024, 0, 1, 1, passthrough=True)
+    assert Domain.load(domain.dump()).passthrough is True
+    old = {k: v for k, v in domain.dump().items() if k != "passthrough"}  # a host.json from before the field
+    assert Domain.load(old).passthrough is False
