@@ -12,7 +12,11 @@ read-only view of a saved host that plan and observe use when no `sim serve` run
 
 What it does NOT model: no guest OS runs (a guest only answers `control/shutdown` and
 connects its frontends); no event channels, grant tables or rings (ring-ref/port
-values are placeholders); no QEMU (no device-model nodes, no emulated devices, no
+values are placeholders); no QEMU (no device-model nodes, no emulated devices: which
+devices QEMU would emulate is only known to refuse their hot-plug, see `attach`; a CD's
+media is only its backend's `params`; devices attached before a domain first runs
+count as its build, and HVM cdroms with a target keep a `phy` backend where libxl would
+choose qdisk; no
 stubdoms); no ballooning (`memory/target` is obeyed at once), no CPU time or
 scheduling; reboot powers the domain off instead, and xl's rebuild of a domain whose
 onCrash is a restart kind is not done (it is destroyed, or kept renamed for

@@ -11,6 +11,7 @@ reach argv or error messages.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from drivers.xl.cfg import render_cfg
 from drivers.xl.command import run_tool
-from drivers.xl.listing import parse_domid, parse_list_verbose
+from drivers.xl.listing import parse_domid, parse_list_verbose, parse_passthrough
 from drivers.xl.specs import disk_spec, pci_spec, vif_spec
 from reconciler.atomic import write_text_atomic
 from reconciler.errors import TerminalHostError
@@ -50,7 +51,10 @@ class XlToolstack:
         return await run_tool(argv, timeout=timeout or self.settings.timeout, secrets=secrets)
 
     async def list_domains(self) -> list[DomainStatus]:
-        return parse_list_verbose(await self._xl("list", "-v"))
+        # `-v` for power and uuid; `-l` (the stored configs) for whether each was built with passthrough.
+        domains = parse_list_verbose(await self._xl("list", "-v"))
+        built = parse_passthrough(await self._xl("list", "-l"))
+        return [dataclasses.replace(d, passthrough=built.get(d.domid)) for d in domains]
 
     async def create(self, vm: VM, build: Build = Build(), *, paused: bool = True) -> int:
         text, secrets = render_cfg(vm, build)
