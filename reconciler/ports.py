@@ -170,6 +170,15 @@ class ToolstackPort(Protocol):
 
     async def detach_pci(self, domid: int, bdf: str) -> None: ...
 
+    async def cd_insert(self, domid: int, vdev: str, target: str, format: str) -> None:
+        """`xl cd-insert`: new media in the HVM guest's existing CD drive `vdev` (QEMU
+        changes it live; libxl writes the backend's `params`)."""
+        ...
+
+    async def cd_eject(self, domid: int, vdev: str) -> None:
+        """`xl cd-eject`: the HVM guest's CD drive `vdev` is left empty."""
+        ...
+
 
 class PciBackPort(Protocol):
     """Host PCI inventory and pciback binding (reference xen.md 4)."""

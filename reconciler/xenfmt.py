@@ -20,6 +20,8 @@ __all__ = [
     "auto_mac",
     "describe_state",
     "devid_to_vdev",
+    "emulated_disk",
+    "emulated_nic",
     "kib_from_mib",
     "parse_bdf",
     "parse_rate",
@@ -105,6 +107,31 @@ def vdev_to_devid(vdev: str) -> int:
             return ((_HD_MAJORS[disk >> 1]) << 8) | ((disk & 1) << 6) | part
         return (_SD_MAJOR << 8) | (disk << 4) | part
     raise ValueError(f"{_VDEV_EXPECTED}, found {vdev!r}")
+
+
+_EMULATED_VDEV = re.compile(r"(hd|sd)[a-z]+")
+
+
+def emulated_disk(virt: str, vdev: str, devtype: str | None) -> bool:
+    """Does QEMU emulate this disk for the guest (a BIOS-visible disk or CD drive)?
+
+    Only on HVM. xen-vbd-interface(7): each whole-disk `hd*` (IDE, or AHCI with
+    hdtype=ahci) and `sd*` (SCSI) is given both emulated and as a Xen VBD; a cdrom is
+    QEMU's `ide-cd` (libxl_dm.c). Partitions (`hda1`) and `xvd*` names are Xen VBDs
+    for the guest's PV drivers (qemu-xen also shows xvd[a-d] as IDE at boot, but a guest
+    that names them xvd uses its PV drivers). QEMU takes its drives from the config when
+    the domain is built: `xl block-attach` of an emulated disk gives the PV view only
+    (xl(1)), and a media change of a cdrom is `xl cd-insert`/`cd-eject`.
+    """
+    return virt == "hvm" and (devtype == "cdrom" or _EMULATED_VDEV.fullmatch(vdev) is not None)
+
+
+def emulated_nic(virt: str, nic_type: str | None, model: str | None) -> bool:
+    """Does QEMU emulate this NIC for the guest? On HVM, `type: ioemu`, or no type with a
+    `model` (xl-network-configuration(5): `model` is for ioemu NICs, and a NIC without a
+    type in an HVM config is ioemu). `xl network-attach` supports PV NICs only: libxl
+    gives a hot-plugged NIC without a type `vif`, and QEMU never sees a hot-plugged one."""
+    return virt == "hvm" and (nic_type == "ioemu" or (nic_type is None and model is not None))
 
 
 def validate_vdev(vdev: str) -> str:

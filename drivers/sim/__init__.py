@@ -12,13 +12,16 @@ read-only view of a saved host that plan and observe use when no `sim serve` run
 
 What it does NOT model: no guest OS runs (a guest only answers `control/shutdown` and
 connects its frontends); no event channels, grant tables or rings (ring-ref/port
-values are placeholders); no QEMU (no device-model nodes, no emulated devices);
-stub domains only as domains (`<vm>-dm`, built and destroyed with an HVM guest whose
-`stubdom.enabled`, with libxl's `target`/`image/device-model-domid` nodes; not their
-device copies, `image/dmargs` or xenstored's SET_TARGET privilege: see `stubdom`); no
-ballooning (`memory/target` is obeyed at once), no CPU time or scheduling; no xl monitor
-rebuilds a rebooted guest (it stays shut down with reason reboot, as under `xl create
--e`; the reconciler rebuilds it), and xl's rebuild of a domain whose
+values are placeholders); no QEMU (no device-model nodes, no emulated devices: which
+devices QEMU would emulate is only known to refuse their hot-plug, see `attach`; a CD's
+media is only its backend's `params`; devices attached before a domain first runs
+count as its build, and HVM cdroms with a target keep a `phy` backend where libxl would
+choose qdisk); stub domains only as domains (`<vm>-dm`, built and destroyed with an HVM
+guest whose `stubdom.enabled`, with libxl's `target`/`image/device-model-domid` nodes;
+not their device copies, `image/dmargs` or xenstored's SET_TARGET privilege: see
+`stubdom`); no ballooning (`memory/target` is obeyed at once), no CPU time or
+scheduling; no xl monitor rebuilds a rebooted guest (it stays shut down with reason
+reboot, as under `xl create -e`; the reconciler rebuilds it), and xl's rebuild of a domain whose
 onCrash is a restart kind is not done (it is destroyed, or kept renamed for
 rename-restart; the reconciler builds it again), nor a core dump (`sim crash` crashes one);
 `xenstoreData`, hooks and v4v rules are not applied by the toolstack (the reconciler

@@ -11,16 +11,18 @@ PCI is in `drivers.sim.pcidev`. Called by `drivers.sim.host`.
 from __future__ import annotations
 
 import asyncio
+from typing import get_args
 
 from drivers.sim.backends import DeviceJob, DeviceRef
 from drivers.sim.domains import Domain
+from drivers.sim.devices import DiskFormat, media_params
 from drivers.sim.layout import device_destroy, device_remove, vbd_add, vif_add
 from drivers.sim.ops import Op, libxl_path
 from drivers.sim.player import play
 from drivers.sim.toolstack import Core
 from reconciler.errors import TerminalHostError, TransientHostError
 from reconciler.model import NIC, Disk
-from reconciler.xenfmt import auto_mac, vdev_to_devid, vif_ifname
+from reconciler.xenfmt import auto_mac, emulated_disk, emulated_nic, vdev_to_devid, vif_ifname
 
 
 class Devices:
@@ -33,6 +35,9 @@ class Devices:
             domain = core.live(domid)
             devid = vdev_to_devid(spec.vdev)
             self._check_free(domid, "vbd", devid, f"disk {spec.vdev}")
+            if emulated_disk(domain.virt, spec.vdev, spec.devtype):
+                self._emulated(domain, f"vbd/{devid}", f"block-attach: {spec.vdev} is an emulated "
+                               f"{'CD drive' if spec.devtype == 'cdrom' else 'disk'}", "PV view")
             backend_domid = core.backend_domid(spec.backend_vm)
             cdrom = spec.devtype == "cdrom"
             access = spec.access or ("ro" if cdrom else "rw")
@@ -52,11 +57,17 @@ class Devices:
             domain = core.live(domid)
             devid = spec.index if spec.index is not None else self._free_devid(domid, "vif")
             self._check_free(domid, "vif", devid, f"NIC {devid}")
+            if emulated_nic(domain.virt, spec.type, spec.model):
+                self._emulated(domain, f"vif/{devid}", f"network-attach: NIC {devid} is an emulated NIC "
+                               f"(type {spec.type or 'unset'}, model {spec.model or 'rtl8139'})", "PV NIC")
+            emulated = None if spec.type is None else spec.type == "ioemu"
+            if emulated is None and domain.ran:
+                emulated = False  # libxl__device_nic_setdefault: a NIC hot-plugged without a type is vif
             backend_domid = core.backend_domid(spec.backend_vm)
             mac = auto_mac(domain.uuid, devid) if spec.mac == "auto" else spec.mac
             try:
                 ops = vif_add(domid, devid, mac=mac, virt=domain.virt, bridge=spec.bridge, backend_domid=backend_domid,
-                              emulated=None if spec.type is None else spec.type == "ioemu", mtu=spec.mtu, rate=spec.rate,
+                              emulated=emulated, mtu=spec.mtu, rate=spec.rate,
                               ip=spec.ip, vifname=spec.vifname,
                               **({"script": spec.script} if spec.script else {}))
             except ValueError as exc:
@@ -65,6 +76,32 @@ class Devices:
             core.netdevs.plug(backend_domid, vif_ifname(domid, devid, spec.vifname), domid=domid, devid=devid, mtu=spec.mtu)
             ref = DeviceRef(domid, "vif", devid, backend_domid)
             await self._wait_attached(core.backends.start(ref, "add"), domain, f"NIC {devid}")
+
+    async def cd_insert(self, domid: int, vdev: str, target: str, disk_format: str) -> None:
+        """`xl cd-insert` (`xl cd-eject`: an empty target), as `libxl_cdrom_insert` does it:
+        only into an existing CD drive of an HVM guest; the drive is emptied (backend and
+        /libxl copy `params` ""), then given the new media (`params`, `<fmt>:<path>` on
+        qdisk). QEMU changes the media; the backend stays connected."""
+        core = self.core
+        if disk_format not in get_args(DiskFormat):
+            raise TerminalHostError(f"cd-insert {vdev} of domain {domid}: unknown disk format {disk_format!r}")
+        try:
+            devid = vdev_to_devid(vdev)
+        except ValueError as exc:
+            raise TerminalHostError(f"cd-insert: {exc}") from exc
+        async with core.lock(domid):
+            domain = core.live(domid)
+            if domain.virt != "hvm":  # libxl_cdrom_insert
+                raise TerminalHostError(f"libxl: error: Domain {domid}:cdrom-insert requires an HVM domain")
+            copy = f"{libxl_path(domid)}/device/vbd/{devid}"
+            back = core.value(f"{copy}/backend")
+            if back is None or core.value(f"{back}/device-type") != "cdrom":
+                raise TerminalHostError(f"libxl: error: Domain {domid}:Virtual device not found ({vdev} is no CD drive "
+                                        f"of domain {domid})")
+            kind = core.value(f"{back}/type") or "phy"
+            params = media_params(kind, target, disk_format)  # type: ignore[arg-type]
+            for value in ("", params):  # ejected first, then inserted: two transactions, as libxl writes them
+                play(core.store, [Op("write", f"{path}/params", value) for path in (back, copy)])
 
     async def detach_disk(self, domid: int, vdev: str) -> None:
         try:
@@ -77,6 +114,22 @@ class Devices:
         await self._detach(domid, "vif", devid, f"NIC {devid}")
 
     # -- shared -------------------------------------------------------------------
+
+    def _emulated(self, domain: Domain, key: str, what: str, view: str) -> None:
+        """Refuse to hot-plug a device QEMU would have to emulate onto an HVM domain that
+        has run. QEMU takes its devices from the config the domain is built with: real xl
+        takes `block-attach hdc` or `network-attach type=ioemu` and gives the guest only
+        the PV half (xl(1)), a device its BIOS and a guest without PV drivers never see.
+        Allowed: during the build (the domain has not run yet), and re-plugging a device
+        it was built with (QEMU still has its emulated half)."""
+        if not domain.ran:
+            domain.built.append(key)
+            return
+        if key in domain.built:
+            return
+        raise TerminalHostError(
+            f"{what} of HVM domain {domain.domid} ({domain.name}), which QEMU only gets when the domain is built: "
+            f"xl would give the guest the {view} only; put it in the domain's config and rebuild it")
 
     def _check_free(self, domid: int, kind: str, devid: int, what: str) -> None:
         if self.core.exists(f"{libxl_path(domid)}/device/{kind}/{devid}"):

@@ -103,6 +103,12 @@ class SimToolstack:
     async def detach_pci(self, domid: int, bdf: str) -> None:
         await self.rpc.call("detach_pci", domid=domid, bdf=bdf)
 
+    async def cd_insert(self, domid: int, vdev: str, target: str, format: str) -> None:
+        await self.rpc.call("cd_insert", domid=domid, vdev=vdev, target=target, format=format)
+
+    async def cd_eject(self, domid: int, vdev: str) -> None:
+        await self.rpc.call("cd_eject", domid=domid, vdev=vdev)
+
 
 class SimPciBack:
     def __init__(self, rpc: RpcCaller) -> None:

@@ -29,6 +29,14 @@ DiskFormat = Literal["raw", "qcow", "qcow2", "vhd", "qed"]
 _QDISK_FORMAT = {"raw": "aio", "qcow": "qcow", "qcow2": "qcow2", "vhd": "vhd", "qed": "qed"}
 
 
+def media_params(backend_type: str, target: str, disk_format: DiskFormat) -> str:
+    """A CD drive's backend `params` for new media, as `libxl_cdrom_insert` writes it:
+    `<fmt>:<path>` on a qdisk backend (raw as `aio`), the path on phy; "" when empty."""
+    if backend_type == "qdisk" and target:
+        return f"{_QDISK_FORMAT[disk_format]}:{target}"
+    return target
+
+
 def _state(value: XenbusState) -> str:
     return str(int(value))
 

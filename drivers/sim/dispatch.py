@@ -67,6 +67,8 @@ class Dispatcher:
             "detach_disk": lambda a: devices.detach_disk(_int(a, "domid"), _str(a, "vdev")),
             "attach_nic": lambda a: devices.attach_nic(_int(a, "domid"), _model(NIC, a, "nic")),
             "detach_nic": lambda a: devices.detach_nic(_int(a, "domid"), _int(a, "devid")),
+            "cd_insert": lambda a: devices.cd_insert(_int(a, "domid"), _str(a, "vdev"), _str(a, "target"), _str(a, "format")),
+            "cd_eject": lambda a: devices.cd_insert(_int(a, "domid"), _str(a, "vdev"), "", "raw"),
             "attach_pci": self._attach_pci, "detach_pci": lambda a: pci.detach(_int(a, "domid"), _str(a, "bdf")),
             "inventory": self._inventory, "assignable_add": lambda a: pci.assignable_add(_str(a, "bdf")),
             "assignable_remove": lambda a: pci.assignable_remove(_str(a, "bdf"), rebind=bool(a.get("rebind", True))),

@@ -37,15 +37,25 @@ class Domain:
     on_crash: str = "destroy"
     boot_sentinel: str | None = None  # node under /local/domain/<domid> the guest fills once up
     passthrough: bool = False  # built with a PCI device (libxl enables passthrough then); old state: False
+    # Devices the domain was built with (`vbd/<devid>`, `vif/<devid>`): QEMU has its emulated
+    # ones from the build, so re-plugging their PV half is allowed (drivers.sim.attach).
+    # `ran`: it has run since it was built; until then what is attached is part of its build.
+    built: list[str] = field(default_factory=list)
+    ran: bool = True  # old state: built long ago
     # Set while the domain runs: guest frontends and the guest's shutdown handler wait on it.
     awake: asyncio.Event = field(default_factory=asyncio.Event, compare=False, repr=False)
 
     def status(self) -> DomainStatus:
-        return DomainStatus(self.domid, self.name, self.uuid, self.power, self.target_memkb // 1024, self.vcpus)
+        # Until it first runs, the domain is being built and PCI may still join its build
+        # (`drivers.sim.pcidev`): whether passthrough ends up on cannot be said yet.
+        passthrough = self.passthrough if self.passthrough or self.ran else None
+        return DomainStatus(self.domid, self.name, self.uuid, self.power, self.target_memkb // 1024, self.vcpus,
+                            passthrough)
 
     def set_power(self, power: DomainPower) -> None:
         self.power = power
         if power == "running":
+            self.ran = True
             self.awake.set()
         else:
             self.awake.clear()

@@ -44,7 +44,7 @@ from reconciler.errors import UsageError
 
 OPERATIONS = frozenset({
     "list_domains", "create", "unpause", "pause", "shutdown", "destroy", "mem_set", "vcpu_set",
-    "attach_disk", "detach_disk", "attach_nic", "detach_nic", "attach_pci", "detach_pci",
+    "attach_disk", "detach_disk", "attach_nic", "detach_nic", "attach_pci", "detach_pci", "cd_insert", "cd_eject",
     "inventory", "assignable_add", "assignable_remove", "fw_list", "fw_insert", "fw_insert_many",
     "fw_append", "fw_delete", "fw_delete_many",
     "xenstore_transaction_end",

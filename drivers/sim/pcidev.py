@@ -58,6 +58,7 @@ class PciDevices:
                                         "make it assignable first (pciback)")
             if (owner := core.value(f"/libxl/pci/{key}/domid")) is not None:
                 raise TerminalHostError(f"PCI device {device.bdf} is already assigned to domain {owner}")
+            _need_passthrough(domain, device.bdf)
             _, back, _ = device_paths(domid, "pci", 0)
             ref = DeviceRef(domid, "pci", 0)
             if not core.exists(back):
@@ -126,6 +127,23 @@ class PciDevices:
                 if value is not None:
                     ops += [Op("write", f"{back}/{n}-{i - 1}", value), Op("rm", f"{back}/{n}-{i}")]
         return ops + [Op("write", f"{back}/num_devs", str(count - 1))]
+
+
+def _need_passthrough(domain: Domain, bdf: str) -> None:
+    """Xen refuses to assign a device to a domain built without passthrough: libxl sets
+    up the IOMMU context only when the config has `pci=` (libxl_create.c), and
+    XEN_DOMCTL_assign_device then fails with EOPNOTSUPP (iommu_do_domctl), which libxl
+    reports as below (4.17, libxl_pci.c). A device attached while the domain is built
+    (before it first runs) is part of its build: passthrough is then on."""
+    if domain.passthrough:
+        return
+    if not domain.ran:
+        domain.passthrough = True
+        return
+    raise TerminalHostError(
+        f"libxl: error: libxl_pci.c:1529:pci_add_dm_done: Domain {domain.domid}:xc_assign_device failed: Operation not "
+        f"supported (pci-attach {bdf}: domain {domain.domid} ({domain.name}) was built without passthrough, no pci= in "
+        "its config; rebuild it with the device)")
 
 
 def _device_keys(index: int, bdf: str, opts: PciOpts) -> list[tuple[str, str]]:

@@ -30,7 +30,7 @@ from drivers.xenstore.store import Store
 from reconciler.errors import TerminalHostError, TransientHostError
 from reconciler.model import VM, default_vm_uuid
 from reconciler.model.host import Build
-from reconciler.xenfmt import kib_from_mib
+from reconciler.xenfmt import kib_from_mib, vdev_to_devid
 
 HVM_VIDEORAM_MIB = 16  # libxl's default for qemu-xen stdvga; the 2019 dump shows 16384 KiB
 CONSOLE_PORT, CONSOLE_RING = 2, 0xFEFFF  # event channel / gfn; nothing reads them in the sim
@@ -95,7 +95,7 @@ class Libxl:
         domain = Domain(domid, name, uuid, spec.virt, "paused", kib_from_mib(spec.max_memory or spec.memory),
                         kib_from_mib(spec.memory), kib_from_mib(video_mib), spec.vcpus, max_vcpus,
                         spec.lifecycle.on_poweroff, spec.lifecycle.on_crash, spec.boot_sentinel,
-                        passthrough=bool(build.pci))
+                        passthrough=bool(build.pci), ran=False, built=built_with(build))
         core.domains.add(domain)
         play(core.store, domain_skeleton(domid, name, uuid, spec.virt))
         play(core.store, build_post(
@@ -219,6 +219,12 @@ class Libxl:
         if core.exists(f"/local/domain/0/backend/pci/{domid}/0"):
             refs.append(DeviceRef(domid, "pci", 0))
         return refs
+
+
+def built_with(build: Build) -> list[str]:
+    """`Domain.built` of a build: its disks and NICs as `vbd/<devid>`, `vif/<devid>`."""
+    return [f"vbd/{vdev_to_devid(d.spec.vdev)}" for d in build.disks] + \
+        [f"vif/{i if n.spec.index is None else n.spec.index}" for i, n in enumerate(build.nics)]
 
 
 def _children(store: Store, path: str) -> tuple[str, ...]:

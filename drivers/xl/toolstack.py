@@ -13,6 +13,7 @@ messages.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -21,9 +22,10 @@ from pathlib import Path
 
 from drivers.xl.cfg import render_cfg
 from drivers.xl.command import run_tool
-from drivers.xl.listing import parse_domid, parse_list_verbose
+from drivers.xl.listing import parse_domid, parse_list_verbose, parse_passthrough
 from drivers.xl.specs import disk_spec, pci_spec, vif_spec
 from reconciler.atomic import write_text_atomic
+from reconciler.errors import TerminalHostError
 from reconciler.model.devices import NIC, Disk
 from reconciler.model.host import Build, DomainStatus
 from reconciler.model.vm import VM
@@ -51,7 +53,10 @@ class XlToolstack:
         return await run_tool(argv, timeout=timeout or self.settings.timeout, secrets=secrets)
 
     async def list_domains(self) -> list[DomainStatus]:
-        return parse_list_verbose(await self._xl("list", "-v"))
+        # `-v` for power and uuid; `-l` (the stored configs) for whether each was built with passthrough.
+        domains = parse_list_verbose(await self._xl("list", "-v"))
+        built = parse_passthrough(await self._xl("list", "-l"))
+        return [dataclasses.replace(d, passthrough=built.get(d.domid)) for d in domains]
 
     async def create(self, vm: VM, build: Build = Build(), *, paused: bool = True) -> int:
         text, secrets = render_cfg(vm, build)
@@ -110,3 +115,16 @@ class XlToolstack:
 
     async def detach_pci(self, domid: int, bdf: str) -> None:
         await self._xl("pci-detach", str(domid), pci_spec(bdf))
+
+    async def cd_insert(self, domid: int, vdev: str, target: str, format: str) -> None:
+        # xl(1): `cd-insert domain-id virtualdevice target`. xl builds the spec
+        # `vdev=V,access=r,devtype=cdrom,target=T` (xl_cdrom.c), so the image is raw:
+        # `target=` swallows the rest of the string and takes no format.
+        if format != "raw":
+            raise TerminalHostError(f"cd-insert {target} into {vdev} of domain {domid}: xl cd-insert inserts raw "
+                                    f"images only (its target= takes no format), not {format}; give the CD a raw "
+                                    "image (ISO), or rebuild the VM with it")
+        await self._xl("cd-insert", str(domid), vdev, target)
+
+    async def cd_eject(self, domid: int, vdev: str) -> None:
+        await self._xl("cd-eject", str(domid), vdev)

@@ -8,6 +8,27 @@ fields' impacts from `reconciler.diff.fields` (a NIC whose only changes are the
 interface's MTU, promiscuous mode or ethtool settings is set in place). Called by
 `reconciler.diff.vm`.
 
+What xl cannot change live (xl(1), xl.cfg(5), xen-vbd-interface(7); issue 13): QEMU takes
+an HVM guest's emulated devices (`xenfmt.emulated_disk`: whole-disk hd*/sd* and cdroms;
+`xenfmt.emulated_nic`: `type: ioemu`, or a `model` without a type) from the config the
+domain is built with, so adding, removing or re-plugging one on a running HVM guest is
+a `restart` impact, pending under updatePolicy live (the plan says so on its line) and a
+VM restart under updatePolicy restart (`reconciler.diff.vm` rebuilds on any restart
+field of a device). `xl block-attach`/`network-attach` would give the guest only the
+PV view. A NIC without a type on an HVM guest is hot-plugged live: libxl gives a
+hot-plugged NIC type `vif` (PV: the guest needs its PV drivers), and the reason says
+it is emulated too once the VM is next built. The one emulated change xl makes live is
+a CD's media: a cdrom of an HVM guest whose only changes are `target`/`format` is a
+`live` UPDATE whose step is `media` (`xl cd-insert`, `xl cd-eject` for an empty target).
+A PCI device for a running VM built without passthrough (`DomainInfo.passthrough` False:
+libxl enables the IOMMU context only when the config has `pci=`, and Xen refuses
+`pci-attach` without it) is a `restart` impact too. Passthrough unknown (None: a dump or
+an older xl) counts as enabled when the domain holds a PCI device; otherwise the
+hot-plug is tried live and a note says what to do if Xen refuses it. Re-plugs of devices
+the domain was built with (stranded, or their backend VM restarted) stay live: QEMU's
+side of them is still there. So do the missing devices of a domain an interrupted apply
+built (`DomainInfo.unfinished`): the apply that finishes it finishes its build.
+
 Re-plug (OpenXT OXT-1011, "Reconnect vifs on ndvm reboot"): a disk or NIC served by a
 backend VM (`backendVM`) does not survive that VM's domain. When the backend domain is
 gone behind our back, the guest keeps a stale frontend and /libxl copy (observed as
@@ -20,6 +41,7 @@ is up (the edge rules in `reconciler.plan.rules` order them).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -31,7 +53,7 @@ from reconciler.diff.context import Context
 from reconciler.diff.fields import NETDEV_FIELDS, plain, shown
 from reconciler.diff.pci import observed_pci, resolve_rule, rule_change
 from reconciler.model.common import Kind
-from reconciler.model.devices import NIC, Disk, PCIPassthrough
+from reconciler.model.devices import NIC, Disk, DiskSpec, PCIPassthrough
 from reconciler.model.observed import StrandedDevice
 from reconciler.plan.changes import IMPACT_ORDER, Action, FieldChange, Impact, ResourceChange
 
@@ -74,14 +96,59 @@ def _worst(fields: tuple[FieldChange, ...]) -> Impact:
     return max((f.impact for f in fields), key=lambda i: IMPACT_ORDER[i])
 
 
-def _pair(kind: Kind, want: Disk | NIC, have: Disk | NIC, record: Record | None, leaf: Leaf) -> ResourceChange | None:
+def _emulated(virt: str, device: Disk | NIC) -> bool:
+    """Does QEMU emulate `device` for a guest of this virt (desired or observed spec)?"""
+    spec = device.spec
+    if isinstance(spec, DiskSpec):
+        return xenfmt.emulated_disk(virt, spec.vdev, spec.devtype)
+    return xenfmt.emulated_nic(virt, spec.type, spec.model)
+
+
+def _what(device: Disk | NIC) -> str:
+    spec = device.spec
+    if isinstance(spec, DiskSpec):
+        return f"{spec.vdev} is an emulated {'CD drive' if spec.devtype == 'cdrom' else 'disk'}"
+    return f"NIC {spec.index} is an emulated NIC"
+
+
+def _restart_fields(fields: tuple[FieldChange, ...], keep: Callable[[str], bool] = lambda _p: False) -> tuple[FieldChange, ...]:
+    """`fields` with the restart impact, but those `keep` says stay as they are."""
+    return tuple(f if keep(f.path) or f.impact == "restart" else dataclasses.replace(f, impact="restart") for f in fields)
+
+
+_MEDIA = frozenset({"spec.target", "spec.format"})
+
+
+def _media(want: Disk, have: Disk, fields: tuple[FieldChange, ...]) -> ResourceChange | None:
+    """A CD drive of an HVM guest whose only change is its media: `xl cd-insert`/`cd-eject`."""
+    if want.spec.devtype != "cdrom" or have.spec.devtype != "cdrom" or not all(f.path in _MEDIA for f in fields):
+        return None
+    live = tuple(dataclasses.replace(f, impact="live") for f in fields)
+    vm = want.spec.vm
+    if want.spec.target:
+        reason = f"new media in {vm}'s running CD drive {want.spec.vdev} (xl cd-insert, live)"
+    else:
+        reason = f"media ejected from {vm}'s running CD drive {want.spec.vdev} (xl cd-eject, live)"
+    return ResourceChange("Disk", want.metadata.name, vm, Action.UPDATE, "live", live, reason)
+
+
+def _pair(kind: Kind, want: Disk | NIC, have: Disk | NIC, record: Record | None, leaf: Leaf, virt: str) -> ResourceChange | None:
     name, vm = want.metadata.name, want.spec.vm
     recorded = (record.disks if kind == "Disk" else record.nics).get(name) if record else None
     fields = tuple(compare(kind, want.spec, have.spec, recorded, leaf=leaf))
     if not fields:
         return None
+    emulated = _emulated(virt, want) or _emulated(virt, have)
+    if emulated and isinstance(want, Disk) and isinstance(have, Disk) and (media := _media(want, have, fields)) is not None:
+        return media
+    if emulated and not all(netdev_field(f.path) for f in fields):
+        # Unplugging and plugging it again would leave QEMU's device as it was built.
+        fields = _restart_fields(fields, netdev_field)
     impact = _worst(fields)
-    if kind == "Disk":
+    if kind == "Disk" and impact == "restart":
+        reason = (f"{_what(want)} of HVM guest {vm}: QEMU takes its drives when the domain is built, so it is "
+                  f"changed when {vm} restarts")
+    elif kind == "Disk":
         reason = "detached and attached again with the new values"
     elif impact == "restart":
         reason = f"emulated NIC settings only take effect when {vm} restarts: pending"
@@ -90,6 +157,33 @@ def _pair(kind: Kind, want: Disk | NIC, have: Disk | NIC, record: Record | None,
     else:
         reason = "unplugged and plugged again with the new values (live)"
     return ResourceChange(kind, name, vm, Action.UPDATE, impact, fields, reason, pending=impact == "restart")
+
+
+def _hotplug(kind: Kind, want: Disk | NIC, leaf: Leaf, virt: str, building: bool = False) -> ResourceChange:
+    """A device the running domain lacks: hot-plugged, unless QEMU would have to emulate it
+    (`building`: the domain is an interrupted apply's, whose build is being finished)."""
+    name, vm = want.metadata.name, want.spec.vm
+    fields = created(kind, want.spec, leaf)
+    if _emulated(virt, want) and not building:
+        reason = (f"{_what(want)} of HVM guest {vm}: QEMU only gets its devices when the domain is built "
+                  f"(xl {'block' if kind == 'Disk' else 'network'}-attach would give the guest the PV view only): "
+                  f"added when {vm} restarts")
+        return ResourceChange(kind, name, vm, Action.CREATE, "restart", _restart_fields(fields), reason, pending=True)
+    if isinstance(want, NIC) and virt == "hvm" and want.spec.type is None:
+        reason = (f"hotplugged into the running domain as a PV NIC (xl network-attach; the HVM guest needs its PV "
+                  f"drivers): emulated too once {vm} is next built")
+        return ResourceChange(kind, name, vm, Action.CREATE, "live", fields, reason)
+    return ResourceChange(kind, name, vm, Action.CREATE, "live", fields, "hotplugged into the running domain")
+
+
+def _unplug(kind: Kind, have: Disk | NIC, virt: str) -> ResourceChange:
+    """An observed device no manifest wants: unplugged, unless QEMU emulates it."""
+    if not _emulated(virt, have):
+        return deleted(have, *_EXTRA[kind])
+    vm = have.spec.vm
+    reason = (f"not in the manifests: {_what(have)} of HVM guest {vm}, which QEMU keeps until the domain is "
+              f"rebuilt: removed when {vm} restarts")
+    return dataclasses.replace(deleted(have, "restart", reason), pending=True)
 
 
 REPLUGGED = "re-plugged"
@@ -117,20 +211,20 @@ def _stranded_delete(stale: StrandedDevice) -> ResourceChange:
 
 
 def _matched(kind: Kind, desired: dict[int, D], observed: dict[int, D], record: Record | None,
-             leaf: Leaf, stranded: dict[int, StrandedDevice]) -> list[ResourceChange]:
+             leaf: Leaf, stranded: dict[int, StrandedDevice], virt: str = "pv",
+             building: bool = False) -> list[ResourceChange]:
     out: list[ResourceChange] = []
     for ident, want in sorted(desired.items()):
         have = observed.get(ident)
         if have is None and ident in stranded:
             out.append(_stranded_replug(kind, want, stranded[ident]))
         elif have is None:
-            out.append(ResourceChange(kind, want.metadata.name, want.spec.vm, Action.CREATE, "live",
-                                      created(kind, want.spec, leaf), "hotplugged into the running domain"))
-        elif (change := _pair(kind, want, have, record, leaf)) is not None:
+            out.append(_hotplug(kind, want, leaf, virt, building))
+        elif (change := _pair(kind, want, have, record, leaf, virt)) is not None:
             out.append(change)
     for ident, have in sorted(observed.items()):
         if ident not in desired:
-            out.append(deleted(have, *_EXTRA[kind]))
+            out.append(_unplug(kind, have, virt))
     for ident, stale in sorted(stranded.items()):
         if ident not in desired and ident not in observed:
             out.append(_stranded_delete(stale))
@@ -152,6 +246,8 @@ def _pci(ctx: Context, vm: str) -> list[ResourceChange]:
             continue
         claimed.update(bdfs)
         change = rule_change(rule, bdfs, attached, ctx)
+        if change is not None and change.action is Action.CREATE:
+            change = _passthrough(ctx, vm, change, bool(attached))
         if change is not None:
             out.append(change)
     if not unresolved:  # with an unresolved match rule, any attached device may be its
@@ -161,14 +257,39 @@ def _pci(ctx: Context, vm: str) -> list[ResourceChange]:
     return out
 
 
+def _passthrough(ctx: Context, vm: str, change: ResourceChange, holds_pci: bool) -> ResourceChange:
+    """A PCI hot-plug (`change`, a CREATE) onto running `vm`: live if the domain was built
+    with passthrough, a restart if it was built without (see the module docstring)."""
+    info = ctx.observed.domains.get(vm)
+    built_with = info.passthrough if info is not None else None
+    if info is not None and info.unfinished:
+        return change  # an interrupted apply's domain: its build is finished, devices included
+    if built_with is None and holds_pci:
+        built_with = True  # it holds a device, so its IOMMU context exists
+    if built_with is None:
+        ctx.notes.append(f"PCIPassthrough {change.name!r}: the host cannot say whether {vm} was built with "
+                         "passthrough; the pci-attach is tried live, and Xen refuses it if it was not (then restart "
+                         f"{vm}, or set its updatePolicy to restart)")
+        return change
+    if built_with:
+        return change
+    reason = (f"{vm} was built without passthrough (no pci= in the config it was built from), and Xen refuses "
+              f"pci-attach to such a domain: passed through when {vm} restarts (built with pci=)")
+    return dataclasses.replace(change, impact="restart", fields=_restart_fields(change.fields), reason=reason, pending=True)
+
+
 def device_changes(ctx: Context, vm: str) -> list[ResourceChange]:
     """Every device change of running, managed VM `vm`."""
     record = ctx.records.get(vm)
     want_disks, want_nics = _by_identity(ctx.wanted.get(vm, []), lambda d: _vdev_devid(d.spec.vdev), lambda n: n.spec.index)
     have_disks, have_nics = _by_identity(ctx.found.get(vm, []), lambda d: _devid(d.metadata.name), lambda n: _devid(n.metadata.name))
     stranded = ctx.stranded.get(vm, {})
-    out = _matched("Disk", want_disks, have_disks, record, ctx.leaf, stranded.get("Disk", {}))
-    out += _matched("NIC", want_nics, have_nics, record, ctx.leaf, stranded.get("NIC", {}))
+    desired_vm = ctx.desired.vms.get(vm)
+    virt = desired_vm.spec.virt if desired_vm is not None else "pv"
+    info = ctx.observed.domains.get(vm)
+    building = info is not None and info.unfinished
+    out = _matched("Disk", want_disks, have_disks, record, ctx.leaf, stranded.get("Disk", {}), virt, building)
+    out += _matched("NIC", want_nics, have_nics, record, ctx.leaf, stranded.get("NIC", {}), virt, building)
     return out + _pci(ctx, vm)
 
 

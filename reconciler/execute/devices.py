@@ -74,6 +74,35 @@ async def detach(rt: Runtime, step: Step, retry: bool) -> str | None:
     return None
 
 
+async def media(rt: Runtime, step: Step, retry: bool) -> str | None:
+    # A CD drive's new media on a running HVM guest (`xl cd-insert`; an empty target is
+    # `xl cd-eject`): QEMU changes it live, the drive stays. A retry first reads the
+    # drive's backend `params`, so media already in (or already out) is not changed again.
+    domid, tools = await rt.domid(step.vm), rt.ports.toolstack
+    vdev, target, fmt = str(arg(step, "vdev")), str(arg(step, "target") or ""), str(arg(step, "format") or "raw")
+    if retry and await _holds_media(rt, domid, vdev, target, fmt):
+        return "the drive already holds that media"
+    if target:
+        await tools.cd_insert(domid, vdev, target, fmt)
+    else:
+        await tools.cd_eject(domid, vdev)
+    return None
+
+
+async def _holds_media(rt: Runtime, domid: int, vdev: str, target: str, fmt: str) -> bool:
+    """Does CD drive `vdev` of `domid` hold `target` (in format `fmt`) now? Read from its
+    backend's `params`: the path on phy, `<fmt>:<path>` on qdisk (raw as `aio`), "" empty."""
+    front = f"/local/domain/{domid}/device/vbd/{xenfmt.vdev_to_devid(vdev)}/backend"
+    back = (await read_or_empty(rt, front)).decode("utf-8", "replace")
+    if not back:
+        return False
+    params = (await read_or_empty(rt, f"{back}/params")).decode("utf-8", "replace")
+    have_fmt, sep, path = params.partition(":")
+    if not sep or not path.startswith("/"):
+        have_fmt, path = "raw", params
+    return path == target and (not target or {"aio": "raw"}.get(have_fmt, have_fmt) == fmt)
+
+
 async def set_netdev(rt: Runtime, step: Step, retry: bool) -> str | None:
     # `ip link set dev vifD.N mtu M promisc on|off`, `ethtool -K vifD.N tso off`: on the
     # running interface, in its backend domain; the guest keeps its link.

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from reconciler import vmdata
 from reconciler.diff.applied import applied_record, record_chunks
 from reconciler.errors import HostError, TerminalHostError
-from reconciler.execute.devices import attach, detach, pci_assignable_add, pci_assignable_remove, set_netdev
+from reconciler.execute.devices import attach, detach, media, pci_assignable_add, pci_assignable_remove, set_netdev
 from reconciler.execute.firewall import fw_apply, fw_remove, fw_start, fw_table
 from reconciler.execute.runtime import RECORD, Runtime, arg, int_arg, missing, read_or_empty
 from reconciler.model.common import default_vm_uuid
@@ -267,6 +267,7 @@ OPS: dict[Op, Handler] = {
     "vcpu-set": vcpu_set,  # online vCPUs within maxVcpus
     "xenstore-write": xenstore_write,  # vm-data/ keys, live
     "set": set_netdev,  # a vif's MTU, promiscuous mode, ethtool settings, on the running interface
+    "media": media,  # a CD drive's new media (xl cd-insert / cd-eject), live
     "shutdown": shutdown,  # graceful, bounded; destroy follows regardless
     "detach": detach,  # after shutdown (flushed), before destroy (clean Closing -> Closed)
     "destroy": destroy,  # what the guest did not finish

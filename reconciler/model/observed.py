@@ -43,6 +43,9 @@ class DomainInfo:
     `/local/domain/<domid>` for it (someone ran `xenstore-rm` on it): name, uuid and
     power come from `xl list`, the marker and record from `/vm/<uuid>/reconciler` if
     that survived (`ObservedState.vm_records`); no VM model or devices are observed.
+    `passthrough`: whether the domain was built with PCI passthrough enabled (the
+    toolstack's `DomainStatus.passthrough`: libxl turns it on only when the config it is
+    built from has `pci=`); None when the source cannot say (a dump, an older xl).
     """
 
     name: str
@@ -55,6 +58,7 @@ class DomainInfo:
     unfinished: bool = False
     booted: bool | None = None
     xenstore_gone: bool = False
+    passthrough: bool | None = None
 
 
 @dataclass(frozen=True)

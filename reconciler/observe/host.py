@@ -41,7 +41,8 @@ def decode(nodes: dict[str, bytes]) -> dict[str, str]:
 
 
 def with_power(state: ObservedState, domains: list[DomainStatus]) -> ObservedState:
-    """Fold `xl list` power states into the domains xenstore showed (pure).
+    """Fold `xl list` power states (and whether each domain was built with passthrough)
+    into the domains xenstore showed (pure).
 
     A domain xenstore shows but the hypervisor does not list is reported: its nodes
     outlived it (a toolstack that died mid-destroy). A guest domain the hypervisor lists
@@ -60,7 +61,7 @@ def with_power(state: ObservedState, domains: list[DomainStatus]) -> ObservedSta
             problems.append(f"domain {info.domid} ({name}) is in xenstore but not in the hypervisor's list")
             infos[name] = dataclasses.replace(info, power="stopped")
         else:
-            infos[name] = dataclasses.replace(info, power=_POWER[status.power])
+            infos[name] = dataclasses.replace(info, power=_POWER[status.power], passthrough=status.passthrough)
     shown = {info.domid for info in state.domains.values()}
     for status in domains:
         if status.domid == 0 or status.domid in shown:
@@ -82,7 +83,7 @@ def with_power(state: ObservedState, domains: list[DomainStatus]) -> ObservedSta
             name, status.domid, uuid, _POWER[status.power],
             managed=(record is not None and record.managed) or unfinished,
             digest=record.digest if record else None, applied=record.applied if record else None,
-            unfinished=unfinished, xenstore_gone=True)
+            unfinished=unfinished, xenstore_gone=True, passthrough=status.passthrough)
     infos = dict(sorted(infos.items())) if len(infos) != len(state.domains) else infos
     return dataclasses.replace(state, domains=infos, problems=tuple(problems))
 

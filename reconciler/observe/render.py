@@ -59,13 +59,15 @@ def _specs(table: Mapping[str, BaseModel]) -> dict[str, Any]:
 
 
 def _domain(info: DomainInfo) -> dict[str, Any]:
-    """A domain's facts; `unfinished` and `xenstore_gone` only when set, the record with
+    """A domain's facts; `unfinished`, `xenstore_gone` and `passthrough` only when set, the record with
     its secrets redacted."""
     data = _asdict(info)
     if not info.unfinished:
         del data["unfinished"]
     if not info.xenstore_gone:
         del data["xenstore_gone"]
+    if info.passthrough is None:
+        del data["passthrough"]
     if info.applied is not None and holds_secret(info.applied):
         data["applied"] = redact_record(info.applied)
     return data

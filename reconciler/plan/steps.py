@@ -26,7 +26,7 @@ from reconciler.plan.changes import HOST, Action, FieldChange, ResourceChange
 Op = Literal[
     "pci-assignable-add", "create", "record", "attach", "fw-apply", "unpause", "wait-sentinel",
     "pause", "mem-set", "vcpu-set", "xenstore-write", "shutdown", "detach", "destroy", "fw-remove",
-    "fw-table", "pci-assignable-remove", "set", "forget", "fw-start", "gate",
+    "fw-table", "pci-assignable-remove", "set", "forget", "fw-start", "gate", "media",
 ]
 PREFIX: Mapping[Kind, str] = {"VM": "vm", "Disk": "disk", "NIC": "nic", "PCIPassthrough": "pci", "V4VRule": "v4v"}
 
@@ -266,6 +266,26 @@ def _pci_update(change: ResourceChange, inputs: Inputs) -> list[Step]:
     return _reattach(change, inputs)
 
 
+_MEDIA_FIELDS = frozenset({"spec.target", "spec.format"})
+
+
+def _disk_update(change: ResourceChange, inputs: Inputs) -> list[Step]:
+    # A CD drive's new media (or none) on a running HVM guest: `xl cd-insert`/`cd-eject`,
+    # live (the diff makes such a change `live`; any other disk change re-plugs or waits).
+    disk = inputs.desired.disks.get(change.name)
+    if (disk is not None and disk.spec.devtype == "cdrom" and change.impact == "live" and change.fields
+            and all(f.path in _MEDIA_FIELDS for f in change.fields)):
+        args = {"vdev": disk.spec.vdev, "target": disk.spec.target, "format": disk.spec.format}
+        return [make("Disk", change.name, change.vm, "media", args)]
+    return _reattach(change, inputs)
+
+
+def _unless_pending(row: Callable[[ResourceChange, Inputs], list[Step]]) -> Callable[[ResourceChange, Inputs], list[Step]]:
+    """`row`, but no step for a pending change: a hot-plug or unplug xl cannot do live
+    (an emulated device, PCI without passthrough) waits for the VM's restart."""
+    return lambda change, inputs: [] if change.pending else row(change, inputs)
+
+
 def _fw_apply(change: ResourceChange, inputs: Inputs) -> list[Step]:
     if change.vm in inputs.starting:
         # The owner is built by this plan: its start's one batch carries the rule.
@@ -300,16 +320,16 @@ TABLE: dict[tuple[Kind, Action], Row] = {
     ("VM", Action.UPDATE): _vm_update,
     ("VM", Action.RESTART): _restart,
     ("VM", Action.DELETE): _stop_steps,
-    ("Disk", Action.CREATE): _attach,
-    ("Disk", Action.UPDATE): _reattach,
+    ("Disk", Action.CREATE): _unless_pending(_attach),
+    ("Disk", Action.UPDATE): _disk_update,
     ("Disk", Action.RESTART): _reattach,
-    ("Disk", Action.DELETE): _detach,
-    ("NIC", Action.CREATE): _attach,
+    ("Disk", Action.DELETE): _unless_pending(_detach),
+    ("NIC", Action.CREATE): _unless_pending(_attach),
     ("NIC", Action.UPDATE): _nic_update,
     ("NIC", Action.RESTART): _reattach,
-    ("NIC", Action.DELETE): _detach,
+    ("NIC", Action.DELETE): _unless_pending(_detach),
     # Hot-plugged PCI is re-added after a detach; pciback keeps the device if it was there.
-    ("PCIPassthrough", Action.CREATE): _attach,
+    ("PCIPassthrough", Action.CREATE): _unless_pending(_attach),
     ("PCIPassthrough", Action.UPDATE): _pci_update,
     ("PCIPassthrough", Action.RESTART): _reattach,
     ("PCIPassthrough", Action.DELETE): _detach,

@@ -108,7 +108,12 @@ def edits(mset: ManifestSet, data: st.DataObject) -> str:
             spec["xenstoreData"] = {"vm-data/new": "1"}
             return f"{vm}: no device; xenstoreData is now vm-data/new alone"
         name = data.draw(st.sampled_from(names), label="device")
+        kind = mset.devices[name][0]
         _drop_device(mset, name)
+        if spec["virt"] == "hvm" and kind in ("Disk", "NIC"):
+            # The generated HVM disks are hd* and its NICs emulated: QEMU keeps them until a restart.
+            spec["updatePolicy"] = "restart"
+            return f"{vm}: device {name} dropped, updatePolicy restart"
         return f"{vm}: device {name} dropped"
     if what == "state":
         old = spec["state"]

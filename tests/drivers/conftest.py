@@ -75,13 +75,19 @@ if cmd == "create":
     if any(d["name"] == name for d in state["domains"]):
         die(f'libxl: error: libxl_create.c:1234:do_domain_create: Domain with name "{name}" already exists.')
     domid = max([d["domid"] for d in state["domains"]] + [0]) + 1
+    # libxl stores the config with passthrough chosen: on (sync_pt on x86) only with pci=.
+    passthrough = "sync_pt" if re.search(r"^pci = ", text, re.M) else "disabled"
     state["domains"].append({"domid": domid, "name": name, "uuid": uuid, "mem": mem, "vcpus": 1,
-                             "state": "--p---" if "-p" in args else "r-----"})
+                             "state": "--p---" if "-p" in args else "r-----", "passthrough": passthrough})
     save()
     sys.exit(0)
 if fail:
     die(fail)
-if cmd == "list":
+if cmd == "list" and args[1:] == ["-l"]:  # xl_info.c printf_info_one_json: the stored configs, dom0 has none
+    print(json.dumps([{"domid": d["domid"], "config": {"c_info": {"type": "hvm", "name": d["name"], "uuid": d["uuid"],
+                                                                   "passthrough": d.get("passthrough", "disabled")}}}
+                      for d in state["domains"]], indent=4))
+elif cmd == "list":
     print("Name                                        ID   Mem VCPUs\tState\tTime(s)   UUID                            Reason-Code\tSecurity Label")
     rows = [{"domid": 0, "name": "Domain-0", "uuid": "00000000-0000-0000-0000-000000000000", "mem": 2048, "vcpus": 4, "state": "r-----"}]
     for d in sorted(rows + state["domains"], key=lambda d: d["domid"]):
@@ -97,7 +103,7 @@ elif cmd in ("destroy", "shutdown"):
     d = domain(args[-1])
     state["domains"].remove(d)
 elif cmd in ("mem-set", "vcpu-set", "block-attach", "block-detach", "network-attach",
-             "network-detach", "pci-attach", "pci-detach"):
+             "network-detach", "pci-attach", "pci-detach", "cd-insert", "cd-eject"):
     domain(args[1])
 else:
     die(f'command "{cmd}" not implemented')

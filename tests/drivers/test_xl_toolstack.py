@@ -72,8 +72,8 @@ def test_create_unpaused_and_list(tmp_path: Path, fake_xl: FakeTool,
     asyncio.run(xl.create(load_state(VMS).vms["uivm"], paused=False))
     assert fake_xl.calls()[0][:2] == ["create", "-e"] and "-p" not in fake_xl.calls()[0]
     domains = asyncio.run(xl.list_domains())
-    assert fake_xl.calls()[-1] == ["list", "-v"]
-    assert [(d.domid, d.name, d.power, d.memory_mib) for d in domains] == [(1, "uivm", "running", 1024)]
+    assert fake_xl.calls()[-2:] == [["list", "-v"], ["list", "-l"]]
+    assert [(d.domid, d.name, d.power, d.memory_mib, d.passthrough) for d in domains] == [(1, "uivm", "running", 1024, False)]
     assert domains[0].uuid == default_vm_uuid("uivm")
 
 

@@ -59,7 +59,8 @@ def reference_data(state: ObservedState) -> dict[str, Any]:
         return {n: m.model_dump(mode="json", by_alias=True, exclude_unset=True).get("spec", {}) for n, m in sorted(table.items())}
 
     data: dict[str, Any] = {
-        "domains": {n: {k: v for k, v in dataclasses.asdict(i).items() if k not in ("unfinished", "xenstore_gone") or v}
+        "domains": {n: {k: v for k, v in dataclasses.asdict(i).items()
+                        if (k not in ("unfinished", "xenstore_gone") or v) and (k != "passthrough" or v is not None)}
                     for n, i in sorted(state.domains.items())},
         "vms": specs(state.vms), "disks": specs(state.disks), "nics": specs(state.nics), "pci": specs(state.pci),
         "health": {n: dataclasses.asdict(h) for n, h in sorted(state.health.items())},

@@ -86,6 +86,7 @@ def test_pci_assignable_and_attach_detach(sim: Any, vm: Any) -> None:
     async def body(ports: HostPorts, host: SimHost) -> None:
         ts, pci, xs = ports.toolstack, ports.pciback, ports.xenstore
         domid = await ts.create(vm("ndvm"), paused=False)
+        host.core.domains.get(domid).passthrough = True  # as if built with a pci= (libxl turns passthrough on)
         with pytest.raises(TerminalHostError, match="not assignable"):
             await ts.attach_pci(domid, "0000:00:1f.6")
         await pci.assignable_add("00:1f.6")
@@ -126,6 +127,7 @@ def test_a_guest_slot_holds_one_device(sim: Any, vm: Any) -> None:
     async def body(ports: HostPorts, host: SimHost) -> None:
         ts = ports.toolstack
         domid = await ts.create(vm("ndvm"), paused=False)
+        host.core.domains.get(domid).passthrough = True  # as if built with a pci=
         for bdf in ("0000:00:1f.6", "0000:02:00.0"):
             await ports.pciback.assignable_add(bdf)
         await ts.attach_pci(domid, "0000:00:1f.6", guest_slot=5)
@@ -172,11 +174,13 @@ def test_a_vif_has_an_interface_from_plug_to_unplug(sim: Any, vm: Any, nic: Any)
 def test_destroy_frees_assigned_pci_devices(sim: Any, vm: Any) -> None:
     async def body(ports: HostPorts, host: SimHost) -> None:
         domid = await ports.toolstack.create(vm(), paused=False)
+        host.core.domains.get(domid).passthrough = True  # as if built with a pci=
         await ports.pciback.assignable_add("0000:00:02.0")
         await ports.toolstack.attach_pci(domid, "0000:00:02.0")
         await ports.toolstack.destroy(domid)
         assert await ports.xenstore.directory("/libxl/pci/0000-00-02-0") == ["driver_path"]
         second = await ports.toolstack.create(vm("other"), paused=False)
+        host.core.domains.get(second).passthrough = True
         await ports.toolstack.attach_pci(second, "0000:00:02.0")  # assignable again
 
     sim(body)

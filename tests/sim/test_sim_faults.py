@@ -97,11 +97,13 @@ def test_a_pci_attach_that_times_out_leaves_the_device_unassigned(sim: Any, vm: 
         ts = ports.toolstack
         await ports.pciback.assignable_add("0000:02:00.0")
         stuck = await ts.create(vm("stuck"), paused=False)
+        host.core.domains.get(stuck).passthrough = True  # as if built with a pci= (libxl turns passthrough on)
         with pytest.raises(TransientHostError, match="did not connect"):
             await ts.attach_pci(stuck, "0000:02:00.0")
         assert "0000-02-00-0" not in await ports.xenstore.directory("/libxl/pci") or \
             "domid" not in await ports.xenstore.directory("/libxl/pci/0000-02-00-0")
         other = await ts.create(vm("other"), paused=False)
+        host.core.domains.get(other).passthrough = True
         await ts.attach_pci(other, "0000:02:00.0")  # free again
         assert await ports.xenstore.read("/libxl/pci/0000-02-00-0/domid") == str(other).encode()
 
