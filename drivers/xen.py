@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from drivers.hooks import LocalHooks
 from drivers.pciback import SysfsPciBack
 from drivers.viptables import ViptablesFirewall, ViptablesSettings
 from drivers.xenstore import ClientSettings, XenstoreClient
@@ -50,6 +51,7 @@ async def open_xen(settings: XenSettings | None = None) -> AsyncIterator[HostPor
             pciback=SysfsPciBack(settings.sysfs_root),
             firewall=ViptablesFirewall(settings=settings.viptables),
             netdev=NoNetDevices(),
+            hooks=LocalHooks(),
         )
     finally:
         await client.close()
