@@ -8,7 +8,8 @@ timeout the plan showed. What the hook printed goes to the step's log (logger
 `reconciler.execute.hooks`, fields `step`, `vm`, `hook`, `status`, `stdout`, `stderr`;
 INFO, WARNING when it failed); the step line gets one sentence. preBoot, postCreate
 and preDelete failures fail the step (what requires it is skipped: no build after a
-failed preBoot, no shutdown after a failed preDelete); an onStateChange failure is
+failed preBoot, no shutdown after a failed preDelete; after a failed postCreate the
+domain just built is destroyed, so it never runs without it); an onStateChange failure is
 logged and noted on the step line, and the apply goes on. A hook is never retried: it
 is not ours to know whether running it twice is safe.
 """
@@ -87,4 +88,22 @@ async def run_hook(rt: Runtime, step: Step, retry: bool) -> str | None:
         return None
     if state_change:  # OpenXT: run-on-state-change failures are logged, and the VM goes on
         return f"{failed}; logged, the apply goes on"
+    if step.op == "post-create":
+        failed += await _unbuild(rt, step)
     raise TerminalHostError(failed)
+
+
+async def _unbuild(rt: Runtime, step: Step) -> str:
+    """A start that fails leaves the VM stopped (OpenXT puts a failed start back to
+    `shutdown`): the domain this start built goes, so it never runs without its
+    postCreate, and the next plan builds it again (preBoot and postCreate run again)."""
+    domid = await rt.live_domid(step.name)
+    if domid is None:
+        return ""
+    try:
+        await rt.ports.toolstack.destroy(domid)
+    except HostError as exc:
+        rt.domains_changed()
+        return f"; destroying the domain it built failed too ({exc}); the next plan shows what is left"
+    rt.gone(step.name, domid)
+    return "; the domain it built was destroyed, so the next apply builds it again"

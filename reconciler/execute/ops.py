@@ -233,7 +233,8 @@ async def _write_data(rt: Runtime, domid: int, data: Mapping[str, str]) -> None:
 
 # Ops that may start or stop a domain. Each tells the run's listing what it did (`Runtime.built_domain`,
 # `powered`, `gone`, `domains_changed`); after one that failed, the next lookup lists domains again.
-CHANGES_DOMAINS: frozenset[Op] = frozenset({"create", "unpause", "pause", "shutdown", "destroy"})
+CHANGES_DOMAINS: frozenset[Op] = frozenset({"create", "unpause", "pause", "shutdown", "destroy",
+                                           "post-create"})  # a failed postCreate destroys what it built
 
 # Every op of `reconciler.plan.steps.Op`, in the order a VM's life uses them; the
 # planner's edge rules (`reconciler.plan.rules`) decide when each may run.

@@ -219,3 +219,28 @@ def test_pre_delete_runs_from_the_record_before_the_domain_goes_and_a_failure_ke
         f"preDelete {uuid}| Domain-0 web db",  # the domain is still there when the hook runs
         f"onStateChange {uuid} stopped| Domain-0 db",  # and gone once it says stopped
     ]
+
+
+def test_a_failing_post_create_destroys_what_it_built_and_the_next_apply_runs_both_again(
+        served: Callable[..., Any], cli: Cli, state_dir: Path, hooks_dir: Path, manifests: Path) -> None:
+    host = served()
+    sock = state_dir / "xenstored.sock"
+    gate = hooks_dir / "refuse"
+    gate.touch()
+    hooks = {"preBoot": _script(hooks_dir, "preBoot", sock),
+             "postCreate": _script(hooks_dir, "postCreate", sock, f"if [ -e {gate} ]; then exit 2; fi")}
+    _manifest(manifests, hooks)
+    code, out, _ = cli("apply", str(manifests))
+    assert code == 1
+    assert re.search(rf"^  vm/web/post-create: hook postCreate {hooks['postCreate']} of VM 'web' exited with status 2; "
+                     r"the domain it built was destroyed, so the next apply builds it again$", out, re.M), out
+    assert "vm/web/unpause: skipped (vm/web/post-create failed)" in out
+    assert host.run(lambda p: p.toolstack.list_domains()) == []  # never runs without its postCreate
+    code, out, _ = cli("plan", str(manifests), "--detailed-exitcode")
+    assert code == 2 and "  + VM web [live]: not on the host: created and started" in out, out
+    gate.unlink()
+    code, out, _ = cli("apply", str(manifests))
+    assert code == 0, out
+    assert [c.split("|")[0].split()[0] for c in _calls(hooks_dir)] == ["preBoot", "postCreate", "preBoot", "postCreate"]
+    assert [d.power for d in host.run(lambda p: p.toolstack.list_domains())] == ["running"]
+    assert cli("plan", str(manifests), "--detailed-exitcode")[0] == 0
