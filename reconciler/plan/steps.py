@@ -186,30 +186,34 @@ HOOKS: Mapping[Op, tuple[str, str | None]] = {
 }
 
 
-def _hooks_of(inputs: Inputs, vm: str) -> tuple[dict[str, object], str | None]:
-    """(the VM's hooks as camelCase data, its uuid): from the manifests, or for a VM
-    removed from them from its last-applied record (the manifest is gone)."""
-    desired = inputs.desired.vms.get(vm)
-    if desired is not None:
-        hooks = desired.spec.hooks
-        return ({"preBoot": hooks.pre_boot, "postCreate": hooks.post_create,
-                 "onStateChange": hooks.on_state_change, "preDelete": hooks.pre_delete}, desired.spec.uuid)
+_ATTRS: Mapping[str, str] = {"preBoot": "pre_boot", "postCreate": "post_create", "onStateChange": "on_state_change",
+                              "preDelete": "pre_delete"}
+
+
+def _recorded(inputs: Inputs, vm: str, name: str) -> tuple[object, str | None]:
+    """(hook `name`'s path, uuid) of a VM removed from the manifests, from its last-applied
+    record (the manifest is gone)."""
     info = inputs.observed.domains.get(vm)
     record = read_record(info)[0] if info is not None else None
-    recorded = record.vm.get("hooks") if record is not None else None
-    return (dict(recorded) if isinstance(recorded, dict) else {}), (info.uuid if info is not None else None)
+    hooks = record.vm.get("hooks") if record is not None else None
+    return (hooks.get(name) if isinstance(hooks, dict) else None), (info.uuid if info is not None else None)
 
 
 def hook(inputs: Inputs, vm: str, op: Op) -> list[Step]:
     """The step running VM `vm`'s hook for `op` (a HOOKS key), or none when the VM has no
     such hook; its args are the argv (`[path, uuid]`, `[path, uuid, state]`) and the timeout."""
     name, state = HOOKS[op]
-    if op == "pre-delete" and vm in inputs.desired.vms:
+    desired = inputs.desired.vms.get(vm)
+    if desired is None:
+        path, uuid = _recorded(inputs, vm, name)
+    elif op == "pre-delete":
         return []  # stopped or restarted, not deleted: the VM stays in the manifests
-    hooks, uuid = _hooks_of(inputs, vm)
-    path = hooks.get(name)
-    if not isinstance(path, str) or not path or not uuid:
-        return []
+    else:
+        path, uuid = getattr(desired.spec.hooks, _ATTRS[name]), desired.spec.uuid
+    if path is None:
+        return []  # (called for every start: the common answer first)
+    if not isinstance(path, str) or not path.startswith("/") or not uuid:
+        return []  # a record (dom0-only, digest-checked) with a path the loader would refuse
     argv = [path, uuid] if state is None else [path, uuid, state]
     return [make("VM", vm, vm, op, {"hook": name, "argv": argv, "timeout": inputs.hook_timeout_s})]
 
