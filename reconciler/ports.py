@@ -5,8 +5,7 @@ Stage: boundary. `observe`, `execute` and the watch loop depend on these Protoco
 simulated xenstored), `drivers.sim` the simulated toolstack, PCI back-end,
 firewall and network devices, `drivers.xl`/`drivers.pciback`/`drivers.viptables` the
 real ones (the real network-device driver, `ip link`/`ethtool`, is not built yet:
-`NoNetDevices` stands in), `drivers.hooks` the VM hooks (run on the machine the
-reconciler runs on, for every host; `NoHooks` where none was given). The small value types the ports exchange live here and in
+`NoNetDevices` stands in). The small value types the ports exchange live here and in
 `reconciler.model.host`.
 """
 
@@ -262,7 +261,8 @@ class HookResult:
 
 class HookPort(Protocol):
     """VM hooks (DESIGN 4, openxt.md 1.11): executables on the machine the reconciler
-    runs on, whichever host it drives."""
+    runs on, whichever host it drives (`drivers.hooks.LocalHooks` for every host;
+    `NoHooks` where none was given)."""
 
     async def run(self, argv: Sequence[str], *, timeout: float) -> HookResult:
         """Run `argv` (no shell) with stdin /dev/null; after `timeout` seconds kill its

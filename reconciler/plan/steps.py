@@ -25,10 +25,10 @@ from reconciler.model.state import DesiredState
 from reconciler.plan.changes import HOST, Action, FieldChange, ResourceChange
 
 Op = Literal[
+    "pre-boot", "post-create", "on-running", "on-paused", "on-stopped", "pre-delete",  # VM hooks
     "pci-assignable-add", "create", "record", "attach", "fw-apply", "unpause", "wait-sentinel",
     "pause", "mem-set", "vcpu-set", "xenstore-write", "shutdown", "detach", "destroy", "fw-remove",
     "fw-table", "pci-assignable-remove", "set", "forget", "fw-start", "gate",
-    "pre-boot", "post-create", "on-running", "on-paused", "on-stopped", "pre-delete",  # VM hooks
 ]
 # Seconds a hook may run before its process group is killed (`ExecuteSettings.hook_timeout_s`,
 # RECONCILER_HOOK_TIMEOUT_S): a hook registers, checks or notifies, it does not install.
