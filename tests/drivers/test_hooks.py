@@ -44,7 +44,7 @@ def test_argv_is_passed_as_is_without_a_shell(tmp_path: Path) -> None:
 
 def test_a_hook_that_ignores_sigterm_is_killed_after_the_grace(tmp_path: Path) -> None:
     hook = _hook(tmp_path, f"trap '' TERM; echo $$ > {tmp_path}/pid; echo started; sleep 600 & wait; wait")
-    result = asyncio.run(LocalHooks(grace_s=0.2).run([hook], timeout=0.5))
+    result = asyncio.run(LocalHooks(grace_s=0.2).run([hook], timeout=3))
     assert (result.status, result.stdout) == (-signal.SIGKILL, "started\n")
     assert _gone(int((tmp_path / "pid").read_text()))
 
