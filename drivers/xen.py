@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from drivers.hooks import LocalHooks
 from drivers.netdev import IpNetDevices, NetDevSettings
 from drivers.pciback import SysfsPciBack
 from drivers.viptables import ViptablesFirewall, ViptablesSettings
@@ -52,6 +53,7 @@ async def open_xen(settings: XenSettings | None = None) -> AsyncIterator[HostPor
             pciback=SysfsPciBack(settings.sysfs_root, client),  # client: libxl's /libxl/pci driver_path
             firewall=ViptablesFirewall(settings=settings.viptables),
             netdev=IpNetDevices(settings.netdev, xenstore=client),
+            hooks=LocalHooks(),
         )
     finally:
         await client.close()

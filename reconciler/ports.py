@@ -261,6 +261,36 @@ class NoNetDevices:
 
 
 @dataclass(frozen=True)
+class HookResult:
+    """How one hook run ended: its exit status and what it printed (each stream bounded
+    by the runner, `drivers.hooks.OUTPUT_MAX`)."""
+
+    status: int  # exit status; negative: killed by that signal (timeout)
+    stdout: str
+    stderr: str
+
+
+class HookPort(Protocol):
+    """VM hooks (DESIGN 4, openxt.md 1.11): executables on the machine the reconciler
+    runs on, whichever host it drives (`drivers.hooks.LocalHooks` for every host;
+    `NoHooks` where none was given)."""
+
+    async def run(self, argv: Sequence[str], *, timeout: float) -> HookResult:
+        """Run `argv` (no shell) with stdin /dev/null; after `timeout` seconds kill its
+        process group. `TerminalHostError` when it cannot be started at all."""
+        ...
+
+
+class NoHooks:
+    """A composition that was given no hook runner (the default of `HostPorts.hooks`:
+    the core may not import `drivers.hooks`); `open_sim` and `open_xen` give the real one."""
+
+    async def run(self, argv: Sequence[str], *, timeout: float) -> HookResult:
+        raise TerminalHostError(f"cannot run hook {argv[0] if argv else '(none)'}: this host was opened without a "
+                                "hook runner; use `reconciler apply`, which runs hooks on this machine")
+
+
+@dataclass(frozen=True)
 class HostPorts:
     """Everything `observe` and `execute` use to reach one host; `name` for messages."""
 
@@ -270,3 +300,4 @@ class HostPorts:
     pciback: PciBackPort
     firewall: FirewallPort
     netdev: NetDevicePort = field(default_factory=NoNetDevices)
+    hooks: HookPort = field(default_factory=NoHooks)

@@ -25,7 +25,7 @@ reboot, as under `xl create -e`; the reconciler rebuilds it), and xl's rebuild o
 onCrash is a restart kind is not done (it is destroyed, or kept renamed for
 rename-restart; the reconciler builds it again), nor a core dump (`sim crash` crashes one);
 `xenstoreData`, hooks and v4v rules are not applied by the toolstack (the reconciler
-does that through the ports); PCI per-device pciback keys (`vdev-i`, `root-i`) and
+does that through the ports; hooks run as processes of this machine, `drivers.hooks`); PCI per-device pciback keys (`vdev-i`, `root-i`) and
 resuming a PCI hot-plug interrupted by a restart; pciback's sticky `permissive` flag
 (pciback's sysfs only sets it, so on a real host unbinding the device from pciback clears
 it; here it follows the attach options); netback's refusal of `ethtool -s` (speed, duplex, autoneg are accepted
@@ -57,6 +57,7 @@ async def open_sim(state_dir: Path, *, delay_scale: float | None = None,
     saved state as it is (`frozen`: nothing runs, nothing is written). `delay_scale` (only
     for an embedded host) speeds up every simulated delay, e.g. 0.02 in tests."""
     from drivers.sim import settings as names
+    from drivers.hooks import LocalHooks
     from drivers.sim.client import SimFirewall, SimNetDevices, SimPciBack, SimToolstack
     from drivers.sim.direct import DirectXenstore
     from drivers.sim.frozen import open_frozen
@@ -90,7 +91,8 @@ async def open_sim(state_dir: Path, *, delay_scale: float | None = None,
         else:
             xs = await XenstoreClient.connect(ClientSettings(path=str(state_dir / names.XENSTORE_SOCKET)))
         rpc = await RpcClient.connect(state_dir / names.HOST_SOCKET, settings.rpc_timeout_s)
-        yield HostPorts(f"sim:{state_dir}", xs, SimToolstack(rpc), SimPciBack(rpc), SimFirewall(rpc), SimNetDevices(rpc))
+        yield HostPorts(f"sim:{state_dir}", xs, SimToolstack(rpc), SimPciBack(rpc), SimFirewall(rpc), SimNetDevices(rpc),
+                        hooks=LocalHooks())  # hooks run on this machine, as on a real host
     finally:
         if rpc is not None:
             await rpc.close()

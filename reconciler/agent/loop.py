@@ -236,7 +236,7 @@ class Agent:
 
         if candidate is not None:
             try:
-                plan = plan_for(candidate, observed)
+                plan = plan_for(candidate, observed, hook_timeout_s=self.settings.execute.hook_timeout_s)
             except ManifestError as exc:
                 self._said.extend(exc.diagnostics)
                 self.invalid = [str(d) for d in exc.diagnostics if d.severity == "error"]
@@ -247,7 +247,7 @@ class Agent:
         if self.desired is None or self.desired is candidate:
             return None
         try:
-            return plan_for(self.desired, observed)
+            return plan_for(self.desired, observed, hook_timeout_s=self.settings.execute.hook_timeout_s)
         except ManifestError as exc:
             self._said.extend(exc.diagnostics)
             self.invalid = self.invalid or [str(d) for d in exc.diagnostics if d.severity == "error"]

@@ -149,7 +149,7 @@ async def _apply(spec: HostSpec, desired: DesiredState, settings: ExecuteSetting
     stop = _Stop()
     try:
         async with open_host(spec) as ports:
-            plan = plan_for(desired, await observe_host(ports, settings.retry))
+            plan = plan_for(desired, await observe_host(ports, settings.retry), hook_timeout_s=settings.hook_timeout_s)
             if saved is not None:
                 check_saved(saved, plan)
             sys.stdout.write(render(plan, "text"))

@@ -101,16 +101,18 @@ def check_out(path: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from reconciler.atomic import write_text_atomic
+    from reconciler.execute.settings import resolve_settings
     from reconciler.plan.build import plan_for
 
     if args.out is not None:
         check_out(args.out)
+    hook_timeout_s = resolve_settings().hook_timeout_s  # what apply will give each hook (checked first)
     desired = load_desired(args.paths)
     if desired is None:
         return 1
     observed = _observe(args)
     try:
-        plan = plan_for(desired, observed)
+        plan = plan_for(desired, observed, hook_timeout_s=hook_timeout_s)
     except ManifestError as exc:  # a dependency cycle, at the manifest line of a resource in it
         print_diagnostics(exc.diagnostics)
         return 1

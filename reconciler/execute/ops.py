@@ -18,6 +18,7 @@ from reconciler.diff.applied import applied_record, record_chunks
 from reconciler.errors import HostError, TerminalHostError
 from reconciler.execute.devices import attach, detach, media, pci_assignable_add, pci_assignable_remove, set_netdev
 from reconciler.execute.firewall import fw_apply, fw_remove, fw_start, fw_table
+from reconciler.execute.hooks import run_hook
 from reconciler.execute.runtime import RECORD, Runtime, arg, int_arg, missing, read_or_empty
 from reconciler.model.common import default_vm_uuid
 from reconciler.model.host import BUILDING, DomainStatus
@@ -249,7 +250,8 @@ async def _write_data(rt: Runtime, domid: int, data: Mapping[str, str]) -> None:
 
 # Ops that may start or stop a domain. Each tells the run's listing what it did (`Runtime.built_domain`,
 # `powered`, `gone`, `domains_changed`); after one that failed, the next lookup lists domains again.
-CHANGES_DOMAINS: frozenset[Op] = frozenset({"create", "unpause", "pause", "shutdown", "destroy"})
+CHANGES_DOMAINS: frozenset[Op] = frozenset({"create", "unpause", "pause", "shutdown", "destroy",
+                                           "post-create"})  # a failed postCreate destroys what it built
 
 # Every op of `reconciler.plan.steps.Op`, in the order a VM's life uses them; the
 # planner's edge rules (`reconciler.plan.rules`) decide when each may run.
@@ -276,4 +278,11 @@ OPS: dict[Op, Handler] = {
     "pci-assignable-remove": pci_assignable_remove,  # a binding it made, once no rule needs it
     "gate": gate,  # nothing: orders the VMs of two priority levels
     "forget": forget,  # build intents of VMs an interrupted apply never built
+    # VM hooks, as OpenXT runs them (openxt.md 1.11); `reconciler.execute.hooks` says how they fail.
+    "pre-boot": run_hook,  # before the build: a failure fails the start
+    "post-create": run_hook,  # built, paused and recorded, before it runs
+    "on-running": run_hook,  # onStateChange after each state change the plan makes: logged, never fails
+    "on-paused": run_hook,
+    "on-stopped": run_hook,
+    "pre-delete": run_hook,  # a VM removed from the manifests, before its shutdown: a failure keeps it
 }

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
 from reconciler.errors import UsageError
+from reconciler.plan.steps import HOOK_TIMEOUT_S
 from reconciler.retry import RetryPolicy
 
 
@@ -28,6 +29,8 @@ class ExecuteSettings:
     max_backoff_s: float = 5.0  # cap: xenstore EAGAIN and a busy toolstack clear in well under this
     shutdown_timeout_s: float = 60.0  # graceful shutdown before destroy (xl shutdown -w waits unbounded)
     sentinel_timeout_s: float = 120.0  # a service VM booting to its sentinel; OpenXT's NDVM takes ~30 s
+    # A VM hook (preBoot...) before its process group is killed; the plan says it on each hook step.
+    hook_timeout_s: float = HOOK_TIMEOUT_S
 
     @property
     def retry(self) -> RetryPolicy:
@@ -39,7 +42,7 @@ class ExecuteSettings:
             raise UsageError(f"parallelism must be at least 1, found {self.parallelism}; use --parallelism 1 or more")
         if self.attempts < 1:
             raise UsageError(f"attempts must be at least 1, found {self.attempts}")
-        for name in ("initial_backoff_s", "max_backoff_s", "shutdown_timeout_s", "sentinel_timeout_s"):
+        for name in ("initial_backoff_s", "max_backoff_s", "shutdown_timeout_s", "sentinel_timeout_s", "hook_timeout_s"):
             if getattr(self, name) < 0:
                 raise UsageError(f"{name} must not be negative, found {getattr(self, name)}")
 
@@ -52,6 +55,7 @@ ENV: Mapping[str, str] = {
     "max_backoff_s": "RECONCILER_RETRY_MAX_BACKOFF_S",
     "shutdown_timeout_s": "RECONCILER_SHUTDOWN_TIMEOUT_S",
     "sentinel_timeout_s": "RECONCILER_SENTINEL_TIMEOUT_S",
+    "hook_timeout_s": "RECONCILER_HOOK_TIMEOUT_S",
 }
 
 

@@ -25,7 +25,8 @@ _NAMES = {"\n": "a newline", "\r": "a carriage return", "\t": "a tab", "\x00": "
 
 # (path under spec, value) of every checked string field, per kind.
 _VM_FIELDS = ("kernel", "ramdisk", "cmdline", "bootloader", "serial", "flaskLabel")
-_HOOKS = (("preBoot", "pre_boot"), ("postCreate", "post_create"), ("onStateChange", "on_state_change"))
+_HOOKS = (("preBoot", "pre_boot"), ("postCreate", "post_create"), ("onStateChange", "on_state_change"),
+          ("preDelete", "pre_delete"))
 
 
 def _strings(entry: Entry) -> Iterator[tuple[tuple[str, ...], str | None]]:

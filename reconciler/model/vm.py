@@ -98,11 +98,13 @@ class Power(Model):
 
 
 class Hooks(Model):
-    """Executables run with the VM uuid as argument (OpenXT run-pre-boot & co)."""
+    """Executables run with the VM uuid as argument (OpenXT run-pre-boot & co); the
+    state-change hook gets the public state (running, paused, stopped) after it."""
 
     pre_boot: AbsPath | None = None
     post_create: AbsPath | None = None
     on_state_change: AbsPath | None = None
+    pre_delete: AbsPath | None = None
 
 
 def _v4v_shorthand(value: Any) -> Any:

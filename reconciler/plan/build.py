@@ -25,7 +25,7 @@ from reconciler.plan.changes import Action, Diff
 from reconciler.plan.deps import Index
 from reconciler.plan.graph import Adjacency, Edges, digraph, generations, ranks, sorted_edges
 from reconciler.plan.rules import RULES, EdgeKind, Scene, edge_kind, priority_gates
-from reconciler.plan.steps import Inputs, Step, steps_for
+from reconciler.plan.steps import HOOK_TIMEOUT_S, Inputs, Step, steps_for
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -105,11 +105,12 @@ def _expand(diff: Diff, inputs: Inputs) -> tuple[dict[str, Step], list[tuple[str
     return steps, chain
 
 
-def build_plan(diff: Diff, desired: DesiredState, observed: ObservedState, *, fingerprint: str) -> Plan:
+def build_plan(diff: Diff, desired: DesiredState, observed: ObservedState, *, fingerprint: str,
+               hook_timeout_s: float = HOOK_TIMEOUT_S) -> Plan:
     index = Index(desired, observed)
     starting = _vms(diff, (Action.CREATE, Action.RESTART))
     stopping = _vms(diff, (Action.DELETE, Action.RESTART))
-    steps, chain = _expand(diff, Inputs(desired, observed, starting, index.fw_touched))
+    steps, chain = _expand(diff, Inputs(desired, observed, starting, index.fw_touched, hook_timeout_s))
     for gate in priority_gates(index, starting, stopping):
         steps[gate.id] = gate
     ids = sorted(steps)
@@ -135,9 +136,11 @@ def build_plan(diff: Diff, desired: DesiredState, observed: ObservedState, *, fi
     return Plan(diff, ordered, dependencies, schedule, fingerprint, desired, (succ, pred))
 
 
-def plan_for(desired: DesiredState, observed: ObservedState) -> Plan:
-    """The whole pure pipeline after observing: diff, plan, stamped with the host's fingerprint."""
-    return build_plan(diff_states(desired, observed), desired, observed, fingerprint=fingerprint(observed))
+def plan_for(desired: DesiredState, observed: ObservedState, *, hook_timeout_s: float = HOOK_TIMEOUT_S) -> Plan:
+    """The whole pure pipeline after observing: diff, plan, stamped with the host's fingerprint;
+    `hook_timeout_s` (the execute setting) is what the plan's hook steps say and get."""
+    return build_plan(diff_states(desired, observed), desired, observed, fingerprint=fingerprint(observed),
+                      hook_timeout_s=hook_timeout_s)
 
 
 def _cycle(graph: nx.DiGraph[str], steps: dict[str, Step], desired: DesiredState) -> ManifestError:

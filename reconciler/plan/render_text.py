@@ -23,6 +23,7 @@ from json.encoder import encode_basestring
 from reconciler.model.common import SECRET_FIELDS
 from reconciler.plan.build import Plan
 from reconciler.plan.changes import HOST, Action, FieldChange, ResourceChange
+from reconciler.plan.steps import HOOKS, Op, Step
 
 SENSITIVE = "(sensitive)"
 _COLOURS = {Action.CREATE: "32", Action.UPDATE: "33", Action.RESTART: "35", Action.DELETE: "31"}
@@ -187,16 +188,50 @@ def _resource_lines(change: ResourceChange, colour: bool, seen: dict[tuple[str, 
         yield lines.get(field, spell)
 
 
+# When each hook step runs and what its failure does (OpenXT, openxt.md 1.11), in run order.
+_HOOK_WHEN: dict[Op, str] = {
+    "pre-delete": "before the VM removed from the manifests is shut down (path from its last-applied record); "
+                  "a failure keeps it",
+    "on-stopped": "once the VM has stopped; a failure is logged and the apply goes on",
+    "pre-boot": "before the domain is built; a failure fails the start",
+    "post-create": "once the domain is built, paused, before it runs; a failure fails the start",
+    "on-paused": "once the VM is paused; a failure is logged and the apply goes on",
+    "on-running": "once the VM runs; a failure is logged and the apply goes on",
+}
+_HOOK_ORDER = {op: n for n, op in enumerate(_HOOK_WHEN)}
+
+
+def hook_line(step: Step) -> str:
+    """A hook step's own plan line: what it runs, its timeout, when, and what a failure does."""
+    args = dict(step.args)
+    timeout = args.get("timeout")
+    within = f" (timeout {timeout:g} s)" if isinstance(timeout, (int, float)) else ""
+    return f"  hook {step.id}: {HOOKS[step.op][0]} runs {compact(args.get('argv'))}{within} {_HOOK_WHEN[step.op]}"
+
+
+def _hook_lines(plan: Plan) -> dict[str, list[str]]:
+    """VM -> the lines of its hook steps, in the order they run."""
+    steps: dict[str, list[Step]] = {}
+    for step in plan.steps:
+        if step.op in _HOOK_ORDER:
+            steps.setdefault(step.vm, []).append(step)
+    return {vm: [hook_line(s) for s in sorted(found, key=lambda s: _HOOK_ORDER[s.op])] for vm, found in steps.items()}
+
+
 def _changes(plan: Plan, colour: bool) -> Iterator[str]:
     group: str | None = None
     seen: dict[tuple[str, str, bool], Remembered] = {}
+    hooks = _hook_lines(plan)
     for change in plan.diff.changes:
         if change.vm != group:
             if group is not None:
+                yield from hooks.get(group, ())
                 yield ""
             group = change.vm
             yield _paint("# host" if group == HOST else f"# VM {group}", "1", colour)
         yield from _resource_lines(change, colour, seen)
+    if group is not None:
+        yield from hooks.get(group, ())
 
 
 def _schedule(plan: Plan) -> Iterator[str]:

@@ -115,6 +115,22 @@ def pci_on_pciback_before_build(scene: Scene) -> Iterator[Pair]:
         yield from _pairs([s.id for s in scene.device_steps(vm, "pci-assignable-add")], [scene.vm_step(vm, "create")])
 
 
+def pre_boot_after_needs(scene: Scene) -> Iterator[Pair]:
+    """OpenXT runs run-pre-boot after its dependency checks, once what the VM needs is up
+    (openxt.md 6.1): the hook may look at its backends."""
+    for vm in sorted(scene.starting):
+        pre_boot = scene.vm_step(vm, "pre-boot")
+        if pre_boot is not None:
+            yield from _pairs([scene.ready(needed) for needed in sorted(scene.index.needs(vm) & scene.coming_up)],
+                              [pre_boot])
+
+
+def pre_boot_before_pciback(scene: Scene) -> Iterator[Pair]:
+    """A failing preBoot fails the start before dom0 loses a device to pciback for it."""
+    for vm in sorted(scene.starting):
+        yield from _pairs([scene.vm_step(vm, "pre-boot")], [s.id for s in scene.device_steps(vm, "pci-assignable-add")])
+
+
 def build_before_attach(scene: Scene) -> Iterator[Pair]:
     """A device attaches to a domain that exists: the build gives the domid backends point at."""
     for vm in sorted(scene.starting):
@@ -288,6 +304,8 @@ Rule = Callable[[Scene], Iterator[Pair]]
 # Applied in this order; the tie-breaks come last and only add edges the rules above allow.
 RULES: tuple[Rule, ...] = (
     pci_on_pciback_before_build,
+    pre_boot_after_needs,
+    pre_boot_before_pciback,
     build_before_attach,
     devices_before_unpause,
     firewall_after_build,

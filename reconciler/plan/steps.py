@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from reconciler.diff.applied import read_record
 from reconciler.diff.devices import netdev_field
 from reconciler.diff.pci import matches
 from reconciler.model.common import Kind
@@ -24,10 +25,14 @@ from reconciler.model.state import DesiredState
 from reconciler.plan.changes import HOST, Action, FieldChange, ResourceChange
 
 Op = Literal[
+    "pre-boot", "post-create", "on-running", "on-paused", "on-stopped", "pre-delete",  # VM hooks
     "pci-assignable-add", "create", "record", "attach", "fw-apply", "unpause", "wait-sentinel",
     "pause", "mem-set", "vcpu-set", "xenstore-write", "shutdown", "detach", "destroy", "fw-remove",
     "fw-table", "pci-assignable-remove", "set", "forget", "fw-start", "gate", "media",
 ]
+# Seconds a hook may run before its process group is killed (`ExecuteSettings.hook_timeout_s`,
+# RECONCILER_HOOK_TIMEOUT_S): a hook registers, checks or notifies, it does not install.
+HOOK_TIMEOUT_S = 30.0
 PREFIX: Mapping[Kind, str] = {"VM": "vm", "Disk": "disk", "NIC": "nic", "PCIPassthrough": "pci", "V4VRule": "v4v"}
 
 
@@ -54,6 +59,7 @@ class Inputs:
     observed: ObservedState
     starting: frozenset[str]
     fw_touched: Callable[[str], bool]  # desired VM -> does its start resolve firewall entries
+    hook_timeout_s: float = HOOK_TIMEOUT_S  # what each hook step gets, shown in the plan
 
 
 def step_id(kind: Kind, name: str, op: Op) -> str:
@@ -79,10 +85,14 @@ def start_steps(inputs: Inputs, vm: str) -> list[Step]:
     spec = inputs.desired.vms[vm].spec
     # Build paused (`xl create -p`): devices and firewall rules go in before the guest runs.
     steps = [make("VM", vm, vm, "create")]
+    steps[:0] = hook(inputs, vm, "pre-boot")  # OpenXT run-pre-boot: before the build; a failure fails the start
     # Mark it managed at once, so a crash mid-plan never leaves a domain we would not adopt.
     steps.append(make("VM", vm, vm, "record"))
+    steps += hook(inputs, vm, "post-create")  # built and paused (OpenXT's `created`), recorded first
+    steps += hook(inputs, vm, "on-paused") if spec.state == "paused" else []
     if spec.state != "paused":  # desired paused: built, never unpaused
         steps.append(make("VM", vm, vm, "unpause"))
+        steps += hook(inputs, vm, "on-running")
         if spec.boot_sentinel:
             # "running" is long before the services are up: dependents wait for the sentinel node.
             steps.append(make("VM", vm, vm, "wait-sentinel", {"node": spec.boot_sentinel}))
@@ -98,7 +108,9 @@ def _stop_steps(change: ResourceChange, inputs: Inputs) -> list[Step]:
     # uuid (real xl prints such a domain's name as "(null)").
     info = inputs.observed.domains.get(change.name)
     args = {"xenstoreGone": True, "uuid": info.uuid} if info is not None and info.xenstore_gone else None
-    return [make("VM", change.name, change.vm, "shutdown", args), make("VM", change.name, change.vm, "destroy", args)]
+    return [*hook(inputs, change.name, "pre-delete"),
+            make("VM", change.name, change.vm, "shutdown", args), make("VM", change.name, change.vm, "destroy", args),
+            *hook(inputs, change.name, "on-stopped")]
 
 
 def _restart(change: ResourceChange, inputs: Inputs) -> list[Step]:
@@ -148,6 +160,7 @@ def _vm_update(change: ResourceChange, inputs: Inputs) -> list[Step]:
             wait.append(make("VM", vm, vm, op, {"node": spec.boot_sentinel}))
         else:
             steps.append(make("VM", vm, vm, "pause" if spec.state == "paused" else "unpause"))
+            steps += hook(inputs, vm, "on-paused" if spec.state == "paused" else "on-running")
     info = inputs.observed.domains.get(vm)
     if not change.pending or (info is not None and info.unfinished):
         # Fields the host cannot show (hooks, lifecycle...) change by recording them. With
@@ -155,6 +168,55 @@ def _vm_update(change: ResourceChange, inputs: Inputs) -> list[Step]:
         # a domain an interrupted apply built has no record at all: it gets one.
         steps.append(make("VM", vm, vm, "record"))
     return steps + wait
+
+
+# ---- hooks --------------------------------------------------------------------------------
+
+# Each hook op: the manifest's hook (camelCase, as `hooks:` spells it) and the public state
+# (openxt.md 6.1) an onStateChange hook is given after the uuid. OpenXT (openxt.md 1.11):
+# run-pre-boot before the domain is built, run-post-create once built, run-pre-delete
+# before a VM goes, all hard failures; run-on-state-change on each public state change,
+# logged and the apply goes on.
+HOOKS: Mapping[Op, tuple[str, str | None]] = {
+    "pre-boot": ("preBoot", None),
+    "post-create": ("postCreate", None),
+    "on-running": ("onStateChange", "running"),
+    "on-paused": ("onStateChange", "paused"),
+    "on-stopped": ("onStateChange", "stopped"),
+    "pre-delete": ("preDelete", None),
+}
+
+
+_ATTRS: Mapping[str, str] = {"preBoot": "pre_boot", "postCreate": "post_create", "onStateChange": "on_state_change",
+                              "preDelete": "pre_delete"}
+
+
+def _recorded(inputs: Inputs, vm: str, name: str) -> tuple[object, str | None]:
+    """(hook `name`'s path, uuid) of a VM removed from the manifests, from its last-applied
+    record (the manifest is gone)."""
+    info = inputs.observed.domains.get(vm)
+    record = read_record(info)[0] if info is not None else None
+    hooks = record.vm.get("hooks") if record is not None else None
+    return (hooks.get(name) if isinstance(hooks, dict) else None), (info.uuid if info is not None else None)
+
+
+def hook(inputs: Inputs, vm: str, op: Op) -> list[Step]:
+    """The step running VM `vm`'s hook for `op` (a HOOKS key), or none when the VM has no
+    such hook; its args are the argv (`[path, uuid]`, `[path, uuid, state]`) and the timeout."""
+    name, state = HOOKS[op]
+    desired = inputs.desired.vms.get(vm)
+    if desired is None:
+        path, uuid = _recorded(inputs, vm, name)
+    elif op == "pre-delete":
+        return []  # stopped or restarted, not deleted: the VM stays in the manifests
+    else:
+        path, uuid = getattr(desired.spec.hooks, _ATTRS[name]), desired.spec.uuid
+    if path is None:
+        return []  # (called for every start: the common answer first)
+    if not isinstance(path, str) or not path.startswith("/") or not uuid:
+        return []  # a record (dom0-only, digest-checked) with a path the loader would refuse
+    argv = [path, uuid] if state is None else [path, uuid, state]
+    return [make("VM", vm, vm, op, {"hook": name, "argv": argv, "timeout": inputs.hook_timeout_s})]
 
 
 # ---- devices -----------------------------------------------------------------------------

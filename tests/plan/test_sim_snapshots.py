@@ -17,6 +17,7 @@ from syrupy.assertion import SnapshotAssertion
 from drivers.sim import open_sim
 from reconciler.cli.main import main
 from reconciler.observe.host import observe_host
+from tests.conftest import with_runnable_hooks
 
 EXAMPLES = ["examples/openxt-desktop", "examples/server-host", "manifests"]
 
@@ -52,8 +53,9 @@ async def drift(state_dir: Path) -> list[str]:
 
 @pytest.mark.parametrize("example", EXAMPLES)
 def test_converged_then_drifted(example: str, sim_dir: Path, repo: Path, capsys: pytest.CaptureFixture[str],
-                                snapshot: SnapshotAssertion) -> None:
+                                snapshot: SnapshotAssertion, tmp_path: Path) -> None:
     host = ["--host", f"sim:{sim_dir}"]
+    example = str(with_runnable_hooks(example, tmp_path / "m"))  # its hooks run /bin/true
     assert main(["apply", example, *host, "--parallelism", "1"]) == 0
     capsys.readouterr()
     assert main(["plan", example, *host, "--detailed-exitcode"]) == 0
