@@ -12,8 +12,9 @@ from typing import Any
 
 from drivers.sim.client import SimToolstack
 from reconciler.model.host import FirewallEntry
+from tests.conftest import with_runnable_hooks
 
-EXAMPLE = "examples/openxt-desktop"
+SOURCE = "examples/openxt-desktop"  # its hooks are under /usr/libexec/xen-hooks: copied runnable
 PORTS = (4001, 4002, 5000, 5001, 5555)  # win10's five `my-stubdom -> 0:PORT` rules
 
 
@@ -40,8 +41,9 @@ def _stub_entries(stub: int) -> set[FirewallEntry]:
 
 def test_my_stubdom_entries_go_in_with_the_start_and_leave_with_the_stop(
         served: Callable[..., Any], cli: Callable[..., tuple[int, str, str]], tmp_path: Path) -> None:
+    example = str(with_runnable_hooks(SOURCE, tmp_path / "example"))
     host = served()
-    code, out, err = cli("apply", EXAMPLE)
+    code, out, err = cli("apply", example)
     assert (code, err) == (0, ""), out
     domains = _domains(host)
     guest, stub = domains["win10"], domains["win10-dm"]
@@ -54,12 +56,12 @@ def test_my_stubdom_entries_go_in_with_the_start_and_leave_with_the_stop(
     table = _table(host)
     assert _stub_entries(stub) <= set(table), table
     assert table[-1] == FirewallEntry(target="REJECT")
-    code, out, _ = cli("plan", EXAMPLE, "--detailed-exitcode")
+    code, out, _ = cli("plan", example, "--detailed-exitcode")
     assert code == 0 and "No changes. The host matches the manifests." in out, out
 
     # Stop win10: its stub domain goes with it, and every entry naming the stub domain.
     manifests = tmp_path / "desktop"
-    shutil.copytree(EXAMPLE, manifests)
+    shutil.copytree(example, manifests)
     vm = manifests / "user-vms" / "win10.yaml"
     vm.write_text(vm.read_text().replace("  virt: hvm\n", "  virt: hvm\n  state: stopped\n", 1))
     code, out, err = cli("apply", str(manifests))
@@ -73,9 +75,10 @@ def test_my_stubdom_entries_go_in_with_the_start_and_leave_with_the_stop(
 
 
 def test_a_guest_that_powers_off_or_crashes_takes_its_stub_domain(
-        served: Callable[..., Any], cli: Callable[..., tuple[int, str, str]]) -> None:
+        served: Callable[..., Any], cli: Callable[..., tuple[int, str, str]], tmp_path: Path) -> None:
+    example = str(with_runnable_hooks(SOURCE, tmp_path / "example"))
     host = served()
-    code, out, err = cli("apply", EXAMPLE)
+    code, out, err = cli("apply", example)
     assert (code, err) == (0, ""), out
     guest, stub = _domains(host)["win10"], _domains(host)["win10-dm"]
     host.run(lambda ports: ports.toolstack.shutdown(guest, timeout=10))  # the guest acks and powers off
@@ -84,7 +87,7 @@ def test_a_guest_that_powers_off_or_crashes_takes_its_stub_domain(
     assert host.run(lambda ports: ports.xenstore.snapshot(f"/local/domain/{stub}")) == {}
     assert host.run(lambda ports: ports.xenstore.snapshot(f"/local/domain/0/device-model/{guest}")) == {}
 
-    code, out, err = cli("apply", EXAMPLE)  # built again, with a new stub domain
+    code, out, err = cli("apply", example)  # built again, with a new stub domain
     assert (code, err) == (0, ""), out
     domains = _domains(host)
     guest, stub = domains["win10"], domains["win10-dm"]
