@@ -14,13 +14,14 @@ import asyncio
 
 from drivers.sim.backends import DeviceJob, DeviceRef
 from drivers.sim.domains import Domain
-from drivers.sim.layout import device_destroy, device_remove, vbd_add, vif_add
+from drivers.sim.builder import disk_ops, nic_ops
+from drivers.sim.layout import device_destroy, device_remove
 from drivers.sim.ops import Op, libxl_path
 from drivers.sim.player import play
 from drivers.sim.toolstack import Core
 from reconciler.errors import TerminalHostError, TransientHostError
 from reconciler.model import NIC, Disk
-from reconciler.xenfmt import auto_mac, vdev_to_devid, vif_ifname
+from reconciler.xenfmt import vdev_to_devid, vif_ifname
 
 
 class Devices:
@@ -33,17 +34,8 @@ class Devices:
             domain = core.live(domid)
             devid = vdev_to_devid(spec.vdev)
             self._check_free(domid, "vbd", devid, f"disk {spec.vdev}")
-            backend_domid = core.backend_domid(spec.backend_vm)
-            cdrom = spec.devtype == "cdrom"
-            access = spec.access or ("ro" if cdrom else "rw")
-            qdisk = spec.format != "raw" or not spec.target
-            if qdisk and spec.script:  # libxl__device_disk_set_backend: qdisk takes no script, phy no qcow2
-                raise TerminalHostError(f"block-attach to domain {domid}: disk {spec.vdev}: no suitable backend "
-                                        f"(script= needs phy, which takes raw images, not {spec.format})")
-            play(core.store, vbd_add(domid, devid, target=spec.target, vdev=spec.vdev, virt=domain.virt,
-                                     disk_format=spec.format, backend_domid=backend_domid, readwrite=access == "rw",
-                                     cdrom=cdrom, script=spec.script, discard=spec.discard))
-            ref = DeviceRef(domid, "vbd", devid, backend_domid, "qdisk" if qdisk else "vbd")
+            ops, ref = disk_ops(core, domain, disk, "block-attach to")  # the layout libxl writes at create too
+            play(core.store, ops)
             await self._wait_attached(core.backends.start(ref, "add"), domain, f"disk {spec.vdev}")
 
     async def attach_nic(self, domid: int, nic: NIC) -> None:
@@ -52,18 +44,9 @@ class Devices:
             domain = core.live(domid)
             devid = spec.index if spec.index is not None else self._free_devid(domid, "vif")
             self._check_free(domid, "vif", devid, f"NIC {devid}")
-            backend_domid = core.backend_domid(spec.backend_vm)
-            mac = auto_mac(domain.uuid, devid) if spec.mac == "auto" else spec.mac
-            try:
-                ops = vif_add(domid, devid, mac=mac, virt=domain.virt, bridge=spec.bridge, backend_domid=backend_domid,
-                              emulated=None if spec.type is None else spec.type == "ioemu", mtu=spec.mtu, rate=spec.rate,
-                              ip=spec.ip, vifname=spec.vifname,
-                              **({"script": spec.script} if spec.script else {}))
-            except ValueError as exc:
-                raise TerminalHostError(f"network-attach to domain {domid}: {exc}") from exc
+            ops, ref = nic_ops(core, domain, nic, devid, "network-attach to")  # the layout libxl writes at create too
             play(core.store, ops)
-            core.netdevs.plug(backend_domid, vif_ifname(domid, devid, spec.vifname), domid=domid, devid=devid, mtu=spec.mtu)
-            ref = DeviceRef(domid, "vif", devid, backend_domid)
+            core.netdevs.plug(ref.backend_domid, vif_ifname(domid, devid, spec.vifname), domid=domid, devid=devid, mtu=spec.mtu)
             await self._wait_attached(core.backends.start(ref, "add"), domain, f"NIC {devid}")
 
     async def detach_disk(self, domid: int, vdev: str) -> None:
