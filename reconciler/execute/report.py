@@ -141,8 +141,10 @@ def make_report(plan: Plan, results: Iterable[StepResult]) -> Report:
         seen.setdefault(key, set()).add(result.outcome)
     # A starting VM's rules go in with its start's one firewall step (`fw-start`).
     starts = {r.step.vm: r.outcome for r in by_id.values() if r.step.op == "fw-start"}
-    # A VM's new disks, NICs and PCI devices are built with it: its create step's outcome is theirs.
-    builds = {r.step.vm: r.outcome for r in by_id.values() if r.step.op == "create"}
+    # A VM's new disks, NICs and PCI devices are built with it: created with its create
+    # step, skipped when it did not run or failed (the create is the root cause, reported once).
+    builds: dict[str, StepOutcome] = {r.step.vm: "done" if r.outcome == "done" else "skipped"
+                                      for r in by_id.values() if r.step.op == "create"}
     resources = []
     for change in plan.diff.changes:
         outcomes = seen.get((change.kind, change.name), set())
