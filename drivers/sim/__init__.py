@@ -5,7 +5,7 @@ implement). Everything lives in the state directory: `xenstore.json` and `host.j
 (state), `pci.yaml` (host PCI inventory, optional), `faults.yaml` (fault injection,
 optional), `xenstored.sock` (Xen's `xenstore-*` tools work on it) and `host.sock`.
 Modules: `layout`/`devices`/`progress`/`ops` (libxl's xenstore writes as data), `host`
-(the process side), `toolstack`/`stubdom`/`attach`/`pcidev`/`guests`/`backends` (behaviour),
+(the process side), `toolstack`/`builder`/`stubdom`/`attach`/`pcidev`/`guests`/`backends` (behaviour),
 `domains`/`pci`/`firewall`/`netdev`/`faults` (tables), `rpc`/`client`/`dispatch` (transport),
 `direct` (the in-process xenstore port used when the host is embedded), `frozen` (the
 read-only view of a saved host that plan and observe use when no `sim serve` runs).

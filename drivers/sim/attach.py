@@ -15,14 +15,15 @@ from typing import get_args
 
 from drivers.sim.backends import DeviceJob, DeviceRef
 from drivers.sim.domains import Domain
+from drivers.sim.builder import disk_ops, nic_ops
 from drivers.sim.devices import DiskFormat, media_params
-from drivers.sim.layout import device_destroy, device_remove, vbd_add, vif_add
+from drivers.sim.layout import device_destroy, device_remove
 from drivers.sim.ops import Op, libxl_path
 from drivers.sim.player import play
 from drivers.sim.toolstack import Core
 from reconciler.errors import TerminalHostError, TransientHostError
 from reconciler.model import NIC, Disk
-from reconciler.xenfmt import auto_mac, emulated_disk, emulated_nic, vdev_to_devid, vif_ifname
+from reconciler.xenfmt import emulated_disk, emulated_nic, vdev_to_devid, vif_ifname
 
 
 class Devices:
@@ -38,17 +39,8 @@ class Devices:
             if emulated_disk(domain.virt, spec.vdev, spec.devtype):
                 self._emulated(domain, f"vbd/{devid}", f"block-attach: {spec.vdev} is an emulated "
                                f"{'CD drive' if spec.devtype == 'cdrom' else 'disk'}", "PV view")
-            backend_domid = core.backend_domid(spec.backend_vm)
-            cdrom = spec.devtype == "cdrom"
-            access = spec.access or ("ro" if cdrom else "rw")
-            qdisk = spec.format != "raw" or not spec.target
-            if qdisk and spec.script:  # libxl__device_disk_set_backend: qdisk takes no script, phy no qcow2
-                raise TerminalHostError(f"block-attach to domain {domid}: disk {spec.vdev}: no suitable backend "
-                                        f"(script= needs phy, which takes raw images, not {spec.format})")
-            play(core.store, vbd_add(domid, devid, target=spec.target, vdev=spec.vdev, virt=domain.virt,
-                                     disk_format=spec.format, backend_domid=backend_domid, readwrite=access == "rw",
-                                     cdrom=cdrom, script=spec.script, discard=spec.discard))
-            ref = DeviceRef(domid, "vbd", devid, backend_domid, "qdisk" if qdisk else "vbd")
+            ops, ref = disk_ops(core, domain, disk, "block-attach to")  # the layout libxl writes at create too
+            play(core.store, ops)
             await self._wait_attached(core.backends.start(ref, "add"), domain, f"disk {spec.vdev}")
 
     async def attach_nic(self, domid: int, nic: NIC) -> None:
@@ -60,21 +52,10 @@ class Devices:
             if emulated_nic(domain.virt, spec.type, spec.model):
                 self._emulated(domain, f"vif/{devid}", f"network-attach: NIC {devid} is an emulated NIC "
                                f"(type {spec.type or 'unset'}, model {spec.model or 'rtl8139'})", "PV NIC")
-            emulated = None if spec.type is None else spec.type == "ioemu"
-            if emulated is None and domain.ran:
-                emulated = False  # libxl__device_nic_setdefault: a NIC hot-plugged without a type is vif
-            backend_domid = core.backend_domid(spec.backend_vm)
-            mac = auto_mac(domain.uuid, devid) if spec.mac == "auto" else spec.mac
-            try:
-                ops = vif_add(domid, devid, mac=mac, virt=domain.virt, bridge=spec.bridge, backend_domid=backend_domid,
-                              emulated=emulated, mtu=spec.mtu, rate=spec.rate,
-                              ip=spec.ip, vifname=spec.vifname,
-                              **({"script": spec.script} if spec.script else {}))
-            except ValueError as exc:
-                raise TerminalHostError(f"network-attach to domain {domid}: {exc}") from exc
+            # libxl__device_nic_setdefault: a NIC hot-plugged without a type is vif (PV only)
+            ops, ref = nic_ops(core, domain, nic, devid, "network-attach to", untyped_pv=domain.ran)
             play(core.store, ops)
-            core.netdevs.plug(backend_domid, vif_ifname(domid, devid, spec.vifname), domid=domid, devid=devid, mtu=spec.mtu)
-            ref = DeviceRef(domid, "vif", devid, backend_domid)
+            core.netdevs.plug(ref.backend_domid, vif_ifname(domid, devid, spec.vifname), domid=domid, devid=devid, mtu=spec.mtu)
             await self._wait_attached(core.backends.start(ref, "add"), domain, f"NIC {devid}")
 
     async def cd_insert(self, domid: int, vdev: str, target: str, disk_format: str) -> None:

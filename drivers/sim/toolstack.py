@@ -2,7 +2,8 @@
 
 Stage: simulated host. `Core` bundles the host's parts (store, hypervisor table,
 backends, PCI table, firewall, settings, faults); `Libxl` creates domains (skeleton,
-build_post, console, @introduceDomain), pauses, unpauses, sets memory and vCPUs,
+build_post, console, @introduceDomain, then the devices of the build as libxl adds a
+cfg's devices: `drivers.sim.builder`), pauses, unpauses, sets memory and vCPUs,
 shuts down through `control/shutdown` and destroys (devices 5 -> 6 and removed, domain
 nodes removed, @releaseDomain). Device attach/detach is in `drivers.sim.attach`.
 Called by `drivers.sim.host` for each RPC; the simulated guests live in `guests`.
@@ -15,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from drivers.sim import stubdom
+from drivers.sim import builder, stubdom
 from drivers.sim.backends import Backends, DeviceRef
 from drivers.sim.domains import Domain, DomainTable
 from drivers.sim.faults import Faults
@@ -89,6 +90,7 @@ class Libxl:
             raise TerminalHostError(f"a domain named {name} already exists (domid {other.domid}); destroy it first")
         if (other := core.domains.by_uuid(uuid)) is not None:
             raise TerminalHostError(f"domain {other.name} (domid {other.domid}) already has uuid {uuid}")
+        builder.refusal(core, vm, build)  # what libxl refuses fails before the domain exists
         domid = core.domains.allocate()
         video_mib = (spec.hvm.videoram if spec.hvm and spec.hvm.videoram else HVM_VIDEORAM_MIB) if spec.virt == "hvm" else 0
         max_vcpus = spec.max_vcpus or spec.vcpus
@@ -107,10 +109,37 @@ class Libxl:
                                      console_type="ioemu" if spec.virt == "hvm" else "xenconsoled", vnc=vnc))
         core.backends.start(DeviceRef(domid, "console", 0), "add")
         core.store.introduce_domain(domid)
+        await self._build_devices(domain, build)
         await stubdom.build(self, vm, domid)  # `<vm>-dm` for an HVM guest with stubdom.enabled, as libxl builds it
         if not paused:
             domain.set_power("running")
         return domid
+
+    async def _build_devices(self, domain: Domain, build: Build) -> None:
+        """The cfg's devices, as libxl adds them at create (`drivers.sim.builder`): each
+        add transaction played, the backends started, and back once every one is up
+        (hotplug done; Connected too when the guest runs). On a timeout xl destroys the
+        half-built domain: so does this, and the create fails as transient."""
+        core, jobs = self.core, []
+        for ops, ref in builder.device_ops(core, domain, build):
+            play(core.store, ops)
+            jobs.append(core.backends.start(ref, "add"))
+        builder.plug(core, domain, build)
+        if not jobs:
+            return
+        timeout = core.settings.scaled(core.settings.attach_timeout_s)
+        waits = [asyncio.ensure_future(job.attached(domain)) for job in jobs]
+        done, pending = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_EXCEPTION)
+        for wait in pending:
+            wait.cancel()
+        failed = next((w.exception() for w in done if w.exception() is not None), None)
+        if pending or failed is not None:
+            await self.destroy(domain.domid)
+            if failed is not None:
+                raise failed
+            raise TransientHostError(
+                f"create of {domain.name}: a device's backend did not connect within {timeout:g} s (hotplug script or "
+                "backend stuck); the domain was destroyed, as xl does, retry the create")
 
     async def pause(self, domid: int) -> None:
         self.core.live(domid).set_power("paused")

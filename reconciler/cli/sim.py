@@ -150,22 +150,22 @@ async def _serve(state_dir: Path) -> None:
 
 async def _create(host: HostPorts, args: argparse.Namespace) -> None:
     from drivers.sim.xlspec import CreateRequest, build
+    from reconciler.model.host import Build, PciAssignment
+    from reconciler.xenfmt import vdev_to_devid
 
     vm, disks, nics, pcis = build(CreateRequest(
         args.name, args.virt, args.memory, args.max_memory, args.vcpus, args.max_vcpus, args.kernel,
         args.disk, args.nic, args.pci))
     toolstack = host.toolstack
-    domid = await toolstack.create(vm, paused=True)
+    drivers = {d.bdf: d.driver for d in await host.pciback.inventory()}
+    for bdf in pcis:  # on pciback before the build, as xl needs (pci-assignable-add)
+        if drivers.get(bdf) != "pciback":
+            await host.pciback.assignable_add(bdf)
+    # Built as xl builds: the devices are in the domain at create (the cfg's disk=, vif=, pci=).
+    devices = Build(tuple(sorted(disks, key=lambda d: vdev_to_devid(d.spec.vdev))), tuple(nics),
+                    tuple(PciAssignment(b) for b in sorted(set(pcis))))
+    domid = await toolstack.create(vm, devices, paused=True)
     try:
-        for disk in disks:
-            await toolstack.attach_disk(domid, disk)
-        for nic in nics:
-            await toolstack.attach_nic(domid, nic)
-        drivers = {d.bdf: d.driver for d in await host.pciback.inventory()}
-        for bdf in pcis:
-            if drivers.get(bdf) != "pciback":
-                await host.pciback.assignable_add(bdf)
-            await toolstack.attach_pci(domid, bdf)
         if not args.paused:
             await toolstack.unpause(domid)
     except BaseException:

@@ -71,7 +71,7 @@ def _create(ctx: Context, vm: VM) -> list[ResourceChange]:
     how = "created paused" if vm.spec.state == "paused" else "created and started"
     out = [ResourceChange("VM", name, name, Action.CREATE, "live", created("VM", vm.spec, ctx.leaf),
                           f"not on the host: {how}")]
-    applied, attached = f"applied when {name} starts", f"attached when {name} is built"
+    applied, attached = f"applied when {name} starts", f"built with {name}"  # in its xl.cfg, as xl builds
     for device in ctx.wanted.get(name, []):
         fields = created(device.kind, device.spec, ctx.leaf)
         if isinstance(device, PCIPassthrough):

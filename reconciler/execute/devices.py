@@ -35,11 +35,7 @@ async def attach(rt: Runtime, step: Step, retry: bool) -> str | None:
         nic = rt.desired.nics[step.name]
         if not (retry and nic.spec.index is not None and await _frontend(rt, domid, "vif", nic.spec.index)):
             await tools.attach_nic(domid, nic)  # the MAC is resolved by the loader (never `auto` here)
-        ethtool = nic.spec.ethtool.model_dump(exclude_none=True) if nic.spec.ethtool else {}
-        if nic.spec.promiscuous or ethtool:
-            # As XenServer applies a VIF's other-config when it plugs it: the new interface
-            # starts with netback's defaults (the MTU came with the vif config).
-            await _configure(rt, nic, domid, mtu=None, promiscuous=nic.spec.promiscuous, ethtool=ethtool or None)
+        await plugged_settings(rt, nic, domid)
         return None
     rule = rt.desired.pci[step.name]
     done = await _assigned(rt, domid) if retry else set()
@@ -52,6 +48,37 @@ async def attach(rt: Runtime, step: Step, retry: bool) -> str | None:
             await tools.attach_pci(domid, bdf, permissive=spec.permissive, msitranslate=spec.msitranslate,
                                    power_mgmt=spec.power_mgmt, guest_slot=spec.guest_slot)
     return None
+
+
+async def plugged_settings(rt: Runtime, nic: NIC, domid: int) -> None:
+    """A NIC's promiscuous mode and ethtool keys, which xl has no key for, on its new
+    interface (plugged by attach, or built by create)."""
+    ethtool = nic.spec.ethtool.model_dump(exclude_none=True) if nic.spec.ethtool else {}
+    if nic.spec.promiscuous or ethtool:
+        # As XenServer applies a VIF's other-config when it plugs it: the new interface
+        # starts with netback's defaults (the MTU came with the vif config).
+        await _configure(rt, nic, domid, mtu=None, promiscuous=nic.spec.promiscuous, ethtool=ethtool or None)
+
+
+async def build_pci(rt: Runtime, vm: str, resolved: object) -> dict[str, list[str]]:
+    """The host addresses of each PCIPassthrough rule of `vm` the create builds it with:
+    the plan's (a create step's `pci` argument), else the rule's bdf, else its match
+    against the run's inventory (a plan made from a dump). A `seize: false` rule's
+    devices must be on pciback already, as for an attach."""
+    known = resolved if isinstance(resolved, dict) else {}
+    found: dict[str, list[str]] = {}
+    for rule in (d for d in rt.desired.devices_of(vm) if isinstance(d, PCIPassthrough)):
+        name, spec = rule.metadata.name, rule.spec
+        listed = known.get(name)
+        if isinstance(listed, list):
+            found[name] = [str(b) for b in listed]
+        elif spec.bdf:
+            found[name] = [spec.bdf]
+        elif spec.match is not None:
+            found[name] = sorted(d.bdf for d in (await _inventory(rt)).values() if matches(spec.match, d))
+        if not (spec.seize or spec.greedy):
+            await _unseized(rt, rule, found.get(name, []))
+    return found
 
 
 async def detach(rt: Runtime, step: Step, retry: bool) -> str | None:

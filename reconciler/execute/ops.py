@@ -14,9 +14,11 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 
 from reconciler import vmdata
+from reconciler.build import build_of
 from reconciler.diff.applied import applied_record, record_chunks
 from reconciler.errors import HostError, TerminalHostError
-from reconciler.execute.devices import attach, detach, media, pci_assignable_add, pci_assignable_remove, set_netdev
+from reconciler.execute.devices import attach, build_pci, detach, media, pci_assignable_add, pci_assignable_remove
+from reconciler.execute.devices import plugged_settings, set_netdev
 from reconciler.execute.firewall import fw_apply, fw_remove, fw_start, fw_table
 from reconciler.execute.hooks import run_hook
 from reconciler.execute.runtime import RECORD, Runtime, arg, int_arg, missing, read_or_empty
@@ -36,14 +38,20 @@ Handler = Callable[[Runtime, Step, bool], Awaitable[str | None]]
 async def create(rt: Runtime, step: Step, retry: bool) -> str | None:
     vm = rt.desired.vms[step.name]
     existing = await rt.live_domid(step.name, fresh=True) if retry else None
+    # Built as xl builds: its disks, NICs and PCI devices are in the domain from the start
+    # (emulated ones for an HVM guest, passthrough set up at build), none hot-plugged after.
+    build = build_of(rt.desired, step.name, await build_pci(rt, step.name, arg(step, "pci")))
     if existing is None:
         # Intent before effect: once `xl create` runs, a kill at any point leaves a domain
         # that the next plan knows is ours, with its record (and the rest) still to do.
         await _write_intent(rt, vm.spec.uuid, step.name)
     # A try whose answer was lost may have built it: adopt that domain instead of failing on the name.
-    domid = existing if existing is not None else await rt.ports.toolstack.create(vm, paused=True)
+    domid = existing if existing is not None else await rt.ports.toolstack.create(vm, build, paused=True)
     rt.built.add(step.name)
-    rt.built_domain(DomainStatus(domid, step.name, vm.spec.uuid or "", "paused", vm.spec.memory, vm.spec.vcpus))
+    rt.built_domain(DomainStatus(domid, step.name, vm.spec.uuid or "", "paused", vm.spec.memory, vm.spec.vcpus,
+                                 bool(build.pci)))
+    for nic in build.nics:  # settings xl has no key for, on the interfaces the build made
+        await plugged_settings(rt, nic, domid)
     # Neither xl nor the simulated toolstack writes vm-data/: the guest reads it at boot,
     # so it goes in while the domain is still paused.
     await _write_data(rt, domid, dict(vm.spec.xenstore_data))

@@ -113,14 +113,21 @@ def resource_key(kind: Kind, name: str) -> str:
 
 def step_keys(plan: Plan) -> list[tuple[Step, tuple[str, ...]]]:
     """Each step with the resource keys it reports under: its own, and (for a device a
-    VM restart re-attaches without a change of its own) its VM's after it."""
+    VM restart re-attaches without a change of its own) its VM's after it; a VM's create
+    also those of the new devices it builds the domain with, before its own."""
     owner = _owner(plan)
+    built: dict[str, list[str]] = {}  # VM -> the new devices its create builds it with
+    for change in plan.diff.changes:
+        if change.kind in ("Disk", "NIC", "PCIPassthrough") and change.action is Action.CREATE:
+            built.setdefault(change.vm, []).append(resource_key(change.kind, change.name))
     out = []
     for step in plan.steps:
         own = (step.kind, step.name)
         keys = [resource_key(*own)]
         if owner.get(own, own) != own:
             keys.append(resource_key(*owner[own]))
+        if step.op == "create":  # a hold on a device the build takes holds the build; the VM's key stays last
+            keys[:0] = built.get(step.vm, [])
         out.append((step, tuple(keys)))
     return out
 
@@ -134,11 +141,17 @@ def make_report(plan: Plan, results: Iterable[StepResult]) -> Report:
         seen.setdefault(key, set()).add(result.outcome)
     # A starting VM's rules go in with its start's one firewall step (`fw-start`).
     starts = {r.step.vm: r.outcome for r in by_id.values() if r.step.op == "fw-start"}
+    # A VM's new disks, NICs and PCI devices are built with it: created with its create
+    # step, skipped when it did not run or failed (the create is the root cause, reported once).
+    builds: dict[str, StepOutcome] = {r.step.vm: "done" if r.outcome == "done" else "skipped"
+                                      for r in by_id.values() if r.step.op == "create"}
     resources = []
     for change in plan.diff.changes:
         outcomes = seen.get((change.kind, change.name), set())
         if change.kind == "V4VRule" and change.vm in starts:
             outcomes = outcomes | {starts[change.vm]}
+        elif change.kind != "VM" and change.action is Action.CREATE and change.vm in builds:
+            outcomes = outcomes | {builds[change.vm]}
         word: ResourceOutcome
         if "failed" in outcomes:
             word = "failed"

@@ -90,6 +90,18 @@ def _vms(diff: Diff, actions: tuple[Action, ...]) -> frozenset[str]:
     return frozenset(c.name for c in diff.changes if c.kind == "VM" and c.action in actions)
 
 
+def _resolved_pci(diff: Diff, starting: frozenset[str]) -> dict[str, dict[str, list[str]]]:
+    """The host addresses the diff resolved each PCI rule of a VM this plan builds to
+    (its CREATE change's `devices`): the create step builds the domain with them."""
+    found: dict[str, dict[str, list[str]]] = {}
+    for change in diff.changes:
+        if change.kind == "PCIPassthrough" and change.action is Action.CREATE and change.vm in starting:
+            listed = next((f.after for f in change.fields if f.path == "devices"), None)
+            if isinstance(listed, list):
+                found.setdefault(change.vm, {})[change.name] = [str(b) for b in listed]
+    return found
+
+
 def _expand(diff: Diff, inputs: Inputs) -> tuple[dict[str, Step], list[tuple[str, str]]]:
     """Every change's steps (the first step with an id wins) and the in-resource order:
     consecutive steps of one resource, as the step table lists them."""
@@ -110,7 +122,8 @@ def build_plan(diff: Diff, desired: DesiredState, observed: ObservedState, *, fi
     index = Index(desired, observed)
     starting = _vms(diff, (Action.CREATE, Action.RESTART))
     stopping = _vms(diff, (Action.DELETE, Action.RESTART))
-    steps, chain = _expand(diff, Inputs(desired, observed, starting, index.fw_touched, hook_timeout_s))
+    steps, chain = _expand(diff, Inputs(desired, observed, starting, index.fw_touched, hook_timeout_s,
+                                        _resolved_pci(diff, starting)))
     for gate in priority_gates(index, starting, stopping):
         steps[gate.id] = gate
     ids = sorted(steps)

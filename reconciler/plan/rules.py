@@ -131,15 +131,9 @@ def pre_boot_before_pciback(scene: Scene) -> Iterator[Pair]:
         yield from _pairs([scene.vm_step(vm, "pre-boot")], [s.id for s in scene.device_steps(vm, "pci-assignable-add")])
 
 
-def build_before_attach(scene: Scene) -> Iterator[Pair]:
-    """A device attaches to a domain that exists: the build gives the domid backends point at."""
-    for vm in sorted(scene.starting):
-        yield from _pairs([scene.vm_step(vm, "create")], [s.id for s in scene.device_steps(vm, "attach")])
-
-
 def devices_before_unpause(scene: Scene) -> Iterator[Pair]:
-    """OpenXT unpauses a domain only once its disks, NICs and PCI devices are in place
-    (a new one, or one a failed attach left paused)."""
+    """OpenXT unpauses a domain only once its disks, NICs and PCI devices are in place: a
+    domain a failed attach left paused (one the plan builds has them from its create)."""
     for vm in sorted(scene.unpausing):
         yield from _pairs([s.id for s in scene.device_steps(vm, "attach")], [scene.vm_step(vm, "unpause")])
 
@@ -306,7 +300,6 @@ RULES: tuple[Rule, ...] = (
     pci_on_pciback_before_build,
     pre_boot_after_needs,
     pre_boot_before_pciback,
-    build_before_attach,
     devices_before_unpause,
     firewall_after_build,
     firewall_before_unpause,

@@ -13,7 +13,7 @@ per starting VM however many rules name it, never one per (rule, VM named).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from reconciler.diff.applied import read_record
@@ -60,6 +60,9 @@ class Inputs:
     starting: frozenset[str]
     fw_touched: Callable[[str], bool]  # desired VM -> does its start resolve firewall entries
     hook_timeout_s: float = HOOK_TIMEOUT_S  # what each hook step gets, shown in the plan
+    # VM -> {PCIPassthrough match rule: the host addresses the diff resolved it to}, for
+    # the VMs this plan creates (their rules' CREATE changes carry them).
+    resolved_pci: Mapping[str, Mapping[str, list[str]]] = field(default_factory=dict)
 
 
 def step_id(kind: Kind, name: str, op: Op) -> str:
@@ -81,10 +84,29 @@ def fw_start(vm: str) -> Step:
     return make("V4VRule", f"{vm}-firewall", vm, "fw-start")
 
 
+def _build_pci(inputs: Inputs, vm: str) -> dict[str, list[str]] | None:
+    """The host addresses each match rule of a VM this plan builds resolved to: the diff's
+    for a new VM, the inventory now for a rebuild; a plan made from a dump has none (the
+    create resolves it then). Rules with a `bdf` need no entry."""
+    known = inputs.resolved_pci.get(vm, {})
+    found: dict[str, list[str]] = {}
+    for device in inputs.desired.devices_of(vm):
+        if device.kind != "PCIPassthrough" or device.spec.bdf is not None or device.spec.match is None:
+            continue
+        name = device.metadata.name
+        if name in known:
+            found[name] = list(known[name])
+        elif inputs.observed.host_pci is not None:
+            match = device.spec.match
+            found[name] = sorted(d.bdf for d in inputs.observed.host_pci if matches(match, d))
+    return found or None
+
+
 def start_steps(inputs: Inputs, vm: str) -> list[Step]:
     spec = inputs.desired.vms[vm].spec
-    # Build paused (`xl create -p`): devices and firewall rules go in before the guest runs.
-    steps = [make("VM", vm, vm, "create")]
+    # Build paused (`xl create -p`), as xl builds: the disks, NICs and PCI devices are in
+    # the domain's cfg (no attach steps); the firewall rules go in before the guest runs.
+    steps = [make("VM", vm, vm, "create", {"pci": _build_pci(inputs, vm)})]
     steps[:0] = hook(inputs, vm, "pre-boot")  # OpenXT run-pre-boot: before the build; a failure fails the start
     # Mark it managed at once, so a crash mid-plan never leaves a domain we would not adopt.
     steps.append(make("VM", vm, vm, "record"))
@@ -114,8 +136,8 @@ def _stop_steps(change: ResourceChange, inputs: Inputs) -> list[Step]:
 
 
 def _restart(change: ResourceChange, inputs: Inputs) -> list[Step]:
-    # A restart-only field takes effect only in a new domain: stop, rebuild, and give the
-    # new domain every device and rule of the manifests (the old domain's went with it).
+    # A restart-only field takes effect only in a new domain: stop, rebuild with every
+    # device of the manifests (the old domain's went with it), and apply every rule.
     steps = _stop_steps(change, inputs) + start_steps(inputs, change.name)
     for device in inputs.desired.devices_of(change.name):
         change_like = ResourceChange(device.kind, device.metadata.name, change.name, Action.CREATE, "live")
@@ -284,6 +306,9 @@ def _attach(change: ResourceChange, inputs: Inputs) -> list[Step]:
         # Bind to pciback (unbind the dom0 driver, quarantine) before any guest may get it.
         # `seize: false`: never; the device must be assignable already (xl without pci_seize).
         steps.append(make(change.kind, change.name, change.vm, "pci-assignable-add", args))
+    if change.vm in inputs.starting:
+        # Built with its VM, as xl builds a cfg's devices: the VM's create step holds it.
+        return steps
     return [*steps, make(change.kind, change.name, change.vm, "attach", args)]
 
 

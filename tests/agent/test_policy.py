@@ -413,8 +413,8 @@ def test_every_changed_resource_has_all_five_conditions_even_when_refused(keep: 
 
 
 def test_a_held_device_skips_its_steps_and_what_requires_them(site: tuple[Any, Path]) -> None:
-    """b's disk is held: b is built and recorded, but not unpaused (a VM starts with its
-    devices: `devices_before_unpause` requires the attach); a is untouched by it."""
+    """b's disk is held: b is not built (the disk is in its build, as xl builds it), so
+    neither recorded nor unpaused; a is untouched by it."""
     host, folder = site
 
     async def body(ports: HostPorts) -> Report:
@@ -425,5 +425,6 @@ def test_a_held_device_skips_its_steps_and_what_requires_them(site: tuple[Any, P
     outcomes = {r.name: r.outcome for r in report.resources}
     assert outcomes == {"a": "created", "a-disks-0": "created", "b": "skipped", "b-disks-0": "skipped"}
     lines = {r.step.id: r.line() for r in report.steps if r.outcome != "done"}
-    assert lines == {"disk/b-disks-0/attach": "disk/b-disks-0/attach: skipped (held: drift: warn (test))",
-                     "vm/b/unpause": "vm/b/unpause: skipped (held: requires disk/b-disks-0/attach (drift: warn (test)))"}
+    assert lines == {"vm/b/create": "vm/b/create: skipped (held: drift: warn (test))",
+                     "vm/b/record": "vm/b/record: skipped (held: requires vm/b/create (drift: warn (test)))",
+                     "vm/b/unpause": "vm/b/unpause: skipped (held: requires vm/b/create (drift: warn (test)))"}

@@ -58,17 +58,18 @@ def test_a_failing_resource_backs_off_without_blocking_the_others_and_status_sho
     site = Agent({"web.yaml": vm("web")})
     try:
         site.state.mkdir(exist_ok=True)
-        (site.state / "faults.yaml").write_text("operations:\n  attach_disk: {error_rate: 1.0}\n")
+        # db's disk never connects: its build fails (xl destroys the domain) and db backs off.
+        (site.state / "faults.yaml").write_text("never_connect: {domains: [db]}\n")
         site.start()
         number = site.converged()["lastPass"]["number"]
         (site.folder / "db.yaml").write_text(vm("db") + "  disks:\n    - {target: /srv/db.img, vdev: xvda}\n")
         (site.folder / "cache.yaml").write_text(vm("cache"))
-        failing = site.wait_pass(number, "backing off", lambda s: "backoff" in s["resources"].get("Disk/db-disks-0", {}))
-        assert failing["resources"]["Disk/db-disks-0"]["backoff"]["failures"] >= 1
+        failing = site.wait_pass(number, "backing off", lambda s: "backoff" in s["resources"].get("VM/db", {}))
+        assert failing["resources"]["VM/db"]["backoff"]["failures"] >= 1
         assert "cache" in site.names()  # the independent VM went on
         text = reconciler("status", "--host", site.host).stdout
         # just failed (StepFailed, the backoff said after it) or held since (BackingOff)
-        assert re.search(r"Disk/db-disks-0: Failed \((StepFailed|BackingOff)\): .*backing off", text), text
+        assert re.search(r"VM/db: Failed \((StepFailed|BackingOff)\): .*backing off", text), text
         assert site.stop() == 0
     finally:
         site.close()

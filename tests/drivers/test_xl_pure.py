@@ -271,3 +271,22 @@ def test_build_of_takes_match_rules_from_the_resolved_addresses(load_state: Call
                          PciAssignment("0000:01:00.0", msitranslate=True))
     assert [d.spec.vdev for d in build.disks] == ["hda", "hdc", "xvdb"]  # by devid: 768, 5632, 51728
     assert build_of(state, "ndvm") == Build()
+
+
+def test_the_openxt_win10_cfg_holds_its_cdrom_emulated_nic_and_gpu() -> None:
+    # The example's HVM guest, as `xl create` must get it: the install CD on hdc (the BIOS
+    # sees it only when built in), the e1000 emulated by QEMU, the GPU passed through.
+    from reconciler.loader import load
+
+    state = load(["examples/openxt-desktop"]).state
+    assert state is not None
+    text, _ = render_cfg(state.vms["win10"], build_of(state, "win10"))
+    entries = dict(line.split(" = ", 1) for line in text.splitlines()[1:])
+    mac = state.nics["win10-wired"].spec.mac
+    assert entries["disk"] == (
+        '[ "format=vhd, vdev=hda, access=rw, discard, target=/storage/disks/win10.vhd", '
+        '"format=vhd, vdev=hdb, access=rw, discard, target=/storage/disks/win10-data.vhd", '
+        '"format=raw, vdev=hdc, access=ro, devtype=cdrom, discard, target=/storage/isos/win10.iso" ]')
+    assert entries["vif"] == f'[ "devid=0, mac={mac}, bridge=xenbr0, backend=ndvm, type=ioemu, model=e1000, mtu=1500" ]'
+    assert entries["pci"] == '[ "0000:00:02.0@02,power_mgmt=1" ]' and entries["passthrough"] == '"enabled"'
+    assert entries["type"] == '"hvm"'

@@ -13,6 +13,7 @@ import pytest
 
 from drivers.xl import XlSettings, XlToolstack
 from reconciler.errors import TerminalHostError, TransientHostError
+from reconciler.build import build_of
 from reconciler.model.common import default_vm_uuid
 from reconciler.ports import ToolstackPort
 
@@ -50,8 +51,8 @@ def test_satisfies_the_port(tmp_path: Path) -> None:
 def test_create_writes_a_private_cfg_runs_xl_and_removes_it(
         tmp_path: Path, fake_xl: FakeTool, load_state: Callable[[str], DesiredState]) -> None:
     xl = toolstack(tmp_path)
-    vm = load_state(VMS).vms["uivm"]
-    domid = asyncio.run(xl.create(vm))
+    state = load_state(VMS)
+    domid = asyncio.run(xl.create(state.vms["uivm"], build_of(state, "uivm")))
     assert domid == 1
     calls = fake_xl.calls()
     assert calls[0][:3] == ["create", "-e", "-p"] and len(calls[0]) == 4
@@ -63,7 +64,9 @@ def test_create_writes_a_private_cfg_runs_xl_and_removes_it(
     assert fake_xl.state["cfg_mode"] == 0o600 and fake_xl.state["cfg_dir_mode"] == 0o700
     text = (fake_xl.path.parent / "last.cfg").read_text()
     assert f'vncpasswd = "{SECRET}"' in text and 'name = "uivm"' in text and "memory = 1024" in text
-    assert "disk" not in text and "vif" not in text  # devices are attached by their own steps
+    # Built as xl builds: the devices are in the cfg, none is hot-plugged after.
+    assert 'disk = [ "format=raw, vdev=xvda, access=rw, discard, target=/dev/vg0/uivm" ]' in text.splitlines()
+    assert any(line.startswith('vif = [ "devid=0, mac=') for line in text.splitlines())
 
 
 def test_create_unpaused_and_list(tmp_path: Path, fake_xl: FakeTool,

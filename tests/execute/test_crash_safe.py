@@ -130,20 +130,21 @@ def _converged_without_leftovers(host: Any, cli: Cli, folder: Path) -> None:
 # ---- SIGKILL at several points ------------------------------------------------------------
 
 POINTS = [
-    ("assignable_add", 1),  # the NIC quarantined on pciback, nothing built yet
-    ("create", 1),  # the first domain built, its record not written: the case that said "No changes"
-    ("create", 2),  # both built
-    ("attach_disk", 1),  # half the devices in place
-    ("fw_insert_many", 1),  # one VM's firewall in, the other's not
-    ("unpause", 1),  # one guest running, the other paused
+    ("assignable_add", 1, "after"),  # the NIC quarantined on pciback, nothing built yet
+    ("create", 1, "after"),  # the first domain built with its devices, its record not written: the case that said "No changes"
+    ("create", 1, "before"),  # the apply dies while the host builds the domain and its devices
+    ("create", 2, "after"),  # both built
+    ("fw_insert_many", 1, "after"),  # one VM's firewall in, the other's not
+    ("unpause", 1, "after"),  # one guest running, the other paused
 ]
 
 
-@pytest.mark.parametrize(("op", "nth"), POINTS, ids=[f"{op}-{n}" for op, n in POINTS])
+@pytest.mark.parametrize(("op", "nth", "when"), POINTS, ids=[f"{op}-{n}-{w}" for op, n, w in POINTS])
 def test_sigkill_at_any_step_then_plan_shows_the_rest_and_apply_finishes_it(
-        served: Callable[..., Any], cli: Cli, two_vms: Path, repo: Path, state_dir: Path, op: str, nth: int) -> None:
+        served: Callable[..., Any], cli: Cli, two_vms: Path, repo: Path, state_dir: Path, op: str, nth: int,
+        when: str) -> None:
     host = served()
-    trap = SignalAt(host, op, nth, signal.SIGKILL)
+    trap = SignalAt(host, op, nth, signal.SIGKILL, when=when)
     proc = _apply_process(repo, two_vms, state_dir, "--parallelism", "1")
     trap.pid = proc.pid
     out, err = proc.communicate(timeout=120)

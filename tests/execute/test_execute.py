@@ -79,7 +79,7 @@ def test_at_most_parallelism_steps_run_at_once(parallelism: int, served: Callabl
         return counting.peak, report
 
     peak, report = host.run(body)
-    assert report.ok and report.count("done") == 4 * 5  # create, record, 2 attaches, unpause
+    assert report.ok and report.count("done") == 4 * 3  # create (with its disks), record, unpause
     # list_domains calls of the firewall/domid lookups ride along with steps, never beyond them
     assert peak == parallelism if parallelism == 1 else 1 < peak <= parallelism
 
@@ -235,7 +235,7 @@ def test_firewall_is_listed_once_per_run_and_again_after_a_failed_change(
         return report, flaky, await ports.firewall.list(), await plan_for(ports, folder)
 
     report, flaky, table, again = host.run(body)
-    assert report.ok and report.count("done") == 3 * 6  # create, record, 2 attaches, fw-start, unpause
+    assert report.ok and report.count("done") == 3 * 4  # create (with its disk and NIC), record, fw-start, unpause
     # 3 batches (one per VM's start): one listing for the run, one more after the batch whose answer was lost
     assert flaky.lists == 2
     assert len(table) == len(set(table))  # the insert whose answer was lost was not repeated

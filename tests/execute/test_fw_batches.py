@@ -109,10 +109,10 @@ class StaleListing:
             await asyncio.sleep(0.2)  # b's create step ends (its vm-data written) meanwhile
         return listed
 
-    async def create(self, vm: Any, *, paused: bool) -> int:
+    async def create(self, vm: Any, build: Any, *, paused: bool) -> int:
         if vm.metadata.name == "b":
             await self.listing_read.wait()
-        domid: int = await self.inner.create(vm, paused=paused)
+        domid: int = await self.inner.create(vm, build, paused=paused)
         if vm.metadata.name == "b":
             self.b_built.set()
         if vm.metadata.name == "a" and not self.lost:

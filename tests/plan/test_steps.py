@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from reconciler.model import PCIPassthrough
 from reconciler.plan.build import Plan
 from reconciler.plan.changes import HOST, Action, FieldChange
 
@@ -48,7 +49,7 @@ def test_vm_delete_shuts_down_then_destroys(build: Builder) -> None:
     assert ops(build.plan(), "vm/old/") == ["shutdown", "destroy"]
 
 
-def test_vm_restart_rebuilds_and_reattaches_every_device(build: Builder) -> None:
+def test_vm_restart_rebuilds_with_every_device_and_reapplies_its_rules(build: Builder) -> None:
     build.vm("web")
     build.disk("web-root", "web")
     build.nic("web-eth", "web")
@@ -57,7 +58,8 @@ def test_vm_restart_rebuilds_and_reattaches_every_device(build: Builder) -> None
     build.change("VM", "web", "web", Action.RESTART, FieldChange("spec.kernel", "/a", "/k", "restart"))
     plan = build.plan()
     assert ops(plan, "vm/web/") == ["shutdown", "destroy", "create", "record", "unpause"]
-    assert {s.id for s in plan.steps if s.kind != "VM"} == {"disk/web-root/attach", "nic/web-eth/attach", "v4v/web-firewall/fw-start"}
+    # The disk and NIC are in the new domain's build (its create), as xl builds; no attach.
+    assert {s.id for s in plan.steps if s.kind != "VM"} == {"v4v/web-firewall/fw-start"}
 
 
 def test_vm_update_maps_live_fields_to_their_xl_steps(build: Builder) -> None:
@@ -148,13 +150,34 @@ def test_a_pci_option_change_detaches_the_rules_devices_by_address(build: Builde
     assert args(plan, "pci/web-pci-0/detach") == {"devices": ["0000:00:1f.6"]}
 
 
-def test_pci_create_binds_to_pciback_then_attaches(build: Builder) -> None:
+def test_pci_create_binds_to_pciback_and_the_build_takes_it(build: Builder) -> None:
     build.vm("gpu")
     build.pci_rule("gpu-igd", "gpu", "0000:00:02.0")
     build.create_all()
     plan = build.plan()
-    assert ops(plan, "pci/gpu-igd/") == ["pci-assignable-add", "attach"]
-    assert args(plan, "pci/gpu-igd/attach") == {"devices": ["0000:00:02.0"]}
+    assert ops(plan, "pci/gpu-igd/") == ["pci-assignable-add"]  # no attach: in the build (xl.cfg pci=)
+    assert args(plan, "pci/gpu-igd/pci-assignable-add") == {"devices": ["0000:00:02.0"]}
+    assert args(plan, "vm/gpu/create") == {}  # a bdf rule needs no address in the step
+
+
+def test_the_create_step_carries_the_addresses_match_rules_resolved_to(build: Builder) -> None:
+    build.vm("gpu")
+    build.vm("net", state="running")
+    build.pci_rule("gpu-igd", "gpu", "0000:00:02.0")
+    build.pci["gpu-display"] = PCIPassthrough.model_validate(
+        {"metadata": {"name": "gpu-display"}, "spec": {"vm": "gpu", "match": {"class": "0x0300"}}})
+    build.pci["net-wifi"] = PCIPassthrough.model_validate(
+        {"metadata": {"name": "net-wifi"}, "spec": {"vm": "net", "match": {"class": "0x0280"}, "seize": False}})
+    build.change("VM", "gpu", "gpu", Action.CREATE)
+    build.change("PCIPassthrough", "gpu-display", "gpu", Action.CREATE, FieldChange("devices", None, ["0000:01:00.0"], "live"))
+    build.change("PCIPassthrough", "gpu-igd", "gpu", Action.CREATE)
+    build.change("VM", "net", "net", Action.CREATE)
+    build.change("PCIPassthrough", "net-wifi", "net", Action.CREATE)  # from a dump: unresolved
+    plan = build.plan()
+    assert args(plan, "vm/gpu/create") == {"pci": {"gpu-display": ["0000:01:00.0"]}}
+    assert args(plan, "vm/net/create") == {}  # the create resolves it against the host then
+    assert [s.id for s in plan.steps if s.kind == "PCIPassthrough"] == [
+        "pci/gpu-display/pci-assignable-add", "pci/gpu-igd/pci-assignable-add"]  # seize: false binds nothing
 
 
 def test_greedy_rule_of_a_stopped_vm_is_only_rebound(build: Builder) -> None:
@@ -184,6 +207,16 @@ def test_seize_false_never_binds_to_pciback(build: Builder) -> None:
     build.pci_rule("net-usb", "net", "0000:00:14.0", seize=False, greedy=True)  # greedy binds regardless
     build.create_all()
     plan = build.plan()
+    assert ops(plan, "pci/net-usb/") == ["pci-assignable-add"]  # a new VM: built with both
+    assert not [s for s in plan.steps if s.name == "net-wifi"]
+    kept = type(build)()  # onto a VM that runs: hot-plugged
+    kept.vm("net")
+    kept.running("net", 3)
+    kept.pci_rule("net-wifi", "net", "0000:02:00.0", seize=False)
+    kept.pci_rule("net-usb", "net", "0000:00:14.0", seize=False, greedy=True)
+    kept.change("PCIPassthrough", "net-usb", "net", Action.CREATE)
+    kept.change("PCIPassthrough", "net-wifi", "net", Action.CREATE)
+    plan = kept.plan()
     assert ops(plan, "pci/net-wifi/") == ["attach"]
     assert ops(plan, "pci/net-usb/") == ["pci-assignable-add", "attach"]
 
