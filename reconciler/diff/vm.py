@@ -203,7 +203,30 @@ def _desired_vm(ctx: Context, vm: VM, uuids: dict[str, DomainInfo]) -> list[Reso
         field = FieldChange("spec.state", info.power, vm.spec.state, "restart")
         return [ResourceChange("VM", name, name, Action.RESTART, "restart", (field,),
                                f"the domain is {info.power}: destroyed and built again")]
+    if _stub_missing(ctx, vm, info):
+        ctx.starting.add(name)
+        ctx.stopping.add(name)
+        stub = f"{name}-dm"
+        field = FieldChange("stubdom", f"{stub} missing", f"{stub} running", "restart")
+        return [ResourceChange("VM", name, name, Action.RESTART, "restart", (field,), (
+            f"it was built with a device-model stub domain and {stub} is gone (QEMU for its emulated devices runs "
+            "there; libxl builds it only with the guest): destroyed and built again"))]
     return _update(ctx, vm, info)
+
+
+def _stub_missing(ctx: Context, vm: VM, info: DomainInfo) -> bool:
+    """A running (or paused) domain built with a stub domain (its record says so, or an
+    interrupted apply built it from this manifest) whose `<vm>-dm` is not listed: killed
+    between the guest's build and its stub domain's, or the stub domain died. A manifest
+    that newly asks for one is a `stubdom` field change instead (restart impact)."""
+    if f"{vm.metadata.name}-dm" in ctx.observed.domains:
+        return False
+    record = ctx.records.get(vm.metadata.name)
+    if record is not None:
+        built = record.vm.get("stubdom")
+        return vm.spec.virt == "hvm" and isinstance(built, dict) and built.get("enabled") is True
+    stub = vm.spec.stubdom
+    return info.unfinished and vm.spec.virt == "hvm" and stub is not None and stub.enabled
 
 
 def _treeless(ctx: Context, vm: VM, info: DomainInfo, wanted: bool) -> list[ResourceChange]:

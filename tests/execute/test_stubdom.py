@@ -134,3 +134,27 @@ def test_rename_restart_renames_the_stub_domain_and_the_guest_is_built_again(
             FirewallEntry(dom_in=0, dom_out=new, port_in=4001)} <= table
     code, out, _ = cli("plan", str(tmp_path), "--detailed-exitcode")
     assert code == 0 and "No changes. The host matches the manifests." in out, out
+
+
+def test_a_guest_whose_stub_domain_is_gone_is_rebuilt_with_a_new_one(
+        served: Callable[..., Any], cli: Callable[..., tuple[int, str, str]], tmp_path: Path) -> None:
+    # QEMU of a stubdom guest runs in `<vm>-dm`, which libxl builds only with the guest: a
+    # stub domain destroyed by hand (or a build killed between the guest and its stub
+    # domain) leaves a guest nothing can repair in place. The plan says so and rebuilds it.
+    (tmp_path / "desk.yaml").write_text(DESKTOP.replace("onCrash: rename-restart", "onCrash: destroy"))
+    host = served()
+    code, out, err = cli("apply", str(tmp_path))
+    assert (code, err) == (0, ""), out
+    guest, stub = _domains(host)["desk"], _domains(host)["desk-dm"]
+    host.run(lambda ports: ports.toolstack.destroy(stub))
+    assert "desk-dm" not in _domains(host)
+    code, out, _ = cli("plan", str(tmp_path), "--detailed-exitcode")
+    assert code == 2, out
+    assert "-/+ VM desk [restart]: it was built with a device-model stub domain and desk-dm is gone" in out, out
+    code, out, err = cli("apply", str(tmp_path))
+    assert (code, err) == (0, ""), out
+    domains = _domains(host)
+    assert domains["desk"] != guest and domains["desk-dm"] not in (guest, stub), domains
+    assert {FirewallEntry(dom_in=domains["desk-dm"], dom_out=0, port_out=4001)} <= set(_table(host))
+    code, out, _ = cli("plan", str(tmp_path), "--detailed-exitcode")
+    assert code == 0 and "No changes. The host matches the manifests." in out, out
