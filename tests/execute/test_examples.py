@@ -87,9 +87,10 @@ def test_every_vm_is_built_with_its_devices_before_it_runs(path: str, served: Ca
     from tests.execute.test_execute import plan_for
 
     host = served()
+    copy = with_runnable_hooks(path, tmp_path / "m")  # its hooks run /bin/true
 
     async def body(ports: HostPorts) -> tuple[Any, DevicesAtUnpause, dict[str, int]]:
-        plan = await plan_for(ports, with_runnable_hooks(path, tmp_path / "m"))  # its hooks run /bin/true
+        plan = await plan_for(ports, copy)
         watch = DevicesAtUnpause(ports.toolstack, ports.xenstore)
         wrapped = HostPorts(ports.name, ports.xenstore, watch, ports.pciback, ports.firewall,  # type: ignore[arg-type]
                             ports.netdev, ports.hooks)
@@ -114,5 +115,5 @@ def test_every_vm_is_built_with_its_devices_before_it_runs(path: str, served: Ca
         if pci:
             assert got.pop("pci"), f"{name}: no PCI device at unpause"
         assert got == {kind: sorted(devids) for kind, devids in wanted.items()}, name
-    code, out, _ = cli("plan", path, "--detailed-exitcode")
+    code, out, _ = cli("plan", str(copy), "--detailed-exitcode")
     assert code == 0, f"not converged after the build:\n{out}"
