@@ -129,7 +129,7 @@ async def execute(plan: Plan, ports: HostPorts, *, settings: ExecuteSettings,
     resources `hold` names (resource key -> why, from the agent's Policy) never start:
     each is reported skipped with the note `held: <why>`, and every step that `requires`
     it skipped with it as the cause; independent steps run."""
-    rt = Runtime(ports, plan.desired, settings)
+    rt = Runtime(ports, plan.desired, settings, leaving=frozenset(s.name for s in plan.steps if s.op == "destroy"))
     steps = {s.id: s for s in plan.steps}
     schedule, results = _Schedule(plan), []
     running: dict[asyncio.Task[StepResult], str] = {}

@@ -78,6 +78,9 @@ class Runtime:
     settings: ExecuteSettings
     domids: dict[str, int] = field(default_factory=dict)  # VM name -> domid, as last seen
     built: set[str] = field(default_factory=set)  # VMs this run created: ours before `record` ran
+    # VMs the plan destroys (stops, restarts): until this run builds one again, its old
+    # domain is on its way out and no firewall entry is resolved against it.
+    leaving: frozenset[str] = frozenset()
     firewall_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # list-then-insert is one unit
     pci: PciCopy = field(default_factory=PciCopy)  # the PCI inventory, read once, with this run's binds
     # `xl list` as last read plus this run's own changes; None once a step may have
@@ -200,6 +203,8 @@ class Runtime:
         await asyncio.gather(*(self._read_mark(d) for d in guests if self._unknown_mark(d)))
         out: dict[str, RunningVM] = {}
         for status in guests:
+            if status.name in self.leaving and status.name not in self.built:
+                continue  # an entry naming it would outlive it: the destroy step removes none
             vm = self.desired.vms.get(status.name)
             kind = vm.spec.type if vm is not None and self._managed(status) else None
             out[status.name] = RunningVM(status.domid, kind, status.uuid, stubs.get(status.name))
