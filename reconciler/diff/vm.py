@@ -50,6 +50,8 @@ proves the reconciler made it: a domain holding a desired VM's name is then a co
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from reconciler.diff.compare import compare, created
 from reconciler.diff.context import LIVE_POWER, Context
 from reconciler.diff.devices import deleted, device_changes
@@ -180,23 +182,15 @@ def _desired_vm(ctx: Context, vm: VM, uuids: dict[str, DomainInfo]) -> list[Reso
         ctx.conflicts.append((name, conflict(vm, info, "name")))
         return []
     if not wanted:
-        if info.power == "crashed" and vm.spec.lifecycle.on_crash != "preserve":
-            return [_crashed_stop(ctx, vm)]
-        if info.power == "rebooted" and vm.spec.lifecycle.on_reboot != "preserve":
-            return [_rebooted_stop(ctx, vm)]
-        if info.power == "shutdown" and vm.spec.lifecycle.on_poweroff != "preserve":
-            return [_powered_off_stop(ctx, vm)]
+        if info.power in _ENDED and _action(vm, info.power) != "preserve":
+            return [_ended_stop(ctx, vm, info.power)]
         if info.power not in LIVE_POWER:
             return []
         ctx.stopping.add(name)
         field = FieldChange("spec.state", info.power, "stopped", "destructive")
         return [ResourceChange("VM", name, name, Action.DELETE, "destructive", (field,), "state: stopped: stop the running domain")]
-    if info.power == "crashed":
-        return _crashed(ctx, vm, info)
-    if info.power == "rebooted":
-        return _rebooted(ctx, vm, info)
-    if info.power == "shutdown":
-        return _powered_off(ctx, vm, info)
+    if info.power in _ENDED:
+        return _ended(ctx, vm, info)
     if info.power not in LIVE_POWER:
         ctx.starting.add(name)
         ctx.stopping.add(name)
@@ -254,93 +248,67 @@ def _treeless(ctx: Context, vm: VM, info: DomainInfo, wanted: bool) -> list[Reso
 RESTART_ON_CRASH = ("restart", "coredump-restart", "rename-restart")
 
 
-def _crashed(ctx: Context, vm: VM, info: DomainInfo) -> list[ResourceChange]:
-    """A managed domain that crashed, of a VM that should run (or be paused): see the
-    module docstring. `preserve` leaves it for inspection (listed, not changed); every
-    other onCrash rebuilds it: the restart kinds as xl would, the destroy kinds because a
-    declarative manager keeps a `state: running` VM running."""
-    name, action, state = vm.metadata.name, vm.spec.lifecycle.on_crash, vm.spec.state
-    if action == "preserve":
+@dataclass(frozen=True)
+class _Ended:
+    """How a guest ended its domain (crash, reboot, power-off) and the lifecycle key that
+    says what follows; the words of the plan's reasons."""
+
+    said: str  # "crashed", as the reason starts
+    key: str  # "onCrash", the lifecycle field
+    subject: str  # "the crashed domain", what is destroyed
+    event: str  # "crash", what xl would handle
+    preserve: bool  # does `preserve` keep the domain (a power-off is built again regardless)
+
+
+_ENDED = {
+    "crashed": _Ended("crashed", "onCrash", "the crashed domain", "crash", True),
+    "rebooted": _Ended("rebooted", "onReboot", "the domain", "reboot", True),
+    "shutdown": _Ended("powered off", "onPoweroff", "the domain", "poweroff", False),
+}
+
+
+def _action(vm: VM, power: str) -> str:
+    life = vm.spec.lifecycle
+    return {"crashed": life.on_crash, "rebooted": life.on_reboot, "shutdown": life.on_poweroff}[power]
+
+
+def _ended(ctx: Context, vm: VM, info: DomainInfo) -> list[ResourceChange]:
+    """A managed domain the guest ended (crashed, rebooted, powered off), of a VM that
+    should run (or be paused): no xl monitor acted on it (`xl create -e`), so the
+    reconciler carries out the lifecycle action, as OpenXT's xenmgr does. `preserve`
+    leaves a crashed or rebooted domain for inspection (listed, not changed; OpenXT's
+    preserve-on-reboot); every other action rebuilds it: the restart kinds as xl would,
+    the destroy kinds because a declarative manager keeps a `state: running` VM running
+    (a powered-off one is built again whatever onPoweroff says: see the module
+    docstring). The rebuild is the restart path: the new domain is made and recorded by
+    this apply, so /vm/<uuid>/reconciler is written afresh with it."""
+    name, state, how = vm.metadata.name, vm.spec.state, _ENDED[info.power]
+    action = _action(vm, info.power)
+    if action == "preserve" and how.preserve:
         ctx.preserved.append(name)
+        if info.power == "rebooted":
+            ctx.preserved_reboots.append(name)
         return []
     ctx.starting.add(name)
     ctx.stopping.add(name)
     if action in RESTART_ON_CRASH:
-        reason = f"crashed; lifecycle.onCrash {action}: destroyed and built again"
+        reason = f"{how.said}; lifecycle.{how.key} {action}: destroyed and built again"
     else:
-        reason = f"crashed; lifecycle.onCrash {action}: the crashed domain is destroyed, and built again as state is {state}"
-    if action.startswith("coredump-"):
-        reason += " (no core is dumped: that is xl's, when it handles the crash)"
+        reason = f"{how.said}; lifecycle.{how.key} {action}: {how.subject} is destroyed, and built again as state is {state}"
+    if action.startswith("coredump-") and how.preserve:
+        reason += f" (no core is dumped: that is xl's, when it handles the {how.event})"
     field = FieldChange("spec.state", info.power, state, "restart")
     return [ResourceChange("VM", name, name, Action.RESTART, "restart", (field,), reason)]
 
 
-def _crashed_stop(ctx: Context, vm: VM) -> ResourceChange:
-    """A crashed domain of a VM that should be stopped: destroyed, as its onCrash says."""
-    name, action = vm.metadata.name, vm.spec.lifecycle.on_crash
+def _ended_stop(ctx: Context, vm: VM, power: str) -> ResourceChange:
+    """A domain the guest ended, of a VM that should be stopped: destroyed, as its
+    lifecycle action says (the caller keeps a `preserve`d one)."""
+    name, how = vm.metadata.name, _ENDED[power]
     ctx.stopping.add(name)
-    field = FieldChange("spec.state", "crashed", "stopped", "destructive")
+    field = FieldChange("spec.state", power, "stopped", "destructive")
     return ResourceChange("VM", name, name, Action.DELETE, "destructive", (field,),
-                          f"crashed; lifecycle.onCrash {action}: the crashed domain is destroyed (state: stopped)")
-
-
-def _rebooted(ctx: Context, vm: VM, info: DomainInfo) -> list[ResourceChange]:
-    """A managed domain whose guest rebooted, of a VM that should run (or be paused): no
-    xl monitor rebuilt it (`xl create -e`), so the reconciler carries out onReboot, as
-    OpenXT's xenmgr does (destroy, then a full start). `preserve` leaves it shut down for
-    inspection (OpenXT's preserve-on-reboot), listed like a preserved crash; every other
-    onReboot rebuilds it: the restart kinds as xl would, the destroy kinds because a
-    declarative manager keeps a `state: running` VM running. The rebuild is the restart
-    path: the new domain is made and recorded by this apply, so /vm/<uuid>/reconciler
-    (marker and last-applied record) is written afresh with it."""
-    name, action, state = vm.metadata.name, vm.spec.lifecycle.on_reboot, vm.spec.state
-    if action == "preserve":
-        ctx.preserved.append(name)
-        ctx.preserved_reboots.append(name)
-        return []
-    ctx.starting.add(name)
-    ctx.stopping.add(name)
-    if action in RESTART_ON_CRASH:
-        reason = f"rebooted; lifecycle.onReboot {action}: destroyed and built again"
-    else:
-        reason = f"rebooted; lifecycle.onReboot {action}: the domain is destroyed, and built again as state is {state}"
-    if action.startswith("coredump-"):
-        reason += " (no core is dumped: that is xl's, when it handles the reboot)"
-    field = FieldChange("spec.state", info.power, state, "restart")
-    return [ResourceChange("VM", name, name, Action.RESTART, "restart", (field,), reason)]
-
-
-def _rebooted_stop(ctx: Context, vm: VM) -> ResourceChange:
-    """A rebooted domain of a VM that should be stopped: destroyed, not built again."""
-    name, action = vm.metadata.name, vm.spec.lifecycle.on_reboot
-    ctx.stopping.add(name)
-    field = FieldChange("spec.state", "rebooted", "stopped", "destructive")
-    return ResourceChange("VM", name, name, Action.DELETE, "destructive", (field,),
-                          f"rebooted; lifecycle.onReboot {action}: the domain is destroyed (state: stopped)")
-
-
-def _powered_off(ctx: Context, vm: VM, info: DomainInfo) -> list[ResourceChange]:
-    """A managed domain whose guest powered off, of a VM that should run (or be paused):
-    built again whatever onPoweroff says (see the module docstring)."""
-    name, action, state = vm.metadata.name, vm.spec.lifecycle.on_poweroff, vm.spec.state
-    ctx.starting.add(name)
-    ctx.stopping.add(name)
-    if action in RESTART_ON_CRASH:
-        reason = f"powered off; lifecycle.onPoweroff {action}: destroyed and built again"
-    else:
-        reason = f"powered off; lifecycle.onPoweroff {action}: the domain is destroyed, and built again as state is {state}"
-    field = FieldChange("spec.state", info.power, state, "restart")
-    return [ResourceChange("VM", name, name, Action.RESTART, "restart", (field,), reason)]
-
-
-def _powered_off_stop(ctx: Context, vm: VM) -> ResourceChange:
-    """A powered-off domain of a VM that should be stopped: destroyed, as onPoweroff says
-    (no xl monitor did it: `xl create -e`); `preserve` keeps it."""
-    name, action = vm.metadata.name, vm.spec.lifecycle.on_poweroff
-    ctx.stopping.add(name)
-    field = FieldChange("spec.state", "shutdown", "stopped", "destructive")
-    return ResourceChange("VM", name, name, Action.DELETE, "destructive", (field,),
-                          f"powered off; lifecycle.onPoweroff {action}: the domain is destroyed (state: stopped)")
+                          f"{how.said}; lifecycle.{how.key} {_action(vm, power)}: {how.subject} is destroyed (state: stopped)")
 
 
 def _removed(ctx: Context, info: DomainInfo) -> list[ResourceChange]:
