@@ -14,9 +14,8 @@ What it does NOT model: no guest OS runs (a guest only answers `control/shutdown
 connects its frontends); no event channels, grant tables or rings (ring-ref/port
 values are placeholders); no QEMU (no device-model nodes, no emulated devices: which
 devices QEMU would emulate is only known to refuse their hot-plug, see `attach`; a CD's
-media is only its backend's `params`; devices attached before a domain first runs
-count as its build, and HVM cdroms with a target keep a `phy` backend where libxl would
-choose qdisk); stub domains only as domains (`<vm>-dm`, built and destroyed with an HVM
+media is only its backend's `params`; HVM cdroms with a target keep a `phy` backend
+where libxl would choose qdisk); stub domains only as domains (`<vm>-dm`, built and destroyed with an HVM
 guest whose `stubdom.enabled`, with libxl's `target`/`image/device-model-domid` nodes;
 not their device copies, `image/dmargs` or xenstored's SET_TARGET privilege: see
 `stubdom`); no ballooning (`memory/target` is obeyed at once), no CPU time or

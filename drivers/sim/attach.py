@@ -53,7 +53,7 @@ class Devices:
                 self._emulated(domain, f"vif/{devid}", f"network-attach: NIC {devid} is an emulated NIC "
                                f"(type {spec.type or 'unset'}, model {spec.model or 'rtl8139'})", "PV NIC")
             # libxl__device_nic_setdefault: a NIC hot-plugged without a type is vif (PV only)
-            ops, ref = nic_ops(core, domain, nic, devid, "network-attach to", untyped_pv=domain.ran)
+            ops, ref = nic_ops(core, domain, nic, devid, "network-attach to", untyped_pv=True)
             play(core.store, ops)
             core.netdevs.plug(ref.backend_domid, vif_ifname(domid, devid, spec.vifname), domid=domid, devid=devid, mtu=spec.mtu)
             await self._wait_attached(core.backends.start(ref, "add"), domain, f"NIC {devid}")
@@ -101,11 +101,8 @@ class Devices:
         has run. QEMU takes its devices from the config the domain is built with: real xl
         takes `block-attach hdc` or `network-attach type=ioemu` and gives the guest only
         the PV half (xl(1)), a device its BIOS and a guest without PV drivers never see.
-        Allowed: during the build (the domain has not run yet), and re-plugging a device
-        it was built with (QEMU still has its emulated half)."""
-        if not domain.ran:
-            domain.built.append(key)
-            return
+        Allowed: re-plugging a device it was built with (QEMU still has its emulated half).
+        A paused domain that never ran is no different: QEMU started with the build."""
         if key in domain.built:
             return
         raise TerminalHostError(

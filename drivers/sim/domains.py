@@ -39,23 +39,17 @@ class Domain:
     passthrough: bool = False  # built with a PCI device (libxl enables passthrough then); old state: False
     # Devices the domain was built with (`vbd/<devid>`, `vif/<devid>`): QEMU has its emulated
     # ones from the build, so re-plugging their PV half is allowed (drivers.sim.attach).
-    # `ran`: it has run since it was built; until then what is attached is part of its build.
     built: list[str] = field(default_factory=list)
-    ran: bool = True  # old state: built long ago
     # Set while the domain runs: guest frontends and the guest's shutdown handler wait on it.
     awake: asyncio.Event = field(default_factory=asyncio.Event, compare=False, repr=False)
 
     def status(self) -> DomainStatus:
-        # Until it first runs, the domain is being built and PCI may still join its build
-        # (`drivers.sim.pcidev`): whether passthrough ends up on cannot be said yet.
-        passthrough = self.passthrough if self.passthrough or self.ran else None
         return DomainStatus(self.domid, self.name, self.uuid, self.power, self.target_memkb // 1024, self.vcpus,
-                            passthrough)
+                            self.passthrough)
 
     def set_power(self, power: DomainPower) -> None:
         self.power = power
         if power == "running":
-            self.ran = True
             self.awake.set()
         else:
             self.awake.clear()
@@ -67,7 +61,8 @@ class Domain:
     def load(cls, doc: Any) -> Domain:
         if not isinstance(doc, dict):
             raise ValueError(f"expected a domain object, found {doc!r}")
-        domain = cls(**{k: v for k, v in doc.items() if k != "awake"})
+        known = {f.name for f in fields(cls)} - {"awake"}  # an older state's `ran` is dropped
+        domain = cls(**{k: v for k, v in doc.items() if k in known})
         if domain.power not in _POWERS or domain.virt not in _VIRTS:
             raise ValueError(f"domain {domain.domid}: bad power {domain.power!r} or virt {domain.virt!r}")
         domain.set_power(domain.power)

@@ -133,12 +133,8 @@ def _need_passthrough(domain: Domain, bdf: str) -> None:
     """Xen refuses to assign a device to a domain built without passthrough: libxl sets
     up the IOMMU context only when the config has `pci=` (libxl_create.c), and
     XEN_DOMCTL_assign_device then fails with EOPNOTSUPP (iommu_do_domctl), which libxl
-    reports as below (4.17, libxl_pci.c). A device attached while the domain is built
-    (before it first runs) is part of its build: passthrough is then on."""
+    reports as below (4.17, libxl_pci.c), also on a paused domain that never ran."""
     if domain.passthrough:
-        return
-    if not domain.ran:
-        domain.passthrough = True
         return
     raise TerminalHostError(
         f"libxl: error: libxl_pci.c:1529:pci_add_dm_done: Domain {domain.domid}:xc_assign_device failed: Operation not "

@@ -97,7 +97,7 @@ class Libxl:
         domain = Domain(domid, name, uuid, spec.virt, "paused", kib_from_mib(spec.max_memory or spec.memory),
                         kib_from_mib(spec.memory), kib_from_mib(video_mib), spec.vcpus, max_vcpus,
                         spec.lifecycle.on_poweroff, spec.lifecycle.on_crash, spec.boot_sentinel,
-                        passthrough=bool(build.pci), ran=False, built=built_with(build))
+                        passthrough=bool(build.pci), built=built_with(build))
         core.domains.add(domain)
         play(core.store, domain_skeleton(domid, name, uuid, spec.virt))
         play(core.store, build_post(

@@ -26,8 +26,9 @@ libxl enables the IOMMU context only when the config has `pci=`, and Xen refuses
 an older xl) counts as enabled when the domain holds a PCI device; otherwise the
 hot-plug is tried live and a note says what to do if Xen refuses it. Re-plugs of devices
 the domain was built with (stranded, or their backend VM restarted) stay live: QEMU's
-side of them is still there. So do the missing devices of a domain an interrupted apply
-built (`DomainInfo.unfinished`): the apply that finishes it finishes its build.
+side of them is still there. A domain an interrupted apply built (`DomainInfo.unfinished`)
+gets the same verdicts: one that lacks a device only its build can give is rebuilt by
+`reconciler.diff.vm` (the guest never ran, so nothing is lost).
 
 Re-plug (OpenXT OXT-1011, "Reconnect vifs on ndvm reboot"): a disk or NIC served by a
 backend VM (`backendVM`) does not survive that VM's domain. When the backend domain is
@@ -159,12 +160,11 @@ def _pair(kind: Kind, want: Disk | NIC, have: Disk | NIC, record: Record | None,
     return ResourceChange(kind, name, vm, Action.UPDATE, impact, fields, reason, pending=impact == "restart")
 
 
-def _hotplug(kind: Kind, want: Disk | NIC, leaf: Leaf, virt: str, building: bool = False) -> ResourceChange:
-    """A device the running domain lacks: hot-plugged, unless QEMU would have to emulate it
-    (`building`: the domain is an interrupted apply's, whose build is being finished)."""
+def _hotplug(kind: Kind, want: Disk | NIC, leaf: Leaf, virt: str) -> ResourceChange:
+    """A device the running domain lacks: hot-plugged, unless QEMU would have to emulate it."""
     name, vm = want.metadata.name, want.spec.vm
     fields = created(kind, want.spec, leaf)
-    if _emulated(virt, want) and not building:
+    if _emulated(virt, want):
         reason = (f"{_what(want)} of HVM guest {vm}: QEMU only gets its devices when the domain is built "
                   f"(xl {'block' if kind == 'Disk' else 'network'}-attach would give the guest the PV view only): "
                   f"added when {vm} restarts")
@@ -211,15 +211,14 @@ def _stranded_delete(stale: StrandedDevice) -> ResourceChange:
 
 
 def _matched(kind: Kind, desired: dict[int, D], observed: dict[int, D], record: Record | None,
-             leaf: Leaf, stranded: dict[int, StrandedDevice], virt: str = "pv",
-             building: bool = False) -> list[ResourceChange]:
+             leaf: Leaf, stranded: dict[int, StrandedDevice], virt: str = "pv") -> list[ResourceChange]:
     out: list[ResourceChange] = []
     for ident, want in sorted(desired.items()):
         have = observed.get(ident)
         if have is None and ident in stranded:
             out.append(_stranded_replug(kind, want, stranded[ident]))
         elif have is None:
-            out.append(_hotplug(kind, want, leaf, virt, building))
+            out.append(_hotplug(kind, want, leaf, virt))
         elif (change := _pair(kind, want, have, record, leaf, virt)) is not None:
             out.append(change)
     for ident, have in sorted(observed.items()):
@@ -262,8 +261,6 @@ def _passthrough(ctx: Context, vm: str, change: ResourceChange, holds_pci: bool)
     with passthrough, a restart if it was built without (see the module docstring)."""
     info = ctx.observed.domains.get(vm)
     built_with = info.passthrough if info is not None else None
-    if info is not None and info.unfinished:
-        return change  # an interrupted apply's domain: its build is finished, devices included
     if built_with is None and holds_pci:
         built_with = True  # it holds a device, so its IOMMU context exists
     if built_with is None:
@@ -286,10 +283,8 @@ def device_changes(ctx: Context, vm: str) -> list[ResourceChange]:
     stranded = ctx.stranded.get(vm, {})
     desired_vm = ctx.desired.vms.get(vm)
     virt = desired_vm.spec.virt if desired_vm is not None else "pv"
-    info = ctx.observed.domains.get(vm)
-    building = info is not None and info.unfinished
-    out = _matched("Disk", want_disks, have_disks, record, ctx.leaf, stranded.get("Disk", {}), virt, building)
-    out += _matched("NIC", want_nics, have_nics, record, ctx.leaf, stranded.get("NIC", {}), virt, building)
+    out = _matched("Disk", want_disks, have_disks, record, ctx.leaf, stranded.get("Disk", {}), virt)
+    out += _matched("NIC", want_nics, have_nics, record, ctx.leaf, stranded.get("NIC", {}), virt)
     return out + _pci(ctx, vm)
 
 

@@ -132,11 +132,15 @@ def _update(ctx: Context, vm: VM, info: DomainInfo) -> list[ResourceChange]:
     devices = device_changes(ctx, name)
     later = [f.path for f in fields if f.impact != "live"]
     later_devices = [f"{d.name} {f.path}" for d in devices for f in d.fields if f.impact == "restart"]
-    if (later or later_devices) and vm.spec.update_policy == "restart":
+    if (later or later_devices) and (vm.spec.update_policy == "restart" or info.unfinished):
         # Rebuilt: the new domain gets every desired device, so no device changes.
         ctx.starting.add(name)
         ctx.stopping.add(name)
         reason = f"{', '.join(later + later_devices)} only take effect on a restart, and updatePolicy is restart"
+        if info.unfinished:  # its guest never ran: whatever the policy, nothing is lost
+            reason = (f"an interrupted apply built it without {', '.join(later + later_devices)}, which only its "
+                      "build can give (xl builds emulated devices and passthrough with the domain): destroyed and "
+                      "built again")
         return [ResourceChange("VM", name, name, Action.RESTART, "restart", tuple(fields), reason)]
     ctx.kept.add(name)
     if info.unfinished:

@@ -183,3 +183,31 @@ def test_under_updatepolicy_restart_the_vm_is_rebuilt(load_yaml, make_mirror, ta
     assert "only take effect on a restart, and updatePolicy is restart" in change.reason
     ops = {s.op for s in plan_for(desired, observed).steps if s.kind == "VM"}
     assert {"shutdown", "destroy", "create"} <= ops
+
+
+def unfinished(observed: Any) -> Any:
+    """The host as an apply left it when killed between `create` and `record`: the domain
+    is there, with its build intent and no record (ours, with work left)."""
+    info = dataclasses.replace(observed.domains["box"], digest=None, applied=None, unfinished=True)
+    return dataclasses.replace(observed, domains={**observed.domains, "box": info})
+
+
+def test_an_interrupted_build_without_an_emulated_device_is_rebuilt_whatever_the_policy(load_yaml, make_mirror) -> None:  # type: ignore[no-untyped-def]
+    # Only its build gives an HVM guest its emulated devices; the guest of a domain an
+    # interrupted apply built never ran (record comes before unpause), so nothing is lost.
+    desired = guest(load_yaml)  # updatePolicy live
+    observed = unfinished(without(make_mirror(desired), "disks", "box-disk-832"))
+    (change,) = [c for c in diff(desired, observed).changes if c.kind == "VM"]
+    assert (change.action, change.impact) == (Action.RESTART, "restart")
+    assert change.reason.startswith("an interrupted apply built it without data spec.")
+    assert "only its build can give" in change.reason
+    ops = {s.op for s in plan_for(desired, observed).steps if s.vm == "box"}
+    assert {"shutdown", "destroy", "create", "record"} <= ops and "attach" not in ops, ops
+
+
+def test_an_interrupted_build_without_a_pv_device_gets_it_hotplugged(load_yaml, make_mirror) -> None:  # type: ignore[no-untyped-def]
+    desired = guest(load_yaml)
+    observed = unfinished(without(make_mirror(desired), "disks", "box-disk-51728"))  # xvdb
+    changes = diff(desired, observed).changes
+    assert not [c for c in changes if c.action is Action.RESTART]
+    assert [s.op for s in plan_for(desired, observed).steps if s.kind == "Disk"] == ["attach"]

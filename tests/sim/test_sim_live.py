@@ -4,9 +4,9 @@ and changes CD media as libxl does. Real: the embedded host over its sockets, th
 Refused, with one line: hot-plugging an emulated disk (hd*, sd*, a cdrom) or NIC (type
 ioemu, or a model) onto an HVM domain that has run (real xl takes it and gives the guest
 the PV half only, xl(1)); pci-attach onto a domain built without passthrough (libxl's
-error for Xen's EOPNOTSUPP). Allowed: PV devices, any device of a PV guest, devices
-attached while the domain is built (before it first runs), re-plugging a device it was
-built with.
+error for Xen's EOPNOTSUPP); both also onto a domain built paused that never ran (QEMU
+and the IOMMU context come with the build, as under `xl create -p`). Allowed: PV devices,
+any device of a PV guest, the devices of the build, re-plugging a device it was built with.
 """
 
 from __future__ import annotations
@@ -70,9 +70,11 @@ def test_emulated_nic_hotplug_is_refused_and_an_untyped_one_is_plugged_pv(sim: A
 def test_devices_of_the_build_and_their_replug_are_allowed(sim: Any, vm: Any, disk: Any, nic: Any) -> None:
     async def body(ports: HostPorts, host: SimHost) -> None:
         ts = ports.toolstack
-        domid = await ts.create(vm("win", virt="hvm"), paused=True)  # being built: not run yet
-        await ts.attach_disk(domid, disk("win", "hdc", devtype="cdrom", target="/iso/a.iso"))
-        await ts.attach_nic(domid, nic("win", 0, type="ioemu", model="e1000"))
+        build = Build(disks=(disk("win", "hdc", devtype="cdrom", target="/iso/a.iso"),),
+                      nics=(nic("win", 0, type="ioemu", model="e1000"),))
+        domid = await ts.create(vm("win", virt="hvm"), build, paused=True)  # as xl create -p builds it
+        with pytest.raises(TerminalHostError, match="hdb is an emulated disk"):
+            await ts.attach_disk(domid, disk("win", "hdb"))  # paused, never ran: QEMU started with the build
         await ts.unpause(domid)
         # A backend VM's restart re-plugs them (OXT-1011): QEMU still has its half of them.
         await ts.detach_nic(domid, 0)
@@ -115,15 +117,16 @@ def test_pci_attach_onto_a_domain_built_with_passthrough(sim: Any, vm: Any) -> N
     sim(body)
 
 
-def test_pci_attached_during_the_build_turns_passthrough_on(sim: Any, vm: Any) -> None:
+def test_pci_attach_onto_a_paused_domain_built_without_passthrough_is_refused(sim: Any, vm: Any) -> None:
+    # `xl create -p` then `pci-attach`: the domain never ran, but its IOMMU context is
+    # decided by its build (no pci=), as on a running one.
     async def body(ports: HostPorts, host: SimHost) -> None:
         ts = ports.toolstack
         await ports.pciback.assignable_add("0000:02:00.0")
         domid = await ts.create(vm("ndvm"), paused=True)
-        assert {d.domid: d.passthrough for d in await ts.list_domains()}[domid] is None  # not decided yet
-        await ts.attach_pci(domid, "0000:02:00.0")
-        await ts.unpause(domid)
-        assert {d.domid: d.passthrough for d in await ts.list_domains()}[domid] is True
+        assert {d.domid: d.passthrough for d in await ts.list_domains()}[domid] is False
+        with pytest.raises(TerminalHostError, match="built without passthrough"):
+            await ts.attach_pci(domid, "0000:02:00.0")
 
     sim(body)
 
@@ -131,9 +134,9 @@ def test_pci_attached_during_the_build_turns_passthrough_on(sim: Any, vm: Any) -
 def test_cd_insert_and_eject_rewrite_params_as_libxl(sim: Any, vm: Any, disk: Any) -> None:
     async def body(ports: HostPorts, host: SimHost) -> None:
         ts, xs = ports.toolstack, ports.xenstore
-        domid = await ts.create(vm("win", virt="hvm"), paused=True)
-        await ts.attach_disk(domid, disk("win", "hdc", devtype="cdrom", target="/iso/a.iso"))
-        await ts.attach_disk(domid, disk("win", "hdb", devtype="cdrom", target=""))  # empty: QEMU's qdisk
+        drives = (disk("win", "hdb", devtype="cdrom", target=""),  # empty: QEMU's qdisk
+                  disk("win", "hdc", devtype="cdrom", target="/iso/a.iso"))
+        domid = await ts.create(vm("win", virt="hvm"), Build(disks=drives), paused=True)
         await ts.unpause(domid)
         await ts.cd_insert(domid, "hdb", "/iso/d.qcow2", "qcow2")
         assert await xs.read(f"/local/domain/0/backend/qdisk/{domid}/832/params") == b"qcow2:/iso/d.qcow2"
