@@ -23,6 +23,9 @@ scheduling; no xl monitor rebuilds a rebooted guest (it stays shut down with rea
 reboot, as under `xl create -e`; the reconciler rebuilds it), and xl's rebuild of a domain whose
 onCrash is a restart kind is not done (it is destroyed, or kept renamed for
 rename-restart; the reconciler builds it again), nor a core dump (`sim crash` crashes one);
+a guest that powers off, or crashes with a destroy onCrash, is reaped as xl's monitor
+would reap it, where the xl driver's `xl create -e` leaves the domain shut down (or
+crashed) for the reconciler to destroy (it handles both: `reconciler.diff.vm`);
 `xenstoreData`, hooks and v4v rules are not applied by the toolstack (the reconciler
 does that through the ports; hooks run as processes of this machine, `drivers.hooks`); PCI per-device pciback keys (`vdev-i`, `root-i`) and
 resuming a PCI hot-plug interrupted by a restart; pciback's sticky `permissive` flag
