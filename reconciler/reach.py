@@ -23,9 +23,10 @@ from typing import Any
 
 from reconciler import rpc
 from reconciler.diff.firewall import RunningIndex, RunningVM, rule_keys
-from reconciler.model.host import FirewallEntry
+from reconciler.model.host import FirewallEntry, RpcVmPolicy
 from reconciler.model.observed import ObservedState
 from reconciler.model.state import DesiredState
+from reconciler.model.vm import VM
 
 VERSION = 1
 """Of the JSON document (`to_json`); schemas/reach.schema.json describes it."""
@@ -121,7 +122,7 @@ class _Running:
         self.vms[name] = RunningVM(domid, type_, uuid, stubdom)
 
 
-def _has_stubdom(vm: Any) -> bool:
+def _has_stubdom(vm: VM) -> bool:
     spec = vm.spec
     return bool(spec.virt == "hvm" and spec.stubdom is not None and spec.stubdom.enabled)
 
@@ -238,12 +239,11 @@ def _callers(name: str, caller: rpc.Caller, stub: bool) -> list[tuple[str, rpc.C
     return out
 
 
-def _observed_entry(observed: ObservedState, uuid: str | None) -> Any:
-    policy = getattr(observed, "rpc", None)
-    return None if policy is None or uuid is None else policy.vms.get(uuid)
+def _observed_entry(observed: ObservedState, uuid: str | None) -> RpcVmPolicy | None:
+    return None if observed.rpc is None or uuid is None else observed.rpc.vms.get(uuid)
 
 
-def _entry_rules(entry: Any, name: str, notes: list[str]) -> list[_Origin]:
+def _entry_rules(entry: RpcVmPolicy | None, name: str, notes: list[str]) -> list[_Origin]:
     """An observed per-VM entry's rules; origin `NAME:N` (its N-th rule, from 1)."""
     out: list[_Origin] = []
     for n, text in enumerate(entry.rules if entry is not None else (), 1):
@@ -256,7 +256,7 @@ def _entry_rules(entry: Any, name: str, notes: list[str]) -> list[_Origin]:
 
 def _rpc_after(desired: DesiredState, observed: ObservedState, running: _Running,
                notes: list[str]) -> tuple[RpcDecision, ...]:
-    policy = getattr(observed, "rpc", None)
+    policy = observed.rpc
     if policy is None and any(name not in desired.vms for name in running.vms):
         notes.append("the rpc-proxy policy is not in this source: the rules of unmanaged domains are not known")
     global_rules = _global_rules(None if policy is None else policy.global_rules, notes)
@@ -264,9 +264,8 @@ def _rpc_after(desired: DesiredState, observed: ObservedState, running: _Running
     for name, vm in running.vms.items():
         spec = desired.vms[name].spec if name in desired.vms else None
         if spec is not None:
-            own = [_Origin(rpc.parse_rule(r.spec.rule), r.metadata.name) for r in _rpc_rules_of(desired, name)]
-            props: Mapping[str, bool] = dict(getattr(spec, "properties", {}) or {})
-            caller = rpc.Caller(name, spec.uuid or "", spec.type, False, props)
+            own = [_Origin(rpc.parse_rule(r.spec.rule), r.metadata.name) for r in desired.rpc_rules_of(name)]
+            caller = rpc.Caller(name, spec.uuid or "", spec.type, False, dict(spec.properties))
         else:
             entry = _observed_entry(observed, vm.uuid)
             own = _entry_rules(entry, name, notes)
@@ -278,13 +277,8 @@ def _rpc_after(desired: DesiredState, observed: ObservedState, running: _Running
     return tuple(sorted(out, key=order_key))
 
 
-def _rpc_rules_of(desired: DesiredState, vm: str) -> list[Any]:
-    rules_of = getattr(desired, "rpc_rules_of", None)
-    return [] if rules_of is None else list(rules_of(vm))
-
-
 def _rpc_in_force(observed: ObservedState, notes: list[str]) -> tuple[RpcDecision, ...] | None:
-    policy = getattr(observed, "rpc", None)
+    policy = observed.rpc
     if policy is None:
         notes.append("the rpc-proxy policy is not in this source (a captured dump?)")
         return None
