@@ -5,8 +5,10 @@ computed offline from the manifests and an observed host (a captured dump works)
 `in_force(observed)` is what the host enforces now. `changes` compares two of them
 (the plan's Reachability section), `filter_reach` keeps one VM's side, `to_json` and
 `render_text` are the `reconciler reach` outputs. Called by `reconciler.cli.reach` and
-the plan renderers; the v4v half resolves rules with `reconciler.diff.firewall` (the
-resolver the diff and execute use), the rpc half decides with `reconciler.rpc`.
+the plan renderers. Which domains run after the plan is the plan's own diff's answer
+(`reconciler.diff.vm`: kept, built, stopped); the v4v half resolves rules with
+`reconciler.diff.firewall` (the resolver the diff and execute use), the rpc half
+decides with `reconciler.rpc`.
 
 Names: a VM's name, `dom0`, `*` (any domain: a rule endpoint `*`), `<vm>-dm` (a VM's
 stub domain, `my-stubdom`), `domid N` (a table entry naming a domain nothing observed
@@ -22,7 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler import rpc
+from reconciler.diff.context import build_context
 from reconciler.diff.firewall import RunningIndex, RunningVM, rule_keys
+from reconciler.diff.rules import running_set
+from reconciler.diff.vm import vm_changes
 from reconciler.model.host import FirewallEntry, RpcVmPolicy
 from reconciler.model.observed import ObservedState
 from reconciler.model.state import DesiredState
@@ -107,50 +112,36 @@ def order_key(item: V4VPair | RpcDecision) -> tuple[Any, ...]:
 
 @dataclass
 class _Running:
-    """A running set with synthetic domids and the way back to names."""
+    """A running set (the resolver's input) and the way from its domids back to names."""
 
     vms: dict[str, RunningVM] = field(default_factory=dict)
     names: dict[int, str] = field(default_factory=lambda: {0: DOM0})
 
-    def add(self, name: str, type_: str | None, uuid: str | None, stub: bool) -> None:
-        domid = len(self.names)
+    def start(self, name: str, vm: VM) -> None:
+        """A domain the plan builds: new domids (never an observed one), its stub domain
+        when the manifest asks for one (libxl's `<vm>-dm`)."""
+        domid = max(self.names) + 1
         self.names[domid] = name
         stubdom = None
-        if stub:
-            stubdom = len(self.names)
+        if vm.spec.virt == "hvm" and vm.spec.stubdom is not None and vm.spec.stubdom.enabled:
+            stubdom = domid + 1
             self.names[stubdom] = f"{name}-dm"
-        self.vms[name] = RunningVM(domid, type_, uuid, stubdom)
-
-
-def _has_stubdom(vm: VM) -> bool:
-    spec = vm.spec
-    return bool(spec.virt == "hvm" and spec.stubdom is not None and spec.stubdom.enabled)
-
-
-def _stub_domains(observed: ObservedState, desired: DesiredState) -> set[str]:
-    """Observed `<guest>-dm` domains of an observed guest (libxl's stub domain name)."""
-    return {name for name in observed.domains
-            if name.endswith("-dm") and name.removesuffix("-dm") in observed.domains and name not in desired.vms}
+        self.vms[name] = RunningVM(domid, vm.spec.type, vm.spec.uuid, stubdom)
 
 
 def _after_running(desired: DesiredState, observed: ObservedState) -> tuple[_Running, list[str]]:
-    """The domains running once the plan is applied: desired VMs with state running or
-    paused (with their stub domains), and the running domains the plan leaves alone
-    (unmanaged ones: no manifest type, they match `dom-name=` and uuids only)."""
-    running = _Running()
-    notes: list[str] = []
-    for name, vm in desired.vms.items():
-        if vm.spec.state in LIVE:
-            running.add(name, vm.spec.type, vm.spec.uuid, _has_stubdom(vm))
-    stubs = _stub_domains(observed, desired)
-    for name, info in observed.domains.items():
-        if info.power not in LIVE or info.managed or info.unfinished or name in stubs:
-            continue  # managed domains run after the plan only if desired (above)
-        if name in desired.vms:
-            notes.append(f"domain {name} runs unmanaged under the name of a desired VM: plan and apply refuse "
-                         "until it is renamed or adopted; counted here as the desired VM")
-            continue
-        running.add(name, None, info.uuid, False)
+    """The domains running once the plan is applied, as the plan's own diff decides
+    (`reconciler.diff.vm`): the domains it keeps as they are (a VM whose restart-only
+    change waits under `updatePolicy: live` keeps its build, stub domain included;
+    unmanaged domains, with no manifest type, match `dom-name=` and uuids only), and the
+    VMs it builds (created, restarted), as their manifests say."""
+    ctx = build_context(desired, observed)
+    vm_changes(ctx)  # fills ctx.starting / ctx.stopping
+    running = _Running(running_set(ctx, ctx.stopping),
+                       {0: DOM0, **{info.domid: name for name, info in observed.domains.items()}})
+    for name in sorted(ctx.starting):
+        running.start(name, desired.vms[name])
+    notes = [f"{text.split(';')[0]}: plan and apply refuse until it is resolved" for _, text in ctx.conflicts]
     return running, notes
 
 
@@ -283,8 +274,8 @@ def _rpc_in_force(observed: ObservedState, notes: list[str]) -> tuple[RpcDecisio
         notes.append("the rpc-proxy policy is not in this source (a captured dump?)")
         return None
     global_rules = _global_rules(policy.global_rules, notes)
-    stubs = {name.removesuffix("-dm") for name in observed.domains
-             if name.endswith("-dm") and name.removesuffix("-dm") in observed.domains}
+    stubs = {name.removesuffix("-dm") for name, info in observed.domains.items()  # guests with a live stub domain
+             if name.endswith("-dm") and name.removesuffix("-dm") in observed.domains and info.power in LIVE}
     out: list[RpcDecision] = []
     for name, info in observed.domains.items():
         if info.power not in LIVE or (name.endswith("-dm") and name.removesuffix("-dm") in observed.domains):

@@ -1,6 +1,7 @@
 """Property: the v4v pairs `reach` computes before an apply are exactly the pairs the
 simulated host's v4v table allows after it (every pair reach allows is in the table,
-and the table allows no other), names mapped from the domains the host then runs.
+and the table allows no other), names mapped from the domains the host then runs; and
+its rpc-proxy decisions are those the host's policy then makes (`reach.in_force`).
 
 Generated: 2-4 VMs of a few types, pv or hvm (some with a stub domain), running, paused
 or stopped, each with 0-3 v4v rules over every endpoint shape (`*`, `myself`,
@@ -117,12 +118,14 @@ def test_reach_pairs_are_the_pairs_the_simulated_table_allows_after_apply(scenar
         path = _write(work / "second.yaml", scenario.second)
         loaded = load([path])
         assert loaded.state is not None, [str(d) for d in loaded.diagnostics]
-        expected = {pair.key() for pair in after_apply(loaded.state, _observe(work / "s")).v4v}
+        computed = after_apply(loaded.state, _observe(work / "s"))
+        expected = {pair.key() for pair in computed.v4v}
         assert main(["apply", path, *host]) == 0
         table = in_force(_observe(work / "s"))
         assert table is not None
         found = {pair.key() for pair in table.v4v}
         assert expected - found == set(), "reach allows pairs the table does not"
         assert found - expected == set(), "the table allows pairs reach does not show"
+        assert table.rpc == computed.rpc  # and rpc-proxy decides every call as reach said
     finally:
         shutil.rmtree(work, ignore_errors=True)
