@@ -1,5 +1,6 @@
 """JSON Schemas generated from the manifest models: one per kind plus one for any document,
-and the schema of the agent's status file (`reconciler.agent.status`).
+the schema of the agent's status file (`reconciler.agent.status`) and that of
+`reconciler reach --format json` (`reconciler.reach`).
 
 Pure: models -> {filename: text}. The text is deterministic (sorted keys, fixed indent),
 so `reconciler schema --check` and a test can detect drift byte for byte. Editors use
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from reconciler import reach
 from reconciler.agent import status as agent_status
 from reconciler.model import KINDS, MODELS
 
@@ -56,4 +58,5 @@ def all_schemas() -> dict[str, str]:
     files = {filename(kind): render(kind_schema(kind)) for kind in KINDS}
     files["document.schema.json"] = render(document_schema())
     files[agent_status.FILENAME] = agent_status.schema_text()
+    files[reach.SCHEMA_FILENAME] = reach.schema_text()
     return files

@@ -22,7 +22,7 @@ from reconciler.logs import FORMATS, reset, setup
 # dashes>. Each is imported to build the parser, so a verb module imports its heavy
 # dependencies inside `run`.
 VERBS: tuple[str, ...] = ("validate", "schema", "sim", "observe", "plan", "apply", "watch", "status", "suspend", "resume",
-                          "xl-config")
+                          "xl-config", "reach")
 
 
 def _load(verb: str) -> ModuleType:

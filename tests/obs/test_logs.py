@@ -69,7 +69,7 @@ def test_every_verb_and_nested_verb_takes_v_and_q() -> None:
 
 
 def _required(verb: str) -> list[str]:
-    return {"validate": ["m"], "plan": ["m"], "apply": ["m"], "sim": ["list"], "xl-config": ["m"]}.get(verb, [])
+    return {"validate": ["m"], "plan": ["m"], "apply": ["m"], "sim": ["list"], "xl-config": ["m"], "reach": ["m"]}.get(verb, [])
 
 
 @pytest.mark.parametrize(("verbosity_", "level"), [(-3, "CRITICAL"), (-1, "ERROR"), (0, "WARNING"), (1, "INFO"),
