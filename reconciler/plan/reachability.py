@@ -16,7 +16,7 @@ policy) is not compared: a sentence in `notes` says so, instead of listing every
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Set
 from dataclasses import dataclass
 from itertools import product
 from typing import Any
@@ -97,9 +97,13 @@ def _uncovered(pairs: Iterable[Item], other: Iterable[V4VPair]) -> list[Item]:
 # ---- rpc: decisions compared call by call -----------------------------------------------
 
 
-def _nearest(decisions: Mapping[RpcKey, RpcDecision], key: RpcKey) -> RpcDecision | None:
+def _nearest(decisions: Mapping[RpcKey, RpcDecision], vms: Set[str], key: RpcKey) -> RpcDecision | None:
     """The decision one side makes on call `key`: its own probe, else the probe naming
-    most of the call (destination first), the one its rules decide the call by."""
+    most of the call (destination first), the one its rules decide the call by; None
+    when the side does not run the VM (`vms`)."""
+    found = decisions.get(key)
+    if found is not None or key[0] not in vms:
+        return found
     vm, destination, interface, member = key
     for d, i, m in product((destination, None), (interface, None), (member, None)):
         found = decisions.get((vm, d, i, m))
@@ -112,18 +116,22 @@ def _rpc_changes(before: Iterable[RpcDecision],
                  after: Iterable[RpcDecision]) -> tuple[list[RpcDecision], list[RpcDecision]]:
     """(calls now allowed, calls now refused): every call either side probed, decided by
     both sides; a VM a side does not run calls nothing there."""
-    old = {d.key(): d for d in before}
-    new = {d.key(): d for d in after}
+    # Only a VM with a call allowed on one side can change: the others are skipped unread.
+    before, after = tuple(before), tuple(after)
+    moving = {d.vm for d in before if d.allowed} | {d.vm for d in after if d.allowed}
+    old = {d.key(): d for d in before if d.vm in moving}
+    new = {d.key(): d for d in after if d.vm in moving}
+    old_vms, new_vms = {key[0] for key in old}, {key[0] for key in new}
     allowed: list[RpcDecision] = []
     denied: list[RpcDecision] = []
-    for key in old.keys() | new.keys():  # the caller sorts what is found
-        was, will = _nearest(old, key), _nearest(new, key)
+    for key in old.keys() | new.keys():
+        was, will = _nearest(old, old_vms, key), _nearest(new, new_vms, key)
         if will is not None and will.allowed and not (was is not None and was.allowed):
             allowed.append(will if will.key() == key else _at(key, will))
         elif was is not None and was.allowed and not (will is not None and will.allowed):
             denied.append(_at(key, will) if will is not None else
                           RpcDecision(*key, False, reach.DEFAULT_DENY, reach.DEFAULT))
-    return allowed, denied
+    return sorted(allowed, key=reach.order_key), sorted(denied, key=reach.order_key)
 
 
 def _at(key: RpcKey, decision: RpcDecision) -> RpcDecision:
@@ -182,7 +190,7 @@ def line(item: Item, allowed: bool, stopping: frozenset[str] = frozenset()) -> s
     if isinstance(item, V4VPair):
         if allowed:
             why = "xenmgr's dom0<->dom0 baseline" if item.rules == (reach.BASELINE,) else \
-                f"rule{'s' if len(item.rules) > 1 else ''} {', '.join(item.rules)}"
+                f"rule{'s' if len(item.rules) > 1 else ''} {', '.join(item.rules)}" if item.rules else "once applied"
             return f"+ {_endpoint(item.source)} can now reach {_target(item)}  ({why})"
         why = _why_gone((item.source, item.destination), stopping)
         return f"- {_endpoint(item.source)} can no longer reach {_target(item)}  ({why})"

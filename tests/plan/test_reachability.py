@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from syrupy.assertion import SnapshotAssertion
 
@@ -26,8 +27,11 @@ from drivers.sim import open_sim
 from reconciler.cli.main import main
 from reconciler.loader import load_or_raise
 from reconciler.observe.host import observe_host
+from reconciler.plan.plan_schema import SCHEMA
 from reconciler.plan.reachability import reachability
+from reconciler.plan.render_json import render_json
 from tests.conftest import REPO, with_runnable_hooks
+from tests.plan.test_snapshots import HOSTS, SETS, plan_of
 
 EXAMPLE = "examples/openxt-desktop"
 DUMP = REPO / "tests/data/xenstore-dumps/xen-devel-2019-06-hvm-qdisk-xenstore-ls.txt"
@@ -63,6 +67,7 @@ def plans(manifests: Path, host: list[str], capsys: pytest.CaptureFixture[str]) 
     text = capsys.readouterr().out
     assert main(["plan", str(manifests), *host, "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
+    jsonschema.Draft202012Validator(SCHEMA).validate(data)
     return text, data["reachability"]
 
 
@@ -159,3 +164,10 @@ def test_a_dump_says_once_that_it_cannot_compare(capsys: pytest.CaptureFixture[s
                              "the rpc-proxy policy, so what the plan changes there is unknown; `reconciler reach` "
                              "lists what the manifests allow once applied"]
     assert data["allowed"] is None and data["denied"] is None and len(data["notes"]) == 1
+
+
+@pytest.mark.parametrize("host", HOSTS)
+@pytest.mark.parametrize("manifests", SETS)
+def test_json_plans_follow_the_plan_schema(manifests: str, host: str, repo: Path) -> None:
+    """schemas/plan.schema.json (`reconciler schema`) describes every snapshot plan."""
+    jsonschema.Draft202012Validator(SCHEMA).validate(json.loads(render_json(plan_of(manifests, host))))
