@@ -28,7 +28,7 @@ from reconciler.cli.main import main
 from reconciler.loader import load_or_raise
 from reconciler.observe.host import observe_host
 from reconciler.plan.plan_schema import SCHEMA
-from reconciler.plan.reachability import reachability
+from reconciler.plan.reachability import reachability, text_lines
 from reconciler.plan.render_json import render_json
 from tests.conftest import REPO, with_runnable_hooks
 from tests.plan.test_snapshots import HOSTS, SETS, plan_of
@@ -125,6 +125,42 @@ def test_a_vm_stopped(applied: tuple[Path, Path], tmp_path: Path, capsys: pytest
     assert data["allowed"] == [] and isinstance(data["denied"], list)
     assert {(d["source"], d["destination"]) for d in data["denied"]} == {
         ("work-linux", "dom0"), ("work-linux", "uivm"), ("uivm", "work-linux")}
+    assert {"section": section(text), "json": data} == snapshot
+
+
+RPC_RULE = """  rpcRules:
+    - rule: allow destination com.citrix.xenclient.networkdaemon interface com.citrix.xenclient.networkdaemon member list_networks
+      name: uivm-netd
+  properties: {usb-control: true}
+  v4vRules:"""
+
+
+def test_an_rpc_rule_and_a_property_added(applied: tuple[Path, Path], tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str], snapshot: SnapshotAssertion) -> None:
+    """uivm's own rule opens one call; `usb-control: true` opens the stock rule that tests
+    it. Alone they change only the rpc-proxy policy; the v4v edit beside them makes the
+    plan run steps here whatever its rpc steps are."""
+    state, manifests = applied
+    changed = edited(manifests, tmp_path, "uivm.yaml", "  v4vRules:", RPC_RULE)
+    async def compare() -> None:  # the rpc edit alone, as the plan compares it
+        async with open_sim(state) as ports:
+            found = reachability(load_or_raise([str(changed)]), await observe_host(ports))
+        assert [line.split("  (")[0] for line in text_lines(found)] == [
+            "+ uivm may now call com.citrix.xenclient.networkdaemon com.citrix.xenclient.networkdaemon.list_networks",
+            "+ uivm may now call com.citrix.xenclient.usbdaemon"]
+
+    asyncio.run(compare())
+    both = tmp_path / "both"
+    shutil.copytree(changed, both)
+    uivm = both / "uivm.yaml"
+    uivm.write_text(uivm.read_text().replace("myself -> dom-type=ndvm:5555", "myself -> dom-type=ndvm:5557"))
+    text, data = plans(both, ["--host", f"sim:{state}"], capsys)
+    lines = pair_lines(text)
+    assert "  + uivm may now call com.citrix.xenclient.networkdaemon com.citrix.xenclient.networkdaemon.list_networks  " \
+           "(uivm-netd: allow destination com.citrix.xenclient.networkdaemon interface " \
+           "com.citrix.xenclient.networkdaemon member list_networks)" in lines
+    assert any(line.startswith("  + uivm may now call com.citrix.xenclient.usbdaemon  (global:") for line in lines)
+    assert len(lines) == 6  # the two calls and the v4v port's four pairs
     assert {"section": section(text), "json": data} == snapshot
 
 
