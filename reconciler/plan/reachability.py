@@ -33,6 +33,9 @@ NOT_COMPARED = ("{part}not compared: this source {what}, so what the plan change
                 "`reconciler reach` lists what the manifests allow once applied")
 
 
+_NO_RULE = "no rule allows it once applied"
+
+
 @dataclass(frozen=True)
 class Reachability:
     """`allowed`/`denied`: pairs and rpc calls this plan opens/closes, each sorted with
@@ -175,10 +178,12 @@ def _call(decision: RpcDecision) -> str:
 
 
 def _why_gone(names: Iterable[str], stopping: frozenset[str]) -> str:
-    stops = sorted({n for n in names if n in stopping})
+    """`X stops` for an endpoint that stops (a stub domain `X-dm` stops with X), else no rule."""
+    stops = sorted({n if n in stopping else n.removesuffix("-dm") for n in names
+                    if n in stopping or n.removesuffix("-dm") in stopping})
     if stops:
         return f"{' and '.join(stops)} stop{'s' if len(stops) == 1 else ''}"
-    return "no rule allows it once applied"
+    return _NO_RULE
 
 
 def _rule_why(decision: RpcDecision) -> str:
@@ -196,8 +201,8 @@ def line(item: Item, allowed: bool, stopping: frozenset[str] = frozenset()) -> s
         return f"- {_endpoint(item.source)} can no longer reach {_target(item)}  ({why})"
     if allowed:
         return f"+ {item.vm} may now call {_call(item)}  ({_rule_why(item)})"
-    stops = item.vm in stopping or item.vm.removesuffix("-dm") in stopping
-    why = _why_gone((item.vm,), stopping) if stops else _rule_why(item)
+    why = _why_gone((item.vm,), stopping)
+    why = why if why != _NO_RULE else _rule_why(item)
     return f"- {item.vm} may no longer call {_call(item)}  ({why})"
 
 

@@ -164,6 +164,17 @@ def test_an_rpc_rule_and_a_property_added(applied: tuple[Path, Path], tmp_path: 
     assert {"section": section(text), "json": data} == snapshot
 
 
+def test_a_vm_stopped_takes_its_stub_domain_with_it(applied: tuple[Path, Path], tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    state, manifests = applied
+    changed = edited(manifests, tmp_path, "user-vms/win10.yaml", "  type: svm", "  type: svm\n  state: stopped")
+    text, data = plans(changed, ["--host", f"sim:{state}"], capsys)
+    lines = pair_lines(text)
+    assert "  - win10-dm can no longer reach dom0:5555  (win10 stops)" in lines
+    assert all(line.startswith("  - ") and line.endswith("(win10 stops)") for line in lines), lines
+    assert data["allowed"] == [] and len(data["denied"]) == len(lines)
+
+
 def test_a_table_opened_by_hand_is_closed_by_the_plan(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Without its default REJECT the table lets every domain reach every other: the plan
