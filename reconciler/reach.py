@@ -5,8 +5,10 @@ computed offline from the manifests and an observed host (a captured dump works)
 `in_force(observed)` is what the host enforces now. `changes` compares two of them
 (the plan's Reachability section), `filter_reach` keeps one VM's side, `to_json` and
 `render_text` are the `reconciler reach` outputs. Called by `reconciler.cli.reach` and
-the plan renderers; the v4v half resolves rules with `reconciler.diff.firewall` (the
-resolver the diff and execute use), the rpc half decides with `reconciler.rpc`.
+the plan renderers. Which domains run after the plan is the plan's own diff's answer
+(`reconciler.diff.vm`: kept, built, stopped); the v4v half resolves rules with
+`reconciler.diff.firewall` (the resolver the diff and execute use), the rpc half
+decides with `reconciler.rpc`.
 
 Names: a VM's name, `dom0`, `*` (any domain: a rule endpoint `*`), `<vm>-dm` (a VM's
 stub domain, `my-stubdom`), `domid N` (a table entry naming a domain nothing observed
@@ -18,14 +20,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from reconciler import rpc
+from reconciler.diff.context import Context, build_context
 from reconciler.diff.firewall import RunningIndex, RunningVM, rule_keys
-from reconciler.model.host import FirewallEntry
+from reconciler.diff.rules import running_set
+from reconciler.diff.vm import vm_changes
+from reconciler.model.host import FirewallEntry, RpcVmPolicy
 from reconciler.model.observed import ObservedState
 from reconciler.model.state import DesiredState
+from reconciler.model.vm import VM
+from reconciler.plan.changes import Action, Diff
 
 VERSION = 1
 """Of the JSON document (`to_json`); schemas/reach.schema.json describes it."""
@@ -106,50 +113,58 @@ def order_key(item: V4VPair | RpcDecision) -> tuple[Any, ...]:
 
 @dataclass
 class _Running:
-    """A running set with synthetic domids and the way back to names."""
+    """A running set (the resolver's input) and the way from its domids back to names."""
 
     vms: dict[str, RunningVM] = field(default_factory=dict)
     names: dict[int, str] = field(default_factory=lambda: {0: DOM0})
+    next_domid: int = 0  # set past every observed domid by the maker
 
-    def add(self, name: str, type_: str | None, uuid: str | None, stub: bool) -> None:
-        domid = len(self.names)
+    def __post_init__(self) -> None:
+        self.next_domid = max(self.names) + 1
+
+    def start(self, name: str, vm: VM) -> None:
+        """A domain the plan builds: new domids (never an observed one), its stub domain
+        when the manifest asks for one (libxl's `<vm>-dm`)."""
+        domid = self.next_domid
         self.names[domid] = name
         stubdom = None
-        if stub:
-            stubdom = len(self.names)
+        if vm.spec.virt == "hvm" and vm.spec.stubdom is not None and vm.spec.stubdom.enabled:
+            stubdom = domid + 1
             self.names[stubdom] = f"{name}-dm"
-        self.vms[name] = RunningVM(domid, type_, uuid, stubdom)
+        self.next_domid = (stubdom or domid) + 1
+        self.vms[name] = RunningVM(domid, vm.spec.type, vm.spec.uuid, stubdom)
 
 
-def _has_stubdom(vm: Any) -> bool:
-    spec = vm.spec
-    return bool(spec.virt == "hvm" and spec.stubdom is not None and spec.stubdom.enabled)
+def _plan_sets(desired: DesiredState, observed: ObservedState, diff: Diff | None) -> tuple[set[str], set[str], list[str]]:
+    """(VMs the plan builds, domains it stops, conflict sentences). From the plan's Diff
+    when given (VM changes: + builds, -/+ rebuilds, - stops); else by running the diff's
+    VM part over the desired VMs the host shows (a VM it does not show is built when its
+    state is running or paused: that needs no diff, and a 1,000-VM empty host costs none)."""
+    if diff is not None:
+        vm_level = [c for c in diff.changes if c.kind == "VM" and c.name == c.vm]
+        return ({c.name for c in vm_level if c.action in (Action.CREATE, Action.RESTART)},
+                {c.name for c in vm_level if c.action in (Action.DELETE, Action.RESTART)}, [])
+    shown = {name: vm for name, vm in desired.vms.items() if name in observed.domains}
+    ctx = build_context(replace(desired, vms=shown), observed)
+    vm_changes(ctx)  # fills ctx.starting / ctx.stopping
+    starting = ctx.starting | {name for name, vm in desired.vms.items() if name not in shown and vm.spec.state in LIVE}
+    return starting, ctx.stopping, [text for _, text in ctx.conflicts]
 
 
-def _stub_domains(observed: ObservedState, desired: DesiredState) -> set[str]:
-    """Observed `<guest>-dm` domains of an observed guest (libxl's stub domain name)."""
-    return {name for name in observed.domains
-            if name.endswith("-dm") and name.removesuffix("-dm") in observed.domains and name not in desired.vms}
-
-
-def _after_running(desired: DesiredState, observed: ObservedState) -> tuple[_Running, list[str]]:
-    """The domains running once the plan is applied: desired VMs with state running or
-    paused (with their stub domains), and the running domains the plan leaves alone
-    (unmanaged ones: no manifest type, they match `dom-name=` and uuids only)."""
-    running = _Running()
-    notes: list[str] = []
-    for name, vm in desired.vms.items():
-        if vm.spec.state in LIVE:
-            running.add(name, vm.spec.type, vm.spec.uuid, _has_stubdom(vm))
-    stubs = _stub_domains(observed, desired)
-    for name, info in observed.domains.items():
-        if info.power not in LIVE or info.managed or info.unfinished or name in stubs:
-            continue  # managed domains run after the plan only if desired (above)
-        if name in desired.vms:
-            notes.append(f"domain {name} runs unmanaged under the name of a desired VM: plan and apply refuse "
-                         "until it is renamed or adopted; counted here as the desired VM")
-            continue
-        running.add(name, None, info.uuid, False)
+def _after_running(desired: DesiredState, observed: ObservedState, diff: Diff | None) -> tuple[_Running, list[str]]:
+    """The domains running once the plan is applied, as the plan's own diff decides
+    (`reconciler.diff.vm`): the domains it keeps as they are (a VM whose restart-only
+    change waits under `updatePolicy: live` keeps its build, stub domain included;
+    unmanaged domains, with no manifest type, match `dom-name=` and uuids only), and the
+    VMs it builds (created, restarted), as their manifests say."""
+    starting, stopping, conflicts = _plan_sets(desired, observed, diff)
+    stubdoms = {name: name.removesuffix("-dm") for name in observed.domains  # as reconciler.diff.context finds them
+                if name.endswith("-dm") and name.removesuffix("-dm") in observed.domains and name not in desired.vms}
+    kept = running_set(Context(desired, observed, stubdoms=stubdoms), stopping)
+    running = _Running(kept, {0: DOM0, **{info.domid: name for name, info in observed.domains.items()}})
+    for name in sorted(starting):
+        running.start(name, desired.vms[name])
+    notes = [f"{text.split(';')[0]}: plan and apply refuse until it is resolved" for text in conflicts]
     return running, notes
 
 
@@ -160,15 +175,24 @@ def _name(domid: int | None, names: Mapping[int, str]) -> str:
 
 
 def _v4v_after(desired: DesiredState, running: _Running) -> tuple[V4VPair, ...]:
+    """Every entry the desired rules resolve to, by domids, then named once per entry
+    (domids and names are one to one, so no two entries merge; rule names come in
+    order, as the desired rules are sorted by name)."""
     index = RunningIndex(running.vms)
-    found: dict[tuple[str, str, int | None, int | None], set[str]] = {(DOM0, DOM0, None, None): {BASELINE}}
+    found: dict[tuple[int | None, int | None, int | None, int | None], list[str]] = {(0, 0, None, None): [BASELINE]}
     for name, rule in desired.v4v_rules.items():
         for dom_in, dom_out, port_in, port_out, target in rule_keys(rule, index):
             if target == "ACCEPT":
-                key = (_name(dom_in, running.names), _name(dom_out, running.names), port_in, port_out)
-                found.setdefault(key, set()).add(name)
-    pairs = [V4VPair(*key, rules=tuple(sorted(rules))) for key, rules in found.items()]
-    return tuple(sorted(pairs, key=order_key))
+                found.setdefault((dom_in, dom_out, port_in, port_out), []).append(name)
+    names = running.names
+    named = {(_name(dom_in, names), _name(dom_out, names), port_in, port_out): rules
+             for (dom_in, dom_out, port_in, port_out), rules in found.items()}
+    return tuple(V4VPair(*key, rules=tuple(named[key])) for key in sorted(named, key=_pair_order))
+
+
+def _pair_order(key: tuple[str, str, int | None, int | None]) -> tuple[str, str, bool, int, bool, int]:
+    source, destination, source_port, port = key
+    return source, destination, source_port is not None, source_port or 0, port is not None, port or 0
 
 
 def _v4v_table(table: Sequence[FirewallEntry], names: Mapping[int, str]) -> tuple[tuple[V4VPair, ...], list[str]]:
@@ -202,32 +226,62 @@ def _v4v_table(table: Sequence[FirewallEntry], names: Mapping[int, str]) -> tupl
 class _Origin:
     rule: rpc.Rule
     origin: str
+    text: str = ""  # str(rule), made once
+
+    @classmethod
+    def of(cls, rule: rpc.Rule, origin: str) -> _Origin:
+        return cls(rule, origin, str(rule))
 
 
 def _global_rules(text: str | None, notes: list[str]) -> list[_Origin]:
     """The host's global rules file, else OpenXT's stock one (with a note saying why)."""
     if text is not None:
         try:
-            return [_Origin(rule, f"global:{line}") for line, rule in rpc.parse_rules_file(text)]
+            return [_Origin.of(rule, f"global:{line}") for line, rule in rpc.parse_rules_file(text)]
         except rpc.RuleError as exc:
             notes.append(f"global rpc-proxy rules: the host's file does not parse (line {exc.line}: "
                          f"{exc}): OpenXT stock used")
     else:
         notes.append("global rpc-proxy rules: OpenXT stock (the host's could not be read)")
-    return [_Origin(rule, f"global:{line}") for line, rule in rpc.parse_rules_file(rpc.STOCK_RULES)]
+    return [_Origin.of(rule, f"global:{line}") for line, rule in rpc.parse_rules_file(rpc.STOCK_RULES)]
 
 
-def _decisions(name: str, rules: Sequence[_Origin], caller: rpc.Caller) -> list[RpcDecision]:
-    parsed = [r.rule for r in rules]
-    out: list[RpcDecision] = []
-    for call in rpc.probes(parsed):
-        allowed, index = rpc.decide(parsed, call, caller)
-        if index is None:
-            out.append(RpcDecision(name, call.destination, call.interface, call.member, allowed, DEFAULT_DENY, DEFAULT))
-        else:
-            out.append(RpcDecision(name, call.destination, call.interface, call.member, allowed,
-                                   str(rules[index].rule), rules[index].origin))
-    return out
+Verdicts = list[tuple[rpc.Call, bool, int | None]]
+
+
+class _Decider:
+    """rpc-proxy's decision on every probe call, for callers under one set of global
+    rules. Callers no rule tells apart (same own rules, type, stubdom, and the names,
+    uuids and properties some rule tests) share one evaluation: 1,000 VMs under the stock
+    rules are decided once, not 1,000 times."""
+
+    def __init__(self, global_rules: list[_Origin]) -> None:
+        self.global_rules = global_rules
+        self.memo: dict[tuple[object, ...], Verdicts] = {}
+
+    def _key(self, own: Sequence[_Origin], caller: rpc.Caller) -> tuple[object, ...]:
+        rules = [r.rule for r in (*self.global_rules, *own)]
+        types = {r.dom_type for r in rules}
+        names = {r.dom_name for r in rules}
+        uuids = {r.dom_uuid.lower() for r in rules if r.dom_uuid is not None}
+        tested = sorted({name for r in rules for name, _ in r.if_boolean})
+        return (tuple(r.text for r in own), caller.type if caller.type in types else None, caller.stubdom,
+                caller.name if caller.name in names else None, caller.uuid.lower() if caller.uuid.lower() in uuids else None,
+                tuple(caller.properties.get(name) for name in tested))
+
+    def decisions(self, who: str, own: Sequence[_Origin], caller: rpc.Caller) -> list[RpcDecision]:
+        rules = [*self.global_rules, *own]
+        key = self._key(own, caller)
+        verdicts = self.memo.get(key)
+        if verdicts is None:
+            parsed = [r.rule for r in rules]
+            verdicts = [(call, *rpc.decide(parsed, call, caller)) for call in rpc.probes(parsed)]
+            self.memo[key] = verdicts
+        out: list[RpcDecision] = []
+        for call, allowed, index in verdicts:  # probes come sorted as order_key sorts one VM's decisions
+            rule, origin = (DEFAULT_DENY, DEFAULT) if index is None else (rules[index].text, rules[index].origin)
+            out.append(RpcDecision(who, call.destination, call.interface, call.member, allowed, rule, origin))
+        return out
 
 
 def _callers(name: str, caller: rpc.Caller, stub: bool) -> list[tuple[str, rpc.Caller]]:
@@ -238,17 +292,16 @@ def _callers(name: str, caller: rpc.Caller, stub: bool) -> list[tuple[str, rpc.C
     return out
 
 
-def _observed_entry(observed: ObservedState, uuid: str | None) -> Any:
-    policy = getattr(observed, "rpc", None)
-    return None if policy is None or uuid is None else policy.vms.get(uuid)
+def _observed_entry(observed: ObservedState, uuid: str | None) -> RpcVmPolicy | None:
+    return None if observed.rpc is None or uuid is None else observed.rpc.vms.get(uuid)
 
 
-def _entry_rules(entry: Any, name: str, notes: list[str]) -> list[_Origin]:
+def _entry_rules(entry: RpcVmPolicy | None, name: str, notes: list[str]) -> list[_Origin]:
     """An observed per-VM entry's rules; origin `NAME:N` (its N-th rule, from 1)."""
     out: list[_Origin] = []
     for n, text in enumerate(entry.rules if entry is not None else (), 1):
         try:
-            out.append(_Origin(rpc.parse_rule(text), f"{name}:{n}"))
+            out.append(_Origin.of(rpc.parse_rule(text), f"{name}:{n}"))
         except rpc.RuleError as exc:
             notes.append(f"rpc-proxy rule {n} of {name} on the host does not parse ({exc}): left out")
     return out
@@ -256,17 +309,16 @@ def _entry_rules(entry: Any, name: str, notes: list[str]) -> list[_Origin]:
 
 def _rpc_after(desired: DesiredState, observed: ObservedState, running: _Running,
                notes: list[str]) -> tuple[RpcDecision, ...]:
-    policy = getattr(observed, "rpc", None)
+    policy = observed.rpc
     if policy is None and any(name not in desired.vms for name in running.vms):
         notes.append("the rpc-proxy policy is not in this source: the rules of unmanaged domains are not known")
-    global_rules = _global_rules(None if policy is None else policy.global_rules, notes)
-    out: list[RpcDecision] = []
+    decider = _Decider(_global_rules(None if policy is None else policy.global_rules, notes))
+    out: dict[str, list[RpcDecision]] = {}
     for name, vm in running.vms.items():
         spec = desired.vms[name].spec if name in desired.vms else None
         if spec is not None:
-            own = [_Origin(rpc.parse_rule(r.spec.rule), r.metadata.name) for r in _rpc_rules_of(desired, name)]
-            props: Mapping[str, bool] = dict(getattr(spec, "properties", {}) or {})
-            caller = rpc.Caller(name, spec.uuid or "", spec.type, False, props)
+            own = [_Origin.of(rpc.parse_rule(r.spec.rule), r.metadata.name) for r in desired.rpc_rules_of(name)]
+            caller = rpc.Caller(name, spec.uuid or "", spec.type, False, dict(spec.properties))
         else:
             entry = _observed_entry(observed, vm.uuid)
             own = _entry_rules(entry, name, notes)
@@ -274,24 +326,19 @@ def _rpc_after(desired: DesiredState, observed: ObservedState, running: _Running
             caller = rpc.Caller(name, vm.uuid or "", seen.spec.type if seen is not None else "svm", False,
                                 dict(entry.properties) if entry is not None else {})
         for who, one in _callers(name, caller, vm.stubdom is not None):
-            out += _decisions(who, [*global_rules, *own], one)
-    return tuple(sorted(out, key=order_key))
-
-
-def _rpc_rules_of(desired: DesiredState, vm: str) -> list[Any]:
-    rules_of = getattr(desired, "rpc_rules_of", None)
-    return [] if rules_of is None else list(rules_of(vm))
+            out[who] = decider.decisions(who, own, one)
+    return tuple(d for who in sorted(out) for d in out[who])
 
 
 def _rpc_in_force(observed: ObservedState, notes: list[str]) -> tuple[RpcDecision, ...] | None:
-    policy = getattr(observed, "rpc", None)
+    policy = observed.rpc
     if policy is None:
         notes.append("the rpc-proxy policy is not in this source (a captured dump?)")
         return None
-    global_rules = _global_rules(policy.global_rules, notes)
-    stubs = {name.removesuffix("-dm") for name in observed.domains
-             if name.endswith("-dm") and name.removesuffix("-dm") in observed.domains}
-    out: list[RpcDecision] = []
+    decider = _Decider(_global_rules(policy.global_rules, notes))
+    stubs = {name.removesuffix("-dm") for name, info in observed.domains.items()  # guests with a live stub domain
+             if name.endswith("-dm") and name.removesuffix("-dm") in observed.domains and info.power in LIVE}
+    out: dict[str, list[RpcDecision]] = {}
     for name, info in observed.domains.items():
         if info.power not in LIVE or (name.endswith("-dm") and name.removesuffix("-dm") in observed.domains):
             continue
@@ -301,16 +348,18 @@ def _rpc_in_force(observed: ObservedState, notes: list[str]) -> tuple[RpcDecisio
                             dict(entry.properties) if entry is not None else {})
         own = _entry_rules(entry, name, notes)
         for who, one in _callers(name, caller, name in stubs):
-            out += _decisions(who, [*global_rules, *own], one)
-    return tuple(sorted(out, key=order_key))
+            out[who] = decider.decisions(who, own, one)
+    return tuple(d for who in sorted(out) for d in out[who])
 
 
 # ---- the API ----------------------------------------------------------------------------
 
 
-def after_apply(desired: DesiredState, observed: ObservedState) -> Reach:
-    """The policy in force once the plan for (desired, observed) is applied."""
-    running, notes = _after_running(desired, observed)
+def after_apply(desired: DesiredState, observed: ObservedState, *, diff: Diff | None = None) -> Reach:
+    """The policy in force once the plan for (desired, observed) is applied. `diff`: the
+    plan's own Diff of the same pair, when the caller has it (the planner), so which VMs
+    start and stop is read from it instead of diffing the VMs again."""
+    running, notes = _after_running(desired, observed, diff)
     v4v = _v4v_after(desired, running)
     decisions = _rpc_after(desired, observed, running, notes)
     return Reach(v4v, decisions, tuple(notes))

@@ -1,9 +1,11 @@
 """Property: the v4v pairs `reach` computes before an apply are exactly the pairs the
 simulated host's v4v table allows after it (every pair reach allows is in the table,
-and the table allows no other), names mapped from the domains the host then runs.
+and the table allows no other), names mapped from the domains the host then runs; and
+its rpc-proxy decisions are those the host's policy then makes (`reach.in_force`).
 
 Generated: 2-4 VMs of a few types, pv or hvm (some with a stub domain), running, paused
-or stopped, each with 0-3 v4v rules over every endpoint shape (`*`, `myself`,
+or stopped, updatePolicy live or restart (a pv/hvm or stub domain change then waits or
+rebuilds), each with 0-3 v4v rules over every endpoint shape (`*`, `myself`,
 `my-stubdom`, `0`, `dom-type=`, `dom-name=` of a VM, a stub domain, an unmanaged
 domain or nothing, a uuid), ports or none, bidirectional or not; maybe an unmanaged
 domain made with `reconciler sim create`, maybe a first manifest set applied before (so
@@ -29,6 +31,7 @@ from hypothesis import strategies as st
 
 from drivers.sim import open_sim
 from reconciler.cli.main import main
+from reconciler.diff import diff
 from reconciler.loader import load
 from reconciler.model import default_vm_uuid
 from reconciler.model.observed import ObservedState
@@ -60,7 +63,8 @@ def manifests(draw: Any) -> list[dict[str, Any]]:
     for name in NAMES[:count]:
         virt = draw(st.sampled_from(["pv", "hvm"]))
         spec: dict[str, Any] = {"type": draw(st.sampled_from(TYPES)), "virt": virt, "memory": 64,
-                                "state": draw(st.sampled_from(["running", "running", "paused", "stopped"]))}
+                                "state": draw(st.sampled_from(["running", "running", "paused", "stopped"])),
+                                "updatePolicy": draw(st.sampled_from(["live", "restart"]))}
         if virt == "hvm":
             spec["stubdom"] = {"enabled": draw(st.booleans())}
         else:
@@ -117,12 +121,16 @@ def test_reach_pairs_are_the_pairs_the_simulated_table_allows_after_apply(scenar
         path = _write(work / "second.yaml", scenario.second)
         loaded = load([path])
         assert loaded.state is not None, [str(d) for d in loaded.diagnostics]
-        expected = {pair.key() for pair in after_apply(loaded.state, _observe(work / "s")).v4v}
+        before = _observe(work / "s")
+        computed = after_apply(loaded.state, before)
+        assert after_apply(loaded.state, before, diff=diff(loaded.state, before)) == computed  # the planner's way
+        expected = {pair.key() for pair in computed.v4v}
         assert main(["apply", path, *host]) == 0
         table = in_force(_observe(work / "s"))
         assert table is not None
         found = {pair.key() for pair in table.v4v}
         assert expected - found == set(), "reach allows pairs the table does not"
         assert found - expected == set(), "the table allows pairs reach does not show"
+        assert table.rpc == computed.rpc  # and rpc-proxy decides every call as reach said
     finally:
         shutil.rmtree(work, ignore_errors=True)

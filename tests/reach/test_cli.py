@@ -55,9 +55,12 @@ def test_from_and_to_keep_one_side(repo: Path, capsys: pytest.CaptureFixture[str
     assert "  may not call anything (30 calls probed)  (global:4: deny all)" in out.splitlines()
 
 
-def test_the_readme_example_is_what_reach_prints(sim_dir: Path, repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    readme = (repo / "README.md").read_text()
-    command = "$ reconciler reach examples/openxt-desktop --from uivm\n"
-    shown = readme.split(command, 1)[1].split("```", 1)[0]
-    code, out, _ = run(capsys, "reach", "examples/openxt-desktop", "--from", "uivm", "--host", f"sim:{sim_dir}")
-    assert (code, out) == (0, shown)
+def test_the_readme_examples_are_what_reach_prints(sim_dir: Path, repo: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (repo / "README.md").read_text().split("### Who can reach whom", 1)[1]
+    (tmp_path / "gui.yaml").write_text(readme.split("```yaml\n", 1)[1].split("```", 1)[0])
+    for shown_as, argv in (("examples/openxt-desktop --from uivm", ["examples/openxt-desktop", "--from", "uivm"]),
+                           ("gui.yaml --from gui", [str(tmp_path / "gui.yaml"), "--from", "gui"])):
+        shown = readme.split(f"$ reconciler reach {shown_as}\n", 1)[1].split("```", 1)[0]
+        code, out, _ = run(capsys, "reach", *argv, "--host", f"sim:{sim_dir}")
+        assert (code, out) == (0, shown)

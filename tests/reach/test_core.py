@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from reconciler import reach
 from reconciler.model import default_vm_uuid
-from reconciler.model.host import FirewallEntry
+from reconciler.model.host import FirewallEntry, RpcPolicy, RpcVmPolicy
 from reconciler.model.observed import DomainInfo, ObservedState
 from reconciler.model.state import DesiredState
 from reconciler.reach import Reach, RpcDecision, V4VPair, after_apply, changes, filter_reach, in_force
@@ -113,3 +113,53 @@ def test_order_key_sorts_none_ports_first() -> None:
     pairs = [V4VPair("a", "b", None, 80), V4VPair("a", "b", None, None), V4VPair("a", "b", 5, None)]
     assert [p.key() for p in sorted(pairs, key=reach.order_key)] == [
         ("a", "b", None, None), ("a", "b", None, 80), ("a", "b", 5, None)]
+
+
+RPC_VM = """  properties: {domstore-read-access: true}
+  rpcRules:
+    - allow destination com.citrix.xenclient.usbdaemon
+    - rule: allow stubdom true destination org.qemu.dm
+      name: dm-only
+"""
+
+
+def _decided(got: Reach, vm: str) -> dict[str, tuple[bool, str, str]]:
+    return {d.call(): (d.allowed, d.origin, d.rule) for d in got.rpc if d.vm == vm}
+
+
+def test_rpc_rules_properties_and_the_stub_domain_decide_as_rpc_proxy(desired: Make) -> None:
+    state = desired(vm_doc("w", virt="hvm", stubdom=True, extra=RPC_VM), vm_doc("plain"))
+    got = after_apply(state, ObservedState(firewall=()))
+    w = _decided(got, "w")
+    usb = next(r.metadata.name for r in state.rpc_rules_of("w") if "usbdaemon" in r.spec.rule)
+    assert w["com.citrix.xenclient.usbdaemon *.*"] == (True, usb, "allow destination com.citrix.xenclient.usbdaemon")
+    assert w["com.citrix.xenclient.db com.citrix.xenclient.db.read"][:2] == (True, "global:7")  # if-boolean, from properties
+    assert w["com.citrix.xenclient.db com.citrix.xenclient.db.write"][:2] == (False, "global:4")  # deny all
+    assert w["org.qemu.dm *.*"][:2] == (False, "global:4")  # stubdom true: not the guest's own calls
+    dm = _decided(got, "w-dm")  # rpc-proxy sees the stub domain with the guest's uuid and rules, stubdom true
+    assert dm["org.qemu.dm *.*"] == (True, "dm-only", "allow destination org.qemu.dm stubdom true")  # canonical
+    assert dm["* *.*"] == (False, "default", "default deny")  # `deny all` is for stubdom false only
+    plain = _decided(got, "plain")
+    assert plain["com.citrix.xenclient.db com.citrix.xenclient.db.read"][:2] == (False, "global:4")
+    assert "org.qemu.dm *.*" not in plain  # probes come from the rules that apply to the VM
+
+
+GLOBAL = "# mine\ndeny all\nallow destination org.freedesktop.DBus\n"
+
+
+def test_the_hosts_global_rules_and_unmanaged_entries_are_read(desired: Make) -> None:
+    other = default_vm_uuid("other")
+    observed = ObservedState(firewall=(), domains={"other": DomainInfo("other", 5, other)},
+                             rpc=RpcPolicy(GLOBAL, {other: RpcVmPolicy(("allow destination a.b",), ())}))
+    got = after_apply(desired(vm_doc("a")), observed)
+    assert got.notes == ()
+    assert _decided(got, "a")["org.freedesktop.DBus *.*"] == (True, "global:3", "allow destination org.freedesktop.DBus")
+    assert _decided(got, "other")["a.b *.*"] == (True, "other:1", "allow destination a.b")
+    now = in_force(observed)
+    assert now is not None and _decided(now, "other") == _decided(got, "other")
+
+
+def test_a_global_file_that_does_not_parse_falls_back_to_stock_with_a_note(desired: Make) -> None:
+    got = after_apply(desired(vm_doc("a")), ObservedState(rpc=RpcPolicy("deny all\nallow maybe\n", {})))
+    assert any(note.startswith("global rpc-proxy rules: the host's file does not parse (line 2") for note in got.notes)
+    assert {d.origin for d in got.rpc} == {"global:4"}
