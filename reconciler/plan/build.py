@@ -77,7 +77,7 @@ class Plan:
 
         if not self.steps or self.observed is None:
             return Reachability()
-        return reachability(self.desired, self.observed)
+        return reachability(self.desired, self.observed, self.diff)
 
     @property
     def has_changes(self) -> bool:

@@ -24,6 +24,7 @@ from typing import Any
 from reconciler import reach
 from reconciler.model.observed import ObservedState
 from reconciler.model.state import DesiredState
+from reconciler.plan.changes import Action, Diff
 from reconciler.reach import RpcDecision, V4VPair
 
 Item = V4VPair | RpcDecision
@@ -53,12 +54,14 @@ class Reachability:
         return bool(self.allowed or self.denied)
 
 
-def reachability(desired: DesiredState, observed: ObservedState) -> Reachability:
+def reachability(desired: DesiredState, observed: ObservedState, diff: Diff | None = None) -> Reachability:
+    """`diff`: the plan's own Diff of (desired, observed), when the caller has it: which VMs
+    start and stop is read from it rather than diffed again."""
     before = reach.in_force(observed)
     if before is None:
         what = "(a captured dump?) shows neither the v4v firewall table nor the rpc-proxy policy"
         return Reachability(None, None, notes=(NOT_COMPARED.format(part="", what=what),))
-    after = reach.after_apply(desired, observed)
+    after = reach.after_apply(desired, observed, diff=diff)
     v4v_known = observed.firewall is not None
     rpc_known = getattr(observed, "rpc", None) is not None  # ObservedState.rpc: None where not shown
     allowed: list[Item] = []
@@ -77,7 +80,7 @@ def reachability(desired: DesiredState, observed: ObservedState) -> Reachability
     else:
         notes.append(NOT_COMPARED.format(part="rpc-proxy ", what="does not show its policy"))
     return Reachability(tuple(sorted(allowed, key=reach.order_key)), tuple(sorted(denied, key=reach.order_key)),
-                        _stopping(desired, observed), tuple(notes))
+                        _stopping(desired, observed, diff), tuple(notes))
 
 
 # ---- v4v: a pair a wildcard pair of the other side allows is no change ------------------
@@ -141,8 +144,11 @@ def _at(key: RpcKey, decision: RpcDecision) -> RpcDecision:
     return RpcDecision(*key, decision.allowed, decision.rule, decision.origin)
 
 
-def _stopping(desired: DesiredState, observed: ObservedState) -> frozenset[str]:
-    """Domains running now that do not run once the plan is applied (stub domains with their guest)."""
+def _stopping(desired: DesiredState, observed: ObservedState, diff: Diff | None) -> frozenset[str]:
+    """VMs running now that do not run once the plan is applied: the plan's VM deletions
+    (a VM stopped or removed), else the managed domains no manifest keeps running."""
+    if diff is not None:
+        return frozenset(c.name for c in diff.changes if c.kind == "VM" and c.action is Action.DELETE)
     live = reach.LIVE
     after = {name for name, vm in desired.vms.items() if vm.spec.state in live}
     gone = set()
