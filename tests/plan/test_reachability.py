@@ -130,37 +130,40 @@ def test_a_vm_stopped(applied: tuple[Path, Path], tmp_path: Path, capsys: pytest
 
 RPC_RULE = """  rpcRules:
     - rule: allow destination com.citrix.xenclient.networkdaemon interface com.citrix.xenclient.networkdaemon member list_networks
-      name: uivm-netd
+      name: work-linux-netd
   properties: {usb-control: true}
   v4vRules:"""
 
 
 def test_an_rpc_rule_and_a_property_added(applied: tuple[Path, Path], tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str], snapshot: SnapshotAssertion) -> None:
-    """uivm's own rule opens one call; `usb-control: true` opens the stock rule that tests
-    it. Alone they change only the rpc-proxy policy; the v4v edit beside them makes the
-    plan run steps here whatever its rpc steps are."""
+    """work-linux's own rule opens one call; `usb-control: true` opens the stock rule that
+    tests it. Alone they change only the rpc-proxy policy; the v4v edit beside them makes
+    the plan run steps here whatever its rpc steps are."""
     state, manifests = applied
-    changed = edited(manifests, tmp_path, "uivm.yaml", "  v4vRules:", RPC_RULE)
+    changed = edited(manifests, tmp_path, "user-vms/work-linux.yaml", "  v4vRules:", RPC_RULE)
+
     async def compare() -> None:  # the rpc edit alone, as the plan compares it
         async with open_sim(state) as ports:
             found = reachability(load_or_raise([str(changed)]), await observe_host(ports))
         assert [line.split("  (")[0] for line in text_lines(found)] == [
-            "+ uivm may now call com.citrix.xenclient.networkdaemon com.citrix.xenclient.networkdaemon.list_networks",
-            "+ uivm may now call com.citrix.xenclient.usbdaemon"]
+            "+ work-linux may now call com.citrix.xenclient.networkdaemon com.citrix.xenclient.networkdaemon.list_networks",
+            "+ work-linux may now call com.citrix.xenclient.usbdaemon"]
 
     asyncio.run(compare())
     both = tmp_path / "both"
     shutil.copytree(changed, both)
-    uivm = both / "uivm.yaml"
-    uivm.write_text(uivm.read_text().replace("myself -> dom-type=ndvm:5555", "myself -> dom-type=ndvm:5557"))
+    vm = both / "user-vms/work-linux.yaml"
+    vm.write_text(vm.read_text().replace("rule: myself -> 0:5559", "rule: myself -> 0:5560"))
     text, data = plans(both, ["--host", f"sim:{state}"], capsys)
     lines = pair_lines(text)
-    assert "  + uivm may now call com.citrix.xenclient.networkdaemon com.citrix.xenclient.networkdaemon.list_networks  " \
-           "(uivm-netd: allow destination com.citrix.xenclient.networkdaemon interface " \
+    assert "  + work-linux may now call com.citrix.xenclient.networkdaemon com.citrix.xenclient.networkdaemon.list_networks" \
+           "  (work-linux-netd: allow destination com.citrix.xenclient.networkdaemon interface " \
            "com.citrix.xenclient.networkdaemon member list_networks)" in lines
-    assert any(line.startswith("  + uivm may now call com.citrix.xenclient.usbdaemon  (global:") for line in lines)
-    assert len(lines) == 6  # the two calls and the v4v port's four pairs
+    assert any(line.startswith("  + work-linux may now call com.citrix.xenclient.usbdaemon  (global:") for line in lines)
+    assert "  + work-linux can now reach dom0:5560  (rule work-linux-events)" in lines
+    assert "  - work-linux can no longer reach dom0:5559  (no rule allows it once applied)" in lines
+    assert len(lines) == 4  # one-way rule: no reply pairs
     assert {"section": section(text), "json": data} == snapshot
 
 
