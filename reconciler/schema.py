@@ -1,6 +1,7 @@
 """JSON Schemas generated from the manifest models: one per kind plus one for any document,
 the schema of the agent's status file (`reconciler.agent.status`) and that of
-`reconciler reach --format json` (`reconciler.reach`).
+`reconciler reach --format json` (`reconciler.reach`) and of `reconciler plan --format json`
+(`reconciler.plan.plan_schema`).
 
 Pure: models -> {filename: text}. The text is deterministic (sorted keys, fixed indent),
 so `reconciler schema --check` and a test can detect drift byte for byte. Editors use
@@ -15,6 +16,7 @@ from typing import Any
 from reconciler import reach
 from reconciler.agent import status as agent_status
 from reconciler.model import KINDS, MODELS
+from reconciler.plan import plan_schema
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 BASE_ID = "https://xen-reconciler.invalid/schemas/"
@@ -59,4 +61,5 @@ def all_schemas() -> dict[str, str]:
     files["document.schema.json"] = render(document_schema())
     files[agent_status.FILENAME] = agent_status.schema_text()
     files[reach.SCHEMA_FILENAME] = reach.schema_text()
+    files[plan_schema.FILENAME] = plan_schema.schema_text()
     return files

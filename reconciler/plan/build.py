@@ -30,6 +30,8 @@ from reconciler.plan.steps import HOOK_TIMEOUT_S, Inputs, Step, steps_for
 if TYPE_CHECKING:
     import networkx as nx
 
+    from reconciler.plan.reachability import Reachability
+
 STEP_ORDER = "step_order"  # the rule name of edges between the steps of one resource
 
 
@@ -60,10 +62,22 @@ class Plan:
     fingerprint: str
     desired: DesiredState = field(repr=False, compare=False)
     adjacency: tuple[Adjacency, Adjacency] = field(repr=False, compare=False)
+    observed: ObservedState | None = field(default=None, repr=False, compare=False)
 
     @functools.cached_property
     def graph(self) -> nx.DiGraph[str]:
         return digraph(*self.adjacency)
+
+    @functools.cached_property
+    def reachability(self) -> Reachability:
+        """Who can reach whom that could not before, and back (`reconciler.plan.reachability`),
+        made when a renderer first asks. Nothing without steps: a plan that runs none leaves
+        the policy in force as it is."""
+        from reconciler.plan.reachability import Reachability, reachability
+
+        if not self.steps or self.observed is None:
+            return Reachability()
+        return reachability(self.desired, self.observed, self.diff)
 
     @property
     def has_changes(self) -> bool:
@@ -146,7 +160,7 @@ def build_plan(diff: Diff, desired: DesiredState, observed: ObservedState, *, fi
     # tuple.__new__ is what the named tuple's own constructor calls, without a Python frame per edge.
     quads = [(before, after, data["rule"], data["kind"]) for before, after, data in sorted_edges(succ, rank)]
     dependencies = tuple(map(functools.partial(tuple.__new__, Dependency), quads))
-    return Plan(diff, ordered, dependencies, schedule, fingerprint, desired, (succ, pred))
+    return Plan(diff, ordered, dependencies, schedule, fingerprint, desired, (succ, pred), observed)
 
 
 def plan_for(desired: DesiredState, observed: ObservedState, *, hook_timeout_s: float = HOOK_TIMEOUT_S) -> Plan:

@@ -20,6 +20,9 @@ The format, also in docs/plan-format.md:
       "generations": [[id, ...], ...],      # the parallel schedule, in order
       "unmanaged": [domain name, ...],
       "notes": [sentence, ...],
+      "reachability": {"allowed": [item] | null, "denied": [item] | null, "notes": [sentence]},
+                                            # pairs and rpc calls the plan opens/closes (items as
+                                            # `reconciler reach --format json`); null: not compared
       "preserved": [vm name, ...]           # only when some: crashed or rebooted, left for inspection
     }
 
@@ -43,6 +46,7 @@ from reconciler.model.common import NAME_PATTERN
 from reconciler.model.digest import StateDigest, desired_digest
 from reconciler.plan.build import Dependency, Plan
 from reconciler.plan.changes import FieldChange, ResourceChange
+from reconciler.plan.reachability import to_data as reachability_data
 from reconciler.plan.render_text import SENSITIVE, Remembered, action_text, compact, is_sensitive, string, summary_counts
 from reconciler.plan.steps import Step
 
@@ -98,6 +102,7 @@ def plan_to_data(plan: Plan) -> dict[str, Any]:
         "generations": [list(g) for g in plan.generations],
         "unmanaged": list(plan.diff.unmanaged),
         "notes": list(plan.diff.notes),
+        "reachability": reachability_data(plan.reachability),
         **({"preserved": list(plan.diff.preserved)} if plan.diff.preserved else {}),
     }
 
@@ -173,6 +178,7 @@ def render_json(plan: Plan) -> str:
         "generations": [compact(list(g)) for g in plan.generations],
         "unmanaged": [compact(name) for name in plan.diff.unmanaged],
         "notes": [compact(note) for note in plan.diff.notes],
+        "reachability": compact(reachability_data(plan.reachability)),
     }
     if plan.diff.preserved:
         data["preserved"] = [compact(name) for name in plan.diff.preserved]

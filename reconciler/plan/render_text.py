@@ -6,6 +6,9 @@ place, `-/+` restart, `-` destroy. Each resource line carries its impact and rea
 field lines show `before -> after`; secrets always print as `(sensitive)`. ANSI colour
 only when the caller asks (the CLI: stdout is a terminal and NO_COLOR is unset).
 
+After the steps, `Reachability:` lists the pairs the plan allows (+) and refuses (-) that
+the host does not now, and rpc-proxy calls alike (`reconciler.plan.reachability`).
+
 A VM whose crashed domain is preserved for inspection gets a line of its own and no
 change; with nothing else to do the summary says so instead of "No changes".
 Summary counts resources: create = CREATE, change live = UPDATE with something applied
@@ -244,10 +247,20 @@ def _schedule(plan: Plan) -> Iterator[str]:
         yield f"  {number:>{width}}. {', '.join(generation)}"
 
 
+def _reachability(plan: Plan, colour: bool) -> list[str]:
+    """`Reachability:` what the plan opens (+) and closes (-), one line each with its
+    reason; nothing when nothing moves (reconciler.plan.reachability)."""
+    from reconciler.plan.reachability import text_lines
+
+    found = [f"  {_paint(text[0], _COLOURS[Action.CREATE if text[0] == '+' else Action.DELETE], colour)}{text[1:]}"
+             if text[0] in "+-" else f"  {text}" for text in text_lines(plan.reachability)]
+    return ["Reachability:", *found, ""] if found else []
+
+
 def render_text(plan: Plan, *, colour: bool = False) -> str:
     lines: list[str] = []
     if plan.has_changes:
-        lines += [_LEGEND, "", *_changes(plan, colour), "", *_schedule(plan), ""]
+        lines += [_LEGEND, "", *_changes(plan, colour), "", *_schedule(plan), "", *_reachability(plan, colour)]
     if plan.diff.unmanaged:
         lines += [f"Unmanaged domains (listed once, never touched): {', '.join(plan.diff.unmanaged)}", ""]
     if plan.diff.notes:
