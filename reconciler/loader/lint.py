@@ -1,0 +1,198 @@
+"""Lint: policy mistakes in v4v and rpc-proxy rules, as `validate` warnings (issue 14).
+
+Pure: normalized entries -> warnings, each at the text of the rule it concerns. A warning
+never stops a load (the rules are valid; they just do not do what their author meant):
+- a rule another rule of the same VM makes useless: v4v, one whose entries are always a
+  subset of another's (a duplicate, `myself -> 0:80` next to `myself -> 0`); rpc, one a
+  later rule of the same VM matches whenever it matches (the last match wins, so it never
+  decides);
+- a rule that can never match: v4v, `my-stubdom` on a VM without a stub domain, or both
+  ends always the same domain (`myself -> myself`, `* -> *`: the entry would be internal);
+  rpc, `dom-type`/`dom-name` other than its VM's (rpc-proxy restricts a VM's rules to
+  that VM), `stubdom true` on a VM without a stub domain, `if-boolean P V` where the VM's
+  property P (its manifest's, else xenmgr's default) is not V. v4v endpoints naming no VM
+  are `checks.check_v4v_targets`' (not repeated here);
+- v4v `*` to dom0 (`* -> 0:P`, `* -> 0`, or the inverse a bidirectional `0:P -> *`
+  implies): any domain, running now or later, may reach that dom0 service;
+- rpc: an allow that matches every call in a VM's rules (`allow all`, `allow`,
+  `allow inc-any`) reopens the global `deny all`; after a `deny all` of the same VM, it
+  also undoes that one.
+Called by the loader after `checks.run_all`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from reconciler import v4v
+from reconciler.errors import Diagnostic
+from reconciler.loader.checks import diag, spec_path, where
+from reconciler.loader.normalize import Entry
+from reconciler.model import VM, V4VRule
+
+
+def run_all(entries: list[Entry]) -> list[Diagnostic]:
+    vms = {e.resource.metadata.name: e.resource for e in entries if isinstance(e.resource, VM)}
+    v4v_rules = [e for e in entries if isinstance(e.resource, V4VRule)]
+    return [*check_v4v(v4v_rules, vms)]
+
+
+def _at_rule(entry: Entry, message: str) -> Diagnostic:
+    return diag(entry, spec_path(entry, "rule"), message, "warning")
+
+
+def _kind_name(entry: Entry) -> str:
+    return f"{entry.kind} '{entry.name}' at {where(entry, *spec_path(entry, 'rule'))}"
+
+
+def has_stubdom(vm: VM) -> bool:
+    """Whether the VM runs its device model in a stub domain (hvm only)."""
+    return vm.spec.virt == "hvm" and vm.spec.stubdom is not None and vm.spec.stubdom.enabled
+
+
+# ---------------------------------------------------------------- v4v
+
+Members = frozenset[tuple[str, str]] | None  # the domains an endpoint stands for; None = any domain
+
+
+@dataclass(frozen=True)
+class _Pattern:
+    """One direction of a v4v rule, its domains resolved to what they stand for."""
+
+    client: Members
+    server: Members
+    client_port: int | None
+    server_port: int | None
+
+    def covered_by(self, other: _Pattern) -> bool:
+        return (
+            _within(self.client, other.client)
+            and _within(self.server, other.server)
+            and other.client_port in (None, self.client_port)
+            and other.server_port in (None, self.server_port)
+        )
+
+    @property
+    def empty(self) -> bool:
+        """Resolves to no entry: an end names nothing, or both ends are one same domain
+        (the resolver drops internal entries; `*` to `*` included)."""
+        if self.client is not None and not self.client or self.server is not None and not self.server:
+            return True
+        return self.client == self.server and (self.client is None or len(self.client) == 1)
+
+
+def _within(inner: Members, outer: Members) -> bool:
+    return outer is None or (inner is not None and inner <= outer)
+
+
+@dataclass(frozen=True)
+class _V4V:
+    entry: Entry
+    rule: v4v.Rule
+    patterns: tuple[_Pattern, ...]  # the rule, then its inverse when bidirectional
+    dead: bool = False  # never yields an entry (warned about as such)
+
+    def covered_by(self, other: _V4V) -> bool:
+        return all(any(mine.covered_by(theirs) for theirs in other.patterns) for mine in self.patterns)
+
+
+class _Domains:
+    """What each v4v domain stands for, given the manifests' VMs: a VM by name (managed or
+    not: names are unique among running domains), dom0, a VM's stub domain."""
+
+    def __init__(self, vms: Mapping[str, VM]) -> None:
+        self.by_type: dict[str, set[tuple[str, str]]] = {}
+        self.by_uuid: dict[str, set[tuple[str, str]]] = {}
+        for name, vm in vms.items():
+            self.by_type.setdefault(vm.spec.type, set()).add(("vm", name))
+            if vm.spec.uuid:
+                self.by_uuid.setdefault(vm.spec.uuid, set()).add(("vm", name))
+
+    def members(self, domain: v4v.Domain, owner: str) -> Members:
+        kind, value = domain.kind, domain.value
+        if kind == "any":
+            return None
+        if kind == "dom0":
+            return frozenset({("dom0", "")})
+        if kind == "myself":
+            return frozenset({("vm", owner)})
+        if kind == "my-stubdom":
+            return frozenset({("stub", owner)})
+        if kind == "dom-name":
+            return frozenset({("vm", value)})
+        if kind == "dom-type":  # only managed VMs have a type: exactly the manifests' VMs of that type
+            return frozenset(self.by_type.get(value, ()))
+        return frozenset(self.by_uuid.get(value, {("uuid", value)}))
+
+    def pattern(self, rule: v4v.Rule, owner: str) -> _Pattern:
+        return _Pattern(self.members(rule.client.domain, owner), self.members(rule.server.domain, owner),
+                        rule.client.port, rule.server.port)
+
+
+def check_v4v(entries: list[Entry], vms: Mapping[str, VM]) -> Iterator[Diagnostic]:
+    domains = _Domains(vms)
+    owned: dict[str, list[_V4V]] = {}
+    for entry in entries:
+        r = entry.resource
+        assert isinstance(r, V4VRule)
+        rule = v4v.parse_rule(r.spec.rule)
+        owner = r.spec.vm
+        patterns = tuple(domains.pattern(p, owner) for p in ((rule, rule.inverse()) if r.spec.bidirectional else (rule,)))
+        yield from _v4v_to_dom0(entry, rule, r.spec.bidirectional)
+        never = _v4v_never(entry, rule, patterns, vms.get(owner))
+        yield from never
+        dead = bool(never) or all(p.empty for p in patterns)
+        owned.setdefault(owner, []).append(_V4V(entry, rule, patterns, dead))
+    for items in owned.values():
+        yield from _v4v_redundant([item for item in items if not item.dead])
+
+
+def _v4v_to_dom0(entry: Entry, rule: v4v.Rule, bidirectional: bool) -> Iterator[Diagnostic]:
+    """`*` as the client and dom0 as the server, in the rule or in its implied inverse."""
+    for implied, direction in enumerate((rule, rule.inverse())[: 1 + bidirectional]):
+        if direction.client.domain.kind == "any" and direction.server.domain.kind == "dom0":
+            port = "any port" if direction.server.port is None else f"port {direction.server.port}"
+            how = f" (its inverse '{direction}', implied by bidirectional: true)" if implied else ""
+            fix = ("set bidirectional: false, or name the clients instead of '*'" if implied
+                   else "name the clients instead of '*' (myself, dom-name=, dom-type=)")
+            yield _at_rule(entry, f"rule '{rule}'{how}: any domain may reach dom0 on {port}, every VM and stub domain "
+                           f"including ones no manifest describes; {fix}")
+            return
+
+
+def _v4v_never(entry: Entry, rule: v4v.Rule, patterns: tuple[_Pattern, ...], vm: VM | None) -> list[Diagnostic]:
+    """A rule that can never yield an entry. Ends naming no VM are check_v4v_targets'
+    warnings; an owner that is not defined is an error already."""
+    if vm is None:
+        return []
+    if "my-stubdom" in (rule.client.domain.kind, rule.server.domain.kind) and not has_stubdom(vm):
+        why = "it is not hvm" if vm.spec.virt != "hvm" else "its spec.stubdom.enabled is not true"
+        return [_at_rule(entry, f"rule '{rule}': VM '{vm.metadata.name}' has no stub domain ({why}), so my-stubdom "
+                         "names nothing and the rule never allows anything; enable the stub domain or remove the rule")]
+    names_something = all(end is None or end for p in patterns for end in (p.client, p.server))
+    if names_something and all(p.empty for p in patterns):
+        ends = "'*' at both ends" if patterns[0].client is None else "both ends are always the same domain"
+        return [_at_rule(entry, f"rule '{rule}': {ends}; xenmgr drops such a rule as internal, so it never allows "
+                         "anything; name another domain at one end")]
+    return []
+
+
+def _v4v_redundant(items: list[_V4V]) -> Iterator[Diagnostic]:
+    """Per owner (items in file order, rules that never match left out): a rule whose
+    every entry another rule also gives. Of two equal rules, the later is reported."""
+    for i, item in enumerate(items):
+        for j, other in enumerate(items):
+            if i == j or not item.covered_by(other):
+                continue
+            same = other.covered_by(item)
+            if same and j > i:
+                continue
+            if same:
+                message = (f"rule '{item.rule}' allows exactly what {_kind_name(other.entry)} ('{other.rule}') already "
+                           "allows (a duplicate); remove one of them")
+            else:
+                message = (f"rule '{item.rule}' allows nothing that {_kind_name(other.entry)} ('{other.rule}') does not "
+                           "already allow; remove it, or narrow the other rule")
+            yield _at_rule(item.entry, message)
+            break
