@@ -5,7 +5,7 @@ never stops a load (the rules are valid; they just do not do what their author m
 - a rule another rule of the same VM makes useless: v4v, one whose entries are always a
   subset of another's (a duplicate, `myself -> 0:80` next to `myself -> 0`); rpc, one a
   later rule of the same VM matches whenever it matches (the last match wins, so it never
-  decides);
+  decides; the same rpc rule twice is an error, `checks.check_rpc_duplicates`');
 - a rule that can never match: v4v, `my-stubdom` on a VM without a stub domain, or both
   ends always the same domain (`myself -> myself`, `* -> *`: the entry would be internal);
   rpc, `dom-type`/`dom-name` other than its VM's (rpc-proxy restricts a VM's rules to
@@ -17,6 +17,7 @@ never stops a load (the rules are valid; they just do not do what their author m
 - rpc: an allow that matches every call in a VM's rules (`allow all`, `allow`,
   `allow inc-any`) reopens the global `deny all`; after a `deny all` of the same VM, it
   also undoes that one.
+A rule that can never match is neither reported as overridden nor as overriding others.
 Called by the loader after `checks.run_all`.
 """
 
@@ -25,17 +26,18 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from reconciler import v4v
+from reconciler import rpc, v4v
 from reconciler.errors import Diagnostic
-from reconciler.loader.checks import diag, spec_path, where
+from reconciler.loader.checks import diag, name_path, spec_path, where
 from reconciler.loader.normalize import Entry
-from reconciler.model import VM, V4VRule
+from reconciler.model import VM, RPCRule, V4VRule
 
 
 def run_all(entries: list[Entry]) -> list[Diagnostic]:
     vms = {e.resource.metadata.name: e.resource for e in entries if isinstance(e.resource, VM)}
     v4v_rules = [e for e in entries if isinstance(e.resource, V4VRule)]
-    return [*check_v4v(v4v_rules, vms)]
+    rpc_rules = [e for e in entries if isinstance(e.resource, RPCRule)]
+    return [*check_v4v(v4v_rules, vms), *check_rpc(rpc_rules, vms)]
 
 
 def _at_rule(entry: Entry, message: str) -> Diagnostic:
@@ -196,3 +198,131 @@ def _v4v_redundant(items: list[_V4V]) -> Iterator[Diagnostic]:
                            "already allow; remove it, or narrow the other rule")
             yield _at_rule(item.entry, message)
             break
+
+
+# ---------------------------------------------------------------- rpc-proxy
+
+
+@dataclass(frozen=True)
+class _Rpc:
+    entry: Entry
+    rule: rpc.Rule
+    dead: bool  # can never match (warned about as such)
+
+    @property
+    def text(self) -> str:
+        return str(self.rule)
+
+
+def _evaluation_order(entries: list[Entry]) -> list[Entry]:
+    """One VM's rules in the order rpc-proxy evaluates them: where each is written, as
+    `DesiredState.rpc_rules_of` orders them (the place of its name, then its name)."""
+    if len(entries) < 2:
+        return entries
+
+    def written(entry: Entry) -> tuple[str, int, int, str]:
+        place = where(entry, *name_path(entry))
+        return place.file, place.line, place.col, entry.name
+
+    return sorted(entries, key=written)
+
+
+def check_rpc(entries: list[Entry], vms: Mapping[str, VM]) -> Iterator[Diagnostic]:
+    owned: dict[str, list[Entry]] = {}
+    for entry in entries:
+        assert isinstance(entry.resource, RPCRule)
+        owned.setdefault(entry.resource.spec.vm, []).append(entry)
+    types = frozenset(vm.spec.type for vm in vms.values())
+    for owner, rules in owned.items():
+        vm = vms.get(owner)
+        if vm is None:
+            continue  # an error already: no VM of that name
+        items: list[_Rpc] = []
+        for entry in _evaluation_order(rules):
+            assert isinstance(entry.resource, RPCRule)
+            rule = rpc.parse_rule(entry.resource.spec.rule)
+            never = list(_rpc_never(entry, rule, vm, types, frozenset(vms)))
+            yield from never
+            items.append(_Rpc(entry, rule, bool(never)))
+        yield from _rpc_shadowed_and_open(items, vm)
+
+
+def _rpc_never(entry: Entry, rule: rpc.Rule, vm: VM, types: frozenset[str], names: frozenset[str]) -> Iterator[Diagnostic]:
+    """Why a rule of `vm` can never match: rpc-proxy adds the VM's dom-uuid to each of its
+    rules, so the caller is always that VM (or, with `stubdom true`, its stub domain)."""
+    name, spec = vm.metadata.name, vm.spec
+    forced = "rpc-proxy applies a VM's rules to that VM only (it adds the VM's dom-uuid)"
+    if rule.dom_type is not None and rule.dom_type != spec.type:
+        nowhere = "" if rule.dom_type in types else f" (no VM in the manifests is of type '{rule.dom_type}')"
+        yield _at_rule(entry, f"rule '{rule}' never matches: it belongs to VM '{name}' of type '{spec.type}', and {forced}, "
+                       f"so dom-type {rule.dom_type} never holds{nowhere}; remove dom-type {rule.dom_type}, or give the "
+                       "rule to a VM of that type")
+    if rule.dom_name is not None and rule.dom_name != name:
+        nowhere = "" if rule.dom_name in names else f" (no VM in the manifests is named '{rule.dom_name}')"
+        yield _at_rule(entry, f"rule '{rule}' never matches: it belongs to VM '{name}', and {forced}, so dom-name "
+                       f"{rule.dom_name} never holds{nowhere}; remove dom-name {rule.dom_name}, or give the rule to "
+                       f"VM '{rule.dom_name}'")
+    if rule.stubdom and not has_stubdom(vm):
+        why = "it is not hvm" if spec.virt != "hvm" else "its spec.stubdom.enabled is not true"
+        yield _at_rule(entry, f"rule '{rule}' never matches: stubdom true matches only the VM's stub domain, and VM "
+                       f"'{name}' has none ({why}); remove stubdom true, or enable the stub domain")
+    for prop, wanted in rule.if_boolean:
+        if prop not in rpc.PROPERTY_DEFAULTS:
+            yield _at_rule(entry, f"rule '{rule}' never matches: xenmgr has no boolean property '{prop}', so if-boolean "
+                           f"{prop} never holds; test one of {', '.join(rpc.PROPERTY_DEFAULTS)}")
+            continue
+        value = spec.properties.get(prop)
+        source = "in its spec.properties" if value is not None else "by xenmgr's default (not in its spec.properties)"
+        value = rpc.PROPERTY_DEFAULTS[prop] if value is None else value
+        if value != wanted:
+            yield _at_rule(entry, f"rule '{rule}' never matches: VM '{name}' has {prop} {str(value).lower()} {source}, so "
+                           f"if-boolean {prop} {str(wanted).lower()} never holds; set properties: {{{prop}: "
+                           f"{str(wanted).lower()}}} on the VM, or remove the rule")
+
+
+def _subject_covers(outer: str, inner: str) -> bool:
+    """Every message `inner` matches, `outer` matches: same direction, and `outer`'s tag is
+    `any` or `inner`'s (rpc-proxy's rulesFor)."""
+    outer_dir, _, outer_tag = outer.partition("-")
+    inner_dir, _, inner_tag = inner.partition("-")
+    return outer_dir == inner_dir and outer_tag in ("any", inner_tag)
+
+
+def _covers(later: rpc.Rule, earlier: rpc.Rule) -> bool:
+    """`later` matches every message `earlier` matches, given both can match their VM (so
+    their dom-type, dom-name and if-boolean tests hold: only stubdom tells callers apart)."""
+    return (
+        _subject_covers(later.subject, earlier.subject)
+        and all(mine is None or mine == theirs for mine, theirs in (
+            (later.destination, earlier.destination), (later.interface, earlier.interface),
+            (later.member, earlier.member), (later.sender, earlier.sender)))
+        and later.stubdom == earlier.stubdom
+    )
+
+
+def _opens_everything(rule: rpc.Rule) -> bool:
+    """An allow that matches every incoming call (of its VM, or of its stub domain)."""
+    return (rule.allow and rule.subject in ("inc-any", "inc-method-call")
+            and (rule.destination, rule.interface, rule.member, rule.sender) == (None, None, None, None))
+
+
+def _rpc_shadowed_and_open(items: list[_Rpc], vm: VM) -> Iterator[Diagnostic]:
+    """Per VM, in evaluation order (rules that never match left out): a rule a later one
+    always overrides (the last match wins, so it never decides); an allow of everything,
+    which reopens the global `deny all` (and any `deny all` of the VM before it)."""
+    live = [item for item in items if not item.dead]
+    for i, item in enumerate(live):
+        later = next((other for other in live[i + 1:] if other.text != item.text and _covers(other.rule, item.rule)), None)
+        if later is not None:
+            fix = ("remove it (the later rule gives the same answer)" if later.rule.allow == item.rule.allow
+                   else "remove it, or move it after that rule")
+            yield _at_rule(item.entry, f"rule '{item.text}' never decides: the later rule '{later.text}' ({_kind_name(later.entry)}) "
+                           f"matches every message this one matches, and the last match wins; {fix}")
+        elif _opens_everything(item.rule):
+            who = f"VM '{vm.metadata.name}'" if not item.rule.stubdom else f"the stub domain of VM '{vm.metadata.name}'"
+            denied = [other for other in live[:i] if not other.rule.allow and other.rule.matches_everything
+                      and other.rule.stubdom == item.rule.stubdom and _covers(other.rule, item.rule)]
+            undoes = f" and this VM's '{denied[0].text}' ({_kind_name(denied[0].entry)})" if denied else ""
+            yield _at_rule(item.entry, f"rule '{item.text}' lets {who} call every method of every dom0 service: it matches every call, so it "
+                           f"reopens the global rules' 'deny all'{undoes}; allow only the destination (and interface, "
+                           "member) the VM needs")
