@@ -34,9 +34,17 @@ from reconciler.model import VM, RPCRule, V4VRule
 
 
 def run_all(entries: list[Entry]) -> list[Diagnostic]:
-    vms = {e.resource.metadata.name: e.resource for e in entries if isinstance(e.resource, VM)}
-    v4v_rules = [e for e in entries if isinstance(e.resource, V4VRule)]
-    rpc_rules = [e for e in entries if isinstance(e.resource, RPCRule)]
+    vms: dict[str, VM] = {}
+    v4v_rules: list[Entry] = []
+    rpc_rules: list[Entry] = []
+    for entry in entries:
+        resource = entry.resource
+        if isinstance(resource, VM):
+            vms[resource.metadata.name] = resource
+        elif isinstance(resource, V4VRule):
+            v4v_rules.append(entry)
+        elif isinstance(resource, RPCRule):
+            rpc_rules.append(entry)
     return [*check_v4v(v4v_rules, vms), *check_rpc(rpc_rules, vms)]
 
 
@@ -106,6 +114,7 @@ class _Domains:
     def __init__(self, vms: Mapping[str, VM]) -> None:
         self.by_type: dict[str, set[tuple[str, str]]] = {}
         self.by_uuid: dict[str, set[tuple[str, str]]] = {}
+        self.frozen: dict[tuple[int, str], frozenset[tuple[str, str]]] = {}
         for name, vm in vms.items():
             self.by_type.setdefault(vm.spec.type, set()).add(("vm", name))
             if vm.spec.uuid:
@@ -124,8 +133,16 @@ class _Domains:
         if kind == "dom-name":
             return frozenset({("vm", value)})
         if kind == "dom-type":  # only managed VMs have a type: exactly the manifests' VMs of that type
-            return frozenset(self.by_type.get(value, ()))
-        return frozenset(self.by_uuid.get(value, {("uuid", value)}))
+            return self._shared(self.by_type, value, frozenset())
+        return self._shared(self.by_uuid, value, frozenset({("uuid", value)}))
+
+    def _shared(self, table: dict[str, set[tuple[str, str]]], value: str, missing: frozenset[tuple[str, str]]) -> Members:
+        """One frozenset per type or uuid, however many rules name it (a type can stand for
+        every VM: a set per rule would make N rules cost N*N)."""
+        found = self.frozen.get((id(table), value))
+        if found is None:
+            found = self.frozen[(id(table), value)] = frozenset(table[value]) if value in table else missing
+        return found
 
     def pattern(self, rule: v4v.Rule, owner: str) -> _Pattern:
         return _Pattern(self.members(rule.client.domain, owner), self.members(rule.server.domain, owner),
