@@ -75,7 +75,7 @@ def load(paths: Sequence[str], limits: Limits = Limits()) -> LoadResult:
     diagnostics.extend(checks.diag(e, checks.name_path(e), message) for e, message in naming)
     diagnostics.extend(checks.run_all(entries, frozenset(broken)))
     diagnostics.extend(textchecks.run_all(entries))
-    diagnostics.extend(lint.run_all(entries))
+    diagnostics.extend(lint.run_all(entries, names))
     diagnostics = sorted(set(diagnostics))
     if any(d.severity == "error" for d in diagnostics):
         return LoadResult(None, diagnostics, len(files))

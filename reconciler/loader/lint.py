@@ -25,15 +25,23 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from reconciler import rpc, v4v
 from reconciler.errors import Diagnostic
-from reconciler.loader.checks import diag, name_path, spec_path, where
+from reconciler.loader.checks import diag, spec_path, where
+from reconciler.loader.locate import Path
 from reconciler.loader.normalize import Entry
+from reconciler.loader.yamlsrc import Document
 from reconciler.model import VM, RPCRule, V4VRule
 
 
-def run_all(entries: list[Entry]) -> list[Diagnostic]:
+Names = Mapping[Document, Mapping[Path, Any]]  # the loader's marks of each resource's name, per document
+
+
+def run_all(entries: list[Entry], names: Names) -> list[Diagnostic]:
+    """Every warning; `names` (the marks the loader keeps for `origins`) orders each VM's
+    rpc rules without composing a file again."""
     vms: dict[str, VM] = {}
     v4v_rules: list[Entry] = []
     rpc_rules: list[Entry] = []
@@ -45,7 +53,7 @@ def run_all(entries: list[Entry]) -> list[Diagnostic]:
             v4v_rules.append(entry)
         elif isinstance(resource, RPCRule):
             rpc_rules.append(entry)
-    return [*check_v4v(v4v_rules, vms), *check_rpc(rpc_rules, vms)]
+    return [*check_v4v(v4v_rules, vms), *check_rpc(rpc_rules, vms, names)]
 
 
 def _at_rule(entry: Entry, message: str) -> Diagnostic:
@@ -228,37 +236,38 @@ class _Rpc:
 
     @property
     def text(self) -> str:
-        return str(self.rule)
+        """The rule's canonical text (as the model stores it)."""
+        assert isinstance(self.entry.resource, RPCRule)
+        return self.entry.resource.spec.rule
 
 
-def _evaluation_order(entries: list[Entry]) -> list[Entry]:
+def _evaluation_order(entries: list[Entry], names: Names) -> list[Entry]:
     """One VM's rules in the order rpc-proxy evaluates them: where each is written, as
     `DesiredState.rpc_rules_of` orders them (the place of its name, then its name)."""
-    if len(entries) < 2:
-        return entries
 
     def written(entry: Entry) -> tuple[str, int, int, str]:
-        place = where(entry, *name_path(entry))
-        return place.file, place.line, place.col, entry.name
+        mark = names[entry.document][entry.path]
+        return entry.document.file, mark.line, mark.column, entry.name
 
-    return sorted(entries, key=written)
+    return sorted(entries, key=written) if len(entries) > 1 else entries
 
 
-def check_rpc(entries: list[Entry], vms: Mapping[str, VM]) -> Iterator[Diagnostic]:
+def check_rpc(entries: list[Entry], vms: Mapping[str, VM], names: Names) -> Iterator[Diagnostic]:
     owned: dict[str, list[Entry]] = {}
     for entry in entries:
         assert isinstance(entry.resource, RPCRule)
         owned.setdefault(entry.resource.spec.vm, []).append(entry)
     types = frozenset(vm.spec.type for vm in vms.values())
+    vm_names = frozenset(vms)
     for owner, rules in owned.items():
         vm = vms.get(owner)
         if vm is None:
             continue  # an error already: no VM of that name
         items: list[_Rpc] = []
-        for entry in _evaluation_order(rules):
+        for entry in _evaluation_order(rules, names):
             assert isinstance(entry.resource, RPCRule)
             rule = rpc.parse_rule(entry.resource.spec.rule)
-            never = list(_rpc_never(entry, rule, vm, types, frozenset(vms)))
+            never = list(_rpc_never(entry, rule, vm, types, vm_names))
             yield from never
             items.append(_Rpc(entry, rule, bool(never)))
         yield from _rpc_shadowed_and_open(items, vm)

@@ -274,6 +274,13 @@ def test_rpc_never_matching_rules_neither_shadow_nor_are_shadowed(tmp_path: Path
     assert len(got) == 2 and all(" never matches: " in w for w in got)
 
 
+def test_rpc_the_same_rule_twice_is_only_the_error(tmp_path: Path) -> None:
+    """checks.check_rpc_duplicates makes it an error; lint adds no 'never decides' to it."""
+    path = tmp_path / "m.yaml"
+    path.write_text(vm(rpc=[f"allow {NETD}"]) + "---\n" + rpc_rule("again", "web", f"allow   {NETD}"))
+    assert [d.severity for d in load([str(path)]).diagnostics] == ["error"]
+
+
 def test_rpc_a_sound_policy_gives_no_warning(tmp_path: Path) -> None:
     """The whitelist idiom (deny all, then the allows), out-* rules, tests that hold, the
     VM's own type and name, stubdom rules of a VM with a stub domain."""
