@@ -242,12 +242,14 @@ class _Rpc:
 
 
 def _evaluation_order(entries: list[Entry], names: Names) -> list[Entry]:
-    """One VM's rules in the order rpc-proxy evaluates them: where each is written, as
-    `DesiredState.rpc_rules_of` orders them (the place of its name, then its name)."""
+    """One VM's rules in the order rpc-proxy evaluates them, as `DesiredState.rpc_rules_of`
+    orders them (the loader's `_state` makes its key): by file, then the place of the
+    document's name, then the position in the VM's rpcRules (a standalone rule: -1)."""
 
-    def written(entry: Entry) -> tuple[str, int, int, str]:
-        mark = names[entry.document][entry.path]
-        return entry.document.file, mark.line, mark.column, entry.name
+    def written(entry: Entry) -> tuple[str, int, int, int, str]:
+        doc = names[entry.document][()]
+        index = entry.path[2] if entry.path and isinstance(entry.path[2], int) else -1
+        return entry.document.file, doc.line, doc.column, index, entry.name
 
     return sorted(entries, key=written) if len(entries) > 1 else entries
 

@@ -205,6 +205,16 @@ def test_rpc_evaluation_order_is_where_rules_are_written(tmp_path: Path) -> None
         "it after that rule"]
 
 
+def test_rpc_evaluation_order_of_an_aliased_rule_is_its_list_position(tmp_path: Path) -> None:
+    """`*narrow` is evaluated where the list puts it (last), not where its anchor is written."""
+    anchored = PVH.format(name="web", type="svm").replace("  name: web\n", "  name: web\n  labels: {narrow: &narrow "
+                                                          "\"deny destination a member b\"}\n")
+    assert warnings(tmp_path, anchored + "  rpcRules:\n    - allow destination a\n    - *narrow\n") == []
+    swapped = one(tmp_path, anchored + "  rpcRules:\n    - *narrow\n    - allow destination a\n")
+    assert swapped.startswith("5:20: warning: rule 'deny destination a member b' never decides: the later rule "
+                              "'allow destination a'")
+
+
 @pytest.mark.parametrize("rule", ["allow", "allow all", "allow inc-any all", "allow inc-method-call all",
                                   "allow if-boolean usb-enabled true", "allow dom-name web", "allow dom-type svm"])
 def test_rpc_allow_everything(tmp_path: Path, rule: str) -> None:
