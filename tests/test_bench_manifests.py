@@ -1,7 +1,8 @@
 """The benchmark's generated manifests (bench/manifests.py) stay valid and plannable, so
-`bench/plan_scale.py` cannot silently rot: 45 VMs of each shape validate without a
-warning and plan against an empty simulated host (with the PCI inventory the bench
-writes) through the real CLI, every PCI rule finding its one device. No timing here."""
+`bench/plan_scale.py` cannot silently rot: 45 VMs of each shape validate with no warning
+but lint's redundant-rule ones, and plan against an empty simulated host (with the PCI
+inventory the bench writes) through the real CLI, every PCI rule finding its one device.
+No timing here."""
 
 from __future__ import annotations
 
@@ -43,7 +44,12 @@ def test_every_shape_validates_and_plans_against_an_empty_host(shape: str, tmp_p
     manifests = gen.generate(N, tmp_path / "manifests", shape)
     gen.write_inventory(sim_dir, N, shape)
     validated = cli("validate", str(manifests))
-    assert validated.returncode == 0 and "0 warning(s)" in validated.stderr, validated.stderr
+    assert validated.returncode == 0, validated.stderr
+    # The shapes repeat rules on purpose (a backend's bidirectional `dom-type=grpN -> myself:*`
+    # covers its group's rules to it, `myself -> 0:*` covers `myself -> 0:5000`, dom-type=svm
+    # covers dom-name=<neighbour>): lint's redundancy warnings are expected, no other warning.
+    redundant = ("does not already allow; remove it", "(a duplicate); remove one of them")
+    assert all(any(words in line for words in redundant) for line in validated.stdout.splitlines()), validated.stdout
     planned = cli("plan", str(manifests), "--host", f"sim:{sim_dir}", "--format", "json")
     assert planned.returncode == 0, planned.stderr
     changes = json.loads(planned.stdout)["changes"]

@@ -3,8 +3,8 @@
 Reads files (the only I/O of the stage), then pure steps: YAML -> documents
 (`yamlsrc`, `yamlnodes`), documents -> resources (`documents`, one document at a time
 while its nodes are alive), nested devices -> standalone and defaults (`normalize`),
-cross checks (`checks`), where each resource was written (`origins`). Called by the CLI
-verbs validate, plan, apply and watch.
+cross checks (`checks`, `textchecks`), policy warnings (`lint`), where each resource was
+written (`origins`). Called by the CLI verbs validate, plan, apply and watch.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.errors import Diagnostic, Location, ManifestError
-from reconciler.loader import checks, normalize, origins, textchecks
+from reconciler.loader import checks, lint, normalize, origins, textchecks
 from reconciler.loader.documents import to_resource
 from reconciler.loader.normalize import Entry
 from reconciler.loader.locate import Path
@@ -75,6 +75,7 @@ def load(paths: Sequence[str], limits: Limits = Limits()) -> LoadResult:
     diagnostics.extend(checks.diag(e, checks.name_path(e), message) for e, message in naming)
     diagnostics.extend(checks.run_all(entries, frozenset(broken)))
     diagnostics.extend(textchecks.run_all(entries))
+    diagnostics.extend(lint.run_all(entries, names))
     diagnostics = sorted(set(diagnostics))
     if any(d.severity == "error" for d in diagnostics):
         return LoadResult(None, diagnostics, len(files))
