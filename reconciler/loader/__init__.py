@@ -141,9 +141,7 @@ def _state(entries: list[Entry], names: dict[Document, dict[Path, Any]]) -> Desi
         mark = names[entry.document][entry.path]
         places[(resource.kind, name)] = (entry.document.file, mark.line + 1, mark.column + 1)
         if resource.kind == "RPCRule":  # evaluation order: the document, then the list position
-            doc = names[entry.document][()]
-            index = entry.path[2] if entry.path and isinstance(entry.path[2], int) else -1
-            rpc_order[name] = (entry.document.file, doc.line + 1, doc.column + 1, index)
+            rpc_order[name] = lint.rpc_written_at(entry, names)
     return DesiredState(
         vms=tables["VM"],  # type: ignore[arg-type]
         disks=tables["Disk"],  # type: ignore[arg-type]

@@ -241,17 +241,21 @@ class _Rpc:
         return self.entry.resource.spec.rule
 
 
+def rpc_written_at(entry: Entry, names: Names) -> tuple[str, int, int, int]:
+    """Where an rpc rule is written, as rpc-proxy's evaluation order sorts it: its file,
+    the place of its document (1-based line, column), its position in the VM's rpcRules
+    (a standalone rule: -1). The loader keeps it as `DesiredState.rpc_order`, which
+    `rpc_rules_of` sorts by; lint orders a VM's rules with the same key."""
+    doc = names[entry.document][()]
+    index = entry.path[2] if entry.path and isinstance(entry.path[2], int) else -1
+    return entry.document.file, doc.line + 1, doc.column + 1, index
+
+
 def _evaluation_order(entries: list[Entry], names: Names) -> list[Entry]:
-    """One VM's rules in the order rpc-proxy evaluates them, as `DesiredState.rpc_rules_of`
-    orders them (the loader's `_state` makes its key): by file, then the place of the
-    document's name, then the position in the VM's rpcRules (a standalone rule: -1)."""
-
-    def written(entry: Entry) -> tuple[str, int, int, int, str]:
-        doc = names[entry.document][()]
-        index = entry.path[2] if entry.path and isinstance(entry.path[2], int) else -1
-        return entry.document.file, doc.line, doc.column, index, entry.name
-
-    return sorted(entries, key=written) if len(entries) > 1 else entries
+    """One VM's rules in the order rpc-proxy evaluates them (`rpc_written_at`, then name)."""
+    if len(entries) < 2:
+        return entries
+    return sorted(entries, key=lambda entry: (*rpc_written_at(entry, names), entry.name))
 
 
 def check_rpc(entries: list[Entry], vms: Mapping[str, VM], names: Names) -> Iterator[Diagnostic]:
