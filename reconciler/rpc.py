@@ -144,7 +144,8 @@ def _suggest(word: str, choices: Iterable[str]) -> str:
     for choice in choices:
         if choice.lower() == word.lower():
             return f" (did you mean '{choice}'? keywords are lower-case)"
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    prefixed = [choice for choice in choices if len(word) >= 3 and choice.startswith(word)]
+    close = prefixed if len(prefixed) == 1 else difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
@@ -247,7 +248,7 @@ class _Parser:
         if word == "stubdom":
             return replace(rule, stubdom=self._bool("stubdom"))
         if word == "if-boolean":
-            _, name = self._next(f"a property {_NAME_WORDS}", "if-boolean")
+            _, name = self._next(f"a property: one of {', '.join(PROPERTY_DEFAULTS)}", "if-boolean")
             return replace(rule, if_boolean=(*rule.if_boolean, (name, self._bool(f"if-boolean {name}"))))
         if at_start and word.startswith(("inc-", "out-")):
             raise RuleError(
