@@ -91,6 +91,9 @@ class RuleError(ValueError):
     valid; `column` is the 1-based column of the offending word in the rule's text (1 when
     the whole text is at fault); `line` is the 1-based line in a rules file, else None."""
 
+    column: int
+    line: int | None
+
     def __init__(self, message: str, column: int = 1, line: int | None = None) -> None:
         super().__init__(message)
         self.column = column

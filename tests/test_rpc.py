@@ -5,6 +5,7 @@ Pure module: no host, nothing faked."""
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -79,8 +80,12 @@ def test_canonical_form() -> None:
     assert rpc.canonical("allow stubdom false destination d") == "allow destination d"
     # fixed specifier order, whatever the text's order; if-boolean keeps its own order
     assert (
-        rpc.canonical("deny if-boolean b true stubdom true dom-name n dom-type t sender s member m interface i destination d if-boolean a false")
-        == "deny destination d interface i member m sender s dom-type t dom-name n stubdom true if-boolean b true if-boolean a false"
+        rpc.canonical(
+            "deny if-boolean b true stubdom true dom-name n dom-type t sender s member m interface i destination d"
+            " if-boolean a false"
+        )
+        == "deny destination d interface i member m sender s dom-type t dom-name n stubdom true"
+        " if-boolean b true if-boolean a false"
     )
     assert rpc.parse_rule("allow dom-uuid U1", per_vm=False).__str__() == "allow dom-uuid U1"
 
@@ -303,7 +308,7 @@ def own(uuid: str, *texts: str) -> list[rpc.Rule]:
 
 def test_a_vm_rule_allow_destination_networkdaemon() -> None:
     rules = STOCK + own(UUID, "allow destination com.citrix.xenclient.networkdaemon")
-    for call in (rpc.Call(NETWORK), rpc.Call(NETWORK, "com.citrix.xenclient.networkdaemon", "list"), rpc.Call(NETWORK, "x", "y")):
+    for call in (rpc.Call(NETWORK), rpc.Call(NETWORK, NETWORK, "list"), rpc.Call(NETWORK, "x", "y")):
         assert rpc.decide(rules, call, vm()) == (True, 31)
     assert rpc.decide(rules, rpc.Call(NETWORK), rpc.Caller("other", OTHER_UUID)) == (False, 0)
     assert rpc.decide(rules, rpc.Call(XENMGR), vm()) == (False, 0)
@@ -320,7 +325,9 @@ def test_a_vm_rule_properties_get_and_the_deny_that_follows_a_broader_allow() ->
     assert rpc.decide(rules, xenmgr("org.freedesktop.DBus.Properties", "Get"), vm()) == (True, 32)
     assert rpc.decide(rules, xenmgr("com.citrix.xenclient.xenmgr.config", "Set"), vm()) == (False, 33)
     assert rpc.decide(rules, xenmgr("com.citrix.xenclient.xenmgr.config", "Get"), vm()) == (True, 32)
-    only_get = STOCK + own(UUID, "allow destination com.citrix.xenclient.xenmgr interface org.freedesktop.DBus.Properties member Get")
+    only_get = STOCK + own(
+        UUID, "allow destination com.citrix.xenclient.xenmgr interface org.freedesktop.DBus.Properties member Get"
+    )
     assert rpc.decide(only_get, xenmgr("org.freedesktop.DBus.Properties", "Get"), vm()) == (True, 31)
     assert rpc.decide(only_get, xenmgr("org.freedesktop.DBus.Properties", "Set"), vm()) == (False, 0)
     assert rpc.decide(only_get, rpc.Call(XENMGR, None, "Get"), vm()) == (False, 0)
@@ -426,7 +433,8 @@ def test_probes_on_the_stock_rules() -> None:
 
 
 def test_probes_ignore_rules_that_cannot_match_an_incoming_call() -> None:
-    rules = [rpc.parse_rule(t) for t in ("allow out-any destination o", "allow inc-signal member s", "deny inc-method-call member m", "allow member a")]
+    texts = ("allow out-any destination o", "allow inc-signal member s", "deny inc-method-call member m", "allow member a")
+    rules = [rpc.parse_rule(text) for text in texts]
     assert rpc.probes(rules) == [rpc.Call(), rpc.Call(member="a"), rpc.Call(member="m")]
     assert rpc.probes([]) == [rpc.Call()]
 
@@ -448,7 +456,7 @@ def rule_texts(draw: st.DrawFn) -> tuple[str, rpc.Rule]:
         words.append("all")
     else:
         for _ in range(draw(st.integers(0, 6))):
-            keyword = draw(st.sampled_from(("destination", "interface", "member", "sender", "dom-type", "dom-name", "dom-uuid", "stubdom", "if-boolean")))
+            keyword = draw(st.sampled_from((*rpc.SPECIFIERS, "dom-uuid")))
             if keyword == "stubdom":
                 value = draw(st.booleans())
                 words += [keyword, "true" if value else "false"]
@@ -460,11 +468,13 @@ def rule_texts(draw: st.DrawFn) -> tuple[str, rpc.Rule]:
             else:
                 field = keyword.replace("-", "_")
                 old = getattr(expected, field)
-                value_text = old if keyword in ("dom-type", "dom-name") and old is not None else draw(NAMES)
+                # a second, different dom-type/dom-name is an error (tested above): repeat the first
+                value_text: str = old if keyword in ("dom-type", "dom-name") and old is not None else draw(NAMES)
                 words += [keyword, value_text]
-                expected = replace(expected, **{field: value_text})
-    lead, *gaps = (draw(st.text(" \t", max_size=2)),) + tuple(draw(BLANK) for _ in words[1:]) + (draw(st.text(" \t", max_size=2)),)
-    text = lead + "".join(word + gap for word, gap in zip(words, gaps, strict=True))
+                changes: dict[str, Any] = {field: value_text}
+                expected = replace(expected, **changes)
+    gaps = [draw(BLANK) for _ in words[1:]] + [draw(st.text(" \t", max_size=2))]
+    text = draw(st.text(" \t", max_size=2)) + "".join(word + gap for word, gap in zip(words, gaps, strict=True))
     return text, expected
 
 
