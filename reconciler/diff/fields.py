@@ -124,9 +124,10 @@ TABLES: dict[Kind, dict[str, FieldRule]] = {
     "PCIPassthrough": PCI_FIELDS,
 }
 
-# Spec fields that are not compared at all: the owner link (devices are diffed per VM)
-# and the nested device lists (the loader empties them into standalone resources).
-NOT_FIELDS = frozenset({"vm", "disks", "nics", "pci", "v4vRules"})
+# Spec fields that are not compared at all: the owner link (devices are diffed per VM),
+# the nested device lists (the loader empties them into standalone resources), and the
+# VM's xenmgr `properties`, which are part of its rpc-proxy policy entry and compared there.
+NOT_FIELDS = frozenset({"vm", "disks", "nics", "pci", "v4vRules", "rpcRules", "properties"})
 
 Flat = dict[str, object]
 

@@ -130,7 +130,7 @@ def load_or_raise(paths: Sequence[str], limits: Limits = Limits()) -> DesiredSta
 
 
 def _state(entries: list[Entry], names: dict[Document, dict[Path, Any]]) -> DesiredState:
-    tables: dict[str, dict[str, object]] = {k: {} for k in ("VM", "Disk", "NIC", "PCIPassthrough", "V4VRule")}
+    tables: dict[str, dict[str, object]] = {k: {} for k in ("VM", "Disk", "NIC", "PCIPassthrough", "V4VRule", "RPCRule")}
     places: dict[tuple[Kind, str], tuple[str, int, int]] = {}
     for entry in sorted(entries, key=_BY_NAME):
         resource = entry.resource
@@ -144,5 +144,6 @@ def _state(entries: list[Entry], names: dict[Document, dict[Path, Any]]) -> Desi
         nics=tables["NIC"],  # type: ignore[arg-type]
         pci=tables["PCIPassthrough"],  # type: ignore[arg-type]
         v4v_rules=tables["V4VRule"],  # type: ignore[arg-type]
+        rpc_rules=tables["RPCRule"],  # type: ignore[arg-type]
         origins=Origins(places),
     )

@@ -4,7 +4,8 @@ Pure: normalized entries -> diagnostics, each at the YAML node it concerns. Per 
 memory and vCPU bounds, pv/pvh boot source, hvm-only fields, disk target, PCI bdf/match.
 Across resources: duplicate names, uuids, vdevs, NIC indexes and MACs; references to
 missing VMs; NIC backends that provide no network backend; dependency cycles; one host
-device claimed by two VMs that may run at once; v4v endpoints that match no VM (warning).
+device claimed by two VMs that may run at once; v4v endpoints that match no VM (warning);
+one rpc-proxy rule given twice to one VM.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from reconciler.errors import Diagnostic, Location, Severity
 from reconciler.loader.locate import Path, mark_for
 from reconciler.loader.normalize import Entry
 from reconciler.loader.yamlsrc import location
-from reconciler.model import KINDS, VM, Disk, NIC, PCIPassthrough, V4VRule
+from reconciler.model import KINDS, VM, Disk, NIC, PCIPassthrough, RPCRule, V4VRule
 
 HVM_ONLY = ("boot", "hvm", "stubdom")
 _MAY_REFER = frozenset({"VM", "Disk", "NIC"})  # kinds whose nested items can name a VM
@@ -66,6 +67,7 @@ def run_all(entries: list[Entry], broken_vms: frozenset[str] = frozenset()) -> l
         *check_pci_conflicts(of["PCIPassthrough"], vms),
         *check_guest_slots(of["PCIPassthrough"]),
         *check_v4v_targets(of["V4VRule"], of["VM"]),
+        *check_rpc_duplicates(of["RPCRule"]),
     ]
 
 
@@ -104,6 +106,8 @@ def check_duplicate_names(entries: list[Entry]) -> Iterator[Diagnostic]:
     first: dict[tuple[str, str], Entry] = {}
     for entry in entries:
         key = (entry.resource.kind, entry.resource.metadata.name)
+        if key in first and _same_rpc_rule(first[key], entry):
+            continue  # one rule twice (so one default name twice): check_rpc_duplicates says so
         if key in first:
             other = where(first[key], *name_path(first[key]))
             yield diag(entry, name_path(entry), f"{entry.kind} '{entry.name}' is defined twice: here and at {other}")
@@ -305,3 +309,22 @@ def check_v4v_targets(rules: list[Entry], vms: list[Entry]) -> Iterator[Diagnost
             if missing:
                 what = {"dom-name": "VM named", "dom-type": "VM of type", "uuid": "VM with uuid"}[d.kind]
                 yield diag(entry, spec_path(entry, "rule"), f"rule '{r.spec.rule}': no {what} '{d.value}' in the manifests; the rule stays inactive until one runs", "warning")
+
+
+def _same_rpc_rule(a: Entry, b: Entry) -> bool:
+    ra, rb = a.resource, b.resource
+    return isinstance(ra, RPCRule) and isinstance(rb, RPCRule) and (ra.spec.vm, ra.spec.rule) == (rb.spec.vm, rb.spec.rule)
+
+
+def check_rpc_duplicates(rules: list[Entry]) -> Iterator[Diagnostic]:
+    """One VM given the same rpc-proxy rule twice (canonical text, nested or standalone):
+    an error at the second, since the copy decides nothing and both would get one name."""
+    seen: dict[tuple[str, str], Entry] = {}
+    for entry in rules:
+        r = entry.resource
+        if not isinstance(r, RPCRule):
+            continue
+        other = seen.setdefault((r.spec.vm, r.spec.rule), entry)
+        if other is not entry:
+            yield diag(entry, spec_path(entry, "rule"), f"rule '{r.spec.rule}' is given twice to VM '{r.spec.vm}' "
+                       f"(first at {where(other, *spec_path(other, 'rule'))}); remove one")

@@ -3,7 +3,8 @@
 Pure. Checks `apiVersion` and `kind` itself (so the message lists what is valid), then
 validates with the kind's pydantic model and translates each pydantic error into one
 `FILE:LINE:COL: error: <field path>: <what was expected>, found <what>` line.
-Secret fields never echo their input. Called by `reconciler.loader.load`.
+An rpc-proxy rule's grammar error points at the offending word inside the rule's text
+when the text is written as is (one line, no escapes). Secret fields never echo their input. Called by `reconciler.loader.load`.
 """
 
 from __future__ import annotations
@@ -12,14 +13,16 @@ import types
 import typing
 from typing import Any, Union, get_args, get_origin
 
+import yaml
 from pydantic import BaseModel, ValidationError
 
-from reconciler.errors import Diagnostic
-from reconciler.loader.locate import Path, mark_for
+from reconciler.errors import Diagnostic, Location
+from reconciler.loader.locate import Path, child, mark_for
 from reconciler.loader.yamlsrc import Document, location
 from reconciler.model import KINDS, MODELS, Resource
 from reconciler.model.common import API_VERSION, PATTERN_WORDS, SECRET_FIELDS
 from reconciler.model.vm import VM, WITHDRAWN
+from reconciler.rpc import RuleError
 
 _TYPE_WORDS = {
     "int_type": "an integer",
@@ -110,7 +113,26 @@ def _from_pydantic(doc: Document, model: type[BaseModel], err: Any) -> Diagnosti
         valid = ", ".join(fields_at(model, loc[:-1]))
         where = f"{dotted(loc[:-1])}: " if loc[:-1] else ""
         return _diag(doc, loc, f"{where}unknown field '{loc[-1]}'; valid fields: {valid}", at_key=True)
+    if kind == "value_error" and isinstance(ctx.get("error"), RuleError) and not on_key:
+        return Diagnostic(_in_text(doc, loc, ctx["error"].column), "error", f"{dotted(loc)}: {ctx['error']}")
     return _diag(doc, loc, f"{dotted(loc)}: {_expected(kind, ctx, err['msg'], found)}", at_key=on_key)
+
+
+def _in_text(doc: Document, path: Path, column: int) -> Location:
+    """Where 1-based `column` of the string at `path` is in the file: exact when the string
+    is one line written as is (plain, or quoted without escapes); else the string's start."""
+    node = doc.node
+    for step in path:
+        hit = child(node, step)
+        if hit is not None:
+            node = hit[0]
+    start = location(doc.file, node.start_mark)
+    if column > 1 and isinstance(node, yaml.ScalarNode) and node.style in (None, "", "'", '"'):
+        quote = 1 if node.style else 0  # plain is None (pure PyYAML) or "" (libyaml)
+        begin, end = node.start_mark, node.end_mark
+        if begin.line == end.line and end.column - begin.column == len(node.value) + 2 * quote:
+            return Location(start.file, start.line, start.col + quote + column - 1)
+    return start
 
 
 def _expected(kind: str, ctx: dict[str, Any], msg: str, found: str) -> str:

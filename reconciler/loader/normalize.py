@@ -1,16 +1,19 @@
 """Normalization: validated resources -> one canonical form with every default filled.
 
 Pure. Nested devices become standalone resources named `<vm>-<list>-<index>` (list in
-lower case: disks, nics, pci, v4vrules); VM uuid, maxMemory, maxVcpus and hvm boot order
-get their defaults; disks get their access mode; NICs their index (position among the
-VM's NICs: nested first, then standalone in file order) and, for `mac: auto`, the
-deterministic MAC; a relative Disk/NIC `script` becomes the path libxl runs
+lower case: disks, nics, pci, v4vrules), nested rpc-proxy rules `<vm>-rpc-<hash>` (the
+first 8 hex digits of the sha256 of the canonical rule text: inserting or reordering
+rules renames none; their order is where they are written, `DesiredState.rpc_rules_of`);
+VM uuid, maxMemory, maxVcpus and hvm boot order get their defaults; disks get their
+access mode; NICs their index (position among the VM's NICs: nested first, then
+standalone in file order) and, for `mac: auto`, the deterministic MAC; a relative Disk/NIC `script` becomes the path libxl runs
 (`vif-bridge` -> `/etc/xen/scripts/vif-bridge`, `xenfmt.script_path`), so plans show
 it as the host does. Called by `reconciler.loader.load` before the checks.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -18,10 +21,10 @@ from reconciler import xenfmt
 from reconciler.loader.locate import Path
 from reconciler.loader.models import make, updated
 from reconciler.loader.yamlsrc import Document
-from reconciler.model import VM, Disk, DiskSpec, Metadata, NIC, NICSpec, PCIPassthrough, PCISpec, Resource, V4VRule, V4VRuleSpec, VMSpec, default_vm_uuid
+from reconciler.model import VM, Disk, DiskSpec, Metadata, NIC, NICSpec, PCIPassthrough, PCISpec, Resource, RPCRule, RPCRuleSpec, V4VRule, V4VRuleSpec, VMSpec, default_vm_uuid
 
 NAME_MAX = 63
-_LISTS_CLEARED = ("disks", "nics", "pci", "v4v_rules")
+_LISTS_CLEARED = ("disks", "nics", "pci", "v4v_rules", "rpc_rules")
 
 
 @dataclass(frozen=True)
@@ -32,8 +35,8 @@ class _Nested:
     field: str
     key: str
     list_name: str
-    model: type[Disk] | type[NIC] | type[PCIPassthrough] | type[V4VRule]
-    spec: type[DiskSpec] | type[NICSpec] | type[PCISpec] | type[V4VRuleSpec]
+    model: type[Disk] | type[NIC] | type[PCIPassthrough] | type[V4VRule] | type[RPCRule]
+    spec: type[DiskSpec] | type[NICSpec] | type[PCISpec] | type[V4VRuleSpec] | type[RPCRuleSpec]
 
     @property
     def header(self) -> dict[str, Any]:
@@ -48,6 +51,7 @@ NESTED: tuple[_Nested, ...] = tuple(
         ("nics", "nics", NIC, NICSpec),
         ("pci", "pci", PCIPassthrough, PCISpec),
         ("v4v_rules", "v4vrules", V4VRule, V4VRuleSpec),
+        ("rpc_rules", "rpc", RPCRule, RPCRuleSpec),
     )
 )
 _HEADERS = {nested.field: nested.header for nested in NESTED}
@@ -130,12 +134,21 @@ def _expand(entry: Entry, vm: VM, uuids: dict[str, str], nics_seen: dict[str, in
                 values.update(_nic_changes(values["index"], values["mac"], nics_seen.get(vm_name, 0), uuids[vm_name],
                                            values["script"]))
                 nics_seen[vm_name] = nics_seen.get(vm_name, 0) + 1
-            metadata = make(Metadata, {"name": name or f"{vm_name}-{list_name}-{index}", "labels": dict(labels)}, _METADATA_SET)
+            defaulted = name is None
+            if defaulted:
+                name = rpc_rule_name(vm_name, values["rule"]) if field == "rpc_rules" else f"{vm_name}-{list_name}-{index}"
+            metadata = make(Metadata, {"name": name, "labels": dict(labels)}, _METADATA_SET)
             spec = make(spec_model, values, spec_set)
             device = make(model, {**header, "metadata": metadata, "spec": spec}, _DEVICE_SET)
             out.append(Entry(device, document, ("spec", key, index)))
-            if name is None and len(metadata.name) > NAME_MAX:  # a given name matched the name pattern
+            if defaulted and len(metadata.name) > NAME_MAX:  # a given name matched the name pattern
                 problems.append((out[-1], f"default name {metadata.name!r} is longer than {NAME_MAX} characters; give the item a name"))
+
+
+def rpc_rule_name(vm: str, rule: str) -> str:
+    """The default name of a nested rpc rule: `<vm>-rpc-<first 8 hex of sha256(rule)>`,
+    `rule` in canonical spelling (so respacing a rule does not rename it)."""
+    return f"{vm}-rpc-{hashlib.sha256(rule.encode()).hexdigest()[:8]}"
 
 
 def _vm_defaults(vm: VM, uuid: str) -> VM:

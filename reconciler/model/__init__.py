@@ -12,6 +12,8 @@ from reconciler.model.devices import (
     PCIPassthrough,
     PCISpec,
     PciMatch,
+    RPCRule,
+    RPCRuleSpec,
     V4VRule,
     V4VRuleSpec,
 )
@@ -25,6 +27,7 @@ MODELS: dict[str, type[Resource]] = {
     "NIC": NIC,
     "PCIPassthrough": PCIPassthrough,
     "V4VRule": V4VRule,
+    "RPCRule": RPCRule,
 }
 
 __all__ = [
@@ -43,6 +46,8 @@ __all__ = [
     "PCISpec",
     "PciMatch",
     "Resource",
+    "RPCRule",
+    "RPCRuleSpec",
     "V4VRule",
     "V4VRuleSpec",
     "VMSpec",

@@ -140,5 +140,5 @@ class ResourceBase(Model):
 
 
 PowerState = Literal["running", "stopped", "paused"]
-Kind = Literal["VM", "Disk", "NIC", "PCIPassthrough", "V4VRule"]
-KINDS: tuple[Kind, ...] = ("VM", "Disk", "NIC", "PCIPassthrough", "V4VRule")
+Kind = Literal["VM", "Disk", "NIC", "PCIPassthrough", "V4VRule", "RPCRule"]
+KINDS: tuple[Kind, ...] = ("VM", "Disk", "NIC", "PCIPassthrough", "V4VRule", "RPCRule")

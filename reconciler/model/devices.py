@@ -1,9 +1,10 @@
-"""Device kinds: Disk, NIC, PCIPassthrough, V4VRule (DESIGN.md section 4).
+"""Device kinds: Disk, NIC, PCIPassthrough, V4VRule, RPCRule (DESIGN.md section 4).
 
 Pure value types. Each kind has a standalone spec (with `vm`) and a nested form used in a
-VM's `spec.disks` / `nics` / `pci` / `v4vRules` (no `vm`, optional `name`). Xen grammars
-(vdev, MAC, rate, BDF) are checked with `reconciler.xenfmt`; v4v rules with
-`reconciler.v4v` and stored in canonical spelling.
+VM's `spec.disks` / `nics` / `pci` / `v4vRules` / `rpcRules` (no `vm`, optional `name`).
+Xen grammars (vdev, MAC, rate, BDF) are checked with `reconciler.xenfmt`; v4v rules with
+`reconciler.v4v` and rpc-proxy rules with `reconciler.rpc`, both stored in canonical
+spelling.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints, WithJsonSchema
 
-from reconciler import v4v, xenfmt
+from reconciler import rpc, v4v, xenfmt
 from reconciler.model.common import Model, Name, ResourceBase
 
 # ---- field types -------------------------------------------------------------------------
@@ -99,6 +100,15 @@ OnOff = Annotated[
     BeforeValidator(_on_off, json_schema_input_type=Literal["on", "off", "true", "false"] | bool),
 ]
 RuleText = Annotated[str, StringConstraints(max_length=1024), AfterValidator(_canonical_rule)]
+
+
+def _canonical_rpc_rule(value: str) -> str:
+    """A VM's rpc-proxy rule (`dom-uuid` and `dom-id` refused), canonically spelled. The
+    RuleError (a ValueError) keeps its column for the loader to point inside the text."""
+    return rpc.canonical(value)
+
+
+RpcRuleText = Annotated[str, StringConstraints(max_length=1024), AfterValidator(_canonical_rpc_rule)]
 
 
 # ---- Disk ------------------------------------------------------------------------------
@@ -228,3 +238,26 @@ class NestedV4VRule(V4VFields):
 class V4VRule(ResourceBase):
     kind: Literal["V4VRule"] = "V4VRule"
     spec: V4VRuleSpec
+
+
+# ---- RPCRule ----------------------------------------------------------------------------
+
+
+class RPCFields(Model):
+    rule: RpcRuleText
+
+
+class RPCRuleSpec(RPCFields):
+    """`vm` owns the rule: rpc-proxy applies it to that VM's traffic only (it forces the
+    rule's dom-uuid to the VM's)."""
+
+    vm: Name
+
+
+class NestedRPCRule(RPCFields):
+    name: Name | None = None
+
+
+class RPCRule(ResourceBase):
+    kind: Literal["RPCRule"] = "RPCRule"
+    spec: RPCRuleSpec

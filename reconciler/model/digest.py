@@ -62,6 +62,21 @@ def _owner(resource: Resource) -> str:
     return resource.metadata.name if isinstance(resource, VM) else resource.spec.vm
 
 
+# VM fields added after digests were first made, left out while at their (normalized)
+# default, so a state that does not use them keeps the digest it had.
+_LATER_VM_FIELDS: dict[str, object] = {"properties": {}, "rpcRules": []}
+
+
+def _dump(resource: Resource) -> dict[str, Any]:
+    data = resource.model_dump(by_alias=True)
+    if isinstance(resource, VM):
+        spec = data["spec"]
+        for key, default in _LATER_VM_FIELDS.items():
+            if spec.get(key) == default:
+                del spec[key]
+    return data
+
+
 def _dumps(data: Any) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
@@ -101,7 +116,7 @@ def desired_digest(desired: DesiredState) -> StateDigest:
     secrets: list[tuple[str, str]] = []
     for kind in KINDS:
         for name, resource in sorted(desired.by_kind(kind).items()):
-            by_vm.setdefault(_owner(resource), []).append(resource.model_dump(by_alias=True))
+            by_vm.setdefault(_owner(resource), []).append(_dump(resource))
             secrets.extend(_secrets(resource, f"{kind}/{name}"))
     public = hashlib.sha256(VERSION)
     vms: dict[str, str] = {}

@@ -2,7 +2,8 @@
 
 Pure value. Every device is a standalone resource with every default filled in (uuid,
 maxMemory, maxVcpus, disk access, NIC index and MAC); nested device lists are empty.
-`origins` says where each resource was written, for messages that cite file:line.
+`origins` says where each resource was written, for messages that cite file:line, and
+gives a VM's rpc-proxy rules their evaluation order (`rpc_rules_of`).
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from functools import cached_property
 
 from reconciler.errors import Location
 from reconciler.model.common import Kind
-from reconciler.model.devices import NIC, Disk, PCIPassthrough, V4VRule
+from reconciler.model.devices import NIC, Disk, PCIPassthrough, RPCRule, V4VRule
 from reconciler.model.vm import VM
 
-Resource = VM | Disk | NIC | PCIPassthrough | V4VRule
+Resource = VM | Disk | NIC | PCIPassthrough | V4VRule | RPCRule
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class DesiredState:
     pci: Mapping[str, PCIPassthrough] = field(default_factory=dict)
     v4v_rules: Mapping[str, V4VRule] = field(default_factory=dict)
     origins: Mapping[tuple[Kind, str], Location] = field(default_factory=dict)
+    rpc_rules: Mapping[str, RPCRule] = field(default_factory=dict)  # after origins: callers pass it by position
 
     def by_kind(self, kind: Kind) -> Mapping[str, Resource]:
         table: dict[Kind, Mapping[str, Resource]] = {
@@ -37,11 +39,14 @@ class DesiredState:
             "NIC": self.nics,
             "PCIPassthrough": self.pci,
             "V4VRule": self.v4v_rules,
+            "RPCRule": self.rpc_rules,
         }
         return table[kind]
 
     def devices_of(self, vm: str) -> list[Disk | NIC | PCIPassthrough | V4VRule]:
-        """Every device resource that belongs to `vm`, in kind then name order."""
+        """Every device resource that belongs to `vm`, in kind then name order. RPCRules are
+        not among them (they are no device of the domain's build nor a step of their own:
+        `rpc_rules_of`, in evaluation order, is their accessor)."""
         return list(self._devices_by_vm.get(vm, ()))
 
     @cached_property
@@ -52,4 +57,23 @@ class DesiredState:
         for table in (self.disks, self.nics, self.pci, self.v4v_rules):
             for resource in table.values():
                 index.setdefault(resource.spec.vm, []).append(resource)
+        return index
+
+    def rpc_rules_of(self, vm: str) -> list[RPCRule]:
+        """`vm`'s rpc-proxy rules in evaluation order (rpc-proxy appends them to the global
+        rules; the last match wins): the order they are written, by where each is written
+        (file path, line, column: nested items in list order, standalone documents by
+        their metadata.name), then by name for rules without an origin."""
+        return list(self._rpc_by_vm.get(vm, ()))
+
+    @cached_property
+    def _rpc_by_vm(self) -> dict[str, list[RPCRule]]:
+        def written(rule: RPCRule) -> tuple[int, str, int, int, str]:
+            name = rule.metadata.name
+            place = self.origins.get(("RPCRule", name))
+            return (0, place.file, place.line, place.col, name) if place else (1, "", 0, 0, name)
+
+        index: dict[str, list[RPCRule]] = {}
+        for rule in sorted(self.rpc_rules.values(), key=written):
+            index.setdefault(rule.spec.vm, []).append(rule)
         return index

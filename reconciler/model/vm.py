@@ -1,6 +1,6 @@
 """The VM kind: DESIGN.md section 4, `VM spec`.
 
-Pure value types. Nested device lists (`disks`, `nics`, `pci`, `v4vRules`) are accepted
+Pure value types. Nested device lists (`disks`, `nics`, `pci`, `v4vRules`, `rpcRules`) are accepted
 here and turned into standalone resources by the loader, so the rest of the pipeline
 sees one form only. Checks that span fields (maxMemory >= memory, hvm-only fields...)
 live in `reconciler.loader.checks`, where they can point at the exact YAML line.
@@ -12,7 +12,7 @@ import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints
+from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints, WithJsonSchema
 
 from reconciler.model.common import (
     BOOT_PATTERN,
@@ -26,7 +26,8 @@ from reconciler.model.common import (
     Secret,
     UuidStr,
 )
-from reconciler.model.devices import NestedDisk, NestedNIC, NestedPCI, NestedV4VRule
+from reconciler import rpc
+from reconciler.model.devices import NestedDisk, NestedNIC, NestedPCI, NestedRPCRule, NestedV4VRule
 
 LifecycleAction = Literal["destroy", "restart", "preserve", "rename-restart", "coredump-destroy", "coredump-restart"]
 SleepMode = Literal["pv", "ignore", "restart"]
@@ -115,6 +116,23 @@ def _v4v_shorthand(value: Any) -> Any:
 NestedRuleItem = Annotated[
     NestedV4VRule, BeforeValidator(_v4v_shorthand, json_schema_input_type=str | NestedV4VRule)
 ]
+# The same shorthand in `rpcRules`: a plain string is `{rule: <string>}`.
+NestedRpcItem = Annotated[
+    NestedRPCRule, BeforeValidator(_v4v_shorthand, json_schema_input_type=str | NestedRPCRule)
+]
+
+
+def _property_name(key: str) -> str:
+    if key not in rpc.PROPERTY_DEFAULTS:
+        raise ValueError(f"unknown property {key!r}: expected one of {', '.join(rpc.PROPERTY_DEFAULTS)} "
+                         "(xenmgr's boolean VM properties an rpc rule's if-boolean may test)")
+    return key
+
+
+# xenmgr's boolean VM properties (`rpc.PROPERTY_DEFAULTS`), which rpc-proxy's `if-boolean` reads.
+PropertyName = Annotated[
+    str, AfterValidator(_property_name), WithJsonSchema({"type": "string", "enum": list(rpc.PROPERTY_DEFAULTS)})
+]
 
 
 class VMSpec(Model):
@@ -146,11 +164,15 @@ class VMSpec(Model):
     xenstore_data: dict[XenstoreDataKey, Annotated[str, StringConstraints(max_length=4096)]] = {}
     hooks: Hooks = Hooks()
     update_policy: Literal["live", "restart"] = "live"
+    # xenmgr boolean properties (domstore-read-access...) the VM's rpc rules may test with
+    # if-boolean; one not given has xenmgr's default (rpc.PROPERTY_DEFAULTS).
+    properties: dict[PropertyName, bool] = {}
     # Nested devices: normalized into standalone resources by the loader.
     disks: list[NestedDisk] = []
     nics: list[NestedNIC] = []
     pci: list[NestedPCI] = []
     v4v_rules: list[NestedRuleItem] = Field([], alias="v4vRules")
+    rpc_rules: list[NestedRpcItem] = Field([], alias="rpcRules")
 
 
 # Fields a manifest may not hold any more, with the one-line message the loader gives
