@@ -5,7 +5,8 @@ Stage: boundary. `observe`, `execute` and the watch loop depend on these Protoco
 simulated xenstored), `drivers.sim` the simulated toolstack, PCI back-end,
 firewall and network devices, `drivers.xl`/`drivers.pciback`/`drivers.viptables` the
 real ones, `drivers.netdev` the network devices (`ip link`/`ethtool`; `NoNetDevices`
-stands in where a host has no such driver). The small value types the ports exchange live here and in
+stands in where a host has no such driver), `drivers.rpcproxy` rpc-proxy's policy
+(`NoRpcPolicy` where a host has none). The small value types the ports exchange live here and in
 `reconciler.model.host`.
 """
 
@@ -17,7 +18,7 @@ from typing import Literal, Protocol, TypeVar
 
 from reconciler.model.devices import NIC, Disk
 from reconciler.errors import TerminalHostError
-from reconciler.model.host import Build, DomainStatus, FirewallEntry, HostPciDevice, NetDevice
+from reconciler.model.host import Build, DomainStatus, FirewallEntry, HostPciDevice, NetDevice, RpcPolicy, RpcVmPolicy
 from reconciler.model.vm import VM
 
 T = TypeVar("T")
@@ -260,6 +261,39 @@ class NoNetDevices:
             "promiscuous and ethtool unset and change mtu by re-plugging the NIC")
 
 
+class RpcPolicyPort(Protocol):
+    """rpc-proxy's policy (openxt.md, rpc-proxy rules): the host's global rules file, read
+    only, and the per-VM entries (rules and the boolean properties `if-boolean` tests) the
+    reconciler puts in force when a VM starts and removes when it stops."""
+
+    async def read(self) -> RpcPolicy: ...
+
+    async def set(self, uuid: str, policy: RpcVmPolicy) -> None:
+        """Replace the VM's whole entry (rules and properties), then make rpc-proxy reload."""
+        ...
+
+    async def clear(self, uuid: str) -> None:
+        """Remove the VM's entry (absent: nothing to do), then make rpc-proxy reload."""
+        ...
+
+
+class NoRpcPolicy:
+    """A composition that was given no rpc-proxy driver (the default of `HostPorts.rpc`):
+    it shows an empty policy whose global rules are unknown, and the observer reports
+    the policy as unknown (`ObservedState.rpc` None); every change is refused."""
+
+    async def read(self) -> RpcPolicy:
+        return RpcPolicy(global_rules=None, vms={})
+
+    async def set(self, uuid: str, policy: RpcVmPolicy) -> None:
+        raise TerminalHostError(f"cannot put the rpc-proxy rules of VM {uuid} in force: this host was opened without "
+                                "an rpc-proxy driver; drop the VM's rpcRules or use a host that has one (xen, sim)")
+
+    async def clear(self, uuid: str) -> None:
+        raise TerminalHostError(f"cannot remove the rpc-proxy rules of VM {uuid}: this host was opened without an "
+                                "rpc-proxy driver; use a host that has one (xen, sim)")
+
+
 @dataclass(frozen=True)
 class HookResult:
     """How one hook run ended: its exit status and what it printed (each stream bounded
@@ -301,3 +335,4 @@ class HostPorts:
     firewall: FirewallPort
     netdev: NetDevicePort = field(default_factory=NoNetDevices)
     hooks: HookPort = field(default_factory=NoHooks)
+    rpc: RpcPolicyPort = field(default_factory=NoRpcPolicy)

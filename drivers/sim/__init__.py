@@ -3,10 +3,10 @@
 Entry point: `open_sim(state_dir)` -> `HostPorts` (the same ports the real drivers
 implement). Everything lives in the state directory: `xenstore.json` and `host.json`
 (state), `pci.yaml` (host PCI inventory, optional), `faults.yaml` (fault injection,
-optional), `xenstored.sock` (Xen's `xenstore-*` tools work on it) and `host.sock`.
+optional), `rpc-proxy.rules` (the global rpc-proxy rules, seeded with OpenXT's stock ones), `xenstored.sock` (Xen's `xenstore-*` tools work on it) and `host.sock`.
 Modules: `layout`/`devices`/`progress`/`ops` (libxl's xenstore writes as data), `host`
 (the process side), `toolstack`/`builder`/`stubdom`/`attach`/`pcidev`/`guests`/`backends` (behaviour),
-`domains`/`pci`/`firewall`/`netdev`/`faults` (tables), `rpc`/`client`/`dispatch` (transport),
+`domains`/`pci`/`firewall`/`netdev`/`rpcpolicy`/`faults` (tables), `rpc`/`client`/`dispatch` (transport),
 `direct` (the in-process xenstore port used when the host is embedded), `frozen` (the
 read-only view of a saved host that plan and observe use when no `sim serve` runs).
 
@@ -60,7 +60,7 @@ async def open_sim(state_dir: Path, *, delay_scale: float | None = None,
     for an embedded host) speeds up every simulated delay, e.g. 0.02 in tests."""
     from drivers.sim import settings as names
     from drivers.hooks import LocalHooks
-    from drivers.sim.client import SimFirewall, SimNetDevices, SimPciBack, SimToolstack
+    from drivers.sim.client import SimFirewall, SimNetDevices, SimPciBack, SimRpcPolicy, SimToolstack
     from drivers.sim.direct import DirectXenstore
     from drivers.sim.frozen import open_frozen
     from drivers.sim.host import DirectoryBusy, SimHost
@@ -94,7 +94,7 @@ async def open_sim(state_dir: Path, *, delay_scale: float | None = None,
             xs = await XenstoreClient.connect(ClientSettings(path=str(state_dir / names.XENSTORE_SOCKET)))
         rpc = await RpcClient.connect(state_dir / names.HOST_SOCKET, settings.rpc_timeout_s)
         yield HostPorts(f"sim:{state_dir}", xs, SimToolstack(rpc), SimPciBack(rpc), SimFirewall(rpc), SimNetDevices(rpc),
-                        hooks=LocalHooks())  # hooks run on this machine, as on a real host
+                        hooks=LocalHooks(), rpc=SimRpcPolicy(rpc))  # hooks run on this machine, as on a real host
     finally:
         if rpc is not None:
             await rpc.close()

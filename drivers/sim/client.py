@@ -1,8 +1,9 @@
-"""Client side of the simulated host: the toolstack, PCI back-end and firewall ports.
+"""Client side of the simulated host: the toolstack, PCI back-end, firewall, network-device
+and rpc-proxy policy ports.
 
-Stage: driver (sim). `SimToolstack`, `SimPciBack`, `SimFirewall` and `SimNetDevices`
-implement `reconciler.ports.ToolstackPort`, `PciBackPort`, `FirewallPort` and
-`NetDevicePort` by calling the host
+Stage: driver (sim). `SimToolstack`, `SimPciBack`, `SimFirewall`, `SimNetDevices` and
+`SimRpcPolicy` implement `reconciler.ports.ToolstackPort`, `PciBackPort`, `FirewallPort`,
+`NetDevicePort` and `RpcPolicyPort` by calling the host
 process over `rpc.RpcClient`; models travel as their JSON form and are validated again
 on the host. Built by `drivers.sim.open_sim`; the xenstore port is the ordinary
 `XenstoreClient` on DIR/xenstored.sock.
@@ -14,12 +15,14 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from drivers.sim.firewall import entry_from_json, entry_to_json
+from drivers.sim.rpcpolicy import entry_to_json as rpc_entry_to_json
+from drivers.sim.rpcpolicy import policy_from_json
 from reconciler.errors import TerminalHostError
 from reconciler.model import NIC, VM, Disk
-from reconciler.model.host import Build, DomainStatus, FirewallEntry, HostPciDevice, NetDevice
+from reconciler.model.host import Build, DomainStatus, FirewallEntry, HostPciDevice, NetDevice, RpcPolicy, RpcVmPolicy
 
 if TYPE_CHECKING:
-    from reconciler.ports import FirewallPort, NetDevicePort, PciBackPort, ToolstackPort
+    from reconciler.ports import FirewallPort, NetDevicePort, PciBackPort, RpcPolicyPort, ToolstackPort
 
 
 def _dump(model: VM | Disk | NIC) -> Any:
@@ -167,7 +170,26 @@ class SimNetDevices:
                             ethtool=dict(ethtool) if ethtool is not None else None)
 
 
+class SimRpcPolicy:
+    def __init__(self, rpc: RpcCaller) -> None:
+        self.rpc = rpc
+
+    async def read(self) -> RpcPolicy:
+        try:
+            return policy_from_json(await self.rpc.call("rpc_read"))
+        except ValueError as exc:
+            raise TerminalHostError(f"the simulated host sent a bad rpc-proxy policy: {exc}") from exc
+
+    async def set(self, uuid: str, policy: RpcVmPolicy) -> None:
+        await self.rpc.call("rpc_set", uuid=uuid, **rpc_entry_to_json(policy))
+
+    async def clear(self, uuid: str) -> None:
+        await self.rpc.call("rpc_clear", uuid=uuid)
+
+
 if TYPE_CHECKING:
 
-    def _implements_the_ports(rpc: RpcCaller) -> tuple[ToolstackPort, PciBackPort, FirewallPort, NetDevicePort]:
-        return SimToolstack(rpc), SimPciBack(rpc), SimFirewall(rpc), SimNetDevices(rpc)  # mypy proves the match
+    def _implements_the_ports(rpc: RpcCaller) -> tuple[ToolstackPort, PciBackPort, FirewallPort, NetDevicePort,
+                                                       RpcPolicyPort]:
+        return (SimToolstack(rpc), SimPciBack(rpc), SimFirewall(rpc), SimNetDevices(rpc),  # mypy proves the match
+                SimRpcPolicy(rpc))

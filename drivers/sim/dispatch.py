@@ -3,8 +3,9 @@
 Stage: simulated host. `Dispatcher.call(op, args)` is the RPC server's handler: it
 applies the operation's fault decision first (latency, hang, transient error, so a
 failed call changes nothing), decodes the JSON arguments into the manifest models,
-runs the toolstack/PCI/firewall operation and encodes the result as JSON. One
-operation name per port method (firewall ones prefixed `fw_`), as faults.yaml uses.
+runs the toolstack/PCI/firewall/rpc-policy operation and encodes the result as JSON. One
+operation name per port method (firewall ones prefixed `fw_`, rpc-proxy policy ones `rpc_`),
+as faults.yaml uses.
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ from drivers.sim.guests import Guests
 from drivers.sim.netdev import NetDevTable
 from drivers.sim.pci import PciTable
 from drivers.sim.pcidev import PciDevices
+from drivers.sim.rpcpolicy import RpcPolicyTable, check_uuid, checked_entry, policy_to_json
 from drivers.sim.toolstack import Core, Libxl
 from reconciler.errors import TerminalHostError, TransientHostError
 from reconciler.model import NIC, VM, Disk
 from reconciler.model.host import Build, FirewallEntry, PciAssignment
 
 Args = dict[str, Any]
-READS = frozenset({"list_domains", "inventory", "fw_list", "netdev_list"})  # the ops that change nothing
+READS = frozenset({"list_domains", "inventory", "fw_list", "netdev_list", "rpc_read"})  # the ops that change nothing
 
 
 # The answers of the three reads, also given by the read-only view (`drivers.sim.frozen`).
@@ -50,6 +52,10 @@ def firewall_rows(firewall: FirewallTable) -> list[dict[str, Any]]:
 
 def netdev_rows(netdevs: NetDevTable) -> list[dict[str, Any]]:
     return [vars(d) | {"ethtool": dict(d.ethtool)} for d in netdevs.shown()]
+
+
+def rpc_policy_answer(table: RpcPolicyTable) -> dict[str, Any]:
+    return policy_to_json(table.read())
 
 
 class Dispatcher:
@@ -75,6 +81,7 @@ class Dispatcher:
             "fw_list": self._fw_list, "fw_insert": self._fw_insert, "fw_insert_many": self._fw_insert_many,
             "fw_append": self._fw_append, "fw_delete_many": self._fw_delete_many,
             "fw_delete": self._fw_delete, "netdev_list": self._netdev_list, "netdev_set": self._netdev_set,
+            "rpc_read": self._rpc_read, "rpc_set": self._rpc_set, "rpc_clear": self._rpc_clear,
         }
 
     async def call(self, op: str, args: Args) -> Any:
@@ -169,6 +176,16 @@ class Dispatcher:
 
     async def _fw_delete(self, args: Args) -> None:
         self.core.firewall.delete(_entry(args))
+
+    async def _rpc_read(self, args: Args) -> Any:
+        return rpc_policy_answer(self.core.rpc)
+
+    async def _rpc_set(self, args: Args) -> None:
+        uuid = check_uuid(args.get("uuid"))
+        self.core.rpc.set(uuid, checked_entry(uuid, args.get("rules"), args.get("properties")))
+
+    async def _rpc_clear(self, args: Args) -> None:
+        self.core.rpc.clear(check_uuid(args.get("uuid")))
 
 
 def _int(args: Args, key: str) -> int:

@@ -46,7 +46,7 @@ OPERATIONS = frozenset({
     "list_domains", "create", "unpause", "pause", "shutdown", "destroy", "mem_set", "vcpu_set",
     "attach_disk", "detach_disk", "attach_nic", "detach_nic", "attach_pci", "detach_pci", "cd_insert", "cd_eject",
     "inventory", "assignable_add", "assignable_remove", "fw_list", "fw_insert", "fw_insert_many",
-    "fw_append", "fw_delete", "fw_delete_many",
+    "fw_append", "fw_delete", "fw_delete_many", "rpc_read", "rpc_set", "rpc_clear",
     "xenstore_transaction_end",
 })  # fmt: skip
 XENSTORE_OPERATIONS = frozenset({"xenstore_transaction_end"})  # error_rate only: the commit answers EAGAIN

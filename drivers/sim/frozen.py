@@ -18,16 +18,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from drivers.sim import settings as names
-from drivers.sim.client import SimFirewall, SimNetDevices, SimPciBack, SimToolstack
+from drivers.sim.client import SimFirewall, SimNetDevices, SimPciBack, SimRpcPolicy, SimToolstack
 from drivers.sim.direct import DirectXenstore
 from drivers.sim.domains import DomainTable
-from drivers.sim.dispatch import domain_rows, firewall_rows, netdev_rows, pci_rows
+from drivers.sim.dispatch import domain_rows, firewall_rows, netdev_rows, pci_rows, rpc_policy_answer
 from drivers.sim.firewall import FirewallTable
 from drivers.sim.host import DirectoryBusy, ensure_dom0, lock, read_host_state
 from drivers.sim.netdev import NetDevTable
 from drivers.sim.pci import PciTable, load_inventory
+from drivers.sim.rpcpolicy import GLOBAL_FILE, RpcPolicyTable
 from drivers.xenstore import errors, persist
 from drivers.xenstore.store import Store
+from reconciler import rpc
 from reconciler.errors import TerminalHostError
 from reconciler.ports import HostPorts, Perm, WatchStream, XenstoreOps
 
@@ -35,11 +37,12 @@ T = TypeVar("T")
 
 
 class FrozenRpc:
-    """The host RPC's four reads, answered from the saved tables in the same JSON shapes."""
+    """The host RPC's five reads, answered from the saved tables in the same JSON shapes."""
 
     def __init__(self, state_dir: Path, domains: DomainTable, pci: PciTable, firewall: FirewallTable,
-                 netdevs: NetDevTable) -> None:
+                 netdevs: NetDevTable, rpc: RpcPolicyTable | None = None) -> None:
         self.state_dir, self.domains, self.pci, self.firewall, self.netdevs = state_dir, domains, pci, firewall, netdevs
+        self.rpc = rpc or RpcPolicyTable()
 
     async def call(self, op: str, **args: Any) -> Any:
         if op == "list_domains":
@@ -50,6 +53,12 @@ class FrozenRpc:
             return firewall_rows(self.firewall)
         if op == "netdev_list":
             return netdev_rows(self.netdevs)
+        if op == "rpc_read":
+            answer = rpc_policy_answer(self.rpc)
+            if answer["global_rules"] is None and self.rpc.global_file is not None and \
+                    not os.path.lexists(self.rpc.global_file):
+                answer["global_rules"] = rpc.STOCK_RULES  # what the host writes there when it next starts
+            return answer
         raise TerminalHostError(f"{op}: the simulated host in {self.state_dir} is open read-only (plan and "
                                 f"observe only look); apply or `sim serve` runs it")
 
@@ -129,10 +138,12 @@ async def open_frozen(state_dir: Path, *, wait_s: float = 0.0) -> AsyncIterator[
     fd = await _shared_lock(state_dir, wait_s) if state_dir.is_dir() else None
     try:
         domains, pci, netdevs = DomainTable(), PciTable(load_inventory(state_dir / names.PCI_FILE)), NetDevTable()
-        firewall, _, _ = read_host_state(state_dir / names.HOST_STATE, domains, pci, netdevs)
-        rpc = FrozenRpc(state_dir, domains, pci, firewall, netdevs)
+        policy = RpcPolicyTable(state_dir / GLOBAL_FILE)
+        firewall, _, _ = read_host_state(state_dir / names.HOST_STATE, domains, pci, netdevs, policy)
+        calls = FrozenRpc(state_dir, domains, pci, firewall, netdevs, policy)
         yield HostPorts(f"sim:{state_dir}", FrozenXenstore(state_dir / persist.STATE_FILE),
-                        SimToolstack(rpc), SimPciBack(rpc), SimFirewall(rpc), SimNetDevices(rpc))
+                        SimToolstack(calls), SimPciBack(calls), SimFirewall(calls), SimNetDevices(calls),
+                        rpc=SimRpcPolicy(calls))
     finally:
         if fd is not None:
             os.close(fd)

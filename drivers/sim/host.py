@@ -2,8 +2,9 @@
 
 Stage: simulated host. `SimHost.open(dir)` takes DIR/host.lock (so two processes never
 both own a directory), loads DIR/xenstore.json and DIR/host.json (refusing corrupt
-files), reads DIR/pci.yaml and DIR/faults.yaml, serves the xenstored on
-DIR/xenstored.sock and the toolstack/PCI/firewall RPC on DIR/host.sock, and resumes
+files), reads DIR/pci.yaml and DIR/faults.yaml, creates DIR/rpc-proxy.rules (the global
+rpc-proxy rules, `drivers.sim.rpcpolicy`) when absent, serves the xenstored on
+DIR/xenstored.sock and the toolstack/PCI/firewall/rpc-policy RPC on DIR/host.sock, and resumes
 devices and guests a previous run left half-way. It persists on change, never by
 polling: every change marks it dirty (the store calls back on each node, permission or
 domain change; a toolstack/PCI/firewall/netdev call, a guest powering off on its own or a
@@ -35,6 +36,7 @@ from drivers.sim.guests import Guests
 from drivers.sim.netdev import NetDevTable
 from drivers.sim.pci import PciTable, load_inventory
 from drivers.sim.pcidev import PciDevices
+from drivers.sim.rpcpolicy import GLOBAL_FILE, RpcPolicyTable, seed_global
 from drivers.sim.rpc import RpcServer
 from drivers.sim.settings import HostSettings, resolve_delay_scale
 from drivers.sim.toolstack import Core, Libxl
@@ -96,6 +98,7 @@ class SimHost:
         faults = Faults(plan)
         self.core = Core(self.store, domains, Backends(self.store, domains, settings, lambda: self.core.faults),
                          PciTable(load_inventory(state_dir / names.PCI_FILE)), FirewallTable(), settings, faults)
+        self.core.rpc = RpcPolicyTable(state_dir / GLOBAL_FILE)
         dropped = self._load_state(state_dir / names.HOST_STATE)
         self.libxl = Libxl(self.core)
         self.devices = Devices(self.core)
@@ -162,6 +165,7 @@ class SimHost:
 
     async def _start(self) -> None:
         ensure_dom0(self.store)
+        seed_global(self.dir / GLOBAL_FILE)  # the host's /etc/rpc-proxy.rules, as OpenXT ships it
         await self.xenstored.start()
         try:
             await self.rpc.start()
@@ -235,7 +239,7 @@ class SimHost:
     def _load_state(self, file: Path) -> bool:
         """Load host.json; whether a domain had to be dropped (xenstore does not show it)."""
         self.core.firewall, self.core.faults.counters, self._host_on_disk = read_host_state(
-            file, self.core.domains, self.core.pci, self.core.netdevs)
+            file, self.core.domains, self.core.pci, self.core.netdevs, self.core.rpc)
         dropped = [d for d in self.core.domains.domains if self.store.peek(f"/local/domain/{d}") is None]
         for domid in dropped:
             log.warning("domain %d is in %s but not in xenstore; dropped", domid, file)
@@ -270,6 +274,7 @@ class SimHost:
     def _save_host(self) -> None:
         doc = {"format": FORMAT, "version": VERSION, "hypervisor": self.core.domains.dump(), "pci": self.core.pci.dump(),
                "firewall": self.core.firewall.dump(), "netdevs": self.core.netdevs.dump(),
+               **({"rpc_policy": self.core.rpc.dump()} if self.core.rpc.vms else {}),
                "fault_counters": dict(sorted(self.core.faults.counters.items()))}
         self.encodes += 1
         text = host_text(doc)
@@ -307,11 +312,11 @@ def ensure_dom0(store: Store) -> None:
         store.write("/local/domain/0/name", "Domain-0")
 
 
-def read_host_state(file: Path, domains: DomainTable, pci: PciTable,
-                    netdevs: NetDevTable | None = None) -> tuple[FirewallTable, dict[str, int], str]:
-    """DIR/host.json into the domain, PCI and vif-interface tables: (the firewall table,
-    the fault counters, the file's content as `host_text` writes it); empty ones when
-    there is no file yet."""
+def read_host_state(file: Path, domains: DomainTable, pci: PciTable, netdevs: NetDevTable | None = None,
+                    rpc: RpcPolicyTable | None = None) -> tuple[FirewallTable, dict[str, int], str]:
+    """DIR/host.json into the domain, PCI, vif-interface and rpc-proxy policy tables: (the
+    firewall table, the fault counters, the file's content as `host_text` writes it); empty
+    ones when there is no file yet."""
     if not file.exists():
         return FirewallTable(), {}, ""
     try:
@@ -322,6 +327,8 @@ def read_host_state(file: Path, domains: DomainTable, pci: PciTable,
         pci.restore(doc.get("pci", {}))
         if netdevs is not None:
             netdevs.interfaces = NetDevTable.restore(doc.get("netdevs", [])).interfaces
+        if rpc is not None:
+            rpc.vms = RpcPolicyTable.restore(doc.get("rpc_policy", {})).vms
         firewall = FirewallTable(entry_from_json(e) for e in doc["firewall"])
         counters = {str(k): int(v) for k, v in doc.get("fault_counters", {}).items()}
     except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -26,6 +26,7 @@ from drivers.sim.layout import build_post, console_add, device_destroy, device_r
 from drivers.sim.ops import Op, dom_path, libxl_path, vm_path
 from drivers.sim.pci import PciTable
 from drivers.sim.player import play
+from drivers.sim.rpcpolicy import RpcPolicyTable
 from drivers.sim.settings import HostSettings
 from drivers.xenstore.store import Store
 from reconciler.errors import TerminalHostError, TransientHostError
@@ -47,6 +48,7 @@ class Core:
     settings: HostSettings
     faults: Faults
     netdevs: NetDevTable = field(default_factory=NetDevTable)  # vif interfaces in their backend domains
+    rpc: RpcPolicyTable = field(default_factory=RpcPolicyTable)  # rpc-proxy's per-VM entries, global file
     locks: dict[int, asyncio.Lock] = field(default_factory=dict)
     # Called when the host tables change outside a toolstack call (a guest powering off
     # or crashing on its own): the simulated host then saves them. No-op by default.

@@ -61,7 +61,7 @@ from reconciler.errors import TerminalHostError
 from reconciler.model.observed import ObservedState
 from reconciler.observe.domains import _recorded_sentinel
 from reconciler.observe import observe_tree
-from reconciler.observe.host import decode, fold_tree
+from reconciler.observe.host import decode, fold_tree, read_rpc
 from reconciler.ports import HostPorts, WatchStream
 from reconciler.retry import RetryPolicy, retried
 
@@ -122,6 +122,7 @@ class LiveObserver:
             retried(self._retry, self._ports.pciback.inventory),
             retried(self._retry, self._ports.firewall.list),
             retried(self._retry, self._ports.netdev.list),
+            read_rpc(self._ports, self._retry),
         )
         try:
             if full:
@@ -139,7 +140,7 @@ class LiveObserver:
             with contextlib.suppress(BaseException):
                 await others
             raise
-        domains, pci, firewall, netdevs = await others
+        domains, pci, firewall, netdevs, rpc = await others
         if full or dirty or self._tree is None:
             self._tree = observe_tree(self._mirror)
             moved = self._track_sentinels(self._tree)
@@ -149,7 +150,7 @@ class LiveObserver:
                 # record change, and once per such domain after the first walk).
                 await self._reread(moved)
                 self._tree = observe_tree(self._mirror)
-        return fold_tree(self._tree, domains, pci, firewall, netdevs)
+        return fold_tree(self._tree, domains, pci, firewall, netdevs, rpc)
 
     def xenstore_requests(self) -> int:
         """Requests sent on the host's xenstore port so far (by anyone using it)."""

@@ -26,7 +26,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "observe",
         help="print what a host's xenstore shows, in manifest terms",
-        description="Print the observed state (VMs, devices, health, PCI, firewall) of a "
+        description="Print the observed state (VMs, devices, health, PCI, firewall, rpc-proxy policy) of a "
         "host, or of a captured xenstore-ls, xenstore-ls -f or xenstore-ls -fp dump.",
     )
     source = parser.add_mutually_exclusive_group()

@@ -1,7 +1,7 @@
 """Host facts outside xenstore: hypervisor domain status, host PCI devices, firewall
-entries, the network settings of vif interfaces.
+entries, the network settings of vif interfaces, rpc-proxy's policy.
 
-Pure value types. The toolstack, PCI back-end, firewall and network-device ports
+Pure value types. The toolstack, PCI back-end, firewall, network-device and rpc-policy ports
 (`reconciler.ports`) return them; the observer folds them into `ObservedState`; the
 diff reads them.
 """
@@ -175,3 +175,21 @@ class FirewallEntry:
                 raise ValueError(f"{text!r}: {flag} {value} is not a viptables option "
                                  "(--dom-in/--dom-out/--port-in/--port-out N, -j ACCEPT|REJECT)")
         return cls(values.get("dom_in"), values.get("dom_out"), values.get("port_in"), values.get("port_out"), target)
+
+
+@dataclass(frozen=True)
+class RpcVmPolicy:
+    """One VM's entry in rpc-proxy's policy: its rules (canonical text, evaluation order)
+    and the xenmgr boolean properties its if-boolean rules test."""
+
+    rules: tuple[str, ...] = ()
+    properties: tuple[tuple[str, bool], ...] = ()  # sorted by name
+
+
+@dataclass(frozen=True)
+class RpcPolicy:
+    """rpc-proxy's policy as a host shows it (`reconciler.ports.RpcPolicyPort.read`): the
+    global rules file's text, and the per-VM entries by VM uuid (sorted)."""
+
+    global_rules: str | None  # text of the host's global rules file; None: none/unreadable
+    vms: Mapping[str, RpcVmPolicy] = field(default_factory=dict)  # by VM uuid, sorted

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from reconciler.model.devices import NIC, Disk, PCIPassthrough
-from reconciler.model.host import FirewallEntry, HostPciDevice
+from reconciler.model.host import FirewallEntry, HostPciDevice, RpcPolicy
 from reconciler.model.vm import VM
 
 HealthState = Literal["connected", "initialising", "closing", "closed", "failed"]
@@ -111,8 +111,8 @@ class ObservedState:
     """Everything observed, each mapping sorted by name; `problems` are sentences
     about nodes that were missing, malformed, unknown or truncated (never raised).
 
-    `host_pci` (sysfs inventory) and `firewall` (the viptables table) are None when
-    the source cannot show them: a captured xenstore dump has neither.
+    `host_pci` (sysfs inventory), `firewall` (the viptables table) and `rpc` (rpc-proxy's
+    policy) are None when the source cannot show them: a captured xenstore dump has none.
     """
 
     vms: Mapping[str, VM] = field(default_factory=dict)
@@ -134,3 +134,6 @@ class ObservedState:
     stranded: Mapping[str, StrandedDevice] = field(default_factory=dict)
     # `/vm/<uuid>/reconciler` records whose uuid no listed domain holds, by uuid (VmRecord).
     vm_records: Mapping[str, VmRecord] = field(default_factory=dict)
+    # rpc-proxy's policy (global rules, per-VM entries by uuid); None: a captured dump, or
+    # a host opened without an rpc-proxy driver, cannot show it.
+    rpc: RpcPolicy | None = None

@@ -2,8 +2,9 @@
 
 Touches the host, read-only, and only through `reconciler.ports.HostPorts`: one
 pipelined xenstore snapshot, `xl list` (power states xenstore cannot show, xen.md
-2.9), the sysfs PCI inventory, the v4v firewall table and the vif interfaces
-(MTU, promiscuous mode, ethtool; xen.md 8). The tree goes through the same pure
+2.9), the sysfs PCI inventory, the v4v firewall table, the vif interfaces
+(MTU, promiscuous mode, ethtool; xen.md 8) and rpc-proxy's policy (none when the ports
+have no rpc-proxy driver: `NoRpcPolicy`). The tree goes through the same pure
 `observe_tree` a captured dump does. Each read is retried on a transient error under
 the one retry policy (`reconciler.retry`), as execute retries its steps. Called by the
 CLI (observe, plan, apply).
@@ -18,10 +19,10 @@ from collections.abc import Mapping
 import pydantic
 
 from reconciler.model.devices import NIC, Ethtool
-from reconciler.model.host import DomainStatus, FirewallEntry, HostPciDevice, NetDevice
+from reconciler.model.host import DomainStatus, FirewallEntry, HostPciDevice, NetDevice, RpcPolicy
 from reconciler.model.observed import DomainInfo, ObservedPower, ObservedState
 from reconciler.observe import observe_tree
-from reconciler.ports import HostPorts
+from reconciler.ports import HostPorts, NoRpcPolicy
 from reconciler.retry import RetryPolicy, retried
 from reconciler.xenfmt import vif_ifname
 
@@ -117,29 +118,38 @@ def with_netdevs(state: ObservedState, devices: list[NetDevice]) -> ObservedStat
     return dataclasses.replace(state, nics=nics, problems=tuple(problems))
 
 
+async def read_rpc(ports: HostPorts, retry: RetryPolicy = RetryPolicy()) -> RpcPolicy | None:
+    """rpc-proxy's policy, retried like the other reads; None when the ports have no
+    rpc-proxy driver (`NoRpcPolicy` cannot show what the host enforces)."""
+    if isinstance(ports.rpc, NoRpcPolicy):
+        return None
+    return await retried(retry, ports.rpc.read)
+
+
 async def observe_host(ports: HostPorts, retry: RetryPolicy = RetryPolicy()) -> ObservedState:
-    """Everything the host shows, read concurrently: xenstore, domains, PCI, firewall, vifs;
-    a read that fails transiently is read again (only that one)."""
-    nodes, domains, pci, firewall, netdevs = await asyncio.gather(
+    """Everything the host shows, read concurrently: xenstore, domains, PCI, firewall, vifs,
+    rpc-proxy's policy; a read that fails transiently is read again (only that one)."""
+    nodes, domains, pci, firewall, netdevs, rpc = await asyncio.gather(
         retried(retry, lambda: ports.xenstore.snapshot("/")),
         retried(retry, ports.toolstack.list_domains),
         retried(retry, ports.pciback.inventory),
         retried(retry, ports.firewall.list),
         retried(retry, ports.netdev.list),
+        read_rpc(ports, retry),
     )
-    return fold(decode(nodes), domains, pci, firewall, netdevs)
+    return fold(decode(nodes), domains, pci, firewall, netdevs, rpc)
 
 
 def fold(nodes: Mapping[str, str], domains: list[DomainStatus], pci: list[HostPciDevice],
-         firewall: list[FirewallEntry], netdevs: list[NetDevice]) -> ObservedState:
+         firewall: list[FirewallEntry], netdevs: list[NetDevice], rpc: RpcPolicy | None = None) -> ObservedState:
     """The ObservedState of a decoded xenstore tree and the host's other reads (pure):
     what `observe_host` returns, shared with the agent's live observer, which keeps
     the tree current from watch events instead of walking it each pass."""
-    return fold_tree(observe_tree(nodes), domains, pci, firewall, netdevs)
+    return fold_tree(observe_tree(nodes), domains, pci, firewall, netdevs, rpc)
 
 
 def fold_tree(tree: ObservedState, domains: list[DomainStatus], pci: list[HostPciDevice],
-              firewall: list[FirewallEntry], netdevs: list[NetDevice]) -> ObservedState:
+              firewall: list[FirewallEntry], netdevs: list[NetDevice], rpc: RpcPolicy | None = None) -> ObservedState:
     """`fold` of a tree already observed (`observe_tree`): what is not xenstore added."""
     state = with_netdevs(with_power(tree, domains), netdevs)
-    return dataclasses.replace(state, host_pci=tuple(pci), firewall=tuple(firewall))
+    return dataclasses.replace(state, host_pci=tuple(pci), firewall=tuple(firewall), rpc=rpc)

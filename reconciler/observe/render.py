@@ -73,8 +73,24 @@ def _domain(info: DomainInfo) -> dict[str, Any]:
     return data
 
 
+def _rpc(state: ObservedState) -> dict[str, Any]:
+    """rpc-proxy's policy: the global rules file's rule lines as written, blank lines and
+    whole-line `#` comments left out (null: no file, or unreadable), and each VM's entry by
+    uuid, named (`vm`) when an observed domain holds that uuid."""
+    assert state.rpc is not None
+    names = {info.uuid: name for name, info in state.domains.items() if info.uuid}
+    text = state.rpc.global_rules
+    lines = None if text is None else [
+        line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    vms: dict[str, Any] = {}
+    for uuid, entry in sorted(state.rpc.vms.items()):
+        vms[uuid] = {"rules": list(entry.rules), "properties": dict(entry.properties),
+                     **({"vm": names[uuid]} if uuid in names else {})}
+    return {"globalRules": lines, "vms": vms}
+
+
 def observed_to_data(state: ObservedState) -> dict[str, Any]:
-    """The whole observed state as one JSON-compatible dict; `hostPci` and `firewall`
+    """The whole observed state as one JSON-compatible dict; `hostPci`, `firewall` and `rpc`
     only when the source shows them (a live or simulated host, not a dump)."""
     data: dict[str, Any] = {
         "domains": {name: _domain(info) for name, info in sorted(state.domains.items())},
@@ -90,6 +106,8 @@ def observed_to_data(state: ObservedState) -> dict[str, Any]:
         data["hostPci"] = [_asdict(dev) for dev in state.host_pci]
     if state.firewall is not None:
         data["firewall"] = [str(entry) for entry in state.firewall]
+    if state.rpc is not None:
+        data["rpc"] = _rpc(state)
     if state.pciback_bound:
         data["pcibackBound"] = dict(state.pciback_bound)
     if state.building:
