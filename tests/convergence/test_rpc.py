@@ -163,3 +163,20 @@ def test_an_apply_killed_at_rpc_set_leaves_a_plan_of_the_rest_and_apply_finishes
     site.apply()
     site.assert_converged()
     assert _entries(site)[UIVM] == RpcVmPolicy((XENMGR, NO_USB))
+
+
+def test_an_apply_killed_between_a_stop_and_its_rpc_clear_leaves_the_clear_to_the_next(
+        site: Site, repo: Path, state_dir: Path) -> None:
+    uivm = site.folder / "uivm.yaml"
+    uivm.write_text(uivm.read_text().replace("\nspec:\n", "\nspec:\n  state: stopped\n", 1))
+    trap = SignalAt(site.host, "shutdown", 1, signal.SIGKILL, when="after")  # uivm gone (reaped), its entry not yet
+    proc = _apply_process(repo, site.folder, state_dir, "--parallelism", "1")
+    trap.pid = proc.pid
+    out, err = proc.communicate(timeout=120)
+    trap.restore()
+    assert proc.returncode == -signal.SIGKILL, out + err
+    assert "uivm" not in site.domains() and UIVM in _entries(site)
+    site.drifted("- RPCRule uivm-xenmgr [live]: removed: uivm does not run", "rpc/uivm-rpc/rpc-clear")
+    site.apply()
+    site.assert_converged()
+    assert UIVM not in _entries(site)
