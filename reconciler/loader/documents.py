@@ -4,7 +4,8 @@ Pure. Checks `apiVersion` and `kind` itself (so the message lists what is valid)
 validates with the kind's pydantic model and translates each pydantic error into one
 `FILE:LINE:COL: error: <field path>: <what was expected>, found <what>` line.
 An rpc-proxy rule's grammar error points at the offending word inside the rule's text
-when the text is written as is (one line, no escapes). Secret fields never echo their input. Called by `reconciler.loader.load`.
+when the text is written as is (one line, no escapes). Secret fields never echo their
+input. Called by `reconciler.loader.load`.
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ first 8 hex digits of the sha256 of the canonical rule text: inserting or reorde
 rules renames none; their order is where they are written, `DesiredState.rpc_rules_of`);
 VM uuid, maxMemory, maxVcpus and hvm boot order get their defaults; disks get their
 access mode; NICs their index (position among the VM's NICs: nested first, then
-standalone in file order) and, for `mac: auto`, the deterministic MAC; a relative Disk/NIC `script` becomes the path libxl runs
-(`vif-bridge` -> `/etc/xen/scripts/vif-bridge`, `xenfmt.script_path`), so plans show
-it as the host does. Called by `reconciler.loader.load` before the checks.
+standalone in file order) and, for `mac: auto`, the deterministic MAC; a relative Disk/NIC
+`script` becomes the path libxl runs (`vif-bridge` -> `/etc/xen/scripts/vif-bridge`,
+`xenfmt.script_path`), so plans show it as the host does. Called by `reconciler.loader.load` before the checks.
 """
 
 from __future__ import annotations

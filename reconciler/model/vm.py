@@ -1,7 +1,7 @@
 """The VM kind: DESIGN.md section 4, `VM spec`.
 
-Pure value types. Nested device lists (`disks`, `nics`, `pci`, `v4vRules`, `rpcRules`) are accepted
-here and turned into standalone resources by the loader, so the rest of the pipeline
+Pure value types. Nested device lists (`disks`, `nics`, `pci`, `v4vRules`, `rpcRules`) are
+accepted here and turned into standalone resources by the loader, so the rest of the pipeline
 sees one form only. Checks that span fields (maxMemory >= memory, hvm-only fields...)
 live in `reconciler.loader.checks`, where they can point at the exact YAML line.
 """
