@@ -195,3 +195,17 @@ def test_states_without_rpc_keep_their_digest(tmp_path: Path) -> None:
     with_rule = desired_digest(load_files(tmp_path, a=vm_doc("uivm", NET)))
     with_prop = desired_digest(load_files(tmp_path, a=vm_doc("uivm", extra="  properties: {usb-control: true}\n")))
     assert len({plain.vms["uivm"], with_rule.vms["uivm"], with_prop.vms["uivm"]}) == 3
+
+
+def test_rules_without_an_origin_follow_those_with_one_by_name() -> None:
+    """A DesiredState built by hand (a test, a tool) has no origins for some rules: they
+    come after the located ones, by name, so the order stays deterministic."""
+    from reconciler.errors import Location
+    from reconciler.model import RPCRule
+
+    def rule(name: str, text: str) -> RPCRule:
+        return RPCRule.model_validate({"kind": "RPCRule", "metadata": {"name": name}, "spec": {"vm": "uivm", "rule": text}})
+
+    rules = {r.metadata.name: r for r in (rule("b", NET), rule("a", GET), rule("z", USB), rule("c", DB))}
+    state = DesiredState(rpc_rules=rules, origins={("RPCRule", "z"): Location("a.yaml", 9, 3), ("RPCRule", "c"): Location("a.yaml", 2, 3)})
+    assert names_of(state, "uivm") == ["c", "z", "a", "b"]
