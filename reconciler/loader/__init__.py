@@ -132,12 +132,17 @@ def load_or_raise(paths: Sequence[str], limits: Limits = Limits()) -> DesiredSta
 def _state(entries: list[Entry], names: dict[Document, dict[Path, Any]]) -> DesiredState:
     tables: dict[str, dict[str, object]] = {k: {} for k in ("VM", "Disk", "NIC", "PCIPassthrough", "V4VRule", "RPCRule")}
     places: dict[tuple[Kind, str], tuple[str, int, int]] = {}
+    rpc_order: dict[str, tuple[str, int, int, int]] = {}
     for entry in sorted(entries, key=_BY_NAME):
         resource = entry.resource
         name = resource.metadata.name
         tables[resource.kind][name] = resource
         mark = names[entry.document][entry.path]
         places[(resource.kind, name)] = (entry.document.file, mark.line + 1, mark.column + 1)
+        if resource.kind == "RPCRule":  # evaluation order: the document, then the list position
+            doc = names[entry.document][()]
+            index = entry.path[2] if entry.path and isinstance(entry.path[2], int) else -1
+            rpc_order[name] = (entry.document.file, doc.line + 1, doc.column + 1, index)
     return DesiredState(
         vms=tables["VM"],  # type: ignore[arg-type]
         disks=tables["Disk"],  # type: ignore[arg-type]
@@ -146,4 +151,5 @@ def _state(entries: list[Entry], names: dict[Document, dict[Path, Any]]) -> Desi
         v4v_rules=tables["V4VRule"],  # type: ignore[arg-type]
         rpc_rules=tables["RPCRule"],  # type: ignore[arg-type]
         origins=Origins(places),
+        rpc_order=rpc_order,
     )

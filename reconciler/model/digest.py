@@ -7,7 +7,8 @@ the host is opened.
 
 Canonical and order-independent: every resource as `model_dump` (defaults
 filled, camelCase), sorted by kind then name, keys sorted; where a resource was written
-(file, line, document order) is not part of it. Secrets are part of the input but never
+(file, line, document order) is not part of it, except the order of each VM's rpc-proxy
+rules, which decides (`DesiredState.rpc_rules_of`). Secrets are part of the input but never
 of the output in a guessable form: the secret values go through scrypt (salted with
 the digest of everything else) before they are mixed in, so a plan file and the public
 manifests do not make a cheap test for a guessed VNC password. Per-VM digests cover
@@ -118,6 +119,9 @@ def desired_digest(desired: DesiredState) -> StateDigest:
         for name, resource in sorted(desired.by_kind(kind).items()):
             by_vm.setdefault(_owner(resource), []).append(_dump(resource))
             secrets.extend(_secrets(resource, f"{kind}/{name}"))
+    for vm in sorted({rule.spec.vm for rule in desired.rpc_rules.values()}):
+        # rpc-proxy rules decide in order (the last match wins): reordering them is a change
+        by_vm.setdefault(vm, []).append({"rpcOrder": [rule.metadata.name for rule in desired.rpc_rules_of(vm)]})
     public = hashlib.sha256(VERSION)
     vms: dict[str, str] = {}
     for vm, rows in sorted(by_vm.items()):

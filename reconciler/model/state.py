@@ -31,6 +31,9 @@ class DesiredState:
     v4v_rules: Mapping[str, V4VRule] = field(default_factory=dict)
     origins: Mapping[tuple[Kind, str], Location] = field(default_factory=dict)
     rpc_rules: Mapping[str, RPCRule] = field(default_factory=dict)  # after origins: callers pass it by position
+    # RPCRule name -> (file, line, column of its document, index in its VM's rpcRules or -1):
+    # where it is written, as the loader saw it (origins cannot say it for an aliased item)
+    rpc_order: Mapping[str, tuple[str, int, int, int]] = field(default_factory=dict)
 
     def by_kind(self, kind: Kind) -> Mapping[str, Resource]:
         table: dict[Kind, Mapping[str, Resource]] = {
@@ -61,17 +64,19 @@ class DesiredState:
 
     def rpc_rules_of(self, vm: str) -> list[RPCRule]:
         """`vm`'s rpc-proxy rules in evaluation order (rpc-proxy appends them to the global
-        rules; the last match wins): the order they are written, by where each is written
-        (file path, line, column: nested items in list order, standalone documents by
-        their metadata.name), then by name for rules without an origin."""
+        rules; the last match wins): the order they are written, by file path, then
+        document, then (nested rules) list order; for a state the loader did not make,
+        by origin (file, line, column), then by name for rules with neither."""
         return list(self._rpc_by_vm.get(vm, ()))
 
     @cached_property
     def _rpc_by_vm(self) -> dict[str, list[RPCRule]]:
-        def written(rule: RPCRule) -> tuple[int, str, int, int, str]:
+        def written(rule: RPCRule) -> tuple[int, str, int, int, int, str]:
             name = rule.metadata.name
+            if name in self.rpc_order:
+                return (0, *self.rpc_order[name], name)
             place = self.origins.get(("RPCRule", name))
-            return (0, place.file, place.line, place.col, name) if place else (1, "", 0, 0, name)
+            return (1, place.file, place.line, place.col, 0, name) if place else (2, "", 0, 0, 0, name)
 
         index: dict[str, list[RPCRule]] = {}
         for rule in sorted(self.rpc_rules.values(), key=written):

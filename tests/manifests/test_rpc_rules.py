@@ -209,3 +209,19 @@ def test_rules_without_an_origin_follow_those_with_one_by_name() -> None:
     rules = {r.metadata.name: r for r in (rule("b", NET), rule("a", GET), rule("z", USB), rule("c", DB))}
     state = DesiredState(rpc_rules=rules, origins={("RPCRule", "z"): Location("a.yaml", 9, 3), ("RPCRule", "c"): Location("a.yaml", 2, 3)})
     assert names_of(state, "uivm") == ["c", "z", "a", "b"]
+
+
+def test_aliased_items_keep_their_list_order(tmp_path: Path) -> None:
+    """An item written as an alias sits where its anchor is: the list decides the order."""
+    anchors = f"  xenstoreData:\n    vm-data/usb: &usb '{USB}'\n    vm-data/net: &net '{NET}'\n"
+    state = load_files(tmp_path, a=vm_doc("uivm", "*net", GET, "*usb", extra=anchors))
+    assert [r.spec.rule for r in state.rpc_rules_of("uivm")] == [NET, GET, USB]
+
+
+def test_reordering_rules_changes_the_digest(tmp_path: Path) -> None:
+    """Same rules, same names, another order: another policy, so `apply --plan` must
+    refuse a plan made for the old order."""
+    before = desired_digest(load_files(tmp_path, a=vm_doc("uivm", NET, USB) + vm_doc("ndvm", NET)))
+    after = desired_digest(load_files(tmp_path, a=vm_doc("uivm", USB, NET) + vm_doc("ndvm", NET)))
+    assert before.total != after.total
+    assert after.changed(before) == "VM uivm changed"
