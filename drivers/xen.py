@@ -2,7 +2,10 @@
 
 The network-device port is `drivers.netdev.IpNetDevices` (`ip link`/`ethtool` on dom0's
 vif interfaces, told apart by the vif backend nodes this xenstore client reads); a vif
-served by a driver domain is out of its reach (see that module).
+served by a driver domain is out of its reach (see that module). The rpc-proxy policy port
+is `drivers.rpcproxy.DbRpcPolicy` (the OpenXT config DB through `db-cmd`, then SIGHUP to
+rpc-proxy) when `db-cmd` is on this host, else `NoRpcPolicy`: a dom0 without OpenXT's dbd
+has no rpc-proxy, so its policy is shown as unknown and rpcRules are refused.
 
 Stage: driver composition. Called only by `reconciler.cli` for `--host xen`, as
 `async with open_xen() as ports: ...`. Connects one xenstore client (socket found as
@@ -22,10 +25,11 @@ from pathlib import Path
 from drivers.hooks import LocalHooks
 from drivers.netdev import IpNetDevices, NetDevSettings
 from drivers.pciback import SysfsPciBack
+from drivers.rpcproxy import DbRpcPolicy, RpcProxySettings
 from drivers.viptables import ViptablesFirewall, ViptablesSettings
 from drivers.xenstore import ClientSettings, XenstoreClient
 from drivers.xl import XlSettings, XlToolstack
-from reconciler.ports import HostPorts
+from reconciler.ports import HostPorts, NoRpcPolicy
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class XenSettings:
     sysfs_root: Path = Path("/sys")  # where sysfs is mounted; tests point it at a fake tree
     viptables: ViptablesSettings = field(default_factory=ViptablesSettings)
     netdev: NetDevSettings = field(default_factory=NetDevSettings)
+    rpcproxy: RpcProxySettings = field(default_factory=RpcProxySettings)
 
 
 @contextlib.asynccontextmanager
@@ -54,6 +59,7 @@ async def open_xen(settings: XenSettings | None = None) -> AsyncIterator[HostPor
             firewall=ViptablesFirewall(settings=settings.viptables),
             netdev=IpNetDevices(settings.netdev, xenstore=client),
             hooks=LocalHooks(),
+            rpc=DbRpcPolicy(settings.rpcproxy) if DbRpcPolicy.available(settings.rpcproxy) else NoRpcPolicy(),
         )
     finally:
         await client.close()
