@@ -26,6 +26,8 @@ rename-restart; the reconciler builds it again), nor a core dump (`sim crash` cr
 a guest that powers off, or crashes with a destroy onCrash, is reaped as xl's monitor
 would reap it, where the xl driver's `xl create -e` leaves the domain shut down (or
 crashed) for the reconciler to destroy (it handles both: `reconciler.diff.vm`);
+no rpc-proxy runs (no DBus message is filtered: the policy table is what a real rpc-proxy
+would enforce after its SIGHUP, and `if-boolean` reads the entry's properties, not xenmgr);
 `xenstoreData`, hooks and v4v rules are not applied by the toolstack (the reconciler
 does that through the ports; hooks run as processes of this machine, `drivers.hooks`); PCI per-device pciback keys (`vdev-i`, `root-i`) and
 resuming a PCI hot-plug interrupted by a restart; pciback's sticky `permissive` flag
