@@ -3,9 +3,9 @@
 Composes drivers (this is the CLI layer). `serve` owns DIR in the foreground: the
 xenstored on DIR/xenstored.sock, the host RPC on DIR/host.sock, saved on each change
 (idle, it does nothing) and on SIGTERM/SIGINT (exit 0). The other sub-commands (`create`,
-`list`, `destroy`, `shutdown`, `pause`, `unpause`, `crash`, `reboot`, `pci`, `fw`, `link`; the last three
-also make drift by hand: a device rebound, a v4v entry inserted, appended or deleted, a
-vif interface's MTU, promiscuous mode or offloads changed) go through
+`list`, `destroy`, `shutdown`, `pause`, `unpause`, `crash`, `reboot`, `pci`, `fw`, `link`, `rpc`; the last
+four also make drift by hand: a device rebound, a v4v entry inserted, appended or deleted, a
+vif interface's MTU, promiscuous mode or offloads changed, a VM's rpc-proxy entry set or cleared) go through
 `drivers.sim.open_sim`, so they work whether or not a `serve` runs. Output is sorted.
 """
 
@@ -68,6 +68,12 @@ def register(subparsers: Any) -> None:
     how.add_argument("--insert", nargs=2, metavar=("POSITION", "RULE"), help='viptables -I, e.g. --insert 1 "-j ACCEPT"')
     how.add_argument("--append", metavar="RULE", help='viptables -A, e.g. --append "-j REJECT"')
     how.add_argument("--delete", metavar="RULE", help='viptables -D (the first equal entry), e.g. --delete "-j REJECT"')
+    rpcp = _state(sim_sub.add_parser("rpc", help="list rpc-proxy's per-VM rules and properties, or change them by hand"))
+    how = rpcp.add_mutually_exclusive_group()
+    how.add_argument("--set", nargs="+", metavar=("UUID", "RULE"),
+                     help='replace a VM\'s entry, e.g. --set UUID "allow destination com.citrix.xenclient.usbdaemon" '
+                     "usb-control=true (words with = are properties)")
+    how.add_argument("--clear", metavar="UUID", help="remove a VM's entry")
     link = _state(sim_sub.add_parser("link", help="list the vif interfaces (ip -d link, ethtool -k), or change one by hand"))
     link.add_argument("name", nargs="?", metavar="IFNAME", help="interface to change, e.g. vif1.0")
     link.add_argument("--backend", type=int, default=0, metavar="DOMID", help="its backend domain (default 0, dom0)")
@@ -102,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     if args.sim_command == "serve":
         return serve(state)
     commands: dict[str, Callable[[HostPorts, argparse.Namespace], Awaitable[None]]] = {
-        "create": _create, "list": _list, "pci": _pci, "fw": _fw, "link": _link,
+        "create": _create, "list": _list, "pci": _pci, "fw": _fw, "link": _link, "rpc": _rpc,
         **{verb: _by_name for verb in _BY_NAME},
     }
     command = commands.get(args.sim_command)
@@ -236,6 +242,29 @@ async def _fw(host: HostPorts, args: argparse.Namespace) -> None:
         await host.firewall.delete(_rule(args.delete))
     for position, entry in enumerate(await host.firewall.list(), start=1):
         print(f"{position:>3}  {entry}")
+
+
+async def _rpc(host: HostPorts, args: argparse.Namespace) -> None:
+    from reconciler.model.host import RpcVmPolicy
+
+    if args.set:
+        uuid, *words = args.set
+        rules = [w for w in words if "=" not in w]
+        properties: dict[str, bool] = {}
+        for word in (w for w in words if "=" in w):
+            name, _, value = word.partition("=")
+            if value not in ("true", "false"):
+                raise UsageError(f"sim rpc --set: property {word!r}: expected NAME=true or NAME=false")
+            properties[name] = value == "true"
+        await host.rpc.set(uuid, RpcVmPolicy(tuple(rules), tuple(sorted(properties.items()))))
+    elif args.clear:
+        await host.rpc.clear(args.clear)
+    for uuid, entry in (await host.rpc.read()).vms.items():
+        print(uuid)
+        for number, rule in enumerate(entry.rules, start=1):
+            print(f"{number:>3}  {rule}")
+        for name, value in entry.properties:
+            print(f"     {name}={'true' if value else 'false'}")
 
 
 async def _link(host: HostPorts, args: argparse.Namespace) -> None:

@@ -152,3 +152,20 @@ def test_ports_without_an_rpc_driver_show_no_policy(state_dir: Path) -> None:
 
     bare, full = _run(state_dir, body)
     assert bare is None and full is not None and full.global_rules == rpc.STOCK_RULES
+
+
+def test_sim_rpc_lists_sets_and_clears_by_hand(state_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def sim(*args: str) -> tuple[int, str, str]:
+        code = main(["sim", "rpc", *args, "--state", str(state_dir)])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    assert sim() == (0, "", "")
+    assert sim("--set", WIN, ENTRY.rules[0], ENTRY.rules[1], "usb-control=true") == (0, (
+        f"{WIN}\n  1  {ENTRY.rules[0]}\n  2  {ENTRY.rules[1]}\n     usb-control=true\n"), "")
+    assert _run(state_dir, lambda p: p.rpc.read()).vms == {WIN: ENTRY}
+    code, out, err = sim("--set", WIN, "allow dom-uuid " + WIN)
+    assert (code, out) == (1, "") and err.startswith("reconciler: error: rpc-proxy rule 1") and err.count("\n") == 1
+    code, out, err = sim("--set", WIN, "usb-control=maybe")
+    assert (code, out) == (1, "") and "expected NAME=true or NAME=false" in err and err.count("\n") == 1
+    assert sim("--clear", WIN) == (0, "", "")
