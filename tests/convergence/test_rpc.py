@@ -32,25 +32,21 @@ from tests.execute.test_crash_safe import SignalAt, _apply_process
 
 UIVM = "00000000-0000-0000-0000-000000000001"  # examples/openxt-desktop/uivm.yaml
 FOREIGN = "00000000-0000-0000-0000-0000000000ff"  # no manifest, no domain: not the reconciler's
+# uivm's rules in the example, in the order written (nested first, then the standalone uivm-surfman).
 XENMGR = "allow destination com.citrix.xenclient.xenmgr"
-NO_USB = "deny destination com.citrix.xenclient.usbdaemon"
-RULES = f"""\
-apiVersion: xen.reconciler/v1
-kind: RPCRule
-metadata: {{name: uivm-xenmgr}}
-spec: {{vm: uivm, rule: {XENMGR}}}
----
-apiVersion: xen.reconciler/v1
-kind: RPCRule
-metadata: {{name: uivm-no-usb}}
-spec: {{vm: uivm, rule: {NO_USB}}}
-"""
+NO_CONFIG = "deny destination com.citrix.xenclient.xenmgr interface com.citrix.xenclient.xenmgr.config member Set"
+NETD = "allow destination com.citrix.xenclient.networkdaemon"
+SURFMAN = "allow destination com.citrix.xenclient.surfman"
+UIVM_ENTRY = RpcVmPolicy((XENMGR, NO_CONFIG, NETD, SURFMAN), (("domstore-read-access", True), ("usb-control", True)))
+NDVM_ENTRY = RpcVmPolicy(("allow destination org.freedesktop.DBus interface org.freedesktop.DBus",
+                          "allow destination com.citrix.xenclient.xenmgr interface org.freedesktop.DBus.Properties member Get",
+                          NETD), (("domstore-read-access", True), ("domstore-write-access", True)))
 
 
 def _folder(tmp_path: Path) -> Path:
-    """The desktop example, hooks runnable here, with uivm's rules and work-linux's properties."""
+    """The desktop example (ndvm's and uivm's rules and properties), hooks runnable here,
+    with work-linux given a property: an entry without rules."""
     folder = with_runnable_hooks("examples/openxt-desktop", tmp_path / "desktop")
-    (folder / "rpc.yaml").write_text(RULES)
     linux = folder / "user-vms" / "work-linux.yaml"
     linux.write_text(linux.read_text().replace("\nspec:\n", "\nspec:\n  properties: {usb-control: true}\n", 1))
     return folder
@@ -80,24 +76,25 @@ def site(served: Callable[..., Any], cli: Cli, tmp_path: Path, state_dir: Path) 
 
 def test_the_desktop_converges_with_each_vms_entry_in_force(site: Site) -> None:
     entries = _entries(site)
-    assert entries == {UIVM: RpcVmPolicy((XENMGR, NO_USB)),
+    assert entries == {UIVM: UIVM_ENTRY, _uuid(site.folder, "ndvm"): NDVM_ENTRY,
                        _uuid(site.folder, "work-linux"): RpcVmPolicy((), (("usb-control", True),))}
 
 
 @pytest.mark.parametrize("drift", ["changed", "removed"])
 def test_an_entry_changed_or_removed_behind_the_reconciler_is_named_and_set_back(site: Site, drift: str) -> None:
     if drift == "changed":
-        site.host.run(lambda p: p.rpc.set(UIVM, RpcVmPolicy(("allow all", NO_USB))))
-        site.drifted("+ RPCRule uivm-xenmgr [live]: in force now, uivm is up",
+        site.host.run(lambda p: p.rpc.set(UIVM, RpcVmPolicy(("allow all", NO_CONFIG))))
+        site.drifted("+ RPCRule uivm-surfman [live]: in force now, uivm is up",
                      "~ RPCRule uivm-rpc-entry [live]: 1 rule no RPCRule of uivm says go")
     else:
         site.host.run(lambda p: p.rpc.clear(UIVM))
-        site.drifted("+ RPCRule uivm-xenmgr [live]", "+ RPCRule uivm-no-usb [live]")
+        site.drifted("+ RPCRule uivm-surfman [live]", "+ RPCRule uivm-no-host-config [live]",
+                     "+ RPCRule uivm-rpc-entry [live]: its if-boolean properties")
     domid = site.domid("uivm")
     out = site.apply()
-    assert "RPCRule `uivm-xenmgr` has been created." in out
+    assert "RPCRule `uivm-surfman` has been created." in out
     site.assert_converged()
-    assert _entries(site)[UIVM] == RpcVmPolicy((XENMGR, NO_USB))
+    assert _entries(site)[UIVM] == UIVM_ENTRY
     assert site.domid("uivm") == domid  # live: the VM kept running
 
 
@@ -109,15 +106,16 @@ def test_an_entry_the_reconciler_does_not_manage_is_left_alone(site: Site) -> No
 
 
 def test_a_rule_edited_on_a_running_vm_changes_live(site: Site) -> None:
-    edited = NO_USB + " member Foo"
-    (site.folder / "rpc.yaml").write_text(RULES.replace(NO_USB, edited))
+    edited = SURFMAN + " member ShowGuest"
+    uivm = site.folder / "uivm.yaml"
+    uivm.write_text(uivm.read_text().replace(f"rule: {SURFMAN}\n", f"rule: {edited}\n"))
     code, out, _ = site.cli("plan", str(site.folder))
-    assert code == 0 and "+ RPCRule uivm-no-usb [live]: in force now, uivm is up (rpc-proxy reloads)" in out, out
+    assert code == 0 and "+ RPCRule uivm-surfman [live]: in force now, uivm is up (rpc-proxy reloads)" in out, out
     assert "rpc/uivm-rpc/rpc-set" in out and "vm/uivm/" not in out, out  # one live step, no restart
     domid = site.domid("uivm")
     site.apply()
     site.assert_converged()
-    assert _entries(site)[UIVM] == RpcVmPolicy((XENMGR, edited))
+    assert _entries(site)[UIVM] == RpcVmPolicy((XENMGR, NO_CONFIG, NETD, edited), UIVM_ENTRY.properties)
     assert site.domid("uivm") == domid
 
 
@@ -126,8 +124,8 @@ def test_a_vm_that_stops_or_leaves_the_manifests_loses_its_entry(site: Site) -> 
     uivm = site.folder / "uivm.yaml"
     uivm.write_text(uivm.read_text().replace("\nspec:\n", "\nspec:\n  state: stopped\n", 1))
     (site.folder / "user-vms" / "work-linux.yaml").unlink()
-    out = site.drifted("- RPCRule uivm-xenmgr [live]: removed when uivm stops",
-                       "- RPCRule uivm-no-usb [live]: removed when uivm stops",
+    out = site.drifted("- RPCRule uivm-surfman [live]: removed when uivm stops",
+                       "- RPCRule uivm-no-host-config [live]: removed when uivm stops",
                        "- RPCRule work-linux-rpc-entry [live]: removed when work-linux stops")
     assert "rpc/uivm-rpc/rpc-clear" in out and "rpc/work-linux-rpc/rpc-clear" in out
     site.apply()
@@ -150,19 +148,20 @@ def test_an_apply_killed_at_rpc_set_leaves_a_plan_of_the_rest_and_apply_finishes
     trap.restore()
     assert proc.returncode == -signal.SIGKILL, out + err
     site = Site(host, folder, cli, state_dir)
-    # uivm (startPriority 9) is the first VM with an entry: the NDVM (10) has none.
-    assert site.domains()["uivm"].power == "paused"
-    plan = site.drifted("~ VM uivm")
+    # The NDVM (startPriority 10) is the first VM built, and it has an entry.
+    ndvm = _uuid(folder, "ndvm")
+    assert site.domains()["ndvm"].power == "paused"
+    plan = site.drifted("~ VM ndvm")
     code, text, _ = cli("plan", str(folder), "--format", "json")
     edges = {(d["before"], d["after"]) for d in json.loads(text)["dependencies"]}
     if when == "after":  # in force already: the plan only unpauses it
-        assert UIVM in _entries(site) and "rpc/uivm-rpc/" not in plan, plan
+        assert _entries(site)[ndvm] == NDVM_ENTRY and "rpc/ndvm-rpc/" not in plan, plan
     else:  # built and paused without its entry: set before its unpause
-        assert UIVM not in _entries(site) and "+ RPCRule uivm-xenmgr [live]" in plan, plan
-        assert ("rpc/uivm-rpc/rpc-set", "vm/uivm/unpause") in edges
+        assert ndvm not in _entries(site) and "+ RPCRule ndvm-rpc-entry [live]" in plan, plan
+        assert ("rpc/ndvm-rpc/rpc-set", "vm/ndvm/unpause") in edges
     site.apply()
     site.assert_converged()
-    assert _entries(site)[UIVM] == RpcVmPolicy((XENMGR, NO_USB))
+    assert _entries(site)[UIVM] == UIVM_ENTRY and _entries(site)[ndvm] == NDVM_ENTRY
 
 
 def test_an_apply_killed_between_a_stop_and_its_rpc_clear_leaves_the_clear_to_the_next(
@@ -176,7 +175,7 @@ def test_an_apply_killed_between_a_stop_and_its_rpc_clear_leaves_the_clear_to_th
     trap.restore()
     assert proc.returncode == -signal.SIGKILL, out + err
     assert "uivm" not in site.domains() and UIVM in _entries(site)
-    site.drifted("- RPCRule uivm-xenmgr [live]: removed: uivm does not run", "rpc/uivm-rpc/rpc-clear")
+    site.drifted("- RPCRule uivm-surfman [live]: removed: uivm does not run", "rpc/uivm-rpc/rpc-clear")
     site.apply()
     site.assert_converged()
     assert UIVM not in _entries(site)
