@@ -4,8 +4,8 @@ Pure: values in, a value out; nothing here reads the host. Called by the planner
 (`reconciler.plan`) and the `plan`/`apply` verbs. Which fields are compared with what,
 and what changing each costs (live / restart / destructive), is the one table in
 `reconciler.diff.fields`; VM rules are in `vm`, device matching in `devices` and
-`pci`, v4v firewall entries in `rules` (resolver: `firewall`), the last-applied record
-in `applied`. Changes are sorted by (vm, kind in KINDS order, name). A desired VM whose
+`pci`, v4v firewall entries in `rules` (resolver: `firewall`), rpc-proxy entries in
+`rpc`, the last-applied record in `applied`. Changes are sorted by (vm, kind in KINDS order, name). A desired VM whose
 name or uuid an unmanaged domain holds raises `Conflict` (DESIGN 7: never adopted silently).
 A crashed domain follows its VM's `lifecycle.onCrash` (`vm`; `preserve` lands in
 `Diff.preserved`); the disks and NICs a gone or restarting backend VM served are
@@ -17,6 +17,7 @@ from __future__ import annotations
 from reconciler.diff.context import Context, build_context
 from reconciler.diff.devices import replug_changes
 from reconciler.diff.pci import greedy_changes, missing_devices, release_changes, unseized_notes
+from reconciler.diff.rpc import rpc_changes
 from reconciler.diff.rules import rule_changes
 from reconciler.diff.vm import vm_changes
 from reconciler.errors import Conflict, Diagnostic, Location, ManifestError
@@ -53,6 +54,7 @@ def diff(desired: DesiredState, observed: ObservedState) -> Diff:
     changes += release_changes(ctx, changes)
     ctx.notes += unseized_notes(ctx)
     changes += rule_changes(ctx)
+    changes += rpc_changes(ctx)
     if ctx.conflicts:
         raise _conflict(ctx)
     return Diff(tuple(sorted(changes, key=_order)), tuple(unmanaged), tuple(sorted(set(ctx.notes))),

@@ -21,6 +21,7 @@ from reconciler.execute.devices import attach, build_pci, detach, media, pci_ass
 from reconciler.execute.devices import plugged_settings, set_netdev
 from reconciler.execute.firewall import fw_apply, fw_remove, fw_start, fw_table
 from reconciler.execute.hooks import run_hook
+from reconciler.execute.rpc import rpc_clear, rpc_set
 from reconciler.execute.runtime import RECORD, Runtime, arg, int_arg, missing, read_or_empty
 from reconciler.model.common import default_vm_uuid
 from reconciler.model.host import BUILDING, DomainStatus
@@ -283,6 +284,8 @@ OPS: dict[Op, Handler] = {
     "destroy": destroy,  # what the guest did not finish
     "fw-remove": fw_remove,  # entries of stopped domains, after they stopped
     "fw-table": fw_table,  # entries no rule derives out, the default REJECT last
+    "rpc-set": rpc_set,  # a VM's whole rpc-proxy entry, before its guest runs (or live)
+    "rpc-clear": rpc_clear,  # ... removed once it has stopped
     "pci-assignable-remove": pci_assignable_remove,  # a binding it made, once no rule needs it
     "gate": gate,  # nothing: orders the VMs of two priority levels
     "forget": forget,  # build intents of VMs an interrupted apply never built

@@ -141,6 +141,8 @@ def make_report(plan: Plan, results: Iterable[StepResult]) -> Report:
         seen.setdefault(key, set()).add(result.outcome)
     # A starting VM's rules go in with its start's one firewall step (`fw-start`).
     starts = {r.step.vm: r.outcome for r in by_id.values() if r.step.op == "fw-start"}
+    # A VM's RPCRule changes are its one rpc-proxy step (`rpc-set` or `rpc-clear`).
+    rpc = {r.step.vm: r.outcome for r in by_id.values() if r.step.op in ("rpc-set", "rpc-clear")}
     # A VM's new disks, NICs and PCI devices are built with it: created with its create
     # step, skipped when it did not run or failed (the create is the root cause, reported once).
     builds: dict[str, StepOutcome] = {r.step.vm: "done" if r.outcome == "done" else "skipped"
@@ -150,6 +152,8 @@ def make_report(plan: Plan, results: Iterable[StepResult]) -> Report:
         outcomes = seen.get((change.kind, change.name), set())
         if change.kind == "V4VRule" and change.vm in starts:
             outcomes = outcomes | {starts[change.vm]}
+        elif change.kind == "RPCRule" and change.vm in rpc:
+            outcomes = outcomes | {rpc[change.vm]}
         elif change.kind != "VM" and change.action is Action.CREATE and change.vm in builds:
             outcomes = outcomes | {builds[change.vm]}
         word: ResourceOutcome

@@ -213,6 +213,35 @@ def firewall_removed_after_stop(scene: Scene) -> Iterator[Pair]:
         yield from _pairs([scene.vm_step(vm, "destroy")], [s.id for s in scene.device_steps(vm, "fw-remove")])
 
 
+_RPC_OPS: tuple[Op, ...] = ("rpc-set", "rpc-clear")
+
+
+def _rpc(scene: Scene, vm: str) -> list[str]:
+    """A VM's rpc-proxy step (one at most: `rpc-set` or `rpc-clear`)."""
+    return [s.id for op in _RPC_OPS for s in scene.device_steps(vm, op)]
+
+
+def rpc_after_build(scene: Scene) -> Iterator[Pair]:
+    """A VM's rpc-proxy entry is in force while it runs only: it is written once the domain
+    is built (a failed build leaves none), as xenmgr does between build and unpause."""
+    for vm in sorted(scene.starting):
+        yield from _pairs([scene.vm_step(vm, "create")], _rpc(scene, vm))
+
+
+def rpc_before_unpause(scene: Scene) -> Iterator[Pair]:
+    """rpc-proxy denies by default: a VM's rules are in force before its guest runs and
+    calls dom0's services (a failed rpc-set leaves it paused, as a failed fw-start does)."""
+    for vm in sorted(scene.unpausing):
+        yield from _pairs(_rpc(scene, vm), [scene.vm_step(vm, "unpause")])
+
+
+def rpc_removed_after_stop(scene: Scene) -> Iterator[Pair]:
+    """A VM's rpc-proxy entry goes once it has stopped, never while its guest may still
+    call dom0 (its v4v entries likewise)."""
+    for vm in sorted(scene.stopping):
+        yield from _pairs([scene.vm_step(vm, "destroy")], _rpc(scene, vm))
+
+
 def pci_released_before_reuse(scene: Scene) -> Iterator[Pair]:
     """A host PCI device belongs to one domain at a time: the old owner lets go first, before
     another takes it or it goes back to its host driver (pciback unbinds no assigned device)."""
@@ -309,6 +338,9 @@ RULES: tuple[Rule, ...] = (
     shutdown_before_detach,
     detach_before_destroy,
     firewall_removed_after_stop,
+    rpc_after_build,
+    rpc_before_unpause,
+    rpc_removed_after_stop,
     pci_released_before_reuse,
     start_priority_tiebreak,
     shutdown_priority_tiebreak,

@@ -7,7 +7,9 @@ of the Diff; execute later runs the steps through the ports, one op per port cal
 A starting VM's firewall is one step, `v4v/<vm>-firewall/fw-start`: everything its start
 resolves (its own rules, and the entries of other VMs' rules that name it), in one batch,
 as xenmgr's applyVmFirewallRules does (openxt.md 4.3); so a plan holds one firewall step
-per starting VM however many rules name it, never one per (rule, VM named).
+per starting VM however many rules name it, never one per (rule, VM named). Likewise a
+VM's rpc-proxy entry is one step, `rpc/<vm>-rpc/rpc-set` (or `rpc-clear`), however many
+of its RPCRules change: rpc-proxy reads the entry whole.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Literal
 from reconciler.diff.applied import read_record
 from reconciler.diff.devices import netdev_field
 from reconciler.diff.pci import matches
+from reconciler.diff.rpc import desired_entry, vm_uuid
 from reconciler.model.common import Kind
 from reconciler.model.observed import ObservedState
 from reconciler.model.state import DesiredState
@@ -29,11 +32,13 @@ Op = Literal[
     "pci-assignable-add", "create", "record", "attach", "fw-apply", "unpause", "wait-sentinel",
     "pause", "mem-set", "vcpu-set", "xenstore-write", "shutdown", "detach", "destroy", "fw-remove",
     "fw-table", "pci-assignable-remove", "set", "forget", "fw-start", "gate", "media",
+    "rpc-set", "rpc-clear",  # a VM's whole rpc-proxy entry: set when it starts (or live), cleared when it stops
 ]
 # Seconds a hook may run before its process group is killed (`ExecuteSettings.hook_timeout_s`,
 # RECONCILER_HOOK_TIMEOUT_S): a hook registers, checks or notifies, it does not install.
 HOOK_TIMEOUT_S = 30.0
-PREFIX: Mapping[Kind, str] = {"VM": "vm", "Disk": "disk", "NIC": "nic", "PCIPassthrough": "pci", "V4VRule": "v4v"}
+PREFIX: Mapping[Kind, str] = {"VM": "vm", "Disk": "disk", "NIC": "nic", "PCIPassthrough": "pci", "V4VRule": "v4v",
+                            "RPCRule": "rpc"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +125,24 @@ def start_steps(inputs: Inputs, vm: str) -> list[Step]:
             steps.append(make("VM", vm, vm, "wait-sentinel", {"node": spec.boot_sentinel}))
     if inputs.fw_touched(vm):
         steps.append(fw_start(vm))  # last: the VM's own steps stay one chain
+    if inputs.observed.rpc is not None and desired_entry(inputs.desired, vm) is not None:
+        steps.append(rpc_step(inputs, vm))  # rpc-proxy denies by default: its rules, before it runs
     return steps
+
+
+def rpc_step(inputs: Inputs, vm: str) -> Step:
+    """A VM's one rpc-proxy step, `rpc/<vm>-rpc/...` however many of its rules change: its
+    whole entry set (a VM that runs once the plan is applied and has rules or properties),
+    else cleared. An RPCRule step, so it is not chained to the VM's own steps: the edge rules
+    place it after the build and before the unpause, or after the destroy."""
+    desired = inputs.desired.vms.get(vm)
+    info = inputs.observed.domains.get(vm)
+    uuid = vm_uuid(inputs.desired, vm) if desired is not None else info.uuid if info is not None else None
+    want = desired_entry(inputs.desired, vm) if desired is not None and desired.spec.state != "stopped" else None
+    if want is None:
+        return make("RPCRule", f"{vm}-rpc", vm, "rpc-clear", {"uuid": uuid})
+    args = {"uuid": uuid, "rules": list(want.rules), "properties": dict(want.properties)}
+    return make("RPCRule", f"{vm}-rpc", vm, "rpc-set", args)
 
 
 def _stop_steps(change: ResourceChange, inputs: Inputs) -> list[Step]:
@@ -424,6 +446,10 @@ TABLE: dict[tuple[Kind, Action], Row] = {
     ("V4VRule", Action.UPDATE): _fw_update,
     ("V4VRule", Action.RESTART): _fw_apply,
     ("V4VRule", Action.DELETE): _fw_remove,
+    # Every change of a VM's rpc-proxy entry is its one step: rpc-proxy reads the entry whole.
+    ("RPCRule", Action.CREATE): lambda c, i: [rpc_step(i, c.vm)],
+    ("RPCRule", Action.UPDATE): lambda c, i: [rpc_step(i, c.vm)],
+    ("RPCRule", Action.DELETE): lambda c, i: [rpc_step(i, c.vm)],
 }
 
 

@@ -1,6 +1,7 @@
 """What "converged, with nothing duplicated or leaked" means, checked on what the host
 shows: `reconciler sim list` (the hypervisor's domain list, duplicates included) and
-`reconciler observe --format json` (managed markers, firewall table, pciback drivers).
+`reconciler observe --format json` (managed markers, firewall table, pciback drivers,
+rpc-proxy entries).
 
 Pure: texts and parsed JSON in, a list of problems out (empty when all holds).
 """
@@ -36,6 +37,13 @@ def problems(mset: ManifestSet, observed: dict[str, Any], sim_list: str | None =
     found += [f"firewall entry {e!r} is there {c} times" for e, c in sorted(Counter(table).items()) if c > 1]
     if not table or table[-1] != "-j REJECT" or table.count("-j REJECT") != 1:
         found.append(f"the default REJECT is not last and alone: {table}")
+    policy = observed.get("rpc")
+    if policy is not None:
+        entries = {uuid: {"rules": e["rules"], "properties": e["properties"]} for uuid, e in policy["vms"].items()}
+        if entries != mset.rpc_entries():
+            found.append(f"rpc-proxy entries {entries}, expected the live VMs' rules and properties {mset.rpc_entries()}")
+    else:
+        found.append("observe shows no rpc-proxy policy")
     on_pciback = {d["bdf"] for d in observed["hostPci"] if d.get("driver") == "pciback"}
     if on_pciback != mset.bound():
         found.append(f"on pciback: {sorted(on_pciback)}, expected {sorted(mset.bound())} "

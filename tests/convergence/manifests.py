@@ -7,8 +7,9 @@ running VMs and `startPriority`; disks, NICs, PCI rules (bdf or match, options, 
 seize) over the simulated laptop's PCI inventory, each host device claimed by one VM at
 most; v4v rules of every shape of the grammar (`reconciler/v4v.py`: `*`, `myself`,
 `my-stubdom`, `dom-type=`, `dom-name=`, `0`, a uuid; no port, `:*`, a port; nested
-shorthand, `{rule, bidirectional: false}` and standalone V4VRule documents); and
-`xenstoreData`. Devices are nested in the VM or written as standalone documents.
+shorthand, `{rule, bidirectional: false}` and standalone V4VRule documents);
+`xenstoreData`; and rpc-proxy rules and properties (`RPC_RULES`, by the VM's position, so
+adding them drew nothing and the sets drawn before stay the same). Devices are nested in the VM or written as standalone documents.
 Scripts are relative, absolute or the default written out; only raw disks get one (libxl
 runs no script for a qcow2/vhd disk, and validate refuses it).
 """
@@ -37,6 +38,13 @@ PCI_DEVICES = (
     ("0000:02:00.0", "0x0280", "0x8086", "0x2723"),  # AX200 Wi-Fi, iwlwifi
 )
 TYPES = ("svm", "web", "db")
+# A VM's rpc-proxy rules, by its position in the set (index % 3), and `usb-control` set on
+# every other VM: no draw, so the sets hypothesis draws are those it drew before.
+RPC_RULES: tuple[tuple[str, ...], ...] = (
+    (),
+    ("allow destination com.citrix.xenclient.xenmgr", "deny destination com.citrix.xenclient.xenmgr member shutdown"),
+    ("allow destination com.citrix.xenclient.usbdaemon if-boolean usb-control true",),
+)
 PORTS = (None, "*", 22, 80, 5555)
 
 
@@ -67,6 +75,17 @@ class ManifestSet:
         """Host devices that must be on pciback once converged: a live VM's, or greedy."""
         live = set(self.live())
         return {bdf for bdf, (vm, greedy) in self.pci.items() if vm in live or greedy}
+
+    def rpc_entries(self) -> dict[str, dict[str, Any]]:
+        """What rpc-proxy's policy holds once converged, by VM uuid: the live VMs' rules
+        and properties (a VM with neither has no entry)."""
+        out: dict[str, dict[str, Any]] = {}
+        for name in self.live():
+            spec = self.vms[name]
+            rules, properties = list(spec.get("rpcRules", [])), dict(spec.get("properties", {}))
+            if rules or properties:
+                out[spec.get("uuid") or default_vm_uuid(name)] = {"rules": rules, "properties": properties}
+        return out
 
     def __repr__(self) -> str:
         return f"ManifestSet(vms={sorted(self.vms)}, devices={len(self.devices)})"
@@ -237,6 +256,10 @@ def manifest_sets(draw: Any, min_vms: int = 2, max_vms: int = 6) -> ManifestSet:
         data = draw(_xenstore_data())
         if data:
             spec["xenstoreData"] = data
+        if RPC_RULES[index % 3]:
+            spec["rpcRules"] = list(RPC_RULES[index % 3])
+        if index % 2:
+            spec["properties"] = {"usb-control": True}
         devices = {"disks": draw(_disks(name, virt)), "nics": draw(_nics(name, index, virt, has_net)),
                    "pci": draw(_pci(name, virt, state, free, out.pci)), "v4vRules": draw(v4v_rules(names, uuids))}
         out.vms[name] = spec

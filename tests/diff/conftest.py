@@ -3,7 +3,8 @@ real resolver and record writer. What is built here: `mirror`, an ObservedState 
 converged host would produce, made from the observer's point of view: VM and device
 models carry only the fields `reconciler.observe` sets (never the unseen defaults), the
 domain carries the last-applied record the reconciler writes, the host PCI inventory
-has the claimed devices on pciback and the firewall holds what the rules resolve to.
+has the claimed devices on pciback, the firewall holds what the rules resolve to and
+rpc-proxy's policy each running VM's entry.
 Drift cases start from a mirror and change one thing. Nothing is mocked.
 """
 
@@ -18,9 +19,11 @@ import pytest
 from reconciler import xenfmt
 from reconciler.diff.applied import applied_record
 from reconciler.diff.firewall import RunningVM, resolve
+from reconciler.diff.rpc import desired_entry, vm_uuid
 from reconciler.loader import load_or_raise
 from reconciler.model import NIC, VM, DesiredState, Disk, DomainInfo, ObservedState, PCIPassthrough
-from reconciler.model.host import FirewallEntry, HostPciDevice
+from reconciler.model.host import FirewallEntry, HostPciDevice, RpcPolicy
+from reconciler.rpc import STOCK_RULES
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = {
@@ -87,8 +90,9 @@ def _inventory(desired: DesiredState, running: set[str]) -> dict[str, tuple[Host
 
 
 def mirror(desired: DesiredState, *, firewall: bool = True, host_pci: bool = True,
-           stubdoms: bool = True) -> ObservedState:
-    """What observing a host that runs exactly `desired` gives."""
+           stubdoms: bool = True, rpc: bool = True) -> ObservedState:
+    """What observing a host that runs exactly `desired` gives (with `rpc`, rpc-proxy's
+    policy holds each running VM's entry: its rules and properties)."""
     running = sorted(n for n, vm in desired.vms.items() if vm.spec.state != "stopped")
     domains: dict[str, DomainInfo] = {}
     fw_running: dict[str, RunningVM] = {}
@@ -126,6 +130,8 @@ def mirror(desired: DesiredState, *, firewall: bool = True, host_pci: bool = Tru
         domains=dict(sorted(domains.items())),
         host_pci=tuple(sorted((dev for dev, _ in inventory.values()), key=lambda d: d.bdf)) if host_pci else None,
         firewall=(*sorted(entries, key=str), *BASELINE) if firewall else None,
+        rpc=RpcPolicy(STOCK_RULES, {vm_uuid(desired, n): e for n in running if (e := desired_entry(desired, n))})
+        if rpc else None,
     )
 
 

@@ -21,7 +21,7 @@ def _expected_creates(desired: DesiredState) -> set[tuple[str, str]]:
     out = {("VM", n) for n in running}
     for kind in KINDS[1:]:
         if kind == "RPCRule":
-            continue  # no diff change of its own yet: rpc-proxy policy steps are planned per VM (issue 14, part C2)
+            continue  # ObservedState() cannot show rpc-proxy's policy, so none is planned (tests/plan/test_rpc_plan.py)
         out |= {(kind, name) for name, r in desired.by_kind(kind).items() if r.spec.vm in running}  # type: ignore[union-attr]
     return out
 

@@ -93,7 +93,7 @@ def test_every_vm_is_built_with_its_devices_before_it_runs(path: str, served: Ca
         plan = await plan_for(ports, copy)
         watch = DevicesAtUnpause(ports.toolstack, ports.xenstore)
         wrapped = HostPorts(ports.name, ports.xenstore, watch, ports.pciback, ports.firewall,  # type: ignore[arg-type]
-                            ports.netdev, ports.hooks)
+                            ports.netdev, ports.hooks, ports.rpc)
         result = await execute(plan, wrapped, settings=ExecuteSettings(initial_backoff_s=0))
         domids = {d.name: d.domid for d in await ports.toolstack.list_domains()}
         return (plan, result), watch, domids
