@@ -142,7 +142,8 @@ class Rule:
 # ---------------------------------------------------------------- parsing
 
 
-def _suggest(word: str, choices: Iterable[str]) -> str:
+def suggest(word: str, choices: Iterable[str]) -> str:
+    """' (did you mean X?)' for the choice closest to a misspelt `word`, else ''."""
     choices = list(choices)
     for choice in choices:
         if choice.lower() == word.lower():
@@ -189,7 +190,7 @@ class _Parser:
     def _bool(self, after: str) -> bool:
         column, word = self._next("true or false", after)
         if word not in _BOOLS:
-            raise RuleError(f"{after} takes true or false, found {word!r}{_suggest(word, _BOOLS)}", column)
+            raise RuleError(f"{after} takes true or false, found {word!r}{suggest(word, _BOOLS)}", column)
         return word == "true"
 
     def parse(self) -> Rule:
@@ -199,7 +200,7 @@ class _Parser:
         if word not in ("allow", "deny"):
             hint = " (a rule starts with allow or deny)" if word in SUBJECTS + SPECIFIERS + ("all",) else ""
             raise RuleError(
-                f"unknown rule type {word!r}: expected allow or deny{hint or _suggest(word, ('allow', 'deny'))}",
+                f"unknown rule type {word!r}: expected allow or deny{hint or suggest(word, ('allow', 'deny'))}",
                 column,
             )
         rule = Rule(word == "allow")
@@ -255,7 +256,7 @@ class _Parser:
             return replace(rule, if_boolean=(*rule.if_boolean, (name, self._bool(f"if-boolean {name}"))))
         if at_start and word.startswith(("inc-", "out-")):
             raise RuleError(
-                f"unknown subject {word!r}: expected one of {', '.join(SUBJECTS)}{_suggest(word, SUBJECTS)}", column
+                f"unknown subject {word!r}: expected one of {', '.join(SUBJECTS)}{suggest(word, SUBJECTS)}", column
             )
         valid = SPECIFIERS + ("dom-uuid",) * (not self.per_vm)
         message = f"unknown specifier {word!r}: expected one of {', '.join(valid)}"
@@ -264,7 +265,7 @@ class _Parser:
             message += f" ({value!r} was read as the NAME of {keyword}: is that NAME missing?)"
         elif at_start:
             message += f"; or 'all'; or first a subject ({', '.join(SUBJECTS)})"
-        raise RuleError(message + _suggest(word, valid + (("all",) + SUBJECTS if at_start else ())), column)
+        raise RuleError(message + suggest(word, valid + (("all",) + SUBJECTS if at_start else ())), column)
 
 
 _PARSED: dict[tuple[str, bool], Rule] = {}  # (text as written or canonical, per_vm) -> rule

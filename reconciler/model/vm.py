@@ -124,8 +124,9 @@ NestedRpcItem = Annotated[
 
 def _property_name(key: str) -> str:
     if key not in rpc.PROPERTY_DEFAULTS:
+        hint = rpc.suggest(key, rpc.PROPERTY_DEFAULTS)
         raise ValueError(f"unknown property {key!r}: expected one of {', '.join(rpc.PROPERTY_DEFAULTS)} "
-                         "(xenmgr's boolean VM properties an rpc rule's if-boolean may test)")
+                         f"(xenmgr's boolean VM properties an rpc rule's if-boolean may test){hint}")
     return key
 
 

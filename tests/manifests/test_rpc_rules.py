@@ -122,7 +122,8 @@ def test_properties_are_kept_and_checked(tmp_path: Path, capsys: pytest.CaptureF
     code, out = validate(capsys, tmp_path)
     assert code == 1
     assert out == [f"{tmp_path}/a.yaml:11:5: error: spec.properties.domstore-read: unknown property 'domstore-read': expected "
-                   f"one of {', '.join(rpc.PROPERTY_DEFAULTS)} (xenmgr's boolean VM properties an rpc rule's if-boolean may test)"]
+                   f"one of {', '.join(rpc.PROPERTY_DEFAULTS)} (xenmgr's boolean VM properties an rpc rule's if-boolean may test) "
+                   "(did you mean 'domstore-read-access'?)"]
 
 
 @pytest.mark.parametrize(("written", "column", "message"), [
