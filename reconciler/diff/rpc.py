@@ -11,7 +11,8 @@ reconciler manages wants none. What differs from `observed.rpc.vms[uuid]` become
 - one `<vm>-rpc-entry` change for the rest of the entry: rules no RPCRule of the VM holds,
   a new evaluation order, the `if-boolean` properties.
 The planner turns all of a VM's changes into one `rpc-set` or `rpc-clear` step. Entries of
-uuids no desired VM and no managed domain holds are never touched (the reconciler does not
+uuids no desired VM, no managed domain and no mark of the reconciler's
+(`reconciler.model.host.RPC_ENTRIES`) holds are never touched (the reconciler does not
 know them). A source that cannot show the policy (`observed.rpc` None: a captured dump)
 gives no change and a note.
 """
@@ -127,6 +128,13 @@ def rpc_changes(ctx: Context) -> list[ResourceChange]:
         if info.managed and name not in ctx.desired.vms and info.uuid and info.uuid not in seen:
             seen.add(info.uuid)
             have = _have(policy.vms.get(info.uuid))
+            if have is not None:
+                out += _changes(ctx, name, None, have)
+    for uuid, name in ctx.observed.rpc_owned.items():
+        # Entries this reconciler set (its mark says so) for a VM no manifest and no domain
+        # holds any more: an apply stopped between that VM's destroy and its rpc-clear.
+        if uuid not in seen and name not in ctx.desired.vms and name not in ctx.observed.domains:
+            have = _have(policy.vms.get(uuid))
             if have is not None:
                 out += _changes(ctx, name, None, have)
     return out

@@ -22,13 +22,12 @@ from reconciler.execute.devices import plugged_settings, set_netdev
 from reconciler.execute.firewall import fw_apply, fw_remove, fw_start, fw_table
 from reconciler.execute.hooks import run_hook
 from reconciler.execute.rpc import rpc_clear, rpc_set
-from reconciler.execute.runtime import RECORD, Runtime, arg, int_arg, missing, read_or_empty
+from reconciler.execute.runtime import DOM0_ONLY, RECORD, Runtime, arg, int_arg, missing, read_or_empty, rm_quiet
 from reconciler.model.common import default_vm_uuid
 from reconciler.model.host import BUILDING, DomainStatus
 from reconciler.plan.steps import Op, Step
-from reconciler.ports import Perm, XenstoreOps
+from reconciler.ports import XenstoreOps
 
-DOM0_ONLY = (Perm(0, "n"),)  # owner dom0, every other domain: no access (the guest cannot read it)
 
 Handler = Callable[[Runtime, Step, bool], Awaitable[str | None]]
 
@@ -67,14 +66,6 @@ async def _write_intent(rt: Runtime, uuid: str | None, name: str) -> None:
     await rt.ports.xenstore.transaction(body)
 
 
-async def _rm_quiet(tx: XenstoreOps, path: str) -> None:
-    try:
-        await tx.rm(path)
-    except HostError as exc:
-        if not missing(exc):
-            raise
-
-
 async def record(rt: Runtime, step: Step, retry: bool) -> str | None:
     # Marks the domain ours and keeps what the host cannot show; one transaction, so an
     # observer never sees a marker without the record it vouches for, and the build
@@ -85,14 +76,14 @@ async def record(rt: Runtime, step: Step, retry: bool) -> str | None:
     base = f"/vm/{uuid}/{RECORD}"
 
     async def body(tx: XenstoreOps) -> None:
-        await _rm_quiet(tx, base)
+        await rm_quiet(tx, base)
         await tx.mkdir(base)
         await tx.set_perms(base, DOM0_ONLY)  # nodes made below inherit it
         await tx.write(f"{base}/managed", "1")
         await tx.write(f"{base}/digest", digest)
         for n, chunk in enumerate(record_chunks(text)):
             await tx.write(f"{base}/applied/{n}", chunk)
-        await _rm_quiet(tx, f"{BUILDING}/{uuid}")
+        await rm_quiet(tx, f"{BUILDING}/{uuid}")
 
     await rt.ports.xenstore.transaction(body)
     rt.forget_managed(uuid)
@@ -179,7 +170,7 @@ async def destroy(rt: Runtime, step: Step, retry: bool) -> str | None:
     vm = rt.desired.vms.get(step.name)
     uuid = (rt.uuids.get(domid) if domid is not None else None) or (vm.spec.uuid if vm is not None else None)
     if uuid:
-        await rt.ports.xenstore.transaction(lambda tx: _rm_quiet(tx, f"{BUILDING}/{uuid}"))
+        await rt.ports.xenstore.transaction(lambda tx: rm_quiet(tx, f"{BUILDING}/{uuid}"))
     return None
 
 
@@ -196,7 +187,7 @@ async def forget(rt: Runtime, step: Step, retry: bool) -> str | None:
     built = {d.uuid for d in await rt.domains()}
     kept = sorted(str(u) for u in uuids if u in built)
     for uuid in sorted(str(u) for u in uuids if u not in built):
-        await rt.ports.xenstore.transaction(lambda tx: _rm_quiet(tx, f"{BUILDING}/{uuid}"))
+        await rt.ports.xenstore.transaction(lambda tx: rm_quiet(tx, f"{BUILDING}/{uuid}"))
     return f"kept the intent of {', '.join(kept)}: a domain with that uuid exists now" if kept else None
 
 

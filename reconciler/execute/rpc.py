@@ -10,8 +10,9 @@ idempotent, so a retry after a lost answer just does it again.
 from __future__ import annotations
 
 from reconciler.errors import TerminalHostError
-from reconciler.execute.runtime import Runtime, arg
-from reconciler.model.host import RpcVmPolicy
+from reconciler.execute.runtime import DOM0_ONLY, Runtime, arg, rm_quiet
+from reconciler.model.host import RPC_ENTRIES, RpcVmPolicy
+from reconciler.ports import XenstoreOps
 from reconciler.plan.steps import Step
 
 
@@ -34,11 +35,24 @@ async def rpc_set(rt: Runtime, step: Step, retry: bool) -> str | None:
     if not isinstance(properties, dict) or not all(isinstance(v, bool) for v in properties.values()):
         raise _malformed(step, "map of boolean properties")
     policy = RpcVmPolicy(tuple(rules), tuple(sorted((str(k), v) for k, v in properties.items())))
-    await rt.ports.rpc.set(_uuid(step), policy)
+    uuid = _uuid(step)
+    await _mark(rt, uuid, step.vm)  # first: an entry is never set that no plan would know as ours
+    await rt.ports.rpc.set(uuid, policy)
     return None
 
 
 async def rpc_clear(rt: Runtime, step: Step, retry: bool) -> str | None:
     # After the VM stopped: its rules are in force only while it runs.
-    await rt.ports.rpc.clear(_uuid(step))
+    uuid = _uuid(step)
+    await rt.ports.rpc.clear(uuid)
+    await rt.ports.xenstore.transaction(lambda tx: rm_quiet(tx, f"{RPC_ENTRIES}/{uuid}"))  # last, once it is gone
     return None
+
+
+async def _mark(rt: Runtime, uuid: str, vm: str) -> None:
+    """Record, dom0-only, that the entry of `uuid` is the reconciler's (`RPC_ENTRIES`)."""
+    async def body(tx: XenstoreOps) -> None:
+        await tx.write(f"{RPC_ENTRIES}/{uuid}", vm)
+        await tx.set_perms(f"{RPC_ENTRIES}/{uuid}", DOM0_ONLY)
+
+    await rt.ports.xenstore.transaction(body)

@@ -32,7 +32,7 @@ from reconciler.execute.settings import ExecuteSettings
 from reconciler.model.host import BUILDING, DomainPower, DomainStatus, FirewallEntry
 from reconciler.model.state import DesiredState
 from reconciler.plan.steps import Step
-from reconciler.ports import HostPorts
+from reconciler.ports import HostPorts, Perm, XenstoreOps
 from reconciler.retry import retried
 
 LIVE = ("running", "paused")  # powers in which a domain holds devices and firewall entries
@@ -268,3 +268,15 @@ async def read_or_empty(rt: Runtime, path: str) -> bytes:
         if missing(exc):
             return b""
         raise
+
+
+DOM0_ONLY = (Perm(0, "n"),)  # owner dom0, every other domain: no access (the guest cannot read it)
+
+
+async def rm_quiet(tx: XenstoreOps, path: str) -> None:
+    """Remove `path`; one already gone is fine."""
+    try:
+        await tx.rm(path)
+    except HostError as exc:
+        if not missing(exc):
+            raise

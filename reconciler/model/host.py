@@ -20,6 +20,13 @@ PCIBACK_RECORDS = "/reconciler/pciback"
 pciback: one node per device, named `DDDD-BB-SS-F` as libxl names them, whose value is
 the driver it took the device from ("" for none). Only these it ever gives back."""
 
+RPC_ENTRIES = "/reconciler/rpc"
+"""xenstore directory (dom0's alone) of the rpc-proxy entries the reconciler set: `<uuid>` =
+VM name, written BEFORE the entry and removed after it is cleared. rpc-proxy's policy says
+nothing of who wrote an entry, and once a removed VM's domain is gone nothing else shows
+the uuid was the reconciler's: an apply stopped between that VM's destroy and its
+`rpc-clear` would leave the entry to no plan. With the mark, the next plan clears it."""
+
 BUILDING = "/reconciler/building"
 """xenstore directory (dom0's alone) of the VMs an apply is building: `<uuid>` = VM name,
 written BEFORE `xl create` and removed once the VM's own record is written. libxl

@@ -130,6 +130,8 @@ class ObservedState:
     pciback_bound: Mapping[str, str | None] = field(default_factory=dict)
     # Build intents an interrupted apply left (`reconciler.model.host.BUILDING`): uuid -> VM name.
     building: Mapping[str, str] = field(default_factory=dict)
+    # rpc-proxy entries the reconciler set (`reconciler.model.host.RPC_ENTRIES`): uuid -> VM name.
+    rpc_owned: Mapping[str, str] = field(default_factory=dict)
     # Devices left stranded by a backend domain that is gone, by observed device name.
     stranded: Mapping[str, StrandedDevice] = field(default_factory=dict)
     # `/vm/<uuid>/reconciler` records whose uuid no listed domain holds, by uuid (VmRecord).

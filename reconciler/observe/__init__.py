@@ -60,7 +60,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TypeVar
 
-from reconciler.model.host import BUILDING, PCIBACK_RECORDS
+from reconciler.model.host import BUILDING, PCIBACK_RECORDS, RPC_ENTRIES
 from reconciler.model.observed import ObservedState
 from reconciler.observe.devices import scan_devices
 from reconciler.observe.domains import build_vm, domain_info, orphan_records, scan_domains
@@ -123,6 +123,7 @@ def observe_tree(nodes: Mapping[str, str], *, truncated: frozenset[str] = frozen
         pciback_bound=_pciback_bound(tree),
         stranded=_sorted(devices.stranded),
         building={uuid: tree.get(f"{BUILDING}/{uuid}") or "" for uuid in sorted(tree.children(BUILDING))},
+        rpc_owned={uuid: tree.get(f"{RPC_ENTRIES}/{uuid}") or "" for uuid in sorted(tree.children(RPC_ENTRIES))},
         vm_records=orphan_records(tree, doms),
         problems=tuple(tree.problems),
     )

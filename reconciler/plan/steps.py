@@ -137,7 +137,8 @@ def rpc_step(inputs: Inputs, vm: str) -> Step:
     place it after the build and before the unpause, or after the destroy."""
     desired = inputs.desired.vms.get(vm)
     info = inputs.observed.domains.get(vm)
-    uuid = vm_uuid(inputs.desired, vm) if desired is not None else info.uuid if info is not None else None
+    uuid = (vm_uuid(inputs.desired, vm) if desired is not None else info.uuid if info is not None
+            else next((u for u, name in sorted(inputs.observed.rpc_owned.items()) if name == vm), None))
     want = desired_entry(inputs.desired, vm) if desired is not None and desired.spec.state != "stopped" else None
     if want is None:
         return make("RPCRule", f"{vm}-rpc", vm, "rpc-clear", {"uuid": uuid})

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from reconciler.errors import HostError
 from reconciler.loader import load_or_raise
 from reconciler.model.host import RpcVmPolicy
 from reconciler.ports import HostPorts
@@ -179,3 +180,34 @@ def test_an_apply_killed_between_a_stop_and_its_rpc_clear_leaves_the_clear_to_th
     site.apply()
     site.assert_converged()
     assert UIVM not in _entries(site)
+
+
+def test_an_apply_killed_between_a_removed_vms_stop_and_its_rpc_clear_leaves_the_clear_to_the_next(
+        site: Site, repo: Path, state_dir: Path) -> None:
+    # work-linux leaves the manifests: once its domain is gone, only the reconciler's mark
+    # (/reconciler/rpc/<uuid>) says the entry left behind is its own.
+    linux = _uuid(site.folder, "work-linux")
+    assert site.host.run(_mark_of(linux)) == b"work-linux"
+    (site.folder / "user-vms" / "work-linux.yaml").unlink()
+    trap = SignalAt(site.host, "shutdown", 1, signal.SIGKILL, when="after")  # the domain gone, its entry not yet
+    proc = _apply_process(repo, site.folder, state_dir, "--parallelism", "1")
+    trap.pid = proc.pid
+    out, err = proc.communicate(timeout=120)
+    trap.restore()
+    assert proc.returncode == -signal.SIGKILL, out + err
+    assert "work-linux" not in site.domains() and linux in _entries(site)
+    site.drifted("- RPCRule work-linux-rpc-entry [live]: removed: work-linux does not run", "rpc/work-linux-rpc/rpc-clear")
+    site.apply()
+    site.assert_converged()
+    assert linux not in _entries(site)
+    assert site.host.run(_mark_of(linux)) is None  # cleared with the entry
+
+
+def _mark_of(uuid: str) -> Callable[[HostPorts], Any]:
+    async def read(ports: HostPorts) -> bytes | None:
+        try:
+            return await ports.xenstore.read(f"/reconciler/rpc/{uuid}")
+        except HostError:
+            return None
+
+    return read
