@@ -244,7 +244,8 @@ def _decode_file(raw: bytes) -> tuple[str, list[tuple[int, str]]]:
 
 
 def load_dump(path: str, max_bytes: int = MAX_DUMP_BYTES) -> DumpResult:
-    """Read and parse a dump file. Raises UsageError (naming the file) if unreadable or huge."""
+    """Read and parse a dump file. Raises UsageError (naming the file) if unreadable, huge
+    or holding no xenstore node (a file that is not a dump: `/etc/hostname`, an empty file)."""
     try:
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
@@ -260,4 +261,8 @@ def load_dump(path: str, max_bytes: int = MAX_DUMP_BYTES) -> DumpResult:
         raise UsageError(f"{path}: more than {max_bytes} bytes; refusing to read it")
     text, problems = _decode_file(raw)
     result = parse_dump(text, path)
+    if not result.nodes:  # not a dump at all: planning against it would "create everything"
+        unread = f" ({len(result.problems)} line(s) could not be read as xenstore nodes)" if result.problems else ""
+        raise UsageError(f"{path}: no xenstore node in it{unread}; expected the output of xenstore-ls, "
+                         "xenstore-ls -f or xenstore-ls -fp taken on the host (e.g. xenstore-ls -fp > host.txt)")
     return replace(result, problems=sorted(problems + result.problems))

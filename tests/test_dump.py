@@ -329,3 +329,12 @@ def test_unreadable_value_keeps_its_perms() -> None:
     result = parse_dump("/local/domain/5/secret:  (n5)", "t")
     assert result.nodes["/local/domain/5/secret"] == ""
     assert result.perms["/local/domain/5/secret"] == "n5"
+
+
+@pytest.mark.parametrize("text", ["", "myhost\n", "# only a comment\n\n"])
+def test_load_dump_refuses_a_file_with_no_xenstore_node(tmp_path: Path, text: str) -> None:
+    # `plan --observed /etc/hostname` planned "create everything" against it before.
+    dump = tmp_path / "hostname"
+    dump.write_text(text)
+    with pytest.raises(UsageError, match=r"hostname: no xenstore node in it.*expected the output of xenstore-ls"):
+        load_dump(str(dump))
