@@ -65,7 +65,11 @@ def render(plan: Plan, fmt: str, *, colour: bool = False) -> str:
 
 
 def _colour(args: argparse.Namespace) -> bool:
-    return args.format == "text" and args.out is None and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    """Colour only for text on a terminal: not when NO_COLOR is set to a non-empty value
+    (no-color.org: an empty one does not count), nor on TERM=dumb."""
+    env = os.environ
+    return (args.format == "text" and args.out is None and sys.stdout.isatty() and not env.get("NO_COLOR")
+            and env.get("TERM") != "dumb")
 
 
 def load_desired(paths: list[str]) -> DesiredState | None:

@@ -4,7 +4,8 @@ Pure: Plan -> str, byte-identical for the same Plan. Called by `reconciler plan`
 (`--format text`, the default). Symbols are `Action` values: `+` create, `~` update in
 place, `-/+` restart, `-` destroy. Each resource line carries its impact and reason;
 field lines show `before -> after`; secrets always print as `(sensitive)`. ANSI colour
-only when the caller asks (the CLI: stdout is a terminal and NO_COLOR is unset).
+only when the caller asks (the CLI: stdout is a terminal, NO_COLOR is unset or empty and
+TERM is not `dumb`).
 
 After the steps, `Reachability:` lists the pairs the plan allows (+) and refuses (-) that
 the host does not now, and rpc-proxy calls alike (`reconciler.plan.reachability`).

@@ -71,3 +71,38 @@ def test_unreadable_dump_is_one_line_and_exit_1(tmp_path: Path, repo: Path, caps
     assert main(["plan", "manifests", "--observed", str(tmp_path / "missing.txt")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("reconciler: error: ") and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(("env", "coloured"), [
+    ({"TERM": "xterm"}, True),
+    ({"TERM": "xterm", "NO_COLOR": ""}, True),  # no-color.org: only a non-empty value disables colour
+    ({"TERM": "xterm", "NO_COLOR": "1"}, False),
+    ({"TERM": "dumb"}, False),
+])
+def test_colour_on_a_terminal_follows_no_color_and_term(repo: Path, env: dict[str, str], coloured: bool) -> None:
+    # A real pseudo-terminal as stdout, the CLI as a process, as a user runs it.
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    leader, follower = pty.openpty()
+    try:
+        base = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "TERM")}
+        proc = subprocess.run([sys.executable, "-m", "reconciler", "plan", "manifests", "--observed", DUMP],
+                              stdout=follower, stderr=subprocess.DEVNULL, env={**base, **env}, timeout=120, check=False)
+        os.close(follower)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other side is closed and drained
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(leader)
+    assert proc.returncode == 0
+    assert b"Plan: 3 to create" in out
+    assert (b"\x1b[" in out) is coloured
