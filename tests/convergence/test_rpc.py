@@ -165,16 +165,22 @@ def test_an_apply_killed_at_rpc_set_leaves_a_plan_of_the_rest_and_apply_finishes
     assert _entries(site)[UIVM] == UIVM_ENTRY and _entries(site)[ndvm] == NDVM_ENTRY
 
 
-def test_an_apply_killed_between_a_stop_and_its_rpc_clear_leaves_the_clear_to_the_next(
-        site: Site, repo: Path, state_dir: Path) -> None:
-    uivm = site.folder / "uivm.yaml"
-    uivm.write_text(uivm.read_text().replace("\nspec:\n", "\nspec:\n  state: stopped\n", 1))
-    trap = SignalAt(site.host, "shutdown", 1, signal.SIGKILL, when="after")  # uivm gone (reaped), its entry not yet
+def _apply_killed_after_the_first_shutdown(site: Site, repo: Path, state_dir: Path) -> None:
+    """Run `apply` as a process (one step at a time) and SIGKILL it once the host has
+    answered its first shutdown: the domain is gone, the steps after it never ran."""
+    trap = SignalAt(site.host, "shutdown", 1, signal.SIGKILL, when="after")
     proc = _apply_process(repo, site.folder, state_dir, "--parallelism", "1")
     trap.pid = proc.pid
     out, err = proc.communicate(timeout=120)
     trap.restore()
     assert proc.returncode == -signal.SIGKILL, out + err
+
+
+def test_an_apply_killed_between_a_stop_and_its_rpc_clear_leaves_the_clear_to_the_next(
+        site: Site, repo: Path, state_dir: Path) -> None:
+    uivm = site.folder / "uivm.yaml"
+    uivm.write_text(uivm.read_text().replace("\nspec:\n", "\nspec:\n  state: stopped\n", 1))
+    _apply_killed_after_the_first_shutdown(site, repo, state_dir)  # uivm gone (reaped), its entry not yet
     assert "uivm" not in site.domains() and UIVM in _entries(site)
     site.drifted("- RPCRule uivm-surfman [live]: removed: uivm does not run", "rpc/uivm-rpc/rpc-clear")
     site.apply()
@@ -189,12 +195,7 @@ def test_an_apply_killed_between_a_removed_vms_stop_and_its_rpc_clear_leaves_the
     linux = _uuid(site.folder, "work-linux")
     assert site.host.run(_mark_of(linux)) == b"work-linux"
     (site.folder / "user-vms" / "work-linux.yaml").unlink()
-    trap = SignalAt(site.host, "shutdown", 1, signal.SIGKILL, when="after")  # the domain gone, its entry not yet
-    proc = _apply_process(repo, site.folder, state_dir, "--parallelism", "1")
-    trap.pid = proc.pid
-    out, err = proc.communicate(timeout=120)
-    trap.restore()
-    assert proc.returncode == -signal.SIGKILL, out + err
+    _apply_killed_after_the_first_shutdown(site, repo, state_dir)  # the domain gone, its entry not yet
     assert "work-linux" not in site.domains() and linux in _entries(site)
     site.drifted("- RPCRule work-linux-rpc-entry [live]: removed: work-linux does not run", "rpc/work-linux-rpc/rpc-clear")
     site.apply()
