@@ -47,10 +47,39 @@ PATTERN_WORDS: dict[str, str] = {
 }
 
 
+# Titles editors show on hover: a model's own words ("VM spec", not "VMSpec"); a field's
+# title is its YAML name ("onCrash", not "Oncrash").
+MODEL_TITLES: dict[str, str] = {
+    "VMSpec": "VM spec", "HvmOptions": "hvm options", "PciMatch": "PCI match",
+    "NestedRPCRule": "nested rpc rule", "NestedV4VRule": "nested v4v rule", "NestedPCI": "nested PCI rule",
+    "NestedNIC": "nested NIC", "NICSpec": "NIC spec", "PCISpec": "PCIPassthrough spec",
+    "RPCRuleSpec": "RPCRule spec", "V4VRuleSpec": "V4VRule spec",
+}
+
+
+def _model_title(model: type) -> str:
+    """`DiskSpec` -> "Disk spec", `Lifecycle` -> "lifecycle", a kind is itself; MODEL_TITLES
+    first. Called when a schema is generated, after KINDS (below) is defined."""
+    name = model.__name__
+    if name in MODEL_TITLES:
+        return MODEL_TITLES[name]
+    words = re.findall(r"[A-Z][a-z0-9]*", name)
+    if name in KINDS or not words:
+        return name
+    first = words[0] if words[0] in KINDS else words[0].lower()
+    return " ".join([first, *(w.lower() for w in words[1:])])
+
+
+def _field_title(name: str, info: Any) -> str:
+    alias = getattr(info, "alias", None)
+    return alias if isinstance(alias, str) else to_camel(name)
+
+
 class Model(BaseModel):
     """Base of every manifest model: immutable, strict types, unknown fields rejected.
 
     Python names are snake_case; YAML and JSON use the camelCase names of DESIGN.md.
+    Every field carries a `description` (what it does, its default): editors show it.
     """
 
     model_config = ConfigDict(
@@ -60,6 +89,8 @@ class Model(BaseModel):
         alias_generator=to_camel,
         populate_by_name=True,
         hide_input_in_errors=False,
+        model_title_generator=_model_title,
+        field_title_generator=_field_title,
     )
 
 
@@ -94,7 +125,7 @@ MiB = Annotated[
                 {"type": "integer", "minimum": 1, "maximum": MAX_MEMORY_MIB},
                 {"type": "string", "pattern": MEMORY_PATTERN},
             ],
-            "description": "MiB as an integer, or a string with unit Mi or Gi",
+            "description": "MiB as an integer, or a string with unit Mi or Gi ('512Mi', '2Gi')",
         }
     ),
 ]
@@ -121,22 +152,31 @@ def _absolute_path(value: str) -> str:
     return value
 
 
-AbsPath = Annotated[str, StringConstraints(min_length=1, max_length=4096), AfterValidator(_absolute_path)]
+AbsPath = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=4096),
+    AfterValidator(_absolute_path),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 4096, "pattern": "^/"}),
+]
 
 
 class Metadata(Model):
     """`metadata` of every document: the unique name (per kind) and optional labels."""
 
-    name: Name
-    labels: dict[str, str] = {}
+    name: Name = Field(description="The resource's name, unique per kind: 1-63 lower-case letters, digits and '-', "
+                       "starting and ending with a letter or digit. VMs are referred to by it (`vm`, `backendVM`, "
+                       "`dependsOn`).")
+    labels: dict[str, str] = Field({}, description="Optional string map for your own grouping; not used by the reconciler. "
+                                   "Default: {}.")
 
 
 class ResourceBase(Model):
     """The header every document shares; each kind narrows `kind` and adds its `spec`."""
 
-    api_version: Literal["xen.reconciler/v1"] = Field(API_VERSION, alias="apiVersion")
-    kind: str
-    metadata: Metadata
+    api_version: Literal["xen.reconciler/v1"] = Field(API_VERSION, alias="apiVersion",
+                                                      description="Always xen.reconciler/v1.")
+    kind: str = Field(description="The kind of resource: VM, Disk, NIC, PCIPassthrough, V4VRule or RPCRule.")
+    metadata: Metadata = Field(description="The document's name (unique per kind) and optional labels.")
 
 
 PowerState = Literal["running", "stopped", "paused"]

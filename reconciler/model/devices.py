@@ -76,14 +76,27 @@ def _canonical_rule(value: str) -> str:
     return v4v.canonical(value)
 
 
+HEX_OR_ANY_PATTERN = r"^\s*([aA][nN][yY]|0[xX][0-9a-fA-F_]+)\s*$"
+V4V_PATTERN = "->"  # exactly one arrow; the parser says what else is wrong
+RPC_PATTERN = r"^[ \t]*(allow|deny)([ \t]|$)"
 HexOrAny = Annotated[
     str,
     BeforeValidator(_hex_or_any, json_schema_input_type=str),
-    WithJsonSchema({"type": "string", "pattern": "^(any|0[xX][0-9a-fA-F]{1,4})$"}),
+    # An unquoted 0x0200 is a string to our loader but the integer 512 to YAML 1.2 editors
+    # (yaml-language-server): the editor must accept both spellings of what validate accepts.
+    WithJsonSchema({"anyOf": [
+        {"type": "string", "pattern": HEX_OR_ANY_PATTERN},
+        {"type": "integer", "minimum": 0, "maximum": 0xFFFF},
+    ]}),
 ]
-Vdev = Annotated[str, AfterValidator(xenfmt.validate_vdev)]
-Mac = Annotated[str, AfterValidator(_mac)]
-Bdf = Annotated[str, AfterValidator(_bdf)]
+# JSON Schema patterns for editors: each accepts at least what the validator accepts.
+VDEV_PATTERN = r"^(xvd[a-z]{1,5}([1-9][0-9]{0,2})?|hd[a-d]([1-9][0-9]?)?|sd[a-p]([1-9][0-9]?)?)$"
+MAC_PATTERN = r"^(auto|[0-9a-fA-F][02468aceACE](:[0-9a-fA-F]{2}){5})$"  # unicast: first octet even
+BDF_PATTERN = r"^\s*([0-9a-fA-F]{1,4}:)?[0-9a-fA-F]{1,2}:[01]?[0-9a-fA-F]\.[0-7]\s*$"
+RATE_PATTERN = r"^[0-9]+[GMK]?[Bb]/s(@[0-9]+[mu]?s?)?$"
+Vdev = Annotated[str, AfterValidator(xenfmt.validate_vdev), WithJsonSchema({"type": "string", "pattern": VDEV_PATTERN})]
+Mac = Annotated[str, AfterValidator(_mac), WithJsonSchema({"type": "string", "pattern": MAC_PATTERN})]
+Bdf = Annotated[str, AfterValidator(_bdf), WithJsonSchema({"type": "string", "pattern": BDF_PATTERN})]
 
 
 def _on_off(value: Any) -> Any:
@@ -99,7 +112,10 @@ OnOff = Annotated[
     Literal["on", "off"],
     BeforeValidator(_on_off, json_schema_input_type=Literal["on", "off", "true", "false"] | bool),
 ]
-RuleText = Annotated[str, StringConstraints(max_length=1024), AfterValidator(_canonical_rule)]
+RuleText = Annotated[
+    str, StringConstraints(max_length=1024), AfterValidator(_canonical_rule),
+    WithJsonSchema({"type": "string", "maxLength": 1024, "pattern": V4V_PATTERN}),
+]
 
 
 def _canonical_rpc_rule(value: str) -> str:
@@ -108,78 +124,115 @@ def _canonical_rpc_rule(value: str) -> str:
     return rpc.canonical(value)
 
 
-RpcRuleText = Annotated[str, StringConstraints(max_length=1024), AfterValidator(_canonical_rpc_rule)]
+RpcRuleText = Annotated[
+    str, StringConstraints(max_length=1024), AfterValidator(_canonical_rpc_rule),
+    WithJsonSchema({"type": "string", "maxLength": 1024, "pattern": RPC_PATTERN}),
+]
 
 
 # ---- Disk ------------------------------------------------------------------------------
 
 
 class DiskFields(Model):
-    target: str = ""
-    format: Literal["raw", "qcow", "qcow2", "vhd", "qed"] = "raw"
-    vdev: Vdev
-    access: Literal["ro", "rw"] | None = None  # default: rw, ro for a cdrom (set by the loader)
-    devtype: Literal["disk", "cdrom"] = "disk"
-    backend_vm: Name | None = Field(None, alias="backendVM")
-    script: str | None = None
-    discard: bool = True
+    """A virtual disk of a VM; removing it from manifests detaches it, the image is kept."""
+
+    target: str = Field("", description="Path of the disk image or device in the backend; may be empty only for "
+                        "an empty cdrom. Default: empty.")
+    format: Literal["raw", "qcow", "qcow2", "vhd", "qed"] = Field("raw", description="Image format. Default: raw.")
+    vdev: Vdev = Field(description="Virtual device name the guest sees: xvdX[N], hdX[N] (X a-d) or sdX[N] (X a-p), "
+                       "e.g. xvda or hdc. Required.")
+    access: Literal["ro", "rw"] | None = Field(None, description="ro or rw. Default: rw, ro for a cdrom.")
+    devtype: Literal["disk", "cdrom"] = Field("disk", description="disk or cdrom. Default: disk.")
+    backend_vm: Name | None = Field(None, alias="backendVM", description="VM that serves the disk (a storage "
+                                    "driver domain). Default: dom0.")
+    script: str | None = Field(None, description="Block hotplug script run by the backend. Default: none "
+                               "(xl's).")
+    discard: bool = Field(True, description="Pass discard (TRIM) requests to the backend. Default: true.")
 
 
 class DiskSpec(DiskFields):
-    vm: Name
+    """A Disk (DESIGN.md section 4, Disk spec)."""
+
+    vm: Name = Field(description="Name of the VM this device belongs to. Required.")
 
 
 class NestedDisk(DiskFields):
-    name: Name | None = None
+    """A disk in a VM's `spec.disks`."""
+
+    name: Name | None = Field(None, description="Name of the resulting Disk. Default: <vm>-<vdev>.")
 
 
 class Disk(ResourceBase):
-    kind: Literal["Disk"] = "Disk"
-    spec: DiskSpec
+    """A virtual disk of a VM (DESIGN.md section 4)."""
+
+    kind: Literal["Disk"] = Field("Disk", description="Disk.")
+    spec: DiskSpec = Field(description="The disk's desired state.")
 
 
 # ---- NIC -------------------------------------------------------------------------------
 
 
 class Ethtool(Model):
-    rx: OnOff | None = None
-    tx: OnOff | None = None
-    sg: OnOff | None = None
-    tso: OnOff | None = None
-    ufo: OnOff | None = None
-    gso: OnOff | None = None
-    autoneg: OnOff | None = None
-    speed: Literal[10, 100, 1000] | None = None
-    duplex: Literal["half", "full"] | None = None
+    """Offload and link settings set with ethtool on the backend vif; unset ones are left alone."""
+
+    rx: OnOff | None = Field(None, description="Receive checksum offload: on, off, true or false. Default: unset.")
+    tx: OnOff | None = Field(None, description="Transmit checksum offload: on, off, true or false. Default: unset.")
+    sg: OnOff | None = Field(None, description="Scatter-gather: on, off, true or false. Default: unset.")
+    tso: OnOff | None = Field(None, description="TCP segmentation offload: on, off, true or false. Default: unset.")
+    ufo: OnOff | None = Field(None, description="UDP fragmentation offload: on, off, true or false. Default: unset.")
+    gso: OnOff | None = Field(None, description="Generic segmentation offload: on, off, true or false. "
+                              "Default: unset.")
+    autoneg: OnOff | None = Field(None, description="Link autonegotiation: on, off, true or false. Default: unset.")
+    speed: Literal[10, 100, 1000] | None = Field(None, description="Link speed in Mb/s: 10, 100 or 1000. "
+                                                 "Default: unset.")
+    duplex: Literal["half", "full"] | None = Field(None, description="half or full. Default: unset.")
 
 
 class NICFields(Model):
-    index: Annotated[int, Field(ge=0, le=1023)] | None = None  # default: position in the VM
-    bridge: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,15}$")] = "xenbr0"
-    backend_vm: Name | None = Field(None, alias="backendVM")
-    mac: Mac = "auto"
-    model: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]+$")] | None = None
-    type: Literal["vif", "ioemu"] | None = None
-    mtu: Annotated[int, Field(ge=68, le=65535)] = 1500
-    rate: Annotated[str, AfterValidator(_rate)] | None = None
-    ip: Annotated[str, AfterValidator(_ips)] | None = None
-    script: str | None = None
-    vifname: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,15}$")] | None = None
-    promiscuous: bool = False
-    ethtool: Ethtool | None = None
+    """A virtual network interface of a VM."""
+
+    index: Annotated[int, Field(ge=0, le=1023)] | None = Field(None, description="Device id (devid) in the guest, "
+                                                               "0-1023. Default: position among the VM's NICs.")
+    bridge: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,15}$")] = Field(
+        "xenbr0", description="Bridge the backend vif joins. Default: xenbr0.")
+    backend_vm: Name | None = Field(None, alias="backendVM", description="VM that serves the NIC; it must have "
+                                    "providesNetworkBackend and starts first. Default: dom0.")
+    mac: Mac = Field("auto", description="xx:xx:xx:xx:xx:xx (unicast) or auto: deterministic from the VM uuid and "
+                     "index, locally administered unicast. Default: auto.")
+    model: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]+$")] | None = Field(
+        None, description="Emulated NIC model for hvm, e.g. e1000. Default: none (xl's).")
+    type: Literal["vif", "ioemu"] | None = Field(None, description="vif (PV only) or ioemu (emulated, hvm). "
+                                                 "Default: none (xl's).")
+    mtu: Annotated[int, Field(ge=68, le=65535)] = Field(1500, description="MTU, 68-65535. Default: 1500.")
+    rate: Annotated[str, AfterValidator(_rate), WithJsonSchema({"type": "string", "pattern": RATE_PATTERN})] | None = (
+        Field(None, description="Bandwidth limit in xl grammar, e.g. 10Mb/s or 1MB/s@20ms. Default: unlimited."))
+    ip: Annotated[str, AfterValidator(_ips)] | None = Field(None, description="IP addresses of the guest, "
+                                                            "separated by spaces (for the vif script). Default: none.")
+    script: str | None = Field(None, description="Network hotplug script run by the backend. Default: none (xl's).")
+    vifname: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,15}$")] | None = Field(
+        None, description="Name of the backend interface, at most 15 characters. Default: vif<domid>.<index>.")
+    promiscuous: bool = Field(False, description="Let the guest see all traffic on the bridge. Default: false.")
+    ethtool: Ethtool | None = Field(None, description="{rx, tx, sg, tso, ufo, gso, autoneg: on|off|true|false, "
+                                    "speed: 10|100|1000, duplex: half|full}. Default: none.")
 
 
 class NICSpec(NICFields):
-    vm: Name
+    """A NIC (DESIGN.md section 4, NIC spec)."""
+
+    vm: Name = Field(description="Name of the VM this device belongs to. Required.")
 
 
 class NestedNIC(NICFields):
-    name: Name | None = None
+    """A NIC in a VM's `spec.nics`."""
+
+    name: Name | None = Field(None, description="Name of the resulting NIC. Default: <vm>-nic<index>.")
 
 
 class NIC(ResourceBase):
-    kind: Literal["NIC"] = "NIC"
-    spec: NICSpec
+    """A virtual network interface of a VM (DESIGN.md section 4)."""
+
+    kind: Literal["NIC"] = Field("NIC", description="NIC.")
+    spec: NICSpec = Field(description="The NIC's desired state.")
 
 
 # ---- PCIPassthrough -------------------------------------------------------------------
@@ -190,74 +243,114 @@ class PciMatch(Model):
 
     class 0x0300 matches every display controller (class & 0xff00), as in xenmgr."""
 
-    class_: HexOrAny = Field("any", alias="class")
-    vendor: HexOrAny = "any"
-    device: HexOrAny = "any"
+    class_: HexOrAny = Field("any", alias="class", description="16-bit PCI class, 0x-hex like '0x0200', or any; "
+                             "0x0300 matches every display controller (class & 0xff00). Default: any.")
+    vendor: HexOrAny = Field("any", description="16-bit PCI vendor id, 0x-hex like '0x8086', or any. Default: any.")
+    device: HexOrAny = Field("any", description="16-bit PCI device id, 0x-hex like '0x1502', or any. Default: any.")
+
+
+GUEST_SLOT_PATTERN = r"^\s*[+-]?(0[xX])?[0-9a-fA-F_]+\s*$"  # what int(value, 16) takes
 
 
 class PCIFields(Model):
-    bdf: Bdf | None = None
-    match: PciMatch | None = None
-    guest_slot: Annotated[int, BeforeValidator(_guest_slot, json_schema_input_type=str | int), Field(ge=0, le=31)] | None = None
-    permissive: bool = False
-    msitranslate: bool = False
-    power_mgmt: bool = False
-    seize: bool = True
-    greedy: bool = False
+    """A PCI passthrough rule: exactly one of bdf or match."""
+
+    bdf: Bdf | None = Field(None, description="Host PCI address DDDD:BB:SS.F or BB:SS.F (hex, domain 0000 when "
+                            "omitted). Exactly one of bdf or match.")
+    match: PciMatch | None = Field(None, description="Host devices by {class, vendor, device}, each 0x-hex or any. "
+                                   "Exactly one of bdf or match.")
+    guest_slot: Annotated[int, BeforeValidator(_guest_slot, json_schema_input_type=str | int), Field(ge=0, le=31),
+                          WithJsonSchema({"anyOf": [{"type": "string", "pattern": GUEST_SLOT_PATTERN},
+                                                    {"type": "integer", "minimum": 0, "maximum": 31}]})] | None = Field(
+        None, description="PCI slot in the guest, hex like '0x02' (0x00-0x1f). Default: the next free slot.")
+    permissive: bool = Field(False, description="Let the guest write any PCI config space (xl `permissive`). "
+                             "Default: false.")
+    msitranslate: bool = Field(False, description="Translate the guest's MSI to INTx (xl `msitranslate`). "
+                               "Default: false.")
+    power_mgmt: bool = Field(False, description="Let the guest power-manage the device (xl `power_mgmt`). "
+                             "Default: false.")
+    seize: bool = Field(True, description="Bind the device to pciback when the VM starts. Default: true.")
+    greedy: bool = Field(False, description="Bind to pciback even while the VM is stopped, so dom0 drivers never "
+                         "take it. Default: false.")
 
 
 class PCISpec(PCIFields):
-    vm: Name
+    """A PCIPassthrough (DESIGN.md section 4, PCIPassthrough spec)."""
+
+    vm: Name = Field(description="Name of the VM this device belongs to. Required.")
 
 
 class NestedPCI(PCIFields):
-    name: Name | None = None
+    """A PCI passthrough rule in a VM's `spec.pci`."""
+
+    name: Name | None = Field(None, description="Name of the resulting PCIPassthrough. Default: <vm>-pci-<bdf> or "
+                              "<vm>-pci-<class>-<vendor>-<device>.")
 
 
 class PCIPassthrough(ResourceBase):
-    kind: Literal["PCIPassthrough"] = "PCIPassthrough"
-    spec: PCISpec
+    """Host PCI devices given to a VM (DESIGN.md section 4)."""
+
+    kind: Literal["PCIPassthrough"] = Field("PCIPassthrough", description="PCIPassthrough.")
+    spec: PCISpec = Field(description="The passthrough rule.")
 
 
 # ---- V4VRule ----------------------------------------------------------------------------
 
 
 class V4VFields(Model):
-    rule: RuleText
-    bidirectional: bool = True
+    """A v4v firewall rule; the firewall is default-deny."""
+
+    rule: RuleText = Field(description="CLIENT -> SERVER, each DOMAIN[:PORT|*] with DOMAIN one of *, myself, "
+                           "my-stubdom, dom-type=TAG, dom-name=NAME, 0 or a UUID. Required.")
+    bidirectional: bool = Field(True, description="Also allow the inverse rule, as v4v has no connection state. "
+                                "Default: true.")
 
 
 class V4VRuleSpec(V4VFields):
-    vm: Name
+    """A V4VRule (DESIGN.md section 4, V4VRule spec)."""
+
+    vm: Name = Field(description="The VM that owns the rule (the context for `myself`). Required.")
 
 
 class NestedV4VRule(V4VFields):
-    name: Name | None = None
+    """A v4v rule in a VM's `spec.v4vRules`; a plain string is the rule."""
+
+    name: Name | None = Field(None, description="Name of the resulting V4VRule. Default: <vm>-v4v-<hash>.")
 
 
 class V4VRule(ResourceBase):
-    kind: Literal["V4VRule"] = "V4VRule"
-    spec: V4VRuleSpec
+    """A v4v firewall rule (DESIGN.md section 4)."""
+
+    kind: Literal["V4VRule"] = Field("V4VRule", description="V4VRule.")
+    spec: V4VRuleSpec = Field(description="The rule.")
 
 
 # ---- RPCRule ----------------------------------------------------------------------------
 
 
 class RPCFields(Model):
-    rule: RpcRuleText
+    """An rpc-proxy rule for the DBus traffic a VM sends to dom0."""
+
+    rule: RpcRuleText = Field(description="One line of the rpc-proxy grammar: allow|deny [subject] (all | "
+                              "specifier...), specifiers destination, interface, member, sender, dom-type, dom-name, "
+                              "stubdom true|false, if-boolean PROPERTY true|false. Required.")
 
 
 class RPCRuleSpec(RPCFields):
     """`vm` owns the rule: rpc-proxy applies it to that VM's traffic only (it forces the
     rule's dom-uuid to the VM's)."""
 
-    vm: Name
+    vm: Name = Field(description="The VM that owns the rule: it applies to that VM's traffic only. Required.")
 
 
 class NestedRPCRule(RPCFields):
-    name: Name | None = None
+    """An rpc-proxy rule in a VM's `spec.rpcRules`; a plain string is the rule."""
+
+    name: Name | None = Field(None, description="Name of the resulting RPCRule. Default: <vm>-rpc-<hash>.")
 
 
 class RPCRule(ResourceBase):
-    kind: Literal["RPCRule"] = "RPCRule"
-    spec: RPCRuleSpec
+    """An rpc-proxy rule (DESIGN.md section 4)."""
+
+    kind: Literal["RPCRule"] = Field("RPCRule", description="RPCRule.")
+    spec: RPCRuleSpec = Field(description="The rule.")
