@@ -1,11 +1,13 @@
-"""Shell completion, as a user meets it (issue 15's packaging point): the real CLI prints
-the script, real `bash` sources it and completes with it; the checked-in copies
-(completions/) match the parser, like `reconciler schema --check`. Every option has a
-help text (`--help` prints it). Nothing is faked."""
+"""Shell completion and the man page, as a user meets them (issue 15's packaging point):
+the real CLI prints the script, real `bash` sources it and completes with it; real
+`groff -ww` and `man` render the page with no warning. The checked-in copies
+(completions/, man/reconciler.1) match the parser, like `reconciler schema --check`.
+Every option has a help text (`--help` and the page print it). Nothing is faked."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 
 from reconciler.cli import plan
 from reconciler.cli.main import build_parser
+from reconciler.cli.manpage import esc, render_manpage
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -113,3 +116,73 @@ def test_checked_in_scripts_match_the_parser(tmp_path: Path) -> None:
     assert drift.returncode == 1
     assert drift.stderr == (f"{out / 'reconciler'}: differs from the parser; "
                             f"run 'python -m reconciler.cli.completion --out {out}'\n")
+
+
+def test_checked_in_man_page_matches_the_parser() -> None:
+    done = subprocess.run([sys.executable, "-m", "reconciler.cli.manpage", "--check"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def test_check_names_a_drifted_file_and_the_command(tmp_path: Path) -> None:
+    page = tmp_path / "reconciler.1"
+    run = [sys.executable, "-m", "reconciler.cli.manpage", "--out", str(page)]
+    assert subprocess.run(run, cwd=REPO, capture_output=True, timeout=120, check=False).returncode == 0
+    assert subprocess.run([*run, "--check"], cwd=REPO, capture_output=True, timeout=120, check=False).returncode == 0
+    page.write_text(page.read_text().replace("EXIT STATUS", "EXIT"))
+    drift = subprocess.run([*run, "--check"], cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert drift.returncode == 1
+    assert drift.stderr == f"{page}: differs from the parser; run 'python -m reconciler.cli.manpage --out {page}'\n"
+
+
+def groff(page: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["groff", "-man", "-Tutf8", "-ww", str(page)], capture_output=True, text=True,
+                          timeout=120, check=False, env={**os.environ, "GROFF_NO_SGR": "1"})
+
+
+def _plain(rendered: str) -> str:
+    """grotty's overstrike bold/underline (x\\bx, _\\bx) as plain text."""
+    out: list[str] = []
+    for char in rendered:
+        if char == "\b":
+            out.pop()
+        elif not (out and out[-1] == "\b"):
+            out.append(char)
+    return "".join(out)
+
+
+def test_groff_renders_the_page_without_a_warning_and_shows_every_option() -> None:
+    rendered = groff(REPO / "man/reconciler.1")
+    assert rendered.returncode == 0 and rendered.stderr == ""
+    text = _plain(rendered.stdout)
+    for heading in ("NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "COMMANDS", "EXIT STATUS", "ENVIRONMENT", "FILES",
+                    "SEE ALSO"):
+        assert f"\n{heading}\n" in text
+    for name, action in _actions(build_parser(), "reconciler"):
+        assert f"   {name}\n" in text or name == "reconciler", name  # each verb's subsection heading
+        for option in action.option_strings:
+            assert option in text, f"{name} {option}"
+    assert "RECONCILER_HOST" in text and "NO_COLOR" in text and "xenstore-ls(1)" in text
+
+
+def test_man_reads_the_page() -> None:
+    shown = subprocess.run(["man", "-P", "cat", "-l", str(REPO / "man/reconciler.1")], capture_output=True, text=True,
+                           timeout=120, check=False, env={**os.environ, "MANWIDTH": "80", "MAN_KEEP_FORMATTING": ""})
+    assert shown.returncode == 0, shown.stderr
+    assert "reconciler - Declarative reconciler for Xen hosts" in _plain(shown.stdout)
+
+
+def test_help_text_cannot_break_the_roff(tmp_path: Path) -> None:
+    """Help is text, never requests: a leading dot, backslashes, quotes, a newline and
+    non-ASCII come out as written, and groff says nothing."""
+    tricky = ".TH oops\n\\fB not bold 'quoted' \"dq\" `tick` caf\u00e9 \u2014 --flag"
+    parser = argparse.ArgumentParser(prog="reconciler", description="Tricky.")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+    verbs.add_parser("odd", help=tricky, description=tricky).add_argument("--opt", help=tricky)
+    page = tmp_path / "odd.1"
+    page.write_text(render_manpage(parser))
+    rendered = groff(page)
+    assert rendered.returncode == 0 and rendered.stderr == ""
+    text = " ".join(_plain(rendered.stdout).split())
+    assert ".TH oops \\fB not bold 'quoted' \"dq\" `tick` caf\u00e9 \u2014 --flag" in text
+    assert esc(".x") == "\\&.x" and esc("a\\b") == "a\\eb"
