@@ -15,6 +15,7 @@ from types import ModuleType
 from typing import Any, NoReturn
 
 from reconciler import __version__
+from reconciler.cli.completion import add_completion_option
 from reconciler.errors import ReconcilerError
 from reconciler.logs import FORMATS, reset, setup
 
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Declarative reconciler for Xen hosts.",
     )
     parser.add_argument("--version", action="version", version=f"reconciler {__version__}")
+    add_completion_option(parser)
     _log_options(parser, "")
     parser.add_argument("--log-format", choices=FORMATS, default="text",
                         help="log lines as text (default) or one JSON object per line (journald, Loki)")

@@ -32,7 +32,8 @@ def register(subparsers: Any) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--host", metavar="H", help="sim[:DIR] or xen (default: $RECONCILER_HOST, else xen on dom0, else sim)")
     source.add_argument("--observed", metavar="FILE", help="a captured xenstore-ls dump")
-    parser.add_argument("--format", choices=("yaml", "json"), default="yaml")
+    parser.add_argument("--format", choices=("yaml", "json"), default="yaml",
+                        help="print the observed state as YAML (default) or JSON")
     parser.set_defaults(run=run)
 
 

@@ -39,7 +39,7 @@ def register(subparsers: Any) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--host", metavar="H", help="sim[:DIR] or xen (default: $RECONCILER_HOST, else detected)")
     source.add_argument("--observed", metavar="FILE", help="a captured xenstore-ls, -f or -fp dump")
-    parser.add_argument("--format", choices=FORMATS, default="text")
+    parser.add_argument("--format", choices=FORMATS, default="text", help="how to print the plan: %(choices)s (default: %(default)s)")
     parser.add_argument("--out", metavar="FILE", help="write the plan to FILE (atomically) instead of stdout")
     parser.add_argument("--detailed-exitcode", action="store_true", help="exit 0 when there are no changes, 2 when there are")
     parser.set_defaults(run=run)

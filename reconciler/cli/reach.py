@@ -39,7 +39,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--from", dest="source", metavar="VM", help="only what VM may reach or call")
     parser.add_argument("--to", dest="destination", metavar="VM",
                         help="only what may reach VM (rpc-proxy calls go to dom0's services: --to dom0)")
-    parser.add_argument("--format", choices=FORMATS, default="text")
+    parser.add_argument("--format", choices=FORMATS, default="text",
+                        help="text grouped by source (default) or JSON (schemas/reach.schema.json)")
     parser.set_defaults(run=run)
 
 

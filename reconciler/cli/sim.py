@@ -86,14 +86,16 @@ def register(subparsers: Any) -> None:
 
 def _create_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", metavar="NAME", help="domain name (uuid derived from it, as for manifests)")
-    parser.add_argument("--virt", choices=("pv", "pvh", "hvm"), required=True)
-    parser.add_argument("--memory", type=int, required=True, metavar="MIB")
-    parser.add_argument("--max-memory", type=int, metavar="MIB")
-    parser.add_argument("--vcpus", type=int, default=1, metavar="N")
-    parser.add_argument("--max-vcpus", type=int, metavar="N")
-    parser.add_argument("--kernel", metavar="PATH")
-    parser.add_argument("--disk", action="append", default=[], metavar="TARGET,VDEV[,FORMAT[,ro]]")
-    parser.add_argument("--nic", action="append", default=[], metavar="BRIDGE[,MAC]")
+    parser.add_argument("--virt", choices=("pv", "pvh", "hvm"), required=True, help="virtualization mode")
+    parser.add_argument("--memory", type=int, required=True, metavar="MIB", help="memory at boot, in MiB")
+    parser.add_argument("--max-memory", type=int, metavar="MIB", help="balloon ceiling in MiB (default: --memory)")
+    parser.add_argument("--vcpus", type=int, default=1, metavar="N", help="virtual CPUs online at boot (default 1)")
+    parser.add_argument("--max-vcpus", type=int, metavar="N", help="virtual CPUs the domain may have (default: --vcpus)")
+    parser.add_argument("--kernel", metavar="PATH", help="kernel image to boot (pv, pvh)")
+    parser.add_argument("--disk", action="append", default=[], metavar="TARGET,VDEV[,FORMAT[,ro]]",
+                        help="a disk, e.g. /var/lib/xen/db.img,xvda,raw,ro (format raw when omitted); repeatable")
+    parser.add_argument("--nic", action="append", default=[], metavar="BRIDGE[,MAC]",
+                        help="a NIC on BRIDGE, e.g. xenbr0 (MAC derived from the uuid when omitted); repeatable")
     parser.add_argument("--pci", action="append", default=[], metavar="BDF", help="made assignable if needed")
     parser.add_argument("--paused", action="store_true", help="leave the domain paused (xl create -p)")
 

@@ -26,7 +26,8 @@ def register(subparsers: Any) -> None:
         "Drifted, Failed, RestartRequired), from the status file the agent writes after every pass.",
     )
     parser.add_argument("--host", metavar="H", help="sim[:DIR] or xen (default: $RECONCILER_HOST, else detected)")
-    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument("--format", choices=("text", "json"), default="text",
+                        help="text (default) or the status file as JSON (schemas/status.schema.json)")
     parser.set_defaults(run=run)
 
 

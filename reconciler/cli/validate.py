@@ -18,7 +18,9 @@ from reconciler.errors import Diagnostic
 def register(sub: Any) -> None:
     parser = sub.add_parser("validate", help="check manifests: schema and cross-references")
     parser.add_argument("paths", nargs="+", metavar="PATH", help="manifest files or directories")
-    parser.add_argument("--format", choices=("text", "json", "github"), default="text")
+    parser.add_argument("--format", choices=("text", "json", "github"), default="text",
+                        help="text: FILE:LINE:COL: error: message (default); json: a list of objects; "
+                        "github: workflow annotations")
     parser.set_defaults(run=run)
 
 
