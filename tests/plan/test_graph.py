@@ -1,11 +1,15 @@
 """The dot and Mermaid graphs, read back by Graphviz's real `dot` (Debian graphviz, which
 scripts/test installs): it parses them without a warning, draws every step inside its
-VM's box, and the legend and edge labels say what they mean."""
+VM's box, and the legend and edge labels say what they mean. `--format svg` through the
+CLI as a process, with `dot` on PATH and without."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +24,8 @@ from reconciler.plan.rules import LABELS, RULES, STEP_ORDER
 
 if TYPE_CHECKING:
     from conftest import Builder
+
+DUMP = "tests/data/xenstore-dumps/xen-devel-2019-06-hvm-qdisk-xenstore-ls.txt"
 
 
 def desktop() -> Plan:
@@ -135,3 +141,43 @@ def test_mermaid_has_the_same_boxes_colours_and_a_legend(build: Builder) -> None
     assert "Legend" in groups
     assert {f"classDef {a.name.lower()} " for a in Action} <= {line[2:].split("fill")[0] for line in text.splitlines()}
     assert "step_order" not in text and "backends_up" not in text
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "reconciler", *args], capture_output=True, text=True,
+                          env=env, timeout=300, check=False)
+
+
+def test_svg_is_drawn_by_dot_and_written_atomically(repo: Path, tmp_path: Path) -> None:
+    target = tmp_path / "plan.svg"
+    done = run_cli("plan", "examples/openxt-desktop", "--observed", DUMP, "--format", "svg", "--out", str(target))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    root = ET.fromstring(target.read_text())
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    assert "VM ndvm" in target.read_text() and "backend VM first" in target.read_text()
+    assert [p.name for p in tmp_path.iterdir()] == ["plan.svg"]  # no temp file left behind
+
+
+def test_svg_without_dot_says_to_install_graphviz(repo: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "PATH": str(tmp_path)}  # a PATH with no dot on it
+    target = tmp_path / "plan.svg"
+    done = run_cli("plan", "examples/openxt-desktop", "--observed", DUMP, "--format", "svg", "--out", str(target),
+                   env=env)
+    assert done.returncode == 1
+    assert done.stdout == "" and not target.exists()
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr
+    assert "apt-get install graphviz" in lines[0] and "--format dot" in lines[0]
+
+
+def test_svg_when_dot_fails_is_one_line_with_dots_words(repo: Path, tmp_path: Path) -> None:
+    # Graphviz never fails on our dot; a dot that does (a broken install) must not print a traceback.
+    fake = tmp_path / "dot"
+    fake.write_text("#!/bin/sh\necho 'Error: <stdin>: syntax error in line 1' >&2\necho 'near here' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    done = run_cli("plan", "examples/openxt-desktop", "--observed", DUMP, "--format", "svg", env=env)
+    assert done.returncode == 1 and done.stdout == ""
+    last = done.stderr.splitlines()[-1]
+    assert last == f"reconciler: error: --format svg: {fake} failed: Error: <stdin>: syntax error in line 1 near here"
