@@ -91,6 +91,18 @@ def test_dot_draws_each_step_of_a_restart_and_a_delete_inside_its_vms_box(build:
     check_boxes(plan)
 
 
+def test_a_priority_gate_stands_outside_every_vms_box(build: Builder) -> None:
+    for i in range(3):  # three VMs then three: one gate joins the levels, instead of nine edges
+        build.vm(f"hi{i}", startPriority=10)
+        build.vm(f"lo{i}", startPriority=5)
+    build.create_all()
+    plan = build.plan()
+    assert [s.vm for s in plan.steps if s.op == "gate"] == [HOST]
+    boxes = check_boxes(plan)
+    assert {"legend/gate", "legend/host-wide"} <= boxes["cluster_legend"][0]
+    assert '"vm/(start-priority-10)/gate" [label="start priority 10", shape=diamond' in render_dot(plan)
+
+
 def test_the_desktop_graph_is_drawn_at_a_readable_size(repo: Path) -> None:
     # Before issue 15 it was 5003 x 516 pt, one long row; top to bottom, a VM per column.
     width, height = (float(v) for v in layout(render_dot(desktop()))["bb"].split(",")[2:])
