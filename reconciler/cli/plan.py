@@ -1,4 +1,4 @@
-"""`reconciler plan PATH... [--host H | --observed FILE] [--format text|json|dot|mermaid]
+"""`reconciler plan PATH... [--host H | --observed FILE] [--format text|json|dot|mermaid|svg]
 [--out FILE] [--detailed-exitcode]`: the dry-run plan.
 
 Composes the pipeline (this is the CLI layer): load the manifests (errors print like
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from reconciler.model.state import DesiredState
     from reconciler.plan.build import Plan
 
-FORMATS = ("text", "json", "dot", "mermaid")
+FORMATS = ("text", "json", "dot", "mermaid", "svg")
 
 
 def register(subparsers: Any) -> None:
@@ -61,6 +61,10 @@ def render(plan: Plan, fmt: str, *, colour: bool = False) -> str:
         return render_graph.render_dot(plan)
     if fmt == "mermaid":
         return render_graph.render_mermaid(plan)
+    if fmt == "svg":  # the dot graph drawn by Graphviz, when it is installed
+        from reconciler.cli.graphviz import dot_to_svg
+
+        return dot_to_svg(render_graph.render_dot(plan))
     return render_text.render_text(plan, colour=colour)
 
 
@@ -110,6 +114,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out is not None:
         check_out(args.out)
+    if args.format == "svg":  # Graphviz is optional: say so before reading anything
+        from reconciler.cli.graphviz import dot_program
+
+        dot_program()
     hook_timeout_s = resolve_settings().hook_timeout_s  # what apply will give each hook (checked first)
     desired = load_desired(args.paths)
     if desired is None:

@@ -24,15 +24,13 @@ from reconciler.observe import observed_to_data
 from reconciler.plan.changes import Action, Diff
 from reconciler.plan.deps import Index
 from reconciler.plan.graph import Adjacency, Edges, digraph, generations, ranks, sorted_edges
-from reconciler.plan.rules import RULES, EdgeKind, Scene, edge_kind, priority_gates
+from reconciler.plan.rules import RULES, STEP_ORDER, EdgeKind, Scene, edge_kind, priority_gates
 from reconciler.plan.steps import HOOK_TIMEOUT_S, Inputs, Step, steps_for
 
 if TYPE_CHECKING:
     import networkx as nx
 
     from reconciler.plan.reachability import Reachability
-
-STEP_ORDER = "step_order"  # the rule name of edges between the steps of one resource
 
 
 class Dependency(NamedTuple):

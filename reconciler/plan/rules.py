@@ -5,7 +5,8 @@ and yields (before, after) step-id pairs. The rules hold whenever the plan has t
 steps they order, not only when it builds the VM: a rerun that unpauses a VM a failed
 attach left paused, or waits again for a sentinel that timed out, keeps the order of a
 first run. `reconciler.plan.build` applies `RULES` in order; an edge keeps the name of
-the first rule that made it, so `--format json|dot` say why.
+the first rule that made it, so `--format json` says why (and `--format dot|mermaid|svg`
+print its `LABELS` words).
 Starts follow OpenXT (openxt.md 5, 6.1); stops are the reverse of starts, Terraform's
 destroy-edge idea:
 
@@ -354,3 +355,45 @@ ORDERING_ONLY: frozenset[str] = frozenset({start_priority_tiebreak.__name__, shu
 def edge_kind(rule: str) -> EdgeKind:
     """`orders` for the edges of an ORDERING_ONLY rule, else `requires`."""
     return "orders" if rule in ORDERING_ONLY else "requires"
+
+
+STEP_ORDER = "step_order"  # the rule name of edges between the steps of one resource (reconciler.plan.build)
+
+# What a graph prints on an edge: each rule's reason in a few words (its docstring says it
+# in full). Step order needs none: an unlabelled edge is the next step of one resource.
+LABELS: Mapping[str, str] = {
+    STEP_ORDER: "",
+    pci_on_pciback_before_build.__name__: "on pciback before build",
+    pre_boot_after_needs.__name__: "needed VM up before pre-boot",
+    pre_boot_before_pciback.__name__: "pre-boot before pciback",
+    devices_before_unpause.__name__: "devices before unpause",
+    firewall_after_build.__name__: "firewall after build",
+    firewall_before_unpause.__name__: "firewall before unpause",
+    backends_up_before_dependents.__name__: "backend VM first",
+    dependents_stop_first.__name__: "dependent stops first",
+    frontends_unplugged_before_backend_stops.__name__: "unplug before backend stops",
+    shutdown_before_detach.__name__: "shut down before detach",
+    detach_before_destroy.__name__: "detach before destroy",
+    firewall_removed_after_stop.__name__: "firewall removed after stop",
+    rpc_after_build.__name__: "rpc-proxy after build",
+    rpc_before_unpause.__name__: "rpc-proxy before unpause",
+    rpc_removed_after_stop.__name__: "rpc-proxy cleared after stop",
+    pci_released_before_reuse.__name__: "device released first",
+    start_priority_tiebreak.__name__: "start priority",
+    shutdown_priority_tiebreak.__name__: "shutdown priority",
+}
+_REASONS: dict[str, str] = {
+    rule.__name__: " ".join((rule.__doc__ or "").split()).split(". ", 1)[0].rstrip(".") + "." for rule in RULES}
+_REASONS[STEP_ORDER] = "The steps of one resource, in the order the step table lists them."
+
+
+def label(rule: str) -> str:
+    """An edge's short human label: its rule's reason in a few words, never a function name
+    (a rule missing from LABELS shows its name as words)."""
+    return LABELS[rule] if rule in LABELS else rule.replace("_", " ")
+
+
+def reason(rule: str) -> str:
+    """An edge's reason in one sentence: the first of its rule's docstring."""
+    return _REASONS.get(rule, "")
+

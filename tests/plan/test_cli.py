@@ -41,11 +41,12 @@ def test_out_writes_the_json_plan_atomically_and_prints_nothing(tmp_path: Path, 
     assert [p.name for p in tmp_path.iterdir()] == ["plan.json"]  # no temp file left behind
 
 
-@pytest.mark.parametrize("fmt,start", [("dot", "digraph plan {"), ("mermaid", "flowchart LR")])
-def test_graph_formats(fmt: str, start: str, repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("fmt,start,step", [("dot", "digraph plan {", '"vm/demo/create" [label="create"'),
+                                             ("mermaid", "flowchart TB", 's0["create"]')])
+def test_graph_formats(fmt: str, start: str, step: str, repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", "manifests", "--observed", DUMP, "--format", fmt]) == 0
     out = capsys.readouterr().out
-    assert out.startswith(start) and "vm/demo/create" in out
+    assert out.startswith(start) and '"VM demo"' in out and step in out
 
 
 def test_same_inputs_byte_identical_output(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
