@@ -21,6 +21,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+import yaml
 from syrupy.assertion import SnapshotAssertion
 
 from drivers.sim import open_sim
@@ -206,3 +207,43 @@ def test_cut_at_whole_blocks_within_any_limit(limit: int) -> None:
 
 def test_control_characters_are_escaped() -> None:
     assert printable("a\nb\tc\x1b[31md\x7f\x9b\u202e") == "a\\nb\\tc\\x1b[31md\\x7f\\x9b\\u202e"
+
+
+def readme_workflow() -> dict[str, object]:
+    text = (REPO / "README.md").read_text()
+    found = re.search(r"```yaml\n(# \.github/workflows/plan\.yml\n.*?)```", text, re.S)
+    assert found is not None
+    data = yaml.safe_load(found[1])
+    assert isinstance(data, dict)
+    return data
+
+
+@pytest.mark.parametrize(("manifest", "exit_code", "first"), [
+    ("kind: VM\napiVersion: xen.reconciler/v1\nmetadata: {name: idle}\nspec: {virt: pv, kernel: /k, memory: 256, "
+     "state: stopped}\n", 0, "**No changes. The host matches the manifests.**"),
+    ("kind: VM\napiVersion: xen.reconciler/v1\nmetadata: {name: web}\nspec: {virt: pv, kernel: /k, memory: 256}\n",
+     0, "**Plan: 1 to create, 0 to change live, 0 needs restart, 0 to destroy.**"),
+    ("kind: VM\napiVersion: xen.reconciler/v1\nmetadata: {name: web}\nspec: {virt: pv, kernel: /k, memroy: 256}\n",
+     1, None),
+])
+def test_the_readme_workflow_step(manifest: str, exit_code: int, first: str | None, tmp_path: Path) -> None:
+    """The README's `plan` step, run by bash as GitHub Actions runs it (`-eo pipefail`),
+    with the `reconciler` this venv installs: the step passes on no changes and on
+    changes, leaving plan.md for the comment step, and fails on bad manifests. The
+    comment step looks for the marker the comment starts with."""
+    steps = readme_workflow()["jobs"]["plan"]["steps"]  # type: ignore[index]
+    script = next(s["run"] for s in steps if s.get("name") == "plan")
+    assert MARKER in next(s["with"]["script"] for s in steps if "github-script" in s.get("uses", ""))
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "manifests" / "vm.yaml").write_text(manifest)
+    (tmp_path / "host").mkdir()
+    (tmp_path / "host" / "xenstore.dump").write_text((REPO / DUMP).read_text())
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "GITHUB_STEP_SUMMARY": str(tmp_path / "summary")}
+    done = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == exit_code, done.stderr
+    if first is not None:
+        out = (tmp_path / "plan.md").read_text()
+        assert out.startswith(MARKER + "\n") and first in out
+    else:
+        assert "memroy" in done.stderr
