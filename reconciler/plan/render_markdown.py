@@ -19,9 +19,10 @@ out and how to see it.
 
 from __future__ import annotations
 
+import functools
 import html
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 from reconciler.model.digest import desired_digest
@@ -54,10 +55,11 @@ _INLINE = re.compile(r"([\\`*_\[\]<>()#+!|~&])")
 
 class Block(NamedTuple):
     """One part of the comment that may be left out whole: `what` names it in the line
-    saying what was left out ("VM", or a section's name), `text` is its Markdown."""
+    saying what was left out ("VM", or a section's name), `text` makes its Markdown (a
+    block left out is never made: a 1,000-VM plan makes the 30 or so that fit)."""
 
     what: str
-    text: str
+    text: Callable[[], str]
 
 
 def printable(text: str) -> str:
@@ -118,13 +120,26 @@ def _vm_summary(vm: str, changes: list[ResourceChange]) -> str:
     return f"{name}: {what}; impact <b>{worst}</b>{pending}"
 
 
+def _vm_block(vm: str, changes: list[ResourceChange], hooks: list[str], seen: dict[tuple[str, str, bool], Remembered]) -> str:
+    heading = "# host" if vm == HOST else f"# VM {vm}"
+    lines = [heading, *(line for c in changes for line in _resource_lines(c, False, seen)), *hooks]
+    return details(_vm_summary(vm, changes), lines)
+
+
 def _change_blocks(plan: Plan) -> Iterator[Block]:
     seen: dict[tuple[str, str, bool], Remembered] = {}
     hooks = _hook_lines(plan)
     for vm, changes in _per_vm(plan):
-        heading = "# host" if vm == HOST else f"# VM {vm}"
-        lines = [heading, *(line for c in changes for line in _resource_lines(c, False, seen)), *hooks.get(vm, ())]
-        yield Block("the host-wide changes" if vm == HOST else "VM", details(_vm_summary(vm, changes), lines))
+        yield Block("the host-wide changes" if vm == HOST else "VM",
+                    functools.partial(_vm_block, vm, changes, hooks.get(vm, []), seen))
+
+
+def _reach_block(plan: Plan, lines: list[str]) -> str:
+    moved = plan.reachability
+    what = f"{len(moved.allowed or ())} now allowed, {len(moved.denied or ())} now refused"
+    unknown = "; not compared" if moved.allowed is None and moved.denied is None else (
+        "; partly not compared" if moved.notes else "")
+    return details(f"Reachability: {what}{unknown}", lines)
 
 
 def _table(plan: Plan) -> str:
@@ -155,30 +170,26 @@ def _head(plan: Plan, host: str | None) -> str:
 def _blocks(plan: Plan) -> Iterator[Block]:
     """Every part after the head, in the order shown; notes first (what was not compared)."""
     if plan.diff.notes:
-        yield Block("the notes", fenced(["Notes:", *(f"  - {note}" for note in plan.diff.notes)]))
+        yield Block("the notes", functools.partial(fenced, ["Notes:", *(f"  - {note}" for note in plan.diff.notes)]))
     if plan.diff.preserved:
-        yield Block("the preserved domains", fenced([f"Left as it is: {_preserved(plan)}. Inspect it (xl dump-core), then "
-                                         "destroy it (xl destroy): the next plan builds it again."]))
+        yield Block("the preserved domains", functools.partial(fenced, [
+            f"Left as it is: {_preserved(plan)}. Inspect it (xl dump-core), then destroy it (xl destroy): "
+            "the next plan builds it again."]))
     if not plan.has_changes:
         yield from _unmanaged(plan)
         return
     yield from _change_blocks(plan)
     reach = _reachability(plan, False)
     if reach:
-        moved = plan.reachability
-        what = f"{len(moved.allowed or ())} now allowed, {len(moved.denied or ())} now refused"
-        unknown = "; not compared" if moved.allowed is None and moved.denied is None else (
-            "; partly not compared" if moved.notes else "")
-        yield Block("Reachability", details(f"Reachability: {what}{unknown}", reach[:-1]))
-    steps = list(_schedule(plan))
-    yield Block("the steps", details(f"Steps: {len(plan.generations)} stage(s)", steps))
+        yield Block("Reachability", functools.partial(_reach_block, plan, reach[:-1]))
+    yield Block("the steps", lambda: details(f"Steps: {len(plan.generations)} stage(s)", list(_schedule(plan))))
     yield from _unmanaged(plan)
 
 
 def _unmanaged(plan: Plan) -> Iterator[Block]:
     if plan.diff.unmanaged:
-        yield Block("the unmanaged domains",
-                    fenced([f"Unmanaged domains (listed once, never touched): {', '.join(plan.diff.unmanaged)}"]))
+        yield Block("the unmanaged domains", functools.partial(
+            fenced, [f"Unmanaged domains (listed once, never touched): {', '.join(plan.diff.unmanaged)}"]))
 
 
 def _left_out(blocks: list[Block], limit: int) -> str:
@@ -194,21 +205,21 @@ def render_markdown(plan: Plan, *, host: str | None = None, limit: int = COMMENT
     """The comment, at most `limit` characters whatever the plan's size (`limit`: GitHub's,
     smaller in tests). `host` names what was planned against, in the heading."""
     head = _head(plan, host)
-    blocks = list(_blocks(plan))
-    return "\n\n".join([head, *_fit(len(head) + 1, blocks, limit)]) + "\n"
+    return "\n\n".join([head, *_fit(len(head) + 1, list(_blocks(plan)), limit)]) + "\n"
 
 
 def _fit(size: int, blocks: list[Block], limit: int) -> list[str]:
-    """The blocks' texts while they fit in `limit` after `size` characters, then (if
-    some did not) the line naming what was left out. Each costs its length and the
-    blank line before it."""
-    if size + sum(len(b.text) + 2 for b in blocks) <= limit:
-        return [b.text for b in blocks]
-    kept: list[str] = []
-    budget = limit - _RESERVE
+    """The blocks' texts after `size` characters: all of them if they fit in `limit`,
+    else those that fit with room for the line naming what was left out, and that line.
+    Each costs its length and the blank line before it; none is made past the limit."""
+    texts: list[str] = []
+    cut = len(blocks)  # how many fit with room for that line
     for number, block in enumerate(blocks):
-        size += len(block.text) + 2
-        if size > budget:
-            return [*kept, _left_out(blocks[number:], limit)]
-        kept.append(block.text)
-    raise AssertionError("unreachable: the blocks did not fit in the limit, so not in less")
+        text = block.text()
+        size += len(text) + 2
+        if size > limit - _RESERVE:
+            cut = min(cut, number)
+        if size > limit:
+            return [*texts[:cut], _left_out(blocks[cut:], limit)]
+        texts.append(text)
+    return texts
