@@ -27,7 +27,7 @@ from syrupy.assertion import SnapshotAssertion
 from drivers.sim import open_sim
 from reconciler.cli.main import main
 from reconciler.model.host import FirewallEntry
-from reconciler.plan.render_markdown import COMMENT_LIMIT, MARKER, printable, render_markdown
+from reconciler.plan.render_markdown import COMMENT_LIMIT, MARKER, fenced, printable, render_markdown
 from tests.conftest import with_runnable_hooks
 from tests.plan.test_sim_snapshots import drift
 from tests.plan.test_snapshots import plan_of
@@ -247,3 +247,12 @@ def test_the_readme_workflow_step(manifest: str, exit_code: int, first: str | No
         assert out.startswith(MARKER + "\n") and first in out
     else:
         assert "memroy" in done.stderr
+
+
+def test_a_fence_inside_a_block_stays_inside() -> None:
+    """No text plan line starts with a fence today (every line is indented or starts with
+    a word), but a block is literal whatever its lines: a line of backticks does not end it."""
+    lines = ["```", "````", "</details><script>alert(1)</script>", "| a | b |"]
+    page, tags = gfm(fenced(lines))
+    assert tags.opened == ["pre", "code"]
+    assert html.unescape(page).endswith("\n".join(lines) + "\n</code></pre>\n")
