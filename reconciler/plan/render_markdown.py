@@ -56,7 +56,7 @@ _INLINE = re.compile(r"([\\`*_\[\]<>()#+!|~&])")
 class Block(NamedTuple):
     """One part of the comment that may be left out whole: `what` names it in the line
     saying what was left out ("VM", or a section's name), `text` makes its Markdown (a
-    block left out is never made: a 1,000-VM plan makes the 30 or so that fit)."""
+    block left out is never made: of a 1,000-VM plan, the 25 or so that fit)."""
 
     what: str
     text: Callable[[], str]
