@@ -1,4 +1,4 @@
-"""`reconciler plan PATH... [--host H | --observed FILE] [--format text|json|dot|mermaid|svg]
+"""`reconciler plan PATH... [--host H | --observed FILE] [--format text|json|markdown|dot|mermaid|svg]
 [--out FILE] [--detailed-exitcode]`: the dry-run plan.
 
 Composes the pipeline (this is the CLI layer): load the manifests (errors print like
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from reconciler.model.state import DesiredState
     from reconciler.plan.build import Plan
 
-FORMATS = ("text", "json", "dot", "mermaid", "svg")
+FORMATS = ("text", "json", "markdown", "dot", "mermaid", "svg")
 
 
 def register(subparsers: Any) -> None:
@@ -52,9 +52,13 @@ def _observe(args: argparse.Namespace) -> ObservedState:
     return observe_dump(args.observed) if args.observed is not None else observe_selected(args.host)
 
 
-def render(plan: Plan, fmt: str, *, colour: bool = False) -> str:
+def render(plan: Plan, fmt: str, *, colour: bool = False, host: str | None = None) -> str:
     from reconciler.plan import render_graph, render_json, render_text
 
+    if fmt == "markdown":  # `host`: what it was planned against, for the comment's heading
+        from reconciler.plan.render_markdown import render_markdown
+
+        return render_markdown(plan, host=host)
     if fmt == "json":
         return render_json.render_json(plan)
     if fmt == "dot":
@@ -66,6 +70,14 @@ def render(plan: Plan, fmt: str, *, colour: bool = False) -> str:
 
         return dot_to_svg(render_graph.render_dot(plan))
     return render_text.render_text(plan, colour=colour)
+
+
+def planned_against(args: argparse.Namespace) -> str:
+    """What the plan was made against, as the markdown heading names it: `FILE (captured
+    dump)`, or the host as `--host` spells it (`sim:DIR`, `xen`)."""
+    from reconciler.cli.hosts import select_host
+
+    return f"{args.observed} (captured dump)" if args.observed is not None else str(select_host(args.host))
 
 
 def _colour(args: argparse.Namespace) -> bool:
@@ -128,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     except ManifestError as exc:  # a dependency cycle, at the manifest line of a resource in it
         print_diagnostics(exc.diagnostics)
         return 1
-    text = render(plan, args.format, colour=_colour(args))
+    text = render(plan, args.format, colour=_colour(args), host=planned_against(args))
     if args.out is not None:
         try:
             write_text_atomic(args.out, text)

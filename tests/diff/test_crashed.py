@@ -87,3 +87,19 @@ def test_crashed_domain_of_a_stopped_vm(load_yaml, make_mirror, action, expected
     result = diff(desired, observed)
     assert [(c.action, c.impact) for c in result.changes] == expected
     assert result.preserved == ()
+
+
+def test_preserved_crash_in_the_markdown_plan(load_yaml, make_mirror) -> None:  # type: ignore[no-untyped-def]
+    """The pull-request comment says it as the text plan does: no table (nothing to
+    apply), the summary line, and the `Left as it is` line shown, not collapsed."""
+    from reconciler.plan.render_markdown import render_markdown
+
+    desired = _load(load_yaml, "preserve")
+    observed = _crashed(make_mirror, desired, desired)
+    plan = build_plan(diff(desired, observed), desired, observed, fingerprint="0" * 64)
+    text, md = render_text(plan), render_markdown(plan)
+    assert "| Action |" not in md and "<details>" not in md
+    (left,) = [line for line in text.splitlines() if line.startswith("Left as it is: VM web crashed")]
+    assert f"```text\n{left}\n```" in md
+    assert "**Nothing to apply, but the host does not match: VM web crashed and is preserved for inspection " \
+           "\\(lifecycle.onCrash: preserve\\).**" in md
