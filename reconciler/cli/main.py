@@ -15,7 +15,7 @@ from types import ModuleType
 from typing import Any, NoReturn
 
 from reconciler import __version__
-from reconciler.errors import ReconcilerError
+from reconciler.errors import ReconcilerError, printable
 from reconciler.logs import FORMATS, reset, setup
 
 # Verbs, in the order `--help` lists them; each is the module reconciler.cli.<verb without
@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.run(args)
         return code
     except ReconcilerError as exc:
-        print(f"reconciler: error: {exc}", file=sys.stderr)
+        print(f"reconciler: error: {printable(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         # Ctrl-C before `apply` installs its own handlers (while loading, observing):
