@@ -1,7 +1,7 @@
 """The loader: manifest paths -> DesiredState, or every problem at once.
 
 Reads files (the only I/O of the stage), then pure steps: YAML -> documents
-(`yamlsrc`, `yamlnodes`), documents -> resources (`documents`, one document at a time
+(`yamlsrc`, `yamlnodes`; an empty document defines nothing and is skipped), documents -> resources (`documents`, one document at a time
 while its nodes are alive), nested devices -> standalone and defaults (`normalize`),
 cross checks (`checks`, `textchecks`), policy warnings (`lint`), where each resource was
 written (`origins`). Called by the CLI verbs validate, plan, apply and watch.
@@ -98,6 +98,8 @@ def _read_file(path: str, text: str, limits: Limits, found: Found) -> None:
     file = Found([], set(), {}, [])
     try:
         for doc in stream_documents(path, text, limits):
+            if doc.value is None:  # empty (a trailing `---`), comments only or `null`: skipped, as kubectl does
+                continue
             resource, problems = to_resource(doc)
             file.diagnostics.extend(problems)
             if resource is not None:
