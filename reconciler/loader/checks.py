@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 from reconciler import v4v
 from reconciler.errors import Diagnostic, Location, Severity
+from reconciler.loader import hints
 from reconciler.loader.locate import Path, mark_for
 from reconciler.loader.normalize import Entry
 from reconciler.loader.yamlsrc import location
@@ -140,18 +141,22 @@ def _vm_refs(entry: Entry) -> list[Ref]:
     return refs
 
 
+def not_network_backend(target: str) -> str:
+    return f"backendVM: VM '{target}' does not provide a network backend (set providesNetworkBackend: true on it)"
+
+
 def check_references(linked: Linked, vms: dict[str, Entry], broken_vms: frozenset[str] = frozenset()) -> Iterator[Diagnostic]:
-    known = ", ".join(sorted(vms)) or "none defined"
+    known = [*vms, *broken_vms]  # a VM whose document failed is still a name the author wrote
     for entry, refs in linked:
         for path, target, field in refs:
             if target in broken_vms:
                 continue
             if target not in vms:
-                yield diag(entry, path, f"{field}: no VM named '{target}' (VMs: {known})")
+                yield diag(entry, path, hints.missing_vm(field, target, known))
             elif field == "backendVM" and isinstance(entry.resource, NIC):
                 backend = vms[target].resource
                 if isinstance(backend, VM) and not backend.spec.provides_network_backend:
-                    yield diag(entry, path, f"backendVM: VM '{target}' does not provide a network backend (set providesNetworkBackend: true on it)")
+                    yield diag(entry, path, not_network_backend(target))
 
 
 Edge = tuple[str, str, str, Entry, tuple[str | int, ...]]  # owner, needs, field, entry, path

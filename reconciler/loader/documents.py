@@ -14,6 +14,7 @@ import re
 import types
 import typing
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Union, get_args, get_origin
 
 import yaml
@@ -45,25 +46,43 @@ HEADER = ("apiVersion", "kind", "metadata", "spec")  # the fields of every docum
 
 
 def to_resource(doc: Document) -> tuple[Resource | None, list[Diagnostic]]:
-    """The document's resource, or every problem in it: a bad apiVersion does not hide
-    the spec's problems, and a misspelt field is reported once, with what it should be
-    (not also as the required field it misspells being missing)."""
+    """The document's resource, or every problem in it."""
+    checked = check(doc)
+    return checked.resource, checked.problems
+
+
+@dataclass(frozen=True)
+class Checked:
+    """One document checked: its resource (None when any problem), every problem, and the
+    paths the problems are at (so `partial` skips what is already reported)."""
+
+    resource: Resource | None
+    problems: list[Diagnostic]
+    bad: frozenset[Path] = frozenset()
+
+
+def check(doc: Document) -> Checked:
+    """Every problem of one document: a bad apiVersion does not hide the spec's problems,
+    and a misspelt field is reported once, with what it should be (not also as the
+    required field it misspells being missing)."""
     value = doc.value
     if not isinstance(value, dict):
-        return None, [_diag(doc, (), f"a document must be a mapping with apiVersion, kind, metadata and spec, found {describe(value)}")]
+        return Checked(None, [_diag(doc, (), f"a document must be a mapping with apiVersion, kind, metadata and spec, found {describe(value)}")])
     problems = _check_header(doc, value)
     kind = value.get("kind")
     model = MODELS.get(kind) if isinstance(kind, str) else None
     if model is None:  # no schema to check the rest against: only the header's fields
         problems.extend(_diag(doc, (key,), f"unknown field '{key}'{_field_hint(key, HEADER)}", at_key=True)
                         for key in value if isinstance(key, str) and key not in HEADER)
-        return None, problems
+        return Checked(None, problems)
     try:
         resource = model.model_validate(value)
     except ValidationError as exc:
         errors = [err for err in exc.errors(include_url=False) if err["loc"][:1] != ("apiVersion",)]  # said above
-        return None, [*problems, *(_from_pydantic(doc, model, err) for err in _without_misspelt(model, errors))]
-    return (None, problems) if problems else (resource, [])
+        errors = _without_misspelt(model, errors)
+        bad = frozenset(tuple(step for step in err["loc"] if step != "[key]") for err in errors)
+        return Checked(None, [*problems, *(_from_pydantic(doc, model, err) for err in errors)], bad)
+    return Checked(None, problems) if problems else Checked(resource, [])
 
 
 def _field_hint(key: str, valid: Sequence[str]) -> str:

@@ -39,7 +39,7 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 def missing_vm(field: str, target: str, names: Iterable[str]) -> str:
     """A reference to a VM no manifest defines: the closest name if one is close, else
     every VM name (the same words wherever a reference is checked)."""
-    names = sorted(names)
+    names = sorted(set(names))
     hint = did_you_mean(target, names)
     if hint:
         return f"{field}: no VM named '{target}'{hint}"
