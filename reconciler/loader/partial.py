@@ -45,15 +45,22 @@ class Partial:
 
 def of(document: Document, bad: Iterable[Path] = ()) -> Partial:
     """What `document` still says; `bad` are the paths already reported (a reference
-    at or below one is not checked again)."""
+    an error is about is not checked again)."""
     value = document.value if isinstance(document.value, dict) else {}
     written, metadata, spec = value.get("kind"), value.get("metadata"), value.get("spec")
     kind = written if written in KINDS else hints.close_match(written, KINDS) if isinstance(written, str) else None
     name = metadata.get("name") if isinstance(metadata, dict) else None
     refs = _refs(written, spec) if written in KINDS and isinstance(spec, dict) else []
     bad = tuple(bad)
-    kept = tuple(ref for ref in refs if not any(ref[0][: len(path)] == path for path in bad))
+    kept = tuple(ref for ref in refs if not any(_overlap(ref[0], path) for path in bad))
     return Partial(document, kind or "", name if isinstance(name, str) else "", kept)
+
+
+def _overlap(ref: Path, bad: Path) -> bool:
+    """Whether an error at `bad` is about the reference at `ref`: at it, inside its value
+    (pydantic adds steps), or at a mapping or list holding it."""
+    shorter = min(len(ref), len(bad))
+    return ref[:shorter] == bad[:shorter]
 
 
 def _refs(kind: str, spec: dict[Any, Any]) -> list[Ref]:
