@@ -73,7 +73,7 @@ def load(paths: Sequence[str], limits: Limits = Limits()) -> LoadResult:
         diagnostics.append(Diagnostic(Location(", ".join(paths) or "."), "error", "no *.yaml or *.yml manifests found"))
     entries, naming = normalize.normalize(entries)
     diagnostics.extend(checks.diag(e, checks.name_path(e), message) for e, message in naming)
-    diagnostics.extend(checks.run_all(entries, partial.broken_vms(partials)))
+    diagnostics.extend(checks.run_all(entries, partial.broken_vms(partials), partial.broken_ends(partials)))
     diagnostics.extend(partial.check(partials, entries))
     diagnostics.extend(textchecks.run_all(entries))
     diagnostics.extend(lint.run_all(entries, names))

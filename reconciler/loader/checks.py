@@ -44,9 +44,11 @@ def name_path(entry: Entry) -> tuple[str, ...]:
     return ("name",) if entry.path else ("metadata", "name")
 
 
-def run_all(entries: list[Entry], broken_vms: frozenset[str] = frozenset()) -> list[Diagnostic]:
+def run_all(entries: list[Entry], broken_vms: frozenset[str] = frozenset(),
+            broken_ends: frozenset[tuple[str, str]] = frozenset()) -> list[Diagnostic]:
     """Every check; `broken_vms` names VMs whose documents failed validation, so that
-    references to them are not reported a second time as missing. Each check gets only
+    references to them are not reported a second time as missing (`broken_ends`: the
+    v4v endpoints they would be, ("dom-name"|"dom-type"|"uuid", value)). Each check gets only
     the entries it looks at (in file order), so most look at one kind."""
     of: dict[str, list[Entry]] = {kind: [] for kind in KINDS}
     linked: Linked = []
@@ -67,7 +69,7 @@ def run_all(entries: list[Entry], broken_vms: frozenset[str] = frozenset()) -> l
         *check_device_keys(of["Disk"], of["NIC"]),
         *check_pci_conflicts(of["PCIPassthrough"], vms),
         *check_guest_slots(of["PCIPassthrough"]),
-        *check_v4v_targets(of["V4VRule"], of["VM"]),
+        *check_v4v_targets(of["V4VRule"], of["VM"], broken_ends),
         *check_rpc_duplicates(of["RPCRule"]),
     ]
 
@@ -296,7 +298,7 @@ def check_guest_slots(entries: list[Entry]) -> Iterator[Diagnostic]:
                        f"'{other.name}' at {where(other, *spec_path(other, 'guestSlot'))}; give each device its own guestSlot")
 
 
-def check_v4v_targets(rules: list[Entry], vms: list[Entry]) -> Iterator[Diagnostic]:
+def check_v4v_targets(rules: list[Entry], vms: list[Entry], broken: frozenset[tuple[str, str]] = frozenset()) -> Iterator[Diagnostic]:
     """Endpoints naming a VM, type or uuid that no manifest defines: a warning, because
     the VM may be added later (the rule stays inert until it runs, as in OpenXT)."""
     specs = [e.resource.spec for e in vms if isinstance(e.resource, VM)]
@@ -311,7 +313,7 @@ def check_v4v_targets(rules: list[Entry], vms: list[Entry]) -> Iterator[Diagnost
         for endpoint in (rule.client, rule.server):
             d = endpoint.domain
             missing = (d.kind == "dom-name" and d.value not in names) or (d.kind == "dom-type" and d.value not in types) or (d.kind == "uuid" and d.value not in uuids)
-            if missing:
+            if missing and (d.kind, d.value) not in broken:
                 what = {"dom-name": "VM named", "dom-type": "VM of type", "uuid": "VM with uuid"}[d.kind]
                 yield diag(entry, spec_path(entry, "rule"), f"rule '{r.spec.rule}': no {what} '{d.value}' in the manifests; the rule stays inactive until one runs", "warning")
 

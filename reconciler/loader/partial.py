@@ -24,9 +24,11 @@ from reconciler.loader.locate import Path, mark_for
 from reconciler.loader.normalize import Entry
 from reconciler.loader.yamlsrc import Document, location
 from reconciler.model import KINDS, VM
+from reconciler.model.vm import VMSpec
 
 _BACKED = ("Disk", "NIC")  # standalone kinds with a `backendVM`
 _NESTED_BACKED = ("disks", "nics")  # a VM's nested lists whose items have one
+_DEFAULT_TYPE = VMSpec.model_fields["type"].default
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class Partial:
     kind: str
     name: str
     refs: tuple[Ref, ...]
+    ends: frozenset[tuple[str, str]] = frozenset()  # a VM's v4v endpoints: ("dom-name"|"dom-type"|"uuid", value)
 
     def at(self, path: Path) -> Any:
         return location(self.document.file, mark_for(self.document.node, path))
@@ -53,7 +56,16 @@ def of(document: Document, bad: Iterable[Path] = ()) -> Partial:
     refs = _refs(written, spec) if written in KINDS and isinstance(spec, dict) else []
     bad = tuple(bad)
     kept = tuple(ref for ref in refs if not any(_overlap(ref[0], path) for path in bad))
-    return Partial(document, kind or "", name if isinstance(name, str) else "", kept)
+    name = name if isinstance(name, str) else ""
+    ends = _ends(name, spec) if kind == "VM" and isinstance(spec, dict) else frozenset()
+    return Partial(document, kind or "", name, kept, ends)
+
+
+def _ends(name: str, spec: dict[Any, Any]) -> frozenset[tuple[str, str]]:
+    """How a v4v rule may name this VM: its name, type (written or the default) and uuid."""
+    uuid = spec.get("uuid")
+    written = {"dom-name": name, "dom-type": spec.get("type", _DEFAULT_TYPE), "uuid": uuid.lower() if isinstance(uuid, str) else None}
+    return frozenset((how, value) for how, value in written.items() if isinstance(value, str) and value)
 
 
 def _overlap(ref: Path, bad: Path) -> bool:
@@ -84,6 +96,11 @@ def _refs(kind: str, spec: dict[Any, Any]) -> list[Ref]:
 def broken_vms(partials: Iterable[Partial]) -> frozenset[str]:
     """The VMs documents meant to define and did not: nobody's reference to them is missing."""
     return frozenset(p.name for p in partials if p.kind == "VM" and p.name)
+
+
+def broken_ends(partials: Iterable[Partial]) -> frozenset[tuple[str, str]]:
+    """The v4v endpoints those VMs would be: no rule naming one is warned about."""
+    return frozenset(end for p in partials for end in p.ends)
 
 
 def check(partials: list[Partial], entries: list[Entry]) -> Iterator[Diagnostic]:
