@@ -6,7 +6,8 @@ where DESIGN section 6 says all at once). `of` keeps such a document's kind, nam
 references (`vm`, `backendVM`, `dependsOn`, read from the plain value where they are
 strings that drew no error of their own); `check` reports those naming no VM, a NIC
 backend that provides none, and a name defined twice, in the words of `checks`. A VM
-that failed is still a VM: references to it are not reported missing, by either.
+that failed is still a VM: references to it are not reported missing, by either, and
+v4v rules naming it (by name, type or uuid: `ends`) are not warned about.
 Called by `reconciler.loader.load`; the documents of a file with a YAML problem come
 here too (their resources are dropped with the file).
 """
