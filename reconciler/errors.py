@@ -15,10 +15,34 @@ Driver packages raise subclasses of HostError (wrapping library errors with
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
 Severity = Literal["error", "warning"]
+
+# What may not reach a terminal or a log line as is: C0 controls (newline, tab, ESC...),
+# DEL and C1, the Unicode line and paragraph separators (`str.splitlines` breaks on them),
+# bidirectional overrides (they reorder what is shown), and lone surrogates (bytes of a
+# file name that are not UTF-8, which printing would refuse).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escaped(found: re.Match[str]) -> str:
+    char = found.group()
+    code = ord(char)
+    if char in _SHORT:
+        return _SHORT[char]
+    if 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's stand-in for the undecodable byte
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def printable(text: str) -> str:
+    """`text` with every control character written as its escape (`\\n`, `\\x1b`,
+    `\\u2028`), so one problem stays one line and no terminal escape gets through."""
+    return _UNPRINTABLE.sub(_escaped, text)
 
 
 @dataclass(frozen=True, order=True)
@@ -42,7 +66,8 @@ class Diagnostic:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.location}: {self.severity}: {self.message}"
+        """One line of text, whatever the file name or the message holds (`printable`)."""
+        return printable(f"{self.location}: {self.severity}: {self.message}")
 
 
 class ReconcilerError(Exception):

@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 from reconciler import __version__
 from reconciler.cli.completion import add_completion_option
-from reconciler.errors import ReconcilerError
+from reconciler.errors import ReconcilerError, printable
 from reconciler.logs import FORMATS, reset, setup
 
 # Verbs, in the order `--help` lists them; each is the module reconciler.cli.<verb without
@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.run(args)
         return code
     except ReconcilerError as exc:
-        print(f"reconciler: error: {exc}", file=sys.stderr)
+        print(f"reconciler: error: {printable(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         # Ctrl-C before `apply` installs its own handlers (while loading, observing):

@@ -1,7 +1,8 @@
 """`reconciler validate PATH... [--format text|json|github]`: CI validation of manifests.
 
 Prints every diagnostic (text: `FILE:LINE:COL: error|warning: message`; github: workflow
-annotations; json: a list of objects) on stdout and a one-line summary on stderr.
+annotations; json: a list of objects) on stdout and a one-line summary on stderr. Text and
+github lines write control characters as escapes (`\\n`, `\\x1b`): one line per problem.
 Exit 0 when valid (warnings allowed), 1 otherwise.
 """
 
@@ -12,7 +13,7 @@ import json
 import sys
 from typing import Any
 
-from reconciler.errors import Diagnostic
+from reconciler.errors import Diagnostic, printable
 
 
 def register(sub: Any) -> None:
@@ -25,7 +26,10 @@ def register(sub: Any) -> None:
 
 
 def _github_escape(text: str, *, prop: bool = False) -> str:
-    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    """A workflow command's data (`prop`: a property value), escaped as the runner and
+    @actions/core's `escapeData`/`escapeProperty` do; control characters are first
+    written out (`printable`) as in text output, so an annotation is one line too."""
+    text = printable(text).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
     return text.replace(":", "%3A").replace(",", "%2C") if prop else text
 
 

@@ -1,7 +1,7 @@
 """The loader: manifest paths -> DesiredState, or every problem at once.
 
 Reads files (the only I/O of the stage), then pure steps: YAML -> documents
-(`yamlsrc`, `yamlnodes`), documents -> resources (`documents`, one document at a time
+(`yamlsrc`, `yamlnodes`; an empty document defines nothing and is skipped), documents -> resources (`documents`, one document at a time
 while its nodes are alive), nested devices -> standalone and defaults (`normalize`),
 cross checks (`checks`, `textchecks`), policy warnings (`lint`), where each resource was
 written (`origins`). Called by the CLI verbs validate, plan, apply and watch.
@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.errors import Diagnostic, Location, ManifestError
-from reconciler.loader import checks, lint, normalize, origins, textchecks
-from reconciler.loader.documents import to_resource
+from reconciler.loader import checks, lint, normalize, origins, partial, textchecks
+from reconciler.loader.documents import check
 from reconciler.loader.normalize import Entry
 from reconciler.loader.locate import Path
 from reconciler.loader.origins import Origins
@@ -62,18 +62,19 @@ def expand_paths(paths: Iterable[str]) -> tuple[list[str], list[Diagnostic]]:
 def load(paths: Sequence[str], limits: Limits = Limits()) -> LoadResult:
     files, diagnostics = expand_paths(paths)
     entries: list[Entry] = []
-    broken: set[str] = set()
+    partials: list[partial.Partial] = []
     names: dict[Document, dict[Path, Any]] = {}  # per document: the mark of each resource's name
     for path in files:
         text, problems = read_source(path, limits)
         diagnostics.extend(problems)
         if text is not None:
-            _read_file(path, text, limits, Found(entries, broken, names, diagnostics))
+            _read_file(path, text, limits, Found(entries, partials, names, diagnostics))
     if not files and not diagnostics:
         diagnostics.append(Diagnostic(Location(", ".join(paths) or "."), "error", "no *.yaml or *.yml manifests found"))
     entries, naming = normalize.normalize(entries)
     diagnostics.extend(checks.diag(e, checks.name_path(e), message) for e, message in naming)
-    diagnostics.extend(checks.run_all(entries, frozenset(broken)))
+    diagnostics.extend(checks.run_all(entries, partial.broken_vms(partials), partial.broken_ends(partials)))
+    diagnostics.extend(partial.check(partials, entries))
     diagnostics.extend(textchecks.run_all(entries))
     diagnostics.extend(lint.run_all(entries, names))
     diagnostics = sorted(set(diagnostics))
@@ -84,42 +85,39 @@ def load(paths: Sequence[str], limits: Limits = Limits()) -> LoadResult:
 
 @dataclass(frozen=True)
 class Found:
-    """What reading the files has found so far (each file adds all of its finds or none)."""
+    """What reading the files has found so far (a file with a YAML problem adds no resource)."""
 
     entries: list[Entry]
-    broken: set[str]  # VMs whose documents failed validation
+    partials: list[partial.Partial]  # documents without a resource, for the checks they still allow
     names: dict[Document, dict[Path, Any]]
     diagnostics: list[Diagnostic]
 
 
 def _read_file(path: str, text: str, limits: Limits, found: Found) -> None:
     """Validate each document of one file while its nodes are alive, keeping the marks
-    of the names it defines (for `origins`); a file with a YAML problem adds only that."""
-    file = Found([], set(), {}, [])
+    of the names it defines (for `origins`). A file with a YAML problem adds no resource:
+    its documents read before the problem count as failed ones (`partial`)."""
+    file = Found([], [], {}, [])
     try:
         for doc in stream_documents(path, text, limits):
-            resource, problems = to_resource(doc)
-            file.diagnostics.extend(problems)
-            if resource is not None:
-                file.entries.append(Entry(resource, doc))
-                file.names[doc] = origins.name_marks(resource, doc.node)
-            elif _declared_vm(doc.value):
-                file.broken.add(_declared_vm(doc.value))
+            if doc.value is None:  # empty (a trailing `---`), comments only or `null`: skipped, as kubectl does
+                continue
+            checked = check(doc)
+            file.diagnostics.extend(checked.problems)
+            if checked.resource is not None:
+                file.entries.append(Entry(checked.resource, doc))
+                file.names[doc] = origins.name_marks(checked.resource, doc.node)
+            else:
+                file.partials.append(partial.of(doc, checked.bad))
     except FileProblem as problem:
         found.diagnostics.append(problem.diagnostic)
+        found.diagnostics.extend(file.diagnostics)
+        found.partials.extend([*file.partials, *(partial.of(entry.document) for entry in file.entries)])
         return
     found.entries.extend(file.entries)
-    found.broken.update(file.broken)
+    found.partials.extend(file.partials)
     found.names.update(file.names)
     found.diagnostics.extend(file.diagnostics)
-
-
-def _declared_vm(value: object) -> str:
-    """The name a VM document meant to define, even if it failed validation ('' if none)."""
-    if isinstance(value, dict) and value.get("kind") == "VM" and isinstance(value.get("metadata"), dict):
-        name = value["metadata"].get("name")
-        return name if isinstance(name, str) else ""
-    return ""
 
 
 def load_or_raise(paths: Sequence[str], limits: Limits = Limits()) -> DesiredState:

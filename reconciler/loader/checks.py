@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 from reconciler import v4v
 from reconciler.errors import Diagnostic, Location, Severity
+from reconciler.loader import hints
 from reconciler.loader.locate import Path, mark_for
 from reconciler.loader.normalize import Entry
 from reconciler.loader.yamlsrc import location
@@ -43,9 +44,11 @@ def name_path(entry: Entry) -> tuple[str, ...]:
     return ("name",) if entry.path else ("metadata", "name")
 
 
-def run_all(entries: list[Entry], broken_vms: frozenset[str] = frozenset()) -> list[Diagnostic]:
+def run_all(entries: list[Entry], broken_vms: frozenset[str] = frozenset(),
+            broken_ends: frozenset[tuple[str, str]] = frozenset()) -> list[Diagnostic]:
     """Every check; `broken_vms` names VMs whose documents failed validation, so that
-    references to them are not reported a second time as missing. Each check gets only
+    references to them are not reported a second time as missing (`broken_ends`: the
+    v4v endpoints they would be, ("dom-name"|"dom-type"|"uuid", value)). Each check gets only
     the entries it looks at (in file order), so most look at one kind."""
     of: dict[str, list[Entry]] = {kind: [] for kind in KINDS}
     linked: Linked = []
@@ -66,7 +69,7 @@ def run_all(entries: list[Entry], broken_vms: frozenset[str] = frozenset()) -> l
         *check_device_keys(of["Disk"], of["NIC"]),
         *check_pci_conflicts(of["PCIPassthrough"], vms),
         *check_guest_slots(of["PCIPassthrough"]),
-        *check_v4v_targets(of["V4VRule"], of["VM"]),
+        *check_v4v_targets(of["V4VRule"], of["VM"], broken_ends),
         *check_rpc_duplicates(of["RPCRule"]),
     ]
 
@@ -140,18 +143,22 @@ def _vm_refs(entry: Entry) -> list[Ref]:
     return refs
 
 
+def not_network_backend(target: str) -> str:
+    return f"backendVM: VM '{target}' does not provide a network backend (set providesNetworkBackend: true on it)"
+
+
 def check_references(linked: Linked, vms: dict[str, Entry], broken_vms: frozenset[str] = frozenset()) -> Iterator[Diagnostic]:
-    known = ", ".join(sorted(vms)) or "none defined"
+    known = [*vms, *broken_vms]  # a VM whose document failed is still a name the author wrote
     for entry, refs in linked:
         for path, target, field in refs:
             if target in broken_vms:
                 continue
             if target not in vms:
-                yield diag(entry, path, f"{field}: no VM named '{target}' (VMs: {known})")
+                yield diag(entry, path, hints.missing_vm(field, target, known))
             elif field == "backendVM" and isinstance(entry.resource, NIC):
                 backend = vms[target].resource
                 if isinstance(backend, VM) and not backend.spec.provides_network_backend:
-                    yield diag(entry, path, f"backendVM: VM '{target}' does not provide a network backend (set providesNetworkBackend: true on it)")
+                    yield diag(entry, path, not_network_backend(target))
 
 
 Edge = tuple[str, str, str, Entry, tuple[str | int, ...]]  # owner, needs, field, entry, path
@@ -291,7 +298,7 @@ def check_guest_slots(entries: list[Entry]) -> Iterator[Diagnostic]:
                        f"'{other.name}' at {where(other, *spec_path(other, 'guestSlot'))}; give each device its own guestSlot")
 
 
-def check_v4v_targets(rules: list[Entry], vms: list[Entry]) -> Iterator[Diagnostic]:
+def check_v4v_targets(rules: list[Entry], vms: list[Entry], broken: frozenset[tuple[str, str]] = frozenset()) -> Iterator[Diagnostic]:
     """Endpoints naming a VM, type or uuid that no manifest defines: a warning, because
     the VM may be added later (the rule stays inert until it runs, as in OpenXT)."""
     specs = [e.resource.spec for e in vms if isinstance(e.resource, VM)]
@@ -306,7 +313,7 @@ def check_v4v_targets(rules: list[Entry], vms: list[Entry]) -> Iterator[Diagnost
         for endpoint in (rule.client, rule.server):
             d = endpoint.domain
             missing = (d.kind == "dom-name" and d.value not in names) or (d.kind == "dom-type" and d.value not in types) or (d.kind == "uuid" and d.value not in uuids)
-            if missing:
+            if missing and (d.kind, d.value) not in broken:
                 what = {"dom-name": "VM named", "dom-type": "VM of type", "uuid": "VM with uuid"}[d.kind]
                 yield diag(entry, spec_path(entry, "rule"), f"rule '{r.spec.rule}': no {what} '{d.value}' in the manifests; the rule stays inactive until one runs", "warning")
 

@@ -10,14 +10,18 @@ input. Called by `reconciler.loader.load`.
 
 from __future__ import annotations
 
+import re
 import types
 import typing
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from reconciler.errors import Diagnostic, Location
+from reconciler.loader import hints
 from reconciler.loader.locate import Path, child, mark_for
 from reconciler.loader.yamlsrc import Document, location
 from reconciler.model import KINDS, MODELS, Resource
@@ -25,6 +29,7 @@ from reconciler.model.common import API_VERSION, PATTERN_WORDS, SECRET_FIELDS
 from reconciler.model.vm import VM, WITHDRAWN
 from reconciler.rpc import RuleError
 
+_QUOTED = re.compile(r"'([^']*)'")  # the string choices in pydantic's "'pv', 'pvh' or 'hvm'"
 _TYPE_WORDS = {
     "int_type": "an integer",
     "bool_type": "true or false",
@@ -37,32 +42,89 @@ _TYPE_WORDS = {
 }
 
 
+HEADER = ("apiVersion", "kind", "metadata", "spec")  # the fields of every document
+
+
 def to_resource(doc: Document) -> tuple[Resource | None, list[Diagnostic]]:
+    """The document's resource, or every problem in it."""
+    checked = check(doc)
+    return checked.resource, checked.problems
+
+
+@dataclass(frozen=True)
+class Checked:
+    """One document checked: its resource (None when any problem), every problem, and the
+    paths the problems are at (so `partial` skips what is already reported)."""
+
+    resource: Resource | None
+    problems: list[Diagnostic]
+    bad: frozenset[Path] = frozenset()
+
+
+def check(doc: Document) -> Checked:
+    """Every problem of one document: a bad apiVersion does not hide the spec's problems,
+    and a misspelt field is reported once, with what it should be (not also as the
+    required field it misspells being missing)."""
     value = doc.value
     if not isinstance(value, dict):
-        return None, [_diag(doc, (), f"a document must be a mapping with apiVersion, kind, metadata and spec, found {describe(value)}")]
+        return Checked(None, [_diag(doc, (), f"a document must be a mapping with apiVersion, kind, metadata and spec, found {describe(value)}")])
     problems = _check_header(doc, value)
-    if problems:
-        return None, problems
-    model = MODELS[value["kind"]]
+    kind = value.get("kind")
+    model = MODELS.get(kind) if isinstance(kind, str) else None
+    if model is None:  # no schema to check the rest against: only the header's fields
+        problems.extend(_diag(doc, (key,), f"unknown field '{key}'{_field_hint(key, HEADER)}", at_key=True)
+                        for key in value if isinstance(key, str) and key not in HEADER)
+        return Checked(None, problems)
     try:
-        return model.model_validate(value), []
+        resource = model.model_validate(value)
     except ValidationError as exc:
-        return None, [_from_pydantic(doc, model, err) for err in exc.errors(include_url=False)]
+        errors = [err for err in exc.errors(include_url=False) if err["loc"][:1] != ("apiVersion",)]  # said above
+        errors = _without_misspelt(model, errors)
+        bad = frozenset(tuple(step for step in err["loc"] if step != "[key]") for err in errors)
+        return Checked(None, [*problems, *(_from_pydantic(doc, model, err) for err in errors)], bad)
+    return Checked(None, problems) if problems else Checked(resource, [])
+
+
+def _field_hint(key: str, valid: Sequence[str]) -> str:
+    """After "unknown field 'x'": the field it misspells, else every valid field."""
+    return hints.did_you_mean(key, valid) or f"; valid fields: {', '.join(valid)}"
+
+
+def _without_misspelt(model: type[BaseModel], errors: list[Any]) -> list[Any]:
+    """The errors less each required field reported missing where an unknown field close
+    to it is written (`memroy` for `memory`): the unknown field's error names it."""
+    meant = set()
+    for err in errors:
+        loc = err["loc"]
+        if err["type"] == "extra_forbidden" and isinstance(loc[-1], str):
+            match = hints.close_match(loc[-1], fields_at(model, loc[:-1]))
+            if match is not None:
+                meant.add((*loc[:-1], match))
+    return [err for err in errors if not (err["type"] == "missing" and tuple(err["loc"]) in meant)]
 
 
 def _check_header(doc: Document, value: dict[str, Any]) -> list[Diagnostic]:
     kinds = ", ".join(KINDS)
     problems = []
+    written = [key for key in value if isinstance(key, str) and key not in HEADER]
     if "apiVersion" not in value:
-        problems.append(_diag(doc, (), f"missing apiVersion: expected '{API_VERSION}'"))
+        if not _misspelt(written, "apiVersion"):  # else its unknown field says it
+            problems.append(_diag(doc, (), f"missing apiVersion: expected '{API_VERSION}'"))
     elif value["apiVersion"] != API_VERSION:
         problems.append(_diag(doc, ("apiVersion",), f"apiVersion: expected '{API_VERSION}', found {describe(value['apiVersion'])}"))
     if "kind" not in value:
-        problems.append(_diag(doc, (), f"missing kind: expected one of {kinds}"))
+        if not _misspelt(written, "kind"):
+            problems.append(_diag(doc, (), f"missing kind: expected one of {kinds}"))
     elif value["kind"] not in KINDS:
-        problems.append(_diag(doc, ("kind",), f"kind: expected one of {kinds}, found {describe(value['kind'])}"))
+        kind = value["kind"]
+        hint = hints.did_you_mean(kind, KINDS) if isinstance(kind, str) else ""
+        problems.append(_diag(doc, ("kind",), f"kind: expected one of {kinds}, found {describe(kind)}{hint}"))
     return problems
+
+
+def _misspelt(written: list[str], field: str) -> bool:
+    """Whether one of the unknown fields `written` is `field` misspelt."""
+    return any(hints.close_match(key, HEADER) == field for key in written)
 
 
 def _diag(doc: Document, path: Path, message: str, *, at_key: bool = False) -> Diagnostic:
@@ -111,12 +173,11 @@ def _from_pydantic(doc: Document, model: type[BaseModel], err: Any) -> Diagnosti
     if kind == "extra_forbidden" and model is VM and loc in WITHDRAWN:
         return _diag(doc, loc, f"{dotted(loc)}: {WITHDRAWN[loc]}", at_key=True)
     if kind == "extra_forbidden":
-        valid = ", ".join(fields_at(model, loc[:-1]))
         where = f"{dotted(loc[:-1])}: " if loc[:-1] else ""
-        return _diag(doc, loc, f"{where}unknown field '{loc[-1]}'; valid fields: {valid}", at_key=True)
+        return _diag(doc, loc, f"{where}unknown field '{loc[-1]}'{_field_hint(str(loc[-1]), fields_at(model, loc[:-1]))}", at_key=True)
     if kind == "value_error" and isinstance(ctx.get("error"), RuleError) and not on_key:
         return Diagnostic(_in_text(doc, loc, ctx["error"].column), "error", f"{dotted(loc)}: {ctx['error']}")
-    return _diag(doc, loc, f"{dotted(loc)}: {_expected(kind, ctx, err['msg'], found)}", at_key=on_key)
+    return _diag(doc, loc, f"{dotted(loc)}: {_expected(kind, ctx, err['msg'], found, None if secret else err.get('input'))}", at_key=on_key)
 
 
 def _in_text(doc: Document, path: Path, column: int) -> Location:
@@ -136,11 +197,12 @@ def _in_text(doc: Document, path: Path, column: int) -> Location:
     return start
 
 
-def _expected(kind: str, ctx: dict[str, Any], msg: str, found: str) -> str:
+def _expected(kind: str, ctx: dict[str, Any], msg: str, found: str, value: Any) -> str:
     if kind == "value_error":
         return str(ctx.get("error", msg.removeprefix("Value error, ")))
     if kind == "literal_error":
-        return f"expected one of {ctx['expected'].replace(' or ', ', ')}, found {found}"
+        hint = hints.did_you_mean(value, _QUOTED.findall(ctx["expected"])) if isinstance(value, str) else ""
+        return f"expected one of {ctx['expected'].replace(' or ', ', ')}, found {found}{hint}"
     if kind in _TYPE_WORDS:
         return f"expected {_TYPE_WORDS[kind]}, found {found}"
     if kind == "string_pattern_mismatch":

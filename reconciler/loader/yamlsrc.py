@@ -50,14 +50,19 @@ class Source:
         self.file = file
         self.text = text
         self.live: dict[int, yaml.Node] = {}  # document index -> nodes still in use
-        self._composed: list[yaml.Node] | None = None
+        self._composed: list[yaml.Node] = []
+        self._more: Iterator[yaml.Node] | None = None
 
     def node(self, index: int) -> yaml.Node:
+        """Composed up to `index` only: a file with a syntax error further on still gives
+        the nodes of the documents before it (their problems are reported too)."""
         live = self.live.get(index)
         if live is not None:
             return live
-        if self._composed is None:
-            self._composed = list(yaml.compose_all(self.text, Loader=Loader))
+        if self._more is None:
+            self._more = yaml.compose_all(self.text, Loader=Loader)
+        while len(self._composed) <= index:
+            self._composed.append(next(self._more))
         return self._composed[index]
 
 
