@@ -76,7 +76,7 @@ def check(doc: Document) -> Checked:
                         for key in value if isinstance(key, str) and key not in HEADER)
         return Checked(None, problems)
     try:
-        resource = model.model_validate(value)
+        resource = model.model_validate(value, by_alias=True, by_name=False)  # YAML names only: `max_vcpus` is a typo, not maxVcpus
     except ValidationError as exc:
         errors = [err for err in exc.errors(include_url=False) if err["loc"][:1] != ("apiVersion",)]  # said above
         errors = _without_misspelt(model, errors)

@@ -83,12 +83,12 @@ def test_same_as_the_eager_dict(origins: Origins, tmp_path: Path) -> None:
 
 def test_name_marks_are_the_walked_marks(tmp_path: Path) -> None:
     """`name_marks` finds each list once; every mark is the one a walk from the root finds,
-    with merge keys, named and unnamed items, and a list spelled by its Python name."""
+    with merge keys and named and unnamed items."""
     text = (
         "apiVersion: xen.reconciler/v1\nkind: VM\nmetadata: {name: web}\n"
         "spec:\n  virt: pv\n  kernel: /k\n  memory: 64\n"
         "  disks:\n    - &d {target: /a, vdev: xvda}\n    - {<<: *d, vdev: xvdb, name: web-b}\n"
-        "  nics: [{bridge: xenbr0}]\n  v4v_rules: ['myself -> 0:80']\n"
+        "  nics: [{bridge: xenbr0}]\n  v4vRules: ['myself -> 0:80']\n"
     )
     documents, problems = parse_documents("web.yaml", text, Limits())
     assert not problems
@@ -101,4 +101,4 @@ def test_name_marks_are_the_walked_marks(tmp_path: Path) -> None:
         walked = mark_for(document.node, (*path, "name") if path else ("metadata", "name"))
         assert (mark.line, mark.column) == (walked.line, walked.column)
     assert (marks[("spec", "disks", 1)].line, marks[("spec", "disks", 1)].column) == (9, 33)  # its name
-    assert (marks[("spec", "v4vRules", 0)].line, marks[("spec", "v4vRules", 0)].column) == (4, 2)  # the spec mapping: no key v4vRules
+    assert (marks[("spec", "v4vRules", 0)].line, marks[("spec", "v4vRules", 0)].column) == (11, 13)  # the unnamed item itself
