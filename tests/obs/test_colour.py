@@ -1,6 +1,6 @@
 """Terminal conventions through the real CLI in processes of its own: `--color
 auto|always|never`, NO_COLOR (no-color.org: only a non-empty value disables colour, a
-command-line flag overrides it) and TERM=dumb, for `plan`; stdout a real
+command-line flag overrides it) and TERM=dumb, for `plan` and `apply`; stdout a real
 pseudo-terminal or a pipe. Machine formats (json) are never coloured."""
 
 from __future__ import annotations
@@ -78,7 +78,22 @@ def test_machine_formats_and_files_are_never_coloured_unless_asked(tmp_path: Pat
 
 
 def test_an_unknown_color_is_one_line_naming_the_choices() -> None:
-    done = subprocess.run([sys.executable, "-m", "reconciler", "plan", "manifests", "--color", "sometimes"], cwd=REPO,
+    code, out = run(["plan", "manifests", "--observed", DUMP, "--color", "sometimes"], {}, terminal=False)
+    done = subprocess.run([sys.executable, "-m", "reconciler", "apply", "manifests", "--color", "sometimes"], cwd=REPO,
                           env=environment(), capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 1 and done.stdout == ""
+    assert (code, out) == (1, "") and done.returncode == 1
     assert done.stderr.count("\n") == 1 and "'auto', 'always', 'never'" in done.stderr
+
+
+@pytest.mark.parametrize(("flag", "terminal", "coloured"), [
+    ([], True, True), (["--color", "never"], True, False), ([], False, False), (["--color", "always"], False, True),
+])
+def test_apply_colours_its_plan_and_its_outcome_line_as_plan_does(manifests: Path, state: Path, flag: list[str],
+                                                                   terminal: bool, coloured: bool) -> None:
+    code, out = run(["apply", str(manifests), "--host", f"sim:{state}", *flag], {"TERM": "xterm"}, terminal=terminal)
+    assert code == 0, out
+    plain = SGR.sub("", out)
+    assert "Plan: 3 to create" in plain and "\nApply complete: 3 created, 0 failed (" in plain.replace("\r\n", "\n")
+    assert bool(SGR.search(out)) is coloured, out
+    if coloured:
+        assert "\x1b[1;32mApply complete: " in out
