@@ -19,11 +19,10 @@ from reconciler.model.common import Kind
 from reconciler.plan.build import Plan
 from reconciler.plan.changes import HOST, TABLE_NAME, Action, ResourceChange
 from reconciler.plan.steps import Step
-from reconciler.plan.words import FAILED, OUTCOMES, PENDING, SKIPPED, outcome
+from reconciler.plan.words import FAILED, OUTCOMES, PENDING, SKIPPED, Done, outcome
 
 StepOutcome = Literal["done", "failed", "skipped"]
-ResourceOutcome = str
-"""A `done` word of `reconciler.plan.words.OUTCOMES`."""
+ResourceOutcome = Done  # a `done` word of `reconciler.plan.words.OUTCOMES`
 
 
 @dataclass(frozen=True)

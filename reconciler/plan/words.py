@@ -11,15 +11,21 @@ words complete "Disk `db-xvda` has been ..." (STYLE point 11).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from reconciler.plan.changes import HOST, Action, ResourceChange
+
+
+Done = Literal["created", "updated", "restarted", "unchanged", "stopped", "destroyed", "detached", "unplugged",
+               "released", "removed", "failed", "skipped"]
+"""Apply's words: each completes "VM `web` has been ..."."""
 
 
 @dataclass(frozen=True)
 class Outcome:
     key: str
     plan: str      # the plan summary's phrase: "to create" ("" for failed/skipped: apply-only)
-    done: str      # apply's word once it ran: "created"
+    done: Done     # apply's word once it ran: "created"
     note: str = ""  # said after apply's count: "unchanged (restart pending)"
 
     def counted(self, n: int) -> str:
