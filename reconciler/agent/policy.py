@@ -73,11 +73,11 @@ from reconciler.model.observed import ObservedState
 from reconciler.model.state import DesiredState
 from reconciler.plan.build import Plan
 from reconciler.plan.changes import HOST, Action, ResourceChange
+from reconciler.plan.words import APPLIED
 
 CONDITIONS = ("Ready", "Progressing", "Drifted", "Failed", "RestartRequired")
 SHOWN_NAMES = 5  # VM names a max-destroy refusal lists
 _LIVE = ("running", "paused")
-_DONE = ("created", "updated", "restarted", "deleted")
 
 
 def rfc3339(seconds: float) -> str:
@@ -295,7 +295,7 @@ class Policy:
         if pending:
             self._set(key, "Ready", False, "RestartPending", change.reason, now)
         else:
-            self._set(key, "Ready", True, "Applied" if outcome in _DONE else "Converged", "", now)
+            self._set(key, "Ready", True, "Applied" if outcome in APPLIED else "Converged", "", now)
         return True
 
     def _converged(self, key: str, now: float) -> None:

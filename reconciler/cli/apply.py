@@ -1,11 +1,12 @@
-"""`reconciler apply PATH... [--host H] [--parallelism N] [--plan FILE]`: converge the host.
+"""`reconciler apply PATH... [--host H] [--parallelism N] [--plan FILE] [--color WHEN]`: converge the host.
 
 Composes the pipeline (this is the CLI layer): load the manifests (errors print like
 `validate` on stderr, exit 1, the host is never opened), open the host, observe, diff,
 plan, print the plan text (the `plan` renderer), execute it printing one line per step
 as it ends (`[n/N] vm/web/create: done (0.12 s)`; a live counter on a terminal:
-`reconciler.cli.progress`), the root causes again and one outcome per resource, then `Apply: N done, M
-failed, K skipped.` Exit 0 when every step is done, 1 otherwise. `--plan FILE` (from
+`reconciler.cli.progress`), the root causes again, the resources not applied, then one
+count per outcome in the plan summary's words (`Apply complete: 3 created, 1 detached,
+0 failed (9 steps done).`). Exit 0 when every step is done, 1 otherwise. `--plan FILE` (from
 `plan --format json`) makes apply refuse unless the manifests are the ones the plan
 was made from (its desired-state digest, checked before the host is opened) and the
 plan made now is the reviewed one (host fingerprint and actions). Apply holds the
@@ -25,6 +26,7 @@ import stat
 import sys
 from typing import TYPE_CHECKING, Any
 
+from reconciler.cli.colour import add_color_option, wants_colour
 from reconciler.errors import ManifestError, UsageError
 
 if TYPE_CHECKING:
@@ -47,6 +49,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--host", metavar="H", help="sim[:DIR] or xen (default: $RECONCILER_HOST, else detected)")
     parser.add_argument("--parallelism", type=int, metavar="N", help="steps run at once (default: $RECONCILER_PARALLELISM, else 4)")
     parser.add_argument("--plan", metavar="FILE", help="a JSON plan from `plan --format json`: apply only if it is still what would run")
+    add_color_option(parser)
     parser.set_defaults(run=run)
 
 
@@ -103,16 +106,21 @@ def check_saved(saved: dict[str, Any], plan: Plan) -> None:
         raise UsageError(STALE)
 
 
-def _print_report(report: Report) -> None:
+def _print_report(report: Report, colour: bool) -> None:
+    """The root causes (failed steps with the host's error), the resources not applied
+    with the step behind each, then one count per outcome. The step lines above already
+    say what was done: the resources done are only counted."""
+    from reconciler.cli.colour import paint
+
     if report.failures:
-        print("\nFailed:")
+        print("\n" + paint("Failed:", "1;31", colour))
         for result in report.failures:
             print(f"  {result.step.id}: {result.error}")
-    if report.resources:
-        print()
-        for resource in report.resources:
-            print(resource.sentence())
-    print(report.summary())
+    if report.not_applied:
+        print("\nNot applied:")
+        for resource in report.not_applied:
+            print(f"  {resource.line()}")
+    print(("\n" if report.steps else "") + paint(report.summary(), "1;32" if report.ok else "1;31", colour))
 
 
 class _Stop:
@@ -138,11 +146,13 @@ class _Stop:
             self._loop.remove_signal_handler(sig)
 
 
-async def _apply(spec: HostSpec, desired: DesiredState, settings: ExecuteSettings, saved: dict[str, Any] | None) -> int:
+async def _apply(spec: HostSpec, desired: DesiredState, settings: ExecuteSettings, saved: dict[str, Any] | None,
+                 colour: bool) -> int:
     from reconciler.cli.hosts import open_host
     from reconciler.cli.plan import render
     from reconciler.cli.progress import Progress, live_terminal
     from reconciler.execute import execute
+    from reconciler.execute.report import make_report
     from reconciler.observe.host import observe_host
     from reconciler.plan.build import plan_for
 
@@ -152,9 +162,9 @@ async def _apply(spec: HostSpec, desired: DesiredState, settings: ExecuteSetting
             plan = plan_for(desired, await observe_host(ports, settings.retry), hook_timeout_s=settings.hook_timeout_s)
             if saved is not None:
                 check_saved(saved, plan)
-            sys.stdout.write(render(plan, "text"))
+            sys.stdout.write(render(plan, "text", colour=colour))
             if not plan.steps:  # converged, or only restart-only changes left pending
-                print("Apply: 0 done, 0 failed, 0 skipped.")
+                _print_report(make_report(plan, ()), colour)
                 return 1 if stop.signal else 0
             print()
             progress = Progress([step.id for step in plan.steps], live=live_terminal())
@@ -162,7 +172,7 @@ async def _apply(spec: HostSpec, desired: DesiredState, settings: ExecuteSetting
                 report = await execute(plan, ports, settings=settings, on_step=progress.step, stop=stop.event)
     finally:
         stop.close()
-    _print_report(report)
+    _print_report(report, colour)
     if stop.signal:
         undone = [r.step.id for r in report.steps if r.outcome == "skipped" and r.cause is None]
         print(f"Interrupted by {stop.signal}: {len(undone)} steps left undone; run apply again to finish them: "
@@ -187,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
     spec = select_host(args.host)
     try:
         with agent_lock(spec):  # one agent per host: a second apply fails here, naming the holder
-            return asyncio.run(_apply(spec, desired, settings, saved))
+            return asyncio.run(_apply(spec, desired, settings, saved, wants_colour(args, sys.stdout)))
     except ManifestError as exc:  # a dependency cycle, at the manifest line of a resource in it
         print_diagnostics(exc.diagnostics)
         return 1

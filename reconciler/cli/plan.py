@@ -1,5 +1,5 @@
 """`reconciler plan PATH... [--host H | --observed FILE] [--format text|json|markdown|dot|mermaid|svg]
-[--out FILE] [--detailed-exitcode]`: the dry-run plan.
+[--out FILE] [--detailed-exitcode] [--color auto|always|never]`: the dry-run plan.
 
 Composes the pipeline (this is the CLI layer): load the manifests (errors print like
 `validate`, `FILE:LINE:COL: error: ...` on stderr, exit 1), observe the host (a captured
@@ -15,6 +15,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from reconciler.cli.colour import add_color_option, wants_colour
 from reconciler.errors import ManifestError
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--format", choices=FORMATS, default="text", help="how to print the plan: %(choices)s (default: %(default)s)")
     parser.add_argument("--out", metavar="FILE", help="write the plan to FILE (atomically) instead of stdout")
     parser.add_argument("--detailed-exitcode", action="store_true", help="exit 0 when there are no changes, 2 when there are")
+    add_color_option(parser)
     parser.set_defaults(run=run)
 
 
@@ -81,11 +83,8 @@ def planned_against(args: argparse.Namespace) -> str:
 
 
 def _colour(args: argparse.Namespace) -> bool:
-    """Colour only for text on a terminal: not when NO_COLOR is set to a non-empty value
-    (no-color.org: an empty one does not count), nor on TERM=dumb."""
-    env = os.environ
-    return (args.format == "text" and args.out is None and sys.stdout.isatty() and not env.get("NO_COLOR")
-            and env.get("TERM") != "dumb")
+    """Colour only the text format, as `--color` says (`reconciler.cli.colour`)."""
+    return args.format == "text" and wants_colour(args, None if args.out is not None else sys.stdout)
 
 
 def load_desired(paths: list[str]) -> DesiredState | None:

@@ -2,30 +2,27 @@
 
 Pure values and pure functions. `reconciler.execute.run` produces `StepResult`s as steps
 finish; `make_report(plan, results)` folds them into a `Report` whose resource outcomes
-complete "VM `web1` has been ..." (created, updated, restarted, deleted, unchanged,
-skipped, failed). Read by the `apply` verb (and the watch loop's status).
+are the words of `reconciler.plan.words` (the plan summary's table: created, updated,
+restarted, stopped, destroyed, detached, unplugged, released, removed; unchanged when
+only restart-pending fields were left; skipped, failed). Read by the `apply` verb (its
+count line and the resources not applied) and the agent's status (`agent.policy`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
 from reconciler.model.common import Kind
 from reconciler.plan.build import Plan
-from reconciler.plan.changes import HOST, TABLE_NAME, Action
+from reconciler.plan.changes import HOST, TABLE_NAME, Action, ResourceChange
 from reconciler.plan.steps import Step
+from reconciler.plan.words import FAILED, OUTCOMES, PENDING, SKIPPED, Done, outcome
 
 StepOutcome = Literal["done", "failed", "skipped"]
-ResourceOutcome = Literal["created", "updated", "restarted", "deleted", "unchanged", "skipped", "failed"]
-
-_DONE_WORD: Mapping[Action, ResourceOutcome] = {
-    Action.CREATE: "created",
-    Action.UPDATE: "updated",
-    Action.RESTART: "restarted",
-    Action.DELETE: "deleted",
-}
+ResourceOutcome = Done  # a `done` word of `reconciler.plan.words.OUTCOMES`
 
 
 @dataclass(frozen=True)
@@ -60,14 +57,16 @@ interrupted before the step could start); `note` says
 
 @dataclass(frozen=True)
 class ResourceResult:
+    """One changed resource's outcome; `why` names the steps behind a failed or skipped one."""
+
     kind: Kind
     name: str
     outcome: ResourceOutcome
+    why: str = ""
 
-    def sentence(self) -> str:
-        """`VM `web` has been created.`; a failure is the resource's own: `VM `web` failed.`"""
-        done = "failed" if self.outcome == "failed" else f"has been {self.outcome}"
-        return f"{self.kind} `{self.name}` {done}."
+    def line(self) -> str:
+        """`VM `web`: skipped (vm/web/create failed)`, as apply lists a resource not applied."""
+        return f"{self.kind} `{self.name}`: {self.outcome}" + (f" ({self.why})" if self.why else "")
 
 
 @dataclass(frozen=True)
@@ -90,8 +89,25 @@ class Report:
         """The root causes: failed steps only (their dependents are merely skipped)."""
         return tuple(r for r in self.steps if r.outcome == "failed")
 
+    @property
+    def not_applied(self) -> tuple[ResourceResult, ...]:
+        """The resources that failed, or were skipped because something they need failed."""
+        return tuple(r for r in self.resources if r.outcome in (FAILED.done, SKIPPED.done))
+
     def summary(self) -> str:
-        return f"Apply: {self.count('done')} done, {self.count('failed')} failed, {self.count('skipped')} skipped."
+        """`Apply complete: 3 created, 1 detached, 0 failed (9 steps done).`: a count per
+        resource outcome (the plan summary's words), `failed` always; `incomplete` and the
+        step counts when anything failed or was skipped."""
+        found = Counter(r.outcome for r in self.resources)
+        parts = [o.counted(found[o.done]) for o in OUTCOMES if found[o.done] or o is FAILED]
+        if not self.resources:
+            parts = ["no changes"]
+        done, total = self.count("done"), len(self.steps)
+        if self.ok:
+            steps = f" ({done} step{'s' * (done != 1)} done)" if self.steps else ""
+            return f"Apply complete: {', '.join(parts)}{steps}."
+        return (f"Apply incomplete: {', '.join(parts)} ({done} of {total} steps done, {self.count('failed')} failed, "
+                f"{self.count('skipped')} skipped).")
 
 
 def _owner(plan: Plan) -> dict[tuple[Kind, str], tuple[Kind, str]]:
@@ -132,38 +148,54 @@ def step_keys(plan: Plan) -> list[tuple[Step, tuple[str, ...]]]:
     return out
 
 
+def _mark(result: StepResult) -> tuple[StepOutcome, str]:
+    """A step's outcome and what to say of a resource it leaves undone: the failed step,
+    or why a skipped one did not run."""
+    if result.outcome == "failed":
+        return "failed", f"step {result.step.id}"
+    if result.outcome == "skipped":
+        return "skipped", result.note or (f"{result.cause} failed" if result.cause else "not started")
+    return "done", ""
+
+
+def _built(create: StepResult) -> tuple[StepOutcome, str]:
+    """A new device built with its VM: created with the VM's create step, skipped when
+    that did not run or failed (the create is the root cause, reported once)."""
+    if create.outcome == "failed":
+        return "skipped", f"{create.step.id} failed"
+    return _mark(create)
+
+
+def _result(change: ResourceChange, marks: set[tuple[StepOutcome, str]]) -> ResourceResult:
+    for bad in (FAILED, SKIPPED):
+        why = sorted(text for got, text in marks if got == bad.done)
+        if why:
+            return ResourceResult(change.kind, change.name, bad.done, ", ".join(why))
+    word = outcome(change).done if marks else PENDING.done  # no step: restart-only fields pending
+    return ResourceResult(change.kind, change.name, word)
+
+
 def make_report(plan: Plan, results: Iterable[StepResult]) -> Report:
     by_id = {r.step.id: r for r in results}
     owner = _owner(plan)
-    seen: dict[tuple[Kind, str], set[StepOutcome]] = {}
+    seen: dict[tuple[Kind, str], set[tuple[StepOutcome, str]]] = {}
     for result in by_id.values():
         key = owner.get((result.step.kind, result.step.name), (result.step.kind, result.step.name))
-        seen.setdefault(key, set()).add(result.outcome)
+        seen.setdefault(key, set()).add(_mark(result))
     # A starting VM's rules go in with its start's one firewall step (`fw-start`).
-    starts = {r.step.vm: r.outcome for r in by_id.values() if r.step.op == "fw-start"}
+    starts = {r.step.vm: _mark(r) for r in by_id.values() if r.step.op == "fw-start"}
     # A VM's RPCRule changes are its one rpc-proxy step (`rpc-set` or `rpc-clear`).
-    rpc = {r.step.vm: r.outcome for r in by_id.values() if r.step.op in ("rpc-set", "rpc-clear")}
-    # A VM's new disks, NICs and PCI devices are built with it: created with its create
-    # step, skipped when it did not run or failed (the create is the root cause, reported once).
-    builds: dict[str, StepOutcome] = {r.step.vm: "done" if r.outcome == "done" else "skipped"
-                                      for r in by_id.values() if r.step.op == "create"}
+    rpc = {r.step.vm: _mark(r) for r in by_id.values() if r.step.op in ("rpc-set", "rpc-clear")}
+    # A VM's new disks, NICs and PCI devices are built with it (its create step).
+    builds = {r.step.vm: _built(r) for r in by_id.values() if r.step.op == "create"}
     resources = []
     for change in plan.diff.changes:
-        outcomes = seen.get((change.kind, change.name), set())
+        marks = seen.get((change.kind, change.name), set())
         if change.kind == "V4VRule" and change.vm in starts:
-            outcomes = outcomes | {starts[change.vm]}
+            marks = marks | {starts[change.vm]}
         elif change.kind == "RPCRule" and change.vm in rpc:
-            outcomes = outcomes | {rpc[change.vm]}
+            marks = marks | {rpc[change.vm]}
         elif change.kind != "VM" and change.action is Action.CREATE and change.vm in builds:
-            outcomes = outcomes | {builds[change.vm]}
-        word: ResourceOutcome
-        if "failed" in outcomes:
-            word = "failed"
-        elif "skipped" in outcomes:
-            word = "skipped"
-        elif not outcomes:
-            word = "unchanged"  # restart-only fields pending: nothing ran
-        else:
-            word = _DONE_WORD[change.action]
-        resources.append(ResourceResult(change.kind, change.name, word))
+            marks = marks | {builds[change.vm]}
+        resources.append(_result(change, marks))
     return Report(tuple(by_id[k] for k in sorted(by_id)), tuple(resources))

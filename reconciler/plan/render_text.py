@@ -4,8 +4,7 @@ Pure: Plan -> str, byte-identical for the same Plan. Called by `reconciler plan`
 (`--format text`, the default). Symbols are `Action` values: `+` create, `~` update in
 place, `-/+` restart, `-` destroy. Each resource line carries its impact and reason;
 field lines show `before -> after`; secrets always print as `(sensitive)`. ANSI colour
-only when the caller asks (the CLI: stdout is a terminal, NO_COLOR is unset or empty and
-TERM is not `dumb`).
+only when the caller asks (the CLI: `--color`, see `reconciler.cli.colour`).
 
 After the steps, `Reachability:` lists the pairs the plan allows (+) and refuses (-) that
 the host does not now, and rpc-proxy calls alike (`reconciler.plan.reachability`).
@@ -13,14 +12,17 @@ the host does not now, and rpc-proxy calls alike (`reconciler.plan.reachability`
 A VM whose crashed domain is preserved for inspection gets a line of its own and no
 change; with nothing else to do the summary says so instead of "No changes".
 Summary counts resources: create = CREATE, change live = UPDATE with something applied
-now, needs restart = RESTART plus UPDATEs with restart-only fields left pending,
-destroy = DELETE (a VM stopped or removed, a device detached).
+now, needs restart = RESTART plus UPDATEs with restart-only fields left pending, then
+the DELETEs by the word apply reports them with (`reconciler.plan.words`): to destroy (a
+VM removed), to stop, to detach (a disk), to unplug, to release, to remove; the JSON
+plan's `summary.destroy` counts them all.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+from collections import Counter
 from collections.abc import Callable, Iterator
 from json.encoder import encode_basestring
 
@@ -28,6 +30,7 @@ from reconciler.model.common import SECRET_FIELDS
 from reconciler.plan.build import Plan
 from reconciler.plan.changes import HOST, Action, FieldChange, ResourceChange
 from reconciler.plan.steps import HOOKS, Op, Step
+from reconciler.plan.words import DESTROY, REMOVALS, outcome
 
 SENSITIVE = "(sensitive)"
 _COLOURS = {Action.CREATE: "32", Action.UPDATE: "33", Action.RESTART: "35", Action.DELETE: "31"}
@@ -68,8 +71,15 @@ def summary_line(plan: Plan) -> str:
     c = summary_counts(plan)
     return (
         f"Plan: {c['create']} to create, {c['change_live']} to change live, "
-        f"{c['needs_restart']} needs restart, {c['destroy']} to destroy."
+        f"{c['needs_restart']} needs restart{_removals(plan)}."
     )
+
+
+def _removals(plan: Plan) -> str:
+    """`, 1 to destroy, 2 to detach`: the DELETEs by their outcome word (`reconciler.plan.words`,
+    the words apply reports them with); `to destroy` always, the others when there are some."""
+    found = Counter(outcome(c) for c in plan.diff.changes if c.action is Action.DELETE)
+    return "".join(f", {found[o]} {o.plan}" for o in REMOVALS if o is DESTROY or found[o])
 
 
 def is_sensitive(field: FieldChange) -> bool:

@@ -122,7 +122,7 @@ def test_apply_on_a_converged_host_does_nothing_and_exits_0(served: Callable[...
     before = host.run(lambda p: p.toolstack.list_domains())
     code, out, err = cli("apply", str(folder))
     assert (code, err) == (0, "")
-    assert out == "No changes. The host matches the manifests.\nApply: 0 done, 0 failed, 0 skipped.\n"
+    assert out == "No changes. The host matches the manifests.\nApply complete: no changes.\n"
     assert host.run(lambda p: p.toolstack.list_domains()) == before
 
 

@@ -61,7 +61,7 @@ def test_memory_moved_by_the_toolstack_is_set_back(site: Site) -> None:
     site.host.run(lambda p: p.toolstack.mem_set(web, 768))
     assert site.domains()["web"].memory_mib == 768
     out = site.apply()
-    assert "vm/web/mem-set: done" in out and "VM `web` has been updated." in out
+    assert "vm/web/mem-set: done" in out and "\nApply complete: 1 updated, 0 failed (" in out
     assert site.domains()["web"].memory_mib == 512
     assert site.domains()["web"].domid == web  # changed live, not rebuilt
     site.assert_converged()
@@ -117,7 +117,13 @@ def test_vm_removed_from_the_manifests_is_shut_down_with_its_firewall_entries(si
     db = site.domains()["db"].domid
     (site.folder / "db.yaml").unlink()
     out = site.apply()
-    assert "vm/db/shutdown: done" in out and "VM `db` has been deleted." in out
+    assert "vm/db/shutdown: done" in out
+    # The plan's summary and apply's count say the same words: a disk is detached, never deleted.
+    assert "Plan: 0 to create, 0 to change live, 0 needs restart, 1 to destroy, 1 to detach, 1 to unplug, 1 to remove." in out
+    # After the last step line only the count: no line per resource repeating the step lines.
+    assert out.split("\n[5/5] ", 1)[1].splitlines()[1:] == [
+        "", "Apply complete: 1 destroyed, 1 detached, 1 unplugged, 1 removed, 0 failed (5 steps done)."]
+    assert "deleted" not in out
     assert "db" not in site.domains() and "web" in site.domains()
     assert not [e for e in site.firewall() if db in (e.dom_in, e.dom_out)]
     site.assert_converged()

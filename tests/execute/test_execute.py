@@ -116,7 +116,7 @@ def test_restart_only_change_rebuilds_the_domain_and_says_restarted(
         return report, await ports.toolstack.list_domains()
 
     report, domains = host.run(second)
-    assert report.ok and [r.sentence() for r in report.resources] == ["VM `a` has been restarted."]
+    assert report.ok and [r.line() for r in report.resources] == ["VM `a`: restarted"]
     assert [(d.name, d.power) for d in domains] == [("a", "running")] and domains[0].domid != old
     assert host.run(lambda p: plan_for(p, folder)).has_changes is False
 
@@ -144,7 +144,7 @@ def test_empty_plan_touches_nothing(served: Callable[..., Any], write_manifest: 
     folder = write_manifest("a.yaml", vm("a", "  state: stopped\n"))
     host = served()
     report = host.run(lambda p: execute_plan(p, folder))
-    assert report.steps == () and report.ok and report.summary() == "Apply: 0 done, 0 failed, 0 skipped."
+    assert report.steps == () and report.ok and report.summary() == "Apply complete: no changes."
 
 
 # ---- pure parts ----------------------------------------------------------------------------

@@ -53,6 +53,11 @@ def failed_section(out: str) -> list[str]:
     return [line.strip().split(":", 1)[0] for line in block.splitlines()]
 
 
+def not_applied(out: str) -> list[str]:
+    block = out.split("\nNot applied:\n", 1)[1].split("\n\n", 1)[0]
+    return [line.strip() for line in block.splitlines()]
+
+
 def running(host: Any) -> dict[str, str]:
     return {d.name: d.power for d in host.run(lambda p: p.toolstack.list_domains())}
 
@@ -77,9 +82,14 @@ def test_error_on_one_op_skips_its_dependents_and_the_rest_converges(
     assert {s for s, o in steps.items() if s.startswith("vm/db/")} and all(
         o == "done" for s, o in steps.items() if s.startswith("vm/db/"))
     assert failed_section(out) == ["pci/web-pci-0/pci-assignable-add"]  # only the root cause
-    assert "PCIPassthrough `web-pci-0` failed." in out and "VM `web` has been skipped." in out
-    assert "VM `db` has been created." in out
-    assert re.search(r"^Apply: \d+ done, 1 failed, \d+ skipped\.$", out, re.M)
+    # The resources not applied, each with the step behind it; db, done, is only counted.
+    listed = not_applied(out)
+    assert "PCIPassthrough `web-pci-0`: failed (step pci/web-pci-0/pci-assignable-add)" in listed
+    assert "VM `web`: skipped (pci/web-pci-0/pci-assignable-add failed)" in listed  # its devices too, never db's
+    assert all(re.fullmatch(r"\w+ `web[^`]*`: skipped \(pci/web-pci-0/pci-assignable-add failed\)", line)
+               for line in listed if "failed (step" not in line), listed
+    assert re.search(r"^Apply incomplete: \d+ created, 1 failed, \d+ skipped \(\d+ of \d+ steps done, 1 failed, \d+ skipped\)\.$",
+                     out, re.M), out
     assert running(host) == {"db": "running"}  # web is not built without its PCI device
 
     faults.unlink()

@@ -89,7 +89,7 @@ def test_hooks_get_their_argv_and_a_minimal_environment_and_a_converged_plan_run
     assert "vm/web/post-create" in out and "pre-delete" not in out  # preDelete: only for a VM removed
     code, out, err = cli("apply", str(manifests))
     assert (code, err) == (0, ""), out
-    assert "Apply: 6 done, 0 failed, 0 skipped." in out
+    assert "0 failed (6 steps done)." in out
     assert _calls(hooks_dir) == [
         f"preBoot {vm_uuid}| Domain-0",  # before the build: no domain yet
         f"postCreate {vm_uuid}| Domain-0 web",  # built (paused), before it runs
@@ -103,7 +103,7 @@ def test_hooks_get_their_argv_and_a_minimal_environment_and_a_converged_plan_run
     code, out, _ = cli("plan", str(manifests), "--detailed-exitcode")
     assert code == 0 and "No changes." in out, out
     code, out, _ = cli("apply", str(manifests))
-    assert code == 0 and "Apply: 0 done, 0 failed, 0 skipped." in out
+    assert code == 0 and "Apply complete: no changes." in out
     assert len(_calls(hooks_dir)) == 3
     assert [d.name for d in host.run(lambda p: p.toolstack.list_domains())] == ["web"]
 
@@ -132,7 +132,7 @@ def test_a_failing_pre_boot_fails_the_start_and_the_next_plan_still_creates(
     assert code == 1
     assert re.search(rf"^  vm/web/pre-boot: hook preBoot {hooks['preBoot']} of VM 'web' exited with status 3: "
                      r"no IGD on this host$", out, re.M), out
-    assert "vm/web/create: skipped (vm/web/pre-boot failed)" in out and "VM `web` failed." in out
+    assert "vm/web/create: skipped (vm/web/pre-boot failed)" in out and "  VM `web`: failed (step vm/web/pre-boot)\n" in out
     assert host.run(lambda p: p.toolstack.list_domains()) == []
     assert [c.split("|")[0].split()[0] for c in _calls(hooks_dir)] == ["preBoot"]  # postCreate never ran
     code, out, _ = cli("plan", str(manifests), "--detailed-exitcode")

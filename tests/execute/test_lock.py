@@ -84,7 +84,7 @@ def test_a_killed_holder_leaves_no_stale_lock(held: tuple[Path, subprocess.Popen
     capsys.readouterr()
     code = main(["apply", str(folder), "--host", f"sim:{state_dir}"])
     out, err = capsys.readouterr()
-    assert "busy" not in err and "Apply:" in out, (code, err)
+    assert "busy" not in err and "Apply complete:" in out, (code, err)
 
 
 APPLY = ["apply", "{folder}", "--host", "sim:{state}"]

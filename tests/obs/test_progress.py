@@ -66,7 +66,7 @@ def test_live_counter_on_a_terminal_is_rewritten_in_place_and_erased(manifests: 
         assert re.search(rf"\r\x1b\[K\[{n}/{total}\] \S+: done \(", shown), (n, shown)
     after_last = shown[shown.rindex(" left") + len(" left"):]
     assert after_last.startswith("\r\x1b[K\r\n"), repr(after_last)  # erased at the end, before the report
-    assert "Apply: " in after_last
+    assert "Apply complete: " in after_last
 
 
 def test_no_live_counter_for_a_dumb_terminal(manifests: Path, state: Path) -> None:
