@@ -98,7 +98,7 @@ def test_firewall_entry_missing(desktop: DesiredState, make_mirror) -> None:  # 
     assert gone in observed.firewall
     result = diff(desktop, dataclasses.replace(observed, firewall=tuple(e for e in observed.firewall if e != gone)))
     (change,) = result.changes
-    assert (change.action, change.kind, change.name, change.vm) == (Action.UPDATE, "V4VRule", "uivm-v4vrules-0", "uivm")
+    assert (change.action, change.kind, change.name, change.vm) == (Action.UPDATE, "V4VRule", "uivm-v4v-d50a8863", "uivm")
     (entries,) = change.fields
     assert str(gone) in entries.after and str(gone) not in entries.before
 

@@ -71,13 +71,13 @@ def test_error_on_one_op_skips_its_dependents_and_the_rest_converges(
     code, out, _ = cli("apply", str(two_vms))
     assert code == 1
     steps = outcomes(out)
-    assert steps["pci/web-pci-0/pci-assignable-add"] == "failed" and "5 attempts" in out  # retried, then given up
+    assert steps["pci/web-pci-0000-00-1f-6/pci-assignable-add"] == "failed" and "5 attempts" in out  # retried, then given up
     assert steps["vm/web/create"] == "skipped" and steps["vm/web/unpause"] == "skipped"
-    assert "vm/web/create: skipped (pci/web-pci-0/pci-assignable-add failed)" in out
+    assert "vm/web/create: skipped (pci/web-pci-0000-00-1f-6/pci-assignable-add failed)" in out
     assert {s for s, o in steps.items() if s.startswith("vm/db/")} and all(
         o == "done" for s, o in steps.items() if s.startswith("vm/db/"))
-    assert failed_section(out) == ["pci/web-pci-0/pci-assignable-add"]  # only the root cause
-    assert "PCIPassthrough `web-pci-0` failed." in out and "VM `web` has been skipped." in out
+    assert failed_section(out) == ["pci/web-pci-0000-00-1f-6/pci-assignable-add"]  # only the root cause
+    assert "PCIPassthrough `web-pci-0000-00-1f-6` failed." in out and "VM `web` has been skipped." in out
     assert "VM `db` has been created." in out
     assert re.search(r"^Apply: \d+ done, 1 failed, \d+ skipped\.$", out, re.M)
     assert running(host) == {"db": "running"}  # web is not built without its PCI device
