@@ -111,9 +111,9 @@ def test_managed_vm_removed_from_manifests(server: DesiredState, make_mirror) ->
     changes = diff(fewer, observed).changes
     assert [(c.action, c.kind, c.name, c.impact) for c in changes] == [
         (Action.DELETE, "VM", "app2", "destructive"),
-        (Action.DELETE, "Disk", "app2-disk-51712", "destructive"),
-        (Action.DELETE, "Disk", "app2-disk-51728", "destructive"),
-        (Action.DELETE, "NIC", "app2-nic-0", "live"),
+        (Action.DELETE, "Disk", "app2-root", "destructive"),  # as applied (the record), not app2-disk-51712
+        (Action.DELETE, "Disk", "app2-uploads", "destructive"),
+        (Action.DELETE, "NIC", "app2-front", "live"),
     ]
     assert changes[0].reason == "removed from the manifests"
 
