@@ -5,7 +5,7 @@ before it executes and `record(plan, decision, report)` after, and publishes
 `conditions()` and `backoff()` in its status. Time comes from the injected `clock`
 (seconds since the epoch) and jitter from the injected `rng`, so tests are exact.
 
-Keys are `reconciler.execute.report.resource_key`: `VM/web`, `Disk/web-disks-0`, and
+Keys are `reconciler.execute.report.resource_key`: `VM/web`, `Disk/web-xvda`, and
 `(host)/firewall-table` for the v4v table as a whole.
 
 **A pass does not act** (`Decision.act` False, one-line `reason`) when the host is

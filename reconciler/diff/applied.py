@@ -11,7 +11,11 @@ match back into the `secret_hash` the diff compares with.
 
 Shape (version 1): `{"version": 1, "vm": {field: value},
 "disks"|"nics"|"pci": {manifest name: {field: value}}}` with the `if-shown` and
-`record` fields of `reconciler.diff.fields`, camelCase, keys sorted, no spaces.
+`record` fields of `reconciler.diff.fields`, camelCase, keys sorted, no spaces. A
+device's entry also holds its `identity` fields (a disk's vdev, a NIC's index, a PCI
+rule's bdf or match), so a device removed from the manifests is shown by the name it
+was applied under (`manifest_name`), not by the observer's `<vm>-disk-<devid>`; a record
+written before them has none, and the observer's name is shown.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from reconciler import xenfmt
 from reconciler.diff.fields import DISK_FIELDS, NIC_FIELDS, PCI_FIELDS, VM_FIELDS, Seen, spec_fields
 from reconciler.model.common import SECRET_FIELDS
 from reconciler.model.devices import NIC, Disk, PCIPassthrough
@@ -31,6 +36,7 @@ from reconciler.secrets import SALTED, salt_secret, salted_matches
 
 RECORD_VERSION = 1
 _RECORDED: frozenset[Seen] = frozenset({"if-shown", "record"})
+_DEVICE_RECORDED: frozenset[Seen] = _RECORDED | {"identity"}
 
 
 @dataclass(frozen=True)
@@ -86,9 +92,9 @@ def applied_record(desired: DesiredState, vm: str, *, salt: bytes | None = None)
     data: dict[str, object] = {
         "version": RECORD_VERSION,
         "vm": spec_fields(spec, VM_FIELDS, _RECORDED),
-        "disks": {d.metadata.name: spec_fields(d.spec, DISK_FIELDS, _RECORDED) for d in devices if isinstance(d, Disk)},
-        "nics": {d.metadata.name: spec_fields(d.spec, NIC_FIELDS, _RECORDED) for d in devices if isinstance(d, NIC)},
-        "pci": {d.metadata.name: spec_fields(d.spec, PCI_FIELDS, _RECORDED) for d in devices if isinstance(d, PCIPassthrough)},
+        "disks": {d.metadata.name: spec_fields(d.spec, DISK_FIELDS, _DEVICE_RECORDED) for d in devices if isinstance(d, Disk)},
+        "nics": {d.metadata.name: spec_fields(d.spec, NIC_FIELDS, _DEVICE_RECORDED) for d in devices if isinstance(d, NIC)},
+        "pci": {d.metadata.name: spec_fields(d.spec, PCI_FIELDS, _DEVICE_RECORDED) for d in devices if isinstance(d, PCIPassthrough)},
     }
     if salt is None:
         salt = hashlib.sha256(f"xen-reconciler/secret-salt/{spec.uuid or vm}".encode()).digest()[:16]
@@ -130,3 +136,27 @@ def read_record(info: DomainInfo) -> tuple[Record | None, str | None]:
         return Record(vm, _table(data, "disks"), _table(data, "nics"), _table(data, "pci")), None
     except ValueError as exc:  # json.JSONDecodeError is a ValueError
         return None, f"{why} is unreadable ({exc}); fields the host cannot show are not compared until the next apply"
+
+
+def manifest_name(record: Record | None, kind: str, devid: int, taken: Mapping[str, object]) -> str | None:
+    """The name a disk (`kind` "Disk", `devid` of its vdev) or NIC ("NIC", its index) was
+    applied under, from the record's identity fields; None when the record does not say,
+    or the name is `taken` (a device of that kind in the manifests has it now)."""
+    if record is None:
+        return None
+    for name, fields in (record.disks if kind == "Disk" else record.nics if kind == "NIC" else {}).items():
+        if name in taken:
+            continue
+        if kind == "NIC" and fields.get("index") == devid:
+            return name
+        vdev = fields.get("vdev") if kind == "Disk" else None
+        if isinstance(vdev, str) and _devid_of(vdev) == devid:
+            return name
+    return None
+
+
+def _devid_of(vdev: str) -> int | None:
+    try:
+        return xenfmt.vdev_to_devid(vdev)
+    except ValueError:
+        return None

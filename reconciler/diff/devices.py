@@ -44,11 +44,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from reconciler import xenfmt
-from reconciler.diff.applied import Record
+from reconciler.diff.applied import Record, manifest_name
 from reconciler.diff.compare import Leaf, compare, created
 from reconciler.diff.context import Context
 from reconciler.diff.fields import NETDEV_FIELDS, plain, shown
@@ -176,14 +176,25 @@ def _hotplug(kind: Kind, want: Disk | NIC, leaf: Leaf, virt: str) -> ResourceCha
     return ResourceChange(kind, name, vm, Action.CREATE, "live", fields, "hotplugged into the running domain")
 
 
-def _unplug(kind: Kind, have: Disk | NIC, virt: str) -> ResourceChange:
-    """An observed device no manifest wants: unplugged, unless QEMU emulates it."""
+def _unplug(kind: Kind, have: Disk | NIC, virt: str, name: str | None = None) -> ResourceChange:
+    """An observed device no manifest wants: unplugged, unless QEMU emulates it. `name`:
+    the one it was applied under (`applied.manifest_name`), if known."""
     if not _emulated(virt, have):
-        return deleted(have, *_EXTRA[kind])
+        return deleted(have, *_EXTRA[kind], name=name)
     vm = have.spec.vm
     reason = (f"not in the manifests: {_what(have)} of HVM guest {vm}, which QEMU keeps until the domain is "
               f"rebuilt: removed when {vm} restarts")
-    return dataclasses.replace(deleted(have, "restart", reason), pending=True)
+    return dataclasses.replace(deleted(have, "restart", reason, name=name), pending=True)
+
+
+def recorded_name(ctx: Context, device: Disk | NIC | PCIPassthrough) -> str | None:
+    """The manifest name an observed disk or NIC of a managed domain was applied under,
+    from its VM's last-applied record (None for PCI, or when the record does not say)."""
+    devid = _devid(device.metadata.name)
+    if isinstance(device, PCIPassthrough) or devid is None:
+        return None
+    taken = ctx.desired.disks if isinstance(device, Disk) else ctx.desired.nics
+    return manifest_name(ctx.records.get(device.spec.vm), device.kind, devid, taken)
 
 
 REPLUGGED = "re-plugged"
@@ -211,7 +222,8 @@ def _stranded_delete(stale: StrandedDevice) -> ResourceChange:
 
 
 def _matched(kind: Kind, desired: dict[int, D], observed: dict[int, D], record: Record | None,
-             leaf: Leaf, stranded: dict[int, StrandedDevice], virt: str = "pv") -> list[ResourceChange]:
+             leaf: Leaf, stranded: dict[int, StrandedDevice], virt: str = "pv",
+             names: Mapping[int, str | None] = {}) -> list[ResourceChange]:
     out: list[ResourceChange] = []
     for ident, want in sorted(desired.items()):
         have = observed.get(ident)
@@ -223,7 +235,7 @@ def _matched(kind: Kind, desired: dict[int, D], observed: dict[int, D], record: 
             out.append(change)
     for ident, have in sorted(observed.items()):
         if ident not in desired:
-            out.append(_unplug(kind, have, virt))
+            out.append(_unplug(kind, have, virt, names.get(ident)))
     for ident, stale in sorted(stranded.items()):
         if ident not in desired and ident not in observed:
             out.append(_stranded_delete(stale))
@@ -283,8 +295,10 @@ def device_changes(ctx: Context, vm: str) -> list[ResourceChange]:
     stranded = ctx.stranded.get(vm, {})
     desired_vm = ctx.desired.vms.get(vm)
     virt = desired_vm.spec.virt if desired_vm is not None else "pv"
-    out = _matched("Disk", want_disks, have_disks, record, ctx.leaf, stranded.get("Disk", {}), virt)
-    out += _matched("NIC", want_nics, have_nics, record, ctx.leaf, stranded.get("NIC", {}), virt)
+    disk_names = {ident: recorded_name(ctx, have) for ident, have in have_disks.items() if ident not in want_disks}
+    nic_names = {ident: recorded_name(ctx, have) for ident, have in have_nics.items() if ident not in want_nics}
+    out = _matched("Disk", want_disks, have_disks, record, ctx.leaf, stranded.get("Disk", {}), virt, disk_names)
+    out += _matched("NIC", want_nics, have_nics, record, ctx.leaf, stranded.get("NIC", {}), virt, nic_names)
     return out + _pci(ctx, vm)
 
 
@@ -323,11 +337,12 @@ def netdev_field(path: str) -> bool:
     return path.split(".")[1] in NETDEV_FIELDS if path.startswith("spec.") else False
 
 
-def deleted(device: Disk | NIC | PCIPassthrough, impact: Impact, reason: str) -> ResourceChange:
-    """A DELETE of an observed device, with its observed values as `before`."""
+def deleted(device: Disk | NIC | PCIPassthrough, impact: Impact, reason: str, name: str | None = None) -> ResourceChange:
+    """A DELETE of an observed device, with its observed values as `before`; named `name`
+    (the manifest name it was applied under) when given, else as the observer names it."""
     values = plain(device.spec)
     assert isinstance(values, dict)
     keys = shown(device.spec)
     fields = tuple(FieldChange(f"spec.{k}", v, None, impact) for k, v in values.items()
                    if k in keys and k != "vm" and v is not None)
-    return ResourceChange(device.kind, device.metadata.name, device.spec.vm, Action.DELETE, impact, fields, reason)
+    return ResourceChange(device.kind, name or device.metadata.name, device.spec.vm, Action.DELETE, impact, fields, reason)

@@ -54,7 +54,7 @@ from dataclasses import dataclass
 
 from reconciler.diff.compare import compare, created
 from reconciler.diff.context import LIVE_POWER, Context
-from reconciler.diff.devices import deleted, device_changes
+from reconciler.diff.devices import deleted, device_changes, recorded_name
 from reconciler.diff.pci import resolve_rule
 from reconciler.model.devices import Disk, PCIPassthrough, V4VRule
 from reconciler.model.observed import DomainInfo
@@ -324,7 +324,7 @@ def _removed(ctx: Context, info: DomainInfo) -> list[ResourceChange]:
                           (FieldChange("spec.state", info.power, None, "destructive"),), why)]
     for device in ctx.found.get(name, []):
         impact: Impact = "destructive" if isinstance(device, Disk) else "live"
-        out.append(deleted(device, impact, f"{why} with {name}"))
+        out.append(deleted(device, impact, f"{why} with {name}", name=recorded_name(ctx, device)))
     return out
 
 

@@ -122,7 +122,7 @@ def _owner(plan: Plan) -> dict[tuple[Kind, str], tuple[Kind, str]]:
 
 
 def resource_key(kind: Kind, name: str) -> str:
-    """`VM/web`, `Disk/web-disks-0`: the key of a resource in the agent's status, backoff
+    """`VM/web`, `Disk/web-xvda`: the key of a resource in the agent's status, backoff
     and holds; the v4v table as a whole (no manifest's) is `(host)/firewall-table`."""
     return f"{HOST}/{name}" if kind == "V4VRule" and name == TABLE_NAME else f"{kind}/{name}"
 

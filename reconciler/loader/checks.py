@@ -106,11 +106,22 @@ def _check_vm(entry: Entry, vm: VM) -> Iterator[Diagnostic]:
 
 
 def check_duplicate_names(entries: list[Entry]) -> Iterator[Diagnostic]:
+    """Two resources of one kind with one name. Two items of one VM that are the same
+    device or rule get one default name: that is said once, as what is given twice (a
+    vdev, a NIC index, a host device by its own checks; a v4v rule here), not as a name."""
     first: dict[tuple[str, str], Entry] = {}
     for entry in entries:
         key = (entry.resource.kind, entry.resource.metadata.name)
-        if key in first and _same_rpc_rule(first[key], entry):
-            continue  # one rule twice (so one default name twice): check_rpc_duplicates says so
+        if key in first and same_item(first[key], entry):
+            r, twin = entry.resource, first[key]
+            if isinstance(r, V4VRule):
+                yield diag(entry, spec_path(entry, "rule"), f"rule '{r.spec.rule}' is given twice to VM "
+                           f"'{r.spec.vm}' (first at {where(twin, *spec_path(twin, 'rule'))}); remove one")
+            elif isinstance(r, PCIPassthrough) and (m := r.spec.match) is not None:
+                yield diag(entry, spec_path(entry, "match"), f"match class={m.class_} vendor={m.vendor} device={m.device} "
+                           f"is given twice to VM '{r.spec.vm}' (first at {where(twin, *spec_path(twin, 'match'), at_key=True)}); "
+                           "remove one", at_key=True)
+            continue  # Disk, NIC, PCI bdf, rpc: check_device_keys, check_pci_conflicts, check_rpc_duplicates say so
         if key in first:
             other = where(first[key], *name_path(first[key]))
             yield diag(entry, name_path(entry), f"{entry.kind} '{entry.name}' is defined twice: here and at {other}")
@@ -223,7 +234,8 @@ def check_device_keys(disks: list[Entry], nics: list[Entry]) -> Iterator[Diagnos
         if key in keys:
             other = keys[key]
             what = f"vdev {key[2]}" if key[1] == "vdev" else f"NIC index {key[2]}"
-            yield diag(entry, spec_path(entry, key[1]), f"{what} is used twice in VM '{key[0]}': by {entry.kind} '{entry.name}' and '{other.name}' at {where(other, *name_path(other))}")
+            by = f"by {entry.kind} '{entry.name}' and '{other.name}'" if entry.name != other.name else "first"
+            yield diag(entry, spec_path(entry, key[1]), f"{what} is used twice in VM '{key[0]}': {by} at {where(other, *name_path(other))}")
         else:
             keys[key] = entry
     yield from _duplicate_macs(nics)
@@ -318,9 +330,22 @@ def check_v4v_targets(rules: list[Entry], vms: list[Entry], broken: frozenset[tu
                 yield diag(entry, spec_path(entry, "rule"), f"rule '{r.spec.rule}': no {what} '{d.value}' in the manifests; the rule stays inactive until one runs", "warning")
 
 
-def _same_rpc_rule(a: Entry, b: Entry) -> bool:
+def same_item(a: Entry, b: Entry) -> bool:
+    """Are two resources the same device or rule of one VM (so one default name)? A
+    disk's vdev, a NIC's index, a PCI rule's bdf or match, a rule's text (and for v4v its
+    direction) identify them (`normalize.default_name`)."""
     ra, rb = a.resource, b.resource
-    return isinstance(ra, RPCRule) and isinstance(rb, RPCRule) and (ra.spec.vm, ra.spec.rule) == (rb.spec.vm, rb.spec.rule)
+    if isinstance(ra, VM) or isinstance(rb, VM) or ra.spec.vm != rb.spec.vm:
+        return False
+    if isinstance(ra, Disk) and isinstance(rb, Disk):
+        return ra.spec.vdev == rb.spec.vdev
+    if isinstance(ra, NIC) and isinstance(rb, NIC):
+        return ra.spec.index == rb.spec.index
+    if isinstance(ra, PCIPassthrough) and isinstance(rb, PCIPassthrough):
+        return (ra.spec.bdf, ra.spec.match) == (rb.spec.bdf, rb.spec.match)
+    if isinstance(ra, V4VRule) and isinstance(rb, V4VRule):
+        return (ra.spec.rule, ra.spec.bidirectional) == (rb.spec.rule, rb.spec.bidirectional)
+    return isinstance(ra, RPCRule) and isinstance(rb, RPCRule) and ra.spec.rule == rb.spec.rule
 
 
 def check_rpc_duplicates(rules: list[Entry]) -> Iterator[Diagnostic]:

@@ -29,7 +29,7 @@ from typing import Any
 
 from reconciler import rpc, v4v
 from reconciler.errors import Diagnostic
-from reconciler.loader.checks import diag, spec_path, where
+from reconciler.loader.checks import diag, same_item, spec_path, where
 from reconciler.loader.locate import Path
 from reconciler.loader.normalize import Entry
 from reconciler.loader.yamlsrc import Document
@@ -205,13 +205,17 @@ def _v4v_never(entry: Entry, rule: v4v.Rule, patterns: tuple[_Pattern, ...], vm:
     return []
 
 
+def _one_name(a: Entry, b: Entry) -> bool:
+    return a.name == b.name and same_item(a, b)
+
+
 def _v4v_redundant(items: list[_V4V]) -> Iterator[Diagnostic]:
     """Per owner (items in file order, rules that never match left out): a rule whose
     every entry another rule also gives. Of two equal rules, the later is reported."""
     for i, item in enumerate(items):
         for j, other in enumerate(items):
-            if i == j or not item.covered_by(other):
-                continue
+            if i == j or not item.covered_by(other) or _one_name(item.entry, other.entry):
+                continue  # the same rule twice under one default name: an error (checks.check_duplicate_names)
             same = other.covered_by(item)
             if same and j > i:
                 continue

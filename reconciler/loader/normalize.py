@@ -1,9 +1,13 @@
 """Normalization: validated resources -> one canonical form with every default filled.
 
-Pure. Nested devices become standalone resources named `<vm>-<list>-<index>` (list in
-lower case: disks, nics, pci, v4vrules), nested rpc-proxy rules `<vm>-rpc-<hash>` (the
-first 8 hex digits of the sha256 of the canonical rule text: inserting or reordering
-rules renames none; their order is where they are written, `DesiredState.rpc_rules_of`);
+Pure. Nested devices become standalone resources named by what identifies them
+(`default_name`, DESIGN section 4), so inserting or reordering items renames none: a
+Disk `<vm>-<vdev>`, a NIC `<vm>-nic<index>`, a PCI rule `<vm>-pci-<DDDD-BB-SS-F>` or
+`<vm>-pci-<class>-<vendor>-<device>` (hex digits without `0x`, or `any`), v4v and rpc-proxy
+rules `<vm>-v4v-<hash>` / `<vm>-rpc-<hash>` (the first 8 hex digits of the sha256 of the
+canonical rule text; a one-way v4v rule hashes the text with ` one-way` added, so it
+and its bidirectional twin differ; rpc rules are evaluated in the order they are
+written, `DesiredState.rpc_rules_of`);
 VM uuid, maxMemory, maxVcpus and hvm boot order get their defaults; disks get their
 access mode; NICs their index (position among the VM's NICs: nested first, then
 standalone in file order) and, for `mac: auto`, the deterministic MAC; a relative Disk/NIC
@@ -21,7 +25,7 @@ from reconciler import xenfmt
 from reconciler.loader.locate import Path
 from reconciler.loader.models import make, updated
 from reconciler.loader.yamlsrc import Document
-from reconciler.model import VM, Disk, DiskSpec, Metadata, NIC, NICSpec, PCIPassthrough, PCISpec, Resource, RPCRule, RPCRuleSpec, V4VRule, V4VRuleSpec, VMSpec, default_vm_uuid
+from reconciler.model import VM, Disk, DiskSpec, Metadata, NIC, NICSpec, PCIPassthrough, PciMatch, PCISpec, Resource, RPCRule, RPCRuleSpec, V4VRule, V4VRuleSpec, VMSpec, default_vm_uuid
 
 NAME_MAX = 63
 _LISTS_CLEARED = ("disks", "nics", "pci", "v4v_rules", "rpc_rules")
@@ -29,12 +33,11 @@ _LISTS_CLEARED = ("disks", "nics", "pci", "v4v_rules", "rpc_rules")
 
 @dataclass(frozen=True)
 class _Nested:
-    """One nested device list: the VM spec field, its YAML key, the list name used in
-    default names, and the standalone model (and spec) each item becomes."""
+    """One nested device list: the VM spec field, its YAML key, and the standalone
+    model (and spec) each item becomes."""
 
     field: str
     key: str
-    list_name: str
     model: type[Disk] | type[NIC] | type[PCIPassthrough] | type[V4VRule] | type[RPCRule]
     spec: type[DiskSpec] | type[NICSpec] | type[PCISpec] | type[V4VRuleSpec] | type[RPCRuleSpec]
 
@@ -45,13 +48,13 @@ class _Nested:
 
 
 NESTED: tuple[_Nested, ...] = tuple(
-    _Nested(field, VMSpec.model_fields[field].alias or field, list_name, model, spec)
-    for field, list_name, model, spec in (
-        ("disks", "disks", Disk, DiskSpec),
-        ("nics", "nics", NIC, NICSpec),
-        ("pci", "pci", PCIPassthrough, PCISpec),
-        ("v4v_rules", "v4vrules", V4VRule, V4VRuleSpec),
-        ("rpc_rules", "rpc", RPCRule, RPCRuleSpec),
+    _Nested(field, VMSpec.model_fields[field].alias or field, model, spec)
+    for field, model, spec in (
+        ("disks", Disk, DiskSpec),
+        ("nics", NIC, NICSpec),
+        ("pci", PCIPassthrough, PCISpec),
+        ("v4v_rules", V4VRule, V4VRuleSpec),
+        ("rpc_rules", RPCRule, RPCRuleSpec),
     )
 )
 _HEADERS = {nested.field: nested.header for nested in NESTED}
@@ -122,7 +125,7 @@ def _expand(entry: Entry, vm: VM, uuids: dict[str, str], nics_seen: dict[str, in
         items = getattr(vm.spec, nested.field)
         if not items:
             continue
-        field, key, list_name, model, spec_model = nested.field, nested.key, nested.list_name, nested.model, nested.spec
+        field, key, model, spec_model = nested.field, nested.key, nested.model, nested.spec
         header, spec_set = _HEADERS[field], _SPEC_SETS[field]
         for index, item in enumerate(items):
             values = item.__dict__.copy()  # the shared fields in order, then `name`: the spec's, but `vm`
@@ -136,13 +139,45 @@ def _expand(entry: Entry, vm: VM, uuids: dict[str, str], nics_seen: dict[str, in
                 nics_seen[vm_name] = nics_seen.get(vm_name, 0) + 1
             defaulted = name is None
             if defaulted:
-                name = rpc_rule_name(vm_name, values["rule"]) if field == "rpc_rules" else f"{vm_name}-{list_name}-{index}"
+                name = default_name(field, vm_name, values)
             metadata = make(Metadata, {"name": name, "labels": dict(labels)}, _METADATA_SET)
             spec = make(spec_model, values, spec_set)
             device = make(model, {**header, "metadata": metadata, "spec": spec}, _DEVICE_SET)
             out.append(Entry(device, document, ("spec", key, index)))
             if defaulted and len(metadata.name) > NAME_MAX:  # a given name matched the name pattern
                 problems.append((out[-1], f"default name {metadata.name!r} is longer than {NAME_MAX} characters; give the item a name"))
+
+
+def default_name(field: str, vm: str, values: dict[str, Any]) -> str:
+    """The default name of a nested item of VM `vm`'s list `field` (a VMSpec field name),
+    from its normalized spec `values` (NIC index filled): what identifies the item."""
+    if field == "disks":
+        return f"{vm}-{values['vdev']}"
+    if field == "nics":
+        return f"{vm}-nic{values['index']}"
+    if field == "pci":
+        return pci_rule_name(vm, values["bdf"], values["match"])
+    if field == "v4v_rules":
+        return v4v_rule_name(vm, values["rule"], values["bidirectional"])
+    return rpc_rule_name(vm, values["rule"])
+
+
+def pci_rule_name(vm: str, bdf: str | None, match: PciMatch | None) -> str:
+    """`<vm>-pci-0000-00-19-0` for a bdf rule (domain 0000 when the bdf omits it),
+    `<vm>-pci-0300-any-any` for a match rule (class, vendor, device: hex digits or `any`)."""
+    if bdf is not None:
+        return f"{vm}-pci-{xenfmt.parse_bdf(bdf).xenstore_key}"
+    if match is not None:
+        ids = (match.class_, match.vendor, match.device)
+        return f"{vm}-pci-" + "-".join(value.lower().removeprefix("0x") for value in ids)
+    return f"{vm}-pci"  # neither: an error the checks report ('give exactly one of bdf or match')
+
+
+def v4v_rule_name(vm: str, rule: str, bidirectional: bool = True) -> str:
+    """`<vm>-v4v-<first 8 hex of sha256(rule)>`, `rule` in canonical spelling; a one-way
+    rule hashes `<rule> one-way`, so it is never named as its bidirectional twin."""
+    text = rule if bidirectional else f"{rule} one-way"
+    return f"{vm}-v4v-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
 def rpc_rule_name(vm: str, rule: str) -> str:

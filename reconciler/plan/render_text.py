@@ -181,7 +181,8 @@ def _spell_field(change: ResourceChange, field: FieldChange) -> str:
         line = f"- {field.path} = {show(field.before, secret)}"
     else:
         line = f"~ {field.path}: {show(field.before, secret)} -> {show(field.after, secret)}"
-    if field.impact != "live" or change.impact != "live":
+    if change.action is not Action.DELETE and (field.impact != "live" or change.impact != "live"):
+        # A removal's impact is on its resource line: its fields are the values that go.
         pending = " (pending: updatePolicy is live)" if change.pending and field.impact == "restart" else ""
         line += f"  [{field.impact}]{pending}"
     return "      " + line

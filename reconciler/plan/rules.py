@@ -100,6 +100,21 @@ class Scene:
         found = [self.backend_of(kind, name), seen.spec.backend_vm if seen else None]
         return sorted({b for b in found if b})
 
+    def removed_backends(self, step: Step) -> list[str]:
+        """The backend VM of the device a detach step removes, found on the host by its
+        vdev or index: a removed device's step carries the name it was applied under
+        (`reconciler.diff.devices.recorded_name`), which the observer does not use."""
+        observed, desired, args = self.index.observed, self.index.desired, dict(step.args)
+        if step.name in observed.disks or step.name in observed.nics or step.name in desired.disks or step.name in desired.nics:
+            return []  # backends_of knows it
+        if step.kind == "Disk":
+            backends = {d.spec.backend_vm for d in observed.disks.values() if d.spec.vm == step.vm and d.spec.vdev == args.get("vdev")}
+        elif step.kind == "NIC":
+            backends = {n.spec.backend_vm for n in observed.nics.values() if n.spec.vm == step.vm and n.spec.index == args.get("index")}
+        else:
+            return []
+        return sorted(b for b in backends if b)
+
     def backend_of(self, kind: Kind, name: str) -> str | None:
         desired = self.index.desired
         device = desired.disks.get(name) if kind == "Disk" else desired.nics.get(name) if kind == "NIC" else None
@@ -191,7 +206,7 @@ def frontends_unplugged_before_backend_stops(scene: Scene) -> Iterator[Pair]:
     for step in scene.steps_doing("detach"):
         if step.vm in scene.stopping:
             continue  # the guest itself stops: dependents_stop_first orders that
-        for backend in scene.backends_of(step.kind, step.name):
+        for backend in scene.backends_of(step.kind, step.name) or scene.removed_backends(step):
             if backend in scene.stopping:
                 yield from _pairs([step.id], [scene.vm_step(backend, "shutdown")])
 

@@ -3,7 +3,7 @@
 Pure. `steps_for(change, inputs)` is called by `reconciler.plan.build` for every change
 of the Diff; execute later runs the steps through the ports, one op per port call
 (xenopsd's `atomics_of_operation`, as a table). Step ids are stable and readable:
-`<kind prefix>/<resource name>/<op>` (`vm/uivm/create`, `disk/uivm-disks-0/attach`).
+`<kind prefix>/<resource name>/<op>` (`vm/uivm/create`, `disk/uivm-xvda1/attach`).
 A starting VM's firewall is one step, `v4v/<vm>-firewall/fw-start`: everything its start
 resolves (its own rules, and the entries of other VMs' rules that name it), in one batch,
 as xenmgr's applyVmFirewallRules does (openxt.md 4.3); so a plan holds one firewall step

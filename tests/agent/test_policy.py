@@ -319,7 +319,7 @@ def test_conditions_move_only_on_a_flip(site: tuple[Any, Path]) -> None:
     assert [c["type"] for c in policy.conditions()["VM/a"]] == ["Ready", "Progressing", "Drifted", "Failed",
                                                                 "RestartRequired"]
     assert first["Progressing"]["status"] == "True" and first["Ready"]["status"] == "True"
-    assert first["Ready"]["reason"] == "Applied" and "Disk/a-disks-0" in policy.conditions()
+    assert first["Ready"]["reason"] == "Applied" and "Disk/a-xvda" in policy.conditions()
     clock.now += 60
     plan, _, _ = host.run(lambda p: pass_(p, folder, policy))
     assert not plan.has_changes  # nothing to do: every resource stays Ready, Progressing flips
@@ -364,8 +364,8 @@ def test_held_vm_is_skipped_and_an_independent_one_created(site: tuple[Any, Path
     dependents = [r for r in report.steps if r.step.vm == "a" and r.step.id != "vm/a/create"]
     assert dependents and all(r.outcome == "skipped" and r.cause == "vm/a/create" for r in dependents)
     assert all("held: requires vm/a/create (backing off" in r.line() for r in dependents)
-    assert {r.name: r.outcome for r in report.resources} == {"a": "skipped", "a-disks-0": "skipped",
-                                                             "b": "created", "b-disks-0": "created"}
+    assert {r.name: r.outcome for r in report.resources} == {"a": "skipped", "a-xvda": "skipped",
+                                                             "b": "created", "b-xvda": "created"}
     assert [d.name for d in host.run(lambda p: p.toolstack.list_domains())] == ["b"]
 
 
@@ -419,11 +419,11 @@ def test_a_held_device_skips_its_steps_and_what_requires_them(site: tuple[Any, P
 
     async def body(ports: HostPorts) -> Report:
         plan = plan_for(desired_of(folder), await observe_host(ports))
-        return await execute(plan, ports, settings=NO_WAIT, hold={"Disk/b-disks-0": "drift: warn (test)"})
+        return await execute(plan, ports, settings=NO_WAIT, hold={"Disk/b-xvda": "drift: warn (test)"})
 
     report = host.run(body)
     outcomes = {r.name: r.outcome for r in report.resources}
-    assert outcomes == {"a": "created", "a-disks-0": "created", "b": "skipped", "b-disks-0": "skipped"}
+    assert outcomes == {"a": "created", "a-xvda": "created", "b": "skipped", "b-xvda": "skipped"}
     lines = {r.step.id: r.line() for r in report.steps if r.outcome != "done"}
     assert lines == {"vm/b/create": "vm/b/create: skipped (held: drift: warn (test))",
                      "vm/b/record": "vm/b/record: skipped (held: requires vm/b/create (drift: warn (test)))",

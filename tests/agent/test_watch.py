@@ -191,10 +191,10 @@ def test_a_crashed_backend_vm_is_restarted_and_its_frontends_replugged_by_the_ag
     try:
         site.start()
         number = site.converged()["lastPass"]["number"]
-        plugged = site.stderr.count("nic/guest-nics-0/attach: done")
+        plugged = site.stderr.count("nic/guest-nic0/attach: done")
         site.sim("crash", "net", *how[:1])
         site.wait_pass(number, "net back and the vif re-plugged", lambda s: settled(s) and "crashed" not in site.sim("list")
-                       and site.stderr.count("nic/guest-nics-0/attach: done") > plugged)
+                       and site.stderr.count("nic/guest-nic0/attach: done") > plugged)
         _plan_is_clean(site)
         assert site.names() == ["guest", "net"]
         assert site.stop() == 0

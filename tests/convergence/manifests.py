@@ -22,7 +22,10 @@ from typing import Any
 import yaml
 from hypothesis import strategies as st
 
-from reconciler.model import default_vm_uuid
+from reconciler import v4v
+from reconciler.loader.normalize import pci_rule_name, v4v_rule_name
+from reconciler.model import PciMatch, default_vm_uuid
+from reconciler.xenfmt import parse_bdf
 
 API = "xen.reconciler/v1"
 NET = "net"  # the network backend VM, when the set has one
@@ -102,6 +105,20 @@ class ManifestSet:
                          for name, spec in self.vms.items())
 
 
+def nested_name(kind: str, vm: str, item: Any) -> str:
+    """The loader's default name for a nested item (`reconciler.loader.normalize`): what
+    identifies it, not its position (the generated NICs all give their index)."""
+    if kind == "Disk":
+        return f"{vm}-{item['vdev']}"
+    if kind == "NIC":
+        return f"{vm}-nic{item['index']}"
+    if kind == "PCIPassthrough":
+        match = PciMatch.model_validate(item["match"]) if "match" in item else None
+        return pci_rule_name(vm, str(parse_bdf(item["bdf"])) if "bdf" in item else None, match)
+    rule = item if isinstance(item, str) else item["rule"]
+    return v4v_rule_name(vm, v4v.canonical(rule), True if isinstance(item, str) else item.get("bidirectional", True))
+
+
 def _doc(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": API, "kind": kind, "metadata": {"name": name}, "spec": spec}
 
@@ -129,7 +146,7 @@ def _endpoint(draw: Any, names: list[str], uuids: list[str]) -> str:
 def v4v_rules(draw: Any, names: list[str], uuids: list[str]) -> list[Any]:
     """0-3 distinct rules, as shorthand strings or `{rule, bidirectional}` mappings."""
     texts = draw(st.lists(st.builds(lambda a, b: f"{a} -> {b}", _endpoint(names, uuids), _endpoint(names, uuids)),
-                          max_size=3, unique=True))
+                          max_size=3, unique_by=v4v.canonical))  # one rule twice in a VM is an error
     out: list[Any] = []
     for text in texts:
         if draw(st.booleans()):
@@ -273,7 +290,7 @@ def manifest_sets(draw: Any, min_vms: int = 2, max_vms: int = 6) -> ManifestSet:
                     out.standalone.append(_doc(kind, device, {"vm": name, **body}))
                 else:
                     nested.setdefault(key, [])
-                    device = f"{name}-{key.lower()}-{len(nested[key])}"  # the loader's name for it
+                    device = nested_name(kind, name, item)  # the loader's name for it
                     nested[key].append(item)
                 out.devices[device] = (kind, name, item)
         out.vms[name] = {**spec, **devices}

@@ -173,7 +173,7 @@ def test_destroyed_network_backend_vm_is_recreated_and_its_guests_nics_replugged
         site.served.sim("destroy", "net")
         plan = site.plan()
         assert plan.returncode == 2 and "VM net" in plan.stdout, plan.stdout + plan.stderr
-        assert "NIC guest-nics-0 [live]: backend VM net restarted: re-plugged" in plan.stdout, plan.stdout
+        assert "NIC guest-nic0 [live]: backend VM net restarted: re-plugged" in plan.stdout, plan.stdout
         again = site.apply()
         assert again.returncode == 0, again.stdout + again.stderr
         plan = site.plan()

@@ -42,13 +42,7 @@ def _drop_device(mset: ManifestSet, name: str) -> None:
             mset.docs.remove(doc)
             return
     key = {"Disk": "disks", "NIC": "nics", "PCIPassthrough": "pci", "V4VRule": "v4vRules"}[kind]
-    nested = _vm_doc(mset, vm)["spec"][key]
-    nested.remove(fields)
-    # the loader names nested devices by position: those after it are renamed
-    for other, (k, v, f) in list(mset.devices.items()):
-        if k == kind and v == vm and other.startswith(f"{vm}-{key.lower()}-") and f in nested:
-            del mset.devices[other]
-            mset.devices[f"{vm}-{key.lower()}-{nested.index(f)}"] = (k, v, f)
+    _vm_doc(mset, vm)["spec"][key].remove(fields)  # the loader names by identity: no other is renamed
 
 
 def _selects(fields: dict[str, Any], bdf: str) -> bool:
@@ -183,6 +177,62 @@ def test_removing_a_paused_vm_with_two_pci_devices_converges() -> None:
         code, out, err = _cli("apply", str(manifests), "--host", host)
         assert code == 0, out + err
         manifests.write_text(PAUSED_WITH_TWO_PCIS.split("---")[0])
+        code, out, err = _cli("apply", str(manifests), "--host", host)
+        assert code == 0, out + err
+        code, out, err = _cli("plan", str(manifests), "--host", host, "--detailed-exitcode")
+        assert (code, "No changes." in out) == (0, True), out + err
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+INSERTED_AT_THE_TOP = """\
+apiVersion: xen.reconciler/v1
+kind: VM
+metadata: {name: box}
+spec:
+  virt: pv
+  kernel: /boot/vmlinuz
+  memory: 64
+  disks:
+%s    - {vdev: xvdb, target: /srv/img/box-b.img}
+  nics:
+%s    - {index: 1, bridge: xenbr0}
+  pci:
+%s    - {bdf: "0000:00:14.0"}
+  v4vRules:
+%s    - myself -> 0:80
+"""
+TOP = ("    - {vdev: xvda, target: /srv/img/box-a.img}\n", "    - {index: 0, bridge: xenbr1}\n",
+       '    - {match: {class: "0x0200"}}\n', "    - myself -> 0:22\n")
+
+
+def _changes(manifests: str, host: str) -> list[tuple[str, str, str]]:
+    code, out, err = _cli("plan", manifests, "--host", host, "--format", "json")
+    assert code == 0, out + err
+    return [(c["action"], c["kind"], c["name"]) for c in json.loads(out)["changes"]]
+
+
+def test_an_item_inserted_at_the_top_of_each_list_is_the_only_change() -> None:
+    """DESIGN 4: nested items are named by what identifies them, so inserting a disk, a
+    NIC, a PCI rule and a v4v rule before the others changes those four only, none of
+    them under an old item's name (named by position, `+ NIC box-nics-0` was the new NIC
+    under the name the old one had)."""
+    folder, state = short_dir("ed-m-"), short_dir("ed-")
+    try:
+        manifests, host = folder / "set.yaml", f"sim:{state}"
+        manifests.write_text(INSERTED_AT_THE_TOP % ("", "", "", ""))
+        first = {name for _a, kind, name in _changes(str(manifests), host) if kind != "VM"}
+        code, out, err = _cli("apply", str(manifests), "--host", host)
+        assert code == 0, out + err
+        manifests.write_text(INSERTED_AT_THE_TOP % TOP)
+        changes = _changes(str(manifests), host)
+        # A v4v rule is its firewall entries: a new one on a running VM adds the missing entries (an update).
+        assert sorted((action, kind) for action, kind, _n in changes) == [
+            ("create", "Disk"), ("create", "NIC"), ("create", "PCIPassthrough"), ("update", "V4VRule")], changes
+        assert not first & {name for *_, name in changes}, (first, changes)
+        assert {name for *_, name in changes if name in ("box-xvda", "box-nic0", "box-pci-0200-any-any")} == {
+            "box-xvda", "box-nic0", "box-pci-0200-any-any"}
         code, out, err = _cli("apply", str(manifests), "--host", host)
         assert code == 0, out + err
         code, out, err = _cli("plan", str(manifests), "--host", host, "--detailed-exitcode")

@@ -130,12 +130,12 @@ def test_crashed_backend_vm_comes_back_and_its_guests_devices_are_replugged(how:
         site.served.sim("crash", "net", *how)
         plan = site.plan()
         assert plan.returncode == 2, plan.stdout + plan.stderr
-        for name in ("NIC guest-nics-0", "Disk guest-disks-0"):
+        for name in ("NIC guest-nic0", "Disk guest-xvda"):
             assert f"~ {name} [" in plan.stdout and "backend VM net restarted: re-plugged" in plan.stdout, plan.stdout
         if how:  # still crashed: unplugged before net's stop, plugged after its start
             lines = plan.stdout.splitlines()
             stage = {step: n for n, line in enumerate(lines) for step in line.split(". ", 1)[-1].split(", ")}
-            assert stage["nic/guest-nics-0/detach"] < stage["vm/net/shutdown"] < stage["vm/net/create"] < stage["nic/guest-nics-0/attach"]
+            assert stage["nic/guest-nic0/detach"] < stage["vm/net/shutdown"] < stage["vm/net/create"] < stage["nic/guest-nic0/attach"]
         applied = site.apply()
         assert applied.returncode == 0, applied.stdout + applied.stderr
         plan = site.plan()

@@ -31,8 +31,10 @@ def test_record_is_canonical_json_with_its_digest(desktop: DesiredState) -> None
     assert "memory" not in data["vm"] and "uuid" not in data["vm"]  # the host shows those
     assert set(data["disks"]) == {"win10-data", "win10-install-iso", "win10-system"}
     assert data["nics"]["win10-wired"]["model"] == "e1000"
-    assert data["pci"]["win10-igd"] == {"greedy": False, "guestSlot": 2, "msitranslate": False,
-                                        "permissive": False, "powerMgmt": True, "seize": True}
+    assert data["pci"]["win10-igd"] == {"bdf": "0000:00:02.0", "greedy": False, "guestSlot": 2, "match": None,
+                                        "msitranslate": False, "permissive": False, "powerMgmt": True, "seize": True}
+    # identity fields: a device removed from the manifests is shown by the name it was applied under
+    assert data["disks"]["win10-system"]["vdev"] == "hda" and data["nics"]["win10-wired"]["index"] == 0
 
 
 def test_record_never_holds_a_secret_in_clear_nor_its_bare_hash(desktop: DesiredState) -> None:

@@ -98,7 +98,7 @@ def test_firewall_entry_missing(desktop: DesiredState, make_mirror) -> None:  # 
     assert gone in observed.firewall
     result = diff(desktop, dataclasses.replace(observed, firewall=tuple(e for e in observed.firewall if e != gone)))
     (change,) = result.changes
-    assert (change.action, change.kind, change.name, change.vm) == (Action.UPDATE, "V4VRule", "uivm-v4vrules-0", "uivm")
+    assert (change.action, change.kind, change.name, change.vm) == (Action.UPDATE, "V4VRule", "uivm-v4v-d50a8863", "uivm")
     (entries,) = change.fields
     assert str(gone) in entries.after and str(gone) not in entries.before
 
@@ -111,9 +111,9 @@ def test_managed_vm_removed_from_manifests(server: DesiredState, make_mirror) ->
     changes = diff(fewer, observed).changes
     assert [(c.action, c.kind, c.name, c.impact) for c in changes] == [
         (Action.DELETE, "VM", "app2", "destructive"),
-        (Action.DELETE, "Disk", "app2-disk-51712", "destructive"),
-        (Action.DELETE, "Disk", "app2-disk-51728", "destructive"),
-        (Action.DELETE, "NIC", "app2-nic-0", "live"),
+        (Action.DELETE, "Disk", "app2-root", "destructive"),  # as applied (the record), not app2-disk-51712
+        (Action.DELETE, "Disk", "app2-uploads", "destructive"),
+        (Action.DELETE, "NIC", "app2-front", "live"),
     ]
     assert changes[0].reason == "removed from the manifests"
 

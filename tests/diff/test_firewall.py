@@ -61,7 +61,7 @@ def test_my_stubdom_without_a_stub_domain_is_nothing() -> None:
 def test_references(desktop: DesiredState) -> None:
     rules = desktop.v4v_rules
     assert references(rules["uivm-to-ndvm"], desktop) == {"uivm", "ndvm"}
-    assert references(rules["win10-v4vrules-4"], desktop) == {"win10", "uivm"}  # dom-type=uivm
+    assert references(rules["win10-v4v-96bf4bc7"], desktop) == {"win10", "uivm"}  # dom-type=uivm
     assert references(rules["win10-rpc"], desktop) == {"win10"}
     by_uuid = rule("myself -> 00000000-0000-0000-0000-000000000002:1", vm="uivm")
     assert references(by_uuid, desktop) == {"uivm", "ndvm"}

@@ -96,7 +96,7 @@ def test_unplugging_an_emulated_disk_waits_for_a_restart(load_yaml, make_mirror)
     old = guest(load_yaml)
     new = guest(load_yaml, edit=("    - {name: data, target: /img/data.img, vdev: hdb}\n", ""))
     change = one(diff(new, make_mirror(old)))
-    assert (change.action, change.name, change.impact, change.pending) == (Action.DELETE, "box-disk-832", "restart", True)
+    assert (change.action, change.name, change.impact, change.pending) == (Action.DELETE, "data", "restart", True)  # its manifest name, from the record
     assert "QEMU keeps until the domain is rebuilt: removed when box restarts" in change.reason
     assert plan_for(new, make_mirror(old)).steps == ()
 

@@ -53,18 +53,18 @@ def test_devices_of_a_gone_backend_vm_are_replugged_not_hotplugged(load_yaml, ma
     desired = load_yaml(SET.replace(", NETSPEC", ""))
     observed = _gone(make_mirror(desired))
     changes = _changes(diff(desired, observed))
-    assert set(changes) == {("VM", "net"), ("NIC", "guest-nics-0"), ("Disk", "guest-disks-0")}
-    nic = changes[("NIC", "guest-nics-0")]
+    assert set(changes) == {("VM", "net"), ("NIC", "guest-nic0"), ("Disk", "guest-xvda")}
+    nic = changes[("NIC", "guest-nic0")]
     assert (nic.action, nic.impact) == (Action.UPDATE, "live")
     assert nic.reason.startswith("backend VM net restarted: re-plugged")
     assert [(f.path, f.before, f.after) for f in nic.fields] == [("backend", "domain 1 (gone)", "net")]
     plan = build_plan(diff(desired, observed), desired, observed, fingerprint="")
     ids = {s.id for s in plan.steps}
-    assert {"nic/guest-nics-0/detach", "nic/guest-nics-0/attach", "disk/guest-disks-0/detach", "disk/guest-disks-0/attach"} <= ids
+    assert {"nic/guest-nic0/detach", "nic/guest-nic0/attach", "disk/guest-xvda/detach", "disk/guest-xvda/attach"} <= ids
     edges = {(d.before, d.after): d.kind for d in plan.dependencies}
     # attached again only once the new backend domain is up
-    assert edges[("vm/net/unpause", "nic/guest-nics-0/attach")] == "requires"
-    assert edges[("nic/guest-nics-0/detach", "nic/guest-nics-0/attach")] == "requires"
+    assert edges[("vm/net/unpause", "nic/guest-nic0/attach")] == "requires"
+    assert edges[("nic/guest-nic0/detach", "nic/guest-nic0/attach")] == "requires"
 
 
 def test_stranded_device_no_manifest_wants_is_cleaned_up(load_yaml, make_mirror) -> None:  # type: ignore[no-untyped-def]
@@ -87,11 +87,11 @@ def test_planned_backend_restart_replugs_what_it_serves_around_its_stop(load_yam
     result = diff(desired, observed)
     changes = _changes(result)
     assert changes[("VM", "net")].action is Action.RESTART
-    name = "guest-nics-0" if kind == "NIC" else "guest-disks-0"
+    name = "guest-nic0" if kind == "NIC" else "guest-xvda"
     change = changes[(kind, name)]
     assert (change.action, change.reason) == (Action.UPDATE, "backend VM net restarted: re-plugged")
     assert change.impact == ("live" if kind == "NIC" else "destructive")  # a disk leaves a running guest
-    assert ("NIC", "guest-nics-1") not in changes  # on dom0's bridge: untouched
+    assert ("NIC", "guest-nic1") not in changes  # on dom0's bridge: untouched
     plan = build_plan(result, desired, observed, fingerprint="")
     edges = {(d.before, d.after): (d.rule, d.kind) for d in plan.dependencies}
     prefix = "nic" if kind == "NIC" else "disk"
@@ -109,7 +109,7 @@ def test_interface_settings_of_a_nic_whose_backend_restarts_go_with_its_replug(l
     before = load_yaml(SET.replace(", NETSPEC", ""))
     desired = load_yaml(SET.replace("NETSPEC", "maxMemory: 128, updatePolicy: restart").replace("{backendVM: net}", "{backendVM: net, mtu: 9000}"))
     result = diff(desired, make_mirror(before))
-    (nic,) = [c for c in result.changes if c.name == "guest-nics-0"]
+    (nic,) = [c for c in result.changes if c.name == "guest-nic0"]
     assert (nic.action, nic.reason) == (Action.UPDATE, "backend VM net restarted: re-plugged")
     plan = build_plan(result, desired, make_mirror(before), fingerprint="")
-    assert [s.op for s in plan.steps if s.name == "guest-nics-0"] == ["attach", "detach"]  # no `set` on the old interface
+    assert [s.op for s in plan.steps if s.name == "guest-nic0"] == ["attach", "detach"]  # no `set` on the old interface

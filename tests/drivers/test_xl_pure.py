@@ -135,19 +135,19 @@ def test_control_characters_are_refused_and_secrets_stay_hidden(load_state: Call
 
 def test_disk_specs(load_state: Callable[[str], DesiredState]) -> None:
     disks = load_state(PV).disks
-    assert disk_spec(disks["mail-disks-0"]) == [
+    assert disk_spec(disks["mail-xvda"]) == [
         "format=raw", "vdev=xvda", "access=rw", "discard", "target=/dev/vg0/mail"]
-    assert disk_spec(disks["mail-disks-1"]) == [
+    assert disk_spec(disks["mail-xvdc"]) == [
         "format=raw", "vdev=xvdc", "access=ro", "devtype=cdrom", "backend=stor",
         "script=/etc/xen/scripts/block-iscsi", "no-discard", "target=/srv/iso/a,b.iso"]
 
 
 def test_vif_specs(load_state: Callable[[str], DesiredState]) -> None:
     state = load_state(PV)
-    first = vif_spec(state.nics["mail-nics-0"])
+    first = vif_spec(state.nics["mail-nic0"])
     assert first[0] == "devid=0" and first[1].startswith("mac=") and first[1] != "mac=auto"
     assert first[2:] == ["bridge=xenbr1", "vifname=vif-mail", "rate=10Mb/s", "ip=10.0.0.5 10.0.0.6", "mtu=9000"]
-    assert vif_spec(state.nics["mail-nics-1"]) == [
+    assert vif_spec(state.nics["mail-nic1"]) == [
         "devid=1", "mac=00:16:3e:aa:bb:cc", "bridge=xenbr0", "backend=ndvm", "type=vif", "mtu=1500"]
 
 
@@ -243,7 +243,7 @@ def test_pv_cfg_disks_keep_target_last_and_nics_resolved(load_state: Callable[[s
     state = load_state(PV)
     text, _ = render_cfg(state.vms["mail"], build_of(state, "mail"))
     lines = text.splitlines()
-    mac = vif_spec(state.nics["mail-nics-0"])[1]
+    mac = vif_spec(state.nics["mail-nic0"])[1]
     assert lines[-2:] == [
         'disk = [ "format=raw, vdev=xvda, access=rw, discard, target=/dev/vg0/mail", '
         '"format=raw, vdev=xvdc, access=ro, devtype=cdrom, backend=stor, script=/etc/xen/scripts/block-iscsi, '

@@ -125,8 +125,8 @@ def test_device_attach_argv(tmp_path: Path, fake_xl: FakeTool, load_state: Calla
     xl = toolstack(tmp_path)
 
     async def attach() -> None:
-        await xl.attach_disk(4, state.disks["uivm-disks-0"])
-        await xl.attach_nic(4, state.nics["uivm-nics-0"])
+        await xl.attach_disk(4, state.disks["uivm-xvda"])
+        await xl.attach_nic(4, state.nics["uivm-nic0"])
         await xl.attach_pci(4, "0000:00:02.0", permissive=True, guest_slot=2)
 
     asyncio.run(attach())

@@ -78,7 +78,7 @@ def test_unplugged_nic_is_plugged_again(site: Site) -> None:
     site.host.run(lambda p: p.toolstack.detach_nic(web, 0))
     assert site.host.run(vifs) == []
     out = site.apply()
-    assert "nic/web-nics-0/attach: done" in out
+    assert "nic/web-nic0/attach: done" in out
     assert site.host.run(vifs) == ["0"]
     site.assert_converged()
 
@@ -90,7 +90,7 @@ def test_deleted_firewall_entry_is_inserted_again(site: Site) -> None:
     site.host.run(lambda p: p.firewall.delete(entry))
     assert entry not in site.firewall()
     out = site.apply()
-    assert "v4v/db-v4vrules-0/fw-apply: done" in out
+    assert "v4v/db-v4v-8e4c5e7b/fw-apply: done" in out
     assert entry in site.firewall()
     site.assert_converged()
 
@@ -108,7 +108,7 @@ def test_pci_device_given_back_to_its_host_driver_is_seized_again(site: Site) ->
     site.host.run(take_back)
     assert site.host.run(driver) == "e1000e"
     out = site.apply()
-    assert "pci/web-pci-0/pci-assignable-add: done" in out and "pci/web-pci-0/attach: done" in out
+    assert "pci/web-pci-0000-00-1f-6/pci-assignable-add: done" in out and "pci/web-pci-0000-00-1f-6/attach: done" in out
     assert site.host.run(driver) == "pciback"
     site.assert_converged()
 

@@ -76,17 +76,17 @@ def test_error_on_one_op_skips_its_dependents_and_the_rest_converges(
     code, out, _ = cli("apply", str(two_vms))
     assert code == 1
     steps = outcomes(out)
-    assert steps["pci/web-pci-0/pci-assignable-add"] == "failed" and "5 attempts" in out  # retried, then given up
+    assert steps["pci/web-pci-0000-00-1f-6/pci-assignable-add"] == "failed" and "5 attempts" in out  # retried, then given up
     assert steps["vm/web/create"] == "skipped" and steps["vm/web/unpause"] == "skipped"
-    assert "vm/web/create: skipped (pci/web-pci-0/pci-assignable-add failed)" in out
+    assert "vm/web/create: skipped (pci/web-pci-0000-00-1f-6/pci-assignable-add failed)" in out
     assert {s for s, o in steps.items() if s.startswith("vm/db/")} and all(
         o == "done" for s, o in steps.items() if s.startswith("vm/db/"))
-    assert failed_section(out) == ["pci/web-pci-0/pci-assignable-add"]  # only the root cause
+    assert failed_section(out) == ["pci/web-pci-0000-00-1f-6/pci-assignable-add"]  # only the root cause
     # The resources not applied, each with the step behind it; db, done, is only counted.
     listed = not_applied(out)
-    assert "PCIPassthrough `web-pci-0`: failed (step pci/web-pci-0/pci-assignable-add)" in listed
-    assert "VM `web`: skipped (pci/web-pci-0/pci-assignable-add failed)" in listed  # its devices too, never db's
-    assert all(re.fullmatch(r"\w+ `web[^`]*`: skipped \(pci/web-pci-0/pci-assignable-add failed\)", line)
+    assert "PCIPassthrough `web-pci-0000-00-1f-6`: failed (step pci/web-pci-0000-00-1f-6/pci-assignable-add)" in listed
+    assert "VM `web`: skipped (pci/web-pci-0000-00-1f-6/pci-assignable-add failed)" in listed  # its devices too, never db's
+    assert all(re.fullmatch(r"\w+ `web[^`]*`: skipped \(pci/web-pci-0000-00-1f-6/pci-assignable-add failed\)", line)
                for line in listed if "failed (step" not in line), listed
     assert re.search(r"^Apply incomplete: \d+ created, 1 failed, \d+ skipped \(\d+ of \d+ steps done, 1 failed, \d+ skipped\)\.$",
                      out, re.M), out

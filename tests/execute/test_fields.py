@@ -155,10 +155,10 @@ def test_nic_interface_settings_reach_the_host_and_converge(nic_site: Site) -> N
 ])
 def test_a_nic_interface_setting_change_is_one_live_set_step(nic_site: Site, old: str, new: str, field: str) -> None:
     nic_site.edit(old, new)
-    assert nic_site.changes() == ([field], ["nic/web-nics-0/set"])  # no detach: the guest keeps its link
+    assert nic_site.changes() == ([field], ["nic/web-nic0/set"])  # no detach: the guest keeps its link
     backend = nic_site.read(f"/local/domain/{nic_site.domid()}/device/vif/0/backend")
     out = nic_site.apply()
-    assert "nic/web-nics-0/set: done" in out and "/detach" not in out
+    assert "nic/web-nic0/set: done" in out and "/detach" not in out
     assert nic_site.read(f"/local/domain/{nic_site.domid()}/device/vif/0/backend") == backend
     nic_site.converged()
 
@@ -169,7 +169,7 @@ def test_interface_drift_by_hand_is_seen_and_undone(nic_site: Site) -> None:
     fields, steps = nic_site.changes()
     # gso is not in the manifest: the host's to choose, not drift.
     assert fields == ["~ spec.mtu: 1280 -> 9000", "~ spec.promiscuous: false -> true", '~ spec.ethtool.tso: "on" -> "off"']
-    assert steps == ["nic/web-nics-0/set"]
+    assert steps == ["nic/web-nic0/set"]
     nic_site.apply()
     nic_site.converged()
     vif_now = nic_site.interfaces()[vif]
@@ -180,7 +180,7 @@ def test_a_replugged_nic_gets_its_interface_settings_again(nic_site: Site) -> No
     nic_site.edit("bridge: xenbr0, type: vif, mtu: 9000", "bridge: xenbr1, type: vif, mtu: 9000")
     fields, steps = nic_site.changes()
     assert fields == ['~ spec.bridge: "xenbr0" -> "xenbr1"']
-    assert steps == ["nic/web-nics-0/attach", "nic/web-nics-0/detach"]
+    assert steps == ["nic/web-nic0/attach", "nic/web-nic0/detach"]
     nic_site.apply()
     nic_site.converged()
     vif = nic_site.interfaces()[f"vif{nic_site.domid()}.0"]
@@ -194,7 +194,7 @@ def test_relative_scripts_are_shown_and_compared_as_libxl_runs_them(script_site:
     script_site.edit("script: vif-route", "script: vif-nat")
     fields, steps = script_site.changes()
     assert fields == ['~ spec.script: "/etc/xen/scripts/vif-route" -> "/etc/xen/scripts/vif-nat"']
-    assert steps == ["nic/web-nics-1/attach", "nic/web-nics-1/detach"]
+    assert steps == ["nic/web-nic1/attach", "nic/web-nic1/detach"]
     script_site.apply()
     script_site.converged()
 

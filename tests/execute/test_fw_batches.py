@@ -72,7 +72,7 @@ def test_a_rule_waiting_for_many_starts_is_one_line_and_they_converge(
     site.apply()
     _write(write_manifest, [f"vm{i:02d}" for i in range(12)])
     out = site.drifted("applied when 12 VMs start: vm00, vm01, vm02 and 9 more")
-    line, following = out.split("V4VRule keep-v4vrules-0", 1)[1].split("\n", 2)[:2]
+    line, following = out.split("V4VRule keep-v4v-77496fd9", 1)[1].split("\n", 2)[:2]
     assert "vm03" not in line  # one line with a count, not 12 names
     assert "entries" not in following  # nor the entries it keeps (one per running VM)
     site.apply()
@@ -81,7 +81,7 @@ def test_a_rule_waiting_for_many_starts_is_one_line_and_they_converge(
     site.host.run(lambda p: p.firewall.delete(FirewallEntry(keep, first, None, 80)))
     site.host.run(lambda p: p.firewall.delete(FirewallEntry(first, keep, None, 80)))
     site.host.run(lambda p: p.firewall.insert(FirewallEntry(keep, 0, None, 9), 1))
-    site.drifted("keep-v4vrules-0", "vm00-v4vrules-0")
+    site.drifted("keep-v4v-77496fd9", "vm00-v4v-77496fd9")
     site.apply()
     assert set(site.firewall()) == _pairs(site) | INITIAL
     site.assert_converged()

@@ -39,7 +39,7 @@ def test_rerun_after_failed_attaches_keeps_the_vm_paused_until_they_succeed(
     code, out, _ = cli("apply", str(folder))
     assert code == 1, out
     steps = outcomes(out)
-    assert steps["disk/db-disks-0/attach"] == "failed" and steps["nic/db-nics-0/attach"] == "failed"
+    assert steps["disk/db-xvda/attach"] == "failed" and steps["nic/db-nic0/attach"] == "failed"
     assert steps["vm/db/unpause"] == "skipped", out
     assert "  VM `db`: skipped (" in out, out
     assert running(host) == {"db": "paused"}

@@ -115,15 +115,15 @@ def test_nested_devices_are_valid_standalone_models(manifest: Path) -> None:
         same(device.spec, type(device.spec).model_construct(**device.spec.__dict__))  # field order too
         same(device.metadata, Metadata.model_construct(name=device.metadata.name, labels={"tier": "front"}))
     names = [e.name for e in entries]
-    assert names[:4] == ["web-disks-0", "web-disks-1", "web-named", "web-nics-0"] and names[-2:] == ["web", "web-extra"]
+    assert names[:4] == ["web-xvda", "web-hdc", "web-named", "web-nic0"] and names[-2:] == ["web", "web-extra"]
 
 
 def test_defaults_filled(manifest: Path) -> None:
     state = load([str(manifest)]).state
     assert state is not None
-    assert [d.spec.access for d in state.disks.values()] == ["rw", "ro", "ro"]
-    assert {n: nic.spec.index for n, nic in state.nics.items()} == {"web-extra": 3, "web-nics-0": 0, "web-nics-1": 7, "web-nics-2": 2}
-    assert state.nics["web-nics-1"].spec.mac == "00:16:3e:00:00:01" and state.nics["web-nics-1"].spec.mtu == 1400
+    assert {n: d.spec.access for n, d in state.disks.items()} == {"web-xvda": "rw", "web-hdc": "ro", "web-named": "ro"}
+    assert {n: nic.spec.index for n, nic in state.nics.items()} == {"web-extra": 3, "web-nic0": 0, "web-nic7": 7, "web-nic2": 2}
+    assert state.nics["web-nic7"].spec.mac == "00:16:3e:00:00:01" and state.nics["web-nic7"].spec.mtu == 1400
     assert state.nics["web-extra"].spec.mac != "auto"
     vm = state.vms["web"].spec
     assert (vm.boot, vm.max_memory, vm.max_vcpus, vm.disks, vm.nics, vm.pci, vm.v4v_rules) == ("cd", 1024, 1, [], [], [], [])
@@ -134,7 +134,7 @@ def test_shared_fields_sets_are_never_changed(manifest: Path) -> None:
     """Nested devices of one kind share their fields sets; pydantic copies before it changes one."""
     state = load([str(manifest)]).state
     assert state is not None
-    first, second = state.disks["web-disks-0"], state.disks["web-disks-1"]
+    first, second = state.disks["web-xvda"], state.disks["web-hdc"]
     assert first.model_fields_set is second.model_fields_set
     assert first.spec.model_fields_set is second.spec.model_fields_set
     copied = first.model_copy(update={"spec": first.spec.model_copy(update={"access": "ro"})})

@@ -40,7 +40,7 @@ spec: {vm: web, vdev: xvdc, devtype: cdrom}
 EXPECTED: dict[tuple[Kind, str], tuple[int, int]] = {
     ("Disk", "web-cd"): (15, 18),
     ("Disk", "web-data"): (11, 14),
-    ("Disk", "web-disks-0"): (10, 7),
+    ("Disk", "web-xvda"): (10, 7),
     ("VM", "web"): (4, 9),
 }
 

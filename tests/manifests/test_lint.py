@@ -13,6 +13,7 @@ import pytest
 
 from reconciler.cli.main import main
 from reconciler.loader import load
+from reconciler.loader.normalize import v4v_rule_name
 
 PVH = """\
 apiVersion: xen.reconciler/v1
@@ -78,19 +79,19 @@ def one(tmp_path: Path, *documents: str) -> str:
 
 def test_v4v_duplicate_after_canonicalisation(tmp_path: Path) -> None:
     got = one(tmp_path, vm(v4v=["myself -> 0:5555"]), standalone("again", "web", "myself->0:5555"))
-    assert got.startswith("19:9: warning: rule 'myself -> 0:5555' allows exactly what V4VRule 'web-v4vrules-0' at ")
+    assert got.startswith(f"19:9: warning: rule 'myself -> 0:5555' allows exactly what V4VRule '{v4v_rule_name('web', 'myself -> 0:5555')}' at ")
     assert got.endswith(":11:7 ('myself -> 0:5555') already allows (a duplicate); remove one of them")
 
 
 def test_v4v_port_inside_any_port(tmp_path: Path) -> None:
     got = one(tmp_path, vm(v4v=["myself -> 0:80", "myself -> 0"]))
-    assert got.startswith("11:7: warning: rule 'myself -> 0:80' allows nothing that V4VRule 'web-v4vrules-1' at ")
+    assert got.startswith(f"11:7: warning: rule 'myself -> 0:80' allows nothing that V4VRule '{v4v_rule_name('web', 'myself -> 0')}' at ")
     assert "remove it, or narrow the other rule" in got
 
 
 def test_v4v_one_way_inside_bidirectional(tmp_path: Path) -> None:
     got = one(tmp_path, vm(v4v=["myself -> 0:80"]), standalone("oneway", "web", "0:80 -> myself", bidirectional=False))
-    assert got.startswith("19:9: warning: rule '0:80 -> myself' allows nothing that V4VRule 'web-v4vrules-0'")
+    assert got.startswith(f"19:9: warning: rule '0:80 -> myself' allows nothing that V4VRule '{v4v_rule_name('web', 'myself -> 0:80')}'")
 
 
 def test_v4v_named_vm_inside_its_type_and_any(tmp_path: Path) -> None:

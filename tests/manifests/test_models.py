@@ -79,19 +79,19 @@ spec: {vm: web}
 def test_nested_devices_become_standalone_with_defaults(tmp_path: Path) -> None:
     state = load([_write(tmp_path, NESTED)]).state
     assert state is not None
-    assert sorted(state.disks) == ["web-disks-0", "web-disks-1"]
-    assert state.disks["web-disks-0"].spec.access == "rw"
-    assert state.disks["web-disks-1"].spec.access == "ro"  # cdrom default
+    assert sorted(state.disks) == ["web-hdc", "web-xvda"]
+    assert state.disks["web-xvda"].spec.access == "rw"
+    assert state.disks["web-hdc"].spec.access == "ro"  # cdrom default
     assert state.vms["web"].spec.disks == []
     vm = state.vms["web"].spec
     assert vm.uuid == default_vm_uuid("web")
     assert (vm.max_memory, vm.max_vcpus, vm.boot) == (1024, 1, "cd")
     nics = {n.metadata.name: n.spec for n in state.nics.values()}
-    assert {k: v.index for k, v in nics.items()} == {"web-nics-0": 0, "web-storage": 1, "web-extra": 2}
+    assert {k: v.index for k, v in nics.items()} == {"web-nic0": 0, "web-storage": 1, "web-extra": 2}
     assert nics["web-storage"].mac == xenfmt.auto_mac(vm.uuid, 1)
-    assert state.pci["web-pci-0"].spec.bdf == "0000:03:00.0"
-    assert state.v4v_rules["web-v4vrules-0"].spec.rule == "myself -> 0:80"  # canonical spelling
-    assert str(state.origins[("Disk", "web-disks-1")]).endswith("m.yaml:9:7")
+    assert state.pci["web-pci-0000-03-00-0"].spec.bdf == "0000:03:00.0"
+    assert state.v4v_rules["web-v4v-d50a8863"].spec.rule == "myself -> 0:80"  # canonical spelling
+    assert str(state.origins[("Disk", "web-hdc")]).endswith("m.yaml:9:7")
 
 
 def test_auto_mac_is_stable_and_locally_administered() -> None:
@@ -106,8 +106,8 @@ def test_yaml_12_scalars_keep_spelling(tmp_path: Path) -> None:
     text = NESTED.replace('{bdf: "03:00.0"}', "{bdf: 0000:03:00.0, guestSlot: 0x05}")
     state = load([_write(tmp_path, text)]).state
     assert state is not None
-    assert state.pci["web-pci-0"].spec.bdf == "0000:03:00.0"
-    assert state.pci["web-pci-0"].spec.guest_slot == 5
+    assert state.pci["web-pci-0000-03-00-0"].spec.bdf == "0000:03:00.0"
+    assert state.pci["web-pci-0000-03-00-0"].spec.guest_slot == 5
 
 
 def test_merge_keys_and_anchors(tmp_path: Path) -> None:

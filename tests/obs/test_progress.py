@@ -16,7 +16,7 @@ import pytest
 from tests.obs.conftest import REPO, Run, environment
 
 NUMBERED = re.compile(r"^\[(\d+)/(\d+)\] (\S+): (done|failed|skipped|not started)", re.M)
-STAGE = re.compile(r"^\s+\d+\. (.+)$", re.M)  # "  2. disk/web-disks-0/attach, vm/web/record"
+STAGE = re.compile(r"^\s+\d+\. (.+)$", re.M)  # "  2. disk/web-xvda/attach, vm/web/record"
 
 
 def planned(out: str) -> list[str]:

@@ -30,6 +30,7 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from drivers.sim import open_sim
+from reconciler import v4v
 from reconciler.cli.main import main
 from reconciler.diff import diff
 from reconciler.loader import load
@@ -69,7 +70,8 @@ def manifests(draw: Any) -> list[dict[str, Any]]:
             spec["stubdom"] = {"enabled": draw(st.booleans())}
         else:
             spec["kernel"] = "/boot/vmlinuz"
-        texts = draw(st.lists(st.builds(lambda a, b: f"{a} -> {b}", _endpoint(), _endpoint()), max_size=3, unique=True))
+        texts = draw(st.lists(st.builds(lambda a, b: f"{a} -> {b}", _endpoint(), _endpoint()), max_size=3,
+                              unique_by=v4v.canonical))  # the same rule twice in one VM is an error
         spec["v4vRules"] = [{"rule": text, "bidirectional": draw(st.booleans())} for text in texts]
         docs.append({"apiVersion": "xen.reconciler/v1", "kind": "VM", "metadata": {"name": name}, "spec": spec})
     return docs

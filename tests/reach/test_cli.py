@@ -50,7 +50,7 @@ def test_from_and_to_keep_one_side(repo: Path, capsys: pytest.CaptureFixture[str
     assert doc["rpc"] == []  # rpc-proxy calls go to dom0's services, not to ndvm
     code, out, _ = run(capsys, "reach", "examples/openxt-desktop", "--observed", DUMP, "--from", "uivm", "--to", "dom0")
     assert code == 0
-    assert out.splitlines()[:4] == ["uivm", "  can reach dom0:80  (uivm-v4vrules-0)", "  can reach dom0:5555  (uivm-v4vrules-1)",
+    assert out.splitlines()[:4] == ["uivm", "  can reach dom0:80  (uivm-v4v-d50a8863)", "  can reach dom0:5555  (uivm-v4v-d4aad3fd)",
                                     "  can reach dom0:5556  (uivm-dbus-signals)"]
     lines = out.splitlines()
     assert "  may not call anything else (5 calls probed)  (global:4: deny all)" in lines

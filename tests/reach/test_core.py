@@ -11,6 +11,7 @@ from reconciler.model.observed import DomainInfo, ObservedState
 from reconciler.model.state import DesiredState
 from reconciler.reach import Reach, RpcDecision, V4VPair, after_apply, changes, filter_reach, in_force
 from tests.reach.conftest import API, vm_doc
+from reconciler.loader.normalize import v4v_rule_name
 
 Make = Callable[..., DesiredState]
 EMPTY = ObservedState(firewall=())
@@ -26,17 +27,17 @@ def test_pairs_are_named_attributed_and_carry_the_baseline(desired: Make) -> Non
     got = after_apply(state, EMPTY)
     assert {str(p): p.rules for p in got.v4v} == {
         "dom0 -> dom0": ("baseline",),
-        "ui -> dom0:80": ("ui-v4vrules-0",),
-        "dom0 -> ui (from port 80)": ("ui-v4vrules-0",),  # bidirectional: the inverse, ports swapped
-        "ui -> net:5555": ("ui-v4vrules-1",),
-        "net -> ui (from port 5555)": ("ui-v4vrules-1",),
+        "ui -> dom0:80": (v4v_rule_name("ui", "myself -> 0:80"),),
+        "dom0 -> ui (from port 80)": (v4v_rule_name("ui", "myself -> 0:80"),),  # bidirectional: the inverse, ports swapped
+        "ui -> net:5555": (v4v_rule_name("ui", "myself -> dom-type=ndvm:5555"),),
+        "net -> ui (from port 5555)": (v4v_rule_name("ui", "myself -> dom-type=ndvm:5555"),),
     }
 
 
 def test_one_pair_allowed_by_two_rules_names_both(desired: Make) -> None:
     state = desired(vm_doc("a", rules=("myself -> dom-name=b:22",)), vm_doc("b", rules=("dom-name=a -> myself:22",)))
     pair = next(p for p in after_apply(state, EMPTY).v4v if str(p) == "a -> b:22")
-    assert pair.rules == ("a-v4vrules-0", "b-v4vrules-0")
+    assert pair.rules == (v4v_rule_name("a", "myself -> dom-name=b:22"), v4v_rule_name("b", "dom-name=a -> myself:22"))
 
 
 def test_stopped_vms_resolve_nothing_and_are_not_reached(desired: Make) -> None:

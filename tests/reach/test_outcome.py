@@ -11,6 +11,7 @@ import pytest
 
 from reconciler.cli.main import main
 from tests.reach.conftest import vm_doc
+from reconciler.loader.normalize import v4v_rule_name
 
 
 def test_a_pending_restart_keeps_the_running_build_and_its_stub_domain(sim_dir: Path, tmp_path: Path,
@@ -24,7 +25,7 @@ def test_a_pending_restart_keeps_the_running_build_and_its_stub_domain(sim_dir: 
     assert main(["plan", str(path), *host]) == 0
     assert "pending until w restarts" in capsys.readouterr().out
     assert main(["reach", str(path), *host, "--from", "w-dm"]) == 0
-    assert capsys.readouterr().out == "w-dm\n  can reach dom0:4001  (w-v4vrules-0)\n  may not call anything (30 calls probed)  (default deny)\n"
+    assert capsys.readouterr().out == f"w-dm\n  can reach dom0:4001  ({v4v_rule_name('w', 'my-stubdom -> 0:4001')})\n  may not call anything (30 calls probed)  (default deny)\n"
 
 
 def test_an_unmanaged_domain_holding_a_vms_name_is_noted(sim_dir: Path, tmp_path: Path,
