@@ -214,7 +214,7 @@ HVM_DEVICES = HVM.replace("  lifecycle:", """  disks:
     - {mac: "00:16:3e:01:02:04", backendVM: ndvm, rate: 10Mb/s, ip: 10.0.0.5 10.0.0.6, script: vif-route, mtu: 9000}
   pci:
     - {bdf: "0000:00:1f.6", guestSlot: 5, permissive: true}
-    - {bdf: "0000:00:02.0", msitranslate: true, power_mgmt: true}
+    - {bdf: "0000:00:02.0", msitranslate: true, powerMgmt: true}
   lifecycle:""") + """---
 apiVersion: xen.reconciler/v1
 kind: VM
@@ -260,7 +260,7 @@ def test_cfg_without_a_build_has_no_device_lines(load_state: Callable[[str], Des
 
 
 def test_build_of_takes_match_rules_from_the_resolved_addresses(load_state: Callable[[str], DesiredState]) -> None:
-    state = load_state(HVM_DEVICES.replace('{bdf: "0000:00:02.0", msitranslate: true, power_mgmt: true}',
+    state = load_state(HVM_DEVICES.replace('{bdf: "0000:00:02.0", msitranslate: true, powerMgmt: true}',
                                            "{name: gpu, match: {class: 0x0300}, msitranslate: true}"))
     rules = {name: rule for name, rule in state.pci.items() if rule.spec.match is not None}
     assert list(rules) == ["gpu"]
