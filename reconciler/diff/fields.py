@@ -126,8 +126,9 @@ TABLES: dict[Kind, dict[str, FieldRule]] = {
 
 # Spec fields that are not compared at all: the owner link (devices are diffed per VM),
 # the nested device lists (the loader empties them into standalone resources), and the
-# VM's xenmgr `properties`, which are part of its rpc-proxy policy entry and compared there.
-NOT_FIELDS = frozenset({"vm", "disks", "nics", "pci", "v4vRules", "rpcRules", "properties"})
+# VM's xenmgr `properties`, which are part of its rpc-proxy policy entry and compared there,
+# and `adopt`, an instruction to the diff (take over an unmanaged domain), not a setting.
+NOT_FIELDS = frozenset({"vm", "disks", "nics", "pci", "v4vRules", "rpcRules", "properties", "adopt"})
 
 Flat = dict[str, object]
 

@@ -65,7 +65,7 @@ def _owner(resource: Resource) -> str:
 
 # VM fields added after digests were first made, left out while at their (normalized)
 # default, so a state that does not use them keeps the digest it had.
-_LATER_VM_FIELDS: dict[str, object] = {"properties": {}, "rpcRules": []}
+_LATER_VM_FIELDS: dict[str, object] = {"properties": {}, "rpcRules": [], "adopt": False}
 
 
 def _dump(resource: Resource) -> dict[str, Any]:

@@ -212,6 +212,9 @@ class VMSpec(Model):
                          "Default: none.")
     update_policy: Literal["live", "restart"] = Field("live", description="May apply restart a running VM for a "
                                                       "restart-only change? live: no; restart: yes. Default: live.")
+    adopt: bool = Field(False, description="Take over a domain another toolstack built, with this VM's uuid (else "
+                        "its name): the plan shows `<= adopt`, then only the changes the manifest needs; nothing is "
+                        "restarted for the adoption. Does nothing for a VM the reconciler already manages. Default: false.")
     # xenmgr boolean properties (domstore-read-access...) the VM's rpc rules may test with
     # if-boolean; one not given has xenmgr's default (rpc.PROPERTY_DEFAULTS).
     properties: dict[PropertyName, bool] = Field({}, description="xenmgr boolean properties the VM's rpc rules "
