@@ -44,10 +44,13 @@ def test_the_wheel_installs_the_man_page_and_completions(wheel: tuple[Path, str]
     """pip install --prefix, then `man` finds the page on MANPATH and bash completes with
     the installed script: the same files as the checked-in ones."""
     prefix = tmp_path / "prefix"
+    # --ignore-installed: without it pip first uninstalls the project from the venv running
+    # the tests (its --prefix does not stop that), and every later test lost `reconciler`.
     installed = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-compile", "--no-index",
-                                "--disable-pip-version-check", "--prefix", str(prefix), str(wheel[0])],
+                                "--ignore-installed", "--disable-pip-version-check", "--prefix", str(prefix), str(wheel[0])],
                                capture_output=True, text=True, timeout=300, check=False)
     assert installed.returncode == 0, installed.stderr[-2000:]
+    assert "uninstall" not in installed.stdout.lower(), installed.stdout  # the venv's own install is left alone
     share = prefix / "share"
     for shipped, source in (("man/man1/reconciler.1", "man/reconciler.1"),
                             ("bash-completion/completions/reconciler", "completions/reconciler"),
