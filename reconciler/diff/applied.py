@@ -138,21 +138,33 @@ def read_record(info: DomainInfo) -> tuple[Record | None, str | None]:
         return None, f"{why} is unreadable ({exc}); fields the host cannot show are not compared until the next apply"
 
 
-def manifest_name(record: Record | None, kind: str, devid: int, taken: Mapping[str, object]) -> str | None:
-    """The name a disk (`kind` "Disk", `devid` of its vdev) or NIC ("NIC", its index) was
-    applied under, from the record's identity fields; None when the record does not say,
-    or the name is `taken` (a device of that kind in the manifests has it now)."""
+def manifest_name(record: Record | None, kind: str, devid: int | str, taken: Mapping[str, object]) -> str | None:
+    """The name a disk (`kind` "Disk", `devid` of its vdev), NIC ("NIC", its index) or PCI
+    device ("PCIPassthrough", its bdf) was applied under, from the record's identity
+    fields; None when the record does not say, or the name is `taken` (a device of that
+    kind in the manifests has it now). A match rule records no bdf: it stays unnamed."""
     if record is None:
         return None
-    for name, fields in (record.disks if kind == "Disk" else record.nics if kind == "NIC" else {}).items():
+    table = {"Disk": record.disks, "NIC": record.nics, "PCIPassthrough": record.pci}.get(kind, {})
+    for name, fields in table.items():
         if name in taken:
             continue
         if kind == "NIC" and fields.get("index") == devid:
+            return name
+        if kind == "PCIPassthrough" and isinstance(devid, str) and _same_bdf(fields.get("bdf"), devid):
             return name
         vdev = fields.get("vdev") if kind == "Disk" else None
         if isinstance(vdev, str) and _devid_of(vdev) == devid:
             return name
     return None
+
+
+def _same_bdf(recorded: object, bdf: str) -> bool:
+    """Whether a recorded bdf (as written, its domain optional) is the host address `bdf`."""
+    try:
+        return isinstance(recorded, str) and xenfmt.parse_bdf(recorded) == xenfmt.parse_bdf(bdf)
+    except ValueError:
+        return False
 
 
 def _devid_of(vdev: str) -> int | None:

@@ -188,13 +188,17 @@ def _unplug(kind: Kind, have: Disk | NIC, virt: str, name: str | None = None) ->
 
 
 def recorded_name(ctx: Context, device: Disk | NIC | PCIPassthrough) -> str | None:
-    """The manifest name an observed disk or NIC of a managed domain was applied under,
-    from its VM's last-applied record (None for PCI, or when the record does not say)."""
+    """The manifest name an observed device of a managed domain was applied under, from
+    its VM's last-applied record: a disk by its vdev, a NIC by its index, a PCI device by
+    its address (None when the record does not say)."""
+    record = ctx.records.get(device.spec.vm)
+    if isinstance(device, PCIPassthrough):
+        return manifest_name(record, device.kind, device.spec.bdf, ctx.desired.pci) if device.spec.bdf else None
     devid = _devid(device.metadata.name)
-    if isinstance(device, PCIPassthrough) or devid is None:
+    if devid is None:
         return None
     taken = ctx.desired.disks if isinstance(device, Disk) else ctx.desired.nics
-    return manifest_name(ctx.records.get(device.spec.vm), device.kind, devid, taken)
+    return manifest_name(record, device.kind, devid, taken)
 
 
 REPLUGGED = "re-plugged"
@@ -264,7 +268,7 @@ def _pci(ctx: Context, vm: str) -> list[ResourceChange]:
     if not unresolved:  # with an unresolved match rule, any attached device may be its
         for bdf, have in sorted(attached.items()):
             if bdf not in claimed:
-                out.append(deleted(have, *_EXTRA["PCIPassthrough"]))
+                out.append(deleted(have, *_EXTRA["PCIPassthrough"], name=recorded_name(ctx, have)))
     return out
 
 

@@ -262,12 +262,15 @@ def pci_released_before_reuse(scene: Scene) -> Iterator[Pair]:
     """A host PCI device belongs to one domain at a time: the old owner lets go first, before
     another takes it or it goes back to its host driver (pciback unbinds no assigned device)."""
     released: dict[str, str] = {}
-    for name, device in sorted(scene.index.observed.pci.items()):
+    for step in scene.steps_doing("detach"):  # by address: a removed rule is named as applied, not as observed
+        devices = dict(step.args).get("devices") if step.kind == "PCIPassthrough" else None
+        for bdf in devices if isinstance(devices, list) else []:
+            released.setdefault(str(bdf), step.id)
+    for device in sorted(scene.index.observed.pci.values(), key=lambda d: d.metadata.name):
         owner, bdf = device.spec.vm, device.spec.bdf
-        detach = step_id("PCIPassthrough", name, "detach")
-        by = detach if detach in scene.steps else scene.vm_step(owner, "destroy") if owner in scene.stopping else None
-        if bdf and by:
-            released[bdf] = by
+        destroy = scene.vm_step(owner, "destroy") if owner in scene.stopping else None
+        if bdf and bdf not in released and destroy:
+            released[bdf] = destroy
     for step in [*scene.steps_doing("pci-assignable-add"), *scene.steps_doing("pci-assignable-remove")]:
         claimed = dict(step.args).get("devices")
         for bdf in claimed if isinstance(claimed, list) else []:

@@ -308,6 +308,8 @@ def _identity(change: ResourceChange, inputs: Inputs) -> dict[str, object]:
     if isinstance(before, list):
         return {"devices": before}
     pci = inputs.observed.pci.get(name) or inputs.desired.pci.get(name)
+    if pci is None and isinstance(bdf := _field(change, "spec.bdf", "before"), str):
+        return {"devices": [bdf]}  # a removed device named as applied (`applied.manifest_name`): its address
     return {"devices": [pci.spec.bdf] if pci and pci.spec.bdf else None}
 
 

@@ -107,3 +107,49 @@ def test_only_a_record_with_identity_fields_names_a_removed_device() -> None:
     assert manifest_name(Record(disks={"scratch": {"vdev": "xvdb"}}), "Disk", devid, {"scratch": object()}) is None
     assert manifest_name(Record(nics={"lan": {"index": 1}}), "NIC", 1, {}) == "lan"
     assert manifest_name(None, "NIC", 1, {}) is None
+    assert manifest_name(Record(pci={"nic-card": {"bdf": "00:1f.6"}}), "PCIPassthrough", "0000:00:1f.6", {}) == "nic-card"
+    assert manifest_name(Record(pci={"gpu": {"match": {"class": "0x0300"}}}), "PCIPassthrough", "0000:00:02.0", {}) is None
+
+
+PCI_GUEST = """\
+apiVersion: xen.reconciler/v1
+kind: VM
+metadata: {name: guest}
+spec:
+  virt: pv
+  kernel: /boot/vmlinuz
+  memory: 64
+  pci: [{name: nic-card, bdf: "00:1f.6"}]
+---
+apiVersion: xen.reconciler/v1
+kind: VM
+metadata: {name: other}
+spec: {virt: pv, kernel: /boot/vmlinuz, memory: 64}
+"""
+
+
+def test_a_removed_pci_device_is_shown_by_its_manifest_name_and_can_move_to_another_vm(
+        sim_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The record keeps each rule's bdf: a device no rule wants any more is `nic-card`, not
+    the observer's `guest-pci-0`; moved to another running VM in the same edit, it is
+    unplugged from its old owner before the new one claims it, and the host converges."""
+    path, host = tmp_path / "m.yaml", f"sim:{sim_dir}"
+    path.write_text(PCI_GUEST)
+    code, out = cli(capsys, "apply", str(path), "--host", host)
+    assert code == 0, out
+    path.write_text(PCI_GUEST.replace('  pci: [{name: nic-card, bdf: "00:1f.6"}]\n', ""))
+    code, out = cli(capsys, "plan", str(path), "--host", host)
+    assert code == 0, out
+    assert "  - PCIPassthrough nic-card [live]: not in the manifests: unplugged from the running domain" in out.splitlines()
+    assert "guest-pci-" not in out
+    path.write_text(PCI_GUEST.replace('  pci: [{name: nic-card, bdf: "00:1f.6"}]\n', "").replace(
+        "memory: 64}\n", 'memory: 64, pci: [{name: moved, bdf: "0000:00:1f.6"}], updatePolicy: restart}\n'))
+    plan = plan_json(capsys, path, host)
+    edges = {(d["before"], d["after"]) for d in plan["dependencies"]}  # type: ignore[attr-defined]
+    claims = [a["id"] for a in plan["actions"] if a["id"].startswith("pci/moved/")]  # type: ignore[attr-defined]
+    assert "pci/nic-card/detach" in {a["id"] for a in plan["actions"]}  # type: ignore[attr-defined]
+    assert any(("pci/nic-card/detach", claim) in edges for claim in claims), (claims, edges)
+    code, out = cli(capsys, "apply", str(path), "--host", host)
+    assert code == 0, out
+    code, out = cli(capsys, "plan", str(path), "--host", host, "--detailed-exitcode")
+    assert code == 0 and "No changes." in out, out

@@ -231,3 +231,20 @@ def test_a_cycle_names_its_resources_and_their_lines_the_same_way_every_time(bui
         "vm/b/unpause -> vm/a/create (backends_up_before_dependents); resources: VM a at vms.yaml:1, "
         "VM b at vms.yaml:2; break one of these dependencies"
     }
+
+
+def test_pci_device_removed_under_its_applied_name_is_released_before_another_vm_claims_it(build: Builder) -> None:
+    """A removed device is named as it was applied (`old-gpu`), not as the observer names it
+    (`old-pci-0`): its detach finds the device by the address it carries, and the release
+    still comes before the next owner's claim."""
+    build.running("old", 3)
+    build.pci_rule("old-pci-0", "old", "0000:00:02.0", table=build.observed_pci)
+    build.vm("new")
+    build.pci_rule("new-gpu", "new", "0000:00:02.0")
+    build.change("PCIPassthrough", "old-gpu", "old", Action.DELETE, FieldChange("spec.bdf", "0000:00:02.0", None, "live"))
+    build.change("VM", "new", "new", Action.CREATE)
+    build.change("PCIPassthrough", "new-gpu", "new", Action.CREATE)
+    plan = build.plan()
+    detach = next(s for s in plan.steps if s.id == "pci/old-gpu/detach")
+    assert dict(detach.args)["devices"] == ["0000:00:02.0"]
+    assert edge(plan, "pci/old-gpu/detach", "pci/new-gpu/pci-assignable-add") == "pci_released_before_reuse"
