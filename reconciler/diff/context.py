@@ -38,6 +38,9 @@ class Context:
     kept: set[str] = field(default_factory=set)  # managed, running, not rebuilt: devices diffed
     preserved: list[str] = field(default_factory=list)  # crashed, onCrash preserve: left for inspection
     preserved_reboots: list[str] = field(default_factory=list)  # of those, rebooted with onReboot preserve
+    # Desired VMs with `adopt: true` -> the unmanaged domain they take over, as observed
+    # (in `observed` it shows managed, so every part diffs it as the reconciler's).
+    adopted: dict[str, DomainInfo] = field(default_factory=dict)
     # Devices by owning VM (desired: kind then name order), built once so the diff
     # stays linear in the number of VMs.
     wanted: dict[str, list[Owned]] = field(default_factory=dict)
@@ -60,8 +63,30 @@ class Context:
         return info is not None and info.power in LIVE_POWER
 
 
+def adoptions(desired: DesiredState, observed: ObservedState) -> dict[str, DomainInfo]:
+    """VM name -> the unmanaged domain a desired VM with `adopt: true` takes over: the one
+    with its name, unless another domain holds its uuid (that one is matched first, and
+    `reconciler.diff.vm` names both in a conflict: the host port cannot rename a domain).
+    A domain whose xenstore tree is gone is not adopted (nothing to take over in place)."""
+    found: dict[str, DomainInfo] = {}
+    held = {info.uuid: info for info in observed.domains.values() if info.uuid}
+    for name, vm in desired.vms.items():
+        info = observed.domains.get(name)
+        if not vm.spec.adopt or info is None or info.managed or info.unfinished or info.xenstore_gone:
+            continue
+        other = held.get(vm.spec.uuid or "")
+        if other is not None and other.name != name:
+            continue
+        found[name] = info
+    return found
+
+
 def build_context(desired: DesiredState, observed: ObservedState) -> Context:
-    ctx = Context(desired, observed)
+    adopted = adoptions(desired, observed)
+    if adopted:
+        domains = {name: replace(info, managed=True) if name in adopted else info for name, info in observed.domains.items()}
+        observed = replace(observed, domains=domains)
+    ctx = Context(desired, observed, adopted=adopted)
     for table in (desired.disks, desired.nics, desired.pci, desired.v4v_rules):
         for device in table.values():
             ctx.wanted.setdefault(device.spec.vm, []).append(device)

@@ -72,7 +72,13 @@ async def record(rt: Runtime, step: Step, retry: bool) -> str | None:
     # intent goes with it. The whole directory is rewritten readable by dom0 only (its
     # parent /vm/<uuid> is guest-readable), the record split in chunks that each fit a
     # xenstore value whatever the manifests hold.
-    uuid, (text, digest) = rt.desired.vms[step.name].spec.uuid, applied_record(rt.desired, step.name)
+    await _write_record(rt, step.name, rt.desired.vms[step.name].spec.uuid)
+    return None
+
+
+async def _write_record(rt: Runtime, name: str, uuid: str | None) -> None:
+    """The managed marker and VM `name`'s last-applied record under /vm/<uuid>/reconciler."""
+    text, digest = applied_record(rt.desired, name)
     base = f"/vm/{uuid}/{RECORD}"
 
     async def body(tx: XenstoreOps) -> None:
@@ -87,6 +93,22 @@ async def record(rt: Runtime, step: Step, retry: bool) -> str | None:
 
     await rt.ports.xenstore.transaction(body)
     rt.forget_managed(uuid)
+
+
+async def adopt(rt: Runtime, step: Step, retry: bool) -> str | None:
+    # Taking over a domain another toolstack built (spec.adopt): the same marker and record
+    # as a build's `record` step, under the uuid the domain has, before any other step of
+    # the VM touches it. Only the very domain the plan saw: one that went (or was replaced
+    # under that name) since is not taken over on a guess.
+    uuid, domid = arg(step, "uuid"), arg(step, "domid")
+    if not isinstance(uuid, str) or not uuid:
+        raise TerminalHostError(f"step {step.id} names no uuid; the plan is malformed: run plan again")
+    listed = await rt.domains()
+    if not any(d.name == step.name and d.uuid.lower() == uuid.lower() and (domid is None or d.domid == domid)
+               for d in listed):
+        raise TerminalHostError(f"VM {step.name!r}: the domain the plan adopts ({step.name!r}, uuid {uuid}) is no "
+                                f"longer on {rt.ports.name} as it was: run plan again")
+    await _write_record(rt, step.name, uuid)
     return None
 
 
@@ -259,6 +281,7 @@ OPS: dict[Op, Handler] = {
     "pci-assignable-add": pci_assignable_add,  # quarantine on pciback before the build
     "create": create,  # `xl create -p`: built paused, so nothing runs before its devices
     "record": record,  # managed marker + last-applied record, before anything else can fail
+    "adopt": adopt,  # the same, on a domain another toolstack built (spec.adopt), before its other steps
     "attach": attach,  # block/network/pci-attach onto the paused (or running) domain
     "fw-start": fw_start,  # what a VM's start resolves, one batch, before the guest may talk
     "fw-apply": fw_apply,  # a kept VM's rule: v4v entries resolved now

@@ -33,6 +33,7 @@ Op = Literal[
     "pause", "mem-set", "vcpu-set", "xenstore-write", "shutdown", "detach", "destroy", "fw-remove",
     "fw-table", "pci-assignable-remove", "set", "forget", "fw-start", "gate", "media",
     "rpc-set", "rpc-clear",  # a VM's whole rpc-proxy entry: set when it starts (or live), cleared when it stops
+    "adopt",  # managed marker + record on a domain another toolstack built (spec.adopt), before its other steps
 ]
 # Seconds a hook may run before its process group is killed (`ExecuteSettings.hook_timeout_s`,
 # RECONCILER_HOOK_TIMEOUT_S): a hook registers, checks or notifies, it does not install.
@@ -213,6 +214,17 @@ def _vm_update(change: ResourceChange, inputs: Inputs) -> list[Step]:
         # a domain an interrupted apply built has no record at all: it gets one.
         steps.append(make("VM", vm, vm, "record"))
     return steps + wait
+
+
+def _adopt(change: ResourceChange, inputs: Inputs) -> list[Step]:
+    """An unmanaged domain taken over: first its managed marker and record (`adopt`,
+    under the uuid the domain has; `reconciler.plan.rules.adopt_first` puts it before
+    every other step of the VM), then the live steps of its field changes as for an
+    update (whose own `record` the adopt step already wrote)."""
+    info = inputs.observed.domains.get(change.name)
+    args = {"uuid": info.uuid, "domid": info.domid} if info is not None else None
+    rest = [s for s in _vm_update(change, inputs) if s.op != "record"]
+    return [make("VM", change.name, change.vm, "adopt", args), *rest]
 
 
 # ---- hooks --------------------------------------------------------------------------------
@@ -430,6 +442,7 @@ TABLE: dict[tuple[Kind, Action], Row] = {
     ("VM", Action.UPDATE): _vm_update,
     ("VM", Action.RESTART): _restart,
     ("VM", Action.DELETE): _stop_steps,
+    ("VM", Action.ADOPT): _adopt,
     ("Disk", Action.CREATE): _unless_pending(_attach),
     ("Disk", Action.UPDATE): _disk_update,
     ("Disk", Action.RESTART): _reattach,
