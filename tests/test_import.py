@@ -9,6 +9,7 @@ build (a driver domain, a host name a manifest refuses, a managed domain).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 from pathlib import Path
@@ -34,7 +35,10 @@ UUID = "0b7c1a52-3c1e-4d6a-9f5e-2f0e8b1d7c44"
 
 
 def _vm(name: str, **spec: object) -> VM:
-    return VM.model_validate({"kind": "VM", "metadata": {"name": name}, "spec": {"virt": "pv", "memory": 256, **spec}})
+    """A VM as the observer builds it: memory and vcpus always with their maximum."""
+    spec = {"virt": "pv", "memory": 256, "vcpus": 1, **spec}
+    spec = {"maxMemory": spec["memory"], "maxVcpus": spec["vcpus"], **spec}
+    return VM.model_validate({"kind": "VM", "metadata": {"name": name}, "spec": spec})
 
 
 def _info(name: str, domid: int, uuid: str | None = None, **kw: object) -> DomainInfo:
@@ -273,3 +277,49 @@ def test_out_that_is_a_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["import", "--observed", str(HVM_DUMP), "--out", str(target)]) == 1
     assert capsys.readouterr().err.splitlines()[-1] == f"reconciler: error: --out {target}: not a directory"
     assert os.path.isfile(target)
+
+
+# ---- what import writes is what the host runs ---------------------------------------------
+
+
+def _as_if_applied(files: dict[str, str], observed: ObservedState, tmp: Path) -> tuple[str, ...]:
+    """The diff of the imported manifests against `observed`, each domain marked as if the
+    reconciler had applied exactly its imported manifest (managed, with that last-applied
+    record): independent of how `adopt` is planned, every change left is a field the
+    import wrote differently from what the host shows."""
+    from reconciler.diff import diff
+    from reconciler.diff.applied import applied_record
+
+    _valid(files, tmp)
+    desired = load([str(tmp)]).state
+    assert desired is not None
+    domains = dict(observed.domains)
+    for name in desired.vms:
+        text, digest = applied_record(desired, name)
+        domains[name] = dataclasses.replace(domains[name], managed=True, applied=text, digest=digest)
+    result = diff(desired, dataclasses.replace(observed, domains=domains))
+    return tuple(f"{c.kind} {c.name}: {c.reason} {[(f.path, f.before, f.after) for f in c.fields]}" for c in result.changes)
+
+
+def test_imported_manifests_match_the_host_field_for_field(tmp_path: Path) -> None:
+    state = _host()
+    assert _as_if_applied(import_manifests(state, source="t"), state, tmp_path) == ()
+
+
+def test_imported_dump_matches_the_dump_field_for_field(tmp_path: Path) -> None:
+    state = _observed_dump(PVH_DUMP)
+    assert _as_if_applied(import_manifests(state, source="t"), state, tmp_path) == ()
+
+
+def test_imported_sim_host_matches_it_field_for_field(sim_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from reconciler.cli.hosts import observe_selected
+
+    state = ["--state", str(sim_dir)]
+    assert main(["sim", "create", "web", "--virt", "pv", "--memory", "512", "--max-memory", "1024", "--vcpus", "2",
+                 "--max-vcpus", "4", "--kernel", "/boot/vmlinuz", "--disk", "/images/web.qcow2,xvda,qcow2",
+                 "--disk", "/images/cd.iso,hdc,raw,ro", "--nic", "xenbr0", "--nic", "xenbr1,00:16:3e:12:34:56",
+                 *state]) == 0
+    assert main(["sim", "create", "db", "--virt", "hvm", "--memory", "1024", "--pci", "0000:00:02.0", "--paused", *state]) == 0
+    assert main(["sim", "create", "pvh", "--virt", "pvh", "--memory", "128", "--kernel", "/boot/k", *state]) == 0
+    observed = observe_selected(f"sim:{sim_dir}")
+    assert _as_if_applied(import_manifests(observed, source="t"), observed, tmp_path) == ()
