@@ -10,6 +10,12 @@ show (the reconciler's own settings, the device model's configuration, lifecycle
 actions...) and which default the file therefore holds: under `adopt` those fields are
 taken from the manifest unchecked and used when the domain is next built.
 
+Where the source shows them (a live or simulated host; a dump does not), the domain's
+v4v firewall entries come back as `v4vRules` that resolve to exactly those entries (an
+entry and its inverse as one bidirectional rule), and its rpc-proxy entry as `rpcRules`
+and `properties`: adopting a domain must not cut it off. What no rule can spell (a
+domid no listed domain holds) is said in the header instead.
+
 Not imported: dom0 (the host), domains the reconciler manages, a stub domain `<vm>-dm`
 (it is its HVM guest's `stubdom.enabled`), and a domain without a VM model (xenstore
 shows no memory for it: `skipped` says why). Secrets are never written: xenstore does
@@ -29,9 +35,11 @@ from collections.abc import Mapping, Sequence
 import yaml
 from pydantic import BaseModel, SecretStr
 
+from reconciler import rpc, v4v
 from reconciler.errors import UsageError, printable
 from reconciler.model.common import API_VERSION, NAME_PATTERN
 from reconciler.model.devices import NIC, Disk, PCIPassthrough
+from reconciler.model.host import FirewallEntry
 from reconciler.model.observed import DomainInfo, ObservedState
 from reconciler.model.vm import VM
 
@@ -50,8 +58,6 @@ _UNOBSERVED_ALL = (
     ("bootSentinel", "none"),
     ("hooks", "none"),
     ("updatePolicy", "live"),
-    ("properties", "xenmgr's defaults"),
-    ("v4vRules/rpcRules", "none (the firewall and rpc-proxy policy are not imported)"),
     ("pci seize/greedy", "seize true, greedy false"),
     ("nic model", "none (xl's)"),
 )
@@ -84,7 +90,9 @@ def import_manifests(observed: ObservedState, names: Sequence[str] | None = None
         wanted = {by_either[n] for n in names}
         chosen = [d for d in chosen if d in wanted]
     backends = _backend_domains(observed)
-    return {f"{manifest_names[dom]}.yaml": _manifest(observed, dom, manifest_names, backends, source)
+    rules = _firewall_rules(observed, {dom: manifest_names[dom] for dom in chosen})
+    return {f"{manifest_names[dom]}.yaml": _manifest(observed, dom, manifest_names, backends, rules.get(dom, ([], [])),
+                                                     source)
             for dom in chosen}
 
 
@@ -188,7 +196,8 @@ def _order(dev_name: str) -> tuple[int, str]:
     return (int(tail), dev_name) if tail.isdigit() else (1 << 30, dev_name)
 
 
-def _manifest(observed: ObservedState, dom: str, names: Mapping[str, str], backends: set[str], source: str) -> str:
+def _manifest(observed: ObservedState, dom: str, names: Mapping[str, str], backends: set[str],
+              rules: tuple[list[str | dict[str, object]], list[str]], source: str) -> str:
     vm: VM = observed.vms[dom]
     info = observed.domains[dom]
     spec = _fields(vm.spec)
@@ -212,10 +221,116 @@ def _manifest(observed: ObservedState, dom: str, names: Mapping[str, str], backe
     if dom in backends:
         ordered["providesNetworkBackend"] = True
         notes.append("providesNetworkBackend: true, as it serves another domain's disk or NIC backend")
+    policy, policy_notes = _rpc_policy(observed, info)
+    if "properties" in policy:
+        ordered["properties"] = policy.pop("properties")
     ordered.update(_devices(observed, dom, names))
+    v4v_rules, v4v_notes = rules
+    if v4v_rules:
+        ordered["v4vRules"] = v4v_rules
+    ordered.update(policy)
+    notes += v4v_notes + policy_notes
+    if observed.firewall is None:
+        notes.append("v4vRules: none; this source cannot show the v4v firewall table (a captured dump)")
+    if observed.rpc is None:
+        notes.append("rpcRules/properties: none; this source cannot show rpc-proxy's policy (a captured dump)")
     document = {"apiVersion": API_VERSION, "kind": "VM", "metadata": {"name": names[dom]}, "spec": ordered}
     body = yaml.safe_dump(document, sort_keys=False, default_flow_style=False, allow_unicode=True, width=4096)
     return _header(observed, dom, info, names, notes, source, vm.spec.virt) + body
+
+
+def _firewall_rules(observed: ObservedState, names: Mapping[str, str]
+                    ) -> dict[str, tuple[list[str | dict[str, object]], list[str]]]:
+    """v4v rules that resolve to exactly the ACCEPT entries of the viptables table that
+    involve an imported domain (or its stub domain), by domain name, with notes on the
+    entries no rule can spell. An entry and its inverse make one bidirectional rule, the
+    domain as client; a lone entry a `bidirectional: false` one. Entries between two
+    imported domains go to the client's manifest."""
+    out: dict[str, tuple[list[str | dict[str, object]], list[str]]] = {}
+    if observed.firewall is None:
+        return out
+    by_domid = {info.domid: name for name, info in observed.domains.items()}
+    own = {observed.domains[dom].domid: dom for dom in names}
+    stubs = {observed.domains[f"{dom}{_STUB}"].domid: dom for dom in names if f"{dom}{_STUB}" in observed.domains}
+    owners = {**own, **stubs}
+    table = {_key(e) for e in observed.firewall if e.target == "ACCEPT"}
+    done: set[tuple[int | None, ...]] = set()
+    for key in sorted(table, key=lambda k: tuple((v is not None, v or 0) for v in k)):
+        if key in done:
+            continue
+        a, b, pa, pb = key
+        owner = owners.get(a) if a is not None and a in owners else owners.get(b) if b is not None else None
+        if owner is None:
+            continue
+        inverse = (b, a, pb, pa)
+        pair = inverse in table and inverse not in done and inverse != key
+        if pair and not (a in owners and owners[a] == owner):
+            key, inverse = inverse, key  # the imported domain as the client
+            a, b, pa, pb = key
+        done.update({key, inverse} if pair else {key})
+        rules, notes = out.setdefault(owner, ([], []))
+        client = _endpoint(a, pa, owner, observed, by_domid, names)
+        server = _endpoint(b, pb, owner, observed, by_domid, names)
+        entry = str(FirewallEntry(*key))
+        if client is None or server is None:
+            notes.append(f"firewall entry not imported ({entry}): no v4v rule names that domain (a numeric domid)")
+            continue
+        text = v4v.canonical(f"{client} -> {server}")
+        rules.append(text if pair else {"rule": text, "bidirectional": False})
+    return out
+
+
+def _key(entry: FirewallEntry) -> tuple[int | None, int | None, int | None, int | None]:
+    return entry.dom_in, entry.dom_out, entry.port_in, entry.port_out
+
+
+def _endpoint(domid: int | None, port: int | None, owner: str, observed: ObservedState, by_domid: Mapping[int, str],
+              names: Mapping[str, str]) -> str | None:
+    """A viptables domid as a v4v endpoint of `owner`'s rule; None when no rule can name it."""
+    if domid is None:
+        domain = "*"
+    elif domid == 0:
+        domain = "0"
+    elif domid == observed.domains[owner].domid:
+        domain = "myself"
+    elif by_domid.get(domid) == f"{owner}{_STUB}":
+        domain = "my-stubdom"
+    else:
+        other = by_domid.get(domid)
+        info = observed.domains.get(other or "")
+        if other is None or info is None or (other.endswith(_STUB) and other.removesuffix(_STUB) in observed.domains):
+            return None  # unlisted, or another guest's stub domain (the firewall folds it into its guest)
+        if _NAME.fullmatch(other):
+            domain = f"dom-name={other}"
+        elif info.uuid is not None:
+            domain = info.uuid
+        else:
+            return None
+    return domain if port is None else f"{domain}:{port}"
+
+
+def _rpc_policy(observed: ObservedState, info: DomainInfo) -> tuple[dict[str, object], list[str]]:
+    """`rpcRules` and `properties` from rpc-proxy's entry for the domain's uuid, with notes
+    on what a manifest cannot hold."""
+    if observed.rpc is None or info.uuid is None or info.uuid not in observed.rpc.vms:
+        return {}, []
+    entry = observed.rpc.vms[info.uuid]
+    out: dict[str, object] = {}
+    notes: list[str] = []
+    rules: list[str] = []
+    for text in entry.rules:
+        try:
+            rules.append(rpc.canonical(text))
+        except ValueError as exc:
+            notes.append(f"rpc-proxy rule not imported ({text}): {exc}")
+    properties = {key: value for key, value in entry.properties if key in rpc.PROPERTY_DEFAULTS}
+    notes += [f"rpc-proxy property not imported ({key}): not one of xenmgr's boolean properties"
+              for key, _ in entry.properties if key not in rpc.PROPERTY_DEFAULTS]
+    if properties:
+        out["properties"] = dict(sorted(properties.items()))
+    if rules:
+        out["rpcRules"] = rules
+    return out, notes
 
 
 def _header(observed: ObservedState, dom: str, info: DomainInfo, names: Mapping[str, str], notes: list[str],

@@ -24,6 +24,7 @@ from reconciler.importer import import_manifests, skipped, valid_name
 from reconciler.loader import load
 from reconciler.model.common import Metadata
 from reconciler.model.devices import NIC, Disk, NICSpec, PCIPassthrough
+from reconciler.model.host import FirewallEntry, RpcPolicy, RpcVmPolicy
 from reconciler.model.observed import DomainInfo, ObservedState
 from reconciler.model.vm import VM, VMSpec
 
@@ -88,7 +89,13 @@ def _host() -> ObservedState:
         "win": _info("win", 3, "22222222-2222-4222-8222-222222222222", power="paused"),
         "win-dm": _info("win-dm", 4, "33333333-3333-4333-8333-333333333333"),
     }
-    return ObservedState(vms=vms, disks=disks, nics=nics, pci=pci, domains=domains)
+    firewall = (FirewallEntry(2, 0, None, 80), FirewallEntry(0, 2, 80, None),  # web <-> dom0:80
+                FirewallEntry(4, 0, None, 5000),  # win's stub domain -> dom0:5000, one way
+                FirewallEntry(2, 1), FirewallEntry(1, 2),  # net <-> web
+                FirewallEntry(0, 0), FirewallEntry(target="REJECT"))  # the table's own
+    policy = RpcPolicy(None, {UUID: RpcVmPolicy(("allow destination org.freedesktop.DBus", "deny all"),
+                                                (("usb-control", True),))})
+    return ObservedState(vms=vms, disks=disks, nics=nics, pci=pci, domains=domains, firewall=firewall, rpc=policy)
 
 
 def test_every_observed_field_is_written_in_manifest_terms(tmp_path: Path) -> None:
@@ -105,13 +112,18 @@ def test_every_observed_field_is_written_in_manifest_terms(tmp_path: Path) -> No
             {"index": 1, "backendVM": "net", "mac": "00:16:3e:00:00:01", "mtu": 9000, "rate": "10Mb/s",
              "ip": "10.0.0.5", "vifname": "web-eth1"},
         ],
+        "properties": {"usb-control": True},
         "pci": [{"bdf": "0000:00:19.0", "guestSlot": "0x05", "permissive": True}],
+        "v4vRules": ["myself -> 0:80"],
+        "rpcRules": ["allow destination org.freedesktop.DBus", "deny all"],
     }
     net = _spec(files["net.yaml"])
     assert net["providesNetworkBackend"] is True and "providesNetworkBackend" not in web
+    assert net["v4vRules"] == ["myself -> dom-name=web"]  # a rule between two imported domains: once, the client's
     assert "serves another domain's disk or NIC backend" in files["net.yaml"]
     win = _spec(files["win.yaml"])
     assert win["state"] == "paused" and win["stubdom"] == {"enabled": True, "memory": 96}
+    assert win["v4vRules"] == [{"rule": "my-stubdom -> 0:5000", "bidirectional": False}]
     assert "bootloader" not in win and "#   hvm: unset" in files["win.yaml"]
     _valid(files, tmp_path)
 
@@ -133,6 +145,17 @@ def test_a_pvh_domain_without_a_shown_kernel_gets_a_placeholder_bootloader_said_
     assert _spec(files["p.yaml"])["bootloader"] == "pygrub"
     assert "bootloader: pygrub, a PLACEHOLDER" in files["p.yaml"]
     _valid(files, tmp_path)
+
+
+def test_firewall_entries_no_rule_can_spell_and_dump_sources_are_said_in_the_header() -> None:
+    state = ObservedState(vms={"a": _vm("a", kernel="/k")}, domains={"a": _info("a", 3, UUID)},
+                          firewall=(FirewallEntry(3, 99, None, 22),), rpc=RpcPolicy(None, {UUID: RpcVmPolicy(("deny all",))}))
+    text = import_manifests(state, source="t")["a.yaml"]
+    assert "# firewall entry not imported (--dom-in 3 --dom-out 99 --port-out 22 -j ACCEPT): no v4v rule names" in text
+    assert "v4vRules" not in _spec(text) and _spec(text)["rpcRules"] == ["deny all"]
+    dump = import_manifests(dataclasses.replace(state, firewall=None, rpc=None), source="t")["a.yaml"]
+    assert "# v4vRules: none; this source cannot show the v4v firewall table (a captured dump)" in dump
+    assert "# rpcRules/properties: none; this source cannot show rpc-proxy's policy (a captured dump)" in dump
 
 
 def test_secrets_are_never_written() -> None:
@@ -323,3 +346,27 @@ def test_imported_sim_host_matches_it_field_for_field(sim_dir: Path, tmp_path: P
     assert main(["sim", "create", "pvh", "--virt", "pvh", "--memory", "128", "--kernel", "/boot/k", *state]) == 0
     observed = observe_selected(f"sim:{sim_dir}")
     assert _as_if_applied(import_manifests(observed, source="t"), observed, tmp_path) == ()
+
+
+def test_imported_openxt_desktop_matches_it_field_for_field(sim_dir: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """The example with a network driver domain, an HVM guest with its stub domain, PCI,
+    v4v rules and rpc-proxy rules, applied, then its managed markers dropped from what
+    is observed (as if another toolstack had built it): import writes it back whole."""
+    from reconciler.cli.hosts import observe_selected
+    from tests.conftest import with_runnable_hooks
+
+    example = with_runnable_hooks("examples/openxt-desktop", tmp_path / "example")
+    assert main(["apply", str(example), "--host", f"sim:{sim_dir}"]) == 0
+    capsys.readouterr()
+    observed = observe_selected(f"sim:{sim_dir}")
+    foreign = {name: dataclasses.replace(info, managed=False, applied=None, digest=None)
+               for name, info in observed.domains.items()}
+    observed = dataclasses.replace(observed, domains=foreign)
+    files = import_manifests(observed, source="t")
+    assert list(files) == ["ndvm.yaml", "uivm.yaml", "win10.yaml", "work-linux.yaml"]
+    win10 = _spec(files["win10.yaml"])
+    assert win10["stubdom"] == {"enabled": True, "memory": 96} and "my-stubdom -> 0:4001" in win10["v4vRules"]  # type: ignore[operator]
+    assert _spec(files["ndvm.yaml"])["providesNetworkBackend"] is True
+    (tmp_path / "imported").mkdir()
+    assert _as_if_applied(files, observed, tmp_path / "imported") == ()
