@@ -176,8 +176,8 @@ def test_managed_domains_dom0_and_domains_without_memory_are_not_imported() -> N
 
 
 def test_a_host_name_the_manifest_refuses_becomes_a_valid_one(tmp_path: Path) -> None:
-    assert [valid_name(n, 7) for n in ("Web_1", "guest_centos7", "__", "-a-", "X" * 80)] == [
-        "web-1", "guest-centos7", "domain-7", "a", "x" * 63]
+    assert [valid_name(n, 7) for n in ("Web_1", "guest_centos7", "__", "-a-", "X" * 80, "../../etc/x")] == [
+        "web-1", "guest-centos7", "domain-7", "a", "x" * 63, "etc-x"]  # a file name too: never a path
     files = import_manifests(ObservedState(), source="test") | import_manifests(
         _observed_dump(HVM_DUMP), source="dump")
     assert list(files) == ["guest-centos7.yaml"]
@@ -238,6 +238,7 @@ def test_a_domain_without_memory_is_named_on_stderr(capsys: pytest.CaptureFixtur
     out, err = capsys.readouterr()
     assert out == ""
     assert "reconciler: note: domain 2 ('DomU') has no readable memory in xenstore: no manifest written for it\n" in err
+    assert err.endswith("reconciler: note: no domain to import: every domain is managed by the reconciler (or unreadable)\n")
 
 
 def test_sim_domains_round_trip_into_valid_manifests(sim_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -89,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
     files = import_manifests(state, args.vm, source=_source(args))
     for reason in skipped(state).values():
         print(f"reconciler: note: {reason}", file=sys.stderr)
+    if not files:
+        print("reconciler: note: no domain to import: every domain is managed by the reconciler (or unreadable)",
+              file=sys.stderr)
     if args.out is None:
         sys.stdout.write("".join(f"---\n{text}" for text in files.values()))
         return 0
