@@ -50,12 +50,14 @@ proves the reconciler made it: a domain holding a desired VM's name is then a co
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 
 from reconciler.diff.compare import compare, created
 from reconciler.diff.context import LIVE_POWER, Context
 from reconciler.diff.devices import deleted, device_changes, recorded_name
 from reconciler.diff.pci import resolve_rule
+from reconciler.model.common import NAME_PATTERN
 from reconciler.model.devices import Disk, PCIPassthrough, V4VRule
 from reconciler.model.observed import DomainInfo
 from reconciler.model.vm import VM
@@ -167,9 +169,12 @@ def _update(ctx: Context, vm: VM, info: DomainInfo) -> list[ResourceChange]:
 
 def conflict(vm: VM, info: DomainInfo, what: str) -> str:
     if vm.spec.adopt:  # only a uuid held under another name stops an adoption
+        # `xl rename` is live; renaming the VM only works for a name manifests can hold (not `guest_centos7`).
+        fix = f"rename the domain (xl rename {info.name} {vm.metadata.name}: live, nothing restarts)"
+        if re.fullmatch(NAME_PATTERN, info.name):
+            fix = f"rename the VM to {info.name!r} in its manifest, or {fix}"
         return (f"VM {vm.metadata.name!r}: adopt: domain {info.domid} ({info.name!r}) holds its {what} under another "
-                f"name, and the host cannot rename a running domain: rename the VM to {info.name!r} in its manifest "
-                "(or give it that domain's name some other way) and plan again")
+                f"name, and the reconciler does not rename a running domain: {fix}, and plan again")
     return (f"VM {vm.metadata.name!r}: domain {info.domid} ({info.name!r}) holds its {what} but was not made by the "
             "reconciler (no managed marker): to take it over, set spec.adopt: true on the VM (adopted, not "
             "restarted); else destroy that domain, or rename the VM and give it another uuid")
