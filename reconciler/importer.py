@@ -342,7 +342,8 @@ def _header(observed: ObservedState, dom: str, info: DomainInfo, names: Mapping[
     ]
     if names[dom] != dom:
         lines.append(f"Renamed: {dom!r} is not a manifest name (lower-case letters, digits, '-'); "
-                     f"named {names[dom]!r} here, matched to the domain by its uuid.")
+                     f"named {names[dom]!r} here. The plan refuses to adopt the domain under another name: "
+                     f"rename it first with `xl rename {dom} {names[dom]}` (live, nothing restarts).")
     lines += notes
     lines.append("Not observable in xenstore, so this file holds the default (adopt takes it unchecked;")
     lines.append("it is used when the domain is next built, so check it):")
