@@ -341,8 +341,12 @@ def _header(observed: ObservedState, dom: str, info: DomainInfo, names: Mapping[
         "adopt: true takes this domain over as it runs (`<= adopt` in the plan): nothing is restarted.",
     ]
     if names[dom] != dom:
+        # With a uuid the plan refuses the name mismatch; without one nothing matches the file to the
+        # domain, and the plan would build a second domain from it.
+        until = ("the plan refuses to adopt it under another name" if info.uuid else
+                 f"with no uuid shown, the plan would CREATE a second domain {names[dom]!r} on the same disks")
         lines.append(f"Renamed: {dom!r} is not a manifest name (lower-case letters, digits, '-'); "
-                     f"named {names[dom]!r} here. The plan refuses to adopt the domain under another name: "
+                     f"named {names[dom]!r} here. Until the domain has that name too, {until}: "
                      f"rename it first with `xl rename {dom} {names[dom]}` (live, nothing restarts).")
     lines += notes
     lines.append("Not observable in xenstore, so this file holds the default (adopt takes it unchecked;")

@@ -103,3 +103,19 @@ def test_import_is_stable(dump: Path) -> None:
     second = reconciler("import", "--observed", str(dump))
     assert first.returncode == 0, first.stderr
     assert first.stdout == second.stdout
+
+
+def test_renamed_domain_without_uuid_is_said_to_be_created_until_renamed(tmp_path: Path) -> None:
+    """The 2022 dump with its domain's `vm` node gone and named `Guest_2`: nothing ties
+    the file (`guest-2`) to the domain, so the plan creates a second domain on the same
+    disk; the header says so and how to avoid it (it once said the diff would match it)."""
+    real = next(p for p in DUMPS if "rpi4" in p.name)
+    text = re.sub(r'^>    vm = "/vm/[0-9a-f-]+"\n', "", real.read_text(), flags=re.M)
+    dump = tmp_path / "no-uuid.txt"
+    dump.write_text(text.replace('name = "guest2"', 'name = "Guest_2"'))
+    files = import_to(tmp_path / "imported", "--observed", str(dump))
+    assert files == ["guest-2.yaml"]
+    header = (tmp_path / "imported" / "guest-2.yaml").read_text()
+    assert "the plan would CREATE a second domain 'guest-2'" in header and "`xl rename Guest_2 guest-2`" in header
+    plan = plan_json(tmp_path / "imported", "--observed", str(dump))
+    assert [(c["action"], c["name"]) for c in plan["changes"] if c["kind"] == "VM"] == [("create", "guest-2")]
