@@ -226,7 +226,7 @@ def test_without_adopt_the_domain_is_still_a_conflict(host: Host) -> None:
     host.write(manifest(adopt=False))
     plan = host.plan()
     assert plan.returncode == 1, plan.stdout + plan.stderr
-    assert "was not made by the reconciler (no managed marker): to take it over, set spec.adopt: true" in plan.stderr
+    assert "was not made by the reconciler (no managed marker); to take it over, set spec.adopt: true" in plan.stderr
     assert host.apply().returncode == 1
     assert host.marker(UUID) == ""
 
