@@ -179,8 +179,8 @@ def _update(ctx: Context, vm: VM, info: DomainInfo) -> list[ResourceChange]:
 def conflict(vm: VM, info: DomainInfo, what: str) -> str:
     if vm.spec.adopt:  # only a uuid held under another name stops an adoption
         return (f"VM {vm.metadata.name!r}: adopt: domain {info.domid} ({info.name!r}) holds its {what} under another "
-                f"name, and the host cannot rename a running domain: rename the VM to {info.name!r} in its manifest "
-                "(or give it that domain's name some other way) and plan again")
+                f"name, and the reconciler does not rename domains: rename the domain (xl rename {info.domid} "
+                f"{vm.metadata.name}), or the VM to {info.name!r} where that is a valid name, and plan again")
     return (f"VM {vm.metadata.name!r}: domain {info.domid} ({info.name!r}) holds its {what} but was not made by the "
             "reconciler (no managed marker); to take it over, set spec.adopt: true on the VM (adopted, not "
             "restarted), else destroy that domain, or rename the VM and give it another uuid")

@@ -217,7 +217,8 @@ def test_a_uuid_held_under_another_name_is_a_conflict_naming_both(host: Host) ->
     plan = host.plan()
     assert plan.returncode == 1 and plan.stdout == "", plan.stdout + plan.stderr
     line = plan.stderr.strip().splitlines()[-1]
-    assert "VM 'www': adopt: domain 1 ('web') holds its uuid" in line and "rename the VM to 'web'" in line, line
+    assert "VM 'www': adopt: domain 1 ('web') holds its uuid" in line and "(xl rename 1 www)" in line, line
+    assert "or the VM to 'web'" in line
     assert "Traceback" not in plan.stderr
 
 
