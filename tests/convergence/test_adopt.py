@@ -148,6 +148,10 @@ def test_adopt_shows_only_real_changes_and_converges_without_a_restart(host: Hos
     assert "  1. vm/web/adopt\n" in plan.stdout  # marked first, alone: then its memory and NIC change
     js = host.plan("--format", "json")
     assert '"action": "adopt"' in js.stdout and '"symbol": "<="' in js.stdout and '"adopt": 1' in js.stdout
+    markdown = host.plan("--format", "markdown").stdout
+    assert "| `<=` adopt (take over, not restarted) | 1 | 0 | 0 | 1 |" in markdown, markdown
+    mermaid = host.plan("--format", "mermaid").stdout
+    assert "classDef adopt " in mermaid and "fill: adopt" in mermaid, mermaid
 
     done = host.apply()
     assert done.returncode == 0, done.stdout + done.stderr
