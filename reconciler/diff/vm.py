@@ -46,6 +46,17 @@ destroyed only); the reason says "its xenstore nodes are gone (domain N is still
 by the hypervisor)". If the marker went too (`/vm/<uuid>` removed as well), nothing
 proves the reconciler made it: a domain holding a desired VM's name is then a conflict
 (DESIGN 7: plan and apply exit 1 and name it), never destroyed on a guess.
+
+A VM with `adopt: true` (DESIGN 4) takes over the unmanaged domain with its name whose
+uuid no other domain holds (`context.adoptions`; a uuid held under another name is a
+conflict naming both: the toolstack port cannot rename a domain). That domain is diffed
+as a managed one with no last-applied record: host fields are compared, record-only
+ones are taken from the manifest unchecked, devices are matched by identity. The VM's
+change is an ADOPT (`<=`, "adopt: domain N ('web') was built by another toolstack (no
+managed marker); taken over, not restarted") carrying the field changes it needs, whose
+first step writes the marker and record; restart-only differences are pending under
+updatePolicy live, and under restart the change is the RESTART, its reason saying so.
+On a managed VM `adopt` does nothing.
 """
 
 from __future__ import annotations
@@ -176,8 +187,8 @@ def conflict(vm: VM, info: DomainInfo, what: str) -> str:
         return (f"VM {vm.metadata.name!r}: adopt: domain {info.domid} ({info.name!r}) holds its {what} under another "
                 f"name, and the reconciler does not rename a running domain: {fix}, and plan again")
     return (f"VM {vm.metadata.name!r}: domain {info.domid} ({info.name!r}) holds its {what} but was not made by the "
-            "reconciler (no managed marker): to take it over, set spec.adopt: true on the VM (adopted, not "
-            "restarted); else destroy that domain, or rename the VM and give it another uuid")
+            "reconciler (no managed marker); to take it over, set spec.adopt: true on the VM (adopted, not "
+            "restarted), else destroy that domain, or rename the VM and give it another uuid")
 
 
 ADOPTED = "adopt: domain {domid} ({name!r}) was built by another toolstack (no managed marker)"

@@ -148,6 +148,10 @@ def test_adopt_shows_only_real_changes_and_converges_without_a_restart(host: Hos
     assert "  1. vm/web/adopt\n" in plan.stdout  # marked first, alone: then its memory and NIC change
     js = host.plan("--format", "json")
     assert '"action": "adopt"' in js.stdout and '"symbol": "<="' in js.stdout and '"adopt": 1' in js.stdout
+    markdown = host.plan("--format", "markdown").stdout
+    assert "| `<=` adopt (take over, not restarted) | 1 | 0 | 0 | 1 |" in markdown, markdown
+    mermaid = host.plan("--format", "mermaid").stdout
+    assert "classDef adopt " in mermaid and "fill: adopt" in mermaid, mermaid
 
     done = host.apply()
     assert done.returncode == 0, done.stdout + done.stderr
@@ -217,7 +221,8 @@ def test_a_uuid_held_under_another_name_is_a_conflict_naming_both(host: Host) ->
     plan = host.plan()
     assert plan.returncode == 1 and plan.stdout == "", plan.stdout + plan.stderr
     line = plan.stderr.strip().splitlines()[-1]
-    assert "VM 'www': adopt: domain 1 ('web') holds its uuid" in line and "rename the VM to 'web'" in line, line
+    assert "VM 'www': adopt: domain 1 ('web') holds its uuid" in line and "(xl rename web www: live" in line, line
+    assert "rename the VM to 'web' in its manifest" in line
     assert "Traceback" not in plan.stderr
 
 
@@ -226,7 +231,7 @@ def test_without_adopt_the_domain_is_still_a_conflict(host: Host) -> None:
     host.write(manifest(adopt=False))
     plan = host.plan()
     assert plan.returncode == 1, plan.stdout + plan.stderr
-    assert "was not made by the reconciler (no managed marker): to take it over, set spec.adopt: true" in plan.stderr
+    assert "was not made by the reconciler (no managed marker); to take it over, set spec.adopt: true" in plan.stderr
     assert host.apply().returncode == 1
     assert host.marker(UUID) == ""
 
