@@ -75,7 +75,7 @@ _UNOBSERVED_PV = (
 def import_manifests(observed: ObservedState, names: Sequence[str] | None = None, *,
                      source: str) -> dict[str, str]:
     """`<name>.yaml` -> manifest text for every unmanaged domain (only `names`, given as
-    the domain's name or its manifest name, when set), sorted by file name.
+    the domain's name or its manifest name, when set), in manifest-name order.
 
     Raises UsageError naming the importable domains when a name in `names` is not one."""
     manifest_names = _manifest_names(observed)
@@ -94,11 +94,6 @@ def import_manifests(observed: ObservedState, names: Sequence[str] | None = None
     return {f"{manifest_names[dom]}.yaml": _manifest(observed, dom, manifest_names, backends, rules.get(dom, ([], [])),
                                                      source)
             for dom in chosen}
-
-
-def importable(observed: ObservedState) -> list[str]:
-    """The domain names `import_manifests` writes a file for, sorted."""
-    return sorted(_manifest_names(observed))
 
 
 def skipped(observed: ObservedState) -> dict[str, str]:
