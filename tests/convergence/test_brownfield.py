@@ -138,7 +138,10 @@ def check_generated_host(created: list[list[str]]) -> None:
 
         code, out, err = _cli("import", *host, "--out", str(folder))
         assert code == 0, out + err
-        note("\n".join(p.read_text() for p in sorted(folder.glob("*.yaml"))))
+        texts = [p.read_text() for p in sorted(folder.glob("*.yaml"))]
+        note("\n".join(texts))
+        code, out, err = _cli("import", *host)  # same host, same bytes: stdout is the files, in name order
+        assert (code, out) == (0, "".join(f"---\n{text}" for text in texts)), err
         code, out, err = _cli("validate", str(folder))
         assert code == 0, out + err
         code, out, err = _cli("plan", str(folder), *host, "--format", "json")
