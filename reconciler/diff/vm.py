@@ -47,9 +47,10 @@ by the hypervisor)". If the marker went too (`/vm/<uuid>` removed as well), noth
 proves the reconciler made it: a domain holding a desired VM's name is then a conflict
 (DESIGN 7: plan and apply exit 1 and name it), never destroyed on a guess.
 
-A VM with `adopt: true` (DESIGN 4) takes over the unmanaged domain with its name whose
-uuid no other domain holds (`context.adoptions`; a uuid held under another name is a
-conflict naming both: the toolstack port cannot rename a domain). That domain is diffed
+A VM with `adopt: true` (DESIGN 4) takes over the unmanaged domain holding its uuid, else
+the one with its name (`context.adoptions`). One holding its uuid under another name is
+renamed first (`xl rename`, a `metadata.name` field of the ADOPT, its `rename` step before
+the adopt step) unless that name is taken: then a conflict names both. That domain is diffed
 as a managed one with no last-applied record: host fields are compared, record-only
 ones are taken from the manifest unchecked, devices are matched by identity. The VM's
 change is an ADOPT (`<=`, "adopt: domain N ('web') was built by another toolstack (no
@@ -61,14 +62,12 @@ On a managed VM `adopt` does nothing.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 
 from reconciler.diff.compare import compare, created
 from reconciler.diff.context import LIVE_POWER, Context
 from reconciler.diff.devices import deleted, device_changes, recorded_name
 from reconciler.diff.pci import resolve_rule
-from reconciler.model.common import NAME_PATTERN
 from reconciler.model.devices import Disk, PCIPassthrough, V4VRule
 from reconciler.model.observed import DomainInfo
 from reconciler.model.vm import VM
@@ -179,19 +178,24 @@ def _update(ctx: Context, vm: VM, info: DomainInfo) -> list[ResourceChange]:
 
 
 def conflict(vm: VM, info: DomainInfo, what: str) -> str:
-    if vm.spec.adopt:  # only a uuid held under another name stops an adoption
-        # `xl rename` is live; renaming the VM only works for a name manifests can hold (not `guest_centos7`).
-        fix = f"rename the domain (xl rename {info.name} {vm.metadata.name}: live, nothing restarts)"
-        if re.fullmatch(NAME_PATTERN, info.name):
-            fix = f"rename the VM to {info.name!r} in its manifest, or {fix}"
-        return (f"VM {vm.metadata.name!r}: adopt: domain {info.domid} ({info.name!r}) holds its {what} under another "
-                f"name, and the reconciler does not rename a running domain: {fix}, and plan again")
+    if vm.spec.adopt:  # a uuid held under another name, and the domain cannot be renamed (context.adoptions)
+        return (f"VM {vm.metadata.name!r}: adopt: domain {info.domid} ({info.name!r}) holds its {what} but cannot be "
+                f"renamed {vm.metadata.name!r} and taken over: another domain has that name, a desired VM is named "
+                f"{info.name!r} too, or it has a stub domain {info.name}-dm; rename or destroy what is in the way "
+                "(xl rename, xl destroy) and plan again")
     return (f"VM {vm.metadata.name!r}: domain {info.domid} ({info.name!r}) holds its {what} but was not made by the "
             "reconciler (no managed marker); to take it over, set spec.adopt: true on the VM (adopted, not "
             "restarted), else destroy that domain, or rename the VM and give it another uuid")
 
 
 ADOPTED = "adopt: domain {domid} ({name!r}) was built by another toolstack (no managed marker)"
+
+
+def _said(ctx: Context, name: str) -> str:
+    """How an adopt reason starts: the domain taken over, and its rename if it has another name."""
+    info = ctx.adopted[name]
+    said = ADOPTED.format(domid=info.domid, name=info.name)
+    return said if info.name == name else f"{said} and holds the VM's uuid: renamed {name} (xl rename)"
 
 
 def _adopt(ctx: Context, vm: VM, info: DomainInfo) -> list[ResourceChange]:
@@ -201,13 +205,16 @@ def _adopt(ctx: Context, vm: VM, info: DomainInfo) -> list[ResourceChange]:
     the ADOPT (`<=`) with the field changes it needs; a restart under updatePolicy
     restart stays a RESTART, its reason saying the domain is adopted by rebuilding it."""
     name = vm.metadata.name
-    said = ADOPTED.format(domid=info.domid, name=info.name)
+    said = _said(ctx, name)
     changes = _update(ctx, vm, info)
     own = next((c for c in changes if c.kind == "VM" and c.name == name), None)
     rest = [c for c in changes if c is not own]
     if own is not None and own.action is Action.RESTART:
         return [replace(own, reason=f"{said}; taken over and rebuilt: {own.reason}"), *rest]
     fields = own.fields if own is not None else ()
+    old = ctx.adopted[name].name
+    if old != name:  # the rename step (xl rename) comes first
+        fields = (FieldChange("metadata.name", old, name, "live"), *fields)
     reason = f"{said}; taken over, not restarted"
     if own is not None and own.pending:
         reason += f"; {own.reason}"
@@ -264,8 +271,8 @@ def _desired_vm(ctx: Context, vm: VM, uuids: dict[str, DomainInfo]) -> list[Reso
 def _adopted_first(ctx: Context, vm: VM, changes: list[ResourceChange]) -> list[ResourceChange]:
     """An adopted domain the plan stops or rebuilds (state stopped, crashed, rebooted...):
     the VM's reason says it is taken over first (its stop steps act on it as on ours)."""
-    name, info = vm.metadata.name, ctx.adopted[vm.metadata.name]
-    said = ADOPTED.format(domid=info.domid, name=info.name)
+    name = vm.metadata.name
+    said = _said(ctx, name)
     return [replace(c, reason=f"{said}; taken over: {c.reason}")
             if c.kind == "VM" and c.name == name and c.action is not Action.ADOPT and not c.reason.startswith("adopt:")
             else c for c in changes]

@@ -58,6 +58,7 @@ _SHAPE_OF: dict[Op, str] = {
     "xenstore-write": "live", "set": "live", "media": "live", "fw-table": "live",
     "shutdown": "down", "detach": "down", "destroy": "down", "fw-remove": "down", "pci-assignable-remove": "down",
     "forget": "down", "rpc-clear": "down",
+    "rename": "live",  # xl rename of a domain adopted under another name
     "adopt": "up",  # marks a domain another toolstack built as the reconciler's
     "pre-boot": "hook", "post-create": "hook", "on-running": "hook", "on-paused": "hook", "on-stopped": "hook",
     "pre-delete": "hook",

@@ -347,7 +347,7 @@ def adopt_first(scene: Scene) -> Iterator[Pair]:
         return
     by_vm: dict[str, list[str]] = defaultdict(list)
     for step in scene.ordered:
-        if step.op != "adopt":
+        if step.op not in ("adopt", "rename"):  # a rename goes first (the VM's step order)
             by_vm[step.vm].append(step.id)
     for step in adopts:
         yield from _pairs([step.id], by_vm.get(step.vm, []))

@@ -90,12 +90,12 @@ class Host:
         assert done.returncode == 0, done.stderr
         return done.stdout
 
-    def other_toolstack_builds_web(self, *, nics: int = 1) -> None:
+    def other_toolstack_builds_web(self, *, nics: int = 1, name: str = "web") -> None:
         """`sim create web` on the host before it is served, at the simulator's real pace:
         its devices' backends connect well within libxl's timeout on a busy machine."""
         assert self._served is None
         extra = [arg for _ in range(nics) for arg in ("--nic", "xenbr0")]
-        done = subprocess.run([sys.executable, "-m", "reconciler", "sim", "create", "web", "--virt", "pv", "--memory",
+        done = subprocess.run([sys.executable, "-m", "reconciler", "sim", "create", name, "--virt", "pv", "--memory",
                                "256", "--max-memory", "512", "--kernel", "/boot/vmlinuz", "--disk", "/srv/web.img,xvda",
                                *extra, "-q", "--state", str(self.state)], cwd=REPO,
                               env={**os.environ, **ENV, "RECONCILER_SIM_DELAY_SCALE": "1"}, capture_output=True,
@@ -215,15 +215,51 @@ def test_adopt_by_name_when_the_domain_has_another_uuid(host: Host) -> None:
     assert host.domids() == before
 
 
-def test_a_uuid_held_under_another_name_is_a_conflict_naming_both(host: Host) -> None:
+def test_a_domain_holding_the_uuid_under_another_name_is_renamed_then_adopted(host: Host) -> None:
     host.other_toolstack_builds_web()
+    host.write(manifest(uuid=UUID).replace("metadata: {name: web}", "metadata: {name: www}"))
+    before = host.domids()
+    plan = host.plan()
+    assert changes(plan.stdout) == [("<=", "VM", "www")], plan.stdout  # its disk and NIC match, under the new name
+    assert (f"<= VM www [live]: adopt: domain {before['web']} ('web') was built by another toolstack (no managed "
+            "marker) and holds the VM's uuid: renamed www (xl rename); taken over, not restarted\n"
+            "      ~ metadata.name: \"web\" -> \"www\"\n") in plan.stdout
+    assert "  1. vm/www/rename\n  2. vm/www/adopt\n" in plan.stdout  # renamed, marked, then changed
+    done = host.apply()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert host.domids() == {"www": before["web"]}  # the same domain, renamed
+    again = host.plan()
+    assert (again.returncode, again.stdout) == (0, "No changes. The host matches the manifests.\n"), again.stdout
+
+
+def test_a_kill_after_the_rename_leaves_the_adoption_to_do(host: Host) -> None:
+    host.other_toolstack_builds_web()
+    host.write(manifest(uuid=UUID).replace("metadata: {name: web}", "metadata: {name: www}"))
+    before = host.domids()
+    trap = SignalAt(host.served, "rename", 1, signal.SIGKILL, when="after")  # renamed, not yet marked
+    proc = subprocess.Popen([sys.executable, "-m", "reconciler", "apply", str(host.folder), "--host",
+                             f"sim:{host.state}", "--parallelism", "1"], cwd=REPO, env={**os.environ, **ENV},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    trap.pid = proc.pid
+    out, err = proc.communicate(timeout=120)
+    trap.restore()
+    assert proc.returncode == -signal.SIGKILL, out + err
+    assert host.domids() == {"www": before["web"]} and host.marker(UUID) == ""
+    plan = host.plan()
+    assert changes(plan.stdout) == [("<=", "VM", "www")] and "metadata.name" not in plan.stdout, plan.stdout
+    assert host.apply().returncode == 0
+    assert host.plan().returncode == 0 and host.domids() == {"www": before["web"]}
+
+
+def test_a_uuid_held_under_another_name_that_cannot_be_renamed_is_a_conflict_naming_both(host: Host) -> None:
+    host.other_toolstack_builds_web()
+    host.other_toolstack_builds_web(name="www")  # the name the rename would need
     host.write(manifest(uuid=UUID).replace("metadata: {name: web}", "metadata: {name: www}"))
     plan = host.plan()
     assert plan.returncode == 1 and plan.stdout == "", plan.stdout + plan.stderr
     line = plan.stderr.strip().splitlines()[-1]
-    assert "VM 'www': adopt: domain 1 ('web') holds its uuid" in line and "(xl rename web www: live" in line, line
-    assert "rename the VM to 'web' in its manifest" in line
-    assert "Traceback" not in plan.stderr
+    assert f"VM 'www': adopt: domain 1 ('web') holds its uuid {UUID} but cannot be renamed 'www'" in line, line
+    assert "another domain has that name" in line and "Traceback" not in plan.stderr
 
 
 def test_without_adopt_the_domain_is_still_a_conflict(host: Host) -> None:
