@@ -336,13 +336,17 @@ def _header(observed: ObservedState, dom: str, info: DomainInfo, names: Mapping[
         "adopt: true takes this domain over as it runs (`<= adopt` in the plan): nothing is restarted.",
     ]
     if names[dom] != dom:
-        # With a uuid the plan refuses the name mismatch; without one nothing matches the file to the
-        # domain, and the plan would build a second domain from it.
-        until = ("the plan refuses to adopt it under another name" if info.uuid else
-                 f"with no uuid shown, the plan would CREATE a second domain {names[dom]!r} on the same disks")
-        lines.append(f"Renamed: {dom!r} is not a manifest name (lower-case letters, digits, '-'); "
-                     f"named {names[dom]!r} here. Until the domain has that name too, {until}: "
-                     f"rename it first with `xl rename {dom} {names[dom]}` (live, nothing restarts).")
+        # With its uuid the plan renames the domain (xl rename) and adopts it; without one nothing
+        # matches the file to the domain, and the plan would build a second domain from it.
+        if info.uuid:
+            lines.append(f"Renamed: {dom!r} is not a manifest name (lower-case letters, digits, '-'); named "
+                         f"{names[dom]!r} here, matched by its uuid: the plan renames the domain first (xl rename, "
+                         "live: `~ metadata.name` on the adopt line), then adopts it.")
+        else:
+            lines.append(f"Renamed: {dom!r} is not a manifest name (lower-case letters, digits, '-'); named "
+                         f"{names[dom]!r} here. With no uuid shown nothing ties this file to the domain: the plan "
+                         f"would CREATE a second domain {names[dom]!r} on the same disks; rename the domain first "
+                         f"with `xl rename {dom} {names[dom]}` (live, nothing restarts).")
     lines += notes
     lines.append("Not observable in xenstore, so this file holds the default (adopt takes it unchecked;")
     lines.append("it is used when the domain is next built, so check it):")

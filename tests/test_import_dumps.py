@@ -4,10 +4,9 @@ tests/data, `reconciler import --observed DUMP` writes manifests that validate, 
 
 Two things a dump may hold that no manifest can adopt as it is, each proved here too:
 - a domain whose name manifests refuse (`guest_centos7`): it is imported under a valid
-  name (`guest-centos7`), and the plan refuses to adopt it under another name, saying
-  to `xl rename` it; once renamed (done on a copy of the dump, in the two nodes
-  `xl rename` writes: `/local/domain/<domid>/name` and `/vm/<uuid>/name`) the same
-  import plans only `<= adopt`.
+  name (`guest-centos7`), matched by its uuid, and its `<= adopt` line carries the one
+  change adopting it needs, `~ metadata.name: "guest_centos7" -> "guest-centos7"` (xl
+  rename, live).
 - a domain xenstore shows too little of to write a manifest (a grep'd dump without its
   memory): no file, and import says so on stderr, naming it.
 
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.convergence.brownfield import adopted, import_to, not_adopt, plan_json, reconciler, text_change_lines
+from tests.convergence.brownfield import adopted, import_to, plan_json, reconciler, text_change_lines
 
 DATA = Path(__file__).resolve().parent / "data"
 DUMPS = sorted(p for d in DATA.iterdir() if d.is_dir() and "xenstore" in d.name for p in d.iterdir() if p.is_file())
@@ -46,16 +45,6 @@ def imported_domains(folder: Path) -> dict[str, str]:
     return found
 
 
-def xl_renamed(dump: Path, renames: dict[str, str], dest: Path) -> Path:
-    """A copy of `dump` as it reads after `xl rename OLD NEW` for each pair: libxl
-    rewrites the domain's `name` nodes (`/local/domain/<domid>/name`, `/vm/<uuid>/name`)."""
-    text = dump.read_text()
-    for old, new in renames.items():
-        text = re.sub(rf'(^|[\s/])name = "{re.escape(old)}"', rf'\1name = "{new}"', text, flags=re.M)
-    dest.write_text(text)
-    return dest
-
-
 def unmanaged(dump: Path) -> list[str]:
     done = reconciler("observe", "--observed", str(dump), "--format", "json")
     assert done.returncode == 0, done.stderr
@@ -74,26 +63,24 @@ def test_import_then_plan_only_adopts(dump: Path, tmp_path: Path) -> None:
     if not names:
         return
 
-    renames = {domain: stem for stem, domain in names.items() if domain != stem}
-    manifests = first
-    if renames:
-        refused = reconciler("plan", str(first), *source)
-        assert refused.returncode == 1, refused.stdout + refused.stderr
-        for old, new in renames.items():
-            assert f"xl rename {old} {new}" in refused.stderr, refused.stderr
-            assert f"`xl rename {old} {new}`" in (first / f"{new}.yaml").read_text()  # the file says so too
-        source = ("--observed", str(xl_renamed(dump, renames, tmp_path / dump.name)))
-        manifests = tmp_path / "after-rename"
-    files = import_to(manifests, *source)
-    assert files == [f"{stem}.yaml" for stem in sorted(names)]
-
-    plan = plan_json(manifests, *source)
+    files = sorted(p.name for p in first.glob("*.yaml"))
+    valid = reconciler("validate", str(first))
+    assert valid.returncode == 0, valid.stdout + valid.stderr
+    plan = plan_json(first, *source)
     assert adopted(plan) == sorted(names)
-    assert not_adopt(plan) == []
-    text = reconciler("plan", str(manifests), *source, "--detailed-exitcode")
+    # A domain whose name manifests refuse is renamed (xl rename) as it is adopted: the one
+    # field its adopt line may carry, `metadata.name: old -> new`.
+    assert [c for c in plan["changes"] if c["action"] != "adopt"] == []
+    fields = {(c["name"], f["path"], f["before"], f["after"]) for c in plan["changes"] for f in c.get("fields") or []}
+    assert fields == {(stem, "metadata.name", domain, stem) for stem, domain in names.items() if domain != stem}
+    text = reconciler("plan", str(first), *source, "--detailed-exitcode")
     assert text.returncode == 2, text.stdout + text.stderr
     lines = text_change_lines(text.stdout)
-    assert len(lines) == len(names) and all(line.startswith("<= VM ") for line in lines), text.stdout
+    assert len(lines) == len(files) and all(line.startswith("<= VM ") for line in lines), text.stdout
+    for stem, domain in names.items():
+        if domain != stem:
+            assert f'~ metadata.name: "{domain}" -> "{stem}"' in text.stdout, text.stdout
+            assert "the plan renames the domain first (xl rename" in (first / f"{stem}.yaml").read_text()
 
 
 @pytest.mark.parametrize("dump", DUMPS, ids=[p.name for p in DUMPS])
@@ -108,7 +95,8 @@ def test_import_is_stable(dump: Path) -> None:
 def test_renamed_domain_without_uuid_is_said_to_be_created_until_renamed(tmp_path: Path) -> None:
     """The 2022 dump with its domain's `vm` node gone and named `Guest_2`: nothing ties
     the file (`guest-2`) to the domain, so the plan creates a second domain on the same
-    disk; the header says so and how to avoid it (it once said the diff would match it)."""
+    disk (no uuid to rename it by); the header says so and how to avoid it (it once said
+    the diff would match it by name)."""
     real = next(p for p in DUMPS if "rpi4" in p.name)
     text = re.sub(r'^>    vm = "/vm/[0-9a-f-]+"\n', "", real.read_text(), flags=re.M)
     dump = tmp_path / "no-uuid.txt"
