@@ -149,6 +149,12 @@ class ToolstackPort(Protocol):
 
     async def vcpu_set(self, domid: int, count: int) -> None: ...
 
+    async def rename(self, domid: int, name: str) -> None:
+        """Give a running domain another name (`xl rename`: /local/domain/<domid>/name and
+        /vm/<uuid>/name, its stub domain `<name>-dm` with it); for adopting a domain whose
+        uuid a VM of another name has (`spec.adopt`)."""
+        ...
+
     async def attach_disk(self, domid: int, disk: Disk) -> None:
         """`xl block-attach`; returns once the backend is up and its hotplug script ran
         (InitWait, `hotplug-status=connected`). The guest's frontend connects later, when

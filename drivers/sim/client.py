@@ -83,6 +83,9 @@ class SimToolstack:
     async def mem_set(self, domid: int, mib: int) -> None:
         await self.rpc.call("mem_set", domid=domid, mib=mib)
 
+    async def rename(self, domid: int, name: str) -> None:
+        await self.rpc.call("rename", domid=domid, name=name)
+
     async def vcpu_set(self, domid: int, count: int) -> None:
         await self.rpc.call("vcpu_set", domid=domid, count=count)
 

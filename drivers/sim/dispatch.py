@@ -69,6 +69,7 @@ class Dispatcher:
             "crash": self._crash, "reboot": self._reboot,
             "mem_set": lambda a: libxl.mem_set(_int(a, "domid"), _int(a, "mib")),
             "vcpu_set": lambda a: libxl.vcpu_set(_int(a, "domid"), _int(a, "count")),
+            "rename": lambda a: libxl.rename(_int(a, "domid"), _str(a, "name")),
             "attach_disk": lambda a: devices.attach_disk(_int(a, "domid"), _model(Disk, a, "disk")),
             "detach_disk": lambda a: devices.detach_disk(_int(a, "domid"), _str(a, "vdev")),
             "attach_nic": lambda a: devices.attach_nic(_int(a, "domid"), _model(NIC, a, "nic")),

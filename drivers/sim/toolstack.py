@@ -162,6 +162,17 @@ class Libxl:
         domain.target_memkb = kib
         play(self.core.store, [Op("write", f"{dom_path(domid)}/memory/target", str(kib - domain.videoram_kb))])
 
+    async def rename(self, domid: int, name: str) -> None:
+        """`libxl_domain_rename`: the domain's name nodes, and its stub domain's."""
+        core = self.core
+        domain = core.domains.get(domid)
+        if (other := core.domains.by_name(name)) is not None and other.domid != domid:
+            raise TerminalHostError(f"rename of domain {domid}: a domain named {name} already exists (domid {other.domid})")
+        domain.name = name
+        play(core.store, [Op("write", f"{dom_path(domid)}/name", name), Op("write", f"{vm_path(domain.uuid)}/name", name)])
+        stubdom.renamed(core, domid, name)
+        core.on_change()
+
     async def vcpu_set(self, domid: int, count: int) -> None:
         domain = self.core.live(domid)
         if not 1 <= count <= domain.max_vcpus:

@@ -94,6 +94,9 @@ class XlToolstack:
     async def vcpu_set(self, domid: int, count: int) -> None:
         await self._xl("vcpu-set", str(domid), str(count))
 
+    async def rename(self, domid: int, name: str) -> None:
+        await self._xl("rename", str(domid), name)
+
     async def attach_disk(self, domid: int, disk: Disk) -> None:
         await self._xl("block-attach", str(domid), *disk_spec(disk))
 

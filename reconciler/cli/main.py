@@ -23,11 +23,13 @@ from reconciler.logs import FORMATS, reset, setup
 # dashes>. Each is imported to build the parser, so a verb module imports its heavy
 # dependencies inside `run`.
 VERBS: tuple[str, ...] = ("validate", "schema", "sim", "observe", "plan", "apply", "watch", "status", "suspend", "resume",
-                          "xl-config", "reach")
+                          "xl-config", "reach", "import")
+# Verbs whose module name differs (`import` is a Python keyword).
+MODULES: dict[str, str] = {"import": "importcmd"}
 
 
 def _load(verb: str) -> ModuleType:
-    return importlib.import_module(f"reconciler.cli.{verb.replace('-', '')}")
+    return importlib.import_module(f"reconciler.cli.{MODULES.get(verb, verb.replace('-', ''))}")
 
 
 class Parser(argparse.ArgumentParser):

@@ -6,7 +6,8 @@ and what changing each costs (live / restart / destructive), is the one table in
 `reconciler.diff.fields`; VM rules are in `vm`, device matching in `devices` and
 `pci`, v4v firewall entries in `rules` (resolver: `firewall`), rpc-proxy entries in
 `rpc`, the last-applied record in `applied`. Changes are sorted by (vm, kind in KINDS order, name). A desired VM whose
-name or uuid an unmanaged domain holds raises `Conflict` (DESIGN 7: never adopted silently).
+name or uuid an unmanaged domain holds raises `Conflict` (DESIGN 7: never adopted silently),
+unless it says `adopt: true`: that domain is then diffed as managed, its VM change an ADOPT.
 A crashed domain follows its VM's `lifecycle.onCrash` (`vm`; `preserve` lands in
 `Diff.preserved`); the disks and NICs a gone or restarting backend VM served are
 re-plugged (`devices.replug_changes`, OXT-1011).

@@ -46,11 +46,23 @@ destroyed only); the reason says "its xenstore nodes are gone (domain N is still
 by the hypervisor)". If the marker went too (`/vm/<uuid>` removed as well), nothing
 proves the reconciler made it: a domain holding a desired VM's name is then a conflict
 (DESIGN 7: plan and apply exit 1 and name it), never destroyed on a guess.
+
+A VM with `adopt: true` (DESIGN 4) takes over the unmanaged domain holding its uuid, else
+the one with its name (`context.adoptions`). One holding its uuid under another name is
+renamed first (`xl rename`, a `metadata.name` field of the ADOPT, its `rename` step before
+the adopt step) unless that name is taken: then a conflict names both. That domain is diffed
+as a managed one with no last-applied record: host fields are compared, record-only
+ones are taken from the manifest unchecked, devices are matched by identity. The VM's
+change is an ADOPT (`<=`, "adopt: domain N ('web') was built by another toolstack (no
+managed marker); taken over, not restarted") carrying the field changes it needs, whose
+first step writes the marker and record; restart-only differences are pending under
+updatePolicy live, and under restart the change is the RESTART, its reason saying so.
+On a managed VM `adopt` does nothing.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from reconciler.diff.compare import compare, created
 from reconciler.diff.context import LIVE_POWER, Context
@@ -166,9 +178,49 @@ def _update(ctx: Context, vm: VM, info: DomainInfo) -> list[ResourceChange]:
 
 
 def conflict(vm: VM, info: DomainInfo, what: str) -> str:
+    if vm.spec.adopt:  # a uuid held under another name, and the domain cannot be renamed (context.adoptions)
+        return (f"VM {vm.metadata.name!r}: adopt: domain {info.domid} ({info.name!r}) holds its {what} but cannot be "
+                f"renamed {vm.metadata.name!r} and taken over: another domain has that name, a desired VM is named "
+                f"{info.name!r} too, or it has a stub domain {info.name}-dm; rename or destroy what is in the way "
+                "(xl rename, xl destroy) and plan again")
     return (f"VM {vm.metadata.name!r}: domain {info.domid} ({info.name!r}) holds its {what} but was not made by the "
-            "reconciler (no managed marker); adopting a domain is not supported yet: destroy that domain, or rename "
-            "the VM and give it another uuid")
+            "reconciler (no managed marker); to take it over, set spec.adopt: true on the VM (adopted, not "
+            "restarted), else destroy that domain, or rename the VM and give it another uuid")
+
+
+ADOPTED = "adopt: domain {domid} ({name!r}) was built by another toolstack (no managed marker)"
+
+
+def _said(ctx: Context, name: str) -> str:
+    """How an adopt reason starts: the domain taken over, and its rename if it has another name."""
+    info = ctx.adopted[name]
+    said = ADOPTED.format(domid=info.domid, name=info.name)
+    return said if info.name == name else f"{said} and holds the VM's uuid: renamed {name} (xl rename)"
+
+
+def _adopt(ctx: Context, vm: VM, info: DomainInfo) -> list[ResourceChange]:
+    """A running (or paused) unmanaged domain taken over (`spec.adopt`): compared as a
+    managed one with no last-applied record (fields only a record holds are taken from
+    the manifest unchecked), its devices matched by identity. The VM's change becomes
+    the ADOPT (`<=`) with the field changes it needs; a restart under updatePolicy
+    restart stays a RESTART, its reason saying the domain is adopted by rebuilding it."""
+    name = vm.metadata.name
+    said = _said(ctx, name)
+    changes = _update(ctx, vm, info)
+    own = next((c for c in changes if c.kind == "VM" and c.name == name), None)
+    rest = [c for c in changes if c is not own]
+    if own is not None and own.action is Action.RESTART:
+        return [replace(own, reason=f"{said}; taken over and rebuilt: {own.reason}"), *rest]
+    fields = own.fields if own is not None else ()
+    old = ctx.adopted[name].name
+    if old != name:  # the rename step (xl rename) comes first
+        fields = (FieldChange("metadata.name", old, name, "live"), *fields)
+    reason = f"{said}; taken over, not restarted"
+    if own is not None and own.pending:
+        reason += f"; {own.reason}"
+    adopt = ResourceChange("VM", name, name, Action.ADOPT, worst(fields), fields, reason,
+                           pending=own.pending if own is not None else False)
+    return [adopt, *rest]
 
 
 def _desired_vm(ctx: Context, vm: VM, uuids: dict[str, DomainInfo]) -> list[ResourceChange]:
@@ -178,6 +230,8 @@ def _desired_vm(ctx: Context, vm: VM, uuids: dict[str, DomainInfo]) -> list[Reso
     held = uuids.get(vm.spec.uuid or "")
     if held is not None and held.name != name and not held.managed:
         ctx.conflicts.append((name, conflict(vm, held, f"uuid {vm.spec.uuid}")))
+        if vm.spec.adopt:  # that conflict names both domains
+            return []
     if info is None:
         return _create(ctx, vm) if wanted else []
     if info.xenstore_gone:
@@ -201,6 +255,8 @@ def _desired_vm(ctx: Context, vm: VM, uuids: dict[str, DomainInfo]) -> list[Reso
         field = FieldChange("spec.state", info.power, vm.spec.state, "restart")
         return [ResourceChange("VM", name, name, Action.RESTART, "restart", (field,),
                                f"the domain is {info.power}: destroyed and built again")]
+    if name in ctx.adopted:
+        return _adopt(ctx, vm, info)
     if _stub_missing(ctx, vm, info):
         ctx.starting.add(name)
         ctx.stopping.add(name)
@@ -210,6 +266,16 @@ def _desired_vm(ctx: Context, vm: VM, uuids: dict[str, DomainInfo]) -> list[Reso
             f"it was built with a device-model stub domain and {stub} is gone (QEMU for its emulated devices runs "
             "there; libxl builds it only with the guest): destroyed and built again"))]
     return _update(ctx, vm, info)
+
+
+def _adopted_first(ctx: Context, vm: VM, changes: list[ResourceChange]) -> list[ResourceChange]:
+    """An adopted domain the plan stops or rebuilds (state stopped, crashed, rebooted...):
+    the VM's reason says it is taken over first (its stop steps act on it as on ours)."""
+    name = vm.metadata.name
+    said = _said(ctx, name)
+    return [replace(c, reason=f"{said}; taken over: {c.reason}")
+            if c.kind == "VM" and c.name == name and c.action is not Action.ADOPT and not c.reason.startswith("adopt:")
+            else c for c in changes]
 
 
 def _stub_missing(ctx: Context, vm: VM, info: DomainInfo) -> bool:
@@ -348,7 +414,8 @@ def vm_changes(ctx: Context) -> tuple[list[ResourceChange], list[str]]:
     out: list[ResourceChange] = []
     uuids = {info.uuid: info for info in ctx.observed.domains.values() if info.uuid}
     for vm in ctx.desired.vms.values():
-        out.extend(_desired_vm(ctx, vm, uuids))
+        found = _desired_vm(ctx, vm, uuids)
+        out.extend(_adopted_first(ctx, vm, found) if vm.metadata.name in ctx.adopted else found)
     out.extend(_stale_intents(ctx))
     unmanaged: list[str] = []
     for name, info in ctx.observed.domains.items():

@@ -72,7 +72,13 @@ async def record(rt: Runtime, step: Step, retry: bool) -> str | None:
     # intent goes with it. The whole directory is rewritten readable by dom0 only (its
     # parent /vm/<uuid> is guest-readable), the record split in chunks that each fit a
     # xenstore value whatever the manifests hold.
-    uuid, (text, digest) = rt.desired.vms[step.name].spec.uuid, applied_record(rt.desired, step.name)
+    await _write_record(rt, step.name, rt.desired.vms[step.name].spec.uuid)
+    return None
+
+
+async def _write_record(rt: Runtime, name: str, uuid: str | None) -> None:
+    """The managed marker and VM `name`'s last-applied record under /vm/<uuid>/reconciler."""
+    text, digest = applied_record(rt.desired, name)
     base = f"/vm/{uuid}/{RECORD}"
 
     async def body(tx: XenstoreOps) -> None:
@@ -87,6 +93,40 @@ async def record(rt: Runtime, step: Step, retry: bool) -> str | None:
 
     await rt.ports.xenstore.transaction(body)
     rt.forget_managed(uuid)
+
+
+async def rename(rt: Runtime, step: Step, retry: bool) -> str | None:
+    # `xl rename` of a domain adopted (spec.adopt) that holds the VM's uuid under another
+    # name; before its adopt step, so a kill in between leaves an unmanaged domain with the
+    # VM's name and uuid: the next plan adopts it. Only the very domain the plan saw.
+    domid, old, uuid = int_arg(step, "domid"), arg(step, "from"), arg(step, "uuid")
+    now = next((d for d in await rt.domains() if d.domid == domid), None)
+    if now is None or not isinstance(uuid, str) or now.uuid.lower() != uuid.lower() or now.name not in (old, step.name):
+        raise TerminalHostError(f"VM {step.name!r}: domain {domid} ({old!r}, uuid {uuid}) that the plan renames and "
+                                f"adopts is no longer on {rt.ports.name} as it was: run plan again")
+    if now.name == step.name:
+        return "already renamed"  # a try whose answer was lost
+    try:
+        await rt.ports.toolstack.rename(domid, step.name)
+    finally:
+        rt.domains_changed()
+    return None
+
+
+async def adopt(rt: Runtime, step: Step, retry: bool) -> str | None:
+    # Taking over a domain another toolstack built (spec.adopt): the same marker and record
+    # as a build's `record` step, under the uuid the domain has, before any other step of
+    # the VM touches it. Only the very domain the plan saw: one that went (or was replaced
+    # under that name) since is not taken over on a guess.
+    uuid, domid = arg(step, "uuid"), arg(step, "domid")
+    if not isinstance(uuid, str) or not uuid:
+        raise TerminalHostError(f"step {step.id} names no uuid; the plan is malformed: run plan again")
+    listed = await rt.domains()
+    if not any(d.name == step.name and d.uuid.lower() == uuid.lower() and (domid is None or d.domid == domid)
+               for d in listed):
+        raise TerminalHostError(f"VM {step.name!r}: the domain the plan adopts ({step.name!r}, uuid {uuid}) is no "
+                                f"longer on {rt.ports.name} as it was: run plan again")
+    await _write_record(rt, step.name, uuid)
     return None
 
 
@@ -250,7 +290,7 @@ async def _write_data(rt: Runtime, domid: int, data: Mapping[str, str]) -> None:
 
 # Ops that may start or stop a domain. Each tells the run's listing what it did (`Runtime.built_domain`,
 # `powered`, `gone`, `domains_changed`); after one that failed, the next lookup lists domains again.
-CHANGES_DOMAINS: frozenset[Op] = frozenset({"create", "unpause", "pause", "shutdown", "destroy",
+CHANGES_DOMAINS: frozenset[Op] = frozenset({"create", "unpause", "pause", "shutdown", "destroy", "rename",
                                            "post-create"})  # a failed postCreate destroys what it built
 
 # Every op of `reconciler.plan.steps.Op`, in the order a VM's life uses them; the
@@ -259,6 +299,8 @@ OPS: dict[Op, Handler] = {
     "pci-assignable-add": pci_assignable_add,  # quarantine on pciback before the build
     "create": create,  # `xl create -p`: built paused, so nothing runs before its devices
     "record": record,  # managed marker + last-applied record, before anything else can fail
+    "rename": rename,  # xl rename of a domain adopted under another name, before its adopt step
+    "adopt": adopt,  # the same, on a domain another toolstack built (spec.adopt), before its other steps
     "attach": attach,  # block/network/pci-attach onto the paused (or running) domain
     "fw-start": fw_start,  # what a VM's start resolves, one batch, before the guest may talk
     "fw-apply": fw_apply,  # a kept VM's rule: v4v entries resolved now

@@ -33,6 +33,9 @@ class Action(str, Enum):
     UPDATE = "~"
     RESTART = "-/+"
     DELETE = "-"
+    # An unmanaged domain taken over on purpose (`spec.adopt: true`): marked managed, then
+    # only the field changes its manifest needs; never rebuilt for the adoption itself.
+    ADOPT = "<="
 
 
 # A 1,000-VM plan holds thousands of FieldChanges, ResourceChanges and Steps: they have

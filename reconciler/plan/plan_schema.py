@@ -33,8 +33,8 @@ _FIELD = _object({
 })
 _CHANGE = _object({
     "kind": _STR, "name": _STR, "vm": _STR,
-    "action": {"enum": ["create", "update", "restart", "delete"]},
-    "symbol": {"enum": ["+", "~", "-/+", "-"]},
+    "action": {"enum": ["create", "update", "restart", "delete", "adopt"]},
+    "symbol": {"enum": ["+", "~", "-/+", "-", "<="]},
     "impact": {"enum": ["live", "restart", "destructive"]},
     "pending": {"type": "boolean"}, "reason": _STR,
     "fields": {"type": "array", "items": _FIELD},
@@ -77,6 +77,8 @@ SCHEMA: dict[str, Any] = {
         "reachability": _REACHABILITY,
     }),
 }
+SCHEMA["properties"]["summary"]["properties"]["adopt"] = {
+    **_COUNT, "description": "only when some: unmanaged domains taken over (spec.adopt), not restarted"}
 SCHEMA["properties"]["preserved"] = {**_STRS, "description": "only when some: VMs left for inspection"}
 
 

@@ -39,6 +39,7 @@ ACTIONS: dict[Action | None, Look] = {
     Action.UPDATE: Look("change live", "#fff1c2", "#a87900"),
     Action.RESTART: Look("restart", "#ecdcf7", "#7b1fa2"),
     Action.DELETE: Look("delete", "#fad4d4", "#c62828"),
+    Action.ADOPT: Look("adopt", "#d4eef7", "#00838f"),
     None: Look("host-wide", "#eeeeee", "#616161"),
 }
 
@@ -57,6 +58,8 @@ _SHAPE_OF: dict[Op, str] = {
     "xenstore-write": "live", "set": "live", "media": "live", "fw-table": "live",
     "shutdown": "down", "detach": "down", "destroy": "down", "fw-remove": "down", "pci-assignable-remove": "down",
     "forget": "down", "rpc-clear": "down",
+    "rename": "live",  # xl rename of a domain adopted under another name
+    "adopt": "up",  # marks a domain another toolstack built as the reconciler's
     "pre-boot": "hook", "post-create": "hook", "on-running": "hook", "on-paused": "hook", "on-stopped": "hook",
     "pre-delete": "hook",
     "gate": "gate",
@@ -228,5 +231,6 @@ def render_mermaid(plan: Plan) -> str:
         arrow = "-.->" if d.kind == "orders" else "-->"
         text = label(d.rule)
         lines.append(f"  s{number[d.before]} {arrow}{f'|{text}|' if text else ''} s{number[d.after]}")
-    lines += [f"  classDef {_class(a)} fill:{look.fill},stroke:{look.line},color:#000" for a, look in ACTIONS.items()]
+    lines += [f"  classDef {_class(a)} fill:{look.fill},stroke:{look.line},color:#000" for a, look in ACTIONS.items()
+              if a is not Action.ADOPT or a in looks]  # adopt's only in a plan that adopts
     return "\n".join(lines) + "\n"

@@ -11,8 +11,9 @@ The format, also in docs/plan-format.md:
       "desired_digest": "<sha256 hex>",     # of the manifests planned from (secrets scrypt'ed)
       "desired_vms": [{"vm", "digest"}],    # per VM: names what changed
       "summary": {"create": n, "change_live": n, "needs_restart": n, "destroy": n},
-      "changes": [{"kind", "name", "vm", "action": "create|update|restart|delete",
-                   "symbol": "+|~|-/+|-", "impact": "live|restart|destructive",
+                                            # and "adopt": n, only when some (spec.adopt)
+      "changes": [{"kind", "name", "vm", "action": "create|update|restart|delete|adopt",
+                   "symbol": "+|~|-/+|-|<=", "impact": "live|restart|destructive",
                    "pending": bool, "reason": str,
                    "fields": [{"path", "before", "after", "impact", "sensitive"}]}],
       "actions": [{"id", "op", "kind", "name", "vm", "args": {...}, "trigger": null}],

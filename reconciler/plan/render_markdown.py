@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import html
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 from reconciler.model.digest import desired_digest
@@ -45,7 +45,13 @@ _RESERVE = 600  # room kept for the line saying what was left out (it is under 4
 _ACTIONS = ((Action.CREATE, "create"), (Action.UPDATE, "update in place"),
             (Action.RESTART, "restart (rebuild the domain)"), (Action.DELETE, "destroy or detach"))
 _PER_VM = {Action.CREATE: "to create", Action.UPDATE: "to update in place", Action.RESTART: "to restart",
-           Action.DELETE: "to destroy or detach"}
+           Action.DELETE: "to destroy or detach", Action.ADOPT: "to adopt"}
+# The adopt row (`spec.adopt`) is shown only in a plan that adopts.
+_ADOPT_ROW = (Action.ADOPT, "adopt (take over, not restarted)")
+
+
+def _rows(changes: Sequence[ResourceChange]) -> tuple[tuple[Action, str], ...]:
+    return (_ADOPT_ROW, *_ACTIONS) if any(c.action is Action.ADOPT for c in changes) else _ACTIONS
 _IMPACTS: tuple[Impact, ...] = tuple(IMPACT_ORDER)
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -112,7 +118,7 @@ def _per_vm(plan: Plan) -> Iterator[tuple[str, list[ResourceChange]]]:
 
 
 def _vm_summary(vm: str, changes: list[ResourceChange]) -> str:
-    counts = {action: sum(c.action is action for c in changes) for action, _ in _ACTIONS}
+    counts = {action: sum(c.action is action for c in changes) for action, _ in _rows(changes)}
     what = ", ".join(f"{n} {_PER_VM[action]}" for action, n in counts.items() if n)
     worst = max((c.impact for c in changes), key=IMPACT_ORDER.__getitem__)
     pending = " (restart pending)" if any(c.pending for c in changes) else ""
@@ -143,14 +149,15 @@ def _reach_block(plan: Plan, lines: list[str]) -> str:
 
 
 def _table(plan: Plan) -> str:
-    counts = {(a, i): 0 for a, _ in _ACTIONS for i in _IMPACTS}
+    actions = _rows(plan.diff.changes)
+    counts = {(a, i): 0 for a, _ in actions for i in _IMPACTS}
     for change in plan.diff.changes:
         counts[change.action, change.impact] += 1
     rows = ["| Action | " + " | ".join(_IMPACTS) + " | total |", "| --- |" + " ---: |" * (len(_IMPACTS) + 1)]
-    for action, word in _ACTIONS:
+    for action, word in actions:
         row = [counts[action, i] for i in _IMPACTS]
         rows.append(f"| {code_span(action.value)} {word} | " + " | ".join(map(str, row)) + f" | {sum(row)} |")
-    totals = [sum(counts[a, i] for a, _ in _ACTIONS) for i in _IMPACTS]
+    totals = [sum(counts[a, i] for a, _ in actions) for i in _IMPACTS]
     rows.append("| **total** | " + " | ".join(map(str, totals)) + f" | {sum(totals)} |")
     return "\n".join(rows)
 

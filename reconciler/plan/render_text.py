@@ -33,8 +33,16 @@ from reconciler.plan.steps import HOOKS, Op, Step
 from reconciler.plan.words import DESTROY, REMOVALS, outcome
 
 SENSITIVE = "(sensitive)"
-_COLOURS = {Action.CREATE: "32", Action.UPDATE: "33", Action.RESTART: "35", Action.DELETE: "31"}
+_COLOURS = {Action.CREATE: "32", Action.UPDATE: "33", Action.RESTART: "35", Action.DELETE: "31", Action.ADOPT: "36"}
 _LEGEND = "Symbols: + create, ~ update in place, -/+ restart (rebuild the domain), - destroy or detach."
+_ADOPT_LEGEND = " <= adopt (take over a domain another toolstack built, not restarted)."
+
+
+def _legend(plan: Plan) -> str:
+    """The symbols line; `<=` is explained only in a plan that adopts (spec.adopt)."""
+    if any(c.action is Action.ADOPT for c in plan.diff.changes):
+        return _LEGEND[:-1] + "," + _ADOPT_LEGEND
+    return _LEGEND
 
 
 def summary_counts(plan: Plan) -> dict[str, int]:
@@ -46,6 +54,9 @@ def summary_counts(plan: Plan) -> dict[str, int]:
             counts["destroy"] += 1
         elif change.action is Action.RESTART:
             counts["needs_restart"] += 1
+        elif change.action is Action.ADOPT:  # taken over; restart-only fields it leaves pending count too
+            counts["adopt"] = counts.get("adopt", 0) + 1
+            counts["needs_restart"] += int(change.pending)
         else:
             applied_now = not change.pending or any(f.impact == "live" for f in change.fields)
             counts["change_live"] += int(applied_now)
@@ -69,8 +80,9 @@ def summary_line(plan: Plan) -> str:
     if not plan.has_changes:
         return "No changes. The host matches the manifests."
     c = summary_counts(plan)
+    adopt = f"{c['adopt']} to adopt, " if c.get("adopt") else ""
     return (
-        f"Plan: {c['create']} to create, {c['change_live']} to change live, "
+        f"Plan: {adopt}{c['create']} to create, {c['change_live']} to change live, "
         f"{c['needs_restart']} needs restart{_removals(plan)}."
     )
 
@@ -272,7 +284,7 @@ def _reachability(plan: Plan, colour: bool) -> list[str]:
 def render_text(plan: Plan, *, colour: bool = False) -> str:
     lines: list[str] = []
     if plan.has_changes:
-        lines += [_LEGEND, "", *_changes(plan, colour), "", *_schedule(plan), "", *_reachability(plan, colour)]
+        lines += [_legend(plan), "", *_changes(plan, colour), "", *_schedule(plan), "", *_reachability(plan, colour)]
     if plan.diff.unmanaged:
         lines += [f"Unmanaged domains (listed once, never touched): {', '.join(plan.diff.unmanaged)}", ""]
     if plan.diff.notes:

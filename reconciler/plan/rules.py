@@ -341,10 +341,26 @@ def shutdown_priority_tiebreak(scene: Scene) -> Iterator[Pair]:
     yield from _gated(layered, "stop", destroy, shutdown)
 
 
+def adopt_first(scene: Scene) -> Iterator[Pair]:
+    """An adopted domain is marked the reconciler's before anything else touches it: a kill
+    after the mark leaves a managed VM whose next plan shows only what is left, one before
+    it leaves the adoption to do again (never a half-changed domain nobody owns)."""
+    adopts = scene.steps_doing("adopt")
+    if not adopts:
+        return
+    by_vm: dict[str, list[str]] = defaultdict(list)
+    for step in scene.ordered:
+        if step.op not in ("adopt", "rename"):  # a rename goes first (the VM's step order)
+            by_vm[step.vm].append(step.id)
+    for step in adopts:
+        yield from _pairs([step.id], by_vm.get(step.vm, []))
+
+
 Rule = Callable[[Scene], Iterator[Pair]]
 
 # Applied in this order; the tie-breaks come last and only add edges the rules above allow.
 RULES: tuple[Rule, ...] = (
+    adopt_first,
     pci_on_pciback_before_build,
     pre_boot_after_needs,
     pre_boot_before_pciback,
@@ -381,6 +397,7 @@ STEP_ORDER = "step_order"  # the rule name of edges between the steps of one res
 # in full). Step order needs none: an unlabelled edge is the next step of one resource.
 LABELS: Mapping[str, str] = {
     STEP_ORDER: "",
+    adopt_first.__name__: "adopted first",
     pci_on_pciback_before_build.__name__: "on pciback before build",
     pre_boot_after_needs.__name__: "needed VM up before pre-boot",
     pre_boot_before_pciback.__name__: "pre-boot before pciback",

@@ -33,6 +33,8 @@ Op = Literal[
     "pause", "mem-set", "vcpu-set", "xenstore-write", "shutdown", "detach", "destroy", "fw-remove",
     "fw-table", "pci-assignable-remove", "set", "forget", "fw-start", "gate", "media",
     "rpc-set", "rpc-clear",  # a VM's whole rpc-proxy entry: set when it starts (or live), cleared when it stops
+    "adopt",  # managed marker + record on a domain another toolstack built (spec.adopt), before its other steps
+    "rename",  # `xl rename`: an adopted domain holding the VM's uuid under another name, before anything else
 ]
 # Seconds a hook may run before its process group is killed (`ExecuteSettings.hook_timeout_s`,
 # RECONCILER_HOOK_TIMEOUT_S): a hook registers, checks or notifies, it does not install.
@@ -146,6 +148,21 @@ def rpc_step(inputs: Inputs, vm: str) -> Step:
     return make("RPCRule", f"{vm}-rpc", vm, "rpc-set", args)
 
 
+def rename_steps(change: ResourceChange, inputs: Inputs) -> list[Step]:
+    """`xl rename` of the domain a VM adopts (`spec.adopt`) when it holds the VM's uuid
+    under another name (the diff shows it under the VM's name already); else none."""
+    if change.name in inputs.observed.domains or change.vm == HOST:
+        return []
+    desired = inputs.desired.vms.get(change.name)
+    if desired is None or not desired.spec.adopt:
+        return []
+    uuid = desired.spec.uuid
+    held = next((i for i in inputs.observed.domains.values() if i.uuid == uuid and not i.managed), None)
+    if held is None:
+        return []
+    return [make("VM", change.name, change.vm, "rename", {"domid": held.domid, "from": held.name, "uuid": uuid})]
+
+
 def _stop_steps(change: ResourceChange, inputs: Inputs) -> list[Step]:
     # Graceful first (`xl shutdown -w`: the guest flushes its disks), then destroy what is left.
     # A domain whose xenstore tree was removed cannot be asked (no control/shutdown node)
@@ -153,7 +170,7 @@ def _stop_steps(change: ResourceChange, inputs: Inputs) -> list[Step]:
     # uuid (real xl prints such a domain's name as "(null)").
     info = inputs.observed.domains.get(change.name)
     args = {"xenstoreGone": True, "uuid": info.uuid} if info is not None and info.xenstore_gone else None
-    return [*hook(inputs, change.name, "pre-delete"),
+    return [*rename_steps(change, inputs), *hook(inputs, change.name, "pre-delete"),
             make("VM", change.name, change.vm, "shutdown", args), make("VM", change.name, change.vm, "destroy", args),
             *hook(inputs, change.name, "on-stopped")]
 
@@ -213,6 +230,20 @@ def _vm_update(change: ResourceChange, inputs: Inputs) -> list[Step]:
         # a domain an interrupted apply built has no record at all: it gets one.
         steps.append(make("VM", vm, vm, "record"))
     return steps + wait
+
+
+def _adopt(change: ResourceChange, inputs: Inputs) -> list[Step]:
+    """An unmanaged domain taken over: first its managed marker and record (`adopt`,
+    under the uuid the domain has; `reconciler.plan.rules.adopt_first` puts it before
+    every other step of the VM), then the live steps of its field changes as for an
+    update (whose own `record` the adopt step already wrote)."""
+    renamed = rename_steps(change, inputs)
+    info = inputs.observed.domains.get(change.name)
+    args: dict[str, object] | None = {"uuid": info.uuid, "domid": info.domid} if info is not None else None
+    if renamed:  # the domain the rename step gave the VM's name
+        args = {key: dict(renamed[0].args)[key] for key in ("uuid", "domid")}
+    rest = [s for s in _vm_update(change, inputs) if s.op != "record"]
+    return [*renamed, make("VM", change.name, change.vm, "adopt", args), *rest]
 
 
 # ---- hooks --------------------------------------------------------------------------------
@@ -432,6 +463,7 @@ TABLE: dict[tuple[Kind, Action], Row] = {
     ("VM", Action.UPDATE): _vm_update,
     ("VM", Action.RESTART): _restart,
     ("VM", Action.DELETE): _stop_steps,
+    ("VM", Action.ADOPT): _adopt,
     ("Disk", Action.CREATE): _unless_pending(_attach),
     ("Disk", Action.UPDATE): _disk_update,
     ("Disk", Action.RESTART): _reattach,

@@ -17,7 +17,7 @@ from reconciler.plan.changes import HOST, Action, ResourceChange
 
 
 Done = Literal["created", "updated", "restarted", "unchanged", "stopped", "destroyed", "detached", "unplugged",
-               "released", "removed", "failed", "skipped"]
+               "released", "removed", "failed", "skipped", "adopted"]
 """Apply's words: each completes "VM `web` has been ..."."""
 
 
@@ -43,10 +43,11 @@ DETACH = Outcome("detach", "to detach", "detached")       # a disk: the image is
 UNPLUG = Outcome("unplug", "to unplug", "unplugged")      # a NIC or a PCI device of a VM
 RELEASE = Outcome("release", "to release", "released")    # a pciback binding no rule needs: given back
 REMOVE = Outcome("remove", "to remove", "removed")        # v4v firewall entries, rpc-proxy rules
+ADOPT = Outcome("adopt", "to adopt", "adopted")          # an unmanaged domain taken over (spec.adopt), not restarted
 FAILED = Outcome("failed", "", "failed")
 SKIPPED = Outcome("skipped", "", "skipped")
 
-OUTCOMES: tuple[Outcome, ...] = (CREATE, UPDATE, RESTART, PENDING, STOP, DESTROY, DETACH, UNPLUG, RELEASE, REMOVE,
+OUTCOMES: tuple[Outcome, ...] = (ADOPT, CREATE, UPDATE, RESTART, PENDING, STOP, DESTROY, DETACH, UNPLUG, RELEASE, REMOVE,
                                  FAILED, SKIPPED)
 """In the order counts are printed."""
 REMOVALS: tuple[Outcome, ...] = (DESTROY, STOP, DETACH, UNPLUG, RELEASE, REMOVE)
@@ -54,7 +55,7 @@ REMOVALS: tuple[Outcome, ...] = (DESTROY, STOP, DETACH, UNPLUG, RELEASE, REMOVE)
 APPLIED: frozenset[str] = frozenset(o.done for o in OUTCOMES if o not in (PENDING, FAILED, SKIPPED))
 """Apply's words for a change that ran and is done."""
 
-_BY_ACTION = {Action.CREATE: CREATE, Action.UPDATE: UPDATE, Action.RESTART: RESTART}
+_BY_ACTION = {Action.CREATE: CREATE, Action.UPDATE: UPDATE, Action.RESTART: RESTART, Action.ADOPT: ADOPT}
 _REMOVED = {"Disk": DETACH, "NIC": UNPLUG, "PCIPassthrough": UNPLUG, "V4VRule": REMOVE, "RPCRule": REMOVE}
 
 

@@ -130,7 +130,7 @@ def test_unmanaged_domain_with_a_manifest_name_is_a_conflict(load_yaml, make_mir
     (found,) = raised.value.diagnostics
     domid = observed.domains["web"].domid
     assert found.severity == "error" and found.message.startswith(f"VM 'web': domain {domid} ('web') holds its name")
-    assert "not made by the reconciler" in found.message and "adopting a domain is not supported yet" in found.message
+    assert "not made by the reconciler" in found.message and "set spec.adopt: true" in found.message
 
 
 def test_unmanaged_domain_with_a_manifest_uuid_is_a_conflict(load_yaml, make_mirror) -> None:  # type: ignore[no-untyped-def]

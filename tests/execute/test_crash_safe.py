@@ -318,7 +318,7 @@ def test_desired_vm_held_by_an_unmanaged_domain_is_a_conflict(
         assert code == 1, out + err
         (line,) = err.splitlines()
         assert line.startswith(f"{two_vms / 'web.yaml'}:") and f"VM 'web': domain {domid} ('web')" in line
-        assert "not made by the reconciler" in line and "adopting a domain is not supported yet" in line
+        assert "not made by the reconciler" in line and "set spec.adopt: true" in line
     assert [d.name for d in host.run(lambda p: p.toolstack.list_domains())] == ["web"]  # apply touched nothing
 
 

@@ -27,6 +27,7 @@ def change(kind: Kind, action: Action, *, vm: str = "db", after: object = None) 
     (change("PCIPassthrough", Action.DELETE, vm=HOST), "to release", "released"),  # a pciback binding given back
     (change("V4VRule", Action.DELETE), "to remove", "removed"),
     (change("RPCRule", Action.DELETE), "to remove", "removed"),
+    (change("VM", Action.ADOPT), "to adopt", "adopted"),                     # spec.adopt: taken over, not restarted
 ])
 def test_each_change_has_one_plan_phrase_and_one_apply_word(made: ResourceChange, plan: str, done: str) -> None:
     assert (outcome(made).plan, outcome(made).done) == (plan, done)
@@ -35,7 +36,7 @@ def test_each_change_has_one_plan_phrase_and_one_apply_word(made: ResourceChange
 def test_no_word_says_deleted_and_every_done_word_completes_has_been() -> None:
     assert all("delete" not in o.done and "delete" not in o.plan for o in OUTCOMES)
     assert APPLIED == {"created", "updated", "restarted", "stopped", "destroyed", "detached", "unplugged",
-                       "released", "removed"}
+                       "released", "removed", "adopted"}
 
 
 def test_apply_counts_each_outcome_in_the_table_order_and_always_failed() -> None:
