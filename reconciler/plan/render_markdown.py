@@ -25,6 +25,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
+from reconciler.errors import printable
 from reconciler.model.digest import desired_digest
 from reconciler.plan.build import Plan
 from reconciler.plan.changes import HOST, IMPACT_ORDER, Action, Impact, ResourceChange
@@ -53,8 +54,6 @@ _ADOPT_ROW = (Action.ADOPT, "adopt (take over, not restarted)")
 def _rows(changes: Sequence[ResourceChange]) -> tuple[tuple[Action, str], ...]:
     return (_ADOPT_ROW, *_ACTIONS) if any(c.action is Action.ADOPT for c in changes) else _ACTIONS
 _IMPACTS: tuple[Impact, ...] = tuple(IMPACT_ORDER)
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _TICKS = re.compile("`+")
 _INLINE = re.compile(r"([\\`*_\[\]<>()#+!|~&])")
 
@@ -66,14 +65,6 @@ class Block(NamedTuple):
 
     what: str
     text: Callable[[], str]
-
-
-def printable(text: str) -> str:
-    """`text` with every control character (C0, DEL, C1) and bidi control escaped
-    (`\\n`, `\\x1b`, `\\u202e`): one line stays one line, and no escape reaches a terminal
-    or reorders what a reviewer reads."""
-    return _UNSAFE.sub(lambda m: _NAMED.get(m[0]) or (f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100
-                                                     else f"\\u{ord(m[0]):04x}"), text)
 
 
 def fenced(lines: list[str]) -> str:

@@ -27,7 +27,8 @@ from syrupy.assertion import SnapshotAssertion
 from drivers.sim import open_sim
 from reconciler.cli.main import main
 from reconciler.model.host import FirewallEntry
-from reconciler.plan.render_markdown import COMMENT_LIMIT, MARKER, fenced, printable, render_markdown
+from reconciler.errors import printable
+from reconciler.plan.render_markdown import COMMENT_LIMIT, MARKER, fenced, render_markdown
 from tests.conftest import with_runnable_hooks
 from tests.plan.test_sim_snapshots import drift
 from tests.plan.test_snapshots import plan_of
